@@ -1,0 +1,359 @@
+"""The commands besides rotate and rollback: init, status, history, unlock.
+
+Each is a plain function over a store and a layout that returns data and
+raises :class:`~credflip.errors.CredflipError`; the CLI only formats.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engines import Engine, Sessions, UserState, engine_for
+from .errors import (
+    ConfigurationError,
+    CredflipError,
+    UsageError,
+)
+from .layout import ROLES, Color, Layout
+from .rotation import Event, Notice, read_pointer
+from .state import HistoryEntry, LockInfo, Rotation, State, load_state, read_lock, save_state
+from .stores.base import Store
+from .urls import DbUrl
+
+__all__ = [
+    "ColorStatus",
+    "InitResult",
+    "Status",
+    "admin_url_for",
+    "history",
+    "init",
+    "status",
+    "unlock",
+]
+
+
+def admin_url_for(store: Store, layout: Layout, explicit: str | None = None) -> DbUrl:
+    """The admin URL: *explicit*, else ``$CREDFLIP_ADMIN_URL``, else the store's parameter."""
+    if explicit:
+        return DbUrl.parse(explicit, what="--admin-url")
+    from_env = os.environ.get("CREDFLIP_ADMIN_URL")
+    if from_env:
+        return DbUrl.parse(from_env, what="CREDFLIP_ADMIN_URL")
+    stored = store.get(layout.admin_url)
+    if stored:
+        return DbUrl.parse(stored, what=layout.admin_url)
+    raise UsageError(
+        f"no admin URL: pass --admin-url, set CREDFLIP_ADMIN_URL, or store it in {layout.admin_url}"
+    )
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What :func:`init` set up."""
+
+    active: Color
+    users: dict[Color, str]
+    group: str | None
+    adopted: bool
+
+
+def init(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl,
+    writer_url: DbUrl | None = None,
+    reader_url: DbUrl | None = None,
+    green_user: str | None = None,
+    group_role: str | None = None,
+    engine: Engine | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> InitResult:
+    """Start managing an environment.
+
+    With a single existing user (``writer_url``), that user becomes blue and
+    ``<user>_green`` (or *green_user*) is created without login. When the
+    pointer and both colors' URLs were already set up by hand, they are
+    adopted after checking that they connect. An env credflip already
+    manages is refused.
+    """
+    names = [*layout.resolver_names, layout.state]
+    existing = store.get_many(names)
+    if layout.state in existing:
+        raise ConfigurationError(
+            f"env {layout.env!r} is already managed by credflip in {store.url}; use "
+            f"'credflip status' or 'credflip rotate'"
+        )
+    own_engine = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+    try:
+        hand_made = layout.pointer in existing and all(
+            layout.url(c, "writer") in existing for c in Color
+        )
+        if hand_made:
+            return _adopt_hand_made(store, layout, eng, existing, group_role, on_event)
+        return _adopt_single_user(
+            store, layout, eng, existing, writer_url, reader_url, green_user, group_role
+        )
+    finally:
+        if own_engine:
+            eng.close()
+
+
+def _adopt_single_user(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    existing: dict[str, str],
+    writer_url: DbUrl | None,
+    reader_url: DbUrl | None,
+    green_user: str | None,
+    group_role: str | None,
+) -> InitResult:
+    if writer_url is None:
+        raise UsageError("--writer-url is required: the URL the application uses today")
+    reader_url = reader_url or writer_url
+    for what, url in (("--writer-url", writer_url), ("--reader-url", reader_url)):
+        if not url.user or url.password is None:
+            raise UsageError(f"{what} must hold the user and password the application uses")
+        if url.backend not in type(eng).schemes:
+            raise UsageError(
+                f"{what} is {url.backend} but the admin URL is {eng.name}: both must name the "
+                f"same server"
+            )
+    if reader_url.user != writer_url.user:
+        raise UsageError(
+            f"--reader-url logs in as {reader_url.user!r} but --writer-url as "
+            f"{writer_url.user!r}: a color is one login user"
+        )
+    user = writer_url.user
+    green = green_user or f"{user}_green"
+    if green == user:
+        raise UsageError("--green-user must differ from the existing user")
+    if layout.pointer in existing:
+        # A previous init stopped half way; continue it only for the same user.
+        color = Color.parse(existing[layout.pointer], where=f"pointer {layout.pointer}")
+        prior = existing.get(layout.url(color, "writer"))
+        if prior is None or DbUrl.parse(prior, what=layout.url(color, "writer")).user != user:
+            raise ConfigurationError(
+                f"{layout.pointer} already exists for another setup: delete it, or set both "
+                f"colors' URLs by hand so init can adopt them"
+            )
+    eng.check_admin()
+    for url in (writer_url, reader_url):
+        eng.verify(url)
+    group = eng.adopt(active=user, inactive=green, group=group_role)
+    eng.lock_user(green)
+    store.put(layout.url(Color.BLUE, "writer"), writer_url.secret, secure=True)
+    store.put(layout.url(Color.BLUE, "reader"), reader_url.secret, secure=True)
+    store.put(layout.pointer, Color.BLUE.value, secure=False)
+    state = State(engine=eng.name, users={Color.BLUE: user, Color.GREEN: green}, group=group)
+    save_state(store, layout, state)
+    return InitResult(Color.BLUE, dict(state.users), group, adopted=False)
+
+
+def _adopt_hand_made(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    existing: dict[str, str],
+    group_role: str | None,
+    on_event: Callable[[Event], None] | None,
+) -> InitResult:
+    active = Color.parse(existing[layout.pointer], where=f"pointer {layout.pointer}")
+    users: dict[Color, str] = {}
+    eng.check_admin()
+    for color in Color:
+        urls = {}
+        for role in ROLES:
+            name = layout.url(color, role)
+            text = existing.get(name) or existing[layout.url(color, "writer")]
+            urls[role] = DbUrl.parse(text, what=name)
+        if urls["reader"].user != urls["writer"].user:
+            raise ConfigurationError(
+                f"{color} URLs log in as two users ({urls['writer'].user!r}, "
+                f"{urls['reader'].user!r}): a color is one login user; fix them first"
+            )
+        for role, url in urls.items():
+            try:
+                eng.verify(url)
+            except CredflipError as exc:
+                raise ConfigurationError(
+                    f"cannot adopt env {layout.env!r}: the {color} {role} URL ({url}) does not "
+                    f"connect: {exc}"
+                ) from exc
+        users[color] = urls["writer"].user
+        if layout.url(color, "reader") not in existing:
+            store.put(layout.url(color, "reader"), urls["writer"].secret, secure=True)
+            if on_event:
+                on_event(
+                    Notice(f"{layout.url(color, 'reader')} was missing: set to the writer URL")
+                )
+    if users[Color.BLUE] == users[Color.GREEN]:
+        raise ConfigurationError(
+            f"both colors log in as {users[Color.BLUE]!r}: blue and green must be two users"
+        )
+    group = eng.adopt(active=users[active], inactive=users[active.other], group=group_role)
+    state = State(engine=eng.name, users=users, group=group)
+    save_state(store, layout, state)
+    return InitResult(active, users, group, adopted=True)
+
+
+@dataclass(frozen=True)
+class ColorStatus:
+    """One color as ``status`` reports it."""
+
+    color: Color
+    user: str
+    active: bool
+    writer_url: DbUrl | None
+    reader_url: DbUrl | None
+    user_state: UserState | None = None
+    sessions: Sessions | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, passwords masked."""
+        return {
+            "color": self.color.value,
+            "user": self.user,
+            "active": self.active,
+            "writer_url": str(self.writer_url) if self.writer_url else None,
+            "reader_url": str(self.reader_url) if self.reader_url else None,
+            "exists": self.user_state.exists if self.user_state else None,
+            "can_login": self.user_state.can_login if self.user_state else None,
+            "sessions": self.sessions.count if self.sessions else None,
+            "clients": [
+                {"client": g.client, "application": g.application, "count": g.count}
+                for g in (self.sessions.groups if self.sessions else ())
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything ``credflip status`` shows."""
+
+    env: str
+    store: str
+    engine: str
+    active: Color
+    colors: list[ColorStatus]
+    rotation: Rotation | None
+    lock: LockInfo | None
+    history: list[HistoryEntry] = field(default_factory=list)
+    database_error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, passwords masked."""
+        return {
+            "env": self.env,
+            "store": self.store,
+            "engine": self.engine,
+            "active": self.active.value,
+            "colors": [c.to_dict() for c in self.colors],
+            "phase": self.rotation.phase.value if self.rotation else None,
+            "rotation": self.rotation.to_dict() if self.rotation else None,
+            "lock": (
+                {
+                    "owner": self.lock.owner,
+                    "host": self.lock.host,
+                    "pid": self.lock.pid,
+                    "started_at": self.lock.started_at,
+                    "purpose": self.lock.purpose,
+                }
+                if self.lock
+                else None
+            ),
+            "history": [h.to_dict() for h in self.history],
+            "database_error": self.database_error,
+        }
+
+
+def status(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl | None = None,
+    engine: Engine | None = None,
+    last: int = 5,
+) -> Status:
+    """Collect the env's state; with an admin URL also each user's state and sessions."""
+    state = load_state(store, layout)
+    values = store.get_many(layout.resolver_names)
+    active = read_pointer(store, layout)
+    lock = read_lock(store, layout)
+    db: dict[Color, tuple[UserState, Sessions]] = {}
+    error: str | None = None
+    if admin_url is not None or engine is not None:
+        own = engine is None
+        try:
+            eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
+            try:
+                for color, user in state.users.items():
+                    db[color] = (eng.user_state(user), eng.sessions(user))
+            finally:
+                if own:
+                    eng.close()
+        except CredflipError as exc:
+            error = str(exc)
+    colors = []
+    for color in Color:
+        urls = {}
+        for role in ROLES:
+            text = values.get(layout.url(color, role))
+            urls[role] = DbUrl.parse(text, what=layout.url(color, role)) if text else None
+        user_state, sessions = db.get(color, (None, None))
+        colors.append(
+            ColorStatus(
+                color=color,
+                user=state.users.get(color, "?"),
+                active=color is active,
+                writer_url=urls["writer"],
+                reader_url=urls["reader"],
+                user_state=user_state,
+                sessions=sessions,
+            )
+        )
+    return Status(
+        env=layout.env,
+        store=store.url,
+        engine=state.engine,
+        active=active,
+        colors=colors,
+        rotation=state.current,
+        lock=lock,
+        history=state.history[-last:] if last else list(state.history),
+        database_error=error,
+    )
+
+
+def history(store: Store, layout: Layout) -> list[HistoryEntry]:
+    """Every recorded rotation and rollback, oldest first."""
+    return list(load_state(store, layout).history)
+
+
+def unlock(store: Store, layout: Layout, *, force: bool) -> LockInfo | None:
+    """Break the env's rotation lock; return who held it (None when free).
+
+    Only with *force*: the lock may belong to a rotation that is still running
+    on another machine.
+    """
+    if not force:
+        raise UsageError(
+            "unlock breaks a lock another rotation may still hold: add --force if you are sure "
+            "it is dead"
+        )
+    load_state(store, layout)
+    held = read_lock(store, layout)
+    if held is not None:
+        store.delete(layout.lock)
+    return held
+
+
+def describe_time(ts: float) -> str:
+    """A UTC timestamp for tables: ``2026-11-25 10:00:00Z``."""
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts))

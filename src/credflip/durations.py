@@ -1,0 +1,39 @@
+"""Durations as operators write them: ``500ms``, ``90s``, ``15m``, ``1h``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import UsageError
+
+__all__ = ["format_duration", "parse_duration"]
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_WHOLE_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+
+
+def parse_duration(text: str, *, what: str = "duration") -> float:
+    """Return the number of seconds *text* stands for.
+
+    A unit is required: a bare ``60`` is refused rather than guessed.
+    """
+    cleaned = text.strip().lower() if isinstance(text, str) else ""
+    if not _WHOLE_RE.fullmatch(cleaned):
+        raise UsageError(
+            f"invalid {what} {text!r}: write a number with a unit, e.g. 500ms, 90s, 15m or 1h"
+        )
+    return sum(float(n) * _UNITS[u] for n, u in _PART_RE.findall(cleaned))
+
+
+def format_duration(seconds: float) -> str:
+    """Render *seconds* compactly: ``850ms``, ``12.3s``, ``4m05s``, ``1h02m``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,235 @@
+"""A throw-away PostgreSQL cluster that enforces passwords, for the demo and tests.
+
+It runs the system's binaries (``/usr/lib/postgresql/*/bin`` or ``pg_config
+--bindir``) or, when none are installed, those of the ``pgserver`` package.
+The cluster uses ``scram-sha-256`` for every connection, listens on a random
+free loopback port, logs every statement (so tests can scan the log for
+secrets) and is deleted on :meth:`EmbeddedPostgres.stop`. ``initdb`` refuses
+to run as root, so as root the cluster runs as the ``postgres`` OS user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from .errors import ConfigurationError
+from .urls import DbUrl
+
+__all__ = ["EmbeddedPostgres", "find_bindir", "free_port"]
+
+
+def find_bindir() -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl``; raise when there is none."""
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            out = subprocess.run(  # noqa: S603
+                [pg_config, "--bindir"], check=True, capture_output=True, text=True
+            ).stdout.strip()
+            candidates.append(out)
+    try:
+        import pgserver  # type: ignore[import-not-found,unused-ignore]
+
+        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin"))
+    except ImportError:
+        pass
+    for folder in candidates:
+        if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
+            return Path(folder)
+    raise ConfigurationError(
+        "no PostgreSQL server binaries found: install PostgreSQL (apt install postgresql) or "
+        "pip install pgserver"
+    )
+
+
+def _version_key(path: str) -> float:
+    try:
+        return float(Path(path).parent.name)
+    except ValueError:
+        return 0.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL cluster with scram-sha-256 authentication."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        *,
+        log_statement: str = "all",
+        settings: dict[str, str] | None = None,
+        base_dir: str | None = None,
+    ) -> None:
+        self.log_statement = log_statement
+        self.settings = settings or {}
+        self.base_dir = base_dir
+        self.superuser_password = secrets.token_urlsafe(18)
+        self.port = 0
+        self.root: Path | None = None
+        self._os_user: str | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        """The cluster's data directory."""
+        assert self.root is not None  # noqa: S101 - only valid once started
+        return self.root / "data"
+
+    @property
+    def log_path(self) -> Path:
+        """The server log (every statement when ``log_statement='all'``)."""
+        assert self.root is not None  # noqa: S101
+        return self.root / "server.log"
+
+    def url(self, user: str, password: str | None, database: str = "postgres") -> DbUrl:
+        """A ``postgresql://`` URL for this cluster."""
+        return DbUrl(
+            scheme="postgresql",
+            host=self.host,
+            port=self.port,
+            user=user,
+            password=password,
+            database=database,
+        )
+
+    @property
+    def superuser_url(self) -> DbUrl:
+        """The bootstrap superuser ``postgres``."""
+        return self.url("postgres", self.superuser_password)
+
+    def _cmd(self, *args: str) -> list[str]:
+        if self._os_user:
+            return ["runuser", "-u", self._os_user, "--", *args]
+        return list(args)
+
+    def _run(self, *args: str) -> None:
+        proc = subprocess.run(  # noqa: S603
+            self._cmd(*args), capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ConfigurationError(f"{Path(args[0]).name} failed: {detail[0]}")
+
+    def start(self) -> EmbeddedPostgres:
+        """initdb and start the cluster; return self."""
+        bindir = find_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="credflip-pg-", dir=self.base_dir))
+        if os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam("postgres")
+            except KeyError:
+                raise ConfigurationError(
+                    "initdb refuses to run as root and there is no 'postgres' OS user: run as "
+                    "an ordinary user"
+                ) from None
+            self._os_user = "postgres"
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        pwfile = self.root / "pw"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.superuser_password + "\n")
+        if self._os_user:
+            entry = pwd.getpwnam(self._os_user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        try:
+            self._run(
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            )
+        finally:
+            pwfile.unlink()
+        options = {
+            "listen_addresses": self.host,
+            "unix_socket_directories": str(self.root),
+            "log_statement": self.log_statement,
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            **self.settings,
+        }
+        opt_text = " ".join(f"-c {k}={v}" for k, v in options.items())
+        last_error: ConfigurationError | None = None
+        for _attempt in range(3):
+            # A free port can be taken between our probe and the server's bind.
+            self.port = free_port()
+            try:
+                self._run(
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-l",
+                    str(self.log_path),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {self.port} {opt_text}",
+                    "start",
+                )
+                return self
+            except ConfigurationError as exc:
+                last_error = exc
+        self.stop()
+        assert last_error is not None  # noqa: S101
+        raise last_error
+
+    def stop(self) -> None:
+        """Stop the server and delete its files."""
+        if self.root is None:
+            return
+        with contextlib.suppress(ConfigurationError):
+            if (self.data_dir / "postmaster.pid").exists():
+                self._run(
+                    str(find_bindir() / "pg_ctl"),
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                )
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root = None
+
+    def read_log(self) -> str:
+        """The server log so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def __enter__(self) -> EmbeddedPostgres:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""Database engines, registered by name and chosen by URL scheme."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TypeVar
+
+from ..errors import UsageError
+from ..urls import DbUrl
+from .base import Engine, SessionGroup, Sessions, UserState
+
+__all__ = ["Engine", "SessionGroup", "Sessions", "UserState", "engine_for", "register"]
+
+_E = TypeVar("_E", bound=type[Engine])
+
+_REGISTRY: dict[str, type[Engine]] = {}
+
+#: Modules that register engines; imported only when an engine is needed so
+#: that applications never load database drivers they do not use.
+_MODULES = {
+    "postgresql": "credflip.engines.postgres",
+    "postgres": "credflip.engines.postgres",
+    "psql": "credflip.engines.postgres",
+    "mysql": "credflip.engines.mysql",
+    "mariadb": "credflip.engines.mysql",
+}
+
+
+def register(cls: _E) -> _E:
+    """Class decorator: make an engine available under its name and schemes."""
+    _REGISTRY[cls.name] = cls
+    for scheme in cls.schemes:
+        _REGISTRY[scheme] = cls
+    return cls
+
+
+def engine_class(scheme: str) -> type[Engine]:
+    """The engine class serving URL scheme *scheme* (driver suffix ignored)."""
+    backend = scheme.split("+", 1)[0]
+    if backend not in _REGISTRY and backend in _MODULES:
+        importlib.import_module(_MODULES[backend])
+    try:
+        return _REGISTRY[backend]
+    except KeyError:
+        raise UsageError(
+            f"unsupported database scheme {backend!r}: use postgresql:// or mysql://"
+        ) from None
+
+
+def engine_for(admin_url: DbUrl, *, connect_timeout: float = 10.0) -> Engine:
+    """Return an engine that works through *admin_url*."""
+    return engine_class(admin_url.scheme)(admin_url, connect_timeout=connect_timeout)

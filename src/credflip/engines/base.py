@@ -1,0 +1,154 @@
+"""What a database engine must offer a rotation.
+
+An engine works through an *admin* URL: a user that can create roles and give
+them rights, but need not be a superuser (RDS and Aurora do not hand those
+out). Every statement an engine sends quotes identifiers and literals through
+its driver; no password is ever sent in plaintext where the server allows a
+client-side hash.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import ClassVar
+
+from ..urls import DbUrl
+
+__all__ = ["Engine", "SessionGroup", "Sessions", "UserState"]
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Whether a login user exists and may log in."""
+
+    name: str
+    exists: bool
+    can_login: bool = False
+
+
+@dataclass(frozen=True)
+class SessionGroup:
+    """Open sessions of one user from one client address and application."""
+
+    client: str
+    application: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """A sample of one user's sessions.
+
+    ``connections_total`` is a cumulative count of logins when the server
+    keeps one (MySQL's ``performance_schema.accounts``): a rise between two
+    samples means a client connected and left in between.
+    """
+
+    groups: tuple[SessionGroup, ...] = ()
+    connections_total: int | None = None
+
+    @property
+    def count(self) -> int:
+        """The number of open sessions."""
+        return sum(g.count for g in self.groups)
+
+    def describe(self, limit: int = 3) -> str:
+        """``2 from 10.0.0.5 (api), 1 from local (psql)`` — for messages."""
+        parts = [f"{g.count} from {g.client} ({g.application or '-'})" for g in self.groups]
+        if len(parts) > limit:
+            parts = [*parts[:limit], f"{len(parts) - limit} more"]
+        return ", ".join(parts) or "none"
+
+
+@dataclass
+class Engine(abc.ABC):
+    """A database engine driven through an admin URL."""
+
+    #: Registry name, e.g. ``"postgresql"``.
+    name: ClassVar[str]
+    #: URL schemes (without driver suffix) this engine serves.
+    schemes: ClassVar[tuple[str, ...]]
+
+    admin_url: DbUrl
+    connect_timeout: float = 10.0
+    _secrets: list[str] = field(default_factory=list, repr=False)
+
+    # -- admin -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def check_admin(self) -> None:
+        """Connect as admin and check it may manage users; raise naming the missing right."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close any connection the engine holds."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- users -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def user_state(self, user: str) -> UserState:
+        """Return whether *user* exists and may log in."""
+
+    @abc.abstractmethod
+    def adopt(self, *, active: str, inactive: str, group: str | None) -> str | None:
+        """Convert a database so that *active* and *inactive* can take turns.
+
+        Creates the group role (when the engine uses one) that owns the
+        objects, moves ownership and rights of the users to it, and creates
+        *inactive* (without login) when missing. Returns the group's name.
+        """
+
+    @abc.abstractmethod
+    def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
+        """Create or update *user* with *password*, allow login, and give it the rights of *like*.
+
+        Must not change *like* in any way.
+        """
+
+    @abc.abstractmethod
+    def lock_user(self, user: str) -> None:
+        """Stop *user* from logging in; reversible with :meth:`unlock_user`."""
+
+    @abc.abstractmethod
+    def unlock_user(self, user: str) -> None:
+        """Allow *user* to log in again."""
+
+    @abc.abstractmethod
+    def drop_user(self, user: str, *, keep: str, group: str | None) -> None:
+        """Drop *user*, refusing with a clear message when that would lose anything.
+
+        *keep* is the active user, which must keep every right *user* had.
+        """
+
+    # -- clients ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
+        """Connect with exactly *url* and run ``SELECT 1`` and *probe*; raise on failure."""
+
+    @abc.abstractmethod
+    def sessions(self, user: str) -> Sessions:
+        """Sample the open sessions of *user*."""
+
+    @abc.abstractmethod
+    def terminate(self, user: str) -> int:
+        """End every session of *user*; return how many were ended."""
+
+    # -- helpers ---------------------------------------------------------
+
+    def remember_secret(self, secret: str) -> None:
+        """Note a secret so that driver messages can be scrubbed of it."""
+        self._secrets.append(secret)

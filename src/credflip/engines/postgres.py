@@ -1,0 +1,820 @@
+"""PostgreSQL (>= 13) and Aurora PostgreSQL through psycopg 3.
+
+Rights model: a NOLOGIN *group role* owns the schema objects and holds the
+privileges. Both colors are members of it and carry the role setting
+``role = <group>``, so every session starts with ``SET ROLE <group>`` and
+whatever either color creates is owned by the group: the other color can
+ALTER or DROP it after the next rotation.
+
+The admin needs CREATEROLE, not SUPERUSER (as on RDS). It makes itself a member
+of the group (to grant on the group's objects) and, for the few statements
+that need it (``REASSIGN OWNED``, ``DROP OWNED``), briefly of the login users.
+
+Passwords are sent only as SCRAM verifiers computed here
+(:meth:`psycopg.pq.PGconn.encrypt_password`), so ``log_statement=all`` never
+records a plaintext password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import psycopg
+from psycopg import sql
+
+from ..errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectFailed,
+    EngineError,
+    InsufficientPrivilege,
+    RotationError,
+)
+from ..urls import DbUrl, scrub
+from . import register
+from .base import Engine, SessionGroup, Sessions, UserState
+
+__all__ = ["PostgresEngine", "connect_kwargs", "default_group"]
+
+_Query = str | bytes | sql.SQL | sql.Composed
+
+_MIN_VERSION = 130000
+
+#: Privilege names as aclexplode() reports them; anything else is refused
+#: rather than pasted into a statement.
+_PRIVILEGES = frozenset(
+    {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+        "MAINTAIN",
+        "USAGE",
+        "CREATE",
+        "CONNECT",
+        "TEMPORARY",
+        "EXECUTE",
+    }
+)
+
+#: GUCs whose value is a list: each element must be its own literal, or
+#: ``search_path = 'a, b'`` would name one schema called "a, b".
+_LIST_SETTINGS = frozenset(
+    {
+        "search_path",
+        "temp_tablespaces",
+        "session_preload_libraries",
+        "local_preload_libraries",
+        "datestyle",
+    }
+)
+
+# Every object-level privilege granted *directly* to a role in the current
+# database. Routines carry their identity arguments as the server prints
+# them; that text is the server's own quoting of a signature, not input.
+_GRANTS_SQL = """
+WITH r AS (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+SELECT CASE WHEN c.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, n.nspname, c.relname,
+       '', '', a.privilege_type, a.is_grantable
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  CROSS JOIN LATERAL aclexplode(c.relacl) a
+ WHERE a.grantee = (SELECT oid FROM r)
+UNION ALL
+SELECT 'COLUMN', n.nspname, c.relname, '', att.attname, a.privilege_type, a.is_grantable
+  FROM pg_attribute att JOIN pg_class c ON c.oid = att.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  CROSS JOIN LATERAL aclexplode(att.attacl) a
+ WHERE a.grantee = (SELECT oid FROM r) AND NOT att.attisdropped
+UNION ALL
+SELECT 'SCHEMA', '', n.nspname, '', '', a.privilege_type, a.is_grantable
+  FROM pg_namespace n CROSS JOIN LATERAL aclexplode(n.nspacl) a
+ WHERE a.grantee = (SELECT oid FROM r)
+UNION ALL
+SELECT 'ROUTINE', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), '',
+       a.privilege_type, a.is_grantable
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  CROSS JOIN LATERAL aclexplode(p.proacl) a
+ WHERE a.grantee = (SELECT oid FROM r)
+UNION ALL
+SELECT CASE WHEN t.typtype = 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, t.typname, '', '',
+       a.privilege_type, a.is_grantable
+  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+  CROSS JOIN LATERAL aclexplode(t.typacl) a
+ WHERE a.grantee = (SELECT oid FROM r)
+"""
+
+_DATABASE_GRANTS_SQL = """
+SELECT 'DATABASE', '', d.datname, '', '', a.privilege_type, a.is_grantable
+  FROM pg_database d CROSS JOIN LATERAL aclexplode(d.datacl) a
+ WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+"""
+
+# Default privileges a role set up for objects it creates (FOR ROLE it).
+_DEFAULT_ACL_SQL = """
+SELECT coalesce(n.nspname, ''), d.defaclobjtype, coalesce(g.rolname, ''),
+       a.privilege_type, a.is_grantable
+  FROM pg_default_acl d
+  LEFT JOIN pg_namespace n ON n.oid = d.defaclnamespace
+  CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+  LEFT JOIN pg_roles g ON g.oid = a.grantee
+ WHERE d.defaclrole = (SELECT oid FROM pg_roles WHERE rolname = %(role)s)
+   AND a.grantee <> d.defaclrole
+"""
+
+_DEFAULT_ACL_KINDS = {
+    "r": "TABLES",
+    "S": "SEQUENCES",
+    "f": "FUNCTIONS",
+    "T": "TYPES",
+    "n": "SCHEMAS",
+}
+
+
+class Grant(NamedTuple):
+    """One privilege on one object, as held directly by a role."""
+
+    kind: str
+    schema: str
+    name: str
+    args: str
+    column: str
+    privilege: str
+    grantable: bool
+
+    def describe(self) -> str:
+        """``SELECT on table app.orders`` — for messages."""
+        target = ".".join(p for p in (self.schema, self.name) if p)
+        if self.args or self.kind == "ROUTINE":
+            target += f"({self.args})"
+        if self.column:
+            target += f" column {self.column}"
+        kind = "table" if self.kind == "COLUMN" else self.kind.lower()
+        return f"{self.privilege} on {kind} {target}"
+
+
+def connect_kwargs(url: DbUrl) -> dict[str, Any]:
+    """libpq keyword arguments for *url* (query options such as sslmode pass through)."""
+    kwargs: dict[str, Any] = dict(url.query)
+    kwargs.update(host=url.host, user=url.user, dbname=url.database or url.user)
+    if url.port is not None:
+        kwargs["port"] = url.port
+    if url.password is not None:
+        kwargs["password"] = url.password
+    return kwargs
+
+
+@register
+@dataclass
+class PostgresEngine(Engine):
+    """PostgreSQL through psycopg 3, with a CREATEROLE admin."""
+
+    name = "postgresql"
+    schemes = ("postgresql", "postgres", "psql")
+
+    _conn: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
+
+    # -- connections -----------------------------------------------------
+
+    def _connect(self, url: DbUrl, *, what: str) -> psycopg.Connection[tuple[Any, ...]]:
+        kwargs = connect_kwargs(url)
+        kwargs.setdefault("connect_timeout", max(1, int(self.connect_timeout)))
+        kwargs.setdefault("application_name", "credflip")
+        try:
+            return psycopg.connect(autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            raise self._connect_error(exc, url, what) from exc
+
+    def _connect_error(self, exc: psycopg.Error, url: DbUrl, what: str) -> EngineError:
+        message = self._diag(exc)
+        low = message.lower()
+        where = f"{url.host}:{url.port or 5432}"
+        if exc.sqlstate == "28P01" or "password authentication failed" in low:
+            return AuthenticationFailed(
+                f"{what} was refused: password authentication failed for user {url.user!r} at "
+                f"{where}; check the user and password"
+            )
+        if exc.sqlstate == "28000" or "not permitted to log in" in low:
+            return AuthenticationFailed(
+                f"{what} was refused at {where}: {message}; the user is locked or lacks LOGIN"
+            )
+        if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
+            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
+        return ConnectFailed(
+            f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
+            f"that the server is running"
+        )
+
+    @property
+    def conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The admin connection, opened on first use."""
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect(self.admin_url, what="the admin URL")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _database(self, dbname: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """An admin connection to *dbname* (the main one when it is the admin's database)."""
+        if dbname == (self.admin_url.database or self.admin_url.user):
+            yield self.conn
+            return
+        url = dataclasses.replace(self.admin_url, database=dbname)
+        conn = self._connect(url, what=f"the admin to database {dbname!r}")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the admin connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _diag(self, exc: BaseException) -> str:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first.removeprefix("connection failed: ")
+        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
+        return scrub(first, secrets)
+
+    def _run(
+        self,
+        query: _Query,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None,
+        hint: str = "",
+    ) -> list[tuple[Any, ...]]:
+        """Execute one statement as admin; translate driver errors."""
+        target = conn if conn is not None else self.conn
+        try:
+            cur = target.execute(query, params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.errors.InsufficientPrivilege as exc:
+            admin = self.admin_url.user
+            raise InsufficientPrivilege(
+                f"admin user {admin!r} was refused: {self._diag(exc)}"
+                + (f"; {hint}" if hint else "; see the README for the rights the admin needs")
+            ) from exc
+        except psycopg.Error as exc:
+            raise EngineError(f"PostgreSQL refused a statement: {self._diag(exc)}") from exc
+
+    # -- admin -----------------------------------------------------------
+
+    def check_admin(self) -> None:
+        """Check the server version and that the admin has CREATEROLE."""
+        version = self.conn.info.server_version
+        if version < _MIN_VERSION:
+            raise ConfigurationError(
+                f"PostgreSQL {version // 10000} is not supported: credflip needs 13 or later"
+            )
+        rows = self._run(
+            "SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        )
+        superuser, createrole = rows[0]
+        if not (superuser or createrole):
+            admin = self.admin_url.user
+            raise InsufficientPrivilege(
+                f"admin user {admin!r} lacks CREATEROLE: as a superuser (or the RDS master user) "
+                f"run ALTER ROLE {admin} CREATEROLE"
+            )
+
+    # -- users -----------------------------------------------------------
+
+    def user_state(self, user: str) -> UserState:
+        """Return whether *user* exists and has LOGIN."""
+        rows = self._run("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [user])
+        if not rows:
+            return UserState(user, exists=False)
+        return UserState(user, exists=True, can_login=bool(rows[0][0]))
+
+    def _exists(self, role: str) -> bool:
+        return bool(self._run("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]))
+
+    def adopt(self, *, active: str, inactive: str, group: str | None) -> str:
+        """Create the group, move ownership and rights to it, and create *inactive*."""
+        group = group or default_group(active)
+        if len({active, inactive, group}) != 3:
+            raise ConfigurationError(
+                f"users {active!r}, {inactive!r} and group {group!r} must all differ: pass "
+                f"--green-user or --group-role"
+            )
+        self.check_admin()
+        for user in (active, inactive):
+            rows = self._run("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [user])
+            if rows and rows[0][0]:
+                raise ConfigurationError(
+                    f"user {user!r} is a superuser: credflip cannot manage it; give the "
+                    f"application an ordinary user"
+                )
+        rows = self._run("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", [group])
+        if rows and rows[0][0]:
+            raise ConfigurationError(
+                f"group role {group!r} exists and can log in; pick another with --group-role"
+            )
+        if not rows:
+            self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
+        self._ensure_admin_member(group)
+
+        users = [u for u in (active, inactive) if self._exists(u)]
+        self._check_can_move_databases(users)
+        with self._acting_as(users):
+            # Ownership of everything the users own moves to the group, in
+            # every database: REASSIGN OWNED only sees the current one.
+            for dbname in self._databases_of(users, deptypes=("o",)):
+                with self._database(dbname) as conn:
+                    self._run(
+                        sql.SQL("REASSIGN OWNED BY {} TO {}").format(
+                            sql.SQL(", ").join(map(sql.Identifier, users)), sql.Identifier(group)
+                        ),
+                        conn=conn,
+                    )
+                    for user in users:
+                        self._copy_default_acl(user, group, conn)
+        # The group must be able to do whatever the active user could on
+        # its own, because sessions will run as the group.
+        self._sync_memberships(active, group, revoke_extra=False, exclude={group})
+        self._sync_grants(active, group, revoke_extra=False)
+        self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(active)))
+        self._run(
+            sql.SQL("ALTER ROLE {} SET role = {}").format(
+                sql.Identifier(active), sql.Literal(group)
+            )
+        )
+        if not self._exists(inactive):
+            self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(inactive)))
+        self.sync_rights(active, inactive)
+        return group
+
+    def _check_can_move_databases(self, users: Sequence[str]) -> None:
+        # Changing a database's owner needs CREATEDB on the admin; say so
+        # before anything changes rather than half way through.
+        owned = self._run(
+            "SELECT string_agg(datname, ', ' ORDER BY datname) FROM pg_database "
+            "WHERE datdba IN (SELECT oid FROM pg_roles WHERE rolname = ANY(%s))",
+            [list(users)],
+        )[0][0]
+        if not owned:
+            return
+        can = self._run(
+            "SELECT rolsuper OR rolcreatedb FROM pg_roles WHERE rolname = current_user"
+        )[0][0]
+        if not can:
+            admin = self.admin_url.user
+            raise InsufficientPrivilege(
+                f"{', '.join(users)} own(s) database(s) {owned}; handing them to the group role "
+                f"needs CREATEDB on the admin: as a superuser run ALTER ROLE {admin} CREATEDB"
+            )
+
+    def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
+        """Create or update *user*: rights of *like* first, then password and LOGIN."""
+        if user == like:
+            raise RotationError(f"refusing to change {user!r}: it is the active user")
+        self.remember_secret(password)
+        if not self._exists(user):
+            self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(user)))
+        self.sync_rights(like, user)
+        verifier = self.conn.pgconn.encrypt_password(
+            password.encode(), user.encode(), b"scram-sha-256"
+        ).decode()
+        self._run(
+            sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.Identifier(user), sql.Literal(verifier)
+            )
+        )
+
+    def lock_user(self, user: str) -> None:
+        """``ALTER ROLE user NOLOGIN``: open sessions stay, new logins are refused."""
+        if self._exists(user):
+            self._run(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(user)))
+
+    def unlock_user(self, user: str) -> None:
+        """``ALTER ROLE user LOGIN``."""
+        self._run(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(user)))
+
+    def drop_user(self, user: str, *, keep: str, group: str | None) -> None:
+        """Reassign and drop what *user* owns, then ``DROP ROLE``; refuse if anything is lost."""
+        if not self._exists(user):
+            return
+        problems: list[str] = []
+        lost = sorted(self._all_grants(user) - self._all_grants(keep))
+        if lost:
+            problems.append(
+                f"it holds rights {keep!r} lacks: "
+                + ", ".join(g.describe() for g in lost[:5])
+                + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            )
+        missing = sorted(set(self._memberships(user)) - set(self._memberships(keep)))
+        if missing:
+            problems.append(f"it is a member of {', '.join(missing)} and {keep!r} is not")
+        owned = self._databases_of([user], deptypes=("o",))
+        if owned and not group:
+            problems.append(
+                f"it owns objects in database(s) {', '.join(owned)} and no group "
+                f"role is set up to take them"
+            )
+        if problems:
+            raise RotationError(
+                f"refusing to drop user {user!r}: {'; '.join(problems)}; retire it with "
+                f"--retire lock instead, or move those rights first"
+            )
+        with self._acting_as([user], revoke_after=False):
+            for dbname in self._databases_of([user], deptypes=("o", "a")):
+                with self._database(dbname) as conn:
+                    if group:
+                        self._run(
+                            sql.SQL("REASSIGN OWNED BY {} TO {}").format(
+                                sql.Identifier(user), sql.Identifier(group)
+                            ),
+                            conn=conn,
+                        )
+                    self._run(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(user)), conn=conn)
+            self._run(sql.SQL("DROP ROLE {}").format(sql.Identifier(user)))
+
+    # -- rights ------------------------------------------------------------
+
+    def sync_rights(self, source: str, target: str) -> None:
+        """Make *target*'s attributes, memberships, settings and grants equal *source*'s."""
+        self._sync_attributes(source, target)
+        self._sync_memberships(source, target, revoke_extra=True, exclude=set())
+        self._sync_settings(source, target)
+        self._sync_grants(source, target, revoke_extra=True)
+
+    def _sync_attributes(self, source: str, target: str) -> None:
+        rows = self._run(
+            "SELECT rolcreatedb, rolinherit, rolconnlimit FROM pg_roles WHERE rolname = %s",
+            [source],
+        )
+        createdb, inherit, connlimit = rows[0]
+        self._run(
+            sql.SQL("ALTER ROLE {} WITH {} {} CONNECTION LIMIT {}").format(
+                sql.Identifier(target),
+                sql.SQL("CREATEDB" if createdb else "NOCREATEDB"),
+                sql.SQL("INHERIT" if inherit else "NOINHERIT"),
+                sql.Literal(int(connlimit)),
+            )
+        )
+
+    def _memberships(self, role: str) -> dict[str, bool]:
+        rows = self._run(
+            "SELECT g.rolname, m.admin_option FROM pg_auth_members m "
+            "JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
+            "WHERE u.rolname = %s",
+            [role],
+        )
+        return {str(name): bool(admin) for name, admin in rows}
+
+    def _sync_memberships(
+        self, source: str, target: str, *, revoke_extra: bool, exclude: set[str]
+    ) -> None:
+        want = {k: v for k, v in self._memberships(source).items() if k not in exclude}
+        have = self._memberships(target)
+        hint = (
+            "on PostgreSQL 16+ the admin needs ADMIN OPTION on that role: as a superuser run "
+            "GRANT <role> TO <admin> WITH ADMIN OPTION"
+        )
+        for role, admin in want.items():
+            if role not in have or (admin and not have[role]):
+                self._run(
+                    sql.SQL("GRANT {} TO {}{}").format(
+                        sql.Identifier(role),
+                        sql.Identifier(target),
+                        sql.SQL(" WITH ADMIN OPTION" if admin else ""),
+                    ),
+                    hint=hint,
+                )
+            elif have[role] and not admin:
+                self._run(
+                    sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}").format(
+                        sql.Identifier(role), sql.Identifier(target)
+                    ),
+                    hint=hint,
+                )
+        if revoke_extra:
+            for role in set(have) - set(want):
+                self._run(
+                    sql.SQL("REVOKE {} FROM {}").format(
+                        sql.Identifier(role), sql.Identifier(target)
+                    ),
+                    hint=hint,
+                )
+
+    def _settings(self, role: str) -> dict[tuple[str, str], str]:
+        rows = self._run(
+            "SELECT coalesce(d.datname, ''), s.setconfig FROM pg_db_role_setting s "
+            "LEFT JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE s.setrole = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+            [role],
+        )
+        out: dict[tuple[str, str], str] = {}
+        for dbname, config in rows:
+            for item in config or []:
+                name, _, value = str(item).partition("=")
+                out[(str(dbname), name)] = value
+        return out
+
+    def _sync_settings(self, source: str, target: str) -> None:
+        want, have = self._settings(source), self._settings(target)
+        for (dbname, name), value in want.items():
+            if have.get((dbname, name)) != value:
+                self._run(
+                    sql.SQL("ALTER ROLE {}{} SET {} TO {}").format(
+                        sql.Identifier(target),
+                        _in_database(dbname),
+                        sql.Identifier(*name.split(".")),
+                        _setting_value(name, value),
+                    )
+                )
+        for dbname, name in set(have) - set(want):
+            self._run(
+                sql.SQL("ALTER ROLE {}{} RESET {}").format(
+                    sql.Identifier(target), _in_database(dbname), sql.Identifier(*name.split("."))
+                )
+            )
+
+    def _databases_of(self, roles: Sequence[str], *, deptypes: Sequence[str]) -> list[str]:
+        """Databases holding objects the roles own ('o') or have rights on ('a')."""
+        rows = self._run(
+            "SELECT DISTINCT d.datname, d.datallowconn FROM pg_shdepend s "
+            "JOIN pg_database d ON d.oid = s.dbid "
+            "WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype = ANY(%s) "
+            "AND s.refobjid IN (SELECT oid FROM pg_roles WHERE rolname = ANY(%s)) "
+            "ORDER BY 1",
+            [list(deptypes), list(roles)],
+        )
+        closed = [str(name) for name, allowed in rows if not allowed]
+        if closed:
+            raise ConfigurationError(
+                f"database(s) {', '.join(closed)} hold objects of {', '.join(roles)} but do not "
+                f"allow connections; move those objects first"
+            )
+        names = [str(name) for name, _ in rows]
+        main = self.admin_url.database or self.admin_url.user
+        return [main, *[n for n in names if n != main]]
+
+    def _grants_in(self, role: str, conn: psycopg.Connection[tuple[Any, ...]]) -> set[Grant]:
+        return {_grant_row(r) for r in self._run(_GRANTS_SQL, {"role": role}, conn=conn)}
+
+    def _database_grants(self, role: str) -> set[Grant]:
+        return {_grant_row(r) for r in self._run(_DATABASE_GRANTS_SQL, {"role": role})}
+
+    def _all_grants(self, role: str) -> set[Grant]:
+        grants = self._database_grants(role)
+        for dbname in self._databases_of([role], deptypes=("a",)):
+            with self._database(dbname) as conn:
+                grants |= {
+                    g._replace(schema=f"{dbname}:{g.schema}") for g in self._grants_in(role, conn)
+                }
+        return grants
+
+    def _sync_grants(self, source: str, target: str, *, revoke_extra: bool) -> None:
+        self._apply_grants(
+            self._database_grants(source),
+            self._database_grants(target),
+            target,
+            revoke_extra=revoke_extra,
+            conn=self.conn,
+        )
+        for dbname in self._databases_of([source, target], deptypes=("a",)):
+            with self._database(dbname) as conn:
+                self._apply_grants(
+                    self._grants_in(source, conn),
+                    self._grants_in(target, conn),
+                    target,
+                    revoke_extra=revoke_extra,
+                    conn=conn,
+                )
+
+    def _apply_grants(
+        self,
+        want: set[Grant],
+        have: set[Grant],
+        target: str,
+        *,
+        revoke_extra: bool,
+        conn: psycopg.Connection[tuple[Any, ...]],
+    ) -> None:
+        def key(g: Grant) -> Grant:
+            return g._replace(grantable=False)
+
+        have_by_key = {key(g): g for g in have}
+        want_keys = {key(g) for g in want}
+        hint_for = "the admin must own the object, be a member of its owner, or hold the right "
+        for grant in sorted(want):
+            held = have_by_key.get(key(grant))
+            if held is None or (grant.grantable and not held.grantable):
+                self._run(
+                    _grant_sql(grant, target, revoke=False),
+                    conn=conn,
+                    hint=hint_for + f"WITH GRANT OPTION to give {grant.describe()}",
+                )
+            elif held.grantable and not grant.grantable:
+                self._run(_grant_sql(grant, target, revoke=True, option_only=True), conn=conn)
+        if revoke_extra:
+            for grant in sorted(have):
+                if key(grant) not in want_keys:
+                    self._run(
+                        _grant_sql(grant, target, revoke=True),
+                        conn=conn,
+                        hint=hint_for + f"to take back {grant.describe()}",
+                    )
+
+    def _copy_default_acl(
+        self, source: str, target: str, conn: psycopg.Connection[tuple[Any, ...]]
+    ) -> None:
+        """Repeat ``ALTER DEFAULT PRIVILEGES FOR ROLE source`` entries for *target*."""
+        for schema, objtype, grantee, privilege, grantable in self._run(
+            _DEFAULT_ACL_SQL, {"role": source}, conn=conn
+        ):
+            _check_privilege(str(privilege))
+            self._run(
+                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} GRANT {} ON {} TO {}{}").format(
+                    sql.Identifier(target),
+                    sql.SQL(" IN SCHEMA {}").format(sql.Identifier(schema))
+                    if schema
+                    else sql.SQL(""),
+                    sql.SQL(str(privilege)),
+                    sql.SQL(_DEFAULT_ACL_KINDS[str(objtype)]),
+                    sql.Identifier(grantee) if grantee else sql.SQL("PUBLIC"),
+                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                ),
+                conn=conn,
+            )
+
+    def _ensure_admin_member(self, role: str) -> None:
+        rows = self._run(
+            "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+            [role],
+        )
+        if not rows[0][0]:
+            self._run(
+                sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)),
+                hint="on PostgreSQL 16+ run as a superuser: GRANT "
+                f"{role} TO {self.admin_url.user} WITH ADMIN OPTION",
+            )
+
+    @contextlib.contextmanager
+    def _acting_as(self, roles: Sequence[str], *, revoke_after: bool = True) -> Iterator[None]:
+        """Make the admin a member of *roles* for the duration (REASSIGN/DROP OWNED need it)."""
+        granted: list[str] = []
+        for role in roles:
+            rows = self._run(
+                "SELECT pg_has_role(current_user, oid, 'USAGE') FROM pg_roles WHERE rolname = %s",
+                [role],
+            )
+            if rows and not rows[0][0]:
+                self._run(
+                    sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)),
+                    hint="on PostgreSQL 16+ run as a superuser: GRANT "
+                    f"{role} TO {self.admin_url.user} WITH ADMIN OPTION",
+                )
+                granted.append(role)
+        try:
+            yield
+        finally:
+            if revoke_after:
+                for role in granted:
+                    with contextlib.suppress(EngineError):
+                        self._run(
+                            sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(role))
+                        )
+
+    # -- clients ---------------------------------------------------------
+
+    def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
+        """Log in with *url*, run ``SELECT 1`` and, inside a rolled-back transaction, *probe*."""
+        if url.password:
+            self.remember_secret(url.password)
+        what = f"user {url.user!r}"
+        conn = self._connect(url, what=what)
+        try:
+            conn.execute("SELECT 1")
+            if probe:
+                conn.autocommit = False
+                try:
+                    conn.execute(probe.encode())
+                finally:
+                    conn.rollback()
+        except psycopg.Error as exc:
+            raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
+        finally:
+            conn.close()
+
+    def sessions(self, user: str) -> Sessions:
+        """Sessions of *user* in ``pg_stat_activity``, by client address and application."""
+        rows = self._run(
+            "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
+            "ELSE 'hidden' END), coalesce(application_name, ''), count(*) "
+            "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
+            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+            [user],
+        )
+        return Sessions(tuple(SessionGroup(str(c), str(a), int(n)) for c, a, n in rows))
+
+    def terminate(self, user: str) -> int:
+        """``pg_terminate_backend`` every session of *user*."""
+        rows = self._run(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = %s AND pid <> pg_backend_pid()",
+            [user],
+            hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
+        )
+        return int(rows[0][0])
+
+
+def default_group(user: str) -> str:
+    """The group role for a user: ``app`` → ``app_owner``, ``app_blue`` → ``app_owner``."""
+    for suffix in ("_blue", "-blue", "_green", "-green"):
+        if user.endswith(suffix) and len(user) > len(suffix):
+            user = user[: -len(suffix)]
+            break
+    return f"{user}_owner"
+
+
+def _grant_row(row: tuple[Any, ...]) -> Grant:
+    kind, schema, name, args, column, privilege, grantable = row
+    return Grant(
+        str(kind), str(schema), str(name), str(args), str(column), str(privilege), bool(grantable)
+    )
+
+
+def _check_privilege(privilege: str) -> None:
+    if privilege not in _PRIVILEGES:
+        raise EngineError(f"unknown privilege {privilege!r} reported by the server")
+
+
+def _in_database(dbname: str) -> sql.Composed | sql.SQL:
+    return sql.SQL(" IN DATABASE {}").format(sql.Identifier(dbname)) if dbname else sql.SQL("")
+
+
+def _setting_value(name: str, value: str) -> sql.Composed | sql.Literal:
+    """The right-hand side of ``SET name TO ...`` for a stored ``name=value``."""
+    if name.lower() not in _LIST_SETTINGS:
+        return sql.Literal(value)
+    return sql.SQL(", ").join(sql.Literal(item) for item in _split_list(value))
+
+
+def _split_list(value: str) -> list[str]:
+    """Split a stored list setting (``app, "My Schema", public``) into its elements."""
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if ch == '"':
+            if quoted and i + 1 < len(value) and value[i + 1] == '"':
+                current.append('"')
+                i += 1
+            else:
+                quoted = not quoted
+        elif ch == "," and not quoted:
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    items.append("".join(current).strip())
+    return [item for item in items if item]
+
+
+def _grant_sql(grant: Grant, role: str, *, revoke: bool, option_only: bool = False) -> sql.Composed:
+    """``GRANT priv ON kind object TO role`` (or the matching REVOKE), fully quoted."""
+    _check_privilege(grant.privilege)
+    obj: sql.Composable
+    if grant.kind in {"TABLE", "SEQUENCE", "COLUMN", "TYPE", "DOMAIN"}:
+        obj = sql.Identifier(grant.schema, grant.name)
+    elif grant.kind in {"SCHEMA", "DATABASE"}:
+        obj = sql.Identifier(grant.name)
+    elif grant.kind == "ROUTINE":
+        # The signature is the server's own rendering of argument types.
+        obj = sql.SQL("{}({})").format(
+            sql.Identifier(grant.schema, grant.name), sql.SQL(grant.args)
+        )
+    else:
+        raise EngineError(f"unknown object kind {grant.kind!r}")
+    kind = "TABLE" if grant.kind == "COLUMN" else grant.kind
+    privilege: sql.Composable = sql.SQL(grant.privilege)
+    if grant.column:
+        privilege = sql.SQL("{} ({})").format(privilege, sql.Identifier(grant.column))
+    if revoke:
+        return sql.SQL("REVOKE {}{} ON {} {} FROM {}").format(
+            sql.SQL("GRANT OPTION FOR " if option_only else ""),
+            privilege,
+            sql.SQL(kind),
+            obj,
+            sql.Identifier(role),
+        )
+    return sql.SQL("GRANT {} ON {} {} TO {}{}").format(
+        privilege,
+        sql.SQL(kind),
+        obj,
+        sql.Identifier(role),
+        sql.SQL(" WITH GRANT OPTION" if grant.grantable else ""),
+    )

@@ -1,0 +1,95 @@
+"""One exception hierarchy for everything credflip raises.
+
+Every message is one line that says what is wrong and what to do about it.
+Backend errors (psycopg, PyMySQL, sqlite3, botocore) are translated where they
+happen and chained with ``raise ... from exc``, so callers only ever catch
+:class:`CredflipError`. No message ever contains a password.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "ConnectFailed",
+    "CredflipError",
+    "DrainTimeout",
+    "EngineError",
+    "InsufficientPrivilege",
+    "LockHeld",
+    "NotInitialized",
+    "ParameterExists",
+    "RotationError",
+    "StoreAccessDenied",
+    "StoreError",
+    "StoreThrottled",
+    "UsageError",
+]
+
+
+class CredflipError(Exception):
+    """Root of every error credflip raises; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = 1
+
+
+class UsageError(CredflipError):
+    """The input is malformed: a bad env name, URL, duration or option value."""
+
+    exit_code = 2
+
+
+class ConfigurationError(CredflipError):
+    """The input is well formed but does not fit what is stored or deployed."""
+
+
+class StoreError(CredflipError):
+    """The parameter store failed or refused an operation."""
+
+
+class StoreAccessDenied(StoreError):
+    """The store refused access (file permissions, IAM, KMS)."""
+
+
+class StoreThrottled(StoreError):
+    """The store rejected the call for exceeding its request rate."""
+
+
+class ParameterExists(StoreError):
+    """A create-only write found the parameter already there."""
+
+
+class NotInitialized(CredflipError):
+    """The environment has no parameters that credflip manages."""
+
+
+class EngineError(CredflipError):
+    """The database failed or refused an operation."""
+
+
+class ConnectFailed(EngineError):
+    """The database could not be reached."""
+
+
+class AuthenticationFailed(ConnectFailed):
+    """The database was reached but refused the user name or password."""
+
+
+class InsufficientPrivilege(EngineError):
+    """The admin user lacks a right that the operation needs."""
+
+
+class RotationError(CredflipError):
+    """A rotation, rollback or init could not proceed."""
+
+
+class LockHeld(RotationError):
+    """Another rotation holds the environment's lock."""
+
+    exit_code = 3
+
+
+class DrainTimeout(RotationError):
+    """The old user still had sessions when ``--drain-timeout`` ran out."""
+
+    exit_code = 4

@@ -1,0 +1,277 @@
+"""Cached resolution of the active color's URLs, for applications.
+
+One store read returns the pointer and both colors' URLs. The result is kept
+per process for a TTL (default 60 s, ±10 % jitter so that a fleet does not
+refresh in step), measured with ``time.monotonic()``. When the entry is
+stale, exactly one thread reads the store; the others wait for that read.
+When a read fails, the last good value keeps being served (a warning is
+logged, never a secret) and reads are retried with exponential backoff;
+only a resolver that never read anything raises.
+
+Call :func:`refresh` when the database rejects the credentials (PostgreSQL
+SQLSTATE 28P01, MySQL error 1045): the pointer has probably moved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .errors import CredflipError, NotInitialized, UsageError
+from .layout import DEFAULT_PREFIX, ROLES, TTL_JITTER, Color, Layout, Role
+from .stores import store_spec
+from .stores.base import Store
+from .urls import DbUrl, mask_url
+
+__all__ = ["DEFAULT_TTL", "Endpoints", "Resolver", "default_resolver", "refresh", "resolve"]
+
+log = logging.getLogger("credflip.resolver")
+
+#: Seconds a resolved value is served before the store is read again.
+DEFAULT_TTL = 60.0
+
+
+@dataclass(frozen=True, repr=False)
+class Endpoints:
+    """The active color of an environment and its URLs (passwords included).
+
+    ``repr`` and :meth:`to_dict` mask passwords; the attributes do not, since
+    applications connect with them.
+    """
+
+    env: str
+    color: Color
+    writer_url: str
+    reader_url: str
+
+    def url(self, role: Role) -> str:
+        """The URL for *role*: ``"writer"`` or ``"reader"``."""
+        return self.writer_url if role == "writer" else self.reader_url
+
+    @property
+    def user(self) -> str:
+        """The login user of the active color."""
+        return DbUrl.parse(self.writer_url).user
+
+    def to_dict(self, *, show_secrets: bool = False) -> dict[str, str]:
+        """``{"env", "color", "writer_url", "reader_url"}``, masked unless *show_secrets*."""
+        show = (lambda u: u) if show_secrets else mask_url
+        return {
+            "env": self.env,
+            "color": self.color.value,
+            "writer_url": show(self.writer_url),
+            "reader_url": show(self.reader_url),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Endpoints(env={self.env!r}, color={self.color.value!r}, "
+            f"writer_url={mask_url(self.writer_url)!r}, reader_url={mask_url(self.reader_url)!r})"
+        )
+
+
+@dataclass
+class _Entry:
+    """The cache slot of one environment."""
+
+    value: Endpoints | None = None
+    fetched_at: float = 0.0
+    factor: float = 1.0
+    generation: int = 0
+    failures: int = 0
+    retry_at: float = 0.0
+    error: CredflipError | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Resolver:
+    """Resolves environments of one store and prefix, with a per-process cache.
+
+    *store* is a :class:`~credflip.stores.Store` (injected) or a store URL;
+    by default ``$CREDFLIP_STORE`` or the local SQLite file. The store is
+    opened on the first read, so creating a resolver costs nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | str | None = None,
+        prefix: str | None = None,
+        ttl: float | None = None,
+        jitter: float = TTL_JITTER,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store if isinstance(store, Store) else None
+        self._spec = store_spec(store) if not isinstance(store, Store) else store.url
+        self.prefix = prefix or os.environ.get("CREDFLIP_PREFIX") or DEFAULT_PREFIX
+        self.ttl = default_ttl() if ttl is None else float(ttl)
+        if self.ttl < 0:
+            raise UsageError("the resolver TTL must not be negative")
+        self.jitter = jitter
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        #: Store reads done so far (for tests and benchmarks).
+        self.reads = 0
+
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    from .stores import open_store
+
+                    self._store = open_store(self._spec)
+        return self._store
+
+    def _entry(self, env: str) -> _Entry:
+        entry = self._entries.get(env)
+        if entry is None:
+            with self._lock:
+                entry = self._entries.setdefault(env, _Entry())
+        return entry
+
+    def resolve(self, env: str, *, ttl: float | None = None) -> Endpoints:
+        """The active color's URLs of *env*, from cache while fresh."""
+        entry = self._entry(env)
+        value = entry.value
+        limit = (self.ttl if ttl is None else ttl) * entry.factor
+        if value is not None and self._clock() - entry.fetched_at < limit:
+            return value
+        return self._update(env, entry, force=False)
+
+    def refresh(self, env: str) -> Endpoints:
+        """Read *env* from the store now; concurrent calls share one read."""
+        return self._update(env, self._entry(env), force=True)
+
+    def invalidate(self, env: str | None = None) -> None:
+        """Forget the cached value of *env* (of every env when None)."""
+        with self._lock:
+            if env is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(env, None)
+
+    def _update(self, env: str, entry: _Entry, *, force: bool) -> Endpoints:
+        seen = entry.generation
+        if not force and entry.value is not None and self._clock() < entry.retry_at:
+            return entry.value  # backing off after a failure: serve the last good value
+        with entry.lock:
+            if entry.generation != seen:
+                # Another thread read the store while we waited: share its result.
+                if entry.value is not None:
+                    return entry.value
+                assert entry.error is not None  # noqa: S101
+                raise entry.error
+            try:
+                value = self._read(env)
+            except CredflipError as exc:
+                return self._failed(env, entry, exc)
+            now = self._clock()
+            entry.value = value
+            entry.fetched_at = now
+            entry.factor = random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
+            entry.failures = 0
+            entry.retry_at = 0.0
+            entry.error = None
+            entry.generation += 1
+            return value
+
+    def _failed(self, env: str, entry: _Entry, exc: CredflipError) -> Endpoints:
+        now = self._clock()
+        entry.failures += 1
+        delay = min(self.max_backoff, self.backoff * 2 ** (entry.failures - 1))
+        entry.retry_at = now + delay
+        entry.error = exc
+        entry.generation += 1
+        if entry.value is None:
+            raise exc
+        log.warning(
+            "credflip: reading env %r from %s failed (%s: %s); serving the %s value read %.0fs "
+            "ago, next try in %.1fs",
+            env,
+            self._spec,
+            type(exc).__name__,
+            exc,
+            entry.value.color,
+            now - entry.fetched_at,
+            delay,
+        )
+        return entry.value
+
+    def _read(self, env: str) -> Endpoints:
+        layout = Layout(env, self.prefix)
+        self.reads += 1
+        values = self.store.get_many(layout.resolver_names)
+        pointer = values.get(layout.pointer)
+        if pointer is None:
+            raise NotInitialized(
+                f"env {env!r} has no pointer {layout.pointer} in {self._spec}: run 'credflip "
+                f"init --env {env}' or check the env name, store and prefix"
+            )
+        color = Color.parse(pointer, where=f"pointer {layout.pointer}")
+        urls: dict[str, str] = {}
+        for role in ROLES:
+            name = layout.url(color, role)
+            if name not in values:
+                raise NotInitialized(f"{name} is missing: run 'credflip rotate' or set it")
+            urls[role] = values[name]
+        return Endpoints(env, color, urls["writer"], urls["reader"])
+
+
+def default_ttl() -> float:
+    """``$CREDFLIP_TTL`` in seconds, else :data:`DEFAULT_TTL`."""
+    raw = os.environ.get("CREDFLIP_TTL")
+    if not raw:
+        return DEFAULT_TTL
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"CREDFLIP_TTL={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise UsageError("CREDFLIP_TTL must not be negative")
+    return value
+
+
+_resolvers: dict[tuple[str, str], Resolver] = {}
+_resolvers_lock = threading.Lock()
+
+
+def default_resolver(*, store: Store | str | None = None, prefix: str | None = None) -> Resolver:
+    """The process-wide resolver for a store and prefix (created on first use)."""
+    spec = store.url if isinstance(store, Store) else store_spec(store)
+    key = (spec, prefix or os.environ.get("CREDFLIP_PREFIX") or DEFAULT_PREFIX)
+    resolver = _resolvers.get(key)
+    if resolver is None:
+        with _resolvers_lock:
+            resolver = _resolvers.get(key)
+            if resolver is None:
+                resolver = Resolver(store=store, prefix=key[1])
+                _resolvers[key] = resolver
+    return resolver
+
+
+def resolve(
+    env: str,
+    *,
+    store: Store | str | None = None,
+    prefix: str | None = None,
+    ttl: float | None = None,
+) -> Endpoints:
+    """The active color and URLs of *env*; cached per process for *ttl* seconds."""
+    return default_resolver(store=store, prefix=prefix).resolve(env, ttl=ttl)
+
+
+def refresh(env: str, *, store: Store | str | None = None, prefix: str | None = None) -> Endpoints:
+    """Re-read *env* now. Call it when the database rejects the credentials."""
+    return default_resolver(store=store, prefix=prefix).refresh(env)

@@ -1,0 +1,349 @@
+"""credflip's own state in the store: the rotation record and the lock.
+
+``/db/{env}/rotation`` holds a small JSON document: which user is which
+color, the group role, the rotation under way (its phase, colors and
+timings) and the last rotations. It is written at every phase boundary, so a
+crashed rotation resumes from where it stopped. It stays under the 4 KB of a
+standard SSM parameter by dropping the oldest history first.
+
+``/db/{env}/rotation-lock`` exists only while a rotation or rollback runs. It
+is written create-only, so exactly one process wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import getpass
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigurationError, LockHeld, NotInitialized, ParameterExists
+from .layout import Color, Layout
+from .stores.base import MAX_VALUE_BYTES, Store
+
+__all__ = [
+    "HistoryEntry",
+    "LockInfo",
+    "Phase",
+    "Rotation",
+    "State",
+    "hold_lock",
+    "load_state",
+    "read_lock",
+    "save_state",
+]
+
+STATE_VERSION = 1
+_MAX_HISTORY = 20
+
+
+class Phase(enum.StrEnum):
+    """The phases of a rotation, in order."""
+
+    PREPARE = "prepare"
+    VERIFY = "verify"
+    SWITCH = "switch"
+    DRAIN = "drain"
+    RETIRE = "retire"
+    DONE = "done"
+
+    @property
+    def next(self) -> Phase:
+        """The phase after this one (DONE is last)."""
+        order = list(Phase)
+        return order[min(order.index(self) + 1, len(order) - 1)]
+
+    @property
+    def switched(self) -> bool:
+        """True for phases that start after the pointer was written."""
+        return self in {Phase.DRAIN, Phase.RETIRE, Phase.DONE}
+
+
+@dataclass
+class Rotation:
+    """The rotation under way."""
+
+    id: str
+    from_color: Color
+    to_color: Color
+    phase: Phase
+    started_at: float
+    timings: dict[str, float] = field(default_factory=dict)
+    switched_at: float | None = None
+    drain_seconds: float | None = None
+    terminated: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        data = asdict(self)
+        data["from_color"] = self.from_color.value
+        data["to_color"] = self.to_color.value
+        data["phase"] = self.phase.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rotation:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            id=str(data["id"]),
+            from_color=Color(data["from_color"]),
+            to_color=Color(data["to_color"]),
+            phase=Phase(data["phase"]),
+            started_at=float(data["started_at"]),
+            timings={str(k): float(v) for k, v in dict(data.get("timings") or {}).items()},
+            switched_at=None if data.get("switched_at") is None else float(data["switched_at"]),
+            drain_seconds=(
+                None if data.get("drain_seconds") is None else float(data["drain_seconds"])
+            ),
+            terminated=int(data.get("terminated") or 0),
+            error=data.get("error"),
+        )
+
+
+@dataclass
+class HistoryEntry:
+    """One finished rotation or rollback."""
+
+    id: str
+    result: str  # "done" or "rolled_back"
+    from_color: Color
+    to_color: Color
+    started_at: float
+    finished_at: float
+    timings: dict[str, float] = field(default_factory=dict)
+    drain_seconds: float | None = None
+    terminated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with times rounded to what is worth keeping."""
+        return {
+            "id": self.id,
+            "result": self.result,
+            "from_color": self.from_color.value,
+            "to_color": self.to_color.value,
+            "started_at": round(self.started_at, 3),
+            "finished_at": round(self.finished_at, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
+            "terminated": self.terminated,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            id=str(data["id"]),
+            result=str(data["result"]),
+            from_color=Color(data["from_color"]),
+            to_color=Color(data["to_color"]),
+            started_at=float(data["started_at"]),
+            finished_at=float(data["finished_at"]),
+            timings={str(k): float(v) for k, v in dict(data.get("timings") or {}).items()},
+            drain_seconds=(
+                None if data.get("drain_seconds") is None else float(data["drain_seconds"])
+            ),
+            terminated=int(data.get("terminated") or 0),
+        )
+
+
+@dataclass
+class State:
+    """Everything credflip records about one environment."""
+
+    engine: str
+    users: dict[Color, str]
+    group: str | None = None
+    managed_since: float = field(default_factory=time.time)
+    current: Rotation | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Serialise, dropping the oldest history until it fits a standard parameter."""
+        history = self.history[-_MAX_HISTORY:]
+        while True:
+            text = json.dumps(
+                {
+                    "version": STATE_VERSION,
+                    "engine": self.engine,
+                    "users": {c.value: u for c, u in self.users.items()},
+                    "group": self.group,
+                    "managed_since": round(self.managed_since, 3),
+                    "phase": self.current.phase.value if self.current else None,
+                    "current": self.current.to_dict() if self.current else None,
+                    "history": [h.to_dict() for h in history],
+                },
+                separators=(",", ":"),
+            )
+            if len(text.encode()) <= MAX_VALUE_BYTES or not history:
+                return text
+            history = history[1:]
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str) -> State:
+        """Parse the stored document; raise :class:`ConfigurationError` when it is damaged."""
+        try:
+            data = json.loads(text)
+            if int(data.get("version", 0)) > STATE_VERSION:
+                raise ConfigurationError(
+                    f"{where} was written by a newer credflip (state version "
+                    f"{data['version']}); upgrade credflip"
+                )
+            return cls(
+                engine=str(data["engine"]),
+                users={Color(c): str(u) for c, u in dict(data["users"]).items()},
+                group=data.get("group"),
+                managed_since=float(data.get("managed_since") or 0.0),
+                current=Rotation.from_dict(data["current"]) if data.get("current") else None,
+                history=[HistoryEntry.from_dict(h) for h in data.get("history") or []],
+            )
+        except ConfigurationError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigurationError(
+                f"{where} is not valid credflip state ({type(exc).__name__}); restore it from "
+                f"a backup or delete it and run 'credflip init' again"
+            ) from exc
+
+    @property
+    def last(self) -> HistoryEntry | None:
+        """The most recent history entry, if any."""
+        return self.history[-1] if self.history else None
+
+
+def load_state(store: Store, layout: Layout) -> State:
+    """Read the environment's state; raise :class:`NotInitialized` when there is none."""
+    text = store.get(layout.state)
+    if text is None:
+        raise NotInitialized(
+            f"env {layout.env!r} is not managed by credflip in {store.url} (no {layout.state}): "
+            f"run 'credflip init --env {layout.env}' first, or check --env/--store/--prefix"
+        )
+    return State.from_json(text, where=layout.state)
+
+
+def save_state(store: Store, layout: Layout, state: State) -> None:
+    """Write the state (plain String: it holds no secret)."""
+    store.put(layout.state, state.to_json(), secure=False)
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds an environment's rotation lock."""
+
+    owner: str
+    host: str
+    pid: int
+    started_at: float
+    purpose: str = "rotate"
+    token: str = field(default="", repr=False)
+
+    @classmethod
+    def mine(cls, purpose: str) -> LockInfo:
+        """A lock record for this process."""
+        try:
+            owner = getpass.getuser()
+        except (KeyError, OSError):
+            owner = str(os.getuid())
+        return cls(
+            owner=owner,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=time.time(),
+            purpose=purpose,
+            token=secrets.token_hex(8),
+        )
+
+    def to_json(self) -> str:
+        """Serialise for the lock parameter."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> LockInfo:
+        """Parse the lock parameter; a damaged one still names itself as held."""
+        try:
+            data = json.loads(text)
+            return cls(
+                owner=str(data.get("owner", "?")),
+                host=str(data.get("host", "?")),
+                pid=int(data.get("pid", 0)),
+                started_at=float(data.get("started_at", 0.0)),
+                purpose=str(data.get("purpose", "rotate")),
+                token=str(data.get("token", "")),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls(owner="?", host="?", pid=0, started_at=0.0, purpose="unknown")
+
+    def describe(self) -> str:
+        """``alice on host-1 (pid 4242) since 2026-11-25 10:00:00Z, for rotate``."""
+        since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(self.started_at))
+        return f"{self.owner} on {self.host} (pid {self.pid}) since {since}, for {self.purpose}"
+
+    def is_stale_here(self) -> bool:
+        """True when the holder ran on this host and its process is gone."""
+        if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def read_lock(store: Store, layout: Layout) -> LockInfo | None:
+    """Return who holds the lock, or None."""
+    text = store.get(layout.lock)
+    return None if text is None else LockInfo.from_json(text)
+
+
+@contextlib.contextmanager
+def hold_lock(
+    store: Store,
+    layout: Layout,
+    *,
+    purpose: str,
+    notice: Callable[[str], None] = lambda _msg: None,
+) -> Iterator[LockInfo]:
+    """Hold the environment's lock for the duration; raise :class:`LockHeld` if taken.
+
+    A lock left by a process that died on this same host is taken over (with
+    a notice); one from another host needs ``credflip unlock --force``.
+    """
+    mine = LockInfo.mine(purpose)
+    for attempt in range(2):
+        try:
+            store.put(layout.lock, mine.to_json(), secure=False, overwrite=False)
+            break
+        except ParameterExists:
+            held = read_lock(store, layout)
+            if held is not None and attempt == 0 and held.is_stale_here():
+                notice(f"taking over a stale lock: {held.describe()} (that process is gone)")
+                _delete_if_token(store, layout, held.token)
+                continue
+            holder = held.describe() if held else "a process that just released it"
+            raise LockHeld(
+                f"another {held.purpose if held else 'rotation'} of env {layout.env!r} holds "
+                f"the lock: {holder}; wait for it to finish, or if it died run "
+                f"'credflip unlock --env {layout.env} --force'"
+            ) from None
+    try:
+        yield mine
+    finally:
+        _delete_if_token(store, layout, mine.token)
+
+
+def _delete_if_token(store: Store, layout: Layout, token: str) -> None:
+    # Only delete the lock we hold: if ours was broken with --force and
+    # someone else took it, theirs must survive our exit.
+    held = read_lock(store, layout)
+    if held is not None and held.token == token:
+        store.delete(layout.lock)

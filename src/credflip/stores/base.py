@@ -1,0 +1,89 @@
+"""The interface every parameter store offers.
+
+A store holds small named string values. It can read many names in one call,
+write one (plain or secure, overwriting or create-only) and delete one. That is
+all a rotation and a resolver need; create-only writes are what the rotation
+lock is built on.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from types import TracebackType
+
+from ..errors import UsageError
+
+__all__ = ["MAX_VALUE_BYTES", "Store"]
+
+#: SSM's standard tier holds 4 KB per value; every store keeps to it so that a
+#: state that works on the local store also works on AWS.
+MAX_VALUE_BYTES = 4096
+
+
+class Store(abc.ABC):
+    """A parameter store: read many, write one, delete one."""
+
+    #: The URL scheme that names this kind of store in ``--store``.
+    scheme: str = ""
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The store's URL as shown to users (never holds a secret)."""
+
+    def get_many(self, names: Sequence[str]) -> dict[str, str]:
+        """Return the values of those *names* that exist, in one round trip."""
+        unique = list(dict.fromkeys(names))
+        if not unique:
+            return {}
+        return self._get_many(unique)
+
+    def get(self, name: str) -> str | None:
+        """Return the value of *name*, or None when it does not exist."""
+        return self.get_many([name]).get(name)
+
+    def put(self, name: str, value: str, *, secure: bool = False, overwrite: bool = True) -> None:
+        """Write *value* under *name*.
+
+        With ``overwrite=False`` the write only creates: when *name* exists,
+        :class:`~credflip.errors.ParameterExists` is raised and nothing changes.
+        *secure* marks a value that holds a secret (SSM SecureString).
+        """
+        size = len(value.encode())
+        if size > MAX_VALUE_BYTES:
+            raise UsageError(
+                f"value for {name} is {size} bytes, over the {MAX_VALUE_BYTES}-byte limit of a "
+                f"standard parameter; shorten it"
+            )
+        self._put(name, value, secure=secure, overwrite=overwrite)
+
+    def delete(self, name: str) -> bool:
+        """Delete *name*; return whether it existed."""
+        return self._delete(name)
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to close
+        """Release the store's resources."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+    @abc.abstractmethod
+    def _get_many(self, names: list[str]) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, name: str) -> bool: ...

@@ -1,0 +1,127 @@
+"""The embedded default store: one SQLite file, mode 0600, WAL.
+
+Several processes may read and write it at once: every write is its own
+``BEGIN IMMEDIATE`` transaction and readers never block writers (WAL). The
+file and its ``-wal``/``-shm`` companions are created owner-only because the
+URLs inside carry passwords.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from ..errors import ParameterExists, StoreAccessDenied, StoreError
+from .base import Store
+
+__all__ = ["SqliteStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS params (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    secure INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+)
+"""
+
+
+class SqliteStore(Store):
+    """Parameters in a local SQLite file."""
+
+    scheme = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conn = self._open(timeout)
+
+    @property
+    def url(self) -> str:
+        """``sqlite:///`` followed by the file's path."""
+        return f"sqlite:///{self.path}"
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        try:
+            if not self.path.parent.exists():
+                self.path.parent.mkdir(mode=0o700, parents=True)
+            # Create the file ourselves so that it is never, even briefly,
+            # readable by others; SQLite gives -wal/-shm the same mode.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            conn.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreAccessDenied(
+                f"cannot open the store file {self.path} ({_reason(exc)}): make sure its folder "
+                f"is writable, or choose another with --store sqlite:///PATH"
+            ) from exc
+        return conn
+
+    def _get_many(self, names: list[str]) -> dict[str, str]:
+        marks = ",".join("?" * len(names))
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    f"SELECT name, value FROM params WHERE name IN ({marks})", names
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the store {self.path}: {_reason(exc)}") from exc
+        return {str(n): str(v) for n, v in rows}
+
+    def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None:
+        if overwrite:
+            stmt = (
+                "INSERT INTO params (name, value, secure, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value, "
+                "secure = excluded.secure, updated_at = excluded.updated_at"
+            )
+        else:
+            stmt = (
+                "INSERT INTO params (name, value, secure, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name) DO NOTHING"
+            )
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    cur = self._conn.execute(stmt, (name, value, int(secure), time.time()))
+                    created = cur.rowcount == 1
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot write {name} to the store {self.path}: {_reason(exc)}"
+                ) from exc
+        if not overwrite and not created:
+            raise ParameterExists(f"parameter {name} already exists")
+
+    def _delete(self, name: str) -> bool:
+        with self._lock:
+            try:
+                cur = self._conn.execute("DELETE FROM params WHERE name = ?", (name,))
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot delete {name} from the store {self.path}: {_reason(exc)}"
+                ) from exc
+        return cur.rowcount == 1
+
+    def close(self) -> None:
+        """Close the SQLite connection."""
+        with self._lock:
+            self._conn.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__

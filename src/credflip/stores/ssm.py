@@ -1,0 +1,217 @@
+"""AWS Systems Manager Parameter Store through boto3.
+
+URLs are written as SecureString (with ``kms_key_id`` when given), the pointer
+and credflip's state as String, all in the standard tier. A read of up to ten
+names is one ``GetParameters`` call; names SSM reports as invalid are simply
+missing. Create-only writes use ``Overwrite=False``. boto3 is imported only
+when this store is opened, so applications that use the SQLite store (or only
+import :mod:`credflip`) never load it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import (
+    ConfigurationError,
+    ParameterExists,
+    StoreAccessDenied,
+    StoreError,
+    StoreThrottled,
+)
+from .base import Store
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
+
+__all__ = ["SsmStore"]
+
+#: GetParameters accepts at most this many names per call.
+_BATCH = 10
+
+_THROTTLING = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "TooManyUpdates",
+    "RequestThrottledException",
+}
+_KMS_ERRORS = {
+    "InvalidKeyId",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSInvalidStateException",
+    "KMSNotFoundException",
+}
+
+
+class SsmStore(Store):
+    """Parameters in AWS SSM Parameter Store.
+
+    Pass *client* to inject a configured ``boto3.client("ssm")``; otherwise one
+    is made for *region* (or the default chain) and *endpoint_url*, with
+    botocore's ``standard`` retry mode unless ``AWS_RETRY_MODE`` says otherwise.
+    """
+
+    scheme = "ssm"
+
+    def __init__(
+        self,
+        *,
+        client: SSMClient | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        kms_key_id: str | None = None,
+    ) -> None:
+        self.kms_key_id = kms_key_id
+        self._endpoint_url = endpoint_url
+        self._client: SSMClient = (
+            client if client is not None else _make_client(region, endpoint_url)
+        )
+        self.region: str = self._client.meta.region_name or region or ""
+
+    @property
+    def client(self) -> SSMClient:
+        """The boto3 SSM client this store calls."""
+        return self._client
+
+    @property
+    def url(self) -> str:
+        """``ssm://REGION`` plus the endpoint when one is set."""
+        text = f"ssm://{self.region}"
+        if self._endpoint_url:
+            text += f"?endpoint_url={self._endpoint_url}"
+        return text
+
+    def _get_many(self, names: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(names), _BATCH):
+            chunk = names[start : start + _BATCH]
+            try:
+                reply = self._client.get_parameters(Names=chunk, WithDecryption=True)
+            except Exception as exc:
+                raise self._translate(exc, "ssm:GetParameters", chunk[0]) from exc
+            for param in reply.get("Parameters", []):
+                found[param["Name"]] = param["Value"]
+        return found
+
+    def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None:
+        kwargs: dict[str, Any] = {
+            "Name": name,
+            "Value": value,
+            "Type": "SecureString" if secure else "String",
+            "Overwrite": overwrite,
+            "Tier": "Standard",
+        }
+        if secure and self.kms_key_id:
+            kwargs["KeyId"] = self.kms_key_id
+        try:
+            self._client.put_parameter(**kwargs)
+        except Exception as exc:
+            raise self._translate(exc, "ssm:PutParameter", name) from exc
+
+    def _delete(self, name: str) -> bool:
+        try:
+            self._client.delete_parameter(Name=name)
+        except Exception as exc:
+            if _error_code(exc) == "ParameterNotFound":
+                return False
+            raise self._translate(exc, "ssm:DeleteParameter", name) from exc
+        return True
+
+    def _translate(self, exc: Exception, action: str, name: str) -> Exception:
+        """Turn a botocore error into credflip's own, naming what to do."""
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            NoRegionError,
+        )
+
+        if isinstance(exc, NoCredentialsError):
+            return StoreAccessDenied(
+                "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, or run with an IAM role"
+            )
+        if isinstance(exc, NoRegionError):
+            return ConfigurationError(
+                "no AWS region set: use --store ssm://REGION or set AWS_REGION"
+            )
+        if isinstance(exc, EndpointConnectionError):
+            return StoreError(
+                f"cannot reach SSM at {exc.kwargs.get('endpoint_url', '?')}: "
+                f"check the network, region and endpoint_url"
+            )
+        if not isinstance(exc, ClientError):
+            if isinstance(exc, BotoCoreError):
+                return StoreError(f"SSM call {action} on {name} failed: {exc}")
+            return exc
+        code = _error_code(exc)
+        arn = f"arn:aws:ssm:{self.region or '*'}:*:parameter{name}"
+        if code in _THROTTLING:
+            return StoreThrottled(
+                f"SSM throttled {action} on {name} (rate exceeded): retry later, raise the "
+                f"client TTL, or enable higher throughput for Parameter Store"
+            )
+        if code == "ParameterAlreadyExists":
+            return ParameterExists(f"parameter {name} already exists")
+        if code == "ParameterNotFound":
+            return StoreError(f"parameter {name} not found: run 'credflip init' for this env")
+        if code in _KMS_ERRORS or "KMS" in code:
+            key = self.kms_key_id or "alias/aws/ssm"
+            return StoreAccessDenied(
+                f"KMS refused {action} on {name} ({code}): check that key {key} exists, is "
+                f"enabled and allows kms:Encrypt/kms:Decrypt for this role"
+            )
+        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            if "kms" in message.lower():
+                key = self.kms_key_id or "alias/aws/ssm"
+                return StoreAccessDenied(
+                    f"KMS denied {action} on {name}: allow kms:Decrypt/kms:Encrypt on key {key}"
+                )
+            return StoreAccessDenied(
+                f"access denied: allow {action} on {arn} for this role (see docs/iam/)"
+            )
+        if code == "ValidationException":
+            return StoreError(f"SSM rejected {action} on {name}: {_error_message(exc)}")
+        return StoreError(f"SSM call {action} on {name} failed with {code}: {_error_message(exc)}")
+
+
+def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
+    import boto3
+    from botocore.config import Config
+
+    # botocore's "standard" mode retries throttling with backoff; respect an
+    # operator's explicit choice through the usual environment variables.
+    retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE", "standard")}
+    if os.environ.get("AWS_MAX_ATTEMPTS"):
+        retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
+    config = Config(retries=retries)  # type: ignore[arg-type]
+    try:
+        return boto3.client("ssm", region_name=region, endpoint_url=endpoint_url, config=config)
+    except Exception as exc:
+        from botocore.exceptions import NoRegionError
+
+        if isinstance(exc, NoRegionError):
+            raise ConfigurationError(
+                "no AWS region set: use --store ssm://REGION or set AWS_REGION"
+            ) from exc
+        raise StoreError(f"cannot create an SSM client: {exc}") from exc
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _error_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Message", ""))
+    return str(exc)

@@ -1,0 +1,141 @@
+"""Parse, build and redact SQLAlchemy-style database URLs.
+
+``postgresql://user:pass@host:5432/app?sslmode=require``. User and password are
+percent-encoded, so any password round-trips. ``str()`` and ``repr()`` of a
+:class:`DbUrl` mask the password; only :meth:`DbUrl.render` with
+``show_password=True`` reveals it, and only code that writes the store or hands
+the URL to an application calls that.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from .errors import UsageError
+
+__all__ = ["MASK", "DbUrl", "mask_url", "scrub"]
+
+MASK = "***"
+
+_SCHEME_RE = re.compile(r"[a-z][a-z0-9]*(\+[a-z0-9_]+)?")
+
+
+@dataclass(frozen=True)
+class DbUrl:
+    """A database URL split into parts; the password is never shown by ``repr``."""
+
+    scheme: str
+    host: str
+    user: str = ""
+    password: str | None = field(default=None, repr=False)
+    port: int | None = None
+    database: str = ""
+    query: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str, *, what: str = "URL") -> DbUrl:
+        """Parse *text*; raise :class:`UsageError` naming *what* when it is malformed.
+
+        The message never repeats *text*, which may hold a password.
+        """
+        if not isinstance(text, str) or "://" not in text:
+            raise UsageError(
+                f"{what} is not a database URL: expected scheme://user:password@host:port/dbname"
+            )
+        try:
+            parts = urlsplit(text.strip())
+            port = parts.port
+        except ValueError:
+            raise UsageError(f"{what} has an invalid port: use a number from 1 to 65535") from None
+        scheme = parts.scheme.lower()
+        if not _SCHEME_RE.fullmatch(scheme):
+            raise UsageError(f"{what} has an invalid scheme: use e.g. postgresql:// or mysql://")
+        if not parts.hostname:
+            raise UsageError(f"{what} has no host: expected scheme://user:password@host/dbname")
+        if port is not None and not 0 < port < 65536:
+            raise UsageError(f"{what} has an invalid port: use a number from 1 to 65535")
+        database = unquote(parts.path.lstrip("/"))
+        if "/" in database:
+            raise UsageError(f"{what} has a path with '/': give just the database name")
+        try:
+            query = tuple(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False))
+        except ValueError:
+            raise UsageError(f"{what} has a malformed query string") from None
+        return cls(
+            scheme=scheme,
+            host=parts.hostname,
+            user=unquote(parts.username or ""),
+            password=None if parts.password is None else unquote(parts.password),
+            port=port,
+            database=database,
+            query=query,
+        )
+
+    @property
+    def backend(self) -> str:
+        """The scheme without its driver suffix: ``postgresql+psycopg`` → ``postgresql``."""
+        return self.scheme.split("+", 1)[0]
+
+    def with_credentials(self, user: str, password: str | None) -> DbUrl:
+        """Return a copy that logs in as *user* with *password*."""
+        return replace(self, user=user, password=password)
+
+    def render(self, *, show_password: bool = False) -> str:
+        """Return the URL as text; the password is masked unless *show_password*."""
+        netloc = ""
+        if self.user:
+            netloc = quote(self.user, safe="")
+            if self.password is not None:
+                secret = quote(self.password, safe="") if show_password else MASK
+                netloc += f":{secret}"
+            netloc += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        netloc += host
+        if self.port is not None:
+            netloc += f":{self.port}"
+        text = f"{self.scheme}://{netloc}"
+        if self.database:
+            text += "/" + quote(self.database, safe="")
+        if self.query:
+            text += "?" + urlencode(self.query)
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __repr__(self) -> str:
+        return f"DbUrl({self.render()!r})"
+
+    @property
+    def secret(self) -> str:
+        """The URL with its password, for writing to the store or connecting."""
+        return self.render(show_password=True)
+
+    def same_server(self, other: DbUrl) -> bool:
+        """True when both URLs name the same host, port and database."""
+        return (self.backend, self.host, self.port, self.database) == (
+            other.backend,
+            other.host,
+            other.port,
+            other.database,
+        )
+
+
+def mask_url(text: str) -> str:
+    """Mask the password of a URL given as text; text that does not parse is hidden."""
+    try:
+        return DbUrl.parse(text).render()
+    except UsageError:
+        return MASK
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...] | set[str]) -> str:
+    """Replace every occurrence of each secret (and its URL-encoded form) in *text*."""
+    for secret in secrets:
+        if not secret:
+            continue
+        for form in {secret, quote(secret, safe="")}:
+            text = text.replace(form, MASK)
+    return text
