@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import UsageError
+from .errors import ConfigurationError, UsageError
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -63,7 +63,7 @@ class Color(enum.StrEnum):
         try:
             return cls(value.strip())
         except ValueError:
-            raise UsageError(
+            raise ConfigurationError(
                 f"{where} holds {value.strip()[:40]!r}, which is neither 'blue' nor 'green'; "
                 f"set it to the color whose URLs work (e.g. 'blue')"
             ) from None

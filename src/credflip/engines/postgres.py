@@ -379,6 +379,12 @@ class PostgresEngine(Engine):
         self.remember_secret(password)
         if not self._exists(user):
             self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(user)))
+        if group:
+            # Sessions run as the group (SET ROLE), so a right someone granted
+            # to the active user directly only takes effect once the group
+            # holds it too. Adding it is what the operator meant.
+            self._sync_memberships(like, group, revoke_extra=False, exclude={group})
+            self._sync_grants(like, group, revoke_extra=False)
         self.sync_rights(like, user)
         verifier = self.conn.pgconn.encrypt_password(
             password.encode(), user.encode(), b"scram-sha-256"

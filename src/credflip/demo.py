@@ -1,0 +1,216 @@
+"""``credflip demo``: rotate a throw-away database under live traffic.
+
+It starts a private PostgreSQL that enforces passwords, creates an app
+database whose single user owns its tables, runs ``init``, then keeps worker
+threads busy (each request: resolve, connect, insert, disconnect) while it
+performs a few rotations with a short client TTL. It prints a table per
+rotation and a line of totals, and deletes everything it made.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from rich.console import Console
+from rich.table import Table
+
+from .commands import init
+from .durations import format_duration
+from .embedded import EmbeddedPostgres
+from .engines.postgres import connect_kwargs
+from .errors import ConfigurationError
+from .layout import Layout
+from .resolver import Resolver
+from .rotation import RotateOptions, RotationResult, new_password, rotate
+from .stores.sqlite import SqliteStore
+from .urls import DbUrl
+
+__all__ = ["DemoSummary", "Traffic", "run_demo"]
+
+
+@dataclass
+class DemoSummary:
+    """Totals of a demo run."""
+
+    rotations: int
+    ok: int
+    failed: int
+    lost: int
+    seconds: float
+    results: list[RotationResult] = field(default_factory=list)
+
+
+class Traffic:
+    """Worker threads that each resolve, connect, insert and disconnect in a loop.
+
+    A fresh connection per request is the harshest client for a rotation:
+    every request authenticates with whatever URL the resolver returns.
+    """
+
+    def __init__(self, resolver: Resolver, env: str, *, workers: int, pause: float = 0.02):
+        self.resolver = resolver
+        self.env = env
+        self.workers = workers
+        self.pause = pause
+        self.ok = 0
+        self.failed = 0
+        self.by_color: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._first_ok = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the workers and wait until one request succeeded."""
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._work, args=(n,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if not self._first_ok.wait(30):
+            raise ConfigurationError(
+                f"demo traffic could not complete a request: {self.errors.most_common(1)}"
+            )
+
+    def stop(self) -> None:
+        """Stop and join the workers."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def snapshot(self) -> tuple[int, int]:
+        """``(ok, failed)`` so far."""
+        with self._lock:
+            return self.ok, self.failed
+
+    def _work(self, worker: int) -> None:
+        while not self._stop.is_set():
+            endpoints = self.resolver.resolve(self.env)
+            try:
+                url = DbUrl.parse(endpoints.writer_url)
+                with psycopg.connect(**connect_kwargs(url), connect_timeout=5) as conn:
+                    conn.execute(
+                        "INSERT INTO orders (worker, color) VALUES (%s, %s)",
+                        (worker, endpoints.color.value),
+                    )
+                with self._lock:
+                    self.ok += 1
+                    self.by_color[endpoints.color.value] += 1
+                self._first_ok.set()
+            except psycopg.Error as exc:
+                with self._lock:
+                    self.failed += 1
+                    self.errors[type(exc).__name__] += 1
+            self._stop.wait(self.pause)
+
+
+def _setup_postgres(pg: EmbeddedPostgres) -> tuple[DbUrl, DbUrl]:
+    """Create the admin, the app user and its database; return (admin, app) URLs."""
+    admin_pw, app_pw = new_password(), new_password()
+    with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
+        for user, password, extra in (
+            ("credflip_admin", admin_pw, "CREATEROLE CREATEDB"),
+            ("app", app_pw, ""),
+        ):
+            verifier = su.pgconn.encrypt_password(
+                password.encode(), user.encode(), b"scram-sha-256"
+            ).decode()
+            su.execute(
+                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                    sql.Identifier(user), sql.SQL(extra), sql.Literal(verifier)
+                )
+            )
+        su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
+        su.execute("CREATE DATABASE shop OWNER app")
+    app_url = pg.url("app", app_pw, "shop")
+    with psycopg.connect(**connect_kwargs(app_url), autocommit=True) as app:
+        app.execute(
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, worker int NOT NULL, "
+            "color text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+        )
+    return pg.url("credflip_admin", admin_pw, "shop"), app_url
+
+
+def run_demo(
+    *,
+    engine: str = "postgresql",
+    rotations: int = 3,
+    workers: int = 4,
+    client_ttl: float = 1.0,
+    out: Console,
+    err: Console,
+) -> DemoSummary:
+    """Run the demo and print its tables; return the totals."""
+    if engine != "postgresql":
+        raise ConfigurationError(f"the demo does not support {engine!r} yet")
+    begin = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="credflip-demo-"))
+    pg = EmbeddedPostgres(log_statement="none")
+    err.print("starting a private PostgreSQL (scram-sha-256) ...")
+    pg.start()
+    try:
+        admin_url, app_url = _setup_postgres(pg)
+        store = SqliteStore(workdir / "params.db")
+        layout = Layout("demo")
+        init(store, layout, admin_url=admin_url, writer_url=app_url)
+        err.print(f"env demo initialised in {store.url}; user app is blue, app_green is green")
+        resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
+        traffic = Traffic(resolver, layout.env, workers=workers)
+        traffic.start()
+        err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
+        results: list[RotationResult] = []
+        options = RotateOptions(client_ttl=client_ttl, drain_timeout=60.0)
+        for n in range(1, rotations + 1):
+            ok0, failed0 = traffic.snapshot()
+            result = rotate(store, layout, admin_url=admin_url, options=options)
+            ok1, failed1 = traffic.snapshot()
+            results.append(result)
+            _print_rotation(out, n, result, ok1 - ok0, failed1 - failed0)
+        traffic.stop()
+        with psycopg.connect(**connect_kwargs(admin_url.with_credentials(
+            "postgres", pg.superuser_password))) as conn:
+            row = conn.execute("SELECT count(*) FROM orders").fetchone()
+        rows = int(row[0]) if row else 0
+        store.close()
+        summary = DemoSummary(
+            rotations=rotations,
+            ok=traffic.ok,
+            failed=traffic.failed,
+            lost=max(0, traffic.ok - rows),
+            seconds=time.monotonic() - begin,
+            results=results,
+        )
+        out.print(
+            f"total: {summary.rotations} rotations in {format_duration(summary.seconds)}; "
+            f"requests ok {summary.ok}, failed {summary.failed}; rows written {rows}, "
+            f"lost {summary.lost}"
+            + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
+        )
+        return summary
+    finally:
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _print_rotation(out: Console, n: int, result: RotationResult, ok: int, failed: int) -> None:
+    table = Table(
+        title=f"rotation {n}: {result.from_color} ({result.from_user}) → {result.to_color} "
+        f"({result.to_user})",
+        title_justify="left",
+        show_edge=False,
+    )
+    table.add_column("phase")
+    table.add_column("time", justify="right")
+    for phase, seconds in result.timings.items():
+        table.add_row(phase, format_duration(seconds))
+    table.add_row("requests ok", str(ok))
+    table.add_row("requests failed", str(failed))
+    out.print(table)

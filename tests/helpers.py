@@ -1,0 +1,103 @@
+"""Assertions shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from credflip.engines.postgres import connect_kwargs
+from credflip.layout import Color, Layout
+from credflip.resolver import Endpoints, Resolver
+from credflip.stores.base import Store
+from credflip.urls import DbUrl
+
+
+def fresh(store: Store, layout: Layout) -> Endpoints:
+    """What a client resolving right now (no cache) gets."""
+    return Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env)
+
+
+def stored_url(store: Store, layout: Layout, color: Color, role: str = "writer") -> DbUrl:
+    value = store.get(layout.url(color, role))  # type: ignore[arg-type]
+    assert value is not None, f"{color} {role} URL missing"
+    return DbUrl.parse(value)
+
+
+def connects(url: DbUrl | str) -> bool:
+    """True when *url* logs in and runs a query."""
+    parsed = DbUrl.parse(url) if isinstance(url, str) else url
+    try:
+        with psycopg.connect(**connect_kwargs(parsed), connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def login_error(url: DbUrl) -> str:
+    """The server's reason for refusing *url* (fails the test if it logs in)."""
+    try:
+        psycopg.connect(**connect_kwargs(url), connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        return str(exc)
+    raise AssertionError(f"{url} logged in but should have been refused")
+
+
+def assert_pointer_connects(store: Store, layout: Layout) -> Color:
+    """The invariant: the color the pointer names has URLs that connect."""
+    endpoints = fresh(store, layout)
+    assert connects(endpoints.writer_url), f"{endpoints.color} writer URL does not connect"
+    assert connects(endpoints.reader_url), f"{endpoints.color} reader URL does not connect"
+    return endpoints.color
+
+
+_TABLE_PRIVS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
+    """Every privilege *role* has on every object of the current database, by name."""
+    out: dict[str, Any] = {}
+    for (oid, name, kind) in conn.execute(
+        "SELECT c.oid, n.nspname || '.' || c.relname, c.relkind FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f') ORDER BY 2"
+    ).fetchall():
+        privs = ("USAGE", "SELECT", "UPDATE") if kind == "S" else _TABLE_PRIVS
+        func = "has_sequence_privilege" if kind == "S" else "has_table_privilege"
+        out[f"rel {name}"] = tuple(
+            conn.execute(f"SELECT {func}(%s, %s::oid, %s)", (role, oid, p)).fetchone()[0]  # type: ignore[index]
+            for p in privs
+        )
+    for (oid, name) in conn.execute(
+        "SELECT p.oid, p.oid::regprocedure::text FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 2"
+    ).fetchall():
+        out[f"fn {name}"] = conn.execute(
+            "SELECT has_function_privilege(%s, %s::oid, 'EXECUTE')", (role, oid)
+        ).fetchone()[0]  # type: ignore[index]
+    for (name,) in conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+        "AND nspname <> 'information_schema' ORDER BY 1"
+    ).fetchall():
+        out[f"schema {name}"] = conn.execute(
+            "SELECT has_schema_privilege(%s, %s, 'USAGE'), has_schema_privilege(%s, %s, 'CREATE')",
+            (role, name, role, name),
+        ).fetchone()
+    out["database"] = conn.execute(
+        "SELECT has_database_privilege(%s, current_database(), 'CONNECT'), "
+        "has_database_privilege(%s, current_database(), 'CREATE'), "
+        "has_database_privilege(%s, current_database(), 'TEMP')",
+        (role, role, role),
+    ).fetchone()
+    out["memberships"] = sorted(
+        r[0]
+        for r in conn.execute(
+            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
+            (role,),
+        ).fetchall()
+    )
+    return out
