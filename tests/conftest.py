@@ -72,8 +72,11 @@ def cluster() -> Iterator[Cluster]:
         cl = Cluster(pg, new_password())
         cl.create_role(ADMIN, cl.admin_password, "CREATEROLE CREATEDB")
         with cl.su() as conn:
-            conn.execute(sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(
-                sql.Identifier(ADMIN)))
+            conn.execute(
+                sql.SQL("GRANT pg_read_all_stats, pg_signal_backend TO {}").format(
+                    sql.Identifier(ADMIN)
+                )
+            )
             row = conn.execute(
                 "SELECT rolsuper FROM pg_roles WHERE rolname = %s", [ADMIN]
             ).fetchone()
@@ -140,7 +143,9 @@ def make_app(cluster: Cluster, *, rich: bool = True) -> App:
             conn.execute("CREATE SCHEMA billing")
             conn.execute("CREATE TABLE billing.invoices (id serial PRIMARY KEY, total numeric)")
             conn.execute("CREATE SEQUENCE billing.numbers")
-            conn.execute("CREATE VIEW billing.big AS SELECT * FROM billing.invoices WHERE total > 100")
+            conn.execute(
+                "CREATE VIEW billing.big AS SELECT * FROM billing.invoices WHERE total > 100"
+            )
             conn.execute(
                 "CREATE FUNCTION billing.add(a int, b int) RETURNS int LANGUAGE sql "
                 "AS 'SELECT a + b'"
@@ -191,8 +196,9 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Any:
     return run
 
 
-def run_cli_process(*args: str, env: dict[str, str] | None = None,
-                    timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m credflip`` in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "credflip", *args],

@@ -58,7 +58,7 @@ _TABLE_PRIVS = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES"
 def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
     """Every privilege *role* has on every object of the current database, by name."""
     out: dict[str, Any] = {}
-    for (oid, name, kind) in conn.execute(
+    for oid, name, kind in conn.execute(
         "SELECT c.oid, n.nspname || '.' || c.relname, c.relkind FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
@@ -70,7 +70,7 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
             conn.execute(f"SELECT {func}(%s, %s::oid, %s)", (role, oid, p)).fetchone()[0]  # type: ignore[index]
             for p in privs
         )
-    for (oid, name) in conn.execute(
+    for oid, name in conn.execute(
         "SELECT p.oid, p.oid::regprocedure::text FROM pg_proc p "
         "JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 2"

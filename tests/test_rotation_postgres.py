@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from conftest import App
 from helpers import (
     assert_pointer_connects,
     connects,
@@ -28,8 +29,6 @@ from credflip.resolver import Resolver
 from credflip.rotation import Event, Notice, RotateOptions, rollback, rotate
 from credflip.state import LockInfo, Phase, load_state, read_lock
 from credflip.stores.sqlite import SqliteStore
-
-from conftest import App
 
 TESTS = Path(__file__).parent
 
@@ -149,12 +148,14 @@ def test_rights_match_table_by_table_right_after_prepare(
     assert assert_pointer_connects(store, layout) is Color.BLUE
     assert load_state(store, layout).current.phase is Phase.PREPARE  # type: ignore[union-attr]
     with app.su() as conn:
-        conn.execute("GRANT SELECT, UPDATE (public_note) ON audit TO credflip_admin "
-                     "WITH GRANT OPTION")
+        conn.execute(
+            "GRANT SELECT, UPDATE (public_note) ON audit TO credflip_admin WITH GRANT OPTION"
+        )
     seen.clear()
     assert rotate(store, layout, admin_url=app.admin_url, options=opts(), on_event=capture).resumed
     assert seen and seen[0]["blue"] == seen[0]["green"]
     assert seen[0]["green"]["rel public.audit"][0] is True  # SELECT came along
+
     def settings(role: str) -> set[tuple[str, str]]:
         with app.su() as conn:
             rows = conn.execute(
@@ -186,7 +187,9 @@ def test_live_traffic_sees_no_failure(app: App, store: SqliteStore, layout: Layo
     checker.start()
     try:
         for _ in range(3):
-            assert rotate(store, layout, admin_url=app.admin_url, options=opts(client_ttl=0.3)).finished
+            assert rotate(
+                store, layout, admin_url=app.admin_url, options=opts(client_ttl=0.3)
+            ).finished
     finally:
         traffic.stop()
         checker.stop()
@@ -202,10 +205,19 @@ CRASH_POINTS = [("before", "prepare")] + [
 ]
 
 
-def crash(app: App, store: SqliteStore, layout: Layout, when: str, phase: str,
-          retire: str = "lock") -> None:
+def crash(
+    app: App, store: SqliteStore, layout: Layout, when: str, phase: str, retire: str = "lock"
+) -> None:
     proc = subprocess.run(
-        [sys.executable, str(TESTS / "crash_rotate.py"), store.url, layout.env, when, phase, retire],
+        [
+            sys.executable,
+            str(TESTS / "crash_rotate.py"),
+            store.url,
+            layout.env,
+            when,
+            phase,
+            retire,
+        ],
         env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
         capture_output=True,
         text=True,
@@ -226,7 +238,10 @@ def test_crash_at_phase_boundary_then_rotate_finishes(
     assert held is not None and held.is_stale_here()
     notices: list[str] = []
     result = rotate(
-        store, layout, admin_url=app.admin_url, options=opts(),
+        store,
+        layout,
+        admin_url=app.admin_url,
+        options=opts(),
         on_event=lambda e: notices.append(e.message) if isinstance(e, Notice) else None,
     )
     assert result.finished and result.resumed
@@ -262,7 +277,10 @@ def test_rollback_refused_after_drop(app: App, store: SqliteStore, layout: Layou
     initialise(app, store, layout)
     crash(app, store, layout, "after", "retire", retire="drop")
     with app.su() as conn:
-        assert conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app.user,)).fetchone() is None
+        assert (
+            conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app.user,)).fetchone()
+            is None
+        )
     with pytest.raises(RotationError, match="was dropped"):
         rollback(store, layout, admin_url=app.admin_url)
     assert assert_pointer_connects(store, layout) is Color.GREEN
@@ -291,8 +309,19 @@ def test_rollback_after_a_finished_rotation(app: App, store: SqliteStore, layout
 def test_two_rotations_at_once(app: App, store: SqliteStore, layout: Layout, cli: Any) -> None:
     initialise(app, store, layout)
     first = subprocess.Popen(
-        [sys.executable, "-m", "credflip", "rotate", "--env", layout.env, "--store", store.url,
-         "--client-ttl", "1500ms", "--yes"],
+        [
+            sys.executable,
+            "-m",
+            "credflip",
+            "rotate",
+            "--env",
+            layout.env,
+            "--store",
+            store.url,
+            "--client-ttl",
+            "1500ms",
+            "--yes",
+        ],
         env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
         stderr=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -303,13 +332,21 @@ def test_two_rotations_at_once(app: App, store: SqliteStore, layout: Layout, cli
         for line in first.stderr:  # wait until the first one is draining
             if "[drain]" in line:
                 break
-        second = cli("rotate", "--env", layout.env, "--store", store.url,
-                     "--admin-url", app.admin_url.secret, "--yes")
+        second = cli(
+            "rotate",
+            "--env",
+            layout.env,
+            "--store",
+            store.url,
+            "--admin-url",
+            app.admin_url.secret,
+            "--yes",
+        )
         assert second.code == 3
         assert second.err.count("\n") == 1 and second.err.startswith("credflip: error:")
         assert f"pid {first.pid}" in second.err and "holds the lock" in second.err
     finally:
-        out, err = first.communicate(timeout=120)
+        _out, err = first.communicate(timeout=120)
     assert first.returncode == 0, err
     assert [h.result for h in load_state(store, layout).history] == ["done"]
 
@@ -326,7 +363,9 @@ def test_unlock_force_clears_a_stale_lock(
     assert cli("unlock", *args).code == 2  # --force is required
     released = cli("unlock", *args, "--force")
     assert released.code == 0 and "other-host" in released.out
-    done = cli("rotate", *args, "--admin-url", app.admin_url.secret, "--client-ttl", "200ms", "--yes")
+    done = cli(
+        "rotate", *args, "--admin-url", app.admin_url.secret, "--client-ttl", "200ms", "--yes"
+    )
     assert done.code == 0, done.err
 
 
@@ -335,8 +374,20 @@ def test_drain_waits_for_an_open_session_and_times_out(
 ) -> None:
     initialise(app, store, layout)
     holder = app.connect(app.url)  # a client that never lets go of blue
-    args = ["rotate", "--env", layout.env, "--store", store.url, "--admin-url",
-            app.admin_url.secret, "--client-ttl", "200ms", "--drain-timeout", "1s", "--yes"]
+    args = [
+        "rotate",
+        "--env",
+        layout.env,
+        "--store",
+        store.url,
+        "--admin-url",
+        app.admin_url.secret,
+        "--client-ttl",
+        "200ms",
+        "--drain-timeout",
+        "1s",
+        "--yes",
+    ]
     try:
         timed_out = cli(*args)
         assert timed_out.code == 4
@@ -363,7 +414,9 @@ def test_terminate_ends_old_sessions(app: App, store: SqliteStore, layout: Layou
     initialise(app, store, layout)
     holder = app.connect(app.url)
     result = rotate(
-        store, layout, admin_url=app.admin_url,
+        store,
+        layout,
+        admin_url=app.admin_url,
         options=opts(drain_timeout=1.0, terminate=True),
     )
     assert result.finished and result.terminated == 1
@@ -375,9 +428,8 @@ def test_terminate_ends_old_sessions(app: App, store: SqliteStore, layout: Layou
 
 def test_drain_timeout_via_api_is_resumable(app: App, store: SqliteStore, layout: Layout) -> None:
     initialise(app, store, layout)
-    with app.connect(app.url):
-        with pytest.raises(DrainTimeout):
-            rotate(store, layout, admin_url=app.admin_url, options=opts(drain_timeout=0.5))
+    with app.connect(app.url), pytest.raises(DrainTimeout):
+        rotate(store, layout, admin_url=app.admin_url, options=opts(drain_timeout=0.5))
     result = rotate(store, layout, admin_url=app.admin_url, options=opts())
     assert result.finished and result.resumed
 
@@ -389,9 +441,8 @@ def test_rotate_refuses_while_inactive_user_in_use(
     rotate(store, layout, admin_url=app.admin_url, options=opts())
     rollback(store, layout, admin_url=app.admin_url)  # green stays usable after a rollback
     green = stored_url(store, layout, Color.GREEN)
-    with app.connect(green):
-        with pytest.raises(RotationError, match="still has 1 session"):
-            rotate(store, layout, admin_url=app.admin_url, options=opts())
+    with app.connect(green), pytest.raises(RotationError, match="still has 1 session"):
+        rotate(store, layout, admin_url=app.admin_url, options=opts())
     assert read_lock(store, layout) is None
     assert load_state(store, layout).current is None
 
@@ -400,9 +451,8 @@ def test_lock_is_exclusive_in_process(app: App, store: SqliteStore, layout: Layo
     initialise(app, store, layout)
     from credflip.state import hold_lock
 
-    with hold_lock(store, layout, purpose="test"):
-        with pytest.raises(LockHeld, match="for test"):
-            rotate(store, layout, admin_url=app.admin_url, options=opts())
+    with hold_lock(store, layout, purpose="test"), pytest.raises(LockHeld, match="for test"):
+        rotate(store, layout, admin_url=app.admin_url, options=opts())
     assert read_lock(store, layout) is None
 
 

@@ -175,8 +175,9 @@ def run_demo(
             results.append(result)
             _print_rotation(out, n, result, ok1 - ok0, failed1 - failed0)
         traffic.stop()
-        with psycopg.connect(**connect_kwargs(admin_url.with_credentials(
-            "postgres", pg.superuser_password))) as conn:
+        with psycopg.connect(
+            **connect_kwargs(admin_url.with_credentials("postgres", pg.superuser_password))
+        ) as conn:
             row = conn.execute("SELECT count(*) FROM orders").fetchone()
         rows = int(row[0]) if row else 0
         store.close()
@@ -191,8 +192,7 @@ def run_demo(
         out.print(
             f"total: {summary.rotations} rotations in {format_duration(summary.seconds)}; "
             f"requests ok {summary.ok}, failed {summary.failed}; rows written {rows}, "
-            f"lost {summary.lost}"
-            + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
+            f"lost {summary.lost}" + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
         )
         return summary
     finally:

@@ -147,6 +147,7 @@ class Grant(NamedTuple):
     column: str
     privilege: str
     grantable: bool
+    database: str = ""
 
     def describe(self) -> str:
         """``SELECT on table app.orders`` — for messages."""
@@ -156,7 +157,8 @@ class Grant(NamedTuple):
         if self.column:
             target += f" column {self.column}"
         kind = "table" if self.kind == "COLUMN" else self.kind.lower()
-        return f"{self.privilege} on {kind} {target}"
+        where = f" in database {self.database}" if self.database else ""
+        return f"{self.privilege} on {kind} {target}{where}"
 
 
 def connect_kwargs(url: DbUrl) -> dict[str, Any]:
@@ -574,9 +576,7 @@ class PostgresEngine(Engine):
         grants = self._database_grants(role)
         for dbname in self._databases_of([role], deptypes=("a",)):
             with self._database(dbname) as conn:
-                grants |= {
-                    g._replace(schema=f"{dbname}:{g.schema}") for g in self._grants_in(role, conn)
-                }
+                grants |= {g._replace(database=dbname) for g in self._grants_in(role, conn)}
         return grants
 
     def _sync_grants(self, source: str, target: str, *, revoke_extra: bool) -> None:

@@ -1,0 +1,19 @@
+"""``credflip demo`` end to end (its own embedded server)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+
+def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
+    result = cli("demo", "--rotations", "2", "--workers", "3", "--client-ttl", "500ms")
+    assert result.code == 0, result.err
+    assert result.out.count("requests failed") == 2
+    total = re.search(
+        r"requests ok (\d+), failed (\d+); rows written (\d+), lost (\d+)", result.out
+    )
+    assert total, result.out
+    ok, failed, rows, lost = map(int, total.groups())
+    assert ok > 50 and failed == 0 and lost == 0 and rows == ok
+    assert "blue (app) → green (app_green)" in result.out

@@ -1,0 +1,182 @@
+"""The PostgreSQL engine against a real server, with a non-superuser admin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import App, Cluster, make_app
+from helpers import connects, fresh, login_error
+
+from credflip import commands
+from credflip.engines import engine_for
+from credflip.engines.postgres import PostgresEngine, default_group
+from credflip.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    ConnectFailed,
+    InsufficientPrivilege,
+    RotationError,
+)
+from credflip.layout import Color, Layout
+from credflip.rotation import RotateOptions, new_password, rotate
+from credflip.stores.sqlite import SqliteStore
+
+
+def engine(app: App) -> PostgresEngine:
+    eng = engine_for(app.admin_url)
+    assert isinstance(eng, PostgresEngine) and eng.name == "postgresql"
+    return eng
+
+
+def test_verify_distinguishes_failures(app: App, cluster: Cluster) -> None:
+    with engine(app) as eng:
+        eng.verify(app.url, probe="SELECT count(*) FROM orders")
+        wrong = app.url.with_credentials(app.user, "definitely-wrong")
+        with pytest.raises(AuthenticationFailed, match="password authentication failed") as info:
+            eng.verify(wrong)
+        assert "definitely-wrong" not in str(info.value)
+        with pytest.raises(ConnectFailed, match="cannot connect"):
+            eng.verify(
+                app.url.with_credentials(app.user, app.password).__class__(
+                    scheme="postgresql", host="127.0.0.1", port=1, user="x", password="y"
+                )
+            )
+        with pytest.raises(Exception, match="probe failed"):
+            eng.verify(app.url, probe="SELECT * FROM missing_table")
+
+
+def test_password_reaches_the_server_only_as_a_verifier(app: App, cluster: Cluster) -> None:
+    password = new_password()
+    with engine(app) as eng:
+        eng.adopt(active=app.user, inactive=app.green, group=None)
+        eng.prepare_user(app.green, password, like=app.user, group=app.group)
+        assert connects(app.url.with_credentials(app.green, password))
+    log = cluster.pg.read_log()
+    assert f'ALTER ROLE "{app.green}" WITH LOGIN PASSWORD \'SCRAM-SHA-256$' in log
+    assert password not in log
+
+
+def test_prepare_never_touches_the_active_user(app: App) -> None:
+    with engine(app) as eng, pytest.raises(RotationError, match="it is the active user"):
+        eng.prepare_user(app.user, new_password(), like=app.user, group=None)
+    assert connects(app.url)
+
+
+def test_sessions_grouped_and_terminated(app: App) -> None:
+    conns = [
+        psycopg.connect(app.url.secret, application_name=name) for name in ("api", "api", "worker")
+    ]
+    try:
+        with engine(app) as eng:
+            sample = eng.sessions(app.user)
+            assert sample.count == 3
+            assert {(g.client, g.application, g.count) for g in sample.groups} == {
+                ("127.0.0.1", "api", 2),
+                ("127.0.0.1", "worker", 1),
+            }
+            assert "2 from 127.0.0.1 (api)" in sample.describe()
+            assert eng.terminate(app.user) == 3
+            assert eng.sessions(app.user).count == 0
+        for conn in conns:
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_lock_and_unlock(app: App) -> None:
+    with engine(app) as eng:
+        eng.lock_user(app.user)
+        assert eng.user_state(app.user).can_login is False
+        assert "not permitted to log in" in login_error(app.url)
+        eng.unlock_user(app.user)
+        assert eng.user_state(app.user).can_login is True
+        assert connects(app.url)
+        assert eng.user_state("nobody_here").exists is False
+
+
+def test_drop_refused_when_rights_would_be_lost(app: App) -> None:
+    with engine(app) as eng:
+        group = eng.adopt(active=app.user, inactive=app.green, group=None)
+        with app.su() as conn:
+            conn.execute("CREATE TABLE private_to_blue (id int)")
+            conn.execute(f"GRANT SELECT ON private_to_blue TO {app.user}")
+        with pytest.raises(RotationError, match="holds rights") as info:
+            eng.drop_user(app.user, keep=app.green, group=group)
+        assert "SELECT on table public.private_to_blue" in str(info.value)
+        assert "--retire lock" in str(info.value)
+        assert eng.user_state(app.user).exists
+
+
+def test_drop_moves_ownership_to_the_group(app: App) -> None:
+    with engine(app) as eng:
+        group = eng.adopt(active=app.user, inactive=app.green, group=None)
+        eng.prepare_user(app.green, new_password(), like=app.user, group=group)
+        with app.su() as conn:
+            conn.execute("CREATE TABLE owned_by_blue (id int)")
+            conn.execute(f"ALTER TABLE owned_by_blue OWNER TO {app.user}")
+        eng.drop_user(app.user, keep=app.green, group=group)
+        assert not eng.user_state(app.user).exists
+        with app.su() as conn:
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'owned_by_blue'"
+            ).fetchone()
+        assert owner == (group,)
+
+
+def test_default_group_names() -> None:
+    assert default_group("app") == "app_owner"
+    assert default_group("shop_blue") == "shop_owner"
+    assert default_group("_blue") == "_blue_owner"
+
+
+def test_admin_needs_createdb_to_move_a_database(cluster: Cluster) -> None:
+    app = make_app(cluster, rich=False)
+    cluster.create_role("admin_nodb", "admin-nodb-pw", "CREATEROLE")
+    admin = cluster.pg.url("admin_nodb", "admin-nodb-pw", app.database)
+    with engine_for(admin) as eng, pytest.raises(InsufficientPrivilege, match="CREATEDB"):
+        eng.adopt(active=app.user, inactive=app.green, group=None)
+    with cluster.su() as conn:
+        assert (
+            conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app.green,)).fetchone()
+            is None
+        )
+
+
+def test_init_adopts_a_hand_made_setup(cluster: Cluster, tmp_path: Any) -> None:
+    app = make_app(cluster, rich=False)
+    other = f"{app.user}_b"
+    other_pw = new_password()
+    cluster.create_role(other, other_pw)
+    with app.su() as conn:
+        conn.execute(f"GRANT ALL ON orders TO {other}")
+        conn.execute(f"GRANT USAGE ON SEQUENCE orders_id_seq TO {other}")
+    store = SqliteStore(tmp_path / "p.db")
+    layout = Layout("handmade")
+    store.put(layout.pointer, "green")
+    store.put(layout.url(Color.GREEN, "writer"), app.url.secret, secure=True)
+    store.put(layout.url(Color.GREEN, "reader"), app.url.secret, secure=True)
+    broken = app.url.with_credentials(other, "wrong")
+    store.put(layout.url(Color.BLUE, "writer"), broken.secret, secure=True)
+    with pytest.raises(ConfigurationError, match=r"blue writer URL .* does not connect"):
+        commands.init(store, layout, admin_url=app.admin_url)
+    assert store.get(layout.state) is None
+    store.put(layout.url(Color.BLUE, "writer"), app.url.with_credentials(other, other_pw).secret)
+    result = commands.init(store, layout, admin_url=app.admin_url)
+    assert result.adopted and result.active is Color.GREEN
+    assert result.users == {Color.GREEN: app.user, Color.BLUE: other}
+    assert store.get(layout.url(Color.BLUE, "reader")) is not None  # filled from the writer
+    # The inactive (blue) user gets the new password; clients on green are untouched.
+    assert (
+        rotate(
+            store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1)
+        ).to_color
+        is Color.BLUE
+    )
+    with psycopg.connect(fresh(store, layout).writer_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO orders (color) VALUES ('blue')")
+    with pytest.raises(ConfigurationError, match="already managed"):
+        commands.init(store, layout, admin_url=app.admin_url)

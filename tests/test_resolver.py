@@ -1,0 +1,219 @@
+"""The cached resolver applications use."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from credflip import Endpoints, Resolver
+from credflip.errors import NotInitialized, StoreError
+from credflip.layout import Color, Layout
+from credflip.stores.sqlite import SqliteStore
+
+SECRET = "pw-not-to-be-logged"
+
+
+class CountingStore(SqliteStore):
+    """A real SQLite store that counts reads and can be told to fail or wait."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads = 0
+        self.fail = False
+        self.gate: threading.Event | None = None
+
+    def _get_many(self, names: list[str]) -> dict[str, str]:
+        self.reads += 1
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        if self.fail:
+            raise StoreError("store unavailable (test)")
+        return super()._get_many(names)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def seed(store: SqliteStore, env: str = "prod", color: Color = Color.BLUE) -> Layout:
+    layout = Layout(env)
+    for c in Color:
+        for role in ("writer", "reader"):
+            store.put(
+                layout.url(c, role),
+                f"postgresql://app_{c}:{SECRET}@{role}.db/app",  # type: ignore[arg-type]
+                secure=True,
+            )
+    store.put(layout.pointer, color.value)
+    return layout
+
+
+@pytest.fixture
+def cstore(tmp_path: Path) -> CountingStore:
+    return CountingStore(tmp_path / "p.db")
+
+
+def test_one_read_per_cold_resolve_and_cache_hits(cstore: CountingStore) -> None:
+    seed(cstore)
+    clock = Clock()
+    resolver = Resolver(store=cstore, ttl=60, clock=clock)
+    first = resolver.resolve("prod")
+    assert (first.color, first.user) == (Color.BLUE, "app_blue")
+    assert first.writer_url == f"postgresql://app_blue:{SECRET}@writer.db/app"
+    assert first.reader_url.endswith("@reader.db/app")
+    assert cstore.reads == 1
+    for _ in range(100):
+        assert resolver.resolve("prod") is first
+    assert cstore.reads == 1
+    clock.now += 66.1  # past the longest jittered TTL
+    cstore.put(Layout("prod").pointer, "green")
+    assert resolver.resolve("prod").color is Color.GREEN
+    assert cstore.reads == 2
+
+
+def test_single_flight_fifty_threads(cstore: CountingStore) -> None:
+    seed(cstore)
+    resolver = Resolver(store=cstore, ttl=60)
+    cstore.gate = threading.Event()
+    barrier = threading.Barrier(51)
+    results: list[Endpoints] = []
+
+    def worker() -> None:
+        barrier.wait()
+        results.append(resolver.resolve("prod"))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    cstore.gate.set()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 50 and len({id(r) for r in results}) == 1
+    assert cstore.reads == 1
+
+
+def test_refresh_is_coalesced_too(cstore: CountingStore) -> None:
+    seed(cstore)
+    resolver = Resolver(store=cstore, ttl=60)
+    resolver.resolve("prod")
+    cstore.gate = threading.Event()
+    barrier = threading.Barrier(21)
+    done: list[Endpoints] = []
+
+    def worker() -> None:
+        barrier.wait()
+        done.append(resolver.refresh("prod"))
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    cstore.gate.set()
+    for t in threads:
+        t.join(30)
+    assert len(done) == 20
+    # One read to warm up, then between 1 and 20 for the refreshes: threads
+    # that arrive while a read is in flight share it instead of reading again.
+    assert 2 <= cstore.reads < 21
+
+
+def test_stale_if_error_with_backoff(
+    cstore: CountingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(cstore)
+    clock = Clock()
+    resolver = Resolver(store=cstore, ttl=10, clock=clock, backoff=1.0, max_backoff=8.0)
+    good = resolver.resolve("prod")
+    cstore.fail = True
+    clock.now += 12
+    with caplog.at_level(logging.WARNING, logger="credflip.resolver"):
+        assert resolver.resolve("prod") is good
+    assert cstore.reads == 2
+    assert "serving the blue value" in caplog.text and SECRET not in caplog.text
+    # Backing off: no new read until the delay passed.
+    assert resolver.resolve("prod") is good and cstore.reads == 2
+    clock.now += 1.01
+    assert resolver.resolve("prod") is good and cstore.reads == 3
+    clock.now += 1.01  # backoff doubled to 2s
+    assert resolver.resolve("prod") is good and cstore.reads == 3
+    clock.now += 1.0
+    assert resolver.resolve("prod") is good and cstore.reads == 4
+    cstore.fail = False
+    clock.now += 4.01
+    cstore.put(Layout("prod").pointer, "green")
+    assert resolver.resolve("prod").color is Color.GREEN and cstore.reads == 5
+
+
+def test_error_when_nothing_was_ever_read(cstore: CountingStore) -> None:
+    seed(cstore)
+    cstore.fail = True
+    with pytest.raises(StoreError):
+        Resolver(store=cstore).resolve("prod")
+    with pytest.raises(NotInitialized, match="credflip init --env other"):
+        Resolver(store=SqliteStore(cstore.path)).resolve("other")
+
+
+def test_jitter_spreads_expiry_within_ten_percent(cstore: CountingStore) -> None:
+    envs = [f"e{i}" for i in range(60)]
+    for env in envs:
+        seed(cstore, env)
+    resolver = Resolver(store=cstore, ttl=100)
+    for env in envs:
+        resolver.resolve(env)
+    factors = [resolver._entries[e].factor for e in envs]
+    assert all(0.9 <= f <= 1.1 for f in factors)
+    assert max(factors) - min(factors) > 0.05
+
+
+def test_repr_masks_passwords(cstore: CountingStore) -> None:
+    seed(cstore)
+    endpoints = Resolver(store=cstore).resolve("prod")
+    assert SECRET not in repr(endpoints) and SECRET not in str(endpoints.to_dict())
+    assert SECRET in endpoints.to_dict(show_secrets=True)["writer_url"]
+
+
+def test_module_level_resolve_uses_env_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import credflip
+
+    store = SqliteStore(tmp_path / "p.db")
+    seed(store, "stage", Color.GREEN)
+    monkeypatch.setenv("CREDFLIP_STORE", store.url)
+    monkeypatch.setenv("CREDFLIP_TTL", "30")
+    assert credflip.resolve("stage").color is Color.GREEN
+    store.put(Layout("stage").pointer, "blue")
+    assert credflip.resolve("stage").color is Color.GREEN  # cached
+    assert credflip.refresh("stage").color is Color.BLUE
+    assert credflip.resolve("stage").color is Color.BLUE
+
+
+def test_import_loads_no_driver_or_sdk() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import credflip"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    modules = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()[1:]}
+    assert "credflip" in modules
+    assert not modules & {
+        "boto3",
+        "botocore",
+        "psycopg",
+        "pymysql",
+        "sqlalchemy",
+        "psycopg_pool",
+        "click",
+        "rich",
+    }

@@ -1,0 +1,78 @@
+"""URL parsing, building and masking."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from credflip.errors import UsageError
+from credflip.rotation import new_password
+from credflip.urls import DbUrl, mask_url, scrub
+
+
+def test_parse_full_url() -> None:
+    url = DbUrl.parse("postgresql+psycopg://app:s%40cret@db.example:6432/shop?sslmode=require")
+    assert (url.scheme, url.backend, url.user, url.password) == (
+        "postgresql+psycopg",
+        "postgresql",
+        "app",
+        "s@cret",
+    )
+    assert (url.host, url.port, url.database, url.query) == (
+        "db.example",
+        6432,
+        "shop",
+        (("sslmode", "require"),),
+    )
+    assert str(url) == "postgresql+psycopg://app:***@db.example:6432/shop?sslmode=require"
+    assert "s@cret" not in repr(url) and "s%40cret" not in repr(url)
+
+
+@given(st.text(min_size=1, max_size=40), st.text(min_size=0, max_size=40))
+def test_any_password_round_trips(user: str, password: str) -> None:
+    url = DbUrl(scheme="mysql", host="h", user=user, password=password, port=3306, database="d")
+    back = DbUrl.parse(url.secret)
+    assert (back.user, back.password) == (user, password)
+    masked = DbUrl.parse(str(url))
+    assert (masked.user, masked.password) == (user, "***")
+
+
+def test_generated_passwords_are_long_and_url_safe() -> None:
+    seen = {new_password() for _ in range(200)}
+    assert len(seen) == 200
+    for password in seen:
+        assert len(password) >= 32  # 24 random bytes, base64url
+        assert DbUrl.parse(f"postgresql://u:{password}@h/d").password == password
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not a database URL"),
+        ("localhost:5432", "not a database URL"),
+        ("postgresql://u:p@h:99999/d", "invalid port"),
+        ("postgresql://u:p@h:port/d", "invalid port"),
+        ("postgresql://u:p@/d", "has no host"),
+        ("1postgres://u:p@h/d", "invalid scheme"),
+        ("postgresql://u:p@h/a/b", "path with '/'"),
+    ],
+)
+def test_malformed_urls(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message) as info:
+        DbUrl.parse(text, what="--writer-url")
+    assert str(info.value).startswith("--writer-url")
+    assert ":p@" not in str(info.value)
+
+
+def test_mask_and_scrub() -> None:
+    assert mask_url("mysql://a:b@h/d") == "mysql://a:***@h/d"
+    assert mask_url("garbage with secret") == "***"
+    assert scrub("x pass%2Fword y pass/word", ["pass/word"]) == "x *** y ***"
+
+
+def test_with_credentials_and_same_server() -> None:
+    url = DbUrl.parse("postgresql://a:b@h:1/d")
+    other = url.with_credentials("c", "e")
+    assert other.same_server(url) and other.user == "c" and other.password == "e"
+    assert other.render(show_password=True) == "postgresql://c:e@h:1/d"
