@@ -5,6 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CODE   := $(wildcard src tests bench examples)
 STAMP  := $(VENV)/.installed-stamp
+DEV    := $(VENV)/.dev-stamp
 
 .PHONY: all venv demo test lint format bench clean
 
@@ -14,27 +15,32 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("credflip needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	@touch $(STAMP)
 
-venv: $(STAMP)
+# Tests, linters and benchmarks need the dev extras; the demo does not.
+$(DEV): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(DEV)
+
+venv: $(DEV)
 
 demo: $(STAMP)
 	$(BIN)/credflip demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff format $(CODE)
 	$(BIN)/ruff check --fix $(CODE)
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python bench/rotation_under_load.py
 	$(BIN)/python bench/resolve.py
 
