@@ -48,21 +48,8 @@ class Cluster:
         return self.pg.url(ADMIN, self.admin_password, database)
 
     def create_role(self, name: str, password: str | None, extra: str = "") -> None:
-        with self.su() as conn:
-            if password is None:
-                conn.execute(
-                    sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(name), sql.SQL(extra))
-                )
-                return
-            # Verifier, not plaintext: the server log is scanned for passwords.
-            verifier = conn.pgconn.encrypt_password(
-                password.encode(), name.encode(), b"scram-sha-256"
-            ).decode()
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-                    sql.Identifier(name), sql.SQL(extra), sql.Literal(verifier)
-                )
-            )
+        # A verifier, not plaintext: the server log is scanned for passwords.
+        self.pg.create_role(name, password, extra)
 
 
 @pytest.fixture(scope="session")

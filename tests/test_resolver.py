@@ -6,6 +6,8 @@ import logging
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,24 +82,45 @@ def test_one_read_per_cold_resolve_and_cache_hits(cstore: CountingStore) -> None
     assert cstore.reads == 2
 
 
+def _waiting_on_the_read(threads: list[threading.Thread]) -> bool:
+    """True when every thread is inside Resolver._update, past noting the generation."""
+    import inspect
+
+    lines, start = inspect.getsourcelines(Resolver._update)
+    lock_line = start + next(i for i, text in enumerate(lines) if "with entry.lock" in text)
+    frames = sys._current_frames()
+    for thread in threads:
+        frame = frames.get(thread.ident or -1)
+        while frame is not None and frame.f_code.co_name != "_update":
+            frame = frame.f_back
+        if frame is None or frame.f_lineno < lock_line:
+            return False
+    return True
+
+
+def all_at_once(
+    store: CountingStore, threads: int, call: Callable[[], Endpoints]
+) -> list[Endpoints]:
+    """Run *threads* calls while the store holds the first read open until all are waiting."""
+    store.gate = threading.Event()
+    results: list[Endpoints] = []
+    pool = [threading.Thread(target=lambda: results.append(call())) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    deadline = time.monotonic() + 30
+    while not _waiting_on_the_read(pool):  # a condition, polled; not a timed guess
+        assert time.monotonic() < deadline, "threads never reached the resolver"
+        time.sleep(0.001)
+    store.gate.set()
+    for t in pool:
+        t.join(30)
+    return results
+
+
 def test_single_flight_fifty_threads(cstore: CountingStore) -> None:
     seed(cstore)
     resolver = Resolver(store=cstore, ttl=60)
-    cstore.gate = threading.Event()
-    barrier = threading.Barrier(51)
-    results: list[Endpoints] = []
-
-    def worker() -> None:
-        barrier.wait()
-        results.append(resolver.resolve("prod"))
-
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    cstore.gate.set()
-    for t in threads:
-        t.join(30)
+    results = all_at_once(cstore, 50, lambda: resolver.resolve("prod"))
     assert len(results) == 50 and len({id(r) for r in results}) == 1
     assert cstore.reads == 1
 
@@ -106,25 +129,10 @@ def test_refresh_is_coalesced_too(cstore: CountingStore) -> None:
     seed(cstore)
     resolver = Resolver(store=cstore, ttl=60)
     resolver.resolve("prod")
-    cstore.gate = threading.Event()
-    barrier = threading.Barrier(21)
-    done: list[Endpoints] = []
-
-    def worker() -> None:
-        barrier.wait()
-        done.append(resolver.refresh("prod"))
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    cstore.gate.set()
-    for t in threads:
-        t.join(30)
+    done = all_at_once(cstore, 20, lambda: resolver.refresh("prod"))
     assert len(done) == 20
-    # One read to warm up, then between 1 and 20 for the refreshes: threads
-    # that arrive while a read is in flight share it instead of reading again.
-    assert 2 <= cstore.reads < 21
+    # One read to warm up, one for all twenty refreshes.
+    assert cstore.reads == 2
 
 
 def test_stale_if_error_with_backoff(

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -115,19 +114,9 @@ class Traffic:
 def _setup_postgres(pg: EmbeddedPostgres) -> tuple[DbUrl, DbUrl]:
     """Create the admin, the app user and its database; return (admin, app) URLs."""
     admin_pw, app_pw = new_password(), new_password()
+    pg.create_role("credflip_admin", admin_pw, "CREATEROLE CREATEDB")
+    pg.create_role("app", app_pw)
     with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
-        for user, password, extra in (
-            ("credflip_admin", admin_pw, "CREATEROLE CREATEDB"),
-            ("app", app_pw, ""),
-        ):
-            verifier = su.pgconn.encrypt_password(
-                password.encode(), user.encode(), b"scram-sha-256"
-            ).decode()
-            su.execute(
-                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
-                    sql.Identifier(user), sql.SQL(extra), sql.Literal(verifier)
-                )
-            )
         su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
         su.execute("CREATE DATABASE shop OWNER app")
     app_url = pg.url("app", app_pw, "shop")

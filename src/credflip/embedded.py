@@ -115,6 +115,31 @@ class EmbeddedPostgres:
         """The bootstrap superuser ``postgres``."""
         return self.url("postgres", self.superuser_password)
 
+    def create_role(self, name: str, password: str | None, attributes: str = "") -> None:
+        """As superuser: ``CREATE ROLE name LOGIN attributes PASSWORD <verifier>``.
+
+        Without *password* the role is NOLOGIN. *attributes* is trusted SQL
+        such as ``CREATEROLE CREATEDB``.
+        """
+        import psycopg
+        from psycopg import sql
+
+        from .engines.postgres import connect_kwargs, scram_verifier
+
+        with psycopg.connect(**connect_kwargs(self.superuser_url), autocommit=True) as conn:
+            if password is None:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(name), sql.SQL(attributes))
+                )
+                return
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN {} PASSWORD {}").format(
+                    sql.Identifier(name),
+                    sql.SQL(attributes),
+                    sql.Literal(scram_verifier(conn, name, password)),
+                )
+            )
+
     def _cmd(self, *args: str) -> list[str]:
         if self._os_user:
             return ["runuser", "-u", self._os_user, "--", *args]

@@ -66,6 +66,14 @@ class Phase(enum.StrEnum):
         return self in {Phase.DRAIN, Phase.RETIRE, Phase.DONE}
 
 
+def _maybe_float(data: dict[str, Any], key: str) -> float | None:
+    return None if data.get(key) is None else float(data[key])
+
+
+def _timings(data: dict[str, Any]) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(data.get("timings") or {}).items()}
+
+
 @dataclass
 class Rotation:
     """The rotation under way."""
@@ -98,11 +106,9 @@ class Rotation:
             to_color=Color(data["to_color"]),
             phase=Phase(data["phase"]),
             started_at=float(data["started_at"]),
-            timings={str(k): float(v) for k, v in dict(data.get("timings") or {}).items()},
-            switched_at=None if data.get("switched_at") is None else float(data["switched_at"]),
-            drain_seconds=(
-                None if data.get("drain_seconds") is None else float(data["drain_seconds"])
-            ),
+            timings=_timings(data),
+            switched_at=_maybe_float(data, "switched_at"),
+            drain_seconds=_maybe_float(data, "drain_seconds"),
             terminated=int(data.get("terminated") or 0),
             error=data.get("error"),
         )
@@ -146,10 +152,8 @@ class HistoryEntry:
             to_color=Color(data["to_color"]),
             started_at=float(data["started_at"]),
             finished_at=float(data["finished_at"]),
-            timings={str(k): float(v) for k, v in dict(data.get("timings") or {}).items()},
-            drain_seconds=(
-                None if data.get("drain_seconds") is None else float(data["drain_seconds"])
-            ),
+            timings=_timings(data),
+            drain_seconds=_maybe_float(data, "drain_seconds"),
             terminated=int(data.get("terminated") or 0),
         )
 

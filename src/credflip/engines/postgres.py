@@ -38,7 +38,7 @@ from ..urls import DbUrl, scrub
 from . import register
 from .base import Engine, SessionGroup, Sessions, UserState
 
-__all__ = ["PostgresEngine", "connect_kwargs", "default_group"]
+__all__ = ["PostgresEngine", "connect_kwargs", "default_group", "scram_verifier"]
 
 _Query = str | bytes | sql.SQL | sql.Composed
 
@@ -388,9 +388,7 @@ class PostgresEngine(Engine):
             self._sync_memberships(like, group, revoke_extra=False, exclude={group})
             self._sync_grants(like, group, revoke_extra=False)
         self.sync_rights(like, user)
-        verifier = self.conn.pgconn.encrypt_password(
-            password.encode(), user.encode(), b"scram-sha-256"
-        ).decode()
+        verifier = scram_verifier(self.conn, user, password)
         self._run(
             sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
                 sql.Identifier(user), sql.Literal(verifier)
@@ -732,6 +730,11 @@ class PostgresEngine(Engine):
             hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
         )
         return int(rows[0][0])
+
+
+def scram_verifier(conn: psycopg.Connection[Any], user: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of *password*, computed here, never on the server."""
+    return conn.pgconn.encrypt_password(password.encode(), user.encode(), b"scram-sha-256").decode()
 
 
 def default_group(user: str) -> str:
