@@ -22,7 +22,7 @@ from helpers import (
 )
 
 from credflip import commands
-from credflip.demo import Traffic
+from credflip.demo import Traffic, resolve_and_insert
 from credflip.errors import DrainTimeout, LockHeld, RotationError
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
@@ -180,9 +180,10 @@ def test_rights_match_table_by_table_right_after_prepare(
 def test_live_traffic_sees_no_failure(app: App, store: SqliteStore, layout: Layout) -> None:
     initialise(app, store, layout)
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
-    traffic = Traffic(resolver, layout.env, workers=4, pause=0.005)
+    traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=4, pause=0.005)
     # A client that never caches checks the invariant continuously.
-    checker = Traffic(Resolver(store=store, prefix=layout.prefix, ttl=0), layout.env, workers=1)
+    uncached = Resolver(store=store, prefix=layout.prefix, ttl=0)
+    checker = Traffic(resolve_and_insert(uncached, layout.env), workers=1)
     traffic.start()
     checker.start()
     try:

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .layout import Color, Layout
 from .resolver import Endpoints, Resolver, refresh, resolve
+from .retry import call_with_refresh, is_auth_failure
 from .stores import open_store
 from .stores.base import Store
 from .urls import DbUrl
@@ -57,6 +58,8 @@ __all__ = [
     "StoreThrottled",
     "UsageError",
     "__version__",
+    "call_with_refresh",
+    "is_auth_failure",
     "open_store",
     "refresh",
     "resolve",

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from .rotation import RotateOptions, RotationResult, new_password, rotate
 from .stores.sqlite import SqliteStore
 from .urls import DbUrl
 
-__all__ = ["DemoSummary", "Traffic", "run_demo"]
+__all__ = ["DemoSummary", "Traffic", "resolve_and_insert", "run_demo"]
 
 
 @dataclass
@@ -48,21 +49,30 @@ class DemoSummary:
 
 
 class Traffic:
-    """Worker threads that each resolve, connect, insert and disconnect in a loop.
+    """Worker threads that each run ``request(worker)`` in a loop and count outcomes.
 
-    A fresh connection per request is the harshest client for a rotation:
-    every request authenticates with whatever URL the resolver returns.
+    ``request`` returns the color it used; any exception counts as a failed
+    request. With *record*, every request's start, duration and outcome is
+    kept for benchmarks.
     """
 
-    def __init__(self, resolver: Resolver, env: str, *, workers: int, pause: float = 0.02):
-        self.resolver = resolver
-        self.env = env
+    def __init__(
+        self,
+        request: Callable[[int], str],
+        *,
+        workers: int,
+        pause: float = 0.02,
+        record: bool = False,
+    ) -> None:
+        self.request = request
         self.workers = workers
         self.pause = pause
+        self.record = record
         self.ok = 0
         self.failed = 0
         self.by_color: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.samples: list[tuple[float, float, bool]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._first_ok = threading.Event()
@@ -92,23 +102,43 @@ class Traffic:
 
     def _work(self, worker: int) -> None:
         while not self._stop.is_set():
-            endpoints = self.resolver.resolve(self.env)
+            started = time.monotonic()
             try:
-                url = DbUrl.parse(endpoints.writer_url)
-                with psycopg.connect(**connect_kwargs(url), connect_timeout=5) as conn:
-                    conn.execute(
-                        "INSERT INTO orders (worker, color) VALUES (%s, %s)",
-                        (worker, endpoints.color.value),
-                    )
-                with self._lock:
-                    self.ok += 1
-                    self.by_color[endpoints.color.value] += 1
-                self._first_ok.set()
-            except psycopg.Error as exc:
+                color = self.request(worker)
+            except Exception as exc:
                 with self._lock:
                     self.failed += 1
                     self.errors[type(exc).__name__] += 1
+                    if self.record:
+                        self.samples.append((started, time.monotonic() - started, False))
+            else:
+                with self._lock:
+                    self.ok += 1
+                    self.by_color[color] += 1
+                    if self.record:
+                        self.samples.append((started, time.monotonic() - started, True))
+                self._first_ok.set()
             self._stop.wait(self.pause)
+
+
+def resolve_and_insert(resolver: Resolver, env: str) -> Callable[[int], str]:
+    """A request as a Lambda makes it: resolve, connect, insert one row, disconnect.
+
+    A fresh connection per request is the harshest client for a rotation:
+    every request authenticates with whatever URL the resolver returns.
+    """
+
+    def request(worker: int) -> str:
+        endpoints = resolver.resolve(env)
+        url = DbUrl.parse(endpoints.writer_url)
+        with psycopg.connect(**connect_kwargs(url), connect_timeout=5) as conn:
+            conn.execute(
+                "INSERT INTO orders (worker, color) VALUES (%s, %s)",
+                (worker, endpoints.color.value),
+            )
+        return endpoints.color.value
+
+    return request
 
 
 def _setup_postgres(pg: EmbeddedPostgres) -> tuple[DbUrl, DbUrl]:
@@ -152,7 +182,7 @@ def run_demo(
         init(store, layout, admin_url=admin_url, writer_url=app_url)
         err.print(f"env demo initialised in {store.url}; user app is blue, app_green is green")
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
-        traffic = Traffic(resolver, layout.env, workers=workers)
+        traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
         traffic.start()
         err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
         results: list[RotationResult] = []

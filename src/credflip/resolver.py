@@ -14,6 +14,7 @@ SQLSTATE 28P01, MySQL error 1045): the pointer has probably moved.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -28,7 +29,15 @@ from .stores import store_spec
 from .stores.base import Store
 from .urls import DbUrl, mask_url
 
-__all__ = ["DEFAULT_TTL", "Endpoints", "Resolver", "default_resolver", "refresh", "resolve"]
+__all__ = [
+    "DEFAULT_TTL",
+    "Endpoints",
+    "Resolver",
+    "clear_cache",
+    "default_resolver",
+    "refresh",
+    "resolve",
+]
 
 log = logging.getLogger("credflip.resolver")
 
@@ -53,7 +62,7 @@ class Endpoints:
         """The URL for *role*: ``"writer"`` or ``"reader"``."""
         return self.writer_url if role == "writer" else self.reader_url
 
-    @property
+    @functools.cached_property
     def user(self) -> str:
         """The login user of the active color."""
         return DbUrl.parse(self.writer_url).user
@@ -261,6 +270,20 @@ def default_resolver(*, store: Store | str | None = None, prefix: str | None = N
     return resolver
 
 
+# The module-level functions look their resolver up by their own arguments:
+# reading CREDFLIP_STORE/CREDFLIP_PREFIX on every call would cost more than the
+# cache hit itself. The variables are read when a combination is first used.
+_by_args: dict[tuple[object, str | None], Resolver] = {}
+
+
+def _resolver_for(store: Store | str | None, prefix: str | None) -> Resolver:
+    key = (store, prefix)
+    resolver = _by_args.get(key)
+    if resolver is None:
+        resolver = _by_args[key] = default_resolver(store=store, prefix=prefix)
+    return resolver
+
+
 def resolve(
     env: str,
     *,
@@ -268,10 +291,22 @@ def resolve(
     prefix: str | None = None,
     ttl: float | None = None,
 ) -> Endpoints:
-    """The active color and URLs of *env*; cached per process for *ttl* seconds."""
-    return default_resolver(store=store, prefix=prefix).resolve(env, ttl=ttl)
+    """The active color and URLs of *env*; cached per process for *ttl* seconds.
+
+    *store*, *prefix* and *ttl* default to ``$CREDFLIP_STORE``,
+    ``$CREDFLIP_PREFIX`` and ``$CREDFLIP_TTL`` (read on first use) or the
+    local SQLite file, ``/db`` and 60 seconds.
+    """
+    return _resolver_for(store, prefix).resolve(env, ttl=ttl)
 
 
 def refresh(env: str, *, store: Store | str | None = None, prefix: str | None = None) -> Endpoints:
     """Re-read *env* now. Call it when the database rejects the credentials."""
-    return default_resolver(store=store, prefix=prefix).refresh(env)
+    return _resolver_for(store, prefix).refresh(env)
+
+
+def clear_cache() -> None:
+    """Forget every process-wide resolver and what it cached (for tests)."""
+    with _resolvers_lock:
+        _resolvers.clear()
+        _by_args.clear()
