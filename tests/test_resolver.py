@@ -194,7 +194,9 @@ def test_module_level_resolve_uses_env_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import credflip
+    from credflip.resolver import clear_cache
 
+    clear_cache()
     store = SqliteStore(tmp_path / "p.db")
     seed(store, "stage", Color.GREEN)
     monkeypatch.setenv("CREDFLIP_STORE", store.url)
@@ -204,6 +206,7 @@ def test_module_level_resolve_uses_env_defaults(
     assert credflip.resolve("stage").color is Color.GREEN  # cached
     assert credflip.refresh("stage").color is Color.BLUE
     assert credflip.resolve("stage").color is Color.BLUE
+    clear_cache()
 
 
 def test_import_loads_no_driver_or_sdk() -> None:

@@ -15,6 +15,7 @@ The first five are the contract with existing readers and must never change.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -129,7 +130,7 @@ class Layout:
         """The optional parameter holding the admin URL."""
         return f"{self.base}/admin-db-url"
 
-    @property
+    @functools.cached_property
     def resolver_names(self) -> tuple[str, ...]:
         """The five names a client reads in one call: pointer, then URLs."""
         return (self.pointer, *(self.url(c, r) for c in Color for r in ROLES))

@@ -128,6 +128,7 @@ class Resolver:
         self.max_backoff = max_backoff
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._layouts: dict[str, Layout] = {}
         self._lock = threading.Lock()
         #: Store reads done so far (for tests and benchmarks).
         self.reads = 0
@@ -219,7 +220,9 @@ class Resolver:
         return entry.value
 
     def _read(self, env: str) -> Endpoints:
-        layout = Layout(env, self.prefix)
+        layout = self._layouts.get(env)
+        if layout is None:
+            layout = self._layouts[env] = Layout(env, self.prefix)
         self.reads += 1
         values = self.store.get_many(layout.resolver_names)
         pointer = values.get(layout.pointer)

@@ -1,0 +1,456 @@
+"""Rotations under load: credflip vs a naive in-place rotation vs the original design.
+
+One command, one private PostgreSQL that enforces passwords, three scenarios
+under the same load, side by side:
+
+  a) credflip: back-to-back rotations with client TTL 2 s; Lambda-like
+     workers resolve per request, server-like workers use the SQLAlchemy
+     integration with a pool;
+  b) naive: one user, ``ALTER ROLE ... PASSWORD`` then the stored URL is
+     updated, as often as (a) rotates, same clients;
+  c) original design: clients resolve once at start and never again, while
+     credflip rotates: the drain waits for them, nothing fails, and the old
+     password stays valid.
+
+Prints a table and writes ``bench/out/rotation_under_load.png`` (sessions per
+user over time, switches, failures; one panel per scenario).
+
+    python bench/rotation_under_load.py [--rotations 10] [--ttl 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy
+from psycopg import sql
+
+from credflip import commands
+from credflip.demo import Traffic
+from credflip.embedded import EmbeddedPostgres
+from credflip.engines.postgres import connect_kwargs, scram_verifier
+from credflip.errors import DrainTimeout
+from credflip.layout import Color, Layout
+from credflip.resolver import Resolver
+from credflip.rotation import (
+    Event,
+    PhaseFinished,
+    PhaseStarted,
+    RotateOptions,
+    new_password,
+    rotate,
+)
+from credflip.sqlalchemy import create_engine
+from credflip.stores.sqlite import SqliteStore
+from credflip.urls import DbUrl
+
+OUT = Path(__file__).parent / "out"
+LAMBDAS = 4
+SERVERS = 4
+
+
+@dataclass
+class Scenario:
+    name: str
+    lambda_traffic: Traffic | None = None
+    server_traffic: Traffic | None = None
+    switches: list[float] = field(default_factory=list)
+    retires: list[float] = field(default_factory=list)
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    rows: int = 0
+    samples: list[tuple[float, dict[tuple[str, str], int]]] = field(default_factory=list)
+    users: tuple[str, ...] = ()
+    began: float = 0.0
+    ended: float = 0.0
+    note: str = ""
+
+
+class Monitor:
+    """Samples pg_stat_activity every 100 ms: sessions per (user, application)."""
+
+    def __init__(self, pg: EmbeddedPostgres, database: str, scenario: Scenario) -> None:
+        self.url = pg.url("postgres", pg.superuser_password, database)
+        self.scenario = scenario
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        with psycopg.connect(**connect_kwargs(self.url), autocommit=True) as conn:
+            while not self.stop.wait(0.1):
+                rows = conn.execute(
+                    "SELECT usename, application_name, count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND usename IS NOT NULL GROUP BY 1, 2"
+                ).fetchall()
+                self.scenario.samples.append(
+                    (time.monotonic(), {(str(u), str(a)): int(n) for u, a, n in rows})
+                )
+
+    def __enter__(self) -> Monitor:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def make_app(pg: EmbeddedPostgres, name: str) -> tuple[DbUrl, DbUrl]:
+    """A database owned by its single user; returns (admin URL, app URL)."""
+    password = new_password()
+    pg.create_role(name, password)
+    with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
+        su.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(name)
+            )
+        )
+    app_url = pg.url(name, password, name)
+    with psycopg.connect(**connect_kwargs(app_url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, worker int, kind text)")
+    return pg.url("credflip_admin", ADMIN_PW, name), app_url
+
+
+ADMIN_PW = new_password()
+
+
+def lambda_request(get_url: Any) -> Any:
+    def request(worker: int) -> str:
+        url = DbUrl.parse(get_url())
+        with psycopg.connect(
+            **connect_kwargs(url), connect_timeout=5, application_name="lambda"
+        ) as conn:
+            conn.execute("INSERT INTO orders (worker, kind) VALUES (%s, 'lambda')", (worker,))
+        return url.user
+
+    return request
+
+
+def server_request(engine: sqlalchemy.Engine) -> Any:
+    def request(worker: int) -> str:
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text("INSERT INTO orders (worker, kind) VALUES (:w, 'server')"),
+                {"w": worker},
+            )
+            return str(conn.execute(sqlalchemy.text("SELECT session_user")).scalar())
+
+    return request
+
+
+#: Seconds of steady load before the first and after the last rotation, so that
+#: "outside rotations" latencies are measured on the same load.
+SETTLE = 5.0
+
+
+def start(scenario: Scenario, lambda_req: Any, server_req: Any) -> None:
+    scenario.lambda_traffic = Traffic(lambda_req, workers=LAMBDAS, pause=0.02, record=True)
+    scenario.server_traffic = Traffic(server_req, workers=SERVERS, pause=0.01, record=True)
+    scenario.began = time.monotonic()
+    scenario.lambda_traffic.start()
+    scenario.server_traffic.start()
+    threading.Event().wait(SETTLE)
+
+
+def finish(scenario: Scenario, pg: EmbeddedPostgres, database: str) -> None:
+    assert scenario.lambda_traffic and scenario.server_traffic
+    threading.Event().wait(SETTLE)
+    scenario.lambda_traffic.stop()
+    scenario.server_traffic.stop()
+    scenario.ended = time.monotonic()
+    url = pg.url("postgres", pg.superuser_password, database)
+    with psycopg.connect(**connect_kwargs(url)) as conn:
+        row = conn.execute("SELECT count(*) FROM orders").fetchone()
+    scenario.rows = int(row[0]) if row else 0
+
+
+def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
+    scenario = Scenario("a) credflip")
+    admin, app = make_app(pg, "bench_credflip")
+    scenario.users = (app.user, f"{app.user}_green")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "params.db")
+        layout = Layout("bench")
+        commands.init(store, layout, admin_url=admin, writer_url=app)
+        resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
+        engine = create_engine(
+            layout.env,
+            resolver=resolver,
+            pool_size=SERVERS,
+            max_overflow=0,
+            connect_args={"application_name": "server"},
+        )
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, PhaseFinished) and event.phase.value == "switch":
+                scenario.switches.append(time.monotonic())
+            if isinstance(event, PhaseFinished) and event.phase.value == "retire":
+                scenario.retires.append(time.monotonic())
+
+        with Monitor(pg, app.database, scenario):
+            start(
+                scenario,
+                lambda_request(lambda: resolver.resolve(layout.env).writer_url),
+                server_request(engine),
+            )
+            options = RotateOptions(client_ttl=ttl, drain_timeout=60)
+            for _ in range(rotations):
+                begin = time.monotonic()
+                rotate(store, layout, admin_url=admin, options=options, on_event=on_event)
+                scenario.windows.append((begin, time.monotonic()))
+            finish(scenario, pg, app.database)
+        engine.dispose()
+        store.close()
+    return scenario
+
+
+def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -> Scenario:
+    scenario = Scenario("b) naive in place")
+    _admin, app = make_app(pg, "bench_naive")
+    scenario.users = (app.user,)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "params.db")
+        layout = Layout("naive")
+        # Same store layout and clients as credflip, but only ever one user.
+        for role in ("writer", "reader"):
+            store.put(layout.url(Color.BLUE, role), app.secret, secure=True)  # type: ignore[arg-type]
+        store.put(layout.pointer, "blue")
+        resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
+        engine = create_engine(
+            layout.env,
+            resolver=resolver,
+            pool_size=SERVERS,
+            max_overflow=0,
+            connect_args={"application_name": "server"},
+        )
+        su_url = pg.url("postgres", pg.superuser_password, app.database)
+        with (
+            Monitor(pg, app.database, scenario),
+            psycopg.connect(**connect_kwargs(su_url), autocommit=True) as su,
+        ):
+            start(
+                scenario,
+                lambda_request(lambda: resolver.resolve(layout.env).writer_url),
+                server_request(engine),
+            )
+            stop = threading.Event()
+            for _ in range(rotations):
+                stop.wait(period / 2)
+                begin = time.monotonic()
+                password = new_password()
+                su.execute(
+                    sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(app.user),
+                        sql.Literal(scram_verifier(su, app.user, password)),
+                    )
+                )
+                scenario.switches.append(time.monotonic())
+                scenario.retires.append(time.monotonic())  # the old password dies at once
+                fresh = app.with_credentials(app.user, password).secret
+                for role in ("writer", "reader"):
+                    store.put(layout.url(Color.BLUE, role), fresh, secure=True)  # type: ignore[arg-type]
+                stop.wait(period / 2)
+                scenario.windows.append((begin, time.monotonic()))
+            finish(scenario, pg, app.database)
+        engine.dispose()
+        store.close()
+    return scenario
+
+
+def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
+    scenario = Scenario("c) resolve once")
+    admin, app = make_app(pg, "bench_original")
+    scenario.users = (app.user, f"{app.user}_green")
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SqliteStore(Path(tmp) / "params.db")
+        layout = Layout("original")
+        commands.init(store, layout, admin_url=admin, writer_url=app)
+        # Clients read the URL once at start (cold start) and never again.
+        once = Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env).writer_url
+        engine = sqlalchemy.create_engine(
+            once.replace("postgresql://", "postgresql+psycopg://"),
+            pool_size=SERVERS,
+            max_overflow=0,
+            connect_args={"application_name": "server"},
+        )
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, PhaseFinished) and event.phase.value == "switch":
+                scenario.switches.append(time.monotonic())
+            if isinstance(event, PhaseStarted) and event.phase.value == "retire":
+                scenario.retires.append(time.monotonic())
+
+        with Monitor(pg, app.database, scenario):
+            start(scenario, lambda_request(lambda: once), server_request(engine))
+            begin = time.monotonic()
+            try:
+                rotate(
+                    store,
+                    layout,
+                    admin_url=admin,
+                    on_event=on_event,
+                    options=RotateOptions(client_ttl=ttl, drain_timeout=budget),
+                )
+                scenario.note = "drain finished (unexpected)"
+            except DrainTimeout:
+                scenario.note = (
+                    f"drain waited {budget:.0f}s for clients that never re-resolve; "
+                    "rotation left resumable, old user never locked"
+                )
+            scenario.windows.append((begin, time.monotonic()))
+            finish(scenario, pg, app.database)
+        engine.dispose()
+        store.close()
+    return scenario
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def latency(scenario: Scenario, *, during: bool) -> tuple[float, float]:
+    samples = []
+    for traffic in (scenario.lambda_traffic, scenario.server_traffic):
+        assert traffic is not None
+        for began, took, ok in traffic.samples:
+            inside = any(a <= began <= b for a, b in scenario.windows)
+            if ok and inside == during:
+                samples.append(took * 1000)
+    return percentiles(samples)
+
+
+def old_sessions_gone(scenario: Scenario, app: str) -> list[float]:
+    """Seconds from each switch until the old user has no session of *app*."""
+    gone = []
+    for n, switched in enumerate(scenario.switches):
+        old = scenario.users[n % len(scenario.users)] if len(scenario.users) > 1 else None
+        if old is None:
+            continue
+        for at, counts in scenario.samples:
+            if at >= switched and counts.get((old, app), 0) == 0:
+                gone.append(at - switched)
+                break
+        else:
+            gone.append(float("inf"))
+    return gone
+
+
+def report(scenarios: list[Scenario], ttl: float) -> list[str]:
+    head = (
+        f"{'scenario':<18} {'rot':>3} {'ok':>7} {'failed':>7} {'lost':>5} "
+        f"{'p50 out':>8} {'p99 out':>8} {'p50 rot':>8} {'p99 rot':>8} "
+        f"{'server old gone':>16} {'old pw valid':>14}"
+    )
+    lines = [head, "-" * len(head)]
+    for sc in scenarios:
+        lam, srv = sc.lambda_traffic, sc.server_traffic
+        assert lam and srv
+        ok, failed = lam.ok + srv.ok, lam.failed + srv.failed
+        out50, out99 = latency(sc, during=False)
+        in50, in99 = latency(sc, during=True)
+        gone = old_sessions_gone(sc, "server")
+        gone_text = (
+            "-" if not gone else "never" if max(gone) == float("inf") else (f"max {max(gone):.1f}s")
+        )
+        if sc.retires and sc.switches and sc.name.startswith("a"):
+            valid = max(r - s for s, r in zip(sc.switches, sc.retires, strict=False))
+            valid_text = f"max {valid:.1f}s"
+        elif sc.name.startswith("b"):
+            valid_text = "0s"
+        else:
+            valid_text = f">{sc.ended - sc.switches[0]:.0f}s (end)" if sc.switches else "-"
+        lines.append(
+            f"{sc.name:<18} {len(sc.windows):>3} {ok:>7} {failed:>7} {max(0, ok - sc.rows):>5} "
+            f"{out50:>7.1f}ms {out99:>7.1f}ms {in50:>7.1f}ms {in99:>7.1f}ms "
+            f"{gone_text:>16} {valid_text:>14}"
+        )
+    lines.append("")
+    for sc in scenarios:
+        lam, srv = sc.lambda_traffic, sc.server_traffic
+        assert lam and srv
+        errors = dict(lam.errors + srv.errors)
+        lines.append(
+            f"{sc.name}: lambda ok {lam.ok} failed {lam.failed}, server ok {srv.ok} failed "
+            f"{srv.failed}; rows {sc.rows}"
+            + (f"; errors {errors}" if errors else "")
+            + (f"; {sc.note}" if sc.note else "")
+        )
+    lines.append(
+        f"client TTL {ttl:g}s; acceptance: server old-color sessions gone within "
+        f"TTL + 2 s = {ttl + 2:g}s of each switch"
+    )
+    return lines
+
+
+def plot(scenarios: list[Scenario], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(scenarios), 1, figsize=(12, 3.2 * len(scenarios)), sharex=False)
+    for ax, sc in zip(axes, scenarios, strict=True):
+        t0 = sc.began
+        for user in sc.users:
+            color = "tab:green" if user.endswith("_green") else "tab:blue"
+            xs = [at - t0 for at, _ in sc.samples]
+            ys = [sum(n for (u, _a), n in counts.items() if u == user) for _, counts in sc.samples]
+            ax.plot(xs, ys, color=color, label=f"sessions of {user}")
+        for switched in sc.switches:
+            ax.axvline(switched - t0, color="grey", linestyle="--", linewidth=0.8)
+        fails = [
+            began - t0
+            for traffic in (sc.lambda_traffic, sc.server_traffic)
+            if traffic is not None
+            for began, _took, ok in traffic.samples
+            if not ok
+        ]
+        if fails:
+            ax.plot(
+                fails, [0] * len(fails), "x", color="red", label=f"failed requests ({len(fails)})"
+            )
+        ax.set_title(sc.name + (f" — {sc.note}" if sc.note else ""), fontsize=10)
+        ax.set_ylabel("sessions")
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("seconds (dashed: switch / password change)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rotations", type=int, default=10)
+    parser.add_argument("--ttl", type=float, default=2.0)
+    args = parser.parse_args()
+    pg = EmbeddedPostgres(log_statement="none").start()
+    try:
+        pg.create_role("credflip_admin", ADMIN_PW, "CREATEROLE CREATEDB")
+        with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
+            su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
+        a = run_credflip(pg, args.rotations, args.ttl)
+        period = (a.windows[-1][1] - a.windows[0][0]) / len(a.windows)
+        b = run_naive(pg, args.rotations, args.ttl, period)
+        c = run_original(pg, args.ttl, budget=min(60.0, 4 * period))
+    finally:
+        pg.stop()
+    scenarios = [a, b, c]
+    print("\n".join(report(scenarios, args.ttl)))
+    png = OUT / "rotation_under_load.png"
+    plot(scenarios, png)
+    print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
