@@ -43,7 +43,6 @@ from credflip.resolver import Resolver
 from credflip.rotation import (
     Event,
     PhaseFinished,
-    PhaseStarted,
     RotateOptions,
     new_password,
     rotate,
@@ -55,6 +54,12 @@ from credflip.urls import DbUrl
 OUT = Path(__file__).parent / "out"
 LAMBDAS = 4
 SERVERS = 4
+#: The server-like workers' pool, the same in every scenario.
+POOL: dict[str, Any] = {
+    "pool_size": SERVERS,
+    "max_overflow": 0,
+    "connect_args": {"application_name": "server"},
+}
 
 
 @dataclass
@@ -71,6 +76,13 @@ class Scenario:
     began: float = 0.0
     ended: float = 0.0
     note: str = ""
+
+    def on_event(self, event: Event) -> None:
+        """Record when the pointer moved and when the old user was retired."""
+        if isinstance(event, PhaseFinished) and event.phase.value == "switch":
+            self.switches.append(time.monotonic())
+        if isinstance(event, PhaseFinished) and event.phase.value == "retire":
+            self.retires.append(time.monotonic())
 
 
 class Monitor:
@@ -184,16 +196,8 @@ def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
         engine = create_engine(
             layout.env,
             resolver=resolver,
-            pool_size=SERVERS,
-            max_overflow=0,
-            connect_args={"application_name": "server"},
+            **POOL,
         )
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, PhaseFinished) and event.phase.value == "switch":
-                scenario.switches.append(time.monotonic())
-            if isinstance(event, PhaseFinished) and event.phase.value == "retire":
-                scenario.retires.append(time.monotonic())
 
         with Monitor(pg, app.database, scenario):
             start(
@@ -204,7 +208,7 @@ def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
             options = RotateOptions(client_ttl=ttl, drain_timeout=60)
             for _ in range(rotations):
                 begin = time.monotonic()
-                rotate(store, layout, admin_url=admin, options=options, on_event=on_event)
+                rotate(store, layout, admin_url=admin, options=options, on_event=scenario.on_event)
                 scenario.windows.append((begin, time.monotonic()))
             finish(scenario, pg, app.database)
         engine.dispose()
@@ -227,9 +231,7 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
         engine = create_engine(
             layout.env,
             resolver=resolver,
-            pool_size=SERVERS,
-            max_overflow=0,
-            connect_args={"application_name": "server"},
+            **POOL,
         )
         su_url = pg.url("postgres", pg.superuser_password, app.database)
         with (
@@ -277,16 +279,8 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
         once = Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env).writer_url
         engine = sqlalchemy.create_engine(
             once.replace("postgresql://", "postgresql+psycopg://"),
-            pool_size=SERVERS,
-            max_overflow=0,
-            connect_args={"application_name": "server"},
+            **POOL,
         )
-
-        def on_event(event: Event) -> None:
-            if isinstance(event, PhaseFinished) and event.phase.value == "switch":
-                scenario.switches.append(time.monotonic())
-            if isinstance(event, PhaseStarted) and event.phase.value == "retire":
-                scenario.retires.append(time.monotonic())
 
         with Monitor(pg, app.database, scenario):
             start(scenario, lambda_request(lambda: once), server_request(engine))
@@ -296,7 +290,7 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
                     store,
                     layout,
                     admin_url=admin,
-                    on_event=on_event,
+                    on_event=scenario.on_event,
                     options=RotateOptions(client_ttl=ttl, drain_timeout=budget),
                 )
                 scenario.note = "drain finished (unexpected)"
