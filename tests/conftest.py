@@ -9,6 +9,7 @@ CREATEDB, pg_read_all_stats and pg_signal_backend, as on RDS/Aurora.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -26,7 +27,9 @@ from credflip.embedded import EmbeddedPostgres
 from credflip.engines.postgres import connect_kwargs
 from credflip.layout import Layout
 from credflip.rotation import new_password
+from credflip.stores.base import Store
 from credflip.stores.sqlite import SqliteStore
+from credflip.stores.ssm import SsmStore
 from credflip.urls import DbUrl
 
 ADMIN = "credflip_admin"
@@ -147,9 +150,37 @@ def app(cluster: Cluster) -> App:
     return make_app(cluster)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    st = SqliteStore(tmp_path / "params.db")
+# Fake credentials for moto, set before any boto3 client is made (and
+# inherited by the CLI processes tests start).
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_EC2_METADATA_DISABLED="true",
+)
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server mode on a random loopback port: real boto3, real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "ssm"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every store-using test runs on the local SQLite store and on SSM (moto)."""
+    if request.param == "sqlite":
+        st: Store = SqliteStore(tmp_path / "params.db")
+    else:
+        endpoint = request.getfixturevalue("moto_endpoint")
+        st = SsmStore(region="us-east-1", endpoint_url=endpoint)
     yield st
     st.close()
 

@@ -13,6 +13,26 @@ from credflip.stores.base import Store
 from credflip.urls import DbUrl
 
 
+def dump(store: Store) -> list[tuple[str, str]]:
+    """Every parameter in the store, sorted: to show that a command changed nothing."""
+    import sqlite3
+
+    from credflip.stores.sqlite import SqliteStore
+    from credflip.stores.ssm import SsmStore
+
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            return sorted(conn.execute("SELECT name, value FROM params").fetchall())
+    assert isinstance(store, SsmStore)
+    out = []
+    pages = store.client.get_paginator("get_parameters_by_path").paginate(
+        Path="/", Recursive=True, WithDecryption=True
+    )
+    for page in pages:
+        out += [(p["Name"], p["Value"]) for p in page["Parameters"]]
+    return sorted(out)
+
+
 def fresh(store: Store, layout: Layout) -> Endpoints:
     """What a client resolving right now (no cache) gets."""
     return Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env)

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any
 
 import pytest
 from conftest import App, Cluster, make_app
-from helpers import stored_url
+from helpers import dump, stored_url
 
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
 from credflip.state import load_state
+from credflip.stores.base import Store
 from credflip.stores.sqlite import SqliteStore
 
 
-def store_rows(store: SqliteStore) -> list[tuple[str, str]]:
-    with sqlite3.connect(store.path) as conn:
-        return sorted(conn.execute("SELECT name, value FROM params").fetchall())
+def store_rows(store: Store) -> list[tuple[str, str]]:
+    return dump(store)
 
 
 def roles(cluster: Cluster) -> list[tuple[Any, ...]]:
@@ -154,8 +153,9 @@ def test_admin_without_createrole_is_refused(
     cluster: Cluster, store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
     app = make_app(cluster, rich=False)
-    cluster.create_role("weak_admin", "weak-password-123")
-    weak = cluster.pg.url("weak_admin", "weak-password-123", app.database)
+    weak_name = f"weak_{app.user}"
+    cluster.create_role(weak_name, "weak-password-123")
+    weak = cluster.pg.url(weak_name, "weak-password-123", app.database)
     before = (store_rows(store), roles(cluster))
     result = cli(
         "init",
@@ -170,7 +170,7 @@ def test_admin_without_createrole_is_refused(
     )
     assert result.code == 1
     assert result.err.count("\n") == 1
-    assert "lacks CREATEROLE" in result.err and "ALTER ROLE weak_admin CREATEROLE" in result.err
+    assert "lacks CREATEROLE" in result.err and f"ALTER ROLE {weak_name} CREATEROLE" in result.err
     assert (store_rows(store), roles(cluster)) == before
 
 

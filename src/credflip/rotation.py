@@ -11,6 +11,7 @@ This module prints nothing: progress goes to an ``on_event`` callback.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -216,6 +217,10 @@ class _Run:
         first = True
         while True:
             phase = self.rot.phase
+            deadline = self.options.deadline
+            if deadline is not None and phase is not Phase.DONE and time.monotonic() >= deadline:
+                self.notice(f"stopping before {phase} to respect the deadline; run again to resume")
+                return self.result(finished=False, resumed=resumed, stopped_in=phase)
             _emit(
                 self.on_event,
                 PhaseStarted(
@@ -232,7 +237,10 @@ class _Run:
                     # Nothing was switched: redo prepare on the next run
                     # rather than re-testing URLs that failed.
                     self.rot.phase = Phase.PREPARE
-                save_state(self.store, self.layout, self.state)
+                # Best effort: when the store itself failed, the phase recorded
+                # at the last boundary is still a safe place to resume from.
+                with contextlib.suppress(CredflipError):
+                    save_state(self.store, self.layout, self.state)
                 raise
             elapsed = time.monotonic() - started
             self.rot.timings[phase.value] = self.rot.timings.get(phase.value, 0.0) + elapsed
@@ -409,6 +417,7 @@ def rotate(
     options: RotateOptions | None = None,
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
+    lock_expires_at: float | None = None,
 ) -> RotationResult:
     """Rotate the inactive user's password and move clients to it.
 
@@ -417,6 +426,8 @@ def rotate(
     :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain
     (the rotation stays resumable). With ``options.deadline`` the call may
     return early with ``finished=False``; call again to continue.
+    *lock_expires_at* (wall clock) tells other processes when the lock may
+    be considered stale if this one dies without releasing it (Lambda).
     """
     options = options or RotateOptions()
     load_state(store, layout)  # a clear error before taking the lock
@@ -424,7 +435,11 @@ def rotate(
     eng = engine if engine is not None else engine_for(admin_url)
     try:
         with hold_lock(
-            store, layout, purpose="rotate", notice=lambda m: _emit(on_event, Notice(m))
+            store,
+            layout,
+            purpose="rotate",
+            notice=lambda m: _emit(on_event, Notice(m)),
+            expires_at=lock_expires_at,
         ):
             state = load_state(store, layout)
             if state.engine != eng.name:

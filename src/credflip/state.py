@@ -248,9 +248,12 @@ class LockInfo:
     started_at: float
     purpose: str = "rotate"
     token: str = field(default="", repr=False)
+    #: Wall-clock time after which the holder is certainly gone (a Lambda's
+    #: invocation cannot outlive its timeout); None when unknown.
+    expires_at: float | None = None
 
     @classmethod
-    def mine(cls, purpose: str) -> LockInfo:
+    def mine(cls, purpose: str, expires_at: float | None = None) -> LockInfo:
         """A lock record for this process."""
         try:
             owner = getpass.getuser()
@@ -263,6 +266,7 @@ class LockInfo:
             started_at=time.time(),
             purpose=purpose,
             token=secrets.token_hex(8),
+            expires_at=expires_at,
         )
 
     def to_json(self) -> str:
@@ -281,6 +285,7 @@ class LockInfo:
                 started_at=float(data.get("started_at", 0.0)),
                 purpose=str(data.get("purpose", "rotate")),
                 token=str(data.get("token", "")),
+                expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(owner="?", host="?", pid=0, started_at=0.0, purpose="unknown")
@@ -291,7 +296,13 @@ class LockInfo:
         return f"{self.owner} on {self.host} (pid {self.pid}) since {since}, for {self.purpose}"
 
     def is_stale_here(self) -> bool:
-        """True when the holder ran on this host and its process is gone."""
+        """True when the holder is certainly gone.
+
+        Either its declared expiry passed, or it ran on this host and its
+        process no longer exists.
+        """
+        if self.expires_at is not None and time.time() > self.expires_at:
+            return True
         if self.host != socket.gethostname() or self.pid <= 0:
             return False
         try:
@@ -316,13 +327,15 @@ def hold_lock(
     *,
     purpose: str,
     notice: Callable[[str], None] = lambda _msg: None,
+    expires_at: float | None = None,
 ) -> Iterator[LockInfo]:
     """Hold the environment's lock for the duration; raise :class:`LockHeld` if taken.
 
-    A lock left by a process that died on this same host is taken over (with
-    a notice); one from another host needs ``credflip unlock --force``.
+    A lock left by a process that died on this same host, or whose declared
+    expiry passed, is taken over (with a notice); any other needs
+    ``credflip unlock --force``.
     """
-    mine = LockInfo.mine(purpose)
+    mine = LockInfo.mine(purpose, expires_at)
     for attempt in range(2):
         try:
             store.put(layout.lock, mine.to_json(), secure=False, overwrite=False)
@@ -330,7 +343,7 @@ def hold_lock(
         except ParameterExists:
             held = read_lock(store, layout)
             if held is not None and attempt == 0 and held.is_stale_here():
-                notice(f"taking over a stale lock: {held.describe()} (that process is gone)")
+                notice(f"taking over a stale lock: {held.describe()} (its holder is gone)")
                 _delete_if_token(store, layout, held.token)
                 continue
             holder = held.describe() if held else "a process that just released it"

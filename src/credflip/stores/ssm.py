@@ -10,7 +10,9 @@ import :mod:`credflip`) never load it.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -45,6 +47,31 @@ _KMS_ERRORS = {
     "KMSInvalidStateException",
     "KMSNotFoundException",
 }
+
+
+class _MaskParameterValues(logging.Filter):
+    """Masks parameter values in botocore's DEBUG logs of requests and responses.
+
+    botocore logs whole request and response bodies at DEBUG, decrypted
+    SecureString values included; an operator turning on debug logging must
+    not find database passwords in it.
+    """
+
+    # "Value": "...", up to the closing quote that is not escaped and is
+    # followed by the next field or the end of the object.
+    _VALUE = re.compile(r"""(["']Value["']\s*:\s*)(["']).*?(?<!\\)\2(?=\s*[,}])""")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Value" in message:
+            record.msg = self._VALUE.sub(r"\1\2***\2", message)
+            record.args = None
+        return True
+
+
+_MASK = _MaskParameterValues()
+for _name in ("botocore.endpoint", "botocore.parsers"):
+    logging.getLogger(_name).addFilter(_MASK)
 
 
 class SsmStore(Store):

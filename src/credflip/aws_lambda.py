@@ -1,0 +1,126 @@
+"""Rotation as a scheduled AWS Lambda (EventBridge).
+
+Each invocation advances the rotation as far as the time it has left allows
+(``context.get_remaining_time_in_millis()`` minus a safety margin), records
+where it stopped, and returns a JSON summary; the next invocation resumes.
+A drain longer than a Lambda's 15 minutes therefore works: schedule the
+function every few minutes.
+
+Event (all but ``env`` optional)::
+
+    {"env": "prod", "prefix": "/db", "store": "ssm://",
+     "client_ttl": "60s", "drain_timeout": "2h", "terminate": false,
+     "retire": "lock", "probe": null, "margin": "30s",
+     "mode": "rotate", "min_interval": "30d"}
+
+``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
+last one finished less than ``min_interval`` ago) or ``"resume"`` (only
+continue an unfinished one). The drain timeout counts from the switch, across
+invocations. The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the
+SecureString parameter ``/db/{env}/admin-db-url``, never from the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from .commands import admin_url_for
+from .durations import parse_duration
+from .errors import DrainTimeout, LockHeld, UsageError
+from .layout import Layout
+from .rotation import Event, Notice, PhaseFinished, RotateOptions, rotate
+from .state import load_state
+from .stores import open_store
+
+__all__ = ["handler"]
+
+log = logging.getLogger("credflip.aws_lambda")
+
+#: Seconds kept in reserve at the end of an invocation to record state and
+#: release the lock.
+DEFAULT_MARGIN = 30.0
+
+
+def _seconds(event: dict[str, Any], key: str, default: str) -> float:
+    return parse_duration(str(event.get(key) or default), what=key)
+
+
+def _log_event(event: Event) -> None:
+    if isinstance(event, Notice):
+        log.info("credflip: %s", event.message)
+    elif isinstance(event, PhaseFinished):
+        log.info("credflip: %s done in %.1fs", event.phase, event.seconds)
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Advance the env's rotation within the invocation's time; return a summary."""
+    if not isinstance(event, dict) or not event.get("env"):
+        raise UsageError('the event must name the environment: {"env": "prod"}')
+    layout = Layout(
+        str(event["env"]), str(event.get("prefix") or os.environ.get("CREDFLIP_PREFIX", "/db"))
+    )
+    spec = str(event.get("store") or os.environ.get("CREDFLIP_STORE") or "ssm://")
+    mode = str(event.get("mode") or "rotate")
+    if mode not in ("rotate", "resume"):
+        raise UsageError(f"invalid mode {mode!r}: use rotate or resume")
+    margin = _seconds(event, "margin", f"{DEFAULT_MARGIN:g}s")
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
+    with open_store(spec) as store:
+        state = load_state(store, layout)
+        drain_timeout = _seconds(event, "drain_timeout", "15m")
+        current = state.current
+        if current is None:
+            if mode == "resume":
+                return {**summary, "status": "idle", "reason": "no rotation under way"}
+            min_interval = event.get("min_interval")
+            last = state.last
+            if min_interval and last is not None:
+                age = time.time() - last.finished_at
+                if age < parse_duration(str(min_interval), what="min_interval"):
+                    return {
+                        **summary,
+                        "status": "idle",
+                        "reason": f"last rotation finished {age / 3600:.1f}h ago",
+                    }
+        elif current.switched_at is not None:
+            # The timeout counts from the switch, not from this invocation.
+            drain_timeout = max(0.0, drain_timeout - (time.time() - current.switched_at))
+        options = RotateOptions(
+            client_ttl=_seconds(event, "client_ttl", "60s"),
+            drain_timeout=drain_timeout,
+            terminate=bool(event.get("terminate", False)),
+            retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
+            probe=event.get("probe"),
+            deadline=time.monotonic() + remaining - margin,
+        )
+        try:
+            result = rotate(
+                store,
+                layout,
+                admin_url=admin_url_for(store, layout),
+                options=options,
+                on_event=_log_event,
+                lock_expires_at=time.time() + remaining,
+            )
+        except LockHeld as exc:
+            return {**summary, "status": "locked", "reason": str(exc)}
+        except DrainTimeout as exc:
+            return {**summary, "status": "drain_timeout", "reason": str(exc)}
+    out = {
+        **summary,
+        "status": "done" if result.finished else "paused",
+        "rotation": result.id,
+        "from": result.from_color.value,
+        "to": result.to_color.value,
+        "resumed": result.resumed,
+        "stopped_in": result.stopped_in.value if result.stopped_in else None,
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+        "drain_seconds": (None if result.drain_seconds is None else round(result.drain_seconds, 3)),
+        "terminated": result.terminated,
+    }
+    log.info("credflip: %s", out)
+    return out
