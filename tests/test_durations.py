@@ -25,7 +25,7 @@ def test_parse(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["60", "", "abc", "5 s", "-5s", "1d", "s"])
+@pytest.mark.parametrize("text", ["60", "", "abc", "5 s", "-5s", "1w", "s"])
 def test_refused(text: str) -> None:
     with pytest.raises(UsageError, match="write a number with a unit"):
         parse_duration(text, what="--client-ttl")

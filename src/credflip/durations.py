@@ -1,4 +1,4 @@
-"""Durations as operators write them: ``500ms``, ``90s``, ``15m``, ``1h``, ``1h30m``."""
+"""Durations as operators write them: ``500ms``, ``90s``, ``15m``, ``1h``, ``1h30m``, ``30d``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from .errors import UsageError
 
 __all__ = ["format_duration", "parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_WHOLE_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h))+")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_WHOLE_RE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 
 
 def parse_duration(text: str, *, what: str = "duration") -> float:

@@ -193,7 +193,10 @@ class SsmStore(Store):
                 f"KMS refused {action} on {name} ({code}): check that key {key} exists, is "
                 f"enabled and allows kms:Encrypt/kms:Decrypt for this role"
             )
-        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"} or (
+            status == 403 and code not in _KMS_ERRORS
+        ):
             message = str(exc.response.get("Error", {}).get("Message", ""))
             if "kms" in message.lower():
                 key = self.kms_key_id or "alias/aws/ssm"
@@ -219,7 +222,10 @@ def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
         retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
     config = Config(retries=retries)  # type: ignore[arg-type]
     try:
-        return boto3.client("ssm", region_name=region, endpoint_url=endpoint_url, config=config)
+        # A session of its own: boto3's default session caches credentials and
+        # region for the whole process, which would outlive a changed environment.
+        session = boto3.session.Session(region_name=region)
+        return session.client("ssm", endpoint_url=endpoint_url, config=config)
     except Exception as exc:
         from botocore.exceptions import NoRegionError
 

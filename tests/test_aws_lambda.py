@@ -1,0 +1,105 @@
+"""The rotation Lambda handler, on SSM (moto) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import App
+
+from credflip import commands
+from credflip.aws_lambda import handler
+from credflip.errors import UsageError
+from credflip.layout import Layout
+from credflip.state import LockInfo, load_state, read_lock
+from credflip.stores.ssm import SsmStore
+
+
+class LambdaContext:
+    """Just what the handler reads of AWS's context object: the time left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.until - time.monotonic()) * 1000)
+
+
+@pytest.fixture
+def env(
+    app: App, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    # The admin URL comes from the environment (or the store), never the event.
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    monkeypatch.setenv("CREDFLIP_STORE", store.url)
+    yield {"env": layout.env, "client_ttl": "200ms", "margin": "500ms"}
+    store.close()
+
+
+def test_stops_mid_drain_and_resumes(
+    app: App, env: dict[str, Any], layout: Layout, moto_endpoint: str
+) -> None:
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    holder = app.connect(app.url)  # a client still on blue keeps the drain going
+    try:
+        first = handler(env, LambdaContext(2.5))
+        assert first["status"] == "paused" and first["stopped_in"] == "drain"
+        assert first["from"] == "blue" and first["to"] == "green" and not first["resumed"]
+        assert read_lock(store, layout) is None
+        second = handler(env, LambdaContext(1.5))
+        assert second["status"] == "paused" and second["resumed"]
+    finally:
+        holder.close()
+    done = handler(env, LambdaContext(10))
+    assert done["status"] == "done" and done["resumed"] and done["rotation"] == first["rotation"]
+    assert done["drain_seconds"] > 0 and set(done["timings"]) >= {"prepare", "drain", "retire"}
+    assert [h.result for h in load_state(store, layout).history] == ["done"]
+    # No rotation under way: "resume" does nothing, "rotate" honours min_interval.
+    assert handler({**env, "mode": "resume"}, LambdaContext(10))["status"] == "idle"
+    idle = handler({**env, "min_interval": "30d"}, LambdaContext(10))
+    assert idle["status"] == "idle" and "last rotation finished" in idle["reason"]
+
+
+def test_drain_timeout_counts_from_the_switch(app: App, env: dict[str, Any]) -> None:
+    holder = app.connect(app.url)
+    try:
+        first = handler({**env, "drain_timeout": "1s"}, LambdaContext(2.0))
+        assert first["status"] == "drain_timeout"
+        # Another invocation does not restart the clock: the timeout is spent.
+        again = handler({**env, "drain_timeout": "1s"}, LambdaContext(30))
+        assert again["status"] == "drain_timeout"
+        ended = handler({**env, "drain_timeout": "1s", "terminate": True}, LambdaContext(30))
+        assert ended["status"] == "done" and ended["terminated"] == 1
+    finally:
+        holder.close()
+
+
+def test_lock_of_a_dead_lambda_expires(
+    env: dict[str, Any], layout: Layout, moto_endpoint: str
+) -> None:
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    live = LockInfo(
+        "sbx_user1051", "169.254.10.1", 8, time.time(), token="a", expires_at=time.time() + 600
+    )
+    store.put(layout.lock, live.to_json(), overwrite=False)
+    busy = handler(env, LambdaContext(10))
+    assert busy["status"] == "locked" and "169.254.10.1" in busy["reason"]
+    store.delete(layout.lock)
+    dead = LockInfo(
+        "sbx_user1051", "169.254.10.1", 8, time.time() - 900, token="b", expires_at=time.time() - 1
+    )
+    store.put(layout.lock, dead.to_json(), overwrite=False)
+    assert handler(env, LambdaContext(10))["status"] == "done"
+
+
+def test_bad_events(env: dict[str, Any]) -> None:
+    with pytest.raises(UsageError, match="must name the environment"):
+        handler({}, LambdaContext(10))
+    with pytest.raises(UsageError, match="invalid mode"):
+        handler({**env, "mode": "sometimes"}, LambdaContext(10))
+    with pytest.raises(UsageError, match="invalid client_ttl"):
+        handler({**env, "client_ttl": "60"}, LambdaContext(10))
