@@ -11,19 +11,23 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 from psycopg import sql
 
 from credflip.cli import main
 from credflip.embedded import EmbeddedPostgres
+from credflip.engines.mysql import connect_kwargs as my_connect_kwargs
 from credflip.engines.postgres import connect_kwargs
 from credflip.layout import Layout
 from credflip.rotation import new_password
@@ -83,12 +87,20 @@ def cluster() -> Iterator[Cluster]:
 
 @dataclass
 class App:
-    """One application database whose single user owns everything in it."""
+    """One PostgreSQL application database whose single user owns everything in it.
+
+    The methods below the line are the interface the engine-independent
+    end-to-end tests use; :class:`MyApp` offers the same for MariaDB.
+    """
 
     cluster: Cluster
     user: str
     password: str
     database: str
+
+    engine = "postgresql"
+    locked_marker = "not permitted to log in"
+    wrong_password_marker = "password authentication failed"
 
     @property
     def url(self) -> DbUrl:
@@ -112,6 +124,43 @@ class App:
     def connect(self, url: DbUrl | str) -> psycopg.Connection[Any]:
         parsed = DbUrl.parse(url) if isinstance(url, str) else url
         return psycopg.connect(**connect_kwargs(parsed), autocommit=True, connect_timeout=5)
+
+    # -- engine-independent interface ------------------------------------
+
+    def open(self, url: DbUrl | str) -> Any:
+        """A client session that stays open (a straggler)."""
+        return self.connect(url)
+
+    def execute(self, url: DbUrl | str, *statements: str) -> list[Any]:
+        """Run statements as the URL's user; return the last one's rows."""
+        with self.connect(url) as conn:
+            rows: list[Any] = []
+            for statement in statements:
+                cur = conn.execute(statement)
+                rows = cur.fetchall() if cur.description else []
+            return rows
+
+    def admin_sql(self, *statements: str) -> None:
+        """Run statements as the superuser, in the app's database."""
+        with self.su() as conn:
+            for statement in statements:
+                conn.execute(statement)
+
+    def user_exists(self, name: str) -> bool:
+        with self.su() as conn:
+            return (
+                conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+                is not None
+            )
+
+    def rights(self, user: str) -> Any:
+        from helpers import privileges
+
+        with self.su() as conn:
+            return privileges(conn, user)
+
+    def server_log(self) -> str:
+        return self.cluster.pg.read_log()
 
 
 def make_app(cluster: Cluster, *, rich: bool = True) -> App:
@@ -148,6 +197,186 @@ def make_app(cluster: Cluster, *, rich: bool = True) -> App:
 @pytest.fixture
 def app(cluster: Cluster) -> App:
     return make_app(cluster)
+
+
+# -- MariaDB ------------------------------------------------------------------
+
+MY_ADMIN = "cft_admin"
+MY_HOST = "127.0.0.1"
+
+
+def my_root() -> Any:
+    return pymysql.connect(host=MY_HOST, port=3306, user="root", autocommit=True)
+
+
+def my_hash(password: str) -> str:
+    from credflip.engines.mysql import native_password_hash
+
+    return native_password_hash(password)
+
+
+@dataclass
+class Mariadb:
+    """The machine's MariaDB, with a non-root admin and the general log on."""
+
+    admin_password: str
+    general_log: Path
+
+    def admin_url(self, database: str) -> DbUrl:
+        return DbUrl("mysql", MY_HOST, MY_ADMIN, self.admin_password, 3306, database)
+
+    def root(self) -> Any:
+        return my_root()
+
+    def sql(self, *statements: str, args: Any = None) -> list[Any]:
+        with my_root() as conn, conn.cursor() as cur:
+            rows: list[Any] = []
+            for statement in statements:
+                cur.execute(statement, args)
+                rows = list(cur.fetchall()) if cur.description else []
+            return rows
+
+
+def _drop_test_objects(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE 'cft%%'")
+        for user, host in cur.fetchall():
+            cur.execute("DROP USER %s@%s", (user, host))
+        cur.execute(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'cft%%'"
+        )
+        for (name,) in cur.fetchall():
+            cur.execute(f"DROP DATABASE `{name}`")
+        cur.execute("SELECT User FROM mysql.user WHERE User LIKE 'cftrole%%' AND is_role = 'Y'")
+        for (role,) in cur.fetchall():
+            cur.execute("DROP ROLE %s", (role,))
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mariadb]:
+    try:
+        root = my_root()
+    except pymysql.err.MySQLError as exc:
+        pytest.fail(f"MariaDB is not answering on {MY_HOST}:3306 ({exc}); start it first")
+    password = new_password()
+    log_dir = Path(tempfile.mkdtemp(prefix="credflip-general-"))
+    shutil.chown(log_dir, user="mysql")  # the server writes the log as its own OS user
+    log = log_dir / "general.log"
+    with root, root.cursor() as cur:
+        _drop_test_objects(root)
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s", (MY_ADMIN, my_hash(password)))
+        cur.execute(f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{MY_ADMIN}'@'%'")
+        cur.execute(f"GRANT SELECT ON mysql.* TO '{MY_ADMIN}'@'%'")
+        cur.execute("SET GLOBAL general_log_file = %s", (str(log),))
+        cur.execute("SET GLOBAL general_log = ON")
+    wrong = DbUrl("mysql", MY_HOST, MY_ADMIN, "not-the-password", 3306, "")
+    with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
+        pymysql.connect(
+            **__import__("credflip.engines.mysql", fromlist=["x"]).connect_kwargs(wrong)
+        )
+    try:
+        yield Mariadb(password, log)
+    finally:
+        with my_root() as conn, conn.cursor() as cur:
+            cur.execute("SET GLOBAL general_log = OFF")
+            _drop_test_objects(conn)
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@dataclass
+class MyApp:
+    """One MariaDB application database and its single user."""
+
+    mariadb: Mariadb
+    user: str
+    password: str
+    database: str
+
+    engine = "mysql"
+    locked_marker = "account is locked"
+    wrong_password_marker = "Access denied for user"
+
+    @property
+    def url(self) -> DbUrl:
+        return DbUrl("mysql", MY_HOST, self.user, self.password, 3306, self.database)
+
+    @property
+    def admin_url(self) -> DbUrl:
+        return self.mariadb.admin_url(self.database)
+
+    @property
+    def green(self) -> str:
+        return f"{self.user}_green"
+
+    def open(self, url: DbUrl | str) -> Any:
+        parsed = DbUrl.parse(url) if isinstance(url, str) else url
+        return pymysql.connect(**my_connect_kwargs(parsed), autocommit=True, connect_timeout=5)
+
+    def execute(self, url: DbUrl | str, *statements: str) -> list[Any]:
+        with self.open(url) as conn, conn.cursor() as cur:
+            rows: list[Any] = []
+            for statement in statements:
+                cur.execute(statement)
+                rows = list(cur.fetchall()) if cur.description else []
+            return rows
+
+    def admin_sql(self, *statements: str) -> None:
+        self.mariadb.sql(f"USE `{self.database}`", *statements)
+
+    def user_exists(self, name: str) -> bool:
+        return bool(self.mariadb.sql("SELECT 1 FROM mysql.user WHERE User = %s", args=(name,)))
+
+    def rights(self, user: str) -> Any:
+        from credflip.engines.mysql import MysqlEngine
+
+        with MysqlEngine(self.admin_url) as eng:
+            assert isinstance(eng, MysqlEngine)
+            return eng.normalized_grants(user)
+
+    def server_log(self) -> str:
+        return self.mariadb.general_log.read_text(errors="replace")
+
+
+def make_my_app(mariadb: Mariadb, *, rich: bool = True, hosts: tuple[str, ...] = ("%",)) -> MyApp:
+    n = next(_counter)
+    app = MyApp(mariadb, f"cft_app{n}", new_password(), f"cft_shop{n}")
+    mariadb.sql(f"CREATE DATABASE `{app.database}`")
+    for host in hosts:
+        mariadb.sql(
+            "CREATE USER %s@%s IDENTIFIED BY PASSWORD %s",
+            args=(app.user, host, my_hash(app.password)),
+        )
+        mariadb.sql(f"GRANT ALL PRIVILEGES ON `{app.database}`.* TO '{app.user}'@'{host}'")
+    mariadb.sql(f"GRANT ALL PRIVILEGES ON `{app.database}`.* TO '{MY_ADMIN}'@'%' WITH GRANT OPTION")
+    statements = [
+        "CREATE TABLE orders (id bigint AUTO_INCREMENT PRIMARY KEY, worker int, "
+        "color varchar(16), at timestamp DEFAULT CURRENT_TIMESTAMP)"
+    ]
+    if rich:
+        statements += [
+            "CREATE TABLE invoices (id int AUTO_INCREMENT PRIMARY KEY, total decimal(10,2))",
+            "INSERT INTO invoices (total) VALUES (50), (150)",
+            "CREATE VIEW big AS SELECT * FROM invoices WHERE total > 100",
+            "CREATE PROCEDURE add_numbers(IN a int, IN b int) SELECT a + b",
+        ]
+    app.execute(app.url, *statements)
+    return app
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def any_app(request: pytest.FixtureRequest) -> App | MyApp:
+    """An application database on each engine: the end-to-end suite runs on both."""
+    if request.param == "postgresql":
+        return make_app(request.getfixturevalue("cluster"))
+    return make_my_app(request.getfixturevalue("mariadb"))
+
+
+@pytest.fixture
+def plain_app(request: pytest.FixtureRequest, any_app: App | MyApp) -> App | MyApp:
+    """Like any_app, but with only a table: no views or routines (for dropping)."""
+    if isinstance(any_app, App):
+        return make_app(any_app.cluster, rich=False)
+    return make_my_app(any_app.mariadb, rich=False)
 
 
 # Fake credentials for moto, set before any boto3 client is made (and

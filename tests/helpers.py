@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pymysql
 
-from credflip.engines.postgres import connect_kwargs
+from credflip.engines import engine_class
 from credflip.layout import Color, Layout
 from credflip.resolver import Endpoints, Resolver
 from credflip.stores.base import Store
@@ -44,22 +45,30 @@ def stored_url(store: Store, layout: Layout, color: Color, role: str = "writer")
     return DbUrl.parse(value)
 
 
-def connects(url: DbUrl | str) -> bool:
-    """True when *url* logs in and runs a query."""
+def _client(url: DbUrl | str) -> Any:
     parsed = DbUrl.parse(url) if isinstance(url, str) else url
+    return engine_class(parsed.scheme).client_connect(parsed)
+
+
+def connects(url: DbUrl | str) -> bool:
+    """True when *url* logs in and runs a query (either engine)."""
     try:
-        with psycopg.connect(**connect_kwargs(parsed), connect_timeout=5) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError:
+        conn = _client(url)
+    except (psycopg.OperationalError, pymysql.err.OperationalError):
         return False
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 1")
+    finally:
+        conn.close()
     return True
 
 
-def login_error(url: DbUrl) -> str:
+def login_error(url: DbUrl | str) -> str:
     """The server's reason for refusing *url* (fails the test if it logs in)."""
     try:
-        psycopg.connect(**connect_kwargs(url), connect_timeout=5).close()
-    except psycopg.OperationalError as exc:
+        _client(url).close()
+    except (psycopg.OperationalError, pymysql.err.OperationalError) as exc:
         return str(exc)
     raise AssertionError(f"{url} logged in but should have been refused")
 

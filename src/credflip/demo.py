@@ -25,6 +25,7 @@ from rich.table import Table
 from .commands import init
 from .durations import format_duration
 from .embedded import EmbeddedPostgres
+from .engines import engine_class
 from .engines.postgres import connect_kwargs
 from .errors import ConfigurationError
 from .layout import Layout
@@ -131,11 +132,16 @@ def resolve_and_insert(resolver: Resolver, env: str) -> Callable[[int], str]:
     def request(worker: int) -> str:
         endpoints = resolver.resolve(env)
         url = DbUrl.parse(endpoints.writer_url)
-        with psycopg.connect(**connect_kwargs(url), connect_timeout=5) as conn:
-            conn.execute(
+        conn = engine_class(url.scheme).client_connect(url)
+        try:
+            cur = conn.cursor()
+            cur.execute(
                 "INSERT INTO orders (worker, color) VALUES (%s, %s)",
                 (worker, endpoints.color.value),
             )
+            conn.commit()
+        finally:
+            conn.close()
         return endpoints.color.value
 
     return request

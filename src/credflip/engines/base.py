@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..urls import DbUrl
 
@@ -134,6 +134,11 @@ class Engine(abc.ABC):
         """
 
     # -- clients ---------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
+        """A DBAPI connection with *url*, as an application would open it."""
 
     @abc.abstractmethod
     def verify(self, url: DbUrl, *, probe: str | None = None) -> None:

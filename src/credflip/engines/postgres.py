@@ -691,6 +691,11 @@ class PostgresEngine(Engine):
 
     # -- clients ---------------------------------------------------------
 
+    @classmethod
+    def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
+        """A psycopg connection as an application would open it."""
+        return psycopg.connect(**connect_kwargs(url), connect_timeout=max(1, int(timeout)))
+
     def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
         """Log in with *url*, run ``SELECT 1`` and, inside a rolled-back transaction, *probe*."""
         if url.password:
