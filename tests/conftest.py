@@ -205,8 +205,8 @@ MY_ADMIN = "cft_admin"
 MY_HOST = "127.0.0.1"
 
 
-def my_root() -> Any:
-    return pymysql.connect(host=MY_HOST, port=3306, user="root", autocommit=True)
+def my_root(port: int = 3306) -> Any:
+    return pymysql.connect(host=MY_HOST, port=port, user="root", autocommit=True)
 
 
 def my_hash(password: str) -> str:
@@ -221,15 +221,16 @@ class Mariadb:
 
     admin_password: str
     general_log: Path
+    port: int = 3306
 
     def admin_url(self, database: str) -> DbUrl:
-        return DbUrl("mysql", MY_HOST, MY_ADMIN, self.admin_password, 3306, database)
+        return DbUrl("mysql", MY_HOST, MY_ADMIN, self.admin_password, self.port, database)
 
     def root(self) -> Any:
-        return my_root()
+        return my_root(self.port)
 
     def sql(self, *statements: str, args: Any = None) -> list[Any]:
-        with my_root() as conn, conn.cursor() as cur:
+        with my_root(self.port) as conn, conn.cursor() as cur:
             rows: list[Any] = []
             for statement in statements:
                 cur.execute(statement, args)
@@ -239,7 +240,10 @@ class Mariadb:
 
 def _drop_test_objects(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE 'cft%%'")
+        cur.execute("SELECT User FROM mysql.user WHERE User LIKE 'cft%%' AND is_role = 'Y'")
+        for (role,) in cur.fetchall():
+            cur.execute("DROP ROLE %s", (role,))
+        cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE 'cft%%' AND is_role = 'N'")
         for user, host in cur.fetchall():
             cur.execute("DROP USER %s@%s", (user, host))
         cur.execute(
@@ -247,9 +251,6 @@ def _drop_test_objects(conn: Any) -> None:
         )
         for (name,) in cur.fetchall():
             cur.execute(f"DROP DATABASE `{name}`")
-        cur.execute("SELECT User FROM mysql.user WHERE User LIKE 'cftrole%%' AND is_role = 'Y'")
-        for (role,) in cur.fetchall():
-            cur.execute("DROP ROLE %s", (role,))
 
 
 @pytest.fixture(scope="session")
@@ -298,7 +299,7 @@ class MyApp:
 
     @property
     def url(self) -> DbUrl:
-        return DbUrl("mysql", MY_HOST, self.user, self.password, 3306, self.database)
+        return DbUrl("mysql", MY_HOST, self.user, self.password, self.mariadb.port, self.database)
 
     @property
     def admin_url(self) -> DbUrl:

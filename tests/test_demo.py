@@ -17,3 +17,18 @@ def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
     ok, failed, rows, lost = map(int, total.groups())
     assert ok > 50 and failed == 0 and lost == 0 and rows == ok
     assert "blue (app) → green (app_green)" in result.out
+
+
+def test_demo_on_mariadb(cli: Any, mariadb: Any) -> None:
+    result = cli(
+        "demo", "--engine", "mysql", "--rotations", "1", "--workers", "2", "--client-ttl", "500ms"
+    )
+    assert result.code == 0, result.err
+    total = re.search(
+        r"requests ok (\d+), failed (\d+); rows written (\d+), lost (\d+)", result.out
+    )
+    assert total, result.out
+    ok, failed, rows, lost = map(int, total.groups())
+    assert ok > 10 and failed == 0 and lost == 0 and rows == ok
+    # It cleans up after itself.
+    assert not mariadb.sql("SELECT User FROM mysql.user WHERE User LIKE 'demo\\\\_app\\\\_%%'")

@@ -180,3 +180,23 @@ def test_init_adopts_a_hand_made_setup(cluster: Cluster, tmp_path: Any) -> None:
         conn.execute("INSERT INTO orders (color) VALUES ('blue')")
     with pytest.raises(ConfigurationError, match="already managed"):
         commands.init(store, layout, admin_url=app.admin_url)
+
+
+def test_adopt_when_a_schema_changed_hands_after_its_tables(cluster: Cluster) -> None:
+    """REASSIGN OWNED may meet a function before its schema: the group must be able to own it."""
+    app = make_app(cluster, rich=False)
+    with app.su() as conn:
+        for n in range(3):
+            conn.execute(f"CREATE SCHEMA late{n}")
+            conn.execute(f"CREATE FUNCTION late{n}.f() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+            conn.execute(f"ALTER FUNCTION late{n}.f() OWNER TO {app.user}")
+        for n in range(3):
+            conn.execute(f"ALTER SCHEMA late{n} OWNER TO {app.user}")
+    with engine(app) as eng:
+        group = eng.adopt(active=app.user, inactive=app.green, group=None)
+    with app.su() as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE nspname LIKE 'late%'"
+        ).fetchall()
+    assert owners == [(group,)]

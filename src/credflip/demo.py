@@ -9,6 +9,8 @@ rotation and a line of totals, and deletes everything it made.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -17,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from rich.console import Console
@@ -28,7 +31,7 @@ from .embedded import EmbeddedPostgres
 from .engines import engine_class
 from .engines.postgres import connect_kwargs
 from .errors import ConfigurationError
-from .layout import Layout
+from .layout import Color, Layout
 from .resolver import Resolver
 from .rotation import RotateOptions, RotationResult, new_password, rotate
 from .stores.sqlite import SqliteStore
@@ -147,21 +150,119 @@ def resolve_and_insert(resolver: Resolver, env: str) -> Callable[[int], str]:
     return request
 
 
-def _setup_postgres(pg: EmbeddedPostgres) -> tuple[DbUrl, DbUrl]:
-    """Create the admin, the app user and its database; return (admin, app) URLs."""
-    admin_pw, app_pw = new_password(), new_password()
-    pg.create_role("credflip_admin", admin_pw, "CREATEROLE CREATEDB")
-    pg.create_role("app", app_pw)
-    with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
-        su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
-        su.execute("CREATE DATABASE shop OWNER app")
-    app_url = pg.url("app", app_pw, "shop")
-    with psycopg.connect(**connect_kwargs(app_url), autocommit=True) as app:
-        app.execute(
-            "CREATE TABLE orders (id bigserial PRIMARY KEY, worker int NOT NULL, "
-            "color text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+class _Target(contextlib.AbstractContextManager["_Target"]):
+    """A throw-away database for the demo: its admin and app URLs and a row count."""
+
+    admin_url: DbUrl
+    app_url: DbUrl
+    description = ""
+
+    def count_rows(self) -> int:
+        """Rows in the orders table (read by an account that is not rotated)."""
+        raise NotImplementedError
+
+    def __exit__(self, *_exc: object) -> None:
+        """Remove everything the target made."""
+
+
+class _PostgresTarget(_Target):
+    description = "a private PostgreSQL (scram-sha-256)"
+
+    def __enter__(self) -> _PostgresTarget:
+        self.pg = pg = EmbeddedPostgres(log_statement="none")
+        pg.start()
+        admin_pw, app_pw = new_password(), new_password()
+        pg.create_role("credflip_admin", admin_pw, "CREATEROLE CREATEDB")
+        pg.create_role("app", app_pw)
+        with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
+            su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
+            su.execute("CREATE DATABASE shop OWNER app")
+        self.app_url = pg.url("app", app_pw, "shop")
+        with psycopg.connect(**connect_kwargs(self.app_url), autocommit=True) as app:
+            app.execute(
+                "CREATE TABLE orders (id bigserial PRIMARY KEY, worker int NOT NULL, "
+                "color text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
+            )
+        self.admin_url = pg.url("credflip_admin", admin_pw, "shop")
+        return self
+
+    def count_rows(self) -> int:
+        url = self.pg.url("postgres", self.pg.superuser_password, "shop")
+        with psycopg.connect(**connect_kwargs(url)) as conn:
+            row = conn.execute("SELECT count(*) FROM orders").fetchone()
+        return int(row[0]) if row else 0
+
+    def __exit__(self, *_exc: object) -> None:
+        self.pg.stop()
+
+
+class _MysqlTarget(_Target):
+    """A database and two users on a reachable MySQL/MariaDB, dropped afterwards."""
+
+    def __init__(self, root_url: str) -> None:
+        self.root = DbUrl.parse(root_url, what="CREDFLIP_DEMO_MYSQL_URL")
+        self.description = f"the MySQL/MariaDB server at {self.root.host}:{self.root.port or 3306}"
+        self.suffix = new_password()[:6].lower().replace("-", "x").replace("_", "x")
+
+    def _root(self) -> Any:
+        import pymysql
+
+        from .engines.mysql import connect_kwargs as my_kwargs
+
+        try:
+            return pymysql.connect(**my_kwargs(self.root), autocommit=True, connect_timeout=5)
+        except pymysql.err.MySQLError as exc:
+            raise ConfigurationError(
+                f"the MySQL demo needs a server it may administer at {self.root} ({exc}); set "
+                f"CREDFLIP_DEMO_MYSQL_URL to a root URL"
+            ) from exc
+
+    def __enter__(self) -> _MysqlTarget:
+        from .engines.mysql import native_password_hash
+
+        self.db, self.user, self.admin = (
+            f"credflip_demo_{self.suffix}",
+            f"demo_app_{self.suffix}",
+            f"demo_admin_{self.suffix}",
         )
-    return pg.url("credflip_admin", admin_pw, "shop"), app_url
+        admin_pw, app_pw = new_password(), new_password()
+        port = self.root.port or 3306
+        with self._root() as conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{self.db}`")
+            cur.execute(
+                "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
+                (self.admin, native_password_hash(admin_pw)),
+            )
+            cur.execute(
+                "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
+                (self.user, native_password_hash(app_pw)),
+            )
+            cur.execute(
+                f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{self.admin}'@'%'"
+            )
+            cur.execute(f"GRANT SELECT ON mysql.* TO '{self.admin}'@'%'")
+            cur.execute(f"GRANT ALL ON `{self.db}`.* TO '{self.admin}'@'%' WITH GRANT OPTION")
+            cur.execute(f"GRANT ALL ON `{self.db}`.* TO '{self.user}'@'%'")
+            cur.execute(
+                f"CREATE TABLE `{self.db}`.orders (id bigint AUTO_INCREMENT PRIMARY KEY, "
+                "worker int NOT NULL, color varchar(16) NOT NULL, "
+                "at timestamp DEFAULT CURRENT_TIMESTAMP)"
+            )
+        host = self.root.host
+        self.admin_url = DbUrl("mysql", host, self.admin, admin_pw, port, self.db)
+        self.app_url = DbUrl("mysql", host, self.user, app_pw, port, self.db)
+        return self
+
+    def count_rows(self) -> int:
+        with self._root() as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM `{self.db}`.orders")
+            return int(cur.fetchone()[0])
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._root() as conn, conn.cursor() as cur:
+            for user in (self.admin, self.user, f"{self.user}_green"):
+                cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+            cur.execute(f"DROP DATABASE IF EXISTS `{self.db}`")
 
 
 def run_demo(
@@ -174,55 +275,70 @@ def run_demo(
     err: Console,
 ) -> DemoSummary:
     """Run the demo and print its tables; return the totals."""
-    if engine != "postgresql":
-        raise ConfigurationError(f"the demo does not support {engine!r} yet")
     begin = time.monotonic()
+    target: _Target = (
+        _PostgresTarget()
+        if engine == "postgresql"
+        else _MysqlTarget(os.environ.get("CREDFLIP_DEMO_MYSQL_URL", "mysql://root@127.0.0.1:3306/"))
+    )
     workdir = Path(tempfile.mkdtemp(prefix="credflip-demo-"))
-    pg = EmbeddedPostgres(log_statement="none")
-    err.print("starting a private PostgreSQL (scram-sha-256) ...")
-    pg.start()
+    err.print(f"setting up {target.description} ...")
     try:
-        admin_url, app_url = _setup_postgres(pg)
-        store = SqliteStore(workdir / "params.db")
-        layout = Layout("demo")
-        init(store, layout, admin_url=admin_url, writer_url=app_url)
-        err.print(f"env demo initialised in {store.url}; user app is blue, app_green is green")
-        resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
-        traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
-        traffic.start()
-        err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
-        results: list[RotationResult] = []
-        options = RotateOptions(client_ttl=client_ttl, drain_timeout=60.0)
+        with target:
+            return _run(target, workdir, rotations, workers, client_ttl, out, err, begin)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(
+    target: _Target,
+    workdir: Path,
+    rotations: int,
+    workers: int,
+    client_ttl: float,
+    out: Console,
+    err: Console,
+    begin: float,
+) -> DemoSummary:
+    admin_url, app_url = target.admin_url, target.app_url
+    store = SqliteStore(workdir / "params.db")
+    layout = Layout("demo")
+    result0 = init(store, layout, admin_url=admin_url, writer_url=app_url)
+    err.print(
+        f"env demo initialised in {store.url}; user {result0.users[Color.BLUE]} is blue, "
+        f"{result0.users[Color.GREEN]} is green"
+    )
+    resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
+    traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
+    traffic.start()
+    err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
+    results: list[RotationResult] = []
+    options = RotateOptions(client_ttl=client_ttl, drain_timeout=60.0)
+    try:
         for n in range(1, rotations + 1):
             ok0, failed0 = traffic.snapshot()
             result = rotate(store, layout, admin_url=admin_url, options=options)
             ok1, failed1 = traffic.snapshot()
             results.append(result)
             _print_rotation(out, n, result, ok1 - ok0, failed1 - failed0)
-        traffic.stop()
-        with psycopg.connect(
-            **connect_kwargs(admin_url.with_credentials("postgres", pg.superuser_password))
-        ) as conn:
-            row = conn.execute("SELECT count(*) FROM orders").fetchone()
-        rows = int(row[0]) if row else 0
-        store.close()
-        summary = DemoSummary(
-            rotations=rotations,
-            ok=traffic.ok,
-            failed=traffic.failed,
-            lost=max(0, traffic.ok - rows),
-            seconds=time.monotonic() - begin,
-            results=results,
-        )
-        out.print(
-            f"total: {summary.rotations} rotations in {format_duration(summary.seconds)}; "
-            f"requests ok {summary.ok}, failed {summary.failed}; rows written {rows}, "
-            f"lost {summary.lost}" + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
-        )
-        return summary
     finally:
-        pg.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        traffic.stop()
+        store.close()
+    rows = target.count_rows()
+    summary = DemoSummary(
+        rotations=rotations,
+        ok=traffic.ok,
+        failed=traffic.failed,
+        lost=max(0, traffic.ok - rows),
+        seconds=time.monotonic() - begin,
+        results=results,
+    )
+    out.print(
+        f"total: {summary.rotations} rotations in {format_duration(summary.seconds)}; "
+        f"requests ok {summary.ok}, failed {summary.failed}; rows written {rows}, "
+        f"lost {summary.lost}" + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
+    )
+    return summary
 
 
 def _print_rotation(out: Console, n: int, result: RotationResult, ok: int, failed: int) -> None:

@@ -108,6 +108,11 @@ class MysqlEngine(Engine):
                 f"{what} was refused at {where}: {message}; check the user and password, or "
                 f"whether the account is locked"
             )
+        if code == 1044:
+            return InsufficientPrivilege(
+                f"{what} was refused at {where}: {message}; grant that user access to the "
+                f"database, or name another one in the URL"
+            )
         if code == 1049:
             return ConnectFailed(f"{what}: {message}; check the database name in the URL")
         return ConnectFailed(

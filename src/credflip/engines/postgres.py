@@ -128,6 +128,16 @@ SELECT coalesce(n.nspname, ''), d.defaclobjtype, coalesce(g.rolname, ''),
    AND a.grantee <> d.defaclrole
 """
 
+# Schemas the users own, directly or (public) as owner of the database.
+_SCHEMAS_OF_SQL = """
+SELECT n.nspname FROM pg_namespace n
+ WHERE pg_get_userbyid(n.nspowner) = ANY(%s)
+    OR (pg_get_userbyid(n.nspowner) = 'pg_database_owner'
+        AND (SELECT pg_get_userbyid(datdba) FROM pg_database
+              WHERE datname = current_database()) = ANY(%s))
+ ORDER BY 1
+"""
+
 _DEFAULT_ACL_KINDS = {
     "r": "TABLES",
     "S": "SEQUENCES",
@@ -331,6 +341,15 @@ class PostgresEngine(Engine):
             # every database: REASSIGN OWNED only sees the current one.
             for dbname in self._databases_of(users, deptypes=("o",)):
                 with self._database(dbname) as conn:
+                    # REASSIGN OWNED may reach a function or type before its
+                    # schema, and the new owner needs CREATE on that schema.
+                    for (schema,) in self._run(_SCHEMAS_OF_SQL, [users, users], conn=conn):
+                        self._run(
+                            sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(
+                                sql.Identifier(schema), sql.Identifier(group)
+                            ),
+                            conn=conn,
+                        )
                     self._run(
                         sql.SQL("REASSIGN OWNED BY {} TO {}").format(
                             sql.SQL(", ").join(map(sql.Identifier, users)), sql.Identifier(group)

@@ -1,0 +1,280 @@
+"""What is particular to MySQL/MariaDB, on the machine's MariaDB with a non-root admin."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pymysql
+import pytest
+from conftest import MY_ADMIN, Mariadb, MyApp, make_my_app, my_root
+from helpers import connects, fresh, login_error, stored_url
+
+from credflip import commands
+from credflip.embedded import free_port
+from credflip.engines import engine_for
+from credflip.engines.mysql import MysqlEngine, native_password_hash
+from credflip.errors import RotationError
+from credflip.layout import Color, Layout
+from credflip.rotation import DrainProgress, Event, RotateOptions, new_password, rotate
+from credflip.state import load_state
+from credflip.stores.sqlite import SqliteStore
+from credflip.urls import DbUrl
+
+
+def opts(**kwargs: object) -> RotateOptions:
+    kwargs.setdefault("client_ttl", 0.1)
+    return RotateOptions(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def my_store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "params.db")
+
+
+def engine(app: MyApp) -> MysqlEngine:
+    eng = engine_for(app.admin_url)
+    assert isinstance(eng, MysqlEngine)
+    return eng
+
+
+def create_user_text(app: MyApp, user: str, host: str) -> str:
+    """SHOW CREATE USER without credentials, lock state and the user's name."""
+    from credflip.engines.mysql import _IDENTIFIED
+
+    text = str(app.mariadb.sql("SHOW CREATE USER %s@%s", args=(user, host))[0][0])
+    text = _IDENTIFIED.sub("", text).replace(" ACCOUNT LOCK", "").replace(" ACCOUNT UNLOCK", "")
+    return text.replace(f"`{user}`@", "<user>@")
+
+
+def test_native_password_hash_matches_the_server(mariadb: Mariadb) -> None:
+    assert mariadb.sql("SELECT PASSWORD('abc')")[0][0] == native_password_hash("abc")
+
+
+def test_every_host_pattern_rights_tls_and_limits_are_copied(
+    mariadb: Mariadb, my_store: SqliteStore
+) -> None:
+    app = make_my_app(mariadb, hosts=("%", "10.0.%"))
+    role = f"cftrole_{app.user}"
+    db = app.database
+    mariadb.sql(
+        f"CREATE ROLE `{role}`",
+        f"GRANT SELECT ON `{db}`.* TO `{role}`",
+        f"GRANT `{role}` TO '{MY_ADMIN}'@'%' WITH ADMIN OPTION",
+        # MariaDB lets only who may write mysql.* set another user's default role.
+        f"GRANT UPDATE ON mysql.* TO '{MY_ADMIN}'@'%'",
+        f"GRANT `{role}` TO '{app.user}'@'%'",
+        f"SET DEFAULT ROLE `{role}` FOR '{app.user}'@'%'",
+        f"GRANT UPDATE (color) ON `{db}`.orders TO '{app.user}'@'%'",
+        f"GRANT EXECUTE ON PROCEDURE `{db}`.add_numbers TO '{app.user}'@'%'",
+        f"GRANT SELECT ON `{db}`.invoices TO '{app.user}'@'%' WITH GRANT OPTION",
+        f"ALTER USER '{app.user}'@'10.0.%' REQUIRE SSL",
+        f"ALTER USER '{app.user}'@'%' WITH MAX_USER_CONNECTIONS 40 MAX_QUERIES_PER_HOUR 90000",
+    )
+    layout = Layout("hosts")
+    commands.init(my_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    with engine(app) as eng:
+        assert eng.user_state(app.green).exists and not eng.user_state(app.green).can_login
+        blue = eng.normalized_grants(app.user)
+        assert set(blue) == {"%", "10.0.%"}
+        text = "\n".join(blue["%"])
+        for expected in (
+            f"GRANT `{role}` TO <grantee>",
+            "UPDATE (`color`)",
+            "EXECUTE ON PROCEDURE",
+            "WITH GRANT OPTION",
+            f"SET DEFAULT ROLE `{role}` FOR <grantee>",
+        ):
+            assert expected in text
+        assert eng.normalized_grants(app.green) == blue
+    for host in ("%", "10.0.%"):
+        assert create_user_text(app, app.green, host) == create_user_text(app, app.user, host)
+    assert "REQUIRE SSL" in create_user_text(app, app.green, "10.0.%")
+    assert "MAX_USER_CONNECTIONS 40" in create_user_text(app, app.green, "%")
+
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts())
+    green = fresh(my_store, layout)
+    assert app.execute(green.writer_url, "SELECT CURRENT_ROLE()")[0][0] == role
+    # The active user loses a host pattern and a right: the next sync follows.
+    mariadb.sql(
+        f"DROP USER '{app.green}'@'10.0.%'",
+        f"REVOKE EXECUTE ON PROCEDURE `{db}`.add_numbers FROM '{app.green}'@'%'",
+    )
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts())
+    with engine(app) as eng:
+        assert set(eng.normalized_grants(app.user)) == {"%"}
+        assert eng.normalized_grants(app.user) == eng.normalized_grants(app.green)
+        assert "EXECUTE" not in "\n".join(eng.normalized_grants(app.user)["%"])
+
+
+def test_definer_view_survives_lock_and_blocks_drop(
+    mariadb: Mariadb, my_store: SqliteStore
+) -> None:
+    app = make_my_app(mariadb)  # its view and procedure have DEFINER app@%
+    layout = Layout("definer")
+    commands.init(my_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    with pytest.raises(RotationError, match="is the DEFINER of") as info:
+        rotate(my_store, layout, admin_url=app.admin_url, options=opts(retire="drop"))
+    message = str(info.value)
+    assert f"procedure {app.database}.add_numbers" in message
+    assert f"view {app.database}.big" in message
+    assert "--retire lock" in message
+    state = load_state(my_store, layout)
+    assert state.current is not None and state.current.phase.value == "retire"
+    assert app.user_exists(app.user) and connects(fresh(my_store, layout).writer_url)
+    # Resumed with the default retire: blue is locked, not dropped.
+    assert rotate(my_store, layout, admin_url=app.admin_url, options=opts()).resumed
+    assert app.locked_marker in login_error(app.url)
+    green = fresh(my_store, layout)
+    # The view and procedure run with their definer's rights: the lock does not break them.
+    assert app.execute(green.writer_url, "SELECT COUNT(*) FROM big")[0][0] == 1
+    assert app.execute(green.writer_url, "CALL add_numbers(2, 3)")[0][0] == 5
+
+
+def test_drop_when_nothing_depends_on_the_user(mariadb: Mariadb, my_store: SqliteStore) -> None:
+    app = make_my_app(mariadb, rich=False)
+    layout = Layout("dropme")
+    commands.init(my_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts(retire="drop"))
+    assert not app.user_exists(app.user)
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts(retire="drop"))
+    assert app.user_exists(app.user) and not app.user_exists(app.green)
+    assert fresh(my_store, layout).user == app.user
+
+
+def test_plaintext_never_reaches_the_general_log(mariadb: Mariadb, my_store: SqliteStore) -> None:
+    app = make_my_app(mariadb, rich=False)
+    layout = Layout("genlog")
+    commands.init(my_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts())
+    password = stored_url(my_store, layout, Color.GREEN).password
+    assert password
+    log = app.server_log()
+    assert native_password_hash(password) in log  # the server saw the hash
+    assert password not in log
+
+
+@pytest.mark.parametrize("scheme", ["mysql+pymysql", "mariadb"])
+def test_schemes_are_written_back_as_given(
+    mariadb: Mariadb, my_store: SqliteStore, scheme: str
+) -> None:
+    app = make_my_app(mariadb, rich=False)
+    layout = Layout(f"scheme-{scheme.replace('+', '-')}")
+    given = DbUrl(scheme, app.url.host, app.user, app.password, 3306, app.database)
+    commands.init(my_store, layout, admin_url=app.admin_url, writer_url=given)
+    rotate(my_store, layout, admin_url=app.admin_url, options=opts())
+    green = stored_url(my_store, layout, Color.GREEN)
+    assert green.scheme == scheme and green.user == app.green
+    assert connects(green)
+
+
+def test_sessions_by_client_and_kill(mariadb: Mariadb) -> None:
+    app = make_my_app(mariadb, rich=False)
+    conns = [app.open(app.url) for _ in range(3)]
+    try:
+        with engine(app) as eng:
+            sample = eng.sessions(app.user)
+            assert sample.count == 3 and sample.groups[0].client == "127.0.0.1"
+            assert eng.terminate(app.user) == 3
+            assert eng.sessions(app.user).count == 0
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def mariadb_ps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mariadb]:
+    """A private MariaDB with performance_schema on (the machine's has it off)."""
+    root = Path(tempfile.mkdtemp(prefix="credflip-mariadb-"))
+    shutil.chown(root, user="mysql")
+    data = root / "data"
+    subprocess.run(
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=mysql",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={data}",
+            "--user=mysql",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={root}/s.sock",
+            "--performance-schema=ON",
+            "--skip-name-resolve",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # poll until it answers
+            try:
+                my_root(port).close()
+                break
+            except pymysql.err.OperationalError:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    "mariadbd did not start"
+                )
+                time.sleep(0.05)
+        password = new_password()
+        db = Mariadb(password, root / "unused.log", port=port)
+        db.sql(
+            "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
+            args=(MY_ADMIN, native_password_hash(password)),
+        )
+        db.sql(
+            f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{MY_ADMIN}'@'%'",
+            f"GRANT SELECT ON mysql.* TO '{MY_ADMIN}'@'%'",
+            f"GRANT SELECT ON performance_schema.* TO '{MY_ADMIN}'@'%'",
+        )
+        yield db
+    finally:
+        server.terminate()
+        server.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_login_between_two_samples_still_counts(mariadb_ps: Mariadb, tmp_path: Path) -> None:
+    app = make_my_app(mariadb_ps, rich=False)
+    with engine(app) as eng:
+        before = eng.sessions(app.user)
+        assert before.connections_total is not None and before.count == 0
+        app.open(app.url).close()  # in and out, never seen in the processlist
+        after = eng.sessions(app.user)
+        assert after.count == 0 and after.connections_total == before.connections_total + 1
+
+    store = SqliteStore(tmp_path / "p.db")
+    layout = Layout("ps")
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    quiet: list[float] = []
+    sneaked = []
+
+    def sneak(event: Event) -> None:
+        if isinstance(event, DrainProgress):
+            quiet.append(event.quiet)
+            if event.quiet > 0 and not sneaked:
+                # A straggler logs in and out between two samples of the drain.
+                app.open(app.url).close()
+                sneaked.append(len(quiet))
+
+    result = rotate(
+        store, layout, admin_url=app.admin_url, options=opts(client_ttl=0.3), on_event=sneak
+    )
+    assert result.finished and sneaked
+    # The very next sample saw the rise in TOTAL_CONNECTIONS: the quiet window restarted.
+    assert quiet[sneaked[0]] == 0.0
