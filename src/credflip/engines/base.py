@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
+from ..errors import EngineError
 from ..urls import DbUrl
 
 __all__ = ["Engine", "SessionGroup", "Sessions", "UserState"]
@@ -140,9 +141,40 @@ class Engine(abc.ABC):
     def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
         """A DBAPI connection with *url*, as an application would open it."""
 
-    @abc.abstractmethod
     def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
-        """Connect with exactly *url* and run ``SELECT 1`` and *probe*; raise on failure."""
+        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back)."""
+        if url.password:
+            self.remember_secret(url.password)
+        what = f"user {url.user!r}"
+        conn = self._connect(url, what=what)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT 1")
+            if probe:
+                self._begin(conn)
+                try:
+                    cur.execute(probe)
+                finally:
+                    conn.rollback()
+        except self.driver_error as exc:
+            raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
+        finally:
+            conn.close()
+
+    #: The driver's base exception class.
+    driver_error: ClassVar[type[Exception]] = Exception
+
+    @abc.abstractmethod
+    def _connect(self, url: DbUrl, *, what: str) -> Any:
+        """A DBAPI connection with *url*; errors translated, naming *what*."""
+
+    @abc.abstractmethod
+    def _begin(self, conn: Any) -> None:
+        """Start a transaction on *conn* (which is in autocommit mode)."""
+
+    @abc.abstractmethod
+    def _diag(self, exc: BaseException) -> str:
+        """The first line of a driver error, scrubbed of every known secret."""
 
     @abc.abstractmethod
     def sessions(self, user: str) -> Sessions:

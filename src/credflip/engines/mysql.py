@@ -82,6 +82,7 @@ class MysqlEngine(Engine):
 
     name = "mysql"
     schemes = ("mysql", "mariadb")
+    driver_error = pymysql.err.MySQLError
 
     _conn: Any = dataclasses.field(default=None, repr=False)
     _perf_schema: bool | None = dataclasses.field(default=None, repr=False)
@@ -370,25 +371,8 @@ class MysqlEngine(Engine):
         """A PyMySQL connection as an application would open it."""
         return pymysql.connect(**connect_kwargs(url), connect_timeout=max(1, int(timeout)))
 
-    def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
-        """Log in with *url*, run ``SELECT 1`` and, in a rolled-back transaction, *probe*."""
-        if url.password:
-            self.remember_secret(url.password)
-        what = f"user {url.user!r}"
-        conn = self._connect(url, what=what)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                if probe:
-                    conn.begin()
-                    try:
-                        cur.execute(probe)
-                    finally:
-                        conn.rollback()
-        except pymysql.err.MySQLError as exc:
-            raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
-        finally:
-            conn.close()
+    def _begin(self, conn: Any) -> None:
+        conn.begin()
 
     def sessions(self, user: str) -> Sessions:
         """Threads of *user* in the processlist, by client host; plus cumulative logins."""

@@ -189,6 +189,7 @@ class PostgresEngine(Engine):
 
     name = "postgresql"
     schemes = ("postgresql", "postgres", "psql")
+    driver_error = psycopg.Error
 
     _conn: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
 
@@ -715,24 +716,8 @@ class PostgresEngine(Engine):
         """A psycopg connection as an application would open it."""
         return psycopg.connect(**connect_kwargs(url), connect_timeout=max(1, int(timeout)))
 
-    def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
-        """Log in with *url*, run ``SELECT 1`` and, inside a rolled-back transaction, *probe*."""
-        if url.password:
-            self.remember_secret(url.password)
-        what = f"user {url.user!r}"
-        conn = self._connect(url, what=what)
-        try:
-            conn.execute("SELECT 1")
-            if probe:
-                conn.autocommit = False
-                try:
-                    conn.execute(probe.encode())
-                finally:
-                    conn.rollback()
-        except psycopg.Error as exc:
-            raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
-        finally:
-            conn.close()
+    def _begin(self, conn: Any) -> None:
+        conn.autocommit = False
 
     def sessions(self, user: str) -> Sessions:
         """Sessions of *user* in ``pg_stat_activity``, by client address and application."""
