@@ -67,7 +67,7 @@ def test_stops_mid_drain_and_resumes(
 def test_drain_timeout_counts_from_the_switch(app: App, env: dict[str, Any]) -> None:
     holder = app.connect(app.url)
     try:
-        first = handler({**env, "drain_timeout": "1s"}, LambdaContext(2.0))
+        first = handler({**env, "drain_timeout": "1s"}, LambdaContext(5.0))
         assert first["status"] == "drain_timeout"
         # Another invocation does not restart the clock: the timeout is spent.
         again = handler({**env, "drain_timeout": "1s"}, LambdaContext(30))
