@@ -27,10 +27,11 @@ from .errors import (
     StoreError,
     StoreThrottled,
     UsageError,
+    is_auth_failure,
 )
 from .layout import Color, Layout
 from .resolver import Endpoints, Resolver, refresh, resolve
-from .retry import call_with_refresh, is_auth_failure
+from .retry import call_with_refresh
 from .stores import open_store
 from .stores.base import Store
 from .urls import DbUrl

@@ -8,6 +8,8 @@ happen and chained with ``raise ... from exc``, so callers only ever catch
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
@@ -24,6 +26,7 @@ __all__ = [
     "StoreError",
     "StoreThrottled",
     "UsageError",
+    "is_auth_failure",
 ]
 
 
@@ -93,3 +96,37 @@ class DrainTimeout(RotationError):
     """The old user still had sessions when ``--drain-timeout`` ran out."""
 
     exit_code = 4
+
+
+# How drivers say "these credentials are refused"; no driver is imported here,
+# errors are recognised by their attributes. PostgreSQL: SQLSTATE 28P01/28000
+# (psycopg reports connection failures in the message only). MySQL: 1045
+# access denied; 3118 (MySQL) and 4151 (MariaDB) account is locked.
+_PG_SQLSTATES = frozenset({"28P01", "28000"})
+_MYSQL_ERRNOS = frozenset({1045, 3118, 4151})
+_PG_MESSAGES = re.compile(
+    r"password authentication failed|is not permitted to log in|role \".*\" does not exist"
+)
+
+
+def is_auth_failure(exc: BaseException) -> bool:
+    """True when *exc* (or what it wraps) is the database refusing the credentials.
+
+    The engines use it to classify a failed login; applications use it (through
+    :func:`credflip.call_with_refresh`) to decide when to re-resolve.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _PG_SQLSTATES:
+            return True
+        args = getattr(current, "args", ())
+        if args and isinstance(args[0], int) and args[0] in _MYSQL_ERRNOS:
+            return True
+        if type(current).__module__.startswith("psycopg") and _PG_MESSAGES.search(str(current)):
+            return True
+        # SQLAlchemy keeps the driver's error in .orig.
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False

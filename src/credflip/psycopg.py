@@ -18,10 +18,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from .engines.postgres import connect_kwargs
+from .errors import is_auth_failure
 from .follow import ColorWatcher
 from .layout import Color, Role
 from .resolver import Resolver, default_resolver
-from .retry import is_auth_failure
 from .stores.base import Store
 from .urls import DbUrl
 

@@ -20,10 +20,10 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from .errors import is_auth_failure
 from .follow import ColorWatcher
 from .layout import Color, Role
 from .resolver import Endpoints, Resolver, default_resolver
-from .retry import is_auth_failure
 from .stores.base import Store
 from .urls import DbUrl
 
@@ -98,9 +98,12 @@ def create_engine(
         record.info[_COLOR] = endpoints.color
         return conn
 
+    def of_old_color(record: ConnectionPoolEntry) -> bool:
+        return record.info.get(_COLOR, None) not in (None, res.resolve(env, ttl=ttl).color)
+
     @event.listens_for(engine, "checkout")
     def _checkout(_dbapi: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
-        if record.info.get(_COLOR, None) not in (None, res.resolve(env, ttl=ttl).color):
+        if of_old_color(record):
             # The pool invalidates this connection and connects again (as
             # the new color) before handing it out.
             raise DisconnectionError("credflip: pooled connection belongs to the old color")
@@ -109,10 +112,7 @@ def create_engine(
     def _checkin(dbapi: Any, record: ConnectionPoolEntry) -> None:
         # A connection of the old color coming back from a request closes
         # now rather than idling in the pool until its next checkout.
-        if dbapi is not None and record.info.get(_COLOR, None) not in (
-            None,
-            res.resolve(env, ttl=ttl).color,
-        ):
+        if dbapi is not None and of_old_color(record):
             record.invalidate()
 
     ref = weakref.ref(engine)

@@ -285,7 +285,7 @@ class LockInfo:
                 started_at=float(data.get("started_at", 0.0)),
                 purpose=str(data.get("purpose", "rotate")),
                 token=str(data.get("token", "")),
-                expires_at=None if data.get("expires_at") is None else float(data["expires_at"]),
+                expires_at=_maybe_float(data, "expires_at"),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(owner="?", host="?", pid=0, started_at=0.0, purpose="unknown")

@@ -33,6 +33,7 @@ from ..errors import (
     EngineError,
     InsufficientPrivilege,
     RotationError,
+    is_auth_failure,
 )
 from ..urls import DbUrl, scrub
 from . import register
@@ -40,7 +41,6 @@ from .base import Engine, SessionGroup, Sessions, UserState
 
 __all__ = ["MysqlEngine", "connect_kwargs", "native_password_hash"]
 
-_AUTH_ERRORS = {1045: "access denied", 3118: "account is locked", 4151: "account is locked"}
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
 _SSL_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
 
@@ -101,10 +101,10 @@ class MysqlEngine(Engine):
             raise self._connect_error(exc, url, what) from exc
 
     def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        code = _errno(exc)
         message = self._diag(exc)
         where = f"{url.host}:{url.port or 3306}"
-        if code in _AUTH_ERRORS:
+        if is_auth_failure(exc):
             return AuthenticationFailed(
                 f"{what} was refused at {where}: {message}; check the user and password, or "
                 f"whether the account is locked"
@@ -148,8 +148,7 @@ class MysqlEngine(Engine):
                 cur.execute(query, args)
                 return list(cur.fetchall()) if cur.description else []
         except pymysql.err.MySQLError as exc:
-            code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            if code in _PRIVILEGE_ERRORS or code in _AUTH_ERRORS:
+            if _errno(exc) in _PRIVILEGE_ERRORS or is_auth_failure(exc):
                 raise InsufficientPrivilege(
                     f"admin user {self.admin_url.user!r} was refused: {self._diag(exc)}"
                     + (f"; {hint}" if hint else "; see the README for the rights the admin needs")
@@ -317,13 +316,15 @@ class MysqlEngine(Engine):
 
     def lock_user(self, user: str) -> None:
         """``ACCOUNT LOCK`` every account of *user*; open sessions stay."""
-        for host in self._hosts(user):
-            self._run(f"ALTER USER {self._account(user, host)} ACCOUNT LOCK")
+        self._set_account_lock(user, "LOCK")
 
     def unlock_user(self, user: str) -> None:
         """``ACCOUNT UNLOCK`` every account of *user*."""
+        self._set_account_lock(user, "UNLOCK")
+
+    def _set_account_lock(self, user: str, state: str) -> None:
         for host in self._hosts(user):
-            self._run(f"ALTER USER {self._account(user, host)} ACCOUNT UNLOCK")
+            self._run(f"ALTER USER {self._account(user, host)} ACCOUNT {state}")
 
     def definer_objects(self, user: str) -> list[str]:
         """Views, routines, triggers and events whose DEFINER is *user*."""
@@ -419,6 +420,12 @@ class MysqlEngine(Engine):
                 if "Unknown thread id" not in str(exc):
                     raise
         return ended
+
+
+def _errno(exc: BaseException) -> int:
+    """The server's error number of a PyMySQL error (0 when it has none)."""
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    return args[0] if args and isinstance(args[0], int) else 0
 
 
 def _quoted_account(user: str, host: str) -> str:

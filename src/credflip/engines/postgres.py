@@ -33,6 +33,7 @@ from ..errors import (
     EngineError,
     InsufficientPrivilege,
     RotationError,
+    is_auth_failure,
 )
 from ..urls import DbUrl, scrub
 from . import register
@@ -208,14 +209,15 @@ class PostgresEngine(Engine):
         message = self._diag(exc)
         low = message.lower()
         where = f"{url.host}:{url.port or 5432}"
-        if exc.sqlstate == "28P01" or "password authentication failed" in low:
+        if is_auth_failure(exc):
+            if exc.sqlstate == "28P01" or "password authentication failed" in low:
+                return AuthenticationFailed(
+                    f"{what} was refused: password authentication failed for user {url.user!r} "
+                    f"at {where}; check the user and password"
+                )
             return AuthenticationFailed(
-                f"{what} was refused: password authentication failed for user {url.user!r} at "
-                f"{where}; check the user and password"
-            )
-        if exc.sqlstate == "28000" or "not permitted to log in" in low:
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; the user is locked or lacks LOGIN"
+                f"{what} was refused at {where}: {message}; the user is locked, lacks LOGIN or "
+                f"does not exist"
             )
         if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
             return ConnectFailed(f"{what}: {message}; check the database name in the URL")
