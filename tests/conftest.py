@@ -59,9 +59,15 @@ class Cluster:
         self.pg.create_role(name, password, extra)
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    pg = EmbeddedPostgres(log_statement="all").start()
+def start_cluster(**settings: str) -> Cluster:
+    """A private cluster with the tests' non-superuser admin; the caller stops ``.pg``.
+
+    pg_stat_statements is preloaded, as on RDS/Aurora: the drain's login counter.
+    """
+    pg = EmbeddedPostgres(
+        log_statement="all",
+        settings={"shared_preload_libraries": "pg_stat_statements", **settings},
+    ).start()
     try:
         cl = Cluster(pg, new_password())
         cl.create_role(ADMIN, cl.admin_password, "CREATEROLE CREATEDB")
@@ -80,9 +86,19 @@ def cluster() -> Iterator[Cluster]:
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(**connect_kwargs(wrong)).close()
         psycopg.connect(**connect_kwargs(cl.admin_url("postgres"))).close()
+        return cl
+    except BaseException:
+        pg.stop()
+        raise
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    cl = start_cluster()
+    try:
         yield cl
     finally:
-        pg.stop()
+        cl.pg.stop()
 
 
 @dataclass
@@ -163,7 +179,8 @@ class App:
         return self.cluster.pg.read_log()
 
 
-def make_app(cluster: Cluster, *, rich: bool = True) -> App:
+def make_app(cluster: Cluster, *, rich: bool = True, counters: bool = True) -> App:
+    """An app database; with *counters* the master user created pg_stat_statements in it."""
     n = next(_counter)
     app = App(cluster, f"app{n}", new_password(), f"shop{n}")
     cluster.create_role(app.user, app.password)
@@ -173,6 +190,9 @@ def make_app(cluster: Cluster, *, rich: bool = True) -> App:
                 sql.Identifier(app.database), sql.Identifier(app.user)
             )
         )
+    if counters:
+        with cluster.su(app.database) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
     with app.connect(app.url) as conn:
         conn.execute(
             "CREATE TABLE orders (id bigserial PRIMARY KEY, worker int, color text, "
@@ -265,6 +285,10 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mariadb]:
     log = log_dir / "general.log"
     with root, root.cursor() as cur:
         _drop_test_objects(root)
+        # userstat keeps per-user login counts: the drain's counter on MariaDB.
+        cur.execute("SELECT @@userstat")
+        userstat_before = cur.fetchone()[0]  # type: ignore[index]
+        cur.execute("SET GLOBAL userstat = 1")
         cur.execute("CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s", (MY_ADMIN, my_hash(password)))
         cur.execute(f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{MY_ADMIN}'@'%'")
         cur.execute(f"GRANT SELECT ON mysql.* TO '{MY_ADMIN}'@'%'")
@@ -280,6 +304,7 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mariadb]:
     finally:
         with my_root() as conn, conn.cursor() as cur:
             cur.execute("SET GLOBAL general_log = OFF")
+            cur.execute("SET GLOBAL userstat = %s", (userstat_before,))
             _drop_test_objects(conn)
         shutil.rmtree(log_dir, ignore_errors=True)
 

@@ -36,11 +36,13 @@ def initialise(app: App, store: SqliteStore, layout: Layout) -> None:
 
 
 def owners(app: App) -> set[str]:
+    """Owners of the app's tables, views, functions and schema (extensions' objects aside)."""
     with app.su() as conn:
         rows = conn.execute(
             "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname IN ('public', 'billing') "
+            "WHERE n.nspname IN ('public', 'billing') AND NOT EXISTS (SELECT 1 FROM pg_depend d "
+            "WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e') "
             "UNION SELECT pg_get_userbyid(p.proowner) FROM pg_proc p "
             "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'billing' "
             "UNION SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'billing'"

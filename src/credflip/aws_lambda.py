@@ -11,13 +11,16 @@ Event (all but ``env`` optional)::
     {"env": "prod", "prefix": "/db", "store": "ssm://",
      "client_ttl": "60s", "drain_timeout": "2h", "terminate": false,
      "retire": "lock", "probe": null, "margin": "30s",
+     "min_drain": "0s", "replica_lag_timeout": "30s", "require_counters": false,
      "mode": "rotate", "min_interval": "30d"}
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
 continue an unfinished one). The drain timeout counts from the switch, across
-invocations. The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the
-SecureString parameter ``/db/{env}/admin-db-url``, never from the event.
+invocations. The instances the drain watches are the env's (``credflip rotate
+--instance`` keeps them in its state) plus, on Aurora, every cluster member.
+The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
+``/db/{env}/admin-db-url``, never from the event.
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ def _seconds(event: dict[str, Any], key: str, default: str) -> float:
 
 def _log_event(event: Event) -> None:
     if isinstance(event, Notice):
-        log.info("credflip: %s", event.message)
+        if event.level == "warning":
+            log.warning("credflip: %s", event.message)
+        else:
+            log.info("credflip: %s", event.message)
     elif isinstance(event, PhaseFinished):
         log.info("credflip: %s done in %.1fs", event.phase, event.seconds)
 
@@ -96,6 +102,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
             probe=event.get("probe"),
             deadline=time.monotonic() + remaining - margin,
+            min_drain=_seconds(event, "min_drain", "0s"),
+            replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
+            require_counters=bool(event.get("require_counters", False)),
         )
         try:
             result = rotate(

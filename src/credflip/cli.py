@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import commands
+from .drain import Verdict
 from .durations import format_duration, parse_duration
 from .errors import CredflipError, UsageError
 from .layout import DEFAULT_PREFIX, Layout
@@ -100,6 +101,17 @@ def admin_option(func: F) -> F:
     )(func)
 
 
+def instance_option(func: F) -> F:
+    """Add ``--instance HOST[:PORT]`` (repeatable)."""
+    return click.option(
+        "--instance",
+        multiple=True,
+        metavar="HOST[:PORT]",
+        help="Another instance to watch (a replica), reached with the admin's login; kept in the "
+        "env's state. Repeatable.",
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="credflip")
@@ -121,6 +133,7 @@ _state: dict[str, bool] = {"debug": False}
 @click.option("--reader-url", default=None, help="The reader-endpoint URL (default: writer).")
 @click.option("--green-user", default=None, help="Name of the green user (default <user>_green).")
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
+@instance_option
 def init(
     *,
     store: Store,
@@ -130,6 +143,7 @@ def init(
     reader_url: str | None,
     green_user: str | None,
     group_role: str | None,
+    instance: tuple[str, ...],
 ) -> None:
     """Start managing an env: the existing user becomes blue, green is created."""
     result = commands.init(
@@ -140,6 +154,7 @@ def init(
         reader_url=DbUrl.parse(reader_url, what="--reader-url") if reader_url else None,
         green_user=green_user,
         group_role=group_role,
+        instances=instance,
         on_event=_Progress().handle,
     )
     how = "adopted the existing blue/green setup" if result.adopted else "initialised"
@@ -149,7 +164,30 @@ def init(
         out.print(f"  {color.value:<5} = {user}{mark}")
     if result.group:
         out.print(f"  group role {result.group} owns the objects; both users log in as it")
+    for line in result.enabled:
+        out.print(f"  {line}")
+    _print_drain_view(result.instances, result.counter_gaps)
     out.print(f"next: credflip rotate --env {layout.env}")
+
+
+def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) -> None:
+    """What the drain sees on each instance, and how to close a gap."""
+    out.print("drain signals:")
+    for inst in instances:
+        if inst.reachable is False:
+            out.print(f"  {inst.address} ({inst.source}): unreachable: {inst.error}")
+            continue
+        have = ", ".join(s.name for s in inst.signals if s.available) or "-"
+        role = "" if inst.standby is None else (" standby" if inst.standby else " primary")
+        out.print(f"  {inst.address} ({inst.source}{role}): {have}")
+        for sig in inst.signals:
+            if not sig.available:
+                out.print(f"    missing {sig.name}: {sig.detail}")
+    if gaps:
+        out.print(
+            "  no login counter for: " + "; ".join(gaps) + " — a login shorter than one drain "
+            "sample can be missed (see 'What the drain can see' in the README)"
+        )
 
 
 # -- rotate ----------------------------------------------------------------
@@ -181,6 +219,32 @@ def init(
     help="Lock the old user (reversible) or drop it.",
 )
 @click.option("--probe", default=None, help="Extra SQL that must succeed with the new URLs.")
+@click.option(
+    "--min-drain",
+    default="0s",
+    show_default=True,
+    callback=_duration("--min-drain"),
+    help="Never retire the old user sooner after the switch (clients that cache until restart).",
+)
+@click.option(
+    "--replica-lag-timeout",
+    default="30s",
+    show_default=True,
+    callback=_duration("--replica-lag-timeout"),
+    help="How long verify waits for replicas to replay the new password.",
+)
+@click.option(
+    "--require-counters",
+    is_flag=True,
+    help="Refuse (before any change) unless every instance counts logins per user.",
+)
+@instance_option
+@click.option(
+    "--forget-instance",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Stop watching an instance kept from an earlier --instance. Repeatable.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def rotate_cmd(
     *,
@@ -192,6 +256,11 @@ def rotate_cmd(
     terminate: bool,
     retire: str,
     probe: str | None,
+    min_drain: float,
+    replica_lag_timeout: float,
+    require_counters: bool,
+    instance: tuple[str, ...],
+    forget_instance: tuple[str, ...],
     yes: bool,
 ) -> None:
     """Give the inactive user a new password and move every client to it."""
@@ -202,6 +271,11 @@ def rotate_cmd(
         terminate=terminate,
         retire=retire,  # type: ignore[arg-type]
         probe=probe,
+        min_drain=min_drain,
+        replica_lag_timeout=replica_lag_timeout,
+        require_counters=require_counters,
+        instances=instance,
+        forget_instances=forget_instance,
     )
     if not yes and sys.stdin.isatty():
         click.confirm(
@@ -240,7 +314,7 @@ class _Progress:
     def __init__(self) -> None:
         self.live: Live | None = None
         self.last_print = 0.0
-        self.last_count: int | None = None
+        self.last_key: object = None
 
     def handle(self, event: Event) -> None:
         if isinstance(event, PhaseStarted):
@@ -252,22 +326,29 @@ class _Progress:
             err.print(f"[{event.phase}] done in {format_duration(event.seconds)}")
         elif isinstance(event, Notice):
             self.stop()
-            err.print(f"note: {event.message}")
+            if event.level == "warning":
+                err.print(f"credflip: warning: {event.message}")
+            else:
+                err.print(f"note: {event.message}")
         elif isinstance(event, DrainProgress):
             self.drain(event)
 
     def drain(self, event: DrainProgress) -> None:
-        count = event.sessions.count
-        if event.waited < event.min_wait:
-            step = f"waiting for client caches {format_duration(event.min_wait - event.waited)}"
-        elif count:
-            step = f"{count} session(s) left: {event.sessions.describe()}"
+        st = event.status
+        if st.verdict is Verdict.CACHES:
+            step = f"waiting for client caches {format_duration(st.caches_in)}"
+        elif st.verdict is Verdict.IN_USE:
+            shown = "; ".join(st.reasons[:2]) + (
+                f"; {len(st.reasons) - 2} more" if len(st.reasons) > 2 else ""
+            )
+            step = f"in use: {shown}"
         else:
-            left = max(0.0, event.needed_quiet - event.quiet)
-            step = f"no sessions; confirming for {format_duration(left)}"
+            step = f"quiet {format_duration(st.quiet)} of {format_duration(st.needed_quiet)}"
+            if st.done_in > st.needed_quiet - st.quiet + 0.05:
+                step += f", --min-drain: {format_duration(st.done_in)} left"
         text = (
-            f"[drain] {event.user}: {step} — waited {format_duration(event.waited)}, "
-            f"timeout in {format_duration(event.timeout_in)}"
+            f"[drain] {event.user}: {step} — waited {format_duration(st.waited)}, "
+            f"timeout in {format_duration(st.timeout_in)}"
         )
         if err.is_terminal:
             if self.live is None:
@@ -276,9 +357,10 @@ class _Progress:
             self.live.update(Text(text))
             return
         now = time.monotonic()
-        if count != self.last_count or now - self.last_print >= 5:
+        key = (st.verdict, st.sessions, st.reasons[:1])
+        if key != self.last_key or now - self.last_print >= 5:
             err.print(text)
-            self.last_print, self.last_count = now, count
+            self.last_print, self.last_key = now, key
 
     def stop(self) -> None:
         if self.live is not None:
@@ -325,12 +407,35 @@ def status(*, store: Store, layout: Layout, admin_url: str | None, as_json: bool
         out.print("(no admin URL: user state and sessions not shown)")
     if report.database_error:
         out.print(f"database: {report.database_error}")
+    if admin is not None and not report.database_error:
+        table = Table(title="instances", title_justify="left", show_edge=False)
+        for col in ("instance", "from", "role", *(c.color.value for c in report.colors), "signals"):
+            table.add_column(col)
+        for inst in report.instances:
+            if inst.reachable is False:
+                table.add_row(inst.address, inst.source, "unreachable", "?", "?", inst.error or "")
+                continue
+            table.add_row(
+                inst.address,
+                inst.source,
+                "standby" if inst.standby else "primary",
+                *(str(inst.sessions[c.color].count) for c in report.colors),
+                ", ".join(s.name for s in inst.signals if s.available),
+            )
+        out.print(table)
+        if report.counter_gaps:
+            out.print("no login counter: " + "; ".join(report.counter_gaps))
     rot = report.rotation
     if rot:
         out.print(
             f"rotation {rot.id}: {rot.from_color} → {rot.to_color}, phase {rot.phase}"
             + (f", last error: {rot.error}" if rot.error else "")
         )
+        if report.earliest_retire is not None:
+            out.print(
+                f"the old user is retired at the earliest at "
+                f"{commands.describe_time(report.earliest_retire)}, once it shows no use"
+            )
     else:
         out.print("no rotation under way")
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")

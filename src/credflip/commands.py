@@ -6,20 +6,23 @@ raises :class:`~credflip.errors.CredflipError`; the CLI only formats.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .engines import Engine, Sessions, UserState, engine_for
+from .drain import DrainPolicy
+from .engines import Engine, Sessions, Signal, UserState, engine_for
 from .errors import (
     ConfigurationError,
     CredflipError,
     UsageError,
 )
+from .instances import Fleet, Instance, format_address, parse_address
 from .layout import ROLES, Color, Layout
-from .rotation import Event, Notice, read_pointer
+from .rotation import Event, Notice, env_fleet, read_pointer
 from .state import HistoryEntry, LockInfo, Rotation, State, load_state, read_lock, save_state
 from .stores.base import Store
 from .urls import DbUrl
@@ -27,6 +30,7 @@ from .urls import DbUrl
 __all__ = [
     "ColorStatus",
     "InitResult",
+    "InstanceStatus",
     "Status",
     "admin_url_for",
     "history",
@@ -59,6 +63,12 @@ class InitResult:
     users: dict[Color, str]
     group: str | None
     adopted: bool
+    #: What each instance shows the drain (see :func:`drain_report`).
+    instances: list[InstanceStatus] = field(default_factory=list)
+    #: Why the drain could miss a short login; empty when every instance counts logins.
+    counter_gaps: list[str] = field(default_factory=list)
+    #: What init turned on (e.g. an extension it created).
+    enabled: list[str] = field(default_factory=list)
 
 
 def init(
@@ -70,6 +80,7 @@ def init(
     reader_url: DbUrl | None = None,
     green_user: str | None = None,
     group_role: str | None = None,
+    instances: tuple[str, ...] = (),
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> InitResult:
@@ -88,6 +99,7 @@ def init(
             f"env {layout.env!r} is already managed by credflip in {store.url}; use "
             f"'credflip status' or 'credflip rotate'"
         )
+    stored = [format_address(*parse_address(i)) for i in instances]
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
@@ -95,10 +107,16 @@ def init(
             layout.url(c, "writer") in existing for c in Color
         )
         if hand_made:
-            return _adopt_hand_made(store, layout, eng, existing, group_role, on_event)
-        return _adopt_single_user(
-            store, layout, eng, existing, writer_url, reader_url, green_user, group_role
-        )
+            result = _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+        else:
+            result = _adopt_single_user(
+                store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
+            )
+        # What the drain will see: turn on what the admin may, report the rest.
+        enabled = eng.enable_signals()
+        state = load_state(store, layout)
+        report, gaps = drain_report(store, layout, state, eng, watch=state.users[result.active])
+        return dataclasses.replace(result, instances=report, counter_gaps=gaps, enabled=enabled)
     finally:
         if own_engine:
             eng.close()
@@ -113,6 +131,7 @@ def _adopt_single_user(
     reader_url: DbUrl | None,
     green_user: str | None,
     group_role: str | None,
+    stored: list[str],
 ) -> InitResult:
     if writer_url is None:
         raise UsageError("--writer-url is required: the URL the application uses today")
@@ -151,7 +170,12 @@ def _adopt_single_user(
     store.put(layout.url(Color.BLUE, "writer"), writer_url.secret, secure=True)
     store.put(layout.url(Color.BLUE, "reader"), reader_url.secret, secure=True)
     store.put(layout.pointer, Color.BLUE.value, secure=False)
-    state = State(engine=eng.name, users={Color.BLUE: user, Color.GREEN: green}, group=group)
+    state = State(
+        engine=eng.name,
+        users={Color.BLUE: user, Color.GREEN: green},
+        group=group,
+        instances=stored,
+    )
     save_state(store, layout, state)
     return InitResult(Color.BLUE, dict(state.users), group, adopted=False)
 
@@ -162,6 +186,7 @@ def _adopt_hand_made(
     eng: Engine,
     existing: dict[str, str],
     group_role: str | None,
+    stored: list[str],
     on_event: Callable[[Event], None] | None,
 ) -> InitResult:
     active = Color.parse(existing[layout.pointer], where=f"pointer {layout.pointer}")
@@ -198,7 +223,7 @@ def _adopt_hand_made(
             f"both colors log in as {users[Color.BLUE]!r}: blue and green must be two users"
         )
     group = eng.adopt(active=users[active], inactive=users[active.other], group=group_role)
-    state = State(engine=eng.name, users=users, group=group)
+    state = State(engine=eng.name, users=users, group=group, instances=stored)
     save_state(store, layout, state)
     return InitResult(active, users, group, adopted=True)
 
@@ -234,6 +259,67 @@ class ColorStatus:
 
 
 @dataclass(frozen=True)
+class InstanceStatus:
+    """One instance the drain watches, as ``status`` and ``init`` report it."""
+
+    address: str
+    source: str
+    #: None when no admin URL was available to look.
+    reachable: bool | None = None
+    standby: bool | None = None
+    sessions: dict[Color, Sessions] = field(default_factory=dict)
+    signals: list[Signal] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "address": self.address,
+            "source": self.source,
+            "reachable": self.reachable,
+            "role": None if self.standby is None else ("standby" if self.standby else "primary"),
+            "sessions": {c.value: s.count for c, s in self.sessions.items()},
+            "signals": [s.name for s in self.signals if s.available],
+            "error": self.error,
+        }
+
+
+def drain_report(
+    store: Store,
+    layout: Layout,
+    state: State,
+    engine: Engine,
+    *,
+    watch: str,
+) -> tuple[list[InstanceStatus], list[str]]:
+    """Each instance's sessions and signals, and the counter gaps for user *watch*."""
+    notes: list[str] = []
+    fleet = env_fleet(store, layout, state, engine, strict=False, notice=notes.append)
+    try:
+        out = [_instance_status(fleet, inst, state) for inst in fleet.instances]
+        gaps = fleet.counter_gaps(watch, state.group)
+    finally:
+        fleet.close()
+    return out, [*notes, *gaps]
+
+
+def _instance_status(fleet: Fleet, inst: Instance, state: State) -> InstanceStatus:
+    eng = fleet.engine(inst)
+    try:
+        return InstanceStatus(
+            address=inst.address,
+            source=inst.source,
+            reachable=True,
+            standby=eng.is_standby(),
+            sessions={c: eng.sessions(u) for c, u in state.users.items()},
+            signals=eng.signals(),
+        )
+    except CredflipError as exc:
+        eng.close()
+        return InstanceStatus(inst.address, inst.source, reachable=False, error=str(exc))
+
+
+@dataclass(frozen=True)
 class Status:
     """Everything ``credflip status`` shows."""
 
@@ -246,6 +332,10 @@ class Status:
     lock: LockInfo | None
     history: list[HistoryEntry] = field(default_factory=list)
     database_error: str | None = None
+    instances: list[InstanceStatus] = field(default_factory=list)
+    counter_gaps: list[str] = field(default_factory=list)
+    #: Wall-clock time before which the drain will not retire the old user.
+    earliest_retire: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -270,7 +360,25 @@ class Status:
             ),
             "history": [h.to_dict() for h in self.history],
             "database_error": self.database_error,
+            "drain": {
+                "signals": [
+                    {"instance": i.address, **sig.to_dict()}
+                    for i in self.instances
+                    for sig in i.signals
+                ],
+                "instances": [i.to_dict() for i in self.instances],
+                "counter_gaps": self.counter_gaps,
+                "earliest_retire": self.earliest_retire,
+            },
         }
+
+
+def earliest_retire(rotation: Rotation | None) -> float | None:
+    """When the drain of *rotation* could retire the old user at the earliest (wall clock)."""
+    if rotation is None or rotation.switched_at is None or rotation.client_ttl is None:
+        return None
+    policy = DrainPolicy(client_ttl=rotation.client_ttl, min_drain=rotation.min_drain or 0.0)
+    return policy.earliest_done(rotation.switched_at, rotation.drain_gap)
 
 
 def status(
@@ -281,20 +389,25 @@ def status(
     engine: Engine | None = None,
     last: int = 5,
 ) -> Status:
-    """Collect the env's state; with an admin URL also each user's state and sessions."""
+    """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
     state = load_state(store, layout)
     values = store.get_many(layout.resolver_names)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
-    db: dict[Color, tuple[UserState, Sessions]] = {}
+    db: dict[Color, UserState] = {}
+    instances: list[InstanceStatus] = []
+    gaps: list[str] = []
     error: str | None = None
+    cur = state.current
+    watch = state.users[cur.from_color if cur is not None else active]
     if admin_url is not None or engine is not None:
         own = engine is None
         try:
             eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
             try:
                 for color, user in state.users.items():
-                    db[color] = (eng.user_state(user), eng.sessions(user))
+                    db[color] = eng.user_state(user)
+                instances, gaps = drain_report(store, layout, state, eng, watch=watch)
             finally:
                 if own:
                     eng.close()
@@ -306,7 +419,7 @@ def status(
         for role in ROLES:
             text = values.get(layout.url(color, role))
             urls[role] = DbUrl.parse(text, what=layout.url(color, role)) if text else None
-        user_state, sessions = db.get(color, (None, None))
+        seen = [i.sessions[color] for i in instances if color in i.sessions]
         colors.append(
             ColorStatus(
                 color=color,
@@ -314,10 +427,12 @@ def status(
                 active=color is active,
                 writer_url=urls["writer"],
                 reader_url=urls["reader"],
-                user_state=user_state,
-                sessions=sessions,
+                user_state=db.get(color),
+                sessions=Sessions(tuple(g for s in seen for g in s.groups)) if seen else None,
             )
         )
+    if not instances:
+        instances = _known_instances(colors, state)
     return Status(
         env=layout.env,
         store=store.url,
@@ -328,7 +443,28 @@ def status(
         lock=lock,
         history=state.history[-last:] if last else list(state.history),
         database_error=error,
+        instances=instances,
+        counter_gaps=gaps,
+        earliest_retire=earliest_retire(state.current),
     )
+
+
+def _known_instances(colors: list[ColorStatus], state: State) -> list[InstanceStatus]:
+    """Without the database: the instances the URLs and ``--instance`` name."""
+    out: list[InstanceStatus] = []
+    pairs = [
+        (f"{c.color} {role} URL", url)
+        for c in colors
+        for role, url in (("writer", c.writer_url), ("reader", c.reader_url))
+        if url is not None
+    ]
+    named = [(label, url.host, url.port) for label, url in pairs]
+    named += [("--instance", *parse_address(text)) for text in state.instances]
+    for source, host, port in named:
+        address = format_address(host, port)
+        if all(address != i.address for i in out):
+            out.append(InstanceStatus(address, source))
+    return out
 
 
 def history(store: Store, layout: Layout) -> list[HistoryEntry]:

@@ -169,14 +169,24 @@ class _PostgresTarget(_Target):
     description = "a private PostgreSQL (scram-sha-256)"
 
     def __enter__(self) -> _PostgresTarget:
-        self.pg = pg = EmbeddedPostgres(log_statement="none")
-        pg.start()
+        # pg_stat_statements, preloaded as on RDS/Aurora, lets the drain count
+        # logins; binaries without it still run the demo, sessions only.
+        counted = {"shared_preload_libraries": "pg_stat_statements"}
+        try:
+            self.pg = pg = EmbeddedPostgres(log_statement="none", settings=counted).start()
+        except ConfigurationError:
+            counted = {}
+            self.pg = pg = EmbeddedPostgres(log_statement="none").start()
         admin_pw, app_pw = new_password(), new_password()
         pg.create_role("credflip_admin", admin_pw, "CREATEROLE CREATEDB")
         pg.create_role("app", app_pw)
         with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
             su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
             su.execute("CREATE DATABASE shop OWNER app")
+        if counted:
+            url = pg.url("postgres", pg.superuser_password, "shop")
+            with psycopg.connect(**connect_kwargs(url), autocommit=True) as su:
+                su.execute("CREATE EXTENSION pg_stat_statements")
         self.app_url = pg.url("app", app_pw, "shop")
         with psycopg.connect(**connect_kwargs(self.app_url), autocommit=True) as app:
             app.execute(

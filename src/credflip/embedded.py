@@ -153,9 +153,7 @@ class EmbeddedPostgres:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ConfigurationError(f"{Path(args[0]).name} failed: {detail[0]}")
 
-    def start(self) -> EmbeddedPostgres:
-        """initdb and start the cluster; return self."""
-        bindir = find_bindir()
+    def _make_root(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="credflip-pg-", dir=self.base_dir))
         if os.geteuid() == 0:
             try:
@@ -167,6 +165,12 @@ class EmbeddedPostgres:
                 ) from None
             self._os_user = "postgres"
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
+
+    def start(self) -> EmbeddedPostgres:
+        """initdb and start the cluster; return self."""
+        bindir = find_bindir()
+        self._make_root()
+        assert self.root is not None  # noqa: S101
         pwfile = self.root / "pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -190,6 +194,56 @@ class EmbeddedPostgres:
             )
         finally:
             pwfile.unlink()
+        return self._launch()
+
+    def standby(self, *, settings: dict[str, str] | None = None) -> EmbeddedPostgres:
+        """A hot standby of this cluster (``pg_basebackup -R``), started; the caller stops it.
+
+        It has this cluster's settings plus *settings* (e.g.
+        ``recovery_min_apply_delay``), and the same superuser password.
+        """
+        if self.root is None:
+            raise ConfigurationError("start the primary before making a standby of it")
+        replica = EmbeddedPostgres(
+            log_statement=self.log_statement,
+            settings={**self.settings, **(settings or {})},
+            base_dir=self.base_dir,
+        )
+        replica.superuser_password = self.superuser_password
+        replica._make_root()
+        env = {**os.environ, "PGPASSWORD": self.superuser_password}
+        proc = subprocess.run(  # noqa: S603 - the password travels in the environment
+            replica._cmd(
+                str(find_bindir() / "pg_basebackup"),
+                "-D",
+                str(replica.data_dir),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-X",
+                "stream",
+                "-R",
+                "--no-sync",
+                # A spread checkpoint paces its writes over minutes.
+                "--checkpoint=fast",
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        if proc.returncode != 0:
+            replica.stop()
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ConfigurationError(f"pg_basebackup failed: {detail[0]}")
+        return replica._launch()
+
+    def _launch(self) -> EmbeddedPostgres:
+        """Start the server on a free port (the same one when restarting)."""
+        assert self.root is not None  # noqa: S101
         options = {
             "listen_addresses": self.host,
             "unix_socket_directories": str(self.root),
@@ -202,12 +256,13 @@ class EmbeddedPostgres:
         }
         opt_text = " ".join(f"-c {k}={v}" for k, v in options.items())
         last_error: ConfigurationError | None = None
+        keep = self.port
         for _attempt in range(3):
             # A free port can be taken between our probe and the server's bind.
-            self.port = free_port()
+            self.port = keep or free_port()
             try:
                 self._run(
-                    str(bindir / "pg_ctl"),
+                    str(find_bindir() / "pg_ctl"),
                     "-D",
                     str(self.data_dir),
                     "-l",
@@ -222,9 +277,20 @@ class EmbeddedPostgres:
                 return self
             except ConfigurationError as exc:
                 last_error = exc
-        self.stop()
+                if keep:
+                    break
+        if not keep:
+            self.stop()
         assert last_error is not None  # noqa: S101
         raise last_error
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server and keep its files (:meth:`resume` starts it again)."""
+        self._run(str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def resume(self) -> EmbeddedPostgres:
+        """Start a halted server again, on the same port."""
+        return self._launch()
 
     def stop(self) -> None:
         """Stop the server and delete its files."""

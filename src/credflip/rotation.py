@@ -12,21 +12,26 @@ This module prints nothing: progress goes to an ``on_event`` callback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .engines import Engine, Sessions, engine_for
+from .drain import DrainPolicy, DrainStatus, DrainTracker, Reading, Verdict
+from .durations import format_duration
+from .engines import Engine, engine_for
 from .errors import (
+    AuthenticationFailed,
     ConfigurationError,
     CredflipError,
     DrainTimeout,
     RotationError,
     UsageError,
 )
-from .layout import ROLES, TTL_JITTER, Color, Layout, Role
+from .instances import Fleet, Instance, format_address, parse_address
+from .layout import ROLES, Color, Layout, Role
 from .state import HistoryEntry, Phase, Rotation, State, hold_lock, load_state, save_state
 from .stores.base import Store
 from .urls import DbUrl, scrub
@@ -67,10 +72,22 @@ class RotateOptions:
     sample_interval: float = 0.2
     #: A ``time.monotonic()`` instant by which to stop safely (for Lambda).
     deadline: float | None = None
+    #: Never retire the old user sooner than this after the switch.
+    min_drain: float = 0.0
+    #: How long verify waits for replicas to replay the new password.
+    replica_lag_timeout: float = 30.0
+    #: Refuse to rotate unless every instance counts logins per user.
+    require_counters: bool = False
+    #: Instances (``host[:port]``) to add to the env's list, and to drop from it.
+    instances: tuple[str, ...] = ()
+    forget_instances: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.client_ttl < 0 or self.drain_timeout < 0:
-            raise UsageError("--client-ttl and --drain-timeout must not be negative")
+        for name in ("client_ttl", "drain_timeout", "min_drain", "replica_lag_timeout"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+        for text in (*self.instances, *self.forget_instances):
+            parse_address(text)
         if self.retire not in ("lock", "drop"):
             raise UsageError(f"invalid --retire {self.retire!r}: use lock or drop")
         if not 0 < self.sample_interval <= 0.25:
@@ -98,22 +115,19 @@ class PhaseFinished:
 
 @dataclass(frozen=True)
 class DrainProgress:
-    """One sample of the drain."""
+    """One sample of the drain: the tracker's verdict and what each instance showed."""
 
     user: str
-    sessions: Sessions
-    waited: float
-    min_wait: float
-    quiet: float
-    needed_quiet: float
-    timeout_in: float
+    status: DrainStatus
+    readings: tuple[Reading, ...] = ()
 
 
 @dataclass(frozen=True)
 class Notice:
-    """Something the operator should know."""
+    """Something the operator should know; ``level`` is ``note`` or ``warning``."""
 
     message: str
+    level: str = "note"
 
 
 Event = PhaseStarted | PhaseFinished | DrainProgress | Notice
@@ -188,18 +202,21 @@ class _Run:
         self,
         store: Store,
         layout: Layout,
-        engine: Engine,
+        fleet: Fleet,
         state: State,
         options: RotateOptions,
         on_event: Callable[[Event], None] | None,
     ) -> None:
         self.store = store
         self.layout = layout
-        self.engine = engine
+        self.fleet = fleet
+        self.engine = fleet.primary
         self.state = state
         self.options = options
         self.on_event = on_event
         self.secrets: list[str] = []
+        #: Set while a failure in verify means the prepared password is wrong.
+        self.redo_prepare = True
 
     @property
     def rot(self) -> Rotation:
@@ -209,8 +226,8 @@ class _Run:
     def user(self, color: Color) -> str:
         return self.state.users[color]
 
-    def notice(self, message: str) -> None:
-        _emit(self.on_event, Notice(scrub(message, self.secrets)))
+    def notice(self, message: str, level: str = "note") -> None:
+        _emit(self.on_event, Notice(scrub(message, self.secrets), level))
 
     def run(self, resumed: bool) -> RotationResult:
         """Run phases from the recorded one until DONE or a safe stop."""
@@ -233,9 +250,12 @@ class _Run:
                 finished = getattr(self, f"_{phase.value}")()
             except CredflipError as exc:
                 self.rot.error = scrub(str(exc), self.secrets)[:300]
-                if phase is Phase.VERIFY:
-                    # Nothing was switched: redo prepare on the next run
-                    # rather than re-testing URLs that failed.
+                if phase is Phase.VERIFY and self.redo_prepare:
+                    # The new password itself did not work: nothing was
+                    # switched, so prepare again on the next run. A replica
+                    # that lags or is down keeps the rotation in verify, so
+                    # that resuming waits for the same password instead of
+                    # setting a new one that must replicate all over again.
                     self.rot.phase = Phase.PREPARE
                 # Best effort: when the store itself failed, the phase recorded
                 # at the last boundary is still a safe place to resume from.
@@ -288,27 +308,77 @@ class _Run:
         password = new_password()
         self.secrets.append(password)
         self.engine.prepare_user(target, password, like=active, group=self.state.group)
+        # Replicas have the new password once they replayed this far.
+        self.rot.position = self.engine.position()
         for role, url in urls.items():
             fresh = url.with_credentials(target, password)
             self.store.put(self.layout.url(self.rot.to_color, role), fresh.secret, secure=True)
         return True
 
     def _verify(self) -> bool:
-        for role, url in read_urls(self.store, self.layout, self.rot.to_color).items():
-            if url.user != self.user(self.rot.to_color):
+        to = self.rot.to_color
+        user = self.user(to)
+        urls = read_urls(self.store, self.layout, to)
+        self.redo_prepare = True
+        for role, url in urls.items():
+            if url.user != user:
                 raise RotationError(
-                    f"{self.layout.url(self.rot.to_color, role)} logs in as {url.user!r}, not "
-                    f"{self.user(self.rot.to_color)!r}; run 'credflip rotate' again"
+                    f"{self.layout.url(to, role)} logs in as {url.user!r}, not {user!r}; run "
+                    f"'credflip rotate' again"
                 )
+        # The writer took the new password synchronously: it must work now.
+        self._verify_one("writer URL", urls["writer"], retry_until=None)
+        self.redo_prepare = False
+        lag = self.options.replica_lag_timeout
+        retry_until = time.monotonic() + lag
+        self.fleet.wait_replayed(
+            self.rot.position,
+            timeout=lag,
+            why=f"the new password of {user!r}",
+            notice=self.notice,
+        )
+        done = {_address(urls["writer"], self.fleet)}
+        targets = [("reader URL", urls["reader"])]
+        targets += [
+            (f"instance {inst.address} ({inst.source})", _on(urls["reader"], inst))
+            for inst in self.fleet.instances
+        ]
+        for label, url in targets:
+            address = _address(url, self.fleet)
+            if address in done:
+                continue
+            done.add(address)
+            self._verify_one(label, url, retry_until=retry_until)
+        return True
+
+    def _verify_one(self, label: str, url: DbUrl, *, retry_until: float | None) -> None:
+        """Log in with *url*; on a replica, retry a refused login until *retry_until*."""
+        last_note = time.monotonic()
+        while True:
             try:
                 self.engine.verify(url, probe=self.options.probe)
+                return
+            except AuthenticationFailed as exc:
+                now = time.monotonic()
+                if retry_until is None or now >= retry_until:
+                    raise self._verify_failed(label, url, exc) from exc
+                if now - last_note >= 2.0:
+                    self.notice(
+                        f"waiting for the {label} to accept the new password (a replica that "
+                        f"has not replayed it yet); {retry_until - now:.0f}s left"
+                    )
+                    last_note = now
+                time.sleep(0.2)
             except CredflipError as exc:
-                raise RotationError(
-                    f"verify failed for the {self.rot.to_color} {role} URL ({url}): {exc}; the "
-                    f"pointer still names {self.rot.from_color}; fix the cause and run "
-                    f"'credflip rotate' again, or 'credflip rollback'"
-                ) from exc
-        return True
+                raise self._verify_failed(label, url, exc) from exc
+
+    def _verify_failed(self, label: str, url: DbUrl, exc: CredflipError) -> RotationError:
+        rot = self.rot
+        return RotationError(
+            f"verify failed for the {rot.to_color} {label} ({url}): {exc}; the pointer still "
+            f"names {rot.from_color}; fix the cause and run 'credflip rotate' again, or "
+            f"'credflip rollback'"
+        )
 
     def _switch(self) -> bool:
         self.store.put(self.layout.pointer, self.rot.to_color.value, secure=False)
@@ -317,68 +387,111 @@ class _Run:
 
     def _drain(self) -> bool:
         opts = self.options
-        old = self.user(self.rot.from_color)
+        rot = self.rot
+        old, group = self.user(rot.from_color), self.state.group
+        policy = DrainPolicy(client_ttl=rot.client_ttl or 0.0, min_drain=rot.min_drain or 0.0)
+        problem = self.engine.count_problem(old, group)
+        if problem is None and self._any_counter():
+            self.engine.begin_watch(old, group)
+        # Standbys count the old user's logins once they replayed this far.
+        position = self.engine.position() if problem is None else None
+        self._announce(old, group)
         now = time.monotonic()
-        switched_at = self.rot.switched_at or time.time()
         # Persisted times are wall-clock; translate once, then use monotonic.
-        since_switch = max(0.0, time.time() - switched_at)
-        switched = now - since_switch
-        min_wait = opts.client_ttl * (1 + TTL_JITTER)
+        switched = now - max(0.0, time.time() - (rot.switched_at or time.time()))
+        tracker = DrainTracker(
+            policy,
+            switched_at=switched,
+            timeout_at=now + opts.drain_timeout,
+            longest_gap=rot.drain_gap,
+        )
         begin = now
-        timeout_at = now + opts.drain_timeout
-        quiet_since: float | None = None
-        last_total: int | None = None
         while True:
-            sample = self.engine.sessions(old)
+            readings = self.fleet.read(old, counting=problem is None, position=position)
             now = time.monotonic()
-            in_use = sample.count > 0 or (
-                sample.connections_total is not None
-                and last_total is not None
-                and sample.connections_total > last_total
-            )
-            last_total = sample.connections_total
-            if now - switched >= min_wait:
-                if in_use:
-                    quiet_since = None
-                elif quiet_since is None:
-                    quiet_since = now
-            quiet = 0.0 if quiet_since is None else now - quiet_since
-            _emit(
-                self.on_event,
-                DrainProgress(
-                    user=old,
-                    sessions=sample,
-                    waited=now - switched,
-                    min_wait=min_wait,
-                    quiet=quiet,
-                    needed_quiet=opts.client_ttl,
-                    timeout_in=max(0.0, timeout_at - now),
-                ),
-            )
-            if quiet_since is not None and quiet >= opts.client_ttl:
-                self.rot.drain_seconds = now - switched
+            status = tracker.observe(now, readings)
+            rot.drain_gap = tracker.longest_gap
+            _emit(self.on_event, DrainProgress(old, status, tuple(readings)))
+            if status.verdict is Verdict.DONE:
+                rot.drain_seconds = now - switched
                 return True
-            if now >= timeout_at:
+            if status.verdict is Verdict.TIMEOUT:
                 if not opts.terminate:
-                    self.rot.drain_seconds = None
-                    raise DrainTimeout(
-                        f"drain timed out after {now - begin:.0f}s: user {old!r} still has "
-                        f"{sample.count} session(s) ({sample.describe()}); find those clients, "
-                        f"then run 'credflip rotate --env {self.layout.env}' to continue the "
-                        f"drain, or add --terminate to end them"
-                    )
-                # Lock first so that terminated clients cannot log back in
-                # with the old password; they re-resolve and get the new one.
-                self.engine.lock_user(old)
-                ended = self.engine.terminate(old)
-                self.rot.terminated += ended
-                self.notice(f"terminated {ended} session(s) of {old!r} after the drain timeout")
-                self.rot.drain_seconds = time.monotonic() - switched
+                    rot.drain_seconds = None
+                    raise DrainTimeout(self._timeout_message(old, status, readings, now - begin))
+                self._terminate(old, readings)
+                rot.drain_seconds = time.monotonic() - switched
                 return True
             if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
                 self.notice("stopping in the drain to respect the deadline; run again to resume")
                 return False
             time.sleep(opts.sample_interval)
+
+    def _any_counter(self) -> bool:
+        return any(
+            not isinstance(sigs, CredflipError) and any(s.cumulative and s.available for s in sigs)
+            for _inst, sigs in self.fleet.signals()
+        )
+
+    def _announce(self, old: str, group: str | None) -> None:
+        """Name the drain's instances and signals; warn when a short login could be missed."""
+        parts = []
+        for inst, sigs in self.fleet.signals():
+            names = (
+                "unreachable"
+                if isinstance(sigs, CredflipError)
+                else ", ".join(s.name for s in sigs if s.available) or "nothing"
+            )
+            parts.append(f"{inst.address} ({inst.source}) [{names}]")
+        self.notice(f"drain: watching {old!r} on {'; '.join(parts)}")
+        gaps = self.fleet.counter_gaps(old, group)
+        if gaps:
+            self.notice(
+                f"no login counter: {'; '.join(gaps)}; a client that connects and leaves within "
+                f"one sample ({format_duration(self.options.sample_interval)}) may be missed "
+                f"(--require-counters refuses to rotate without one)",
+                level="warning",
+            )
+
+    def _timeout_message(
+        self, old: str, status: DrainStatus, readings: list[Reading], waited: float
+    ) -> str:
+        env = self.layout.env
+        why = "; ".join(status.reasons) or "it was used too recently"
+        message = (
+            f"drain timed out after {waited:.0f}s: user {old!r} is still in use ({why}); find "
+            f"those clients, then run 'credflip rotate --env {env}' to continue the drain, or "
+            f"add --terminate to end them"
+        )
+        down = [r.instance for r in readings if r.error is not None]
+        if down:
+            message += (
+                f"; an instance that cannot be reached counts as in use: start "
+                f"{', '.join(down)}, or if it was removed for good, run 'credflip rotate --env "
+                f"{env} --forget-instance {down[0]}'"
+            )
+        return message
+
+    def _terminate(self, old: str, readings: list[Reading]) -> None:
+        down = [r.instance for r in readings if r.error is not None]
+        if down:
+            raise RotationError(
+                f"cannot end the sessions of {old!r}: {', '.join(down)} cannot be reached; the "
+                f"old user is not retired; start it, or drop it with --forget-instance"
+            )
+        # Lock first so that terminated clients cannot log back in with the
+        # old password; standbys must know of the lock before their sessions
+        # are ended. Clients re-resolve and get the new color.
+        self.engine.lock_user(old)
+        self.fleet.wait_replayed(
+            self.engine.position(),
+            timeout=self.options.replica_lag_timeout,
+            why=f"the lock of {old!r}",
+            notice=self.notice,
+        )
+        ended = self.fleet.terminate(old)
+        self.rot.terminated += ended
+        self.notice(f"terminated {ended} session(s) of {old!r} after the drain timeout")
 
     def _retire(self) -> bool:
         old, keep = self.user(self.rot.from_color), self.user(self.rot.to_color)
@@ -386,6 +499,7 @@ class _Run:
             self.engine.drop_user(old, keep=keep, group=self.state.group)
         else:
             self.engine.lock_user(old)
+            self.engine.end_watch(old, self.state.group)
         return True
 
     def _done(self) -> bool:
@@ -407,6 +521,41 @@ class _Run:
         save_state(self.store, self.layout, self.state)
         self.state.current = rot
         return True
+
+
+def _on(url: DbUrl, inst: Instance) -> DbUrl:
+    """*url* pointed at *inst*."""
+    return dataclasses.replace(url, host=inst.host, port=inst.port)
+
+
+def _address(url: DbUrl, fleet: Fleet) -> str:
+    port = url.port or fleet.instances[0].port
+    return format_address(url.host.lower(), port)
+
+
+def env_fleet(
+    store: Store,
+    layout: Layout,
+    state: State,
+    engine: Engine,
+    *,
+    extra: tuple[str, ...] = (),
+    strict: bool = True,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> Fleet:
+    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members."""
+    values = store.get_many([layout.url(c, r) for c in Color for r in ROLES])
+    urls: list[tuple[str, DbUrl]] = []
+    for color in Color:
+        for role in ROLES:
+            text = values.get(layout.url(color, role))
+            if text:
+                urls.append(
+                    (f"{color} {role} URL", DbUrl.parse(text, what=layout.url(color, role)))
+                )
+    return Fleet.of(
+        engine, urls=urls, stored=[*state.instances, *extra], strict=strict, notice=notice
+    )
 
 
 def rotate(
@@ -433,54 +582,111 @@ def rotate(
     load_state(store, layout)  # a clear error before taking the lock
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+
+    def notice(message: str) -> None:
+        _emit(on_event, Notice(message))
+
     try:
-        with hold_lock(
-            store,
-            layout,
-            purpose="rotate",
-            notice=lambda m: _emit(on_event, Notice(m)),
-            expires_at=lock_expires_at,
-        ):
+        with hold_lock(store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at):
             state = load_state(store, layout)
             if state.engine != eng.name:
                 raise ConfigurationError(
                     f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
                     f"{eng.name}: pass the admin URL of that {state.engine} server"
                 )
-            resumed = state.current is not None
-            if state.current is None:
-                pointer = read_pointer(store, layout)
-                target = state.users[pointer.other]
-                in_use = eng.sessions(target)
-                if in_use.count:
-                    raise RotationError(
-                        f"the inactive user {target!r} ({pointer.other}) still has "
-                        f"{in_use.count} session(s) ({in_use.describe()}): clients still use "
-                        f"it; wait until they move to {pointer} (one client TTL after the last "
-                        f"switch) and run rotate again"
-                    )
-                state.current = Rotation(
-                    id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2),
-                    from_color=pointer,
-                    to_color=pointer.other,
-                    phase=Phase.PREPARE,
-                    started_at=time.time(),
-                )
-                save_state(store, layout, state)
-            else:
-                assert state.current is not None  # noqa: S101
-                _emit(
-                    on_event,
-                    Notice(
-                        f"resuming rotation {state.current.id} "
-                        f"({state.current.from_color} → {state.current.to_color}) at "
-                        f"{state.current.phase}"
-                    ),
-                )
-            return _Run(store, layout, eng, state, options, on_event).run(resumed)
+            instances = _instance_list(state.instances, options)
+            state.instances = instances
+            fleet = env_fleet(store, layout, state, eng, notice=notice)
+            try:
+                return _start_or_resume(store, layout, fleet, state, options, on_event)
+            finally:
+                fleet.close()
     finally:
         if own_engine:
             eng.close()
+
+
+def _instance_list(stored: list[str], options: RotateOptions) -> list[str]:
+    """The env's stored instances with ``--instance`` added and ``--forget-instance`` removed."""
+    forget = {format_address(*parse_address(t)) for t in options.forget_instances}
+    out: list[str] = []
+    for text in (*stored, *options.instances):
+        address = format_address(*parse_address(text))
+        if address not in forget and address not in out:
+            out.append(address)
+    return out
+
+
+def _start_or_resume(
+    store: Store,
+    layout: Layout,
+    fleet: Fleet,
+    state: State,
+    options: RotateOptions,
+    on_event: Callable[[Event], None] | None,
+) -> RotationResult:
+    """Checks that must pass before anything changes, then the phases."""
+    fleet.require_session_views()
+    pointer = read_pointer(store, layout)
+    current = state.current
+    from_color = current.from_color if current is not None else pointer
+    if options.require_counters:
+        gaps = fleet.counter_gaps(state.users[from_color], state.group)
+        if gaps:
+            raise ConfigurationError(
+                f"--require-counters: the drain could miss a short login: {'; '.join(gaps)}; "
+                f"nothing was changed"
+            )
+    if current is None:
+        target = state.users[pointer.other]
+        for inst, found in fleet.sessions(target):
+            if isinstance(found, CredflipError):
+                raise RotationError(
+                    f"cannot check whether the inactive user {target!r} is idle on "
+                    f"{inst.address} ({inst.source}): {found}; start it, or if it was removed "
+                    f"for good, add --forget-instance {inst.address}"
+                )
+            if found.count:
+                raise RotationError(
+                    f"the inactive user {target!r} ({pointer.other}) still has {found.count} "
+                    f"session(s) on {inst.address} ({found.describe()}): clients still use it; "
+                    f"wait until they move to {pointer} (one client TTL after the last switch) "
+                    f"and run rotate again"
+                )
+        current = Rotation(
+            id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2),
+            from_color=pointer,
+            to_color=pointer.other,
+            phase=Phase.PREPARE,
+            started_at=time.time(),
+            client_ttl=options.client_ttl,
+            min_drain=options.min_drain,
+        )
+        state.current = current
+        resumed = False
+    else:
+        resumed = True
+        _emit(
+            on_event,
+            Notice(
+                f"resuming rotation {current.id} ({current.from_color} → {current.to_color}) "
+                f"at {current.phase}"
+            ),
+        )
+        # A resume never waits less than the rotation was started with.
+        for name, given in (("client_ttl", options.client_ttl), ("min_drain", options.min_drain)):
+            recorded = getattr(current, name)
+            if recorded is not None and recorded > given:
+                _emit(
+                    on_event,
+                    Notice(
+                        f"using --{name.replace('_', '-')} {format_duration(recorded)} recorded "
+                        f"when this rotation started (more than {format_duration(given)})"
+                    ),
+                )
+            setattr(current, name, max(recorded or 0.0, given))
+    save_state(store, layout, state)
+    return _Run(store, layout, fleet, state, options, on_event).run(resumed)
 
 
 def rollback(
@@ -544,6 +750,8 @@ def rollback(
                     f"cannot roll back: user {user!r} ({back}) was dropped when it was retired; "
                     f"run 'credflip rotate' to move to a fresh password instead"
                 )
+            # The drain may have let this user's logins run as itself.
+            eng.end_watch(user, state.group)
             unlocked = False
             if not current.can_login:
                 eng.unlock_user(user)

@@ -88,10 +88,19 @@ class Rotation:
     drain_seconds: float | None = None
     terminated: int = 0
     error: str | None = None
+    #: The drain's settings when the rotation started; a resume never waits less.
+    client_ttl: float | None = None
+    min_drain: float | None = None
+    #: The primary's write position right after prepare (PostgreSQL LSN):
+    #: verify waits for every standby to replay it.
+    position: str | None = None
+    #: The longest pause the drain saw between two uses of the old user.
+    drain_gap: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         data = asdict(self)
+        data["drain_gap"] = round(self.drain_gap, 3)
         data["from_color"] = self.from_color.value
         data["to_color"] = self.to_color.value
         data["phase"] = self.phase.value
@@ -111,6 +120,10 @@ class Rotation:
             drain_seconds=_maybe_float(data, "drain_seconds"),
             terminated=int(data.get("terminated") or 0),
             error=data.get("error"),
+            client_ttl=_maybe_float(data, "client_ttl"),
+            min_drain=_maybe_float(data, "min_drain"),
+            position=None if data.get("position") is None else str(data["position"]),
+            drain_gap=float(data.get("drain_gap") or 0.0),
         )
 
 
@@ -168,6 +181,8 @@ class State:
     managed_since: float = field(default_factory=time.time)
     current: Rotation | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    #: Extra instances the drain watches (``host:port``), from ``--instance``.
+    instances: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialise, dropping the oldest history until it fits a standard parameter."""
@@ -179,6 +194,7 @@ class State:
                     "engine": self.engine,
                     "users": {c.value: u for c, u in self.users.items()},
                     "group": self.group,
+                    "instances": self.instances,
                     "managed_since": round(self.managed_since, 3),
                     "phase": self.current.phase.value if self.current else None,
                     "current": self.current.to_dict() if self.current else None,
@@ -207,6 +223,7 @@ class State:
                 managed_since=float(data.get("managed_since") or 0.0),
                 current=Rotation.from_dict(data["current"]) if data.get("current") else None,
                 history=[HistoryEntry.from_dict(h) for h in data.get("history") or []],
+                instances=[str(i) for i in data.get("instances") or []],
             )
         except ConfigurationError:
             raise

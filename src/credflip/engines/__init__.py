@@ -7,9 +7,19 @@ from typing import TypeVar
 
 from ..errors import UsageError
 from ..urls import DbUrl
-from .base import Engine, SessionGroup, Sessions, UserState
+from .base import Engine, Observation, SessionGroup, Sessions, Signal, UserState
 
-__all__ = ["Engine", "SessionGroup", "Sessions", "UserState", "engine_for", "register"]
+__all__ = [
+    "Engine",
+    "Observation",
+    "SessionGroup",
+    "Sessions",
+    "Signal",
+    "UserState",
+    "engine_class",
+    "engine_for",
+    "register",
+]
 
 _E = TypeVar("_E", bound=type[Engine])
 

@@ -10,6 +10,7 @@ client-side hash.
 from __future__ import annotations
 
 import abc
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -17,7 +18,7 @@ from typing import Any, ClassVar
 from ..errors import EngineError
 from ..urls import DbUrl
 
-__all__ = ["Engine", "SessionGroup", "Sessions", "UserState"]
+__all__ = ["Engine", "Observation", "SessionGroup", "Sessions", "Signal", "UserState"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,9 @@ class SessionGroup:
 
 @dataclass(frozen=True)
 class Sessions:
-    """A sample of one user's sessions.
-
-    ``connections_total`` is a cumulative count of logins when the server
-    keeps one (MySQL's ``performance_schema.accounts``): a rise between two
-    samples means a client connected and left in between.
-    """
+    """A sample of one user's open sessions."""
 
     groups: tuple[SessionGroup, ...] = ()
-    connections_total: int | None = None
 
     @property
     def count(self) -> int:
@@ -61,6 +56,43 @@ class Sessions:
         if len(parts) > limit:
             parts = [*parts[:limit], f"{len(parts) - limit} more"]
         return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One way a server shows the drain that a user is in use."""
+
+    #: e.g. ``pg_stat_statements``, ``performance_schema.accounts``.
+    name: str
+    #: True for a cumulative count (sees a login that came and went between
+    #: two samples); False for a view of open sessions.
+    cumulative: bool
+    #: Whether this server offers it to the admin now.
+    available: bool
+    #: What it sees when available; otherwise the exact step that enables it.
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "name": self.name,
+            "cumulative": self.cumulative,
+            "available": self.available,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One sample of a user on one server: open sessions and cumulative signals.
+
+    ``counters`` maps each available cumulative signal to a fingerprint of the
+    user's count: any change between two samples (up, down, or a reset)
+    means someone used the user in between.
+    """
+
+    sessions: Sessions
+    counters: Mapping[str, Hashable] = field(default_factory=dict)
 
 
 @dataclass
@@ -183,6 +215,51 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def terminate(self, user: str) -> int:
         """End every session of *user*; return how many were ended."""
+
+    # -- the drain ---------------------------------------------------------
+
+    @abc.abstractmethod
+    def signals(self) -> list[Signal]:
+        """What this server can show of a user's use, available or not (with how to enable)."""
+
+    @abc.abstractmethod
+    def observe(self, user: str) -> Observation:
+        """Sample *user*: open sessions and the fingerprints of every available counter."""
+
+    def enable_signals(self) -> list[str]:
+        """Turn on what the admin may turn on without a restart; say what was done."""
+        return []
+
+    def count_problem(self, user: str, group: str | None) -> str | None:
+        """Why the counters cannot attribute *user*'s logins to it, or None when they can."""
+        return None
+
+    def begin_watch(self, user: str, group: str | None) -> None:
+        """Make *user*'s new logins count as its own (called once the pointer moved away)."""
+        return  # where logins already count per user, nothing to do
+
+    def end_watch(self, user: str, group: str | None) -> None:
+        """Undo :meth:`begin_watch` and hand anything the user created meanwhile to *group*."""
+        return
+
+    def is_standby(self) -> bool:
+        """True when this server is a read-only replica."""
+        return False
+
+    def position(self) -> str | None:
+        """The primary's current write position (PostgreSQL: WAL LSN), or None."""
+        return None
+
+    def replay_gap(self, position: str) -> int | None:
+        """Bytes this server still has to replay to reach *position* (0 when it has).
+
+        None when it cannot tell (not a streaming standby, or no positions).
+        """
+        return None
+
+    def cluster_members(self) -> list[str] | None:
+        """Aurora: the instance identifiers of the cluster; None when not on Aurora."""
+        return None
 
     # -- helpers ---------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import pymysql
@@ -37,10 +37,14 @@ from ..errors import (
 )
 from ..urls import DbUrl, scrub
 from . import register
-from .base import Engine, SessionGroup, Sessions, UserState
+from .base import Engine, Observation, SessionGroup, Sessions, Signal, UserState
 
 __all__ = ["MysqlEngine", "connect_kwargs", "native_password_hash"]
 
+# A quoted role as SHOW GRANTS prints it: `name` or `name`@`host`.
+_NAME = r"`(?:[^`]|``)*`(?:@`(?:[^`]|``)*`)?"
+_PS = "performance_schema.accounts"
+_US = "user_statistics"
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
 _SSL_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
 
@@ -85,7 +89,7 @@ class MysqlEngine(Engine):
     driver_error = pymysql.err.MySQLError
 
     _conn: Any = dataclasses.field(default=None, repr=False)
-    _perf_schema: bool | None = dataclasses.field(default=None, repr=False)
+    _signals: list[Signal] | None = dataclasses.field(default=None, repr=False)
 
     # -- connections -----------------------------------------------------
 
@@ -168,9 +172,8 @@ class MysqlEngine(Engine):
 
     def check_admin(self) -> None:
         """Check the admin may create users and read account details."""
-        grants = " ".join(str(r[0]) for r in self._run("SHOW GRANTS FOR CURRENT_USER()"))
-        on_all = re.findall(r"GRANT (.*?) ON \*\.\* TO", grants)
-        if not any("ALL PRIVILEGES" in g or "CREATE USER" in g for g in on_all):
+        on_all = self._global_privileges()
+        if "ALL PRIVILEGES" not in on_all and "CREATE USER" not in on_all:
             raise InsufficientPrivilege(
                 f"admin user {self.admin_url.user!r} lacks CREATE USER: as root run GRANT CREATE "
                 f"USER ON *.* TO {self.admin_url.user}"
@@ -179,6 +182,31 @@ class MysqlEngine(Engine):
             "SELECT 1 FROM mysql.user LIMIT 1",
             hint=f"it must read account details: GRANT SELECT ON mysql.* TO {self.admin_url.user}",
         )
+
+    def _global_privileges(self) -> str:
+        """The admin's privileges ``ON *.*``, its roles' included (as Aurora's master has them)."""
+        found: list[str] = []
+        todo: list[str] = ["CURRENT_USER()"]
+        seen: set[str] = set()
+        while todo and len(seen) < 20:
+            who = todo.pop()
+            if who in seen:
+                continue
+            seen.add(who)
+            try:
+                # Role names below come from the server's own SHOW GRANTS output.
+                rows = self._run(f"SHOW GRANTS FOR {who}")
+            except EngineError:
+                continue
+            for (line,) in rows:
+                text = str(line)
+                on_all = re.match(r"GRANT (.*?) ON \*\.\* TO ", text)
+                if on_all:
+                    found.append(on_all.group(1))
+                roles = re.fullmatch(rf"GRANT ((?:{_NAME}(?:, )?)+) TO .*", text)
+                if roles:
+                    todo += re.findall(_NAME, roles.group(1))
+        return ", ".join(found)
 
     # -- users -----------------------------------------------------------
 
@@ -376,7 +404,7 @@ class MysqlEngine(Engine):
         conn.begin()
 
     def sessions(self, user: str) -> Sessions:
-        """Threads of *user* in the processlist, by client host; plus cumulative logins."""
+        """Threads of *user* in the processlist, by client host."""
         rows = self._run(
             "SELECT SUBSTRING_INDEX(HOST, ':', 1), COUNT(*) FROM information_schema.PROCESSLIST "
             "WHERE USER = %s AND ID <> CONNECTION_ID() GROUP BY 1 ORDER BY 2 DESC, 1",
@@ -384,20 +412,100 @@ class MysqlEngine(Engine):
             hint=f"it needs PROCESS to see other users' sessions: GRANT PROCESS ON *.* TO "
             f"{self.admin_url.user}",
         )
-        total = None
-        if self._perf_schema is None:
-            self._perf_schema = bool(self._run("SELECT @@performance_schema")[0][0])
-        if self._perf_schema:
+        return Sessions(tuple(SessionGroup(str(host or "local"), "", int(n)) for host, n in rows))
+
+    # -- the drain ---------------------------------------------------------
+
+    def signals(self) -> list[Signal]:
+        """The processlist, and the cumulative login counts this server keeps."""
+        if self._signals is None:
+            self._signals = self._find_signals()
+        return list(self._signals)
+
+    def _find_signals(self) -> list[Signal]:
+        admin = self.admin_url.user
+        on_all = self._global_privileges()
+        process = "ALL PRIVILEGES" in on_all or "PROCESS" in on_all
+        # Without PROCESS both views silently show only the admin's own rows.
+        need_process = f"GRANT PROCESS ON *.* TO {admin} (without it the view is silently empty)"
+        out = [
+            Signal(
+                "processlist",
+                cumulative=False,
+                available=process,
+                detail="open sessions" if process else need_process,
+            )
+        ]
+        row = self._run("SELECT @@performance_schema")[0]
+        if not row[0]:
+            ps = Signal(
+                _PS,
+                cumulative=True,
+                available=False,
+                detail="set performance_schema=ON in the server's configuration and restart "
+                "(RDS/Aurora: the DB parameter group)",
+            )
+        else:
+            try:
+                self._run("SELECT 1 FROM performance_schema.accounts LIMIT 0")
+                ps = Signal(_PS, cumulative=True, available=True, detail="logins per account")
+            except EngineError:
+                ps = Signal(
+                    _PS,
+                    cumulative=True,
+                    available=False,
+                    detail=f"GRANT SELECT ON performance_schema.* TO {admin}",
+                )
+        out.append(ps)
+        if self.is_mariadb:
+            userstat = bool(self._run("SELECT @@userstat")[0][0])
+            if not userstat:
+                detail = (
+                    "SET GLOBAL userstat = 1, and userstat = 1 in the server's configuration to "
+                    "keep it after a restart (RDS: the DB parameter group)"
+                )
+            else:
+                detail = "logins per user" if process else need_process
+            out.append(Signal(_US, cumulative=True, available=userstat and process, detail=detail))
+        return out
+
+    def observe(self, user: str) -> Observation:
+        """Threads of *user*, and its login counts where the server keeps them."""
+        sessions = self.sessions(user)
+        available = {s.name for s in self.signals() if s.cumulative and s.available}
+        counters: dict[str, Hashable] = {}
+        if _PS in available:
             row = self._run(
-                "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0) FROM performance_schema.accounts "
-                "WHERE USER = %s",
+                "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0), COUNT(*) "
+                "FROM performance_schema.accounts WHERE USER = %s",
+                [user],
+            )[0]
+            # When the accounts table is full, new accounts go uncounted
+            # ("lost"): a rise there may be this user.
+            lost = self._run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+            counters[_PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
+        if _US in available:
+            rows = self._run(
+                "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
                 [user],
             )
-            total = int(row[0][0])
-        return Sessions(
-            tuple(SessionGroup(str(host or "local"), "", int(n)) for host, n in rows),
-            connections_total=total,
+            counters[_US] = int(rows[0][0]) if rows else None
+        return Observation(sessions, counters)
+
+    def cluster_members(self) -> list[str] | None:
+        """Aurora MySQL: instance identifiers from ``information_schema.replica_host_status``."""
+        exists = self._run(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'information_schema' "
+            "AND TABLE_NAME = 'REPLICA_HOST_STATUS'"
         )
+        if not exists:
+            return None
+        rows = self._run(
+            "SELECT SERVER_ID FROM information_schema.replica_host_status "
+            "WHERE SESSION_ID = 'MASTER_SESSION_ID' "
+            "OR time_to_sec(timediff(now(), LAST_UPDATE_TIMESTAMP)) <= 300 ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
 
     def terminate(self, user: str) -> int:
         """``KILL CONNECTION`` every thread of *user*."""

@@ -36,8 +36,8 @@ from ..errors import (
     is_auth_failure,
 )
 from ..urls import DbUrl, scrub
-from . import register
-from .base import Engine, SessionGroup, Sessions, UserState
+from . import pg_signals, register
+from .base import Engine, Observation, SessionGroup, Sessions, Signal, UserState
 
 __all__ = ["PostgresEngine", "connect_kwargs", "default_group", "scram_verifier"]
 
@@ -193,6 +193,9 @@ class PostgresEngine(Engine):
     driver_error = psycopg.Error
 
     _conn: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
+    _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
+        default=None, repr=False
+    )
 
     # -- connections -----------------------------------------------------
 
@@ -339,6 +342,11 @@ class PostgresEngine(Engine):
 
         users = [u for u in (active, inactive) if self._exists(u)]
         self._check_can_move_databases(users)
+        # Membership first: once REASSIGN OWNED hands the tables to the group,
+        # the application's sessions reach them through it. In the other
+        # order they would lose their own tables for a moment (and on a
+        # lagging replica for as long as it lags).
+        self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(active)))
         with self._acting_as(users):
             # Ownership of everything the users own moves to the group, in
             # every database: REASSIGN OWNED only sees the current one.
@@ -365,7 +373,6 @@ class PostgresEngine(Engine):
         # its own, because sessions will run as the group.
         self._sync_memberships(active, group, revoke_extra=False, exclude={group})
         self._sync_grants(active, group, revoke_extra=False)
-        self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(active)))
         self._run(
             sql.SQL("ALTER ROLE {} SET role = {}").format(
                 sql.Identifier(active), sql.Literal(group)
@@ -723,13 +730,7 @@ class PostgresEngine(Engine):
 
     def sessions(self, user: str) -> Sessions:
         """Sessions of *user* in ``pg_stat_activity``, by client address and application."""
-        rows = self._run(
-            "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
-            "ELSE 'hidden' END), coalesce(application_name, ''), count(*) "
-            "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
-            "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
-            [user],
-        )
+        rows = self._run(pg_signals.SESSIONS_SQL, [user])
         return Sessions(tuple(SessionGroup(str(c), str(a), int(n)) for c, a, n in rows))
 
     def terminate(self, user: str) -> int:
@@ -741,6 +742,113 @@ class PostgresEngine(Engine):
             hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
         )
         return int(rows[0][0])
+
+    # -- the drain ---------------------------------------------------------
+
+    def _statements_source(self) -> tuple[Signal, pg_signals.Statements | None]:
+        if self._statements is None:
+            database = self.admin_url.database or self.admin_url.user
+            self._statements = pg_signals.find_statements(self._run, database)
+        return self._statements
+
+    def signals(self) -> list[Signal]:
+        """``pg_stat_activity`` (open sessions) and ``pg_stat_statements`` (cumulative)."""
+        return [
+            Signal("pg_stat_activity", cumulative=False, available=True, detail="open sessions"),
+            self._statements_source()[0],
+        ]
+
+    def observe(self, user: str) -> Observation:
+        """Open sessions of *user* and, where available, its pg_stat_statements entries."""
+        sessions = self.sessions(user)
+        source = self._statements_source()[1]
+        if source is None:
+            return Observation(sessions)
+        return Observation(sessions, source.fingerprint(self._run, user))
+
+    def enable_signals(self) -> list[str]:
+        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
+        loaded, schema = pg_signals.extension_state(self._run)
+        if not loaded or schema is not None:
+            return []
+        try:
+            self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except EngineError:
+            return []  # signals() says who must run it
+        self._statements = None
+        database = self.admin_url.database or self.admin_url.user
+        return [f"created extension pg_stat_statements in database {database}"]
+
+    def count_problem(self, user: str, group: str | None) -> str | None:
+        """Why *user*'s statements cannot be told apart from the other color's."""
+        return pg_signals.watch_problem(self._run, user, group)
+
+    def begin_watch(self, user: str, group: str | None) -> None:
+        """Let *user*'s new logins run as itself, so pg_stat_statements counts them as its own.
+
+        Its sessions normally switch to the group role at login, where both
+        colors look the same. Only called once the pointer names the other
+        color, and only when *user* inherits the group's rights.
+        """
+        if group is None or self.count_problem(user, group) is not None:
+            return
+        if pg_signals.role_settings(self._run, user):
+            self._run(sql.SQL("ALTER ROLE {} RESET role").format(sql.Identifier(user)))
+
+    def end_watch(self, user: str, group: str | None) -> None:
+        """Restore *user*'s ``role`` setting and give the group what late sessions created."""
+        if group is None or not self._exists(user):
+            return
+        if not pg_signals.role_settings(self._run, user):
+            self._run(
+                sql.SQL("ALTER ROLE {} SET role = {}").format(
+                    sql.Identifier(user), sql.Literal(group)
+                )
+            )
+        owned = self._run(
+            "SELECT 1 FROM pg_shdepend WHERE refclassid = 'pg_authid'::regclass "
+            "AND deptype = 'o' AND refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+            "LIMIT 1",
+            [user],
+        )
+        if not owned:
+            return
+        with self._acting_as([user]):
+            for dbname in self._databases_of([user], deptypes=("o",)):
+                with self._database(dbname) as conn:
+                    self._run(
+                        sql.SQL("REASSIGN OWNED BY {} TO {}").format(
+                            sql.Identifier(user), sql.Identifier(group)
+                        ),
+                        conn=conn,
+                    )
+
+    def is_standby(self) -> bool:
+        """``pg_is_in_recovery()``."""
+        return bool(self._run("SELECT pg_is_in_recovery()")[0][0])
+
+    def position(self) -> str | None:
+        """``pg_current_wal_insert_lsn()`` on a primary; None on a standby.
+
+        The *insert* position: it includes the commit records of the admin's
+        last statements even when ``synchronous_commit`` is off and they are
+        not yet written (``pg_current_wal_lsn()`` can be behind them).
+        """
+        rows = self._run(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+            "ELSE pg_current_wal_insert_lsn()::text END"
+        )
+        return None if rows[0][0] is None else str(rows[0][0])
+
+    def replay_gap(self, position: str) -> int | None:
+        """Bytes until ``pg_last_wal_replay_lsn()`` reaches *position* (0 on the primary)."""
+        return pg_signals.standby_gap(self._run, position)
+
+    def cluster_members(self) -> list[str] | None:
+        """Aurora PostgreSQL: instance identifiers from ``aurora_replica_status()``."""
+        if not self._run("SELECT to_regproc('aurora_replica_status') IS NOT NULL")[0][0]:
+            return None
+        return [str(r[0]) for r in self._run(pg_signals.AURORA_MEMBERS_SQL)]
 
 
 def scram_verifier(conn: psycopg.Connection[Any], user: str, password: str) -> str:

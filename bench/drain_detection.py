@@ -1,0 +1,284 @@
+"""Does the drain see a legacy client? Sessions only vs sessions + a login counter.
+
+A *legacy* client read its URL before the switch and keeps it (a Lambda that
+resolved at cold start). It opens one short connection per request, a few
+milliseconds long, far shorter than the drain's 200 ms sample interval. For
+each engine, request rate and signal set, N rotations run while such a client
+works; a trial is *correct* when the drain refused to retire the old user
+(the rotation stopped with a drain timeout, resumable) and *missed* when it
+retired the user under the client, whose next requests then failed.
+
+Settings, the same for both signal sets: client TTL 1 s; ``--min-drain`` of
+two client periods plus 1 s when the client is slower than one request per
+TTL (what the README recommends), else 0; drain timeout 3 s after the
+earliest moment the drain could finish.
+
+Servers: a private PostgreSQL with pg_stat_statements preloaded (sessions only:
+an app database where the extension was not created), and the machine's
+MariaDB at 127.0.0.1:3306 (root without password) with ``userstat`` off, then
+on. Trials of one cell run at the same time, each with its own app and env.
+
+    python bench/drain_detection.py [--trials 5] [--engines postgresql,mysql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+from psycopg import sql
+
+from credflip import commands
+from credflip.embedded import EmbeddedPostgres
+from credflip.engines import engine_class
+from credflip.engines.mysql import native_password_hash
+from credflip.engines.postgres import connect_kwargs
+from credflip.errors import DrainTimeout
+from credflip.layout import Layout
+from credflip.rotation import RotateOptions, new_password, rotate
+from credflip.stores.sqlite import SqliteStore
+from credflip.urls import DbUrl
+
+TTL = 1.0
+RATES = [50.0, 5.0, 1.0, 0.2]  # requests per second
+_n = itertools.count(1)
+
+
+@dataclass
+class Cell:
+    engine: str
+    rate: float
+    counters: bool
+    correct: int = 0
+    trials: int = 0
+    failed_requests: int = 0
+
+
+def settings_for(rate: float) -> tuple[float, float]:
+    """``(min_drain, drain_timeout)`` for a client making *rate* requests per second."""
+    period = 1.0 / rate
+    min_drain = 2 * period + 1.0 if period > TTL else 0.0
+    earliest = max(min_drain, TTL * 1.1 + TTL)
+    return min_drain, earliest + 3.0
+
+
+class Legacy:
+    """One short connection per request, always with the same URL."""
+
+    def __init__(self, url: DbUrl, period: float) -> None:
+        self.url, self.period = url, period
+        self.ok = self.failed = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+
+    def loop(self) -> None:
+        cls = engine_class(self.url.scheme)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                conn = cls.client_connect(self.url)
+                try:
+                    conn.cursor().execute("SELECT 1")
+                finally:
+                    conn.close()
+                self.ok += 1
+            except Exception:
+                self.failed += 1
+            self.stop.wait(max(0.0, self.period - (time.monotonic() - started)))
+
+    def __enter__(self) -> Legacy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+# -- servers ------------------------------------------------------------------
+
+
+class Postgres:
+    name = "postgresql"
+    counter = "pg_stat_statements"
+
+    def __init__(self) -> None:
+        self.pg = EmbeddedPostgres(
+            log_statement="none", settings={"shared_preload_libraries": "pg_stat_statements"}
+        ).start()
+        self.admin_password = new_password()
+        self.pg.create_role("credflip_admin", self.admin_password, "CREATEROLE CREATEDB")
+        with self.su() as conn:
+            conn.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
+
+    def su(self, database: str = "postgres") -> psycopg.Connection[Any]:
+        url = self.pg.url("postgres", self.pg.superuser_password, database)
+        return psycopg.connect(**connect_kwargs(url), autocommit=True)
+
+    def app(self, counters: bool) -> tuple[DbUrl, DbUrl]:
+        name = f"bench{next(_n)}"
+        password = new_password()
+        self.pg.create_role(name, password)
+        with self.su() as conn:
+            conn.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(name)
+                )
+            )
+        if counters:
+            with self.su(name) as conn:
+                conn.execute("CREATE EXTENSION pg_stat_statements")
+        return self.pg.url("credflip_admin", self.admin_password, name), self.pg.url(
+            name, password, name
+        )
+
+    @contextlib.contextmanager
+    def signals(self, counters: bool) -> Iterator[None]:
+        yield  # per app database: the extension is created or not
+
+    def close(self) -> None:
+        self.pg.stop()
+
+
+class Mariadb:
+    name = "mysql"
+    counter = "user_statistics"
+
+    def __init__(self) -> None:
+        self.admin_password = new_password()
+        self.sql(
+            "CREATE USER 'cfb_admin'@'%%' IDENTIFIED BY PASSWORD %s",
+            args=(native_password_hash(self.admin_password),),
+        )
+        self.sql("GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO 'cfb_admin'@'%'")
+        self.sql("GRANT SELECT ON mysql.* TO 'cfb_admin'@'%'")
+        self.userstat = self.sql("SELECT @@userstat")[0][0]
+
+    def sql(self, statement: str, args: Any = None) -> list[Any]:
+        with (
+            pymysql.connect(host="127.0.0.1", user="root", autocommit=True) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(statement, args)
+            return list(cur.fetchall()) if cur.description else []
+
+    def app(self, counters: bool) -> tuple[DbUrl, DbUrl]:
+        name = f"cfb_app{next(_n)}"
+        password = new_password()
+        self.sql(f"CREATE DATABASE `{name}`")
+        self.sql(
+            "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
+            args=(name, native_password_hash(password)),
+        )
+        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'%'")
+        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO 'cfb_admin'@'%' WITH GRANT OPTION")
+        admin = DbUrl("mysql", "127.0.0.1", "cfb_admin", self.admin_password, 3306, name)
+        return admin, DbUrl("mysql", "127.0.0.1", name, password, 3306, name)
+
+    @contextlib.contextmanager
+    def signals(self, counters: bool) -> Iterator[None]:
+        self.sql("SET GLOBAL userstat = %s", args=(1 if counters else 0,))
+        yield
+
+    def close(self) -> None:
+        self.sql("SET GLOBAL userstat = %s", args=(self.userstat,))
+        for user, host in self.sql("SELECT User, Host FROM mysql.user WHERE User LIKE 'cfb%%'"):
+            self.sql("DROP USER %s@%s", args=(user, host))
+        for (db,) in self.sql(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'cfb%%'"
+        ):
+            self.sql(f"DROP DATABASE `{db}`")
+
+
+# -- trials -------------------------------------------------------------------
+
+
+def trial(server: Any, cell: Cell, lock: threading.Lock, tmp: Path) -> None:
+    admin, url = server.app(cell.counters)
+    store = SqliteStore(tmp / f"{url.user}.db")
+    layout = Layout(url.user)
+    commands.init(store, layout, admin_url=admin, writer_url=url)
+    min_drain, timeout = settings_for(cell.rate)
+    options = RotateOptions(client_ttl=TTL, min_drain=min_drain, drain_timeout=timeout)
+    with Legacy(url, 1.0 / cell.rate) as legacy:
+        try:
+            rotate(store, layout, admin_url=admin, options=options)
+            refused = False
+            # Let a retired user show what it cost: the client keeps trying.
+            threading.Event().wait(min(3.0, 2.0 / cell.rate))
+        except DrainTimeout:
+            refused = True
+    store.close()
+    with lock:
+        cell.trials += 1
+        cell.correct += refused
+        cell.failed_requests += legacy.failed
+
+
+def run_cell(server: Any, cell: Cell, trials: int, tmp: Path) -> None:
+    lock = threading.Lock()
+    with server.signals(cell.counters):
+        threads = [
+            threading.Thread(target=trial, args=(server, cell, lock, tmp)) for _ in range(trials)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
+def share(cell: Cell) -> str:
+    return f"{cell.correct}/{cell.trials} ({100 * cell.correct / max(cell.trials, 1):.0f}%)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--engines", default="postgresql,mysql")
+    args = parser.parse_args()
+    makers: dict[str, Callable[[], Any]] = {"postgresql": Postgres, "mysql": Mariadb}
+    rows: list[tuple[Cell, Cell]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.engines.split(","):
+            server = makers[name]()
+            try:
+                for rate in RATES:
+                    pair = (Cell(name, rate, False), Cell(name, rate, True))
+                    for cell in pair:
+                        run_cell(server, cell, args.trials, Path(tmp))
+                    rows.append(pair)
+                    print(f"  {name} {rate:g}/s: {share(pair[0])} | {share(pair[1])}", flush=True)
+            finally:
+                server.close()
+    header = (
+        f"{'engine':<11} {'rate':>6} {'min-drain':>9}   {'sessions only':<16} "
+        f"{'sessions + counter':<20} {'failed requests (sessions only / counter)'}"
+    )
+    print()
+    print(
+        f"drain refused to retire a user still in use ({args.trials} trials per cell, "
+        f"client TTL {TTL:g}s, connections of a few ms, samples every 200 ms)"
+    )
+    print(header)
+    for plain, counted in rows:
+        min_drain, _ = settings_for(plain.rate)
+        counter = Postgres.counter if plain.engine == "postgresql" else Mariadb.counter
+        print(
+            f"{plain.engine:<11} {plain.rate:>4g}/s {min_drain:>8g}s   {share(plain):<16} "
+            f"{share(counted) + ' ' + counter:<20}  {plain.failed_requests} / "
+            f"{counted.failed_requests}"
+        )
+
+
+if __name__ == "__main__":
+    main()

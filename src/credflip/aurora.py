@@ -1,0 +1,95 @@
+"""Aurora: every instance of a cluster, from the cluster itself or from the RDS API.
+
+A session of the old user may sit on any reader of an Aurora cluster, and the
+reader endpoint (``cluster-ro-``) reaches one of them at random. The drain
+therefore watches each instance on its own endpoint. Aurora names them after
+the cluster's DNS label: the cluster endpoint
+``app.cluster-abc123.eu-west-1.rds.amazonaws.com`` has instances at
+``<instance-id>.abc123.eu-west-1.rds.amazonaws.com``.
+
+The instance identifiers come from the cluster itself
+(``aurora_replica_status()``, ``information_schema.replica_host_status``),
+which works from inside the VPC with nothing but the admin's login, or from
+the RDS API (``DescribeDBClusters``), which needs IAM rights and a route to
+the API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["AuroraHost", "describe_cluster", "parse_host"]
+
+_HOST = re.compile(
+    r"(?P<name>[a-z0-9-]+)\.(?P<kind>cluster-(?:ro-|custom-)?)?(?P<dns>[a-z0-9]+)\."
+    r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d)\.rds\.amazonaws\.com(?P<cn>\.cn)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class AuroraHost:
+    """An RDS endpoint name taken apart."""
+
+    #: The cluster identifier (cluster endpoints) or instance identifier.
+    name: str
+    #: True for a cluster, reader or custom endpoint; False for an instance's.
+    cluster: bool
+    dns: str
+    region: str
+    china: bool = False
+
+    def instance(self, instance_id: str) -> str:
+        """The endpoint of instance *instance_id* in the same cluster."""
+        suffix = ".rds.amazonaws.com" + (".cn" if self.china else "")
+        return f"{instance_id}.{self.dns}.{self.region}{suffix}".lower()
+
+
+def parse_host(host: str) -> AuroraHost | None:
+    """Take an RDS endpoint apart; None for any other host name."""
+    match = _HOST.fullmatch(host.strip().rstrip("."))
+    if match is None:
+        return None
+    return AuroraHost(
+        name=match["name"].lower(),
+        cluster=match["kind"] is not None,
+        dns=match["dns"].lower(),
+        region=match["region"].lower(),
+        china=match["cn"] is not None,
+    )
+
+
+def describe_cluster(cluster_id: str, region: str, *, client: Any = None) -> list[tuple[str, int]]:
+    """``(address, port)`` of every instance of cluster *cluster_id*, from the RDS API.
+
+    boto3 is imported only here; *client* lets tests and callers inject one
+    (the endpoint can also be set with ``AWS_ENDPOINT_URL_RDS``).
+    """
+    import boto3
+    import botocore.exceptions
+
+    rds = client if client is not None else boto3.session.Session().client("rds", region)
+    try:
+        clusters = rds.describe_db_clusters(DBClusterIdentifier=cluster_id)["DBClusters"]
+        members: Sequence[dict[str, Any]] = (
+            clusters[0].get("DBClusterMembers", []) if clusters else []
+        )
+        out: list[tuple[str, int]] = []
+        for member in members:
+            found = rds.describe_db_instances(DBInstanceIdentifier=member["DBInstanceIdentifier"])
+            for instance in found["DBInstances"]:
+                endpoint = instance.get("Endpoint") or {}
+                if endpoint.get("Address"):
+                    out.append((str(endpoint["Address"]), int(endpoint.get("Port") or 0)))
+        return sorted(out)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise ConfigurationError(
+            f"cannot list the instances of Aurora cluster {cluster_id!r} with the RDS API "
+            f"({type(exc).__name__}); allow rds:DescribeDBClusters and rds:DescribeDBInstances, "
+            f"or pass each instance with --instance"
+        ) from exc

@@ -1,0 +1,188 @@
+"""What PostgreSQL can show the drain, read through the admin connection.
+
+PostgreSQL keeps no per-user count of logins. ``pg_stat_statements`` counts
+statements per *current* user, and credflip's sessions switch to the group
+role at login, so the drain first makes the old user's new logins run as
+itself (:func:`watch_statements`); from then on every statement such a login
+runs is counted under the old user. What stays invisible: a login that runs
+no statement at all.
+
+The fingerprint of the count is the old user's whole set of entries (database,
+query id, top level, calls, and on 17+ the entry's creation time), so a new
+entry, a grown count, an evicted entry and a re-created one all differ. Before
+17 an entry evicted and re-created between two samples with the same count
+would look unchanged, so the number of evictions and the last reset time
+(``pg_stat_statements_info``, 14+) are part of the fingerprint too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from ..errors import EngineError
+from .base import Signal
+
+__all__ = ["AURORA_MEMBERS_SQL", "SESSIONS_SQL", "Statements", "find_statements"]
+
+Run = Callable[..., list[tuple[Any, ...]]]
+
+SESSIONS_SQL = (
+    "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
+    "ELSE 'hidden' END), coalesce(application_name, ''), count(*) "
+    "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
+    "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+)
+
+# As AWS's own drivers read the topology: rows not refreshed for five minutes
+# belong to instances that are gone.
+AURORA_MEMBERS_SQL = (
+    "SELECT server_id FROM aurora_replica_status() "
+    "WHERE session_id = 'MASTER_SESSION_ID' OR last_update_timestamp IS NULL "
+    "OR extract(epoch FROM (now() - last_update_timestamp)) <= 300 ORDER BY 1"
+)
+
+SIGNAL = "pg_stat_statements"
+EVICTIONS = "pg_stat_statements evictions/reset"
+
+
+@dataclass(frozen=True)
+class Statements:
+    """Where pg_stat_statements lives in the admin's database, and what it offers."""
+
+    schema: str
+    columns: tuple[str, ...]
+    has_info: bool
+    #: Entries carry their creation time (17+): evictions need no global count.
+    has_since: bool
+
+    def fingerprint(self, run: Run, user: str) -> dict[str, Hashable]:
+        """The counters of *user* as the drain compares them between samples."""
+        query = sql.SQL(
+            "SELECT {} FROM {}.pg_stat_statements(false) "
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s)"
+        ).format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in self.columns),
+            sql.Identifier(self.schema),
+        )
+        rows = run(query, [user])
+        out: dict[str, Hashable] = {SIGNAL: tuple(sorted(tuple(map(str, r)) for r in rows))}
+        if self.has_info:
+            info = run(
+                sql.SQL(
+                    "SELECT dealloc::text, stats_reset::text FROM {}.pg_stat_statements_info"
+                ).format(sql.Identifier(self.schema))
+            )
+            dealloc, reset = info[0] if info else ("", "")
+            out[EVICTIONS] = (reset,) if self.has_since else (dealloc, reset)
+        return out
+
+
+def extension_state(run: Run) -> tuple[bool, str | None]:
+    """Whether pg_stat_statements is preloaded, and the schema it was created in (or None)."""
+    rows = run(
+        "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+        "WHERE e.extname = 'pg_stat_statements'"
+    )
+    # The library defines its settings only where it is loaded.
+    loaded = bool(run("SELECT 1 FROM pg_settings WHERE name = 'pg_stat_statements.max'"))
+    return loaded, str(rows[0][0]) if rows else None
+
+
+def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]:
+    """The pg_stat_statements signal of this server; the source when it is usable."""
+    loaded, schema = extension_state(run)
+    what = "statements per user: sees logins that ran a statement"
+    if not loaded:
+        return Signal(
+            SIGNAL,
+            cumulative=True,
+            available=False,
+            detail="add pg_stat_statements to shared_preload_libraries and restart the server "
+            "(RDS/Aurora: it is in the DB parameter group by default), then CREATE EXTENSION "
+            f"pg_stat_statements in database {database}",
+        ), None
+    if schema is None:
+        return Signal(
+            SIGNAL,
+            cumulative=True,
+            available=False,
+            detail=f"preloaded but not created: as a superuser (RDS/Aurora: the master user) "
+            f"run CREATE EXTENSION pg_stat_statements in database {database}",
+        ), None
+    track = run("SELECT setting FROM pg_settings WHERE name = 'pg_stat_statements.track'")
+    if track and str(track[0][0]) == "none":
+        return Signal(
+            SIGNAL,
+            cumulative=True,
+            available=False,
+            detail="pg_stat_statements.track is 'none': set it to 'top' (ALTER SYSTEM, or the "
+            "DB parameter group on RDS/Aurora)",
+        ), None
+    columns = [
+        str(r[0])
+        for r in run(
+            "SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped AND "
+            "attrelid = to_regclass(quote_ident(%s) || '.pg_stat_statements') "
+            "AND attname IN ('dbid', 'queryid', 'toplevel', 'calls', 'stats_since')",
+            [schema],
+        )
+    ]
+    info = run("SELECT to_regclass(quote_ident(%s) || '.pg_stat_statements_info')", [schema])
+    source = Statements(
+        schema=schema,
+        columns=tuple(sorted(columns)),
+        has_info=bool(info and info[0][0]),
+        has_since="stats_since" in columns,
+    )
+    if "calls" not in columns:
+        raise EngineError(f"{schema}.pg_stat_statements has no calls column: update the extension")
+    return Signal(SIGNAL, cumulative=True, available=True, detail=what), source
+
+
+def role_settings(run: Run, user: str) -> list[tuple[str, str]]:
+    """``(database or '', value)`` of every ``role`` setting of *user*."""
+    rows = run(
+        "SELECT coalesce(d.datname, ''), c FROM pg_db_role_setting s "
+        "LEFT JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) c "
+        "WHERE s.setrole = (SELECT oid FROM pg_roles WHERE rolname = %s) AND c LIKE 'role=%%'",
+        [user],
+    )
+    return [(str(db), str(item).partition("=")[2]) for db, item in rows]
+
+
+def watch_problem(run: Run, user: str, group: str | None) -> str | None:
+    """Why *user*'s logins cannot be made to count as its own, or None."""
+    if group is None:
+        return None
+    settings = role_settings(run, user)
+    if any(db for db, _ in settings):
+        return (
+            f"{user!r} has a per-database role setting, so its sessions run as another role and "
+            f"pg_stat_statements cannot tell them apart; set the role for all databases instead"
+        )
+    if not settings:
+        return None
+    rows = run("SELECT pg_has_role(%s, %s, 'USAGE')", [user, group])
+    if not rows or not rows[0][0]:
+        return (
+            f"{user!r} does not inherit the rights of {group!r} (NOINHERIT), so its logins "
+            f"cannot run as itself during the drain; make it INHERIT to let the drain count them"
+        )
+    return None
+
+
+def standby_gap(run: Run, position: str) -> int | None:
+    """Bytes a standby must still replay to reach *position*; 0 on a primary."""
+    rows = run(
+        "SELECT pg_is_in_recovery(), "
+        "greatest(0, pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()))::bigint",
+        [position],
+    )
+    standby, gap = rows[0]
+    if not standby:
+        return 0
+    return None if gap is None else int(gap)

@@ -1,0 +1,146 @@
+"""Aurora instance discovery: endpoint names, and the RDS API on moto."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import boto3
+import pytest
+from conftest import App
+
+from credflip.aurora import describe_cluster, parse_host
+from credflip.engines import engine_for
+from credflip.errors import ConfigurationError
+from credflip.instances import Fleet, parse_address
+from credflip.urls import DbUrl
+
+
+@pytest.mark.parametrize(
+    ("host", "name", "cluster", "instance"),
+    [
+        (
+            "shop.cluster-c9abc.eu-west-1.rds.amazonaws.com",
+            "shop",
+            True,
+            "shop-2.c9abc.eu-west-1.rds.amazonaws.com",
+        ),
+        (
+            "shop.cluster-ro-c9abc.eu-west-1.rds.amazonaws.com",
+            "shop",
+            True,
+            "shop-2.c9abc.eu-west-1.rds.amazonaws.com",
+        ),
+        (
+            "reports.cluster-custom-c9abc.us-gov-west-1.rds.amazonaws.com",
+            "reports",
+            True,
+            "shop-2.c9abc.us-gov-west-1.rds.amazonaws.com",
+        ),
+        (
+            "Shop-1.C9ABC.eu-west-1.rds.amazonaws.com",
+            "shop-1",
+            False,
+            "shop-2.c9abc.eu-west-1.rds.amazonaws.com",
+        ),
+        (
+            "shop.cluster-c9abc.cn-north-1.rds.amazonaws.com.cn",
+            "shop",
+            True,
+            "shop-2.c9abc.cn-north-1.rds.amazonaws.com.cn",
+        ),
+    ],
+)
+def test_endpoint_names(host: str, name: str, cluster: bool, instance: str) -> None:
+    parsed = parse_host(host)
+    assert parsed is not None
+    assert (parsed.name, parsed.cluster) == (name, cluster)
+    assert parsed.instance("shop-2") == instance
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "db.internal", "shop.cluster-c9abc.eu-west-1.example.com", "rds.amazonaws.com"],
+)
+def test_other_hosts_are_not_rds(host: str) -> None:
+    assert parse_host(host) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("db-2", ("db-2", None)), ("DB-2:5433", ("db-2", 5433)), ("[::1]:5432", ("::1", 5432))],
+)
+def test_instance_addresses(text: str, expected: tuple[str, int | None]) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "db:0", "db:99999", "db:x", "a b", "user@db"])
+def test_bad_instance_addresses(text: str) -> None:
+    with pytest.raises(Exception, match="invalid --instance"):
+        parse_address(text)
+
+
+_clusters = itertools.count(1)
+
+
+@pytest.fixture
+def rds(moto_endpoint: str) -> tuple[Any, str]:
+    """A cluster with a writer and two readers on moto's RDS; yields (client, cluster id)."""
+    client = boto3.client("rds", region_name="us-east-1", endpoint_url=moto_endpoint)
+    cluster = f"shop{next(_clusters)}"
+    client.create_db_cluster(
+        DBClusterIdentifier=cluster,
+        Engine="aurora-postgresql",
+        MasterUsername="master",
+        MasterUserPassword="not-a-real-one",
+    )
+    for n in (1, 2, 3):
+        client.create_db_instance(
+            DBInstanceIdentifier=f"{cluster}-{n}",
+            DBInstanceClass="db.r6g.large",
+            Engine="aurora-postgresql",
+            DBClusterIdentifier=cluster,
+        )
+    return client, cluster
+
+
+def test_the_rds_api_lists_a_writer_and_two_readers(rds: tuple[Any, str]) -> None:
+    client, cluster = rds
+    found = describe_cluster(cluster, "us-east-1", client=client)
+    assert [host.split(".")[0] for host, _port in found] == [
+        f"{cluster}-1",
+        f"{cluster}-2",
+        f"{cluster}-3",
+    ]
+    assert all(port > 0 for _host, port in found)
+
+
+def test_an_unknown_cluster_says_what_to_do(rds: tuple[Any, str]) -> None:
+    with pytest.raises(ConfigurationError, match="rds:DescribeDBClusters"):
+        describe_cluster("nope", "us-east-1", client=rds[0])
+
+
+def test_a_reader_endpoint_is_replaced_by_every_instance(
+    rds: tuple[Any, str], app: App, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's server is not Aurora here, so the reader URL's cluster endpoint makes
+    the fleet ask the RDS API (the way it does when the cluster hides its topology)."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
+    client, cluster = rds
+    described = client.describe_db_clusters(DBClusterIdentifier=cluster)["DBClusters"][0]
+    reader_endpoint = described["ReaderEndpoint"]
+    reader = DbUrl("postgresql", reader_endpoint, "app", "x", 5432, "shop")
+    with engine_for(app.admin_url) as eng:
+        fleet = Fleet.of(eng, urls=[("blue reader URL", reader)])
+        try:
+            assert [i.source for i in fleet.instances] == [
+                "admin URL",
+                "Aurora",
+                "Aurora",
+                "Aurora",
+            ]
+            assert reader_endpoint not in fleet.describe()
+            names = [i.host.split(".")[0] for i in fleet.replicas]
+            assert names == [f"{cluster}-1", f"{cluster}-2", f"{cluster}-3"]
+        finally:
+            fleet.close()

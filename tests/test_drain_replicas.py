@@ -1,0 +1,379 @@
+"""Replicas are instances too: a private streaming standby (PostgreSQL) and a private
+MariaDB replica, each with sessions the primary cannot see."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from conftest import Cluster, Mariadb, make_app, make_my_app, start_cluster
+from helpers import assert_pointer_connects, connects, login_error, stored_url
+from servers import PrivateMariadb
+
+from credflip import commands
+from credflip.demo import Traffic
+from credflip.embedded import EmbeddedPostgres
+from credflip.errors import DrainTimeout, RotationError
+from credflip.layout import Color, Layout
+from credflip.resolver import Resolver
+from credflip.rotation import DrainProgress, Event, Notice, PhaseStarted, RotateOptions, rotate
+from credflip.state import Phase, load_state
+from credflip.stores.sqlite import SqliteStore
+from credflip.urls import DbUrl
+
+
+def on(url: DbUrl, port: int) -> DbUrl:
+    return dataclasses.replace(url, port=port)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    st = SqliteStore(tmp_path / "params.db")
+    yield st
+    st.close()
+
+
+@pytest.fixture(scope="module")
+def pg_pair() -> Iterator[tuple[Cluster, EmbeddedPostgres]]:
+    """A primary with pg_stat_statements and a hot standby of it."""
+    cl = start_cluster()
+    try:
+        standby = cl.pg.standby()
+        try:
+            yield cl, standby
+        finally:
+            standby.stop()
+    finally:
+        cl.pg.stop()
+
+
+@pytest.fixture(scope="module")
+def delayed(pg_pair: tuple[Cluster, EmbeddedPostgres]) -> Iterator[EmbeddedPostgres]:
+    """A second standby that applies every commit two seconds late."""
+    standby = pg_pair[0].pg.standby(settings={"recovery_min_apply_delay": "2s"})
+    yield standby
+    standby.stop()
+
+
+def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
+    """Wait until *standby* replayed everything the primary wrote so far (bounded)."""
+    with cl.su() as conn:
+        lsn = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+    url = standby.url("postgres", standby.superuser_password)
+    with psycopg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.user,
+        password=url.password,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        deadline = time.monotonic() + 30
+        while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (lsn,)).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the standby did not catch up in 30s"
+            time.sleep(0.05)
+
+
+def cli_args(cmd: str, app: Any, store: SqliteStore, layout: Layout, *extra: str) -> list[str]:
+    return [
+        cmd,
+        "--env",
+        layout.env,
+        "--store",
+        store.url,
+        "--admin-url",
+        app.admin_url.secret,
+        *extra,
+    ]
+
+
+def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore, cli: Any
+) -> None:
+    cl, standby = pg_pair
+    app = make_app(cl)
+    replayed(cl, standby)
+    reader = on(app.url, standby.port)
+    layout = Layout("standby")
+    init = cli(
+        *cli_args(
+            "init",
+            app,
+            store,
+            layout,
+            "--writer-url",
+            app.url.secret,
+            "--reader-url",
+            reader.secret,
+        )
+    )
+    assert init.code == 0, init.err
+    assert (
+        f"127.0.0.1:{standby.port} (blue reader URL standby): pg_stat_activity, "
+        f"pg_stat_statements" in init.out
+    )
+    holder = app.connect(reader)  # blue, on the standby only
+    try:
+        held = cli(
+            *cli_args(
+                "rotate",
+                app,
+                store,
+                layout,
+                "--client-ttl",
+                "200ms",
+                "--drain-timeout",
+                "2s",
+                "--yes",
+            )
+        )
+        assert held.code == 4, held.err
+        last = held.err.strip().splitlines()[-1]
+        assert f"1 session(s) on 127.0.0.1:{standby.port}" in last
+        status = cli(*cli_args("status", app, store, layout, "--json"))
+        instances = json.loads(status.out)["drain"]["instances"]
+        assert [(i["role"], i["sessions"]["blue"]) for i in instances] == [
+            ("primary", 0),
+            ("standby", 1),
+        ]
+        assert connects(reader)  # not retired
+        ended = cli(
+            *cli_args(
+                "rotate",
+                app,
+                store,
+                layout,
+                "--client-ttl",
+                "200ms",
+                "--drain-timeout",
+                "1s",
+                "--terminate",
+                "--yes",
+            )
+        )
+        assert ended.code == 0, ended.err
+        assert "terminated 1 session(s)" in ended.err
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")
+    finally:
+        holder.close()
+    # The lock reached the standby before its sessions were ended.
+    assert app.locked_marker in login_error(reader)
+
+
+def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], delayed: EmbeddedPostgres, store: SqliteStore
+) -> None:
+    cl, _ = pg_pair
+    app = make_app(cl)
+    replayed(cl, delayed)
+    layout = Layout("lagging")
+    commands.init(
+        store,
+        layout,
+        admin_url=app.admin_url,
+        writer_url=app.url,
+        reader_url=on(app.url, delayed.port),
+    )
+    resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
+
+    def read(_worker: int) -> str:
+        endpoints = resolver.resolve(layout.env)
+        app.execute(endpoints.reader_url, "SELECT count(*) FROM orders")
+        return endpoints.color.value
+
+    traffic = Traffic(read, workers=3, pause=0.01)
+    notes: list[str] = []
+    pending: list[str] = []
+
+    def record(event: Event) -> None:
+        if isinstance(event, Notice):
+            notes.append(event.message)
+        if isinstance(event, DrainProgress):
+            pending.extend(r.instance for r in event.readings if r.pending)
+
+    traffic.start()
+    try:
+        for _ in range(2):
+            result = rotate(
+                store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(client_ttl=0.3),
+                on_event=record,
+            )
+            assert result.finished
+            # Verify waited for the standby to replay the new password (2 s late).
+            assert result.timings["verify"] >= 1.5
+    finally:
+        traffic.stop()
+    assert traffic.failed == 0, dict(traffic.errors)
+    assert set(traffic.by_color) == {"blue", "green"}
+    assert any("waiting for standby" in n for n in notes)
+    # The drain did not trust the standby's counters before it replayed the
+    # change that makes the old user's logins count as its own.
+    assert f"127.0.0.1:{delayed.port}" in pending
+
+
+def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], delayed: EmbeddedPostgres, store: SqliteStore
+) -> None:
+    cl, _ = pg_pair
+    app = make_app(cl)
+    replayed(cl, delayed)
+    layout = Layout("verify-lag")
+    commands.init(
+        store,
+        layout,
+        admin_url=app.admin_url,
+        writer_url=app.url,
+        reader_url=on(app.url, delayed.port),
+    )
+    with pytest.raises(RotationError, match=r"bytes behind after 0\.3s"):
+        rotate(
+            store,
+            layout,
+            admin_url=app.admin_url,
+            options=RotateOptions(client_ttl=0.2, replica_lag_timeout=0.3),
+        )
+    state = load_state(store, layout)
+    assert state.current is not None and state.current.phase is Phase.VERIFY
+    password = stored_url(store, layout, Color.GREEN).password
+    assert assert_pointer_connects(store, layout) is Color.BLUE
+    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2))
+    assert result.finished and result.resumed
+    # No new password was set on resume: the one already replicating was kept.
+    assert stored_url(store, layout, Color.GREEN).password == password
+    assert assert_pointer_connects(store, layout) is Color.GREEN
+
+
+def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore
+) -> None:
+    cl, standby = pg_pair
+    app = make_app(cl)
+    replayed(cl, standby)
+    layout = Layout("stopped")
+    reader = on(app.url, standby.port)
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url, reader_url=reader)
+
+    def stop_standby(event: Event) -> None:
+        if isinstance(event, PhaseStarted) and event.phase is Phase.DRAIN:
+            standby.halt()
+
+    try:
+        with pytest.raises(DrainTimeout) as caught:
+            rotate(
+                store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(client_ttl=0.2, drain_timeout=1.5),
+                on_event=stop_standby,
+            )
+        message = str(caught.value)
+        assert f"127.0.0.1:{standby.port} unreachable" in message
+        assert "--forget-instance" in message
+        report = commands.status(store, layout, admin_url=app.admin_url)
+        assert [i.reachable for i in report.instances] == [True, False]
+        assert connects(app.url)  # blue was not retired
+    finally:
+        standby.resume()
+    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2))
+    assert result.finished and result.resumed
+    assert app.locked_marker in login_error(app.url)
+
+
+@pytest.fixture(scope="module")
+def my_pair() -> Iterator[tuple[Mariadb, PrivateMariadb, PrivateMariadb]]:
+    """A private MariaDB primary and a replica of it, both with userstat on."""
+    primary = PrivateMariadb("--server-id=1", "--log-bin=binlog", "--userstat=ON").start()
+    try:
+        replica = PrivateMariadb("--server-id=2", "--userstat=ON").start()
+        try:
+            replica.replicate_from(primary)
+            password = primary.add_admin()
+            replica.catch_up(primary)
+            yield (
+                Mariadb(password, Path("/nonexistent/general.log"), port=primary.port),
+                primary,
+                replica,
+            )
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
+
+
+def test_a_session_held_only_on_the_mariadb_replica_keeps_the_drain_waiting(
+    my_pair: tuple[Mariadb, PrivateMariadb, PrivateMariadb], store: SqliteStore, cli: Any
+) -> None:
+    mariadb, primary, replica = my_pair
+    app = make_my_app(mariadb)
+    replica.catch_up(primary)
+    layout = Layout("replica")
+    init = cli(
+        *cli_args(
+            "init",
+            app,
+            store,
+            layout,
+            "--writer-url",
+            app.url.secret,
+            "--instance",
+            f"127.0.0.1:{replica.port}",
+        )
+    )
+    assert init.code == 0, init.err
+    assert f"127.0.0.1:{replica.port} (--instance" in init.out
+    holder = app.open(on(app.url, replica.port))
+    try:
+        held = cli(
+            *cli_args(
+                "rotate",
+                app,
+                store,
+                layout,
+                "--client-ttl",
+                "200ms",
+                "--drain-timeout",
+                "2s",
+                "--yes",
+            )
+        )
+        assert held.code == 4, held.err
+        assert f"1 session(s) on 127.0.0.1:{replica.port}" in held.err.strip().splitlines()[-1]
+        status = cli(*cli_args("status", app, store, layout, "--json"))
+        instances = json.loads(status.out)["drain"]["instances"]
+        assert [(i["source"], i["sessions"]["blue"]) for i in instances] == [
+            ("admin URL", 0),
+            ("--instance", 1),
+        ]
+        ended = cli(
+            *cli_args(
+                "rotate",
+                app,
+                store,
+                layout,
+                "--client-ttl",
+                "200ms",
+                "--drain-timeout",
+                "1s",
+                "--terminate",
+                "--yes",
+            )
+        )
+        assert ended.code == 0, ended.err
+        assert "terminated 1 session(s)" in ended.err
+        with pytest.raises(pymysql.err.OperationalError):
+            holder.cursor().execute("SELECT 1")
+    finally:
+        holder.close()
+    replica.catch_up(primary)
+    assert app.locked_marker in login_error(on(app.url, replica.port))
