@@ -103,3 +103,15 @@ def test_bad_events(env: dict[str, Any]) -> None:
         handler({**env, "mode": "sometimes"}, LambdaContext(10))
     with pytest.raises(UsageError, match="invalid client_ttl"):
         handler({**env, "client_ttl": "60"}, LambdaContext(10))
+
+
+def test_min_drain_from_the_event_holds_across_invocations(
+    env: dict[str, Any], layout: Layout, moto_endpoint: str
+) -> None:
+    event = {**env, "min_drain": "3s", "require_counters": True}
+    first = handler(event, LambdaContext(2.0))  # stops in the drain, before 3 s
+    assert first["status"] == "paused" and first["stopped_in"] == "drain"
+    # The next invocation forgets to say it: the rotation keeps its floor.
+    done = handler(env, LambdaContext(10))
+    assert done["status"] == "done" and done["resumed"]
+    assert done["drain_seconds"] >= 3.0

@@ -177,8 +177,8 @@ def test_status_numbers() -> None:
     assert status.caches_in == pytest.approx(0.7)
     assert status.timeout_in == pytest.approx(99.6)
     assert status.reasons == (
-        "2 session(s) on db-1:5432",
-        "1 session(s) on db-2:5432",
+        "2 session(s) on db-1:5432 (2 from 10.0.0.5 (api))",
+        "1 session(s) on db-2:5432 (1 from 10.0.0.5 (api))",
         "db-2:5432: logins has no earlier sample to compare with",
     )
 

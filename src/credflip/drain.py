@@ -206,7 +206,10 @@ class DrainTracker:
                 unknown.append(f"{where} unreachable: {reading.error or 'no answer'}")
                 continue
             if reading.sessions.count:
-                used.append(f"{reading.sessions.count} session(s) on {where}")
+                used.append(
+                    f"{reading.sessions.count} session(s) on {where} "
+                    f"({reading.sessions.describe()})"
+                )
             if reading.pending is not None:
                 unknown.append(f"{where}: {reading.pending}")
                 continue

@@ -457,12 +457,18 @@ class _Run:
         self, old: str, status: DrainStatus, readings: list[Reading], waited: float
     ) -> str:
         env = self.layout.env
-        why = "; ".join(status.reasons) or "it was used too recently"
-        message = (
-            f"drain timed out after {waited:.0f}s: user {old!r} is still in use ({why}); find "
-            f"those clients, then run 'credflip rotate --env {env}' to continue the drain, or "
-            f"add --terminate to end them"
-        )
+        if status.reasons:
+            message = (
+                f"drain timed out after {waited:.0f}s: user {old!r} is still in use "
+                f"({'; '.join(status.reasons)}); find those clients, then run 'credflip rotate "
+                f"--env {env}' to continue the drain, or add --terminate to end them"
+            )
+        else:
+            message = (
+                f"drain timed out after {waited:.0f}s: user {old!r} shows no use, but the quiet "
+                f"window or --min-drain needs {format_duration(status.done_in)} more; run "
+                f"'credflip rotate --env {env}' again later to continue the drain"
+            )
         down = [r.instance for r in readings if r.error is not None]
         if down:
             message += (

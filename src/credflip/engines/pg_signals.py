@@ -166,6 +166,11 @@ def watch_problem(run: Run, user: str, group: str | None) -> str | None:
         )
     if not settings:
         return None
+    if settings[0][1] != group:
+        return (
+            f"{user!r} logs in as role {settings[0][1]!r} (its role setting), not as the group "
+            f"{group!r}, so pg_stat_statements counts its statements for that role"
+        )
     rows = run("SELECT pg_has_role(%s, %s, 'USAGE')", [user, group])
     if not rows or not rows[0][0]:
         return (
