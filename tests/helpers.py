@@ -130,3 +130,17 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         ).fetchall()
     )
     return out
+
+
+def command(cmd: str, app: Any, store: Store, layout: Layout, *extra: str) -> list[str]:
+    """CLI arguments for *cmd* on *app*'s env, with its admin URL."""
+    return [
+        cmd,
+        "--env",
+        layout.env,
+        "--store",
+        store.url,
+        "--admin-url",
+        app.admin_url.secret,
+        *extra,
+    ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import App, MyApp, my_hash
-from helpers import dump, stored_url
+from helpers import command, dump, stored_url
 
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
@@ -40,17 +40,7 @@ def roles(app: App | MyApp) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def ready(app: App | MyApp, store: SqliteStore, layout: Layout, cli: Any) -> dict[str, str]:
-    result = cli(
-        "init",
-        "--env",
-        layout.env,
-        "--store",
-        store.url,
-        "--admin-url",
-        app.admin_url.secret,
-        "--writer-url",
-        app.url.secret,
-    )
+    result = cli(*command("init", app, store, layout, "--writer-url", app.url.secret))
     assert result.code == 0, result.err
     return {"env": layout.env, "store": store.url, "admin": app.admin_url.secret}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app
-from helpers import connects, dump, fresh, login_error
+from helpers import command, connects, dump, fresh, login_error
 from servers import PrivateMariadb
 
 from credflip import commands
@@ -72,17 +72,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def rotate_args(app: AnyApp, store: SqliteStore, layout: Layout, *extra: str) -> list[str]:
-    return [
-        "rotate",
-        "--env",
-        layout.env,
-        "--store",
-        store.url,
-        "--admin-url",
-        app.admin_url.secret,
-        "--yes",
-        *extra,
-    ]
+    return command("rotate", app, store, layout, "--yes", *extra)
 
 
 # (period between requests, --min-drain, --drain-timeout). A client that
@@ -181,16 +171,7 @@ def test_without_a_counter_it_warns_and_require_counters_refuses(
     warning = [line for line in warned.err.splitlines() if line.startswith("credflip: warning:")]
     assert len(warning) == 1 and "may be missed" in warning[0] and how in warning[0]
 
-    status = cli(
-        "status",
-        "--env",
-        layout.env,
-        "--store",
-        sqlite_store.url,
-        "--admin-url",
-        app.admin_url.secret,
-        "--json",
-    )
+    status = cli(*command("status", app, sqlite_store, layout, "--json"))
     drain = json.loads(status.out)["drain"]
     assert [i["address"] for i in drain["instances"]] == [
         f"{app.admin_url.host}:{app.admin_url.port}"
@@ -295,29 +276,12 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
         assert held.code == 4, held.err
     finally:
         holder.close()
-    status = cli(
-        "status",
-        "--env",
-        layout.env,
-        "--store",
-        sqlite_store.url,
-        "--admin-url",
-        app.admin_url.secret,
-        "--json",
-    )
+    status = cli(*command("status", app, sqlite_store, layout, "--json"))
     report = json.loads(status.out)
     switched = report["rotation"]["switched_at"]
     assert report["rotation"]["min_drain"] == 1800.0
     assert report["drain"]["earliest_retire"] == pytest.approx(switched + 1800.0, abs=0.01)
-    text = cli(
-        "status",
-        "--env",
-        layout.env,
-        "--store",
-        sqlite_store.url,
-        "--admin-url",
-        app.admin_url.secret,
-    )
+    text = cli(*command("status", app, sqlite_store, layout))
     assert "retired at the earliest at" in text.out
     # A resume cannot weaken it.
     resumed: list[str] = []

@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import Cluster, Mariadb, make_app, make_my_app, start_cluster
-from helpers import assert_pointer_connects, connects, login_error, stored_url
+from conftest import App, Cluster, Mariadb, make_app, make_my_app, start_cluster
+from helpers import assert_pointer_connects, command, connects, login_error, stored_url
 from servers import PrivateMariadb
 
 from credflip import commands
@@ -81,17 +81,45 @@ def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
             time.sleep(0.05)
 
 
-def cli_args(cmd: str, app: Any, store: SqliteStore, layout: Layout, *extra: str) -> list[str]:
-    return [
-        cmd,
-        "--env",
-        layout.env,
-        "--store",
-        store.url,
-        "--admin-url",
-        app.admin_url.secret,
-        *extra,
-    ]
+def adopted(cl: Cluster, standby: EmbeddedPostgres, store: SqliteStore, layout: Layout) -> App:
+    """A new app on *cl*, adopted with its reader URL on *standby* (once that replayed it)."""
+    app = make_app(cl)
+    replayed(cl, standby)
+    commands.init(
+        store,
+        layout,
+        admin_url=app.admin_url,
+        writer_url=app.url,
+        reader_url=on(app.url, standby.port),
+    )
+    return app
+
+
+def held_only_there(
+    app: Any, store: SqliteStore, layout: Layout, cli: Any, url: DbUrl
+) -> list[dict[str, Any]]:
+    """Blue held open at *url* only: the drain waits (exit 4), then --terminate ends it.
+
+    Returns the instances ``status --json`` showed while it was held.
+    """
+    holder = app.open(url)
+    try:
+        rotate_args = ["--client-ttl", "200ms", "--yes", "--drain-timeout"]
+        held = cli(*command("rotate", app, store, layout, *rotate_args, "2s"))
+        assert held.code == 4, held.err
+        last = held.err.strip().splitlines()[-1]
+        assert f"1 session(s) on {url.host}:{url.port}" in last
+        status = cli(*command("status", app, store, layout, "--json"))
+        instances: list[dict[str, Any]] = json.loads(status.out)["drain"]["instances"]
+        assert connects(url)  # not retired
+        ended = cli(*command("rotate", app, store, layout, *rotate_args, "1s", "--terminate"))
+        assert ended.code == 0, ended.err
+        assert "terminated 1 session(s)" in ended.err
+        with pytest.raises((psycopg.OperationalError, pymysql.err.OperationalError)):
+            holder.cursor().execute("SELECT 1")
+    finally:
+        holder.close()
+    return instances
 
 
 def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
@@ -103,7 +131,7 @@ def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
     reader = on(app.url, standby.port)
     layout = Layout("standby")
     init = cli(
-        *cli_args(
+        *command(
             "init",
             app,
             store,
@@ -119,51 +147,11 @@ def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
         f"127.0.0.1:{standby.port} (blue reader URL standby): pg_stat_activity, "
         f"pg_stat_statements" in init.out
     )
-    holder = app.connect(reader)  # blue, on the standby only
-    try:
-        held = cli(
-            *cli_args(
-                "rotate",
-                app,
-                store,
-                layout,
-                "--client-ttl",
-                "200ms",
-                "--drain-timeout",
-                "2s",
-                "--yes",
-            )
-        )
-        assert held.code == 4, held.err
-        last = held.err.strip().splitlines()[-1]
-        assert f"1 session(s) on 127.0.0.1:{standby.port}" in last
-        status = cli(*cli_args("status", app, store, layout, "--json"))
-        instances = json.loads(status.out)["drain"]["instances"]
-        assert [(i["role"], i["sessions"]["blue"]) for i in instances] == [
-            ("primary", 0),
-            ("standby", 1),
-        ]
-        assert connects(reader)  # not retired
-        ended = cli(
-            *cli_args(
-                "rotate",
-                app,
-                store,
-                layout,
-                "--client-ttl",
-                "200ms",
-                "--drain-timeout",
-                "1s",
-                "--terminate",
-                "--yes",
-            )
-        )
-        assert ended.code == 0, ended.err
-        assert "terminated 1 session(s)" in ended.err
-        with pytest.raises(psycopg.OperationalError):
-            holder.execute("SELECT 1")
-    finally:
-        holder.close()
+    instances = held_only_there(app, store, layout, cli, reader)
+    assert [(i["role"], i["sessions"]["blue"]) for i in instances] == [
+        ("primary", 0),
+        ("standby", 1),
+    ]
     # The lock reached the standby before its sessions were ended.
     assert app.locked_marker in login_error(reader)
 
@@ -171,17 +159,8 @@ def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
 def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
     pg_pair: tuple[Cluster, EmbeddedPostgres], delayed: EmbeddedPostgres, store: SqliteStore
 ) -> None:
-    cl, _ = pg_pair
-    app = make_app(cl)
-    replayed(cl, delayed)
     layout = Layout("lagging")
-    commands.init(
-        store,
-        layout,
-        admin_url=app.admin_url,
-        writer_url=app.url,
-        reader_url=on(app.url, delayed.port),
-    )
+    app = adopted(pg_pair[0], delayed, store, layout)
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
 
     def read(_worker: int) -> str:
@@ -225,17 +204,8 @@ def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
 def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
     pg_pair: tuple[Cluster, EmbeddedPostgres], delayed: EmbeddedPostgres, store: SqliteStore
 ) -> None:
-    cl, _ = pg_pair
-    app = make_app(cl)
-    replayed(cl, delayed)
     layout = Layout("verify-lag")
-    commands.init(
-        store,
-        layout,
-        admin_url=app.admin_url,
-        writer_url=app.url,
-        reader_url=on(app.url, delayed.port),
-    )
+    app = adopted(pg_pair[0], delayed, store, layout)
     with pytest.raises(RotationError, match=r"bytes behind after 0\.3s"):
         rotate(
             store,
@@ -257,12 +227,9 @@ def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
 def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
     pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore
 ) -> None:
-    cl, standby = pg_pair
-    app = make_app(cl)
-    replayed(cl, standby)
+    standby = pg_pair[1]
     layout = Layout("stopped")
-    reader = on(app.url, standby.port)
-    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url, reader_url=reader)
+    app = adopted(pg_pair[0], standby, store, layout)
 
     def stop_standby(event: Event) -> None:
         if isinstance(event, PhaseStarted) and event.phase is Phase.DRAIN:
@@ -319,7 +286,7 @@ def test_a_session_held_only_on_the_mariadb_replica_keeps_the_drain_waiting(
     replica.catch_up(primary)
     layout = Layout("replica")
     init = cli(
-        *cli_args(
+        *command(
             "init",
             app,
             store,
@@ -332,48 +299,10 @@ def test_a_session_held_only_on_the_mariadb_replica_keeps_the_drain_waiting(
     )
     assert init.code == 0, init.err
     assert f"127.0.0.1:{replica.port} (--instance" in init.out
-    holder = app.open(on(app.url, replica.port))
-    try:
-        held = cli(
-            *cli_args(
-                "rotate",
-                app,
-                store,
-                layout,
-                "--client-ttl",
-                "200ms",
-                "--drain-timeout",
-                "2s",
-                "--yes",
-            )
-        )
-        assert held.code == 4, held.err
-        assert f"1 session(s) on 127.0.0.1:{replica.port}" in held.err.strip().splitlines()[-1]
-        status = cli(*cli_args("status", app, store, layout, "--json"))
-        instances = json.loads(status.out)["drain"]["instances"]
-        assert [(i["source"], i["sessions"]["blue"]) for i in instances] == [
-            ("admin URL", 0),
-            ("--instance", 1),
-        ]
-        ended = cli(
-            *cli_args(
-                "rotate",
-                app,
-                store,
-                layout,
-                "--client-ttl",
-                "200ms",
-                "--drain-timeout",
-                "1s",
-                "--terminate",
-                "--yes",
-            )
-        )
-        assert ended.code == 0, ended.err
-        assert "terminated 1 session(s)" in ended.err
-        with pytest.raises(pymysql.err.OperationalError):
-            holder.cursor().execute("SELECT 1")
-    finally:
-        holder.close()
+    instances = held_only_there(app, store, layout, cli, on(app.url, replica.port))
+    assert [(i["source"], i["sessions"]["blue"]) for i in instances] == [
+        ("admin URL", 0),
+        ("--instance", 1),
+    ]
     replica.catch_up(primary)
     assert app.locked_marker in login_error(on(app.url, replica.port))

@@ -101,6 +101,13 @@ def admin_option(func: F) -> F:
     )(func)
 
 
+def duration_option(name: str, default: str, help_text: str) -> Callable[[F], F]:
+    """A duration option (``500ms``, ``90s``, ``15m``) parsed into seconds."""
+    return click.option(
+        name, default=default, show_default=True, callback=_duration(name), help=help_text
+    )
+
+
 def instance_option(func: F) -> F:
     """Add ``--instance HOST[:PORT]`` (repeatable)."""
     return click.option(
@@ -196,19 +203,9 @@ def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str])
 @cli.command(name="rotate")
 @common
 @admin_option
-@click.option(
-    "--client-ttl",
-    default="60s",
-    show_default=True,
-    callback=_duration("--client-ttl"),
-    help="Clients' cache TTL; the drain waits for it.",
-)
-@click.option(
-    "--drain-timeout",
-    default="15m",
-    show_default=True,
-    callback=_duration("--drain-timeout"),
-    help="Stop (exit 4, resumable) when old sessions outlast this.",
+@duration_option("--client-ttl", "60s", "Clients' cache TTL; the drain waits for it.")
+@duration_option(
+    "--drain-timeout", "15m", "Stop (exit 4, resumable) when old sessions outlast this."
 )
 @click.option("--terminate", is_flag=True, help="End old sessions at the drain timeout.")
 @click.option(
@@ -219,19 +216,13 @@ def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str])
     help="Lock the old user (reversible) or drop it.",
 )
 @click.option("--probe", default=None, help="Extra SQL that must succeed with the new URLs.")
-@click.option(
+@duration_option(
     "--min-drain",
-    default="0s",
-    show_default=True,
-    callback=_duration("--min-drain"),
-    help="Never retire the old user sooner after the switch (clients that cache until restart).",
+    "0s",
+    "Never retire the old user sooner after the switch (clients that cache until restart).",
 )
-@click.option(
-    "--replica-lag-timeout",
-    default="30s",
-    show_default=True,
-    callback=_duration("--replica-lag-timeout"),
-    help="How long verify waits for replicas to replay the new password.",
+@duration_option(
+    "--replica-lag-timeout", "30s", "How long verify waits for replicas to replay the new password."
 )
 @click.option(
     "--require-counters",
