@@ -43,6 +43,7 @@ format: $(DEV)
 bench: $(DEV)
 	$(BIN)/python bench/rotation_under_load.py
 	$(BIN)/python bench/resolve.py
+	$(BIN)/python bench/drain_detection.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .credflip

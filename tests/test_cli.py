@@ -113,6 +113,27 @@ def bad_inputs(app: App | MyApp, ready: dict[str, str]) -> list[tuple[list[str],
             "Invalid value for '--retire'",
         ),
         (["rotate", "--store", st, "--admin-url", admin], 2, "Missing option '--env'"),
+        (
+            ["rotate", *common, "--admin-url", admin, "--min-drain", "-1s", "--yes"],
+            2,
+            "invalid --min-drain",
+        ),
+        (
+            ["rotate", *common, "--admin-url", admin, "--instance", "db 2:5432", "--yes"],
+            2,
+            "invalid --instance",
+        ),
+        (
+            ["rotate", *common, "--admin-url", admin, "--instance", "db-2:99999", "--yes"],
+            2,
+            "invalid --instance",
+        ),
+        # A replica nobody can reach: refused before anything changes.
+        (
+            ["rotate", *common, "--admin-url", admin, "--instance", "127.0.0.1:1", "--yes"],
+            1,
+            "cannot check whether the inactive user",
+        ),
         (["rotate", *common, "--admin-url", closed_port, "--yes"], 1, "cannot connect"),
         (["rotate", *common, "--admin-url", wrong_pw, "--yes"], 1, app.wrong_password_marker),
         (
