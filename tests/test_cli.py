@@ -178,7 +178,9 @@ def test_admin_without_the_right_to_create_users_is_refused(
         )
         app.mariadb.sql(f"GRANT SELECT ON mysql.* TO '{weak_name}'@'%'")
         app.mariadb.sql(f"GRANT SELECT ON `{app.database}`.* TO '{weak_name}'@'%'")
-        weak = DbUrl("mysql", app.url.host, weak_name, "weak-password-123", 3306, app.database)
+        weak = DbUrl(
+            "mysql", app.url.host, weak_name, "weak-password-123", app.url.port, app.database
+        )
         expected = ["lacks CREATE USER", f"GRANT CREATE USER ON *.* TO {weak_name}"]
     else:
         app.cluster.create_role(weak_name, "weak-password-123")

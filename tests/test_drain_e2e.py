@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app
+from conftest import ENGINES, App, Cluster, Mariadb, MyApp, engine_app, make_app, make_my_app
 from helpers import command, connects, dump, fresh, login_error
 from servers import PrivateMariadb
 
@@ -125,11 +125,11 @@ def mariadb_plain() -> Iterator[Mariadb]:
         server.stop()
 
 
-@pytest.fixture(params=["postgresql", "mysql"])
+@pytest.fixture(params=ENGINES)
 def counterless_app(request: pytest.FixtureRequest) -> AnyApp:
-    if request.param == "postgresql":
-        return make_app(request.getfixturevalue("cluster"), counters=False)
-    return make_my_app(request.getfixturevalue("mariadb_plain"))
+    if request.param == "mysql":
+        return make_my_app(request.getfixturevalue("mariadb_plain"))
+    return engine_app(request, request.param, counters=False)
 
 
 def roles_state(app: AnyApp) -> Any:

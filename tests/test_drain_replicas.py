@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import App, Cluster, Mariadb, make_app, make_my_app, start_cluster
+from conftest import PG_VERSIONS, App, Cluster, Mariadb, make_app, make_my_app, pg_id, start_cluster
 from helpers import assert_pointer_connects, command, connects, login_error, stored_url
 from servers import PrivateMariadb
 
@@ -40,10 +40,10 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     st.close()
 
 
-@pytest.fixture(scope="module")
-def pg_pair() -> Iterator[tuple[Cluster, EmbeddedPostgres]]:
-    """A primary with pg_stat_statements and a hot standby of it."""
-    cl = start_cluster()
+@pytest.fixture(scope="module", params=PG_VERSIONS, ids=pg_id)
+def pg_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, EmbeddedPostgres]]:
+    """A primary with pg_stat_statements and a hot standby of it, on each version."""
+    cl = start_cluster(request.param)
     try:
         standby = cl.pg.standby()
         try:

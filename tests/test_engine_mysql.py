@@ -159,7 +159,7 @@ def test_schemes_are_written_back_as_given(
 ) -> None:
     app = make_my_app(mariadb, rich=False)
     layout = Layout(f"scheme-{scheme.replace('+', '-')}")
-    given = DbUrl(scheme, app.url.host, app.user, app.password, 3306, app.database)
+    given = DbUrl(scheme, app.url.host, app.user, app.password, app.url.port, app.database)
     commands.init(my_store, layout, admin_url=app.admin_url, writer_url=given)
     rotate(my_store, layout, admin_url=app.admin_url, options=opts())
     green = stored_url(my_store, layout, Color.GREEN)

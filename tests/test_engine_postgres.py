@@ -136,6 +136,9 @@ def test_default_group_names() -> None:
 def test_admin_needs_createdb_to_move_a_database(cluster: Cluster) -> None:
     app = make_app(cluster, rich=False)
     cluster.create_role("admin_nodb", "admin-nodb-pw", "CREATEROLE")
+    if cluster.version >= 16:
+        with cluster.su() as conn:
+            conn.execute(f"GRANT {app.user} TO admin_nodb WITH ADMIN OPTION")
     admin = cluster.pg.url("admin_nodb", "admin-nodb-pw", app.database)
     with engine_for(admin) as eng, pytest.raises(InsufficientPrivilege, match="CREATEDB"):
         eng.adopt(active=app.user, inactive=app.green, group=None)
@@ -152,6 +155,8 @@ def test_init_adopts_a_hand_made_setup(cluster: Cluster, tmp_path: Any) -> None:
     other_pw = new_password()
     cluster.create_role(other, other_pw)
     with app.su() as conn:
+        if cluster.version >= 16:
+            conn.execute(f"GRANT {other} TO credflip_admin WITH ADMIN TRUE, INHERIT FALSE")
         conn.execute(f"GRANT ALL ON orders TO {other}")
         conn.execute(f"GRANT USAGE ON SEQUENCE orders_id_seq TO {other}")
     store = SqliteStore(tmp_path / "p.db")

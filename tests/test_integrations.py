@@ -8,7 +8,7 @@ import psycopg
 import pymysql
 import pytest
 import sqlalchemy
-from conftest import App
+from conftest import App, Mariadb
 from helpers import fresh
 from psycopg import sql
 
@@ -196,7 +196,7 @@ def test_psycopg_pool_reconnects_after_a_password_change(
     assert resolver.reads == 2
 
 
-def test_is_auth_failure_recognises_real_errors(app: App) -> None:
+def test_is_auth_failure_recognises_real_errors(app: App, mariadb: Mariadb) -> None:
     with pytest.raises(psycopg.OperationalError) as pg_wrong:
         psycopg.connect(app.url.with_credentials(app.user, "nope").secret).close()
     assert is_auth_failure(pg_wrong.value)
@@ -204,7 +204,7 @@ def test_is_auth_failure_recognises_real_errors(app: App) -> None:
         psycopg.connect("host=127.0.0.1 port=1 connect_timeout=2").close()
     assert not is_auth_failure(pg_down.value)
     with pytest.raises(pymysql.err.OperationalError) as my_wrong:
-        pymysql.connect(host="127.0.0.1", port=3306, user="credflip_nobody", password="x")
+        pymysql.connect(host="127.0.0.1", port=mariadb.port, user="credflip_nobody", password="x")
     assert is_auth_failure(my_wrong.value)
     engine = sqlalchemy.create_engine(
         sqlalchemy_url(app.url.with_credentials(app.user, "nope").secret),

@@ -118,6 +118,12 @@ def test_rights_match_table_by_table_right_after_prepare(
         conn.execute(f"GRANT SELECT ON audit TO {app.user}")
         conn.execute(f"GRANT UPDATE (public_note) ON audit TO {app.user}")
         conn.execute(f"GRANT pg_read_all_settings TO {app.user}")
+        if app.cluster.version >= 16:
+            # 16+: passing on a membership takes ADMIN OPTION on that role.
+            conn.execute(
+                "GRANT pg_read_all_settings TO credflip_admin "
+                "WITH ADMIN TRUE, INHERIT FALSE, SET FALSE"
+            )
         conn.execute(f"ALTER ROLE {app.user} SET statement_timeout = '7s'")
         conn.execute(f'ALTER ROLE {app.user} SET search_path = billing, "$user", public')
         conn.execute(f"ALTER ROLE {app.user} IN DATABASE {app.database} SET work_mem = '8MB'")
@@ -169,3 +175,53 @@ def test_rights_match_table_by_table_right_after_prepare(
         conn.execute("UPDATE audit SET public_note = 'x'")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE audit SET secret = 'x'")
+
+
+def test_three_rotations_under_traffic_then_rollback(
+    app: App, store: SqliteStore, layout: Layout
+) -> None:
+    """On each version, with a non-superuser CREATEROLE admin (ADMIN OPTION only on 18)."""
+    from credflip.demo import Traffic, resolve_and_insert
+    from credflip.resolver import Resolver
+    from credflip.rotation import rollback
+
+    initialise(app, store, layout)
+    resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
+    traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=3, pause=0.005)
+    used = [app.url]  # every URL a color ever had
+    traffic.start()
+    try:
+        for _ in range(3):
+            assert rotate(store, layout, admin_url=app.admin_url, options=opts(client_ttl=0.3))
+            used.append(stored_url(store, layout, fresh(store, layout).color))
+        back = rollback(store, layout, admin_url=app.admin_url)
+        assert back.flipped and back.color is Color.BLUE
+    finally:
+        traffic.stop()
+    assert traffic.failed == 0, dict(traffic.errors)
+    assert set(traffic.by_color) == {"blue", "green"}
+    current = {stored_url(store, layout, color).password for color in Color}
+    for url in used:
+        if url.password not in current:
+            assert "password authentication failed" in login_error(url)
+    with app.su() as conn:
+        assert privileges(conn, app.user) == privileges(conn, app.green)
+        memberships = privileges(conn, app.user)["memberships"]
+    assert [m[0] for m in memberships] == [app.group]
+    if app.cluster.version >= 16:
+        # Options copied too; the admin kept no SET and no grant on either user.
+        assert memberships == [(app.group, False, True, True)]
+        with app.su() as conn:
+            rows = conn.execute(
+                "SELECT r.rolname, m.admin_option, m.inherit_option, m.set_option "
+                "FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+                "WHERE m.member = 'credflip_admin'::regrole AND r.rolname LIKE %s "
+                "ORDER BY 1, 2, 3, 4",
+                (f"{app.user}%",),
+            ).fetchall()
+        assert rows == [
+            (app.user, True, False, False),
+            (app.user + "_green", True, False, False),
+            (app.group, False, True, False),
+            (app.group, True, False, False),
+        ]

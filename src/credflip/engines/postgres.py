@@ -148,6 +148,14 @@ _DEFAULT_ACL_KINDS = {
 }
 
 
+class Membership(NamedTuple):
+    """The options of a membership; INHERIT and SET exist on PostgreSQL 16+ only."""
+
+    admin: bool
+    inherit: bool | None = None
+    set: bool | None = None
+
+
 class Grant(NamedTuple):
     """One privilege on one object, as held directly by a role."""
 
@@ -336,6 +344,7 @@ class PostgresEngine(Engine):
             raise ConfigurationError(
                 f"group role {group!r} exists and can log in; pick another with --group-role"
             )
+        self._require_admin_option([u for u in (active, inactive, group) if self._exists(u)])
         if not rows:
             self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
         self._ensure_admin_member(group)
@@ -347,7 +356,7 @@ class PostgresEngine(Engine):
         # order they would lose their own tables for a moment (and on a
         # lagging replica for as long as it lags).
         self._run(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(active)))
-        with self._acting_as(users):
+        with self._acting_as(users, to=group):
             # Ownership of everything the users own moves to the group, in
             # every database: REASSIGN OWNED only sees the current one.
             for dbname in self._databases_of(users, deptypes=("o",)):
@@ -408,6 +417,7 @@ class PostgresEngine(Engine):
         if user == like:
             raise RotationError(f"refusing to change {user!r}: it is the active user")
         self.remember_secret(password)
+        self._require_admin_option([r for r in (user, group) if r is not None and self._exists(r)])
         if not self._exists(user):
             self._run(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(user)))
         if group:
@@ -459,7 +469,7 @@ class PostgresEngine(Engine):
                 f"refusing to drop user {user!r}: {'; '.join(problems)}; retire it with "
                 f"--retire lock instead, or move those rights first"
             )
-        with self._acting_as([user], revoke_after=False):
+        with self._acting_as([user], to=group, revoke_after=False):
             for dbname in self._databases_of([user], deptypes=("o", "a")):
                 with self._database(dbname) as conn:
                     if group:
@@ -496,14 +506,25 @@ class PostgresEngine(Engine):
             )
         )
 
-    def _memberships(self, role: str) -> dict[str, bool]:
+    @property
+    def _options_on_memberships(self) -> bool:
+        """PostgreSQL 16+: memberships carry INHERIT and SET options besides ADMIN."""
+        return int(self.conn.info.server_version) >= 160000
+
+    def _memberships(self, role: str) -> dict[str, Membership]:
+        """The roles *role* is a member of, with the options it holds (ORed over grantors)."""
+        options = (
+            "bool_or(m.inherit_option), bool_or(m.set_option)"
+            if self._options_on_memberships
+            else "NULL::bool, NULL::bool"
+        )
         rows = self._run(
-            "SELECT g.rolname, m.admin_option FROM pg_auth_members m "
+            f"SELECT g.rolname, bool_or(m.admin_option), {options} FROM pg_auth_members m "
             "JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member "
-            "WHERE u.rolname = %s",
+            "WHERE u.rolname = %s GROUP BY 1",
             [role],
         )
-        return {str(name): bool(admin) for name, admin in rows}
+        return {str(name): Membership(bool(a), i, s) for name, a, i, s in rows}
 
     def _sync_memberships(
         self, source: str, target: str, *, revoke_extra: bool, exclude: set[str]
@@ -514,17 +535,30 @@ class PostgresEngine(Engine):
             "on PostgreSQL 16+ the admin needs ADMIN OPTION on that role: as a superuser run "
             "GRANT <role> TO <admin> WITH ADMIN OPTION"
         )
-        for role, admin in want.items():
-            if role not in have or (admin and not have[role]):
+        for role, options in want.items():
+            held = have.get(role)
+            if held == options:
+                continue
+            if self._options_on_memberships:
+                # One statement sets all three options of the admin's grant.
+                self._run(
+                    sql.SQL("GRANT {} TO {} WITH ADMIN {}, INHERIT {}, SET {}").format(
+                        sql.Identifier(role),
+                        sql.Identifier(target),
+                        *(sql.SQL("TRUE" if o else "FALSE") for o in options),
+                    ),
+                    hint=hint,
+                )
+            elif held is None or (options.admin and not held.admin):
                 self._run(
                     sql.SQL("GRANT {} TO {}{}").format(
                         sql.Identifier(role),
                         sql.Identifier(target),
-                        sql.SQL(" WITH ADMIN OPTION" if admin else ""),
+                        sql.SQL(" WITH ADMIN OPTION" if options.admin else ""),
                     ),
                     hint=hint,
                 )
-            elif have[role] and not admin:
+            else:
                 self._run(
                     sql.SQL("REVOKE ADMIN OPTION FOR {} FROM {}").format(
                         sql.Identifier(role), sql.Identifier(target)
@@ -681,41 +715,114 @@ class PostgresEngine(Engine):
             )
 
     def _ensure_admin_member(self, role: str) -> None:
-        rows = self._run(
-            "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
-            [role],
-        )
-        if not rows[0][0]:
-            self._run(
-                sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)),
-                hint="on PostgreSQL 16+ run as a superuser: GRANT "
-                f"{role} TO {self.admin_url.user} WITH ADMIN OPTION",
+        """Let the admin act with *role*'s privileges (to grant on and give to its objects).
+
+        On PostgreSQL 16+ it grants itself INHERIT only, never SET: it never
+        needs to become the group.
+        """
+        if not self._has_privileges_of(role):
+            self._grant_self(role)
+
+    def _require_admin_option(self, roles: Sequence[str]) -> None:
+        """PostgreSQL 16+: CREATEROLE covers only roles the admin holds ADMIN OPTION on.
+
+        Checked before anything changes, so that a missing grant is one clear
+        message instead of a half-done init or prepare.
+        """
+        if not self._options_on_memberships:
+            return
+        missing = [
+            str(name)
+            for name, ok in self._run(
+                "SELECT rolname, pg_has_role(current_user, oid, 'MEMBER WITH ADMIN OPTION') "
+                "FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
+                [list(roles)],
+            )
+            if not ok
+        ]
+        if missing:
+            admin = self.admin_url.user
+            raise InsufficientPrivilege(
+                f"admin user {admin!r} lacks ADMIN OPTION on {', '.join(missing)}, which "
+                f"PostgreSQL 16+ requires to manage a role: as a superuser (RDS/Aurora: the "
+                f"master user) run "
+                + "; ".join(
+                    f"GRANT {m} TO {admin} WITH ADMIN TRUE, INHERIT FALSE, SET FALSE"
+                    for m in missing
+                )
             )
 
-    @contextlib.contextmanager
-    def _acting_as(self, roles: Sequence[str], *, revoke_after: bool = True) -> Iterator[None]:
-        """Make the admin a member of *roles* for the duration (REASSIGN/DROP OWNED need it)."""
-        granted: list[str] = []
-        for role in roles:
-            rows = self._run(
-                "SELECT pg_has_role(current_user, oid, 'USAGE') FROM pg_roles WHERE rolname = %s",
+    def _has_privileges_of(self, role: str) -> bool:
+        rows = self._run(
+            "SELECT pg_has_role(current_user, oid, 'USAGE') FROM pg_roles WHERE rolname = %s",
+            [role],
+        )
+        return bool(rows and rows[0][0])
+
+    def _grant_self(self, role: str) -> None:
+        self._run(
+            sql.SQL("GRANT {} TO CURRENT_USER{}").format(
+                sql.Identifier(role),
+                sql.SQL(" WITH INHERIT TRUE, SET FALSE" if self._options_on_memberships else ""),
+            ),
+            hint="on PostgreSQL 16+ run as a superuser (RDS/Aurora: the master user): GRANT "
+            f"{role} TO {self.admin_url.user} WITH ADMIN OPTION",
+        )
+
+    def _own_grant(self, role: str) -> bool:
+        """Whether the admin already holds a membership in *role* that it granted itself."""
+        return bool(
+            self._run(
+                "SELECT 1 FROM pg_auth_members WHERE roleid = (SELECT oid FROM pg_roles "
+                "WHERE rolname = %s) AND member = (SELECT oid FROM pg_roles WHERE rolname = "
+                "current_user) AND grantor = (SELECT oid FROM pg_roles WHERE rolname = "
+                "current_user)",
                 [role],
             )
-            if rows and not rows[0][0]:
+        )
+
+    @contextlib.contextmanager
+    def _acting_as(
+        self, roles: Sequence[str], *, to: str | None = None, revoke_after: bool = True
+    ) -> Iterator[None]:
+        """Give the admin what ``REASSIGN OWNED BY roles TO to`` / ``DROP OWNED`` need.
+
+        That is the privileges (INHERIT) of each of *roles*, and on PostgreSQL
+        16+ the right to SET ROLE to *to* (giving it a database needs that).
+        The admin grants itself only those options and afterwards takes back
+        exactly what it added: an option on a grant of its own that existed
+        before, or the whole grant it made.
+        """
+        added: list[tuple[str, str]] = []  # (role, what to revoke)
+        for role in roles:
+            if not self._has_privileges_of(role):
+                existed = self._options_on_memberships and self._own_grant(role)
+                self._grant_self(role)
+                added.append((role, "INHERIT OPTION FOR " if existed else ""))
+        if to is not None:
+            self._ensure_admin_member(to)
+            if (
+                self._options_on_memberships
+                and not self._run(
+                    "SELECT pg_has_role(current_user, oid, 'SET') FROM pg_roles WHERE rolname = %s",
+                    [to],
+                )[0][0]
+            ):
+                existed = self._own_grant(to)
                 self._run(
-                    sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)),
-                    hint="on PostgreSQL 16+ run as a superuser: GRANT "
-                    f"{role} TO {self.admin_url.user} WITH ADMIN OPTION",
+                    sql.SQL("GRANT {} TO CURRENT_USER WITH SET TRUE").format(sql.Identifier(to))
                 )
-                granted.append(role)
+                added.append((to, "SET OPTION FOR " if existed else ""))
         try:
             yield
         finally:
             if revoke_after:
-                for role in granted:
+                for role, what in added:
                     with contextlib.suppress(EngineError):
                         self._run(
-                            sql.SQL("REVOKE {} FROM CURRENT_USER").format(sql.Identifier(role))
+                            sql.SQL("REVOKE {}{} FROM CURRENT_USER").format(
+                                sql.SQL(what), sql.Identifier(role)
+                            )
                         )
 
     # -- clients ---------------------------------------------------------
@@ -734,10 +841,15 @@ class PostgresEngine(Engine):
         return Sessions(tuple(SessionGroup(str(c), str(a), int(n)) for c, a, n in rows))
 
     def terminate(self, user: str) -> int:
-        """``pg_terminate_backend`` every session of *user*."""
+        """``pg_terminate_backend`` every session of *user*, waiting until each has exited.
+
+        The signal alone returns before the backend is gone; from 14 on the
+        function waits (up to 5 s each) so the count is of sessions that ended.
+        """
+        wait = ", 5000" if int(self.conn.info.server_version) >= 140000 else ""
         rows = self._run(
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE usename = %s AND pid <> pg_backend_pid()",
+            f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid{wait})) "
+            "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
             [user],
             hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
         )
@@ -813,7 +925,7 @@ class PostgresEngine(Engine):
         )
         if not owned:
             return
-        with self._acting_as([user]):
+        with self._acting_as([user], to=group):
             for dbname in self._databases_of([user], deptypes=("o",)):
                 with self._database(dbname) as conn:
                     self._run(
