@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -472,13 +472,20 @@ def layout() -> Layout:
 
 @dataclass
 class CliResult:
+    """A CLI run. ``err`` leaves out the warnings about passwords given in argv: most
+    tests pass URLs literally for brevity; test_cli checks those warnings."""
+
     code: int
     out: str
     err: str
+    argv_warnings: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return self.out + self.err
+
+
+ARGV_WARNING = "on the command line, where ps and shell history show it"
 
 
 @pytest.fixture
@@ -489,7 +496,10 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Any:
         capsys.readouterr()
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+        lines = captured.err.splitlines(keepends=True)
+        warned = [line for line in lines if ARGV_WARNING in line]
+        err = "".join(line for line in lines if ARGV_WARNING not in line)
+        return CliResult(code, captured.out, err, warned)
 
     return run
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from credflip.errors import ParameterExists, StoreAccessDenied, UsageError
+from credflip.errors import NotInitialized, ParameterExists, StoreAccessDenied, UsageError
 from credflip.stores import DEFAULT_STORE, open_store, store_spec
 from credflip.stores.sqlite import SqliteStore
 
@@ -103,11 +103,17 @@ def test_open_store_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("CREDFLIP_STORE", raising=False)
     assert store_spec() == DEFAULT_STORE == "sqlite:///.credflip/params.db"
     monkeypatch.chdir(tmp_path)
-    with open_store() as store:
+    # Only a command that creates (init) makes the file; a read creates nothing.
+    with pytest.raises(NotInitialized, match="does not exist"):
+        open_store()
+    assert not (tmp_path / ".credflip").exists()
+    with open_store(create=True) as store:
         store.put("/db/a/b", "c")
     assert (tmp_path / ".credflip" / "params.db").exists()
-    monkeypatch.setenv("CREDFLIP_STORE", f"sqlite:///{tmp_path}/env.db")
     with open_store() as store:
+        assert store.get("/db/a/b") == "c"
+    monkeypatch.setenv("CREDFLIP_STORE", f"sqlite:///{tmp_path}/env.db")
+    with open_store(create=True) as store:
         assert isinstance(store, SqliteStore) and store.path == tmp_path / "env.db"
     for bad, message in [
         ("sqlite://rel.db", "write sqlite:///"),

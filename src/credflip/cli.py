@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 from rich.console import Console
@@ -59,46 +59,131 @@ def _duration(what: str) -> Callable[[click.Context, click.Parameter, str | None
     return convert
 
 
-def common(func: F) -> F:
-    """Add ``--env``, ``--store`` and ``--prefix`` (with their env vars)."""
+@overload
+def common(func: F) -> F: ...
 
-    @click.option(
-        "--env",
-        "env",
-        envvar="CREDFLIP_ENV",
-        required=True,
-        help="Environment name, e.g. prod [$CREDFLIP_ENV].",
-    )
-    @click.option(
-        "--store",
-        envvar="CREDFLIP_STORE",
+
+@overload
+def common(*, create: bool = False) -> Callable[[F], F]: ...
+
+
+def common(func: F | None = None, *, create: bool = False) -> F | Callable[[F], F]:
+    """Add ``--env``, ``--store`` and ``--prefix`` (with their env vars).
+
+    Only a command made with ``create=True`` (``init``) may create a local
+    store file; the others report a missing one and create nothing.
+    """
+
+    def decorate(func: F) -> F:
+        @click.option(
+            "--env",
+            "env",
+            envvar="CREDFLIP_ENV",
+            required=True,
+            help="Environment name, e.g. prod [$CREDFLIP_ENV].",
+        )
+        @click.option(
+            "--store",
+            envvar="CREDFLIP_STORE",
+            default=None,
+            help="sqlite:///PATH (default sqlite:///.credflip/params.db) or ssm://REGION "
+            "[$CREDFLIP_STORE].",
+        )
+        @click.option(
+            "--prefix",
+            envvar="CREDFLIP_PREFIX",
+            default=DEFAULT_PREFIX,
+            show_default=True,
+            help="Parameter prefix [$CREDFLIP_PREFIX].",
+        )
+        @functools.wraps(func)
+        def wrapper(*args: Any, env: str, store: str | None, prefix: str, **kwargs: Any) -> Any:
+            layout = Layout(env, prefix)
+            with open_store(store, create=create) as opened:
+                return func(*args, layout=layout, store=opened, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
+
+
+#: Environment variables of the URL options.
+_URL_ENV = {
+    "admin_url": "CREDFLIP_ADMIN_URL",
+    "writer_url": "CREDFLIP_WRITER_URL",
+    "reader_url": "CREDFLIP_READER_URL",
+}
+
+
+def _url_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A URL option's value: the URL itself, ``-`` (a line of stdin) or ``@PATH``.
+
+    Messages never repeat the value: it may hold a password.
+    """
+    if value is None or param.name is None:
+        return value
+    name = "--" + param.name.replace("_", "-")
+    env = _URL_ENV[param.name]
+    if value == "-":
+        first = ctx.meta.setdefault("credflip.stdin", name)
+        if first != name:
+            raise UsageError(
+                f"{name} -: {first} already reads standard input, and only one option can; "
+                f"pass {name} as @PATH or in ${env}"
+            )
+        line = sys.stdin.readline().strip()
+        if not line:
+            raise UsageError(f"{name} -: standard input is empty: pipe the URL in, one line")
+        return line
+    if value.startswith("@"):
+        path = value[1:]
+        ctx.meta[f"credflip.path.{param.name}"] = path  # a path, never the secret
+        try:
+            with open(path, encoding="utf-8") as fh:
+                line = fh.readline().strip()
+        except OSError as exc:
+            raise UsageError(
+                f"{name} @{path}: cannot read the file ({(exc.strerror or str(exc)).lower()}); "
+                f"give a readable file whose first line is the URL"
+            ) from None
+        if not line:
+            raise UsageError(f"{name} @{path}: the file's first line is empty; put the URL there")
+        return line
+    source = ctx.get_parameter_source(param.name)
+    if source is click.core.ParameterSource.COMMANDLINE and _has_password(value):
+        err.print(
+            f"credflip: warning: {name} has a password on the command line, where ps and shell "
+            f"history show it; use {name} @FILE, {name} - (standard input) or ${env}"
+        )
+    return value
+
+
+def _has_password(text: str) -> bool:
+    try:
+        return bool(DbUrl.parse(text).password)
+    except UsageError:
+        return False
+
+
+def url_option(name: str, help_text: str, *, required: bool = False) -> Callable[[F], F]:
+    """A URL option that keeps secrets off the command line (``-``, ``@PATH``, env var)."""
+    env = _URL_ENV[name.removeprefix("--").replace("-", "_")]
+    return click.option(
+        name,
+        envvar=env,
         default=None,
-        help="sqlite:///PATH (default sqlite:///.credflip/params.db) or ssm://REGION "
-        "[$CREDFLIP_STORE].",
+        required=required,
+        metavar="URL|-|@PATH",
+        callback=_url_value,
+        help=f"{help_text} '-' reads a line of standard input, @PATH a file's first line [${env}].",
     )
-    @click.option(
-        "--prefix",
-        envvar="CREDFLIP_PREFIX",
-        default=DEFAULT_PREFIX,
-        show_default=True,
-        help="Parameter prefix [$CREDFLIP_PREFIX].",
-    )
-    @functools.wraps(func)
-    def wrapper(*args: Any, env: str, store: str | None, prefix: str, **kwargs: Any) -> Any:
-        layout = Layout(env, prefix)
-        with open_store(store) as opened:
-            return func(*args, layout=layout, store=opened, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def admin_option(func: F) -> F:
     """Add ``--admin-url``."""
-    return click.option(
-        "--admin-url",
-        default=None,
-        help="Admin URL [$CREDFLIP_ADMIN_URL, or the parameter {prefix}/{env}/admin-db-url].",
-    )(func)
+    return url_option("--admin-url", "Admin URL (else the parameter {prefix}/{env}/admin-db-url).")(
+        func
+    )
 
 
 def duration_option(name: str, default: str, help_text: str) -> Callable[[F], F]:
@@ -134,14 +219,22 @@ _state: dict[str, bool] = {"debug": False}
 
 
 @cli.command()
-@common
-@click.option("--admin-url", envvar="CREDFLIP_ADMIN_URL", required=True, help="Admin URL.")
-@click.option("--writer-url", default=None, help="The URL the application uses today (writer).")
-@click.option("--reader-url", default=None, help="The reader-endpoint URL (default: writer).")
+@common(create=True)
+@url_option("--admin-url", "Admin URL.", required=True)
+@url_option("--writer-url", "The URL the application uses today (writer).")
+@url_option("--reader-url", "The reader-endpoint URL (default: the writer URL).")
 @click.option("--green-user", default=None, help="Name of the green user (default <user>_green).")
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
 @instance_option
+@click.option(
+    "--save-admin-url",
+    is_flag=True,
+    help="Store the admin URL as {prefix}/{env}/admin-db-url (SecureString), for rotate, "
+    "status and the Lambda.",
+)
+@click.pass_context
 def init(
+    ctx: click.Context,
     *,
     store: Store,
     layout: Layout,
@@ -151,12 +244,14 @@ def init(
     green_user: str | None,
     group_role: str | None,
     instance: tuple[str, ...],
+    save_admin_url: bool,
 ) -> None:
     """Start managing an env: the existing user becomes blue, green is created."""
+    admin = DbUrl.parse(admin_url, what="--admin-url")
     result = commands.init(
         store,
         layout,
-        admin_url=DbUrl.parse(admin_url, what="--admin-url"),
+        admin_url=admin,
         writer_url=DbUrl.parse(writer_url, what="--writer-url") if writer_url else None,
         reader_url=DbUrl.parse(reader_url, what="--reader-url") if reader_url else None,
         green_user=green_user,
@@ -164,6 +259,8 @@ def init(
         instances=instance,
         on_event=_Progress().handle,
     )
+    if save_admin_url:
+        commands.save_admin_url(store, layout, admin_url=admin)
     how = "adopted the existing blue/green setup" if result.adopted else "initialised"
     out.print(f"env {layout.env}: {how} in {store.url}")
     for color, user in result.users.items():
@@ -173,8 +270,30 @@ def init(
         out.print(f"  group role {result.group} owns the objects; both users log in as it")
     for line in result.enabled:
         out.print(f"  {line}")
+    if save_admin_url:
+        out.print(f"  admin URL stored in {layout.admin_url} ({admin})")
     _print_drain_view(result.instances, result.counter_gaps)
-    out.print(f"next: credflip rotate --env {layout.env}")
+    out.print(_next_step(ctx, layout, store, saved=save_admin_url))
+
+
+def _next_step(ctx: click.Context, layout: Layout, store: Store, *, saved: bool) -> str:
+    """A ``next:`` line that works as printed in the same shell."""
+    where = f"--env {layout.env}"
+    if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
+        where += f" --store {store.url}"
+    if ctx.get_parameter_source("prefix") is click.core.ParameterSource.COMMANDLINE:
+        where += f" --prefix {layout.prefix}"
+    source = ctx.get_parameter_source("admin_url")
+    if saved or source is click.core.ParameterSource.ENVIRONMENT:
+        return f"next: credflip rotate {where}"
+    path = ctx.meta.get("credflip.path.admin_url")
+    if isinstance(path, str):
+        return f"next: credflip rotate {where} --admin-url @{path}"
+    # Given on stdin or in argv: nothing to repeat safely; store it once.
+    return (
+        f"next: credflip save-admin-url {where} --admin-url - (the admin URL on standard "
+        f"input), then credflip rotate {where}"
+    )
 
 
 def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) -> None:
@@ -510,6 +629,24 @@ def unlock_cmd(*, store: Store, layout: Layout, force: bool) -> None:
     """Break a stale rotation lock."""
     held = commands.unlock(store, layout, force=force)
     out.print(f"lock released (was held by {held.describe()})" if held else "lock was free")
+
+
+@cli.command(name="save-admin-url")
+@common
+@admin_option
+def save_admin_url_cmd(*, store: Store, layout: Layout, admin_url: str | None) -> None:
+    """Store the admin URL (SecureString) so that rotate, status and the Lambda find it."""
+    if not admin_url:
+        raise UsageError(
+            "save-admin-url needs the admin URL: --admin-url - (standard input), --admin-url "
+            "@PATH or $CREDFLIP_ADMIN_URL"
+        )
+    admin = DbUrl.parse(admin_url, what="--admin-url")
+    commands.save_admin_url(store, layout, admin_url=admin)
+    out.print(
+        f"admin URL stored in {layout.admin_url} ({admin}); next: credflip rotate --env "
+        f"{layout.env}"
+    )
 
 
 # -- demo ---------------------------------------------------------------

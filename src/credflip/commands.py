@@ -35,6 +35,7 @@ __all__ = [
     "admin_url_for",
     "history",
     "init",
+    "save_admin_url",
     "status",
     "unlock",
 ]
@@ -465,6 +466,32 @@ def _known_instances(colors: list[ColorStatus], state: State) -> list[InstanceSt
         if all(address != i.address for i in out):
             out.append(InstanceStatus(address, source))
     return out
+
+
+def save_admin_url(
+    store: Store, layout: Layout, *, admin_url: DbUrl, engine: Engine | None = None
+) -> None:
+    """Store *admin_url* as the env's SecureString ``admin-db-url``, once it proves itself.
+
+    It must connect, be the env's engine and have the rights the admin needs;
+    SSM encrypts it with the store's KMS key, the SQLite file is owner-only.
+    """
+    state = load_state(store, layout)
+    if admin_url.password is None:
+        raise UsageError("the admin URL holds no password: give user:password@host")
+    own = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+    try:
+        if eng.name != state.engine:
+            raise ConfigurationError(
+                f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
+                f"{eng.name}: pass the admin URL of that {state.engine} server"
+            )
+        eng.check_admin()
+    finally:
+        if own:
+            eng.close()
+    store.put(layout.admin_url, admin_url.secret, secure=True)
 
 
 def history(store: Store, layout: Layout) -> list[HistoryEntry]:

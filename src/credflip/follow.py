@@ -53,16 +53,22 @@ class ColorWatcher:
         self._thread: threading.Thread | None = None
 
     def start(self, color: Color) -> None:
-        """Start watching, *color* being the one in use now."""
+        """Start watching, *color* being the one in use now; a second call does nothing."""
+        if self._thread is not None and self._thread.is_alive():
+            return
         self.color = color
+        self._stop.clear()
         self._thread = threading.Thread(
             target=self._run, name=f"credflip-watch-{self.env}", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread (returns at once; the thread ends within an interval)."""
+        """Stop the thread and wait for it (unless called from the thread itself)."""
         self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
 
     def poll(self) -> bool:
         """Check once; return False when watching should end."""
@@ -78,5 +84,10 @@ class ColorWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            if not self.poll():
-                return
+            try:
+                if not self.poll():
+                    return
+            except Exception:
+                # A failing callback (say a pool that cannot drain) must not
+                # end the watching: the next change still has to be seen.
+                log.exception("credflip: watching env %r failed; still watching", self.env)

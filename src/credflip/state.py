@@ -22,9 +22,10 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, LockHeld, NotInitialized, ParameterExists
+from .errors import ConfigurationError, CredflipError, LockHeld, NotInitialized, ParameterExists
 from .layout import Color, Layout
 from .stores.base import MAX_VALUE_BYTES, Store
 
@@ -268,6 +269,9 @@ class LockInfo:
     #: Wall-clock time after which the holder is certainly gone (a Lambda's
     #: invocation cannot outlive its timeout); None when unknown.
     expires_at: float | None = None
+    #: The holder's kernel boot and PID namespace: its pid means something
+    #: here only when both match ours (containers share host names).
+    pid_space: str = ""
 
     @classmethod
     def mine(cls, purpose: str, expires_at: float | None = None) -> LockInfo:
@@ -284,6 +288,7 @@ class LockInfo:
             purpose=purpose,
             token=secrets.token_hex(8),
             expires_at=expires_at,
+            pid_space=pid_space(),
         )
 
     def to_json(self) -> str:
@@ -303,6 +308,7 @@ class LockInfo:
                 purpose=str(data.get("purpose", "rotate")),
                 token=str(data.get("token", "")),
                 expires_at=_maybe_float(data, "expires_at"),
+                pid_space=str(data.get("pid_space", "")),
             )
         except (ValueError, TypeError, AttributeError):
             return cls(owner="?", host="?", pid=0, started_at=0.0, purpose="unknown")
@@ -315,12 +321,16 @@ class LockInfo:
     def is_stale_here(self) -> bool:
         """True when the holder is certainly gone.
 
-        Either its declared expiry passed, or it ran on this host and its
-        process no longer exists.
+        Either its declared expiry passed, or it ran on this host, in this
+        boot and PID namespace, and its process no longer exists. Two
+        containers with the same host name (host networking) have different
+        PID namespaces: a pid of the other one says nothing here.
         """
         if self.expires_at is not None and time.time() > self.expires_at:
             return True
         if self.host != socket.gethostname() or self.pid <= 0:
+            return False
+        if not self.pid_space or self.pid_space != pid_space():
             return False
         try:
             os.kill(self.pid, 0)
@@ -329,6 +339,16 @@ class LockInfo:
         except PermissionError:
             return False
         return False
+
+
+def pid_space() -> str:
+    """This process's kernel boot id and PID namespace (Linux), or '' when unknown."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}"
 
 
 def read_lock(store: Store, layout: Layout) -> LockInfo | None:
@@ -358,10 +378,11 @@ def hold_lock(
             store.put(layout.lock, mine.to_json(), secure=False, overwrite=False)
             break
         except ParameterExists:
-            held = read_lock(store, layout)
-            if held is not None and attempt == 0 and held.is_stale_here():
+            text = store.get(layout.lock)
+            held = None if text is None else LockInfo.from_json(text)
+            if held is not None and text is not None and attempt == 0 and held.is_stale_here():
                 notice(f"taking over a stale lock: {held.describe()} (its holder is gone)")
-                _delete_if_token(store, layout, held.token)
+                store.delete_if(layout.lock, text)
                 continue
             holder = held.describe() if held else "a process that just released it"
             raise LockHeld(
@@ -369,15 +390,19 @@ def hold_lock(
                 f"the lock: {holder}; wait for it to finish, or if it died run "
                 f"'credflip unlock --env {layout.env} --force'"
             ) from None
+    # Only our own lock is deleted: if it was broken with --force and someone
+    # else took it, theirs must survive our exit.
     try:
         yield mine
-    finally:
-        _delete_if_token(store, layout, mine.token)
-
-
-def _delete_if_token(store: Store, layout: Layout, token: str) -> None:
-    # Only delete the lock we hold: if ours was broken with --force and
-    # someone else took it, theirs must survive our exit.
-    held = read_lock(store, layout)
-    if held is not None and held.token == token:
-        store.delete(layout.lock)
+    except BaseException:
+        # The error in flight is what the caller must see (a drain timeout
+        # stays exit 4); a store that also fails to release is reported aside.
+        try:
+            store.delete_if(layout.lock, mine.to_json())
+        except CredflipError as exc:
+            notice(
+                f"could not release the lock ({exc}); once nothing runs, run 'credflip unlock "
+                f"--env {layout.env} --force'"
+            )
+        raise
+    store.delete_if(layout.lock, mine.to_json())

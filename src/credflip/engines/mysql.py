@@ -33,6 +33,7 @@ from ..errors import (
     EngineError,
     InsufficientPrivilege,
     RotationError,
+    UsageError,
     is_auth_failure,
 )
 from ..urls import DbUrl, scrub
@@ -46,7 +47,6 @@ _NAME = r"`(?:[^`]|``)*`(?:@`(?:[^`]|``)*`)?"
 _PS = "performance_schema.accounts"
 _US = "user_statistics"
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
-_SSL_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_verify_cert", "ssl_verify_identity")
 
 # In SHOW GRANTS / SHOW CREATE USER: the authentication part, never replayed.
 _IDENTIFIED = re.compile(
@@ -63,8 +63,32 @@ def native_password_hash(password: str) -> str:
     return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
 
 
+#: URL query options passed to PyMySQL, with how to read their text.
+_QUERY_OPTIONS: dict[str, Any] = {
+    "charset": str,
+    "collation": str,
+    "ssl_ca": str,
+    "ssl_cert": str,
+    "ssl_key": str,
+    "ssl_disabled": "bool",
+    "ssl_verify_cert": "bool",
+    "ssl_verify_identity": "bool",
+    "connect_timeout": int,
+    "read_timeout": int,
+    "write_timeout": int,
+    "init_command": str,
+    "sql_mode": str,
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def connect_kwargs(url: DbUrl) -> dict[str, Any]:
-    """PyMySQL keyword arguments for *url* (``charset`` and ``ssl_*`` query options pass)."""
+    """PyMySQL keyword arguments for *url*.
+
+    Query options PyMySQL understands pass through (``ssl_ca``, ``charset``,
+    ...); any other is refused rather than dropped, so that a URL asking for
+    TLS never connects without it.
+    """
     kwargs: dict[str, Any] = {
         "host": url.host,
         "port": url.port or 3306,
@@ -74,7 +98,22 @@ def connect_kwargs(url: DbUrl) -> dict[str, Any]:
     if url.database:
         kwargs["database"] = url.database
     for key, value in url.query:
-        if key == "charset" or key in _SSL_OPTIONS:
+        kind = _QUERY_OPTIONS.get(key)
+        if kind is None:
+            raise UsageError(
+                f"MySQL URL option {key!r} is not supported: use "
+                f"{', '.join(sorted(_QUERY_OPTIONS))} (for TLS: ssl_ca=PATH, "
+                f"ssl_verify_cert=true)"
+            )
+        if kind == "bool":
+            if value.lower() not in _TRUE | _FALSE:
+                raise UsageError(f"MySQL URL option {key!r} takes true or false")
+            kwargs[key] = value.lower() in _TRUE
+        elif kind is int:
+            if not value.isdigit():
+                raise UsageError(f"MySQL URL option {key!r} takes a number of seconds")
+            kwargs[key] = int(value)
+        else:
             kwargs[key] = value
     return kwargs
 
@@ -94,13 +133,10 @@ class MysqlEngine(Engine):
     # -- connections -----------------------------------------------------
 
     def _connect(self, url: DbUrl, *, what: str) -> Any:
+        kwargs = connect_kwargs(url)
+        kwargs.setdefault("connect_timeout", max(1, int(self.connect_timeout)))
         try:
-            return pymysql.connect(
-                **connect_kwargs(url),
-                connect_timeout=max(1, int(self.connect_timeout)),
-                autocommit=True,
-                program_name="credflip",
-            )
+            return pymysql.connect(**kwargs, autocommit=True, program_name="credflip")
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc, url, what) from exc
 
@@ -398,7 +434,9 @@ class MysqlEngine(Engine):
     @classmethod
     def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
         """A PyMySQL connection as an application would open it."""
-        return pymysql.connect(**connect_kwargs(url), connect_timeout=max(1, int(timeout)))
+        kwargs = connect_kwargs(url)
+        kwargs.setdefault("connect_timeout", max(1, int(timeout)))
+        return pymysql.connect(**kwargs)
 
     def _begin(self, conn: Any) -> None:
         conn.begin()

@@ -19,8 +19,11 @@ def store_spec(spec: str | None = None) -> str:
     return spec or os.environ.get("CREDFLIP_STORE") or DEFAULT_STORE
 
 
-def open_store(spec: str | None = None) -> Store:
+def open_store(spec: str | None = None, *, create: bool = False) -> Store:
     """Open the store named by *spec* (see :func:`store_spec` for the default).
+
+    A local store file is created only with *create* (``credflip init``);
+    otherwise a missing one is an error, so a typo creates nothing.
 
     ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` follow
     SQLAlchemy's convention. ``ssm://`` or ``ssm://REGION`` take the query
@@ -38,7 +41,7 @@ def open_store(spec: str | None = None) -> Store:
             )
         from .sqlite import SqliteStore
 
-        return SqliteStore(rest[1:])
+        return SqliteStore(rest[1:], create=create)
     if scheme == "ssm":
         parts = urlsplit(text)
         options = dict(parse_qsl(parts.query))

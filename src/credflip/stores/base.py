@@ -62,6 +62,18 @@ class Store(abc.ABC):
         """Delete *name*; return whether it existed."""
         return self._delete(name)
 
+    def delete_if(self, name: str, value: str) -> bool:
+        """Delete *name* only if it holds *value*; return whether it was deleted.
+
+        Stores with a conditional delete do it in one step. The default reads,
+        then deletes: another writer could replace the value in between (SSM
+        has no conditional delete), which only matters for a lock someone
+        broke with ``unlock --force`` and re-took within that round trip.
+        """
+        if self.get(name) != value:
+            return False
+        return self.delete(name)
+
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to close
         """Release the store's resources."""
 

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..errors import ParameterExists, StoreAccessDenied, StoreError
+from ..errors import NotInitialized, ParameterExists, StoreAccessDenied, StoreError
 from .base import Store
 
 __all__ = ["SqliteStore"]
@@ -34,8 +34,17 @@ class SqliteStore(Store):
 
     scheme = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, create: bool = True
+    ) -> None:
         self.path = Path(path)
+        if not create and not self.path.exists():
+            # Read-only commands must not leave a folder and an empty store
+            # behind because of a typo in --store.
+            raise NotInitialized(
+                f"the store file {self.path} does not exist: check --store / CREDFLIP_STORE, "
+                f"or run 'credflip init' to create it"
+            )
         self._lock = threading.Lock()
         self._conn = self._open(timeout)
 
@@ -109,6 +118,19 @@ class SqliteStore(Store):
         with self._lock:
             try:
                 cur = self._conn.execute("DELETE FROM params WHERE name = ?", (name,))
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot delete {name} from the store {self.path}: {_reason(exc)}"
+                ) from exc
+        return cur.rowcount == 1
+
+    def delete_if(self, name: str, value: str) -> bool:
+        """Delete *name* only while it still holds *value*: one conditional ``DELETE``."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(
+                    "DELETE FROM params WHERE name = ? AND value = ?", (name, value)
+                )
             except sqlite3.Error as exc:
                 raise StoreError(
                     f"cannot delete {name} from the store {self.path}: {_reason(exc)}"
