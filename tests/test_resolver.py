@@ -228,3 +228,16 @@ def test_import_loads_no_driver_or_sdk() -> None:
         "click",
         "rich",
     }
+
+
+def test_a_long_outage_keeps_serving_the_last_value(cstore: CountingStore) -> None:
+    """Hours of failed reads (2000 at the 8 s cap): the backoff must not overflow."""
+    seed(cstore)
+    clock = Clock()
+    resolver = Resolver(store=cstore, ttl=10, clock=clock, backoff=1.0, max_backoff=8.0)
+    good = resolver.resolve("prod")
+    cstore.fail = True
+    for _ in range(2000):
+        clock.now += 8.01
+        assert resolver.resolve("prod") is good
+    assert cstore.reads == 2000  # the first step was still within the TTL

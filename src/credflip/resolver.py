@@ -200,7 +200,9 @@ class Resolver:
     def _failed(self, env: str, entry: _Entry, exc: CredflipError) -> Endpoints:
         now = self._clock()
         entry.failures += 1
-        delay = min(self.max_backoff, self.backoff * 2 ** (entry.failures - 1))
+        # The exponent is capped: after ~1000 failures (hours of an outage)
+        # 2 ** n no longer fits a float and every resolve would crash.
+        delay = min(self.max_backoff, self.backoff * 2 ** min(entry.failures - 1, 32))
         entry.retry_at = now + delay
         entry.error = exc
         entry.generation += 1
