@@ -42,12 +42,12 @@ from credflip import commands
 from credflip.embedded import EmbeddedPostgres
 from credflip.engines import engine_class
 from credflip.engines.mysql import native_password_hash
-from credflip.engines.postgres import connect_kwargs
 from credflip.errors import DrainTimeout
 from credflip.layout import Layout
 from credflip.rotation import RotateOptions, new_password, rotate
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
+from credflip.urls import libpq_kwargs as connect_kwargs
 
 TTL = 1.0
 RATES = [50.0, 5.0, 1.0, 0.2]  # requests per second

@@ -36,7 +36,7 @@ from psycopg import sql
 from credflip import commands
 from credflip.demo import Traffic
 from credflip.embedded import EmbeddedPostgres
-from credflip.engines.postgres import connect_kwargs, scram_verifier
+from credflip.engines.postgres import scram_verifier
 from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
@@ -50,6 +50,7 @@ from credflip.rotation import (
 from credflip.sqlalchemy import create_engine
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
+from credflip.urls import libpq_kwargs as connect_kwargs
 
 OUT = Path(__file__).parent / "out"
 LAMBDAS = 4

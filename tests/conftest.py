@@ -26,8 +26,6 @@ from servers import MY_ADMIN, PrivateMariadb
 
 from credflip.cli import main
 from credflip.embedded import EmbeddedPostgres, find_bindir
-from credflip.engines.mysql import connect_kwargs as my_connect_kwargs
-from credflip.engines.postgres import connect_kwargs
 from credflip.errors import ConfigurationError
 from credflip.layout import Layout
 from credflip.rotation import new_password
@@ -35,6 +33,8 @@ from credflip.stores.base import Store
 from credflip.stores.sqlite import SqliteStore
 from credflip.stores.ssm import SsmStore
 from credflip.urls import DbUrl
+from credflip.urls import libpq_kwargs as connect_kwargs
+from credflip.urls import pymysql_kwargs as my_connect_kwargs
 
 ADMIN = "credflip_admin"
 _counter = itertools.count(1)

@@ -40,7 +40,7 @@ def engine(app: MyApp) -> MysqlEngine:
 
 def create_user_text(app: MyApp, user: str, host: str) -> str:
     """SHOW CREATE USER without credentials, lock state and the user's name."""
-    from credflip.engines.mysql import _IDENTIFIED
+    from credflip.engines.mysql.plan import IDENTIFIED as _IDENTIFIED
 
     text = str(app.mariadb.sql("SHOW CREATE USER %s@%s", args=(user, host))[0][0])
     text = _IDENTIFIED.sub("", text).replace(" ACCOUNT LOCK", "").replace(" ACCOUNT UNLOCK", "")

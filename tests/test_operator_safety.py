@@ -269,7 +269,8 @@ def test_the_watcher_survives_a_failing_callback(
 
 
 def test_mysql_url_options_pass_through_or_are_refused(mariadb: Any) -> None:
-    from credflip.engines.mysql import MysqlEngine, connect_kwargs
+    from credflip.engines.mysql import MysqlEngine
+    from credflip.urls import pymysql_kwargs as connect_kwargs
 
     base = DbUrl("mysql", "127.0.0.1", "u", "p", mariadb.port, "d")
     kwargs = connect_kwargs(

@@ -29,13 +29,13 @@ from .commands import init
 from .durations import format_duration
 from .embedded import EmbeddedPostgres
 from .engines import engine_class
-from .engines.postgres import connect_kwargs
 from .errors import ConfigurationError
 from .layout import Color, Layout
 from .resolver import Resolver
 from .rotation import RotateOptions, RotationResult, new_password, rotate
 from .stores.sqlite import SqliteStore
 from .urls import DbUrl
+from .urls import libpq_kwargs as connect_kwargs
 
 __all__ = ["DemoSummary", "Traffic", "resolve_and_insert", "run_demo"]
 
@@ -220,7 +220,7 @@ class _MysqlTarget(_Target):
     def _root(self) -> Any:
         import pymysql
 
-        from .engines.mysql import connect_kwargs as my_kwargs
+        from .urls import pymysql_kwargs as my_kwargs
 
         try:
             return pymysql.connect(**my_kwargs(self.root), autocommit=True, connect_timeout=5)

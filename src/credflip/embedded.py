@@ -154,7 +154,8 @@ class EmbeddedPostgres:
         import psycopg
         from psycopg import sql
 
-        from .engines.postgres import connect_kwargs, scram_verifier
+        from .engines.postgres import scram_verifier
+        from .urls import libpq_kwargs as connect_kwargs
 
         with psycopg.connect(**connect_kwargs(self.superuser_url), autocommit=True) as conn:
             if password is None:

@@ -17,13 +17,13 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from .engines.postgres import connect_kwargs
 from .errors import is_auth_failure
 from .follow import ColorWatcher
 from .layout import Color, Role
 from .resolver import Resolver, default_resolver
 from .stores.base import Store
 from .urls import DbUrl
+from .urls import libpq_kwargs as connect_kwargs
 
 __all__ = ["CredflipPool", "connection_pool"]
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import UsageError
 
-__all__ = ["MASK", "DbUrl", "mask_url", "scrub"]
+__all__ = ["MASK", "DbUrl", "libpq_kwargs", "mask_url", "pymysql_kwargs", "scrub"]
 
 MASK = "***"
 
@@ -139,3 +140,72 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...] | set[str]) -> str:
         for form in {secret, quote(secret, safe="")}:
             text = text.replace(form, MASK)
     return text
+
+
+# -- driver connect arguments: the engines and the client integrations use them --
+
+
+def libpq_kwargs(url: DbUrl) -> dict[str, Any]:
+    """libpq keyword arguments for *url* (query options such as sslmode pass through)."""
+    kwargs: dict[str, Any] = dict(url.query)
+    kwargs.update(host=url.host, user=url.user, dbname=url.database or url.user)
+    if url.port is not None:
+        kwargs["port"] = url.port
+    if url.password is not None:
+        kwargs["password"] = url.password
+    return kwargs
+
+
+#: URL query options passed to PyMySQL, with how to read their text.
+_QUERY_OPTIONS: dict[str, Any] = {
+    "charset": str,
+    "collation": str,
+    "ssl_ca": str,
+    "ssl_cert": str,
+    "ssl_key": str,
+    "ssl_disabled": "bool",
+    "ssl_verify_cert": "bool",
+    "ssl_verify_identity": "bool",
+    "connect_timeout": int,
+    "read_timeout": int,
+    "write_timeout": int,
+    "init_command": str,
+    "sql_mode": str,
+}
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def pymysql_kwargs(url: DbUrl) -> dict[str, Any]:
+    """PyMySQL keyword arguments for *url*.
+
+    Query options PyMySQL understands pass through (``ssl_ca``, ``charset``,
+    ...); any other is refused rather than dropped, so that a URL asking for
+    TLS never connects without it.
+    """
+    kwargs: dict[str, Any] = {
+        "host": url.host,
+        "port": url.port or 3306,
+        "user": url.user,
+        "password": url.password or "",
+    }
+    if url.database:
+        kwargs["database"] = url.database
+    for key, value in url.query:
+        kind = _QUERY_OPTIONS.get(key)
+        if kind is None:
+            raise UsageError(
+                f"MySQL URL option {key!r} is not supported: use "
+                f"{', '.join(sorted(_QUERY_OPTIONS))} (for TLS: ssl_ca=PATH, "
+                f"ssl_verify_cert=true)"
+            )
+        if kind == "bool":
+            if value.lower() not in _TRUE | _FALSE:
+                raise UsageError(f"MySQL URL option {key!r} takes true or false")
+            kwargs[key] = value.lower() in _TRUE
+        elif kind is int:
+            if not value.isdigit():
+                raise UsageError(f"MySQL URL option {key!r} takes a number of seconds")
+            kwargs[key] = int(value)
+        else:
+            kwargs[key] = value
+    return kwargs

@@ -10,7 +10,7 @@ client-side hash.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
@@ -18,7 +18,36 @@ from typing import Any, ClassVar
 from ..errors import EngineError
 from ..urls import DbUrl
 
-__all__ = ["Engine", "Observation", "SessionGroup", "Sessions", "Signal", "UserState"]
+__all__ = [
+    "Engine",
+    "Observation",
+    "SessionGroup",
+    "Sessions",
+    "Signal",
+    "Step",
+    "UserState",
+]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a plan: what to run, where, and what to say when it is refused.
+
+    Engines read the catalog, *plan* a change as a list of steps (pure), and
+    :meth:`Engine.execute` runs them: the one place an engine changes a
+    database. ``rotate --dry-run`` prints the same steps instead.
+    """
+
+    #: The statement: a ``psycopg.sql`` composition, or text with ``%s`` params.
+    sql: Any
+    params: tuple[Any, ...] | None = None
+    #: PostgreSQL: the database to run it in ('' = the admin URL's).
+    database: str = ""
+    #: What to tell the operator when the admin is refused.
+    hint: str = ""
+    #: Cleanup (the admin taking back a right it gave itself): runs even when
+    #: an earlier step failed, and its own failure is ignored.
+    cleanup: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,13 +174,6 @@ class Engine(abc.ABC):
         """
 
     @abc.abstractmethod
-    def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
-        """Create or update *user* with *password*, allow login, and give it the rights of *like*.
-
-        Must not change *like* in any way.
-        """
-
-    @abc.abstractmethod
     def lock_user(self, user: str) -> None:
         """Stop *user* from logging in; reversible with :meth:`unlock_user`."""
 
@@ -165,6 +187,60 @@ class Engine(abc.ABC):
 
         *keep* is the active user, which must keep every right *user* had.
         """
+
+    # -- plans -----------------------------------------------------------
+
+    def execute(self, steps: Sequence[Step]) -> None:
+        """Run *steps* in order: the one place an engine changes a database.
+
+        At the first refusal the remaining cleanup steps still run (their own
+        failures ignored), then the refusal is raised.
+        """
+        failure: EngineError | None = None
+        for step in steps:
+            if failure is not None and not step.cleanup:
+                continue
+            try:
+                self._execute(step)
+            except EngineError as exc:
+                if step.cleanup:
+                    continue
+                failure = exc
+        if failure is not None:
+            raise failure
+
+    @abc.abstractmethod
+    def _execute(self, step: Step) -> None:
+        """Run one step as the admin; translate driver errors (naming ``step.hint``)."""
+
+    @abc.abstractmethod
+    def render(self, step: Step) -> str:
+        """The step as the server would receive it, every known secret shown as ``***``."""
+
+    @abc.abstractmethod
+    def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:
+        """The statements :meth:`prepare_user` runs."""
+
+    def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
+        """Create or update *user* with *password*, allow login, and give it the rights of *like*.
+
+        Must not change *like* in any way.
+        """
+        self.execute(self.plan_prepare(user, password, like=like, group=group))
+
+    @abc.abstractmethod
+    def plan_retire(
+        self, user: str, *, keep: str, group: str | None, drop: bool, watched: bool | None = None
+    ) -> list[Step]:
+        """The statements that retire *user*: lock it (undoing the drain's watch) or drop it.
+
+        *watched*: plan as if the drain had (True) or had not (False) made
+        the user's logins countable; None reads the current state.
+        """
+
+    def plan_watch(self, user: str, group: str | None) -> list[Step]:
+        """The statements :meth:`begin_watch` runs (none where logins count per user)."""
+        return []
 
     # -- clients ---------------------------------------------------------
 
@@ -236,7 +312,7 @@ class Engine(abc.ABC):
 
     def begin_watch(self, user: str, group: str | None) -> None:
         """Make *user*'s new logins count as its own (called once the pointer moved away)."""
-        return  # where logins already count per user, nothing to do
+        self.execute(self.plan_watch(user, group))
 
     def end_watch(self, user: str, group: str | None) -> None:
         """Undo :meth:`begin_watch` and hand anything the user created meanwhile to *group*."""

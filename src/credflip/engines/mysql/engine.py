@@ -1,4 +1,4 @@
-"""MySQL 8, MariaDB >= 10.6 and Aurora MySQL through PyMySQL.
+"""MySQL 8, MariaDB >= 10.6 and Aurora MySQL through PyMySQL: the engine.
 
 Accounts are ``user@host``: the new color is created for every host pattern
 the active user has, and accounts of the old color that the active user no
@@ -13,109 +13,41 @@ Passwords go to the server as a ``mysql_native_password`` hash computed here
 mysql_native_password AS '*...'`` on MySQL) whenever the active user uses that
 plugin; only ``caching_sha2_password`` on MySQL 8 needs the plaintext, which
 MySQL rewrites as ``<secret>`` in its logs.
+
+Every change is planned first (:mod:`.plan`) from the server's own text
+(``SHOW GRANTS``, ``SHOW CREATE USER``) and executed in one place.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pymysql
 import pymysql.cursors
 
-from ..errors import (
+from ...errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectFailed,
     EngineError,
     InsufficientPrivilege,
     RotationError,
-    UsageError,
     is_auth_failure,
 )
-from ..urls import DbUrl, scrub
-from . import register
-from .base import Engine, Observation, SessionGroup, Sessions, Signal, UserState
+from ...urls import DbUrl, pymysql_kwargs, scrub
+from .. import register
+from ..base import Engine, Observation, SessionGroup, Sessions, Signal, Step, UserState
+from . import plan
+from . import signals as my_signals
 
-__all__ = ["MysqlEngine", "connect_kwargs", "native_password_hash"]
+__all__ = ["MysqlEngine"]
 
 # A quoted role as SHOW GRANTS prints it: `name` or `name`@`host`.
 _NAME = r"`(?:[^`]|``)*`(?:@`(?:[^`]|``)*`)?"
-_PS = "performance_schema.accounts"
-_US = "user_statistics"
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
-
-# In SHOW GRANTS / SHOW CREATE USER: the authentication part, never replayed.
-_IDENTIFIED = re.compile(
-    r" IDENTIFIED (?:BY PASSWORD '[^']*'|WITH \S+(?: AS '[^']*'| BY '[^']*')?|VIA .*?)"
-    r"(?=( REQUIRE | WITH | PASSWORD | ACCOUNT |$))"
-)
-_REQUIRE = re.compile(r" REQUIRE (.+?)(?= WITH | PASSWORD | ACCOUNT |$)")
-_LIMITS = re.compile(r" WITH ((?:MAX_\w+ \d+ ?)+)")
-
-
-def native_password_hash(password: str) -> str:
-    """``mysql_native_password``'s stored form: ``*`` + upper-hex SHA1(SHA1(password))."""
-    inner = hashlib.sha1(password.encode()).digest()  # noqa: S324 - the plugin's own format
-    return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
-
-
-#: URL query options passed to PyMySQL, with how to read their text.
-_QUERY_OPTIONS: dict[str, Any] = {
-    "charset": str,
-    "collation": str,
-    "ssl_ca": str,
-    "ssl_cert": str,
-    "ssl_key": str,
-    "ssl_disabled": "bool",
-    "ssl_verify_cert": "bool",
-    "ssl_verify_identity": "bool",
-    "connect_timeout": int,
-    "read_timeout": int,
-    "write_timeout": int,
-    "init_command": str,
-    "sql_mode": str,
-}
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-
-
-def connect_kwargs(url: DbUrl) -> dict[str, Any]:
-    """PyMySQL keyword arguments for *url*.
-
-    Query options PyMySQL understands pass through (``ssl_ca``, ``charset``,
-    ...); any other is refused rather than dropped, so that a URL asking for
-    TLS never connects without it.
-    """
-    kwargs: dict[str, Any] = {
-        "host": url.host,
-        "port": url.port or 3306,
-        "user": url.user,
-        "password": url.password or "",
-    }
-    if url.database:
-        kwargs["database"] = url.database
-    for key, value in url.query:
-        kind = _QUERY_OPTIONS.get(key)
-        if kind is None:
-            raise UsageError(
-                f"MySQL URL option {key!r} is not supported: use "
-                f"{', '.join(sorted(_QUERY_OPTIONS))} (for TLS: ssl_ca=PATH, "
-                f"ssl_verify_cert=true)"
-            )
-        if kind == "bool":
-            if value.lower() not in _TRUE | _FALSE:
-                raise UsageError(f"MySQL URL option {key!r} takes true or false")
-            kwargs[key] = value.lower() in _TRUE
-        elif kind is int:
-            if not value.isdigit():
-                raise UsageError(f"MySQL URL option {key!r} takes a number of seconds")
-            kwargs[key] = int(value)
-        else:
-            kwargs[key] = value
-    return kwargs
 
 
 @register
@@ -133,7 +65,7 @@ class MysqlEngine(Engine):
     # -- connections -----------------------------------------------------
 
     def _connect(self, url: DbUrl, *, what: str) -> Any:
-        kwargs = connect_kwargs(url)
+        kwargs = pymysql_kwargs(url)
         kwargs.setdefault("connect_timeout", max(1, int(self.connect_timeout)))
         try:
             return pymysql.connect(**kwargs, autocommit=True, program_name="credflip")
@@ -195,9 +127,15 @@ class MysqlEngine(Engine):
                 ) from exc
             raise EngineError(f"MySQL refused a statement: {self._diag(exc)}") from exc
 
-    def _account(self, user: str, host: str) -> str:
-        """``'user'@'host'``, both quoted by the driver."""
-        return f"{self.conn.escape(user)}@{self.conn.escape(host)}"
+    def _execute(self, step: Step) -> None:
+        self._run(step.sql, step.params, hint=step.hint)
+
+    def render(self, step: Step) -> str:
+        """The statement as sent, with passwords and hashes masked."""
+        with self.conn.cursor() as cur:
+            text = cur.mogrify(step.sql, step.params)
+        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
+        return scrub(str(text), secrets)
 
     @property
     def is_mariadb(self) -> bool:
@@ -248,14 +186,44 @@ class MysqlEngine(Engine):
                     todo += re.findall(_NAME, roles.group(1))
         return ", ".join(found)
 
-    # -- users -----------------------------------------------------------
+    # -- the catalog -------------------------------------------------------
 
     def _hosts(self, user: str) -> list[str]:
         rows = self._run("SELECT Host FROM mysql.user WHERE User = %s ORDER BY Host", [user])
         return [str(r[0]) for r in rows]
 
     def _create_user_text(self, user: str, host: str) -> str:
-        return str(self._run(f"SHOW CREATE USER {self._account(user, host)}")[0][0])
+        return str(self._run("SHOW CREATE USER %s@%s", [user, host])[0][0])
+
+    def _grants(self, user: str, host: str) -> list[str]:
+        """``SHOW GRANTS`` lines without their authentication part."""
+        rows = self._run("SHOW GRANTS FOR %s@%s", [user, host])
+        return [plan.IDENTIFIED.sub("", str(r[0])) for r in rows]
+
+    def normalized_grants(self, user: str) -> dict[str, list[str]]:
+        """Each host's grants with the grantee replaced by ``<grantee>``, sorted (for comparing)."""
+        out: dict[str, list[str]] = {}
+        for host in self._hosts(user):
+            quoted = plan.quoted_account(user, host)
+            out[host] = sorted(g.replace(quoted, "<grantee>") for g in self._grants(user, host))
+        return out
+
+    def definer_objects(self, user: str) -> list[str]:
+        """Views, routines, triggers and events whose DEFINER is *user*."""
+        rows = self._run(
+            "SELECT CONCAT('view ', TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.VIEWS "
+            "WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            "UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) "
+            "FROM information_schema.ROUTINES WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            "UNION ALL SELECT CONCAT('trigger ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) "
+            "FROM information_schema.TRIGGERS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            "UNION ALL SELECT CONCAT('event ', EVENT_SCHEMA, '.', EVENT_NAME) "
+            "FROM information_schema.EVENTS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s",
+            [user, user, user, user],
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    # -- users -----------------------------------------------------------
 
     def user_state(self, user: str) -> UserState:
         """Whether *user* exists (any host) and every account of it is unlocked."""
@@ -273,147 +241,71 @@ class MysqlEngine(Engine):
         if not self._hosts(active):
             raise ConfigurationError(f"user {active!r} does not exist on this server")
         if not self._hosts(inactive):
-            self._sync(active, inactive)
+            self.execute(self._plan_sync(active, inactive))
         # An inactive user that already exists (a hand-made setup) may still
         # serve clients: its rights are synced in prepare, once it is idle.
         return None
 
-    def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
+    def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:
         """Sync accounts and rights from *like*, then set the password and unlock."""
         if user == like:
             raise RotationError(f"refusing to change {user!r}: it is the active user")
         self.remember_secret(password)
-        self._sync(like, user)
+        self.remember_secret(plan.native_password_hash(password))
+        steps = self._plan_sync(like, user)
         mariadb = self.is_mariadb
         plugins = {
             str(h): str(p)
             for h, p in self._run("SELECT Host, plugin FROM mysql.user WHERE User = %s", [like])
         }
-        for host in self._hosts(user):
+        for host in self._hosts(like):  # the target's hosts, once synced
             plugin = plugins.get(host) or "mysql_native_password"
-            # User and host are parameters here: the driver quotes them, and a
-            # host such as '%' cannot collide with the placeholders.
-            if mariadb or plugin in ("mysql_native_password", ""):
-                clause = (
-                    "IDENTIFIED BY PASSWORD %s"
-                    if mariadb
-                    else "IDENTIFIED WITH mysql_native_password AS %s"
-                )
-                self._run(
-                    f"ALTER USER %s@%s {clause}", [user, host, native_password_hash(password)]
-                )
-            else:
-                # caching_sha2_password salts on the server: MySQL rewrites
-                # this statement's secret as <secret> in its logs.
-                self._run(
-                    "ALTER USER %s@%s IDENTIFIED WITH caching_sha2_password BY %s",
-                    [user, host, password],
-                )
-            self._run(f"ALTER USER {self._account(user, host)} ACCOUNT UNLOCK")
+            steps.append(plan.set_password(user, host, password, plugin=plugin, mariadb=mariadb))
+            steps.append(plan.set_lock(user, host, locked=False))
+        return steps
 
-    def _grants(self, user: str, host: str) -> list[str]:
-        """``SHOW GRANTS`` lines without their authentication part."""
-        rows = self._run(f"SHOW GRANTS FOR {self._account(user, host)}")
-        return [_IDENTIFIED.sub("", str(r[0])) for r in rows]
-
-    def normalized_grants(self, user: str) -> dict[str, list[str]]:
-        """Each host's grants with the grantee replaced by ``<grantee>``, sorted (for comparing)."""
-        out: dict[str, list[str]] = {}
-        for host in self._hosts(user):
-            quoted = _quoted_account(user, host)
-            out[host] = sorted(g.replace(quoted, "<grantee>") for g in self._grants(user, host))
-        return out
-
-    def _sync(self, source: str, target: str) -> None:
+    def _plan_sync(self, source: str, target: str) -> list[Step]:
         """Make *target*'s accounts and rights equal *source*'s (target must be idle)."""
         source_hosts, target_hosts = self._hosts(source), self._hosts(target)
-        for host in set(target_hosts) - set(source_hosts):
-            self._run(f"DROP USER {self._account(target, host)}")
+        steps = [plan.drop_user(target, h) for h in sorted(set(target_hosts) - set(source_hosts))]
         for host in source_hosts:
-            account = self._account(target, host)
             if host not in target_hosts:
-                self._run(f"CREATE USER {account} ACCOUNT LOCK")
+                steps.append(plan.create_user(target, host))
             else:
-                self._revoke_everything(target, host)
-            quoted = _quoted_account(source, host)
-            for line in self._grants(source, host):
-                if line.startswith("GRANT USAGE ON *.* TO ") and "GRANT OPTION" not in line:
-                    # No privilege in it; TLS and limits are copied below with
-                    # ALTER USER, which needs no global GRANT OPTION.
-                    continue
-                if quoted not in line:
-                    raise EngineError(f"cannot read SHOW GRANTS line for {source}@{host}")
-                self._run(
-                    line.replace(quoted, account),
-                    hint="the admin must hold each right WITH GRANT OPTION (and roles WITH ADMIN "
-                    "OPTION) to give it",
-                )
-            self._copy_tls_and_limits(source, target, host)
-
-    def _revoke_everything(self, user: str, host: str) -> None:
-        account = self._account(user, host)
-        quoted = _quoted_account(user, host)
-        for line in self._grants(user, host):
-            role = re.fullmatch(r"GRANT (`(?:[^`]|``)*`) TO " + re.escape(quoted), line)
-            if role:
-                self._run(f"REVOKE {role.group(1)} FROM {account}")
-            proxy = re.fullmatch(r"GRANT PROXY ON (\S+) TO " + re.escape(quoted) + ".*", line)
-            if proxy:
-                self._run(f"REVOKE PROXY ON {proxy.group(1)} FROM {account}")
-        self._run(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {account}")
-
-    def _copy_tls_and_limits(self, source: str, target: str, host: str) -> None:
-        text = _IDENTIFIED.sub("", self._create_user_text(source, host))
-        require = _REQUIRE.search(text)
-        limits = _LIMITS.search(text)
-        tls = require.group(1) if require else "NONE"
-        if not re.fullmatch(
-            r"(NONE|SSL|X509|(?:(?:AND )?(?:ISSUER|SUBJECT|CIPHER) '[^']*' ?)+)", tls.strip()
-        ):
-            raise EngineError(f"cannot copy the TLS requirement of {source}@{host}: {tls!r}")
-        with_limits = (
-            limits.group(1).strip()
-            if limits
-            else (
-                "MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 "
-                "MAX_USER_CONNECTIONS 0"
+                steps += plan.revoke_everything(self._grants(target, host), target, host)
+            steps += plan.copy_grants(self._grants(source, host), source, target, host)
+            steps.append(
+                plan.tls_and_limits(self._create_user_text(source, host), source, target, host)
             )
-        )
-        # Both parts are the server's own rendering of the source account.
-        self._run(f"ALTER USER {self._account(target, host)} REQUIRE {tls} WITH {with_limits}")
+        return steps
 
     def lock_user(self, user: str) -> None:
         """``ACCOUNT LOCK`` every account of *user*; open sessions stay."""
-        self._set_account_lock(user, "LOCK")
+        self.execute(self._plan_lock(user, locked=True))
 
     def unlock_user(self, user: str) -> None:
         """``ACCOUNT UNLOCK`` every account of *user*."""
-        self._set_account_lock(user, "UNLOCK")
+        self.execute(self._plan_lock(user, locked=False))
 
-    def _set_account_lock(self, user: str, state: str) -> None:
-        for host in self._hosts(user):
-            self._run(f"ALTER USER {self._account(user, host)} ACCOUNT {state}")
+    def _plan_lock(self, user: str, *, locked: bool) -> list[Step]:
+        return [plan.set_lock(user, host, locked=locked) for host in self._hosts(user)]
 
-    def definer_objects(self, user: str) -> list[str]:
-        """Views, routines, triggers and events whose DEFINER is *user*."""
-        rows = self._run(
-            "SELECT CONCAT('view ', TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.VIEWS "
-            "WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
-            "UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) "
-            "FROM information_schema.ROUTINES WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
-            "UNION ALL SELECT CONCAT('trigger ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) "
-            "FROM information_schema.TRIGGERS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
-            "UNION ALL SELECT CONCAT('event ', EVENT_SCHEMA, '.', EVENT_NAME) "
-            "FROM information_schema.EVENTS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s",
-            [user, user, user, user],
-        )
-        return sorted(str(r[0]) for r in rows)
+    def plan_retire(
+        self, user: str, *, keep: str, group: str | None, drop: bool, watched: bool | None = None
+    ) -> list[Step]:
+        """``ACCOUNT LOCK`` (logins count per user here: nothing to undo), or ``DROP USER``."""
+        if drop:
+            return self._plan_drop(user, keep=keep)
+        return self._plan_lock(user, locked=True)
 
     def drop_user(self, user: str, *, keep: str, group: str | None) -> None:
         """``DROP USER`` every account of *user*, refused while anything depends on it."""
+        self.execute(self._plan_drop(user, keep=keep))
+
+    def _plan_drop(self, user: str, *, keep: str) -> list[Step]:
         hosts = self._hosts(user)
         if not hosts:
-            return
+            return []
         problems = []
         definers = self.definer_objects(user)
         if definers:
@@ -430,15 +322,14 @@ class MysqlEngine(Engine):
                 f"refusing to drop user {user!r}: {'; '.join(problems)}; retire it with "
                 f"--retire lock instead, or change those DEFINERs first"
             )
-        for host in hosts:
-            self._run(f"DROP USER {self._account(user, host)}")
+        return [plan.drop_user(user, host) for host in hosts]
 
     # -- clients ---------------------------------------------------------
 
     @classmethod
     def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
         """A PyMySQL connection as an application would open it."""
-        kwargs = connect_kwargs(url)
+        kwargs = pymysql_kwargs(url)
         kwargs.setdefault("connect_timeout", max(1, int(timeout)))
         return pymysql.connect(**kwargs)
 
@@ -461,78 +352,18 @@ class MysqlEngine(Engine):
     def signals(self) -> list[Signal]:
         """The processlist, and the cumulative login counts this server keeps."""
         if self._signals is None:
-            self._signals = self._find_signals()
+            self._signals = my_signals.find_signals(
+                self._run,
+                admin=self.admin_url.user,
+                privileges=self._global_privileges(),
+                mariadb=self.is_mariadb,
+            )
         return list(self._signals)
-
-    def _find_signals(self) -> list[Signal]:
-        admin = self.admin_url.user
-        on_all = self._global_privileges()
-        process = "ALL PRIVILEGES" in on_all or "PROCESS" in on_all
-        # Without PROCESS both views silently show only the admin's own rows.
-        need_process = f"GRANT PROCESS ON *.* TO {admin} (without it the view is silently empty)"
-        out = [
-            Signal(
-                "processlist",
-                cumulative=False,
-                available=process,
-                detail="open sessions" if process else need_process,
-            )
-        ]
-        row = self._run("SELECT @@performance_schema")[0]
-        if not row[0]:
-            ps = Signal(
-                _PS,
-                cumulative=True,
-                available=False,
-                detail="set performance_schema=ON in the server's configuration and restart "
-                "(RDS/Aurora: the DB parameter group)",
-            )
-        else:
-            try:
-                self._run("SELECT 1 FROM performance_schema.accounts LIMIT 0")
-                ps = Signal(_PS, cumulative=True, available=True, detail="logins per account")
-            except EngineError:
-                ps = Signal(
-                    _PS,
-                    cumulative=True,
-                    available=False,
-                    detail=f"GRANT SELECT ON performance_schema.* TO {admin}",
-                )
-        out.append(ps)
-        if self.is_mariadb:
-            userstat = bool(self._run("SELECT @@userstat")[0][0])
-            if not userstat:
-                detail = (
-                    "SET GLOBAL userstat = 1, and userstat = 1 in the server's configuration to "
-                    "keep it after a restart (RDS: the DB parameter group)"
-                )
-            else:
-                detail = "logins per user" if process else need_process
-            out.append(Signal(_US, cumulative=True, available=userstat and process, detail=detail))
-        return out
 
     def observe(self, user: str) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
-        sessions = self.sessions(user)
         available = {s.name for s in self.signals() if s.cumulative and s.available}
-        counters: dict[str, Hashable] = {}
-        if _PS in available:
-            row = self._run(
-                "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0), COUNT(*) "
-                "FROM performance_schema.accounts WHERE USER = %s",
-                [user],
-            )[0]
-            # When the accounts table is full, new accounts go uncounted
-            # ("lost"): a rise there may be this user.
-            lost = self._run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
-            counters[_PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
-        if _US in available:
-            rows = self._run(
-                "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
-                [user],
-            )
-            counters[_US] = int(rows[0][0]) if rows else None
-        return Observation(sessions, counters)
+        return Observation(self.sessions(user), my_signals.counters(self._run, user, available))
 
     def cluster_members(self) -> list[str] | None:
         """Aurora MySQL: instance identifiers from ``information_schema.replica_host_status``."""
@@ -576,8 +407,3 @@ def _errno(exc: BaseException) -> int:
     """The server's error number of a PyMySQL error (0 when it has none)."""
     args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     return args[0] if args and isinstance(args[0], int) else 0
-
-
-def _quoted_account(user: str, host: str) -> str:
-    """The account as SHOW GRANTS prints it: ```user`@`host```."""
-    return "`" + user.replace("`", "``") + "`@`" + host.replace("`", "``") + "`"

@@ -23,8 +23,8 @@ from typing import Any
 
 from psycopg import sql
 
-from ..errors import EngineError
-from .base import Signal
+from ...errors import EngineError
+from ..base import Signal
 
 __all__ = ["AURORA_MEMBERS_SQL", "SESSIONS_SQL", "Statements", "find_statements"]
 
