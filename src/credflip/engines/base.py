@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 from ..errors import EngineError
-from ..urls import DbUrl
+from ..urls import DbUrl, scrub
 
 __all__ = [
     "Engine",
@@ -136,16 +136,47 @@ class Engine(abc.ABC):
     admin_url: DbUrl
     connect_timeout: float = 10.0
     _secrets: list[str] = field(default_factory=list, repr=False)
+    _conn: Any = field(default=None, repr=False)
+
+    # -- the admin connection: one place for both drivers ------------------
+
+    @property
+    def conn(self) -> Any:
+        """The admin connection, opened on first use (and again after it broke)."""
+        if self._conn is None or not self._is_open(self._conn):
+            self._conn = self._connect(self.admin_url, what="the admin URL")
+        return self._conn
+
+    def close(self) -> None:
+        """Close the admin connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._is_open(conn):
+            conn.close()
+
+    def _diag(self, exc: BaseException) -> str:
+        """The first line of a driver error, scrubbed of every known secret."""
+        text = self._message(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return scrub(first, self._known_secrets())
+
+    def _known_secrets(self) -> list[str]:
+        return [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
+
+    @staticmethod
+    @abc.abstractmethod
+    def _is_open(conn: Any) -> bool:
+        """Whether a connection of this driver is still usable."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _message(exc: BaseException) -> str:
+        """The human part of a driver error."""
 
     # -- admin -----------------------------------------------------------
 
     @abc.abstractmethod
     def check_admin(self) -> None:
         """Connect as admin and check it may manage users; raise naming the missing right."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Close any connection the engine holds."""
 
     def __enter__(self) -> Engine:
         return self
@@ -279,10 +310,6 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def _begin(self, conn: Any) -> None:
         """Start a transaction on *conn* (which is in autocommit mode)."""
-
-    @abc.abstractmethod
-    def _diag(self, exc: BaseException) -> str:
-        """The first line of a driver error, scrubbed of every known secret."""
 
     @abc.abstractmethod
     def sessions(self, user: str) -> Sessions:

@@ -59,7 +59,6 @@ class MysqlEngine(Engine):
     schemes = ("mysql", "mariadb")
     driver_error = pymysql.err.MySQLError
 
-    _conn: Any = dataclasses.field(default=None, repr=False)
     _signals: list[Signal] | None = dataclasses.field(default=None, repr=False)
 
     # -- connections -----------------------------------------------------
@@ -93,25 +92,14 @@ class MysqlEngine(Engine):
             f"the server is running"
         )
 
-    @property
-    def conn(self) -> Any:
-        """The admin connection, opened on first use."""
-        if self._conn is None or not self._conn.open:
-            self._conn = self._connect(self.admin_url, what="the admin URL")
-        return self._conn
+    @staticmethod
+    def _is_open(conn: Any) -> bool:
+        return bool(conn.open)
 
-    def close(self) -> None:
-        """Close the admin connection."""
-        if self._conn is not None:
-            if self._conn.open:
-                self._conn.close()
-            self._conn = None
-
-    def _diag(self, exc: BaseException) -> str:
+    @staticmethod
+    def _message(exc: BaseException) -> str:
         args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
-        text = str(args[1]) if len(args) > 1 else str(exc)
-        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-        return scrub(text.strip().splitlines()[0] if text.strip() else type(exc).__name__, secrets)
+        return str(args[1]) if len(args) > 1 else str(exc)
 
     def _run(self, query: str, args: Sequence[Any] | None = None, *, hint: str = "") -> list[Any]:
         """Execute one statement as admin; translate driver errors."""
@@ -134,8 +122,7 @@ class MysqlEngine(Engine):
         """The statement as sent, with passwords and hashes masked."""
         with self.conn.cursor() as cur:
             text = cur.mogrify(step.sql, step.params)
-        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-        return scrub(str(text), secrets)
+        return scrub(str(text), self._known_secrets())
 
     @property
     def is_mariadb(self) -> bool:

@@ -60,7 +60,6 @@ class PostgresEngine(Engine):
     schemes = ("postgresql", "postgres", "psql")
     driver_error = psycopg.Error
 
-    _conn: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
     _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
         default=None, repr=False
     )
@@ -97,12 +96,13 @@ class PostgresEngine(Engine):
             f"that the server is running"
         )
 
-    @property
-    def conn(self) -> psycopg.Connection[tuple[Any, ...]]:
-        """The admin connection, opened on first use."""
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect(self.admin_url, what="the admin URL")
-        return self._conn
+    @staticmethod
+    def _is_open(conn: Any) -> bool:
+        return not conn.closed
+
+    @staticmethod
+    def _message(exc: BaseException) -> str:
+        return str(exc).strip().removeprefix("connection failed: ")
 
     @contextlib.contextmanager
     def _database(self, dbname: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
@@ -116,18 +116,6 @@ class PostgresEngine(Engine):
             yield conn
         finally:
             conn.close()
-
-    def close(self) -> None:
-        """Close the admin connection."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _diag(self, exc: BaseException) -> str:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        first = first.removeprefix("connection failed: ")
-        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-        return scrub(first, secrets)
 
     def _run(
         self,
@@ -158,8 +146,7 @@ class PostgresEngine(Engine):
     def render(self, step: Step) -> str:
         """The statement as sent, with the password, verifier and admin password masked."""
         text = step.sql if isinstance(step.sql, str) else step.sql.as_string(self.conn)
-        secrets = [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-        return scrub(str(text), secrets)
+        return scrub(str(text), self._known_secrets())
 
     @property
     def _main(self) -> str:
