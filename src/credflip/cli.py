@@ -26,6 +26,7 @@ from .drain import Verdict
 from .durations import format_duration, parse_duration
 from .errors import CredflipError, UsageError
 from .layout import DEFAULT_PREFIX, Layout
+from .preview import RotationPlan, plan_rotation
 from .resolver import Resolver
 from .rotation import (
     DrainProgress,
@@ -355,6 +356,11 @@ def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str])
     metavar="HOST[:PORT]",
     help="Stop watching an instance kept from an earlier --instance. Repeatable.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the SQL, parameters, instances and signals a rotation would use; change nothing.",
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def rotate_cmd(
     *,
@@ -371,6 +377,7 @@ def rotate_cmd(
     require_counters: bool,
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
+    dry_run: bool,
     yes: bool,
 ) -> None:
     """Give the inactive user a new password and move every client to it."""
@@ -387,6 +394,9 @@ def rotate_cmd(
         instances=instance,
         forget_instances=forget_instance,
     )
+    if dry_run:
+        _print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
+        return
     if not yes and sys.stdin.isatty():
         click.confirm(
             f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?",
@@ -398,6 +408,46 @@ def rotate_cmd(
     finally:
         progress.stop()
     _print_result(result)
+
+
+def _print_plan(plan: RotationPlan) -> None:
+    """``rotate --dry-run``: what the rotation would do, in its order."""
+
+    def sql(steps: list[tuple[str, str]]) -> None:
+        where = plan.main_database
+        for database, text in steps:
+            if (database or plan.main_database) != where:
+                where = database or plan.main_database
+                out.print(f"    -- in database {where}")
+            out.print(f"    {text};")
+        if not steps:
+            out.print("    (nothing)")
+
+    out.print(
+        f"dry run of the next rotation of env {plan.env}: {plan.from_color} ({plan.from_user}) → "
+        f"{plan.to_color} ({plan.to_user}); nothing was changed and no lock taken"
+    )
+    out.print("1. prepare: SQL, in order")
+    sql(plan.prepare)
+    out.print("   parameters written:")
+    for param in plan.parameters:
+        out.print(f"    {param.name}  {param.kind}  {param.value}  ({param.when})")
+    out.print("2. verify: log in with " + "; ".join(plan.verify))
+    out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
+    out.print(
+        f"4. drain: watch {plan.from_user!r} for client TTL {format_duration(plan.client_ttl)}, "
+        f"then no use for one more TTL; --min-drain {format_duration(plan.min_drain)}; at the "
+        f"earliest {format_duration(plan.earliest_retire_after)} after the switch; timeout "
+        f"{format_duration(plan.drain_timeout)}"
+    )
+    for address, source, signals in plan.instances:
+        out.print(f"    {address} ({source}): {', '.join(signals) or 'no signal'}")
+    for gap in plan.counter_gaps:
+        out.print(f"    no login counter: {gap}")
+    out.print("   SQL when the drain starts:")
+    sql(plan.watch)
+    out.print(f"5. retire ({plan.retire_mode}): SQL")
+    sql(plan.retire)
 
 
 def _print_result(result: RotationResult) -> None:

@@ -46,6 +46,7 @@ __all__ = [
     "RotateOptions",
     "RotationResult",
     "new_password",
+    "preflight",
     "read_pointer",
     "rollback",
     "rotate",
@@ -501,11 +502,10 @@ class _Run:
 
     def _retire(self) -> bool:
         old, keep = self.user(self.rot.from_color), self.user(self.rot.to_color)
-        if self.options.retire == "drop":
-            self.engine.drop_user(old, keep=keep, group=self.state.group)
-        else:
-            self.engine.lock_user(old)
-            self.engine.end_watch(old, self.state.group)
+        drop = self.options.retire == "drop"
+        self.engine.execute(
+            self.engine.plan_retire(old, keep=keep, group=self.state.group, drop=drop)
+        )
         return True
 
     def _done(self) -> bool:
@@ -600,7 +600,7 @@ def rotate(
                     f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
                     f"{eng.name}: pass the admin URL of that {state.engine} server"
                 )
-            instances = _instance_list(state.instances, options)
+            instances = instance_list(state.instances, options)
             state.instances = instances
             fleet = env_fleet(store, layout, state, eng, notice=notice)
             try:
@@ -612,7 +612,7 @@ def rotate(
             eng.close()
 
 
-def _instance_list(stored: list[str], options: RotateOptions) -> list[str]:
+def instance_list(stored: list[str], options: RotateOptions) -> list[str]:
     """The env's stored instances with ``--instance`` added and ``--forget-instance`` removed."""
     forget = {format_address(*parse_address(t)) for t in options.forget_instances}
     out: list[str] = []
@@ -621,6 +621,37 @@ def _instance_list(stored: list[str], options: RotateOptions) -> list[str]:
         if address not in forget and address not in out:
             out.append(address)
     return out
+
+
+def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:
+    """What must hold before a rotation (or its dry run) changes anything."""
+    fleet.require_session_views()
+    current = state.current
+    from_color = current.from_color if current is not None else pointer
+    if options.require_counters:
+        gaps = fleet.counter_gaps(state.users[from_color], state.group)
+        if gaps:
+            raise ConfigurationError(
+                f"--require-counters: the drain could miss a short login: {'; '.join(gaps)}; "
+                f"nothing was changed"
+            )
+    if current is not None:
+        return
+    target = state.users[pointer.other]
+    for inst, found in fleet.sessions(target):
+        if isinstance(found, CredflipError):
+            raise RotationError(
+                f"cannot check whether the inactive user {target!r} is idle on "
+                f"{inst.address} ({inst.source}): {found}; start it, or if it was removed "
+                f"for good, add --forget-instance {inst.address}"
+            )
+        if found.count:
+            raise RotationError(
+                f"the inactive user {target!r} ({pointer.other}) still has {found.count} "
+                f"session(s) on {inst.address} ({found.describe()}): clients still use it; "
+                f"wait until they move to {pointer} (one client TTL after the last switch) "
+                f"and run rotate again"
+            )
 
 
 def _start_or_resume(
@@ -632,33 +663,10 @@ def _start_or_resume(
     on_event: Callable[[Event], None] | None,
 ) -> RotationResult:
     """Checks that must pass before anything changes, then the phases."""
-    fleet.require_session_views()
     pointer = read_pointer(store, layout)
     current = state.current
-    from_color = current.from_color if current is not None else pointer
-    if options.require_counters:
-        gaps = fleet.counter_gaps(state.users[from_color], state.group)
-        if gaps:
-            raise ConfigurationError(
-                f"--require-counters: the drain could miss a short login: {'; '.join(gaps)}; "
-                f"nothing was changed"
-            )
+    preflight(fleet, state, pointer, options)
     if current is None:
-        target = state.users[pointer.other]
-        for inst, found in fleet.sessions(target):
-            if isinstance(found, CredflipError):
-                raise RotationError(
-                    f"cannot check whether the inactive user {target!r} is idle on "
-                    f"{inst.address} ({inst.source}): {found}; start it, or if it was removed "
-                    f"for good, add --forget-instance {inst.address}"
-                )
-            if found.count:
-                raise RotationError(
-                    f"the inactive user {target!r} ({pointer.other}) still has {found.count} "
-                    f"session(s) on {inst.address} ({found.describe()}): clients still use it; "
-                    f"wait until they move to {pointer} (one client TTL after the last switch) "
-                    f"and run rotate again"
-                )
         current = Rotation(
             id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2),
             from_color=pointer,
