@@ -23,7 +23,16 @@ from .errors import (
 from .instances import Fleet, Instance, format_address, parse_address
 from .layout import ROLES, Color, Layout
 from .rotation import Event, Notice, env_fleet, read_pointer
-from .state import HistoryEntry, LockInfo, Rotation, State, load_state, read_lock, save_state
+from .state import (
+    HistoryEntry,
+    LockInfo,
+    Rotation,
+    State,
+    load_state,
+    read_lock,
+    require_engine,
+    save_state,
+)
 from .stores.base import Store
 from .urls import DbUrl
 
@@ -482,11 +491,7 @@ def save_admin_url(
     own = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
-        if eng.name != state.engine:
-            raise ConfigurationError(
-                f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
-                f"{eng.name}: pass the admin URL of that {state.engine} server"
-            )
+        require_engine(state, eng.name, layout)
         eng.check_admin()
     finally:
         if own:

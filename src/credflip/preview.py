@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .drain import DrainPolicy
 from .engines import Engine, engine_for
 from .engines.base import Step
-from .errors import ConfigurationError, CredflipError, RotationError
+from .errors import CredflipError, RotationError
 from .layout import ROLES, Layout
 from .rotation import (
     RotateOptions,
@@ -26,7 +26,7 @@ from .rotation import (
     read_pointer,
     read_urls,
 )
-from .state import load_state
+from .state import load_state, require_engine
 from .stores.base import Store
 from .urls import DbUrl
 
@@ -88,11 +88,7 @@ def plan_rotation(
     own = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
-        if state.engine != eng.name:
-            raise ConfigurationError(
-                f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
-                f"{eng.name}: pass the admin URL of that {state.engine} server"
-            )
+        require_engine(state, eng.name, layout)
         state.instances = instance_list(state.instances, options)  # not saved
         fleet = env_fleet(store, layout, state, eng)
         try:

@@ -32,7 +32,16 @@ from .errors import (
 )
 from .instances import Fleet, Instance, format_address, parse_address
 from .layout import ROLES, Color, Layout, Role
-from .state import HistoryEntry, Phase, Rotation, State, hold_lock, load_state, save_state
+from .state import (
+    HistoryEntry,
+    Phase,
+    Rotation,
+    State,
+    hold_lock,
+    load_state,
+    require_engine,
+    save_state,
+)
 from .stores.base import Store
 from .urls import DbUrl, scrub
 
@@ -595,11 +604,7 @@ def rotate(
     try:
         with hold_lock(store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at):
             state = load_state(store, layout)
-            if state.engine != eng.name:
-                raise ConfigurationError(
-                    f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
-                    f"{eng.name}: pass the admin URL of that {state.engine} server"
-                )
+            require_engine(state, eng.name, layout)
             instances = instance_list(state.instances, options)
             state.instances = instances
             fleet = env_fleet(store, layout, state, eng, notice=notice)

@@ -38,6 +38,7 @@ __all__ = [
     "hold_lock",
     "load_state",
     "read_lock",
+    "require_engine",
     "save_state",
 ]
 
@@ -249,6 +250,15 @@ def load_state(store: Store, layout: Layout) -> State:
             f"run 'credflip init --env {layout.env}' first, or check --env/--store/--prefix"
         )
     return State.from_json(text, where=layout.state)
+
+
+def require_engine(state: State, engine: str, layout: Layout) -> None:
+    """Refuse an admin URL of another engine than the env's."""
+    if engine != state.engine:
+        raise ConfigurationError(
+            f"env {layout.env!r} is managed with {state.engine} but the admin URL is "
+            f"{engine}: pass the admin URL of that {state.engine} server"
+        )
 
 
 def save_state(store: Store, layout: Layout, state: State) -> None:

@@ -164,7 +164,7 @@ def set_attributes(target: str, attrs: Attributes) -> Step:
             _id(target),
             sql.SQL("CREATEDB" if attrs.createdb else "NOCREATEDB"),
             sql.SQL("INHERIT" if attrs.inherit else "NOINHERIT"),
-            sql.Literal(int(attrs.connlimit)),
+            sql.SQL(str(int(attrs.connlimit))),  # an int: no quoting needed, none possible
         )
     )
 
