@@ -711,7 +711,7 @@ def save_admin_url_cmd(*, store: Store, layout: Layout, admin_url: str | None) -
 )
 @click.option("--rotations", default=3, show_default=True, type=click.IntRange(1, 50))
 @click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 64))
-@click.option("--client-ttl", default="1s", show_default=True, callback=_duration("--client-ttl"))
+@duration_option("--client-ttl", "1s", "Clients' cache TTL.")
 def demo_cmd(engine: str, rotations: int, workers: int, client_ttl: float) -> None:
     """Rotate a throw-away database under live traffic and report."""
     from .demo import run_demo

@@ -21,6 +21,7 @@ from .errors import (
     UsageError,
 )
 from .instances import Fleet, Instance, format_address, parse_address
+from .instances import normalize as normalize_instances
 from .layout import ROLES, Color, Layout
 from .rotation import Event, Notice, env_fleet, read_pointer
 from .state import (
@@ -109,7 +110,7 @@ def init(
             f"env {layout.env!r} is already managed by credflip in {store.url}; use "
             f"'credflip status' or 'credflip rotate'"
         )
-    stored = [format_address(*parse_address(i)) for i in instances]
+    stored = normalize_instances([], instances)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:

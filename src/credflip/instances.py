@@ -23,7 +23,7 @@ from .engines import Engine, Sessions, Signal, engine_class
 from .errors import ConfigurationError, CredflipError, EngineError, RotationError, UsageError
 from .urls import DbUrl
 
-__all__ = ["Fleet", "Instance", "format_address", "parse_address"]
+__all__ = ["Fleet", "Instance", "format_address", "normalize", "parse_address"]
 
 _ADDRESS = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+))(?::(?P<port>\d+))?"
@@ -59,6 +59,23 @@ class Instance:
     def address(self) -> str:
         """``host:port`` (the port only when known)."""
         return format_address(self.host, self.port)
+
+    def on(self, url: DbUrl) -> DbUrl:
+        """*url* pointed at this instance (same user, password, database and options)."""
+        return dataclasses.replace(url, host=self.host, port=self.port)
+
+
+def normalize(
+    stored: Iterable[str], add: Iterable[str] = (), forget: Iterable[str] = ()
+) -> list[str]:
+    """*stored* plus *add* minus *forget*, each as ``host:port``, in order, without repeats."""
+    gone = {format_address(*parse_address(t)) for t in forget}
+    out: list[str] = []
+    for text in (*stored, *add):
+        address = format_address(*parse_address(text))
+        if address not in gone and address not in out:
+            out.append(address)
+    return out
 
 
 def gather(
@@ -96,6 +113,7 @@ class Fleet:
         self.primary = primary
         self.instances = list(instances)
         self._engines: dict[str, Engine] = {self.instances[0].address: primary}
+        self._signals: list[tuple[Instance, list[Signal] | CredflipError]] | None = None
 
     @classmethod
     def of(
@@ -160,9 +178,7 @@ class Fleet:
         """The admin's engine on *instance* (the primary's own for the first)."""
         eng = self._engines.get(instance.address)
         if eng is None:
-            url = dataclasses.replace(
-                self.primary.admin_url, host=instance.host, port=instance.port
-            )
+            url = instance.on(self.primary.admin_url)
             eng = engine_class(url.scheme)(url, connect_timeout=self.primary.connect_timeout)
             self._engines[instance.address] = eng
         return eng
@@ -189,8 +205,21 @@ class Fleet:
         return out
 
     def signals(self) -> list[tuple[Instance, list[Signal] | CredflipError]]:
-        """Each instance's signals, or the error that kept it from answering."""
-        return [(inst, res) for inst, res in self._each(lambda e: e.signals())]  # type: ignore[misc]
+        """Each instance's signals, or the error that kept it from answering.
+
+        Read once per fleet: signals do not change during a command, and an
+        instance that does not answer is not waited for again.
+        """
+        if self._signals is None:
+            self._signals = [(i, r) for i, r in self._each(lambda e: e.signals())]  # type: ignore[misc]
+        return list(self._signals)
+
+    def can_count(self, user: str, group: str | None) -> bool:
+        """Whether some instance counts logins and the counts can tell *user* apart."""
+        return self.primary.count_problem(user, group) is None and any(
+            not isinstance(sigs, CredflipError) and any(s.cumulative and s.available for s in sigs)
+            for _inst, sigs in self.signals()
+        )
 
     def sessions(self, user: str) -> list[tuple[Instance, Sessions | CredflipError]]:
         """*user*'s open sessions on each instance, or the error."""

@@ -140,12 +140,7 @@ def plan_rotation(
                 )
                 plan.instances.append((inst.address, inst.source, names))
             plan.counter_gaps.extend(fleet.counter_gaps(old, state.group))
-            counting = eng.count_problem(old, state.group) is None and any(
-                not isinstance(sigs, CredflipError)
-                and any(s.cumulative and s.available for s in sigs)
-                for _inst, sigs in fleet.signals()
-            )
-            watch = eng.plan_watch(old, state.group) if counting else []
+            watch = eng.plan_watch(old, state.group) if fleet.can_count(old, state.group) else []
             plan.watch.extend(_rendered(eng, watch))
             # The retire check runs after prepare has given the new color the
             # old one's rights: compare the old user with itself.

@@ -12,7 +12,6 @@ This module prints nothing: progress goes to an ``on_event`` callback.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -30,7 +29,8 @@ from .errors import (
     RotationError,
     UsageError,
 )
-from .instances import Fleet, Instance, format_address, parse_address
+from .instances import Fleet, format_address, parse_address
+from .instances import normalize as instances_normalize
 from .layout import ROLES, Color, Layout, Role
 from .state import (
     HistoryEntry,
@@ -350,7 +350,7 @@ class _Run:
         done = {_address(urls["writer"], self.fleet)}
         targets = [("reader URL", urls["reader"])]
         targets += [
-            (f"instance {inst.address} ({inst.source})", _on(urls["reader"], inst))
+            (f"instance {inst.address} ({inst.source})", inst.on(urls["reader"]))
             for inst in self.fleet.instances
         ]
         for label, url in targets:
@@ -401,7 +401,7 @@ class _Run:
         old, group = self.user(rot.from_color), self.state.group
         policy = DrainPolicy(client_ttl=rot.client_ttl or 0.0, min_drain=rot.min_drain or 0.0)
         problem = self.engine.count_problem(old, group)
-        if problem is None and self._any_counter():
+        if self.fleet.can_count(old, group):
             self.engine.begin_watch(old, group)
         # Standbys count the old user's logins once they replayed this far.
         position = self.engine.position() if problem is None else None
@@ -436,12 +436,6 @@ class _Run:
                 self.notice("stopping in the drain to respect the deadline; run again to resume")
                 return False
             time.sleep(opts.sample_interval)
-
-    def _any_counter(self) -> bool:
-        return any(
-            not isinstance(sigs, CredflipError) and any(s.cumulative and s.available for s in sigs)
-            for _inst, sigs in self.fleet.signals()
-        )
 
     def _announce(self, old: str, group: str | None) -> None:
         """Name the drain's instances and signals; warn when a short login could be missed."""
@@ -538,11 +532,6 @@ class _Run:
         return True
 
 
-def _on(url: DbUrl, inst: Instance) -> DbUrl:
-    """*url* pointed at *inst*."""
-    return dataclasses.replace(url, host=inst.host, port=inst.port)
-
-
 def _address(url: DbUrl, fleet: Fleet) -> str:
     port = url.port or fleet.instances[0].port
     return format_address(url.host.lower(), port)
@@ -554,7 +543,6 @@ def env_fleet(
     state: State,
     engine: Engine,
     *,
-    extra: tuple[str, ...] = (),
     strict: bool = True,
     notice: Callable[[str], None] = lambda _m: None,
 ) -> Fleet:
@@ -568,9 +556,7 @@ def env_fleet(
                 urls.append(
                     (f"{color} {role} URL", DbUrl.parse(text, what=layout.url(color, role)))
                 )
-    return Fleet.of(
-        engine, urls=urls, stored=[*state.instances, *extra], strict=strict, notice=notice
-    )
+    return Fleet.of(engine, urls=urls, stored=state.instances, strict=strict, notice=notice)
 
 
 def rotate(
@@ -619,13 +605,7 @@ def rotate(
 
 def instance_list(stored: list[str], options: RotateOptions) -> list[str]:
     """The env's stored instances with ``--instance`` added and ``--forget-instance`` removed."""
-    forget = {format_address(*parse_address(t)) for t in options.forget_instances}
-    out: list[str] = []
-    for text in (*stored, *options.instances):
-        address = format_address(*parse_address(text))
-        if address not in forget and address not in out:
-            out.append(address)
-    return out
+    return instances_normalize(stored, options.instances, options.forget_instances)
 
 
 def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:

@@ -233,9 +233,7 @@ class PostgresEngine(Engine):
         steps = list(before)
         # Ownership of everything the users own moves to the group, in every
         # database: REASSIGN OWNED only sees the current one.
-        for dbname in self._in(
-            self._main, catalog.databases_of, users, deptypes=("o",), main=self._main
-        ):
+        for dbname in catalog.databases_of(self._run, users, deptypes=("o",), main=self._main):
             # REASSIGN OWNED may reach a function or type before its schema,
             # and the new owner needs CREATE on that schema.
             for schema in self._in(dbname, catalog.schemas_of, users):
