@@ -151,18 +151,23 @@ class Postgres:
 
 
 class Mariadb:
+    """The machine's MariaDB; every user and database it makes starts with *prefix*."""
+
     name = "mysql"
     counter = "user_statistics"
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str = "cfb") -> None:
+        self.prefix = prefix
+        self.admin = f"{prefix}_admin"
+        self.userstat = self.sql("SELECT @@userstat")[0][0]
+        self.clean()  # what an interrupted earlier run left
         self.admin_password = new_password()
         self.sql(
-            "CREATE USER 'cfb_admin'@'%%' IDENTIFIED BY PASSWORD %s",
-            args=(native_password_hash(self.admin_password),),
+            "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
+            args=(self.admin, native_password_hash(self.admin_password)),
         )
-        self.sql("GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO 'cfb_admin'@'%'")
-        self.sql("GRANT SELECT ON mysql.* TO 'cfb_admin'@'%'")
-        self.userstat = self.sql("SELECT @@userstat")[0][0]
+        self.sql(f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{self.admin}'@'%'")
+        self.sql(f"GRANT SELECT ON mysql.* TO '{self.admin}'@'%'")
 
     def sql(self, statement: str, args: Any = None) -> list[Any]:
         with (
@@ -173,7 +178,7 @@ class Mariadb:
             return list(cur.fetchall()) if cur.description else []
 
     def app(self, counters: bool) -> tuple[DbUrl, DbUrl]:
-        name = f"cfb_app{next(_n)}"
+        name = f"{self.prefix}_app{next(_n)}"
         password = new_password()
         self.sql(f"CREATE DATABASE `{name}`")
         self.sql(
@@ -181,8 +186,8 @@ class Mariadb:
             args=(name, native_password_hash(password)),
         )
         self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'%'")
-        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO 'cfb_admin'@'%' WITH GRANT OPTION")
-        admin = DbUrl("mysql", "127.0.0.1", "cfb_admin", self.admin_password, 3306, name)
+        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{self.admin}'@'%' WITH GRANT OPTION")
+        admin = DbUrl("mysql", "127.0.0.1", self.admin, self.admin_password, 3306, name)
         return admin, DbUrl("mysql", "127.0.0.1", name, password, 3306, name)
 
     @contextlib.contextmanager
@@ -192,10 +197,14 @@ class Mariadb:
 
     def close(self) -> None:
         self.sql("SET GLOBAL userstat = %s", args=(self.userstat,))
-        for user, host in self.sql("SELECT User, Host FROM mysql.user WHERE User LIKE 'cfb%%'"):
+        self.clean()
+
+    def clean(self) -> None:
+        like = f"{self.prefix}\\_%"
+        for user, host in self.sql("SELECT User, Host FROM mysql.user WHERE User LIKE %s", like):
             self.sql("DROP USER %s@%s", args=(user, host))
         for (db,) in self.sql(
-            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'cfb%%'"
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s", like
         ):
             self.sql(f"DROP DATABASE `{db}`")
 

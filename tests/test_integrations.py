@@ -15,6 +15,7 @@ from psycopg import sql
 from credflip import call_with_refresh, commands, is_auth_failure
 from credflip.demo import Traffic
 from credflip.engines.postgres import scram_verifier
+from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout
 from credflip.psycopg import connection_pool
 from credflip.resolver import Resolver
@@ -219,3 +220,52 @@ def test_is_auth_failure_recognises_real_errors(app: App, mariadb: Mariadb) -> N
 def test_resolving_is_what_the_pointer_says(app: App, store: SqliteStore, layout: Layout) -> None:
     initialise(app, store, layout)
     assert fresh(store, layout).color is Color.BLUE
+
+
+def test_psycopg_pool_opened_by_its_constructor_follows_too(
+    app: App, store: SqliteStore, layout: Layout
+) -> None:
+    """Found by the soak: a pool opened by ``connection_pool()`` itself (no ``with``) did
+    not watch the color, and the check put old-color connections back into the pool, so
+    its idle connections kept every drain waiting."""
+    initialise(app, store, layout)
+    resolver = Resolver(store=store, prefix=layout.prefix, ttl=TTL)
+    pool = connection_pool(layout.env, resolver=resolver, min_size=2, max_size=2)
+    try:
+        pool.wait()
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        result = rotate(
+            store,
+            layout,
+            admin_url=app.admin_url,
+            options=RotateOptions(client_ttl=TTL, drain_timeout=20),
+        )
+        assert result.finished and result.drain_seconds < TTL * 1.1 + TTL + 1.5
+        with pool.connection() as conn:
+            assert conn.info.user == app.green
+    finally:
+        pool.close()
+
+
+def test_psycopg_pool_check_replaces_an_old_color_connection(
+    app: App, store: SqliteStore, layout: Layout
+) -> None:
+    """The check alone must replace, not recycle, an old-color connection."""
+    initialise(app, store, layout)
+    resolver = Resolver(store=store, prefix=layout.prefix, ttl=3600)
+    with connection_pool(layout.env, resolver=resolver, min_size=1, max_size=1) as pool:
+        pool._watcher.stop()  # the check alone
+        with pool.connection() as conn:
+            assert conn.info.user == app.user
+        with pytest.raises(DrainTimeout):  # the idle connection is still of blue
+            rotate(
+                store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(client_ttl=0.1, drain_timeout=0.5),
+            )
+        resolver.refresh(layout.env)
+        with pool.connection(timeout=5) as conn:
+            assert conn.info.user == app.green
+            assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -53,6 +53,10 @@ class CredflipPool(ConnectionPool[Any]):
             check=self._check_color,
             **pool_kwargs,
         )
+        if not self.closed:
+            # Opened by the constructor (``open=True``), which does not go
+            # through :meth:`open`: follow from now on too.
+            self._follow()
 
     def _conninfo(self, *, refresh: bool = False) -> str:
         endpoints = (
@@ -65,7 +69,10 @@ class CredflipPool(ConnectionPool[Any]):
     def _check_color(self, conn: psycopg.Connection[Any]) -> None:
         endpoints = self.resolver.resolve(self.env, ttl=self.resolve_ttl)
         if conn.info.user != endpoints.user:
-            # Raising makes the pool discard this connection and try another.
+            # The pool puts a connection that fails its check back unless it
+            # is broken: close it, so that it is replaced by one of the new
+            # color instead of being offered again and again.
+            conn.close()
             raise psycopg.OperationalError("credflip: connection belongs to the old color")
         if self._user_check is not None:
             self._user_check(conn)
@@ -79,8 +86,11 @@ class CredflipPool(ConnectionPool[Any]):
     def open(self, wait: bool = False, timeout: float = 30.0) -> None:
         """Open the pool and start following the color."""
         super().open(wait=wait, timeout=timeout)
-        if self._watcher.color is None:
-            self._watcher.start(self.resolver.resolve(self.env, ttl=self.resolve_ttl).color)
+        self._follow()
+
+    def _follow(self) -> None:
+        # A second start while the watcher runs does nothing.
+        self._watcher.start(self.resolver.resolve(self.env, ttl=self.resolve_ttl).color)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop following and close the pool."""
