@@ -78,15 +78,27 @@ def rss_mib(pid: int) -> float:
 
 
 class Acks:
-    """Every acknowledged (kind, worker, seq), per kind."""
+    """Acknowledged rows in constant memory: per (kind, worker) the last seq tried and
+    the seqs that were not acknowledged (few), so the clients' RSS is credflip's."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.done: dict[str, list[tuple[int, int]]] = {}
+        self.last: dict[tuple[str, int], int] = {}
+        self.unacked: dict[tuple[str, int], set[int]] = {}
 
-    def add(self, kind: str, worker: int, seq: int) -> None:
+    def attempt(self, kind: str, worker: int) -> int:
         with self.lock:
-            self.done.setdefault(kind, []).append((worker, seq))
+            seq = self.last[kind, worker] = self.last.get((kind, worker), 0) + 1
+            self.unacked.setdefault((kind, worker), set()).add(seq)
+            return seq
+
+    def ack(self, kind: str, worker: int, seq: int) -> None:
+        with self.lock:
+            self.unacked[kind, worker].discard(seq)
+
+    def export(self) -> list[tuple[str, int, int, list[int]]]:
+        with self.lock:
+            return [(k, w, last, sorted(self.unacked[k, w])) for (k, w), last in self.last.items()]
 
 
 def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
@@ -98,16 +110,9 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
 
     resolver = Resolver(store=SqliteStore(store_path, create=False), ttl=ttl)
     acks = Acks()
-    seqs: Counter[tuple[str, int]] = Counter()
-    seq_lock = threading.Lock()
-
-    def next_seq(kind: str, worker: int) -> int:
-        with seq_lock:
-            seqs[kind, worker] += 1
-            return seqs[kind, worker]
 
     def lambda_request(worker: int) -> str:
-        seq = next_seq("lambda", worker)
+        seq = acks.attempt("lambda", worker)
 
         def work(endpoints: Endpoints) -> str:
             url = DbUrl.parse(endpoints.writer_url)
@@ -124,7 +129,7 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
             return url.user
 
         user = call_with_refresh(ENV, work, resolver=resolver)
-        acks.add("lambda", worker, seq)
+        acks.ack("lambda", worker, seq)
         return user
 
     named = engine == "postgresql"  # application_name shows each kind on the server
@@ -138,11 +143,11 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
     statement = sqlalchemy.text("INSERT INTO soak (kind, worker, seq) VALUES (:k, :w, :s)")
 
     def sqlalchemy_request(worker: int) -> str:
-        seq = next_seq("sqlalchemy", worker)
+        seq = acks.attempt("sqlalchemy", worker)
         with sa.begin() as conn:
             conn.execute(statement, {"k": "sqlalchemy", "w": worker, "s": seq})
             user = str(conn.execute(sqlalchemy.text("SELECT current_user")).scalar())
-        acks.add("sqlalchemy", worker, seq)
+        acks.ack("sqlalchemy", worker, seq)
         return user
 
     traffic = {
@@ -156,7 +161,7 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
         )
 
         def pool_request(worker: int) -> str:
-            seq = next_seq("pool", worker)
+            seq = acks.attempt("pool", worker)
             assert pool is not None
             with pool.connection() as conn:
                 conn.execute(
@@ -164,7 +169,7 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
                     ("pool", worker, seq),
                 )
                 row = conn.execute("SELECT current_user").fetchone()
-            acks.add("pool", worker, seq)
+            acks.ack("pool", worker, seq)
             return str(row[0]) if row else "?"
 
         traffic["pool"] = Traffic(pool_request, workers=2, pause=0.02)
@@ -194,7 +199,7 @@ def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
         pool.close()
     sa.dispose()
     final = report()
-    final["acks"] = acks.done
+    final["acks"] = acks.export()
     pipe.send(final)
 
 
@@ -293,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
         )
         header = (
             f"{'rotations':>9} {'elapsed':>8} {'ok':>8} {'failed':>6} {'blue':>5} {'green':>5} "
-            f"{'peak':>5} {'rotator MiB':>11} {'clients MiB':>11} {'store KiB':>9} {'timeouts':>8}"
+            f"{'peak':>5} {'rotator MiB':>11} {'clients MiB':>11} {'store KiB':>9} {'state B':>7} "
+            f"{'timeouts':>8}"
         )
         print(header, flush=True)
         options = RotateOptions(client_ttl=ttl, drain_timeout=args.drain_timeout)
@@ -329,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
                     f"{n:>9} {now - began:>7.0f}s {report['ok']:>8} {report['failed']:>6} "
                     f"{by_color['blue']:>5} {by_color['green']:>5} {peak:>5} "
                     f"{rss_mib(os.getpid()):>11.1f} {report['rss']:>11.1f} "
-                    f"{store_kib(path):>9.1f} {timeouts:>8}",
+                    f"{store_kib(path):>9.1f} {len(store.get(layout.state) or ''):>7} "
+                    f"{timeouts:>8}",
                     flush=True,
                 )
         rss_last = rss_mib(os.getpid()) + report["rss"]
@@ -355,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
         tmp.cleanup()
 
 
-def count_lost(url: DbUrl, acks: dict[str, list[tuple[int, int]]]) -> int:
+def count_lost(url: DbUrl, acks: list[tuple[str, int, int, list[int]]]) -> int:
     """Acknowledged rows that are not in the table (read with the active URL)."""
     conn = engine_class(url.scheme).client_connect(url)
     try:
@@ -364,9 +371,13 @@ def count_lost(url: DbUrl, acks: dict[str, list[tuple[int, int]]]) -> int:
         present = {(str(k), int(w), int(s)) for k, w, s in cur.fetchall()}
     finally:
         conn.close()
-    return sum(
-        (kind, int(w), int(s)) not in present for kind, rows in acks.items() for w, s in rows
-    )
+    lost = 0
+    for kind, worker, last, unacked in acks:
+        skip = set(unacked)
+        lost += sum(
+            (kind, worker, seq) not in present for seq in range(1, last + 1) if seq not in skip
+        )
+    return lost
 
 
 def plot(soak: Soak, colors: dict[str, str], path: Path, began: float) -> None:

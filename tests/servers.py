@@ -49,6 +49,10 @@ class PrivateMariadb:
             capture_output=True,
         )
         self.port = free_port()
+        return self._launch()
+
+    def _launch(self) -> PrivateMariadb:
+        assert self.root_dir is not None
         self.server = subprocess.Popen(
             [
                 "mariadbd",
@@ -73,6 +77,16 @@ class PrivateMariadb:
                 assert self.server.poll() is None, "mariadbd exited at start"
                 assert time.monotonic() < deadline, "mariadbd did not answer within 30s"
                 time.sleep(0.05)
+
+    def halt(self) -> None:
+        """Shut the server down (as a restart does) and keep its files."""
+        assert self.server is not None
+        self.server.terminate()
+        self.server.wait(30)
+
+    def resume(self) -> PrivateMariadb:
+        """Start a halted server again, on the same port and data."""
+        return self._launch()
 
     def stop(self) -> None:
         if self.server is not None:

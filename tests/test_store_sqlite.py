@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,31 @@ def test_open_store_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         with pytest.raises(UsageError, match=message):
             open_store(bad)
     assert os.environ["CREDFLIP_STORE"].startswith("sqlite:///")
+
+
+def test_a_second_store_on_the_same_file_does_not_blind_the_first(tmp_path: Path) -> None:
+    """Found by the fault tests: opening a second store closed a descriptor of the file,
+    which drops the POSIX locks of the first one's connection; another process exiting then
+    removed the WAL and shared memory under it, and it kept reading a stale pointer."""
+    path = tmp_path / "params.db"
+    first = SqliteStore(path)
+    first.put("/db/x/blue-green-env", "blue")
+    assert first.get("/db/x/blue-green-env") == "blue"
+    SqliteStore(path).close()  # a resolver opening its own handle, in the same process
+    for color in ("green", "blue", "green"):
+        subprocess.run(
+            [sys.executable, "-c", WRITER, str(path), color],
+            check=True,
+            timeout=60,
+        )
+        assert first.get("/db/x/blue-green-env") == color
+    first.close()
+
+
+WRITER = """
+import sys
+from credflip.stores.sqlite import SqliteStore
+store = SqliteStore(sys.argv[1])
+store.put("/db/x/blue-green-env", sys.argv[2])
+store.close()
+"""

@@ -12,6 +12,7 @@ Event (all but ``env`` optional)::
      "client_ttl": "60s", "drain_timeout": "2h", "terminate": false,
      "retire": "lock", "probe": null, "margin": "30s",
      "min_drain": "0s", "replica_lag_timeout": "30s", "require_counters": false,
+     "reconnect_timeout": "60s",
      "mode": "rotate", "min_interval": "30d"}
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
@@ -32,6 +33,7 @@ from typing import Any
 
 from .commands import admin_url_for
 from .durations import parse_duration
+from .engines import engine_for
 from .errors import DrainTimeout, LockHeld, UsageError
 from .layout import Layout
 from .rotation import Event, Notice, PhaseFinished, RotateOptions, rotate
@@ -104,14 +106,24 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             deadline=time.monotonic() + remaining - margin,
             min_drain=_seconds(event, "min_drain", "0s"),
             replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
+            reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
             require_counters=bool(event.get("require_counters", False)),
         )
+        admin_url = admin_url_for(store, layout)
+        # No single connect or statement may eat the margin kept to record
+        # the state and release the lock: a frozen database must not hold the
+        # invocation past its end.
+        bound = max(1.0, margin / 3)
+        engine = engine_for(admin_url)
+        engine.connect_timeout = min(engine.connect_timeout, bound)
+        engine.statement_timeout = min(engine.statement_timeout, bound)
         try:
             result = rotate(
                 store,
                 layout,
-                admin_url=admin_url_for(store, layout),
+                admin_url=admin_url,
                 options=options,
+                engine=engine,
                 on_event=_log_event,
                 lock_expires_at=time.time() + remaining,
             )
@@ -119,6 +131,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
             return {**summary, "status": "drain_timeout", "reason": str(exc)}
+        finally:
+            engine.close()
     out = {
         **summary,
         "status": "done" if result.finished else "paused",

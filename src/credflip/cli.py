@@ -344,6 +344,11 @@ def _print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str])
 @duration_option(
     "--replica-lag-timeout", "30s", "How long verify waits for replicas to replay the new password."
 )
+@duration_option(
+    "--reconnect-timeout",
+    "60s",
+    "How long a phase retries while the database restarts or fails over (then exit 1, resumable).",
+)
 @click.option(
     "--require-counters",
     is_flag=True,
@@ -374,6 +379,7 @@ def rotate_cmd(
     probe: str | None,
     min_drain: float,
     replica_lag_timeout: float,
+    reconnect_timeout: float,
     require_counters: bool,
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
@@ -390,6 +396,7 @@ def rotate_cmd(
         probe=probe,
         min_drain=min_drain,
         replica_lag_timeout=replica_lag_timeout,
+        reconnect_timeout=reconnect_timeout,
         require_counters=require_counters,
         instances=instance,
         forget_instances=forget_instance,

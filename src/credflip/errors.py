@@ -15,6 +15,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectFailed",
     "CredflipError",
+    "DatabaseUnavailable",
     "DrainTimeout",
     "EngineError",
     "InsufficientPrivilege",
@@ -72,6 +73,14 @@ class EngineError(CredflipError):
 
 class ConnectFailed(EngineError):
     """The database could not be reached."""
+
+
+class DatabaseUnavailable(ConnectFailed):
+    """The database is down, restarting, failing over or not answering: worth retrying.
+
+    Raised for a refused or timed-out connection and for a connection lost
+    (or silent past its timeout) in the middle of a statement.
+    """
 
 
 class AuthenticationFailed(ConnectFailed):

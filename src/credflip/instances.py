@@ -179,7 +179,11 @@ class Fleet:
         eng = self._engines.get(instance.address)
         if eng is None:
             url = instance.on(self.primary.admin_url)
-            eng = engine_class(url.scheme)(url, connect_timeout=self.primary.connect_timeout)
+            eng = engine_class(url.scheme)(
+                url,
+                connect_timeout=self.primary.connect_timeout,
+                statement_timeout=self.primary.statement_timeout,
+            )
             self._engines[instance.address] = eng
         return eng
 

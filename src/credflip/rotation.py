@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .backoff import Backoff
 from .drain import DrainPolicy, DrainStatus, DrainTracker, Reading, Verdict
 from .durations import format_duration
 from .engines import Engine, engine_for
@@ -25,6 +26,7 @@ from .errors import (
     AuthenticationFailed,
     ConfigurationError,
     CredflipError,
+    DatabaseUnavailable,
     DrainTimeout,
     RotationError,
     UsageError,
@@ -91,9 +93,18 @@ class RotateOptions:
     #: Instances (``host[:port]``) to add to the env's list, and to drop from it.
     instances: tuple[str, ...] = ()
     forget_instances: tuple[str, ...] = ()
+    #: How long a phase keeps trying while the database is unreachable, restarting
+    #: or failing over, before the rotation stops (resumable).
+    reconnect_timeout: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("client_ttl", "drain_timeout", "min_drain", "replica_lag_timeout"):
+        for name in (
+            "client_ttl",
+            "drain_timeout",
+            "min_drain",
+            "replica_lag_timeout",
+            "reconnect_timeout",
+        ):
             if getattr(self, name) < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")
         for text in (*self.instances, *self.forget_instances):
@@ -240,8 +251,13 @@ class _Run:
         _emit(self.on_event, Notice(scrub(message, self.secrets), level))
 
     def run(self, resumed: bool) -> RotationResult:
-        """Run phases from the recorded one until DONE or a safe stop."""
+        """Run phases from the recorded one until DONE or a safe stop.
+
+        A phase that loses the database is run again after a pause, until
+        ``reconnect_timeout`` (or the deadline) runs out.
+        """
         first = True
+        backoff = Backoff(self.options.reconnect_timeout)
         while True:
             phase = self.rot.phase
             deadline = self.options.deadline
@@ -258,20 +274,26 @@ class _Run:
             started = time.monotonic()
             try:
                 finished = getattr(self, f"_{phase.value}")()
+            except DatabaseUnavailable as exc:
+                delay = backoff.next_delay(deadline=self.options.deadline)
+                if delay is not None:
+                    self.notice(
+                        f"{phase}: {exc}; trying the phase again in {delay:.1f}s "
+                        f"({backoff.left():.0f}s of --reconnect-timeout left)",
+                        level="warning",
+                    )
+                    time.sleep(delay)
+                    continue
+                stopped = RotationError(
+                    f"stopped in {phase}: {exc}; the pointer names {self._pointer_now()}; run "
+                    f"'credflip rotate --env {self.layout.env}' again once the database answers"
+                )
+                self._failed(phase, stopped)
+                raise stopped from exc
             except CredflipError as exc:
-                self.rot.error = scrub(str(exc), self.secrets)[:300]
-                if phase is Phase.VERIFY and self.redo_prepare:
-                    # The new password itself did not work: nothing was
-                    # switched, so prepare again on the next run. A replica
-                    # that lags or is down keeps the rotation in verify, so
-                    # that resuming waits for the same password instead of
-                    # setting a new one that must replicate all over again.
-                    self.rot.phase = Phase.PREPARE
-                # Best effort: when the store itself failed, the phase recorded
-                # at the last boundary is still a safe place to resume from.
-                with contextlib.suppress(CredflipError):
-                    save_state(self.store, self.layout, self.state)
+                self._failed(phase, exc)
                 raise
+            backoff.reset()
             elapsed = time.monotonic() - started
             self.rot.timings[phase.value] = self.rot.timings.get(phase.value, 0.0) + elapsed
             if phase is Phase.DONE:
@@ -284,6 +306,25 @@ class _Run:
             self.rot.error = None
             save_state(self.store, self.layout, self.state)
             _emit(self.on_event, PhaseFinished(phase, elapsed))
+
+    def _failed(self, phase: Phase, exc: CredflipError) -> None:
+        """Record why *phase* failed, and where to resume."""
+        self.rot.error = scrub(str(exc), self.secrets)[:300]
+        if phase is Phase.VERIFY and self.redo_prepare:
+            # The new password itself did not work: nothing was switched,
+            # so prepare again on the next run. A replica that lags or is
+            # down keeps the rotation in verify, so that resuming waits for
+            # the same password instead of setting a new one that must
+            # replicate all over again.
+            self.rot.phase = Phase.PREPARE
+        # Best effort: when the store itself failed, the phase recorded at the
+        # last boundary is still a safe place to resume from.
+        with contextlib.suppress(CredflipError):
+            save_state(self.store, self.layout, self.state)
+
+    def _pointer_now(self) -> str:
+        phase = self.rot.phase
+        return str(self.rot.to_color if phase.switched else self.rot.from_color)
 
     def result(
         self, *, finished: bool, resumed: bool, stopped_in: Phase | None = None
@@ -379,6 +420,8 @@ class _Run:
                     )
                     last_note = now
                 time.sleep(0.2)
+            except DatabaseUnavailable:
+                raise  # the server, not the password: the phase is tried again
             except CredflipError as exc:
                 raise self._verify_failed(label, url, exc) from exc
 
@@ -395,7 +438,19 @@ class _Run:
         self.rot.switched_at = time.time()
         return True
 
+    def _require_switched(self) -> None:
+        """The old user may only be drained and retired while the pointer names the new one."""
+        pointer = read_pointer(self.store, self.layout)
+        if pointer is not self.rot.to_color:
+            raise RotationError(
+                f"the pointer names {pointer}, but this rotation switched to "
+                f"{self.rot.to_color}: a rollback was interrupted or someone moved it; the "
+                f"{pointer} user is left alone; run 'credflip rollback --env {self.layout.env}' "
+                f"to finish the rollback"
+            )
+
     def _drain(self) -> bool:
+        self._require_switched()
         opts = self.options
         rot = self.rot
         old, group = self.user(rot.from_color), self.state.group
@@ -504,6 +559,7 @@ class _Run:
         self.notice(f"terminated {ended} session(s) of {old!r} after the drain timeout")
 
     def _retire(self) -> bool:
+        self._require_switched()
         old, keep = self.user(self.rot.from_color), self.user(self.rot.to_color)
         drop = self.options.retire == "drop"
         self.engine.execute(
@@ -527,8 +583,14 @@ class _Run:
             )
         )
         self.state.current = None
-        save_state(self.store, self.layout, self.state)
-        self.state.current = rot
+        try:
+            save_state(self.store, self.layout, self.state)
+        except CredflipError:
+            # Still DONE in the store: the next run records it once, not twice.
+            self.state.history.pop()
+            raise
+        finally:
+            self.state.current = rot
         return True
 
 
@@ -737,11 +799,13 @@ def rollback(
                         )
                     )
                 back, away = last.from_color, last.to_color
-            if pointer is not away:
+            if pointer is not away and pointer is not back:
                 raise RotationError(
                     f"cannot roll back: the pointer names {pointer}, not {away}; it was changed "
                     f"outside credflip"
                 )
+            # pointer is back: an earlier rollback moved it and stopped before
+            # recording; finish it (the steps below are safe to repeat).
             user = state.users[back]
             current = eng.user_state(user)
             if not current.exists:
@@ -766,9 +830,11 @@ def rollback(
                         f"cannot roll back: the {back} {role} URL ({url}) does not connect: "
                         f"{exc}; the pointer still names {away}"
                     ) from exc
-            store.put(layout.pointer, back.value, secure=False)
+            flipped = pointer is not back
+            if flipped:
+                store.put(layout.pointer, back.value, secure=False)
             _record_rollback(store, layout, state, back, away, started_at)
-            return RollbackResult(back, user, True, unlocked)
+            return RollbackResult(back, user, flipped, unlocked)
     finally:
         if own_engine:
             eng.close()

@@ -25,7 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, CredflipError, LockHeld, NotInitialized, ParameterExists
+from .errors import (
+    ConfigurationError,
+    CredflipError,
+    LockHeld,
+    NotInitialized,
+    ParameterExists,
+    StoreError,
+)
 from .layout import Color, Layout
 from .stores.base import MAX_VALUE_BYTES, Store
 
@@ -415,4 +422,10 @@ def hold_lock(
                 f"--env {layout.env} --force'"
             )
         raise
-    store.delete_if(layout.lock, mine.to_json())
+    try:
+        store.delete_if(layout.lock, mine.to_json())
+    except CredflipError as exc:
+        raise StoreError(
+            f"the {purpose} itself finished, but releasing the lock failed ({exc}); run "
+            f"'credflip unlock --env {layout.env} --force'"
+        ) from exc

@@ -57,6 +57,19 @@ def engine_class(scheme: str) -> type[Engine]:
         ) from None
 
 
-def engine_for(admin_url: DbUrl, *, connect_timeout: float = 10.0) -> Engine:
-    """Return an engine that works through *admin_url*."""
-    return engine_class(admin_url.scheme)(admin_url, connect_timeout=connect_timeout)
+def engine_for(
+    admin_url: DbUrl,
+    *,
+    connect_timeout: float | None = None,
+    statement_timeout: float | None = None,
+) -> Engine:
+    """Return an engine that works through *admin_url*.
+
+    Timeouts left out come from ``CREDFLIP_DB_TIMEOUT`` or the defaults.
+    """
+    eng = engine_class(admin_url.scheme)(admin_url)
+    if connect_timeout is not None:
+        eng.connect_timeout = connect_timeout
+    if statement_timeout is not None:
+        eng.statement_timeout = statement_timeout
+    return eng

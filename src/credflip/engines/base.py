@@ -10,15 +10,18 @@ client-side hash.
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Mapping, Sequence
+import contextlib
+import os
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar
 
-from ..errors import EngineError
+from ..errors import DatabaseUnavailable, EngineError, UsageError
 from ..urls import DbUrl, scrub
 
 __all__ = [
+    "DB_TIMEOUT_ENV",
     "Engine",
     "Observation",
     "SessionGroup",
@@ -27,6 +30,31 @@ __all__ = [
     "Step",
     "UserState",
 ]
+
+
+#: Seconds credflip's own database connections wait for a connect or for one
+#: statement's answer, when set (default: 10 s to connect, 30 s per statement).
+DB_TIMEOUT_ENV = "CREDFLIP_DB_TIMEOUT"
+
+
+def _timeout(default: float) -> float:
+    text = os.environ.get(DB_TIMEOUT_ENV)
+    if not text:
+        return default
+    from ..durations import parse_duration
+
+    value = parse_duration(text, what=DB_TIMEOUT_ENV)
+    if value <= 0:
+        raise UsageError(f"{DB_TIMEOUT_ENV} must be positive, like 10s")
+    return value
+
+
+def _connect_timeout() -> float:
+    return _timeout(10.0)
+
+
+def _statement_timeout() -> float:
+    return _timeout(30.0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +162,12 @@ class Engine(abc.ABC):
     schemes: ClassVar[tuple[str, ...]]
 
     admin_url: DbUrl
-    connect_timeout: float = 10.0
+    #: Seconds to wait for a connection; then :class:`DatabaseUnavailable`.
+    connect_timeout: float = field(default_factory=_connect_timeout)
+    #: Seconds to wait for one statement's answer, enforced by the client: a
+    #: frozen server (``SIGSTOP``, a dead host behind a live load balancer)
+    #: neither answers nor closes the socket, and TCP keepalives do not notice.
+    statement_timeout: float = field(default_factory=_statement_timeout)
     _secrets: list[str] = field(default_factory=list, repr=False)
     _conn: Any = field(default=None, repr=False)
 
@@ -287,18 +320,52 @@ class Engine(abc.ABC):
         what = f"user {url.user!r}"
         conn = self._connect(url, what=what)
         try:
-            cur = conn.cursor()
-            cur.execute("SELECT 1")
-            if probe:
-                self._begin(conn)
-                try:
-                    cur.execute(probe)
-                finally:
-                    conn.rollback()
+            with self._guard(conn) as late:
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                if probe:
+                    self._begin(conn)
+                    try:
+                        cur.execute(probe)
+                    finally:
+                        conn.rollback()
         except self.driver_error as exc:
+            lost = self._lost(exc, conn, late=bool(late), where=f"{url.host}:{url.port or ''}")
+            if lost is not None:
+                raise lost from exc
             raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
         finally:
             conn.close()
+
+    @contextlib.contextmanager
+    def _guard(self, conn: Any) -> Iterator[list[bool]]:
+        """Bound a blocking call on *conn* by :attr:`statement_timeout`.
+
+        Yields a list that holds ``True`` once the guard gave up on the
+        server. The default relies on the driver's own read timeout.
+        """
+        yield []
+
+    def _lost(
+        self, exc: BaseException, conn: Any, *, late: bool, where: str
+    ) -> DatabaseUnavailable | None:
+        """The error to raise when *exc* means the server went away (or went silent)."""
+        if late:
+            return DatabaseUnavailable(
+                f"the server at {where} did not answer within "
+                f"{self.statement_timeout:g}s (frozen, overloaded or cut off); credflip gave up "
+                f"on that connection"
+            )
+        if self._connection_lost(exc, conn):
+            return DatabaseUnavailable(
+                f"lost the connection to the server at {where}: {self._diag(exc)}; it may be "
+                f"restarting or failing over"
+            )
+        return None
+
+    @abc.abstractmethod
+    def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
+        """Whether driver error *exc* means the connection (not the statement) failed."""
 
     #: The driver's base exception class.
     driver_error: ClassVar[type[Exception]] = Exception

@@ -8,6 +8,7 @@ URLs inside carry passwords.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -58,9 +59,14 @@ class SqliteStore(Store):
             if not self.path.parent.exists():
                 self.path.parent.mkdir(mode=0o700, parents=True)
             # Create the file ourselves so that it is never, even briefly,
-            # readable by others; SQLite gives -wal/-shm the same mode.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
+            # readable by others; SQLite gives -wal/-shm the same mode. Only
+            # when it is new: closing any descriptor of a file drops every
+            # POSIX lock this process holds on it, those of SQLite connections
+            # already open included. Another process could then delete the
+            # WAL and shared-memory files under them, and they would read a
+            # stale pointer from then on.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
             conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -146,4 +152,10 @@ class SqliteStore(Store):
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
+    text = str(exc) or type(exc).__name__
+    if "locked" in text or "busy" in text:
+        text += (
+            " (another process kept a write transaction open past the busy timeout); run again "
+            "once it is done"
+        )
+    return text

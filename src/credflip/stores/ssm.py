@@ -220,7 +220,9 @@ def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
     retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE", "standard")}
     if os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
-    config = Config(retries=retries)  # type: ignore[arg-type]
+    # SSM answers in milliseconds; botocore's 60 s defaults would let one
+    # silent endpoint hold a rotation (or a Lambda) for minutes per attempt.
+    config = Config(retries=retries, connect_timeout=5, read_timeout=10)  # type: ignore[arg-type]
     try:
         # A session of its own: boto3's default session caches credentials and
         # region for the whole process, which would outlive a changed environment.

@@ -32,6 +32,7 @@ from ...errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectFailed,
+    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
     RotationError,
@@ -48,6 +49,10 @@ __all__ = ["MysqlEngine"]
 # A quoted role as SHOW GRANTS prints it: `name` or `name`@`host`.
 _NAME = r"`(?:[^`]|``)*`(?:@`(?:[^`]|``)*`)?"
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
+# Client errors of a lost or unreachable server (2002-2013, 2055), the server
+# shutting down (1053), a killed connection (1927) and too many connections
+# (1040, 1203): the statement did not fail, the connection did.
+_LOST_ERRORS = {1040, 1053, 1203, 1927, 2002, 2003, 2006, 2013, 2055}
 
 
 @register
@@ -65,7 +70,10 @@ class MysqlEngine(Engine):
 
     def _connect(self, url: DbUrl, *, what: str) -> Any:
         kwargs = pymysql_kwargs(url)
-        kwargs.setdefault("connect_timeout", max(1, int(self.connect_timeout)))
+        kwargs.setdefault("connect_timeout", max(1, round(self.connect_timeout)))
+        # Socket timeouts: a frozen server neither answers nor closes.
+        kwargs.setdefault("read_timeout", max(1, round(self.statement_timeout)))
+        kwargs.setdefault("write_timeout", max(1, round(self.statement_timeout)))
         try:
             return pymysql.connect(**kwargs, autocommit=True, program_name="credflip")
         except pymysql.err.MySQLError as exc:
@@ -87,7 +95,7 @@ class MysqlEngine(Engine):
             )
         if code == 1049:
             return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return ConnectFailed(
+        return DatabaseUnavailable(
             f"cannot connect {what} to MySQL at {where}: {message}; check host, port and that "
             f"the server is running"
         )
@@ -108,6 +116,10 @@ class MysqlEngine(Engine):
                 cur.execute(query, args)
                 return list(cur.fetchall()) if cur.description else []
         except pymysql.err.MySQLError as exc:
+            url = self.admin_url
+            lost = self._lost(exc, None, late=False, where=f"{url.host}:{url.port or 3306}")
+            if lost is not None:
+                raise lost from exc
             if _errno(exc) in _PRIVILEGE_ERRORS or is_auth_failure(exc):
                 raise InsufficientPrivilege(
                     f"admin user {self.admin_url.user!r} was refused: {self._diag(exc)}"
@@ -117,6 +129,10 @@ class MysqlEngine(Engine):
 
     def _execute(self, step: Step) -> None:
         self._run(step.sql, step.params, hint=step.hint)
+
+    def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
+        # A read timeout is error 2013 "Lost connection ... (timed out)".
+        return _errno(exc) in _LOST_ERRORS
 
     def render(self, step: Step) -> str:
         """The statement as sent, with passwords and hashes masked."""

@@ -22,6 +22,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +36,7 @@ from ...errors import (
     AuthenticationFailed,
     ConfigurationError,
     ConnectFailed,
+    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
     RotationError,
@@ -49,6 +53,9 @@ __all__ = ["PostgresEngine", "default_group", "scram_verifier"]
 _Query = str | bytes | sql.SQL | sql.Composed
 
 _MIN_VERSION = 130000
+
+#: SQLSTATEs of a server that is shutting down, crashed or not yet accepting.
+_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 
 
 @register
@@ -68,8 +75,15 @@ class PostgresEngine(Engine):
 
     def _connect(self, url: DbUrl, *, what: str) -> psycopg.Connection[tuple[Any, ...]]:
         kwargs = libpq_kwargs(url)
-        kwargs.setdefault("connect_timeout", max(1, int(self.connect_timeout)))
+        kwargs.setdefault("connect_timeout", max(2, round(self.connect_timeout)))
         kwargs.setdefault("application_name", "credflip")
+        # A peer that vanished (host down, network cut) is noticed by TCP;
+        # a frozen server is caught by the statement guard.
+        kwargs.setdefault("keepalives", 1)
+        kwargs.setdefault("keepalives_idle", 10)
+        kwargs.setdefault("keepalives_interval", 5)
+        kwargs.setdefault("keepalives_count", 3)
+        kwargs.setdefault("tcp_user_timeout", int(self.statement_timeout * 1000))
         try:
             return psycopg.connect(autocommit=True, **kwargs)
         except psycopg.Error as exc:
@@ -91,7 +105,7 @@ class PostgresEngine(Engine):
             )
         if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
             return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return ConnectFailed(
+        return DatabaseUnavailable(
             f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
             f"that the server is running"
         )
@@ -127,9 +141,11 @@ class PostgresEngine(Engine):
     ) -> list[tuple[Any, ...]]:
         """Execute one statement as admin; translate driver errors."""
         target = conn if conn is not None else self.conn
+        late: list[bool] = []
         try:
-            cur = target.execute(query, params)
-            return cur.fetchall() if cur.description else []
+            with self._guard(target) as late:
+                cur = target.execute(query, params)
+                return cur.fetchall() if cur.description else []
         except psycopg.errors.InsufficientPrivilege as exc:
             admin = self.admin_url.user
             raise InsufficientPrivilege(
@@ -137,7 +153,47 @@ class PostgresEngine(Engine):
                 + (f"; {hint}" if hint else "; see the README for the rights the admin needs")
             ) from exc
         except psycopg.Error as exc:
+            lost = self._lost(exc, target, late=bool(late), where=_where(target))
+            if lost is not None:
+                raise lost from exc
             raise EngineError(f"PostgreSQL refused a statement: {self._diag(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _guard(self, conn: Any) -> Iterator[list[bool]]:
+        """Give up on *conn* when the server stays silent past the statement timeout.
+
+        libpq has no client-side timeout for a statement, and a stopped server
+        keeps its socket open (the kernel still acknowledges our packets). A
+        timer shuts the socket down, so the waiting call fails at once with
+        "server closed the connection" instead of hanging.
+        """
+        late: list[bool] = []
+        fd = _socket_of(conn)
+        if fd is None:  # already closed: the call fails by itself
+            yield late
+            return
+
+        def give_up() -> None:
+            late.append(True)
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+
+        timer = threading.Timer(self.statement_timeout, give_up)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield late
+        finally:
+            timer.cancel()
+
+    def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
+        if getattr(exc, "sqlstate", None) in _GOING_AWAY:
+            return True
+        return isinstance(exc, psycopg.OperationalError) and bool(conn.closed)
 
     def _execute(self, step: Step) -> None:
         with self._database(step.database or self._main) as conn:
@@ -620,3 +676,18 @@ def default_group(user: str) -> str:
 def _cleanup(step: Step) -> Step:
     """A step that runs even when an earlier one failed, its own failure ignored."""
     return dataclasses.replace(step, cleanup=True)
+
+
+def _where(conn: Any) -> str:
+    """``host:port`` of *conn*, even when it broke."""
+    try:
+        return f"{conn.info.host}:{conn.info.port}"
+    except psycopg.Error:
+        return "?"
+
+
+def _socket_of(conn: Any) -> int | None:
+    try:
+        return int(conn.pgconn.socket)
+    except psycopg.Error:
+        return None
