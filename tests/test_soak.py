@@ -1,0 +1,35 @@
+"""The soak, short: 10 back-to-back rotations under mixed load on each engine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parent.parent / "bench" / "soak.py"
+LAST = re.compile(
+    r"^soak: (\d+) rotations, (\d+) requests, (\d+) failed, (\d+) lost, rss (\d+)→(\d+) MiB$"
+)
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_ten_rotations_under_load_fail_and_lose_nothing(engine: str, tmp_path: Path) -> None:
+    plot = tmp_path / "soak.png"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--engine", engine, "--rotations", "10", "--plot", str(plot)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    found = LAST.match(lines[-1])
+    assert found, lines[-1]
+    rotations, requests, failed, lost, _start, _end = map(int, found.groups())
+    assert (rotations, failed, lost) == (10, 0, 0)
+    assert requests > 500
+    assert "rotations  elapsed" in proc.stdout and plot.stat().st_size > 10_000
