@@ -7,7 +7,7 @@ CODE   := $(wildcard src tests bench examples)
 STAMP  := $(VENV)/.installed-stamp
 DEV    := $(VENV)/.dev-stamp
 
-.PHONY: all venv demo test lint format bench clean
+.PHONY: all venv demo test lint format bench soak clean
 
 all: lint test
 
@@ -46,6 +46,11 @@ bench: $(DEV)
 	$(BIN)/python bench/rotation_under_load.py
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/drain_detection.py
+
+# 200 back-to-back rotations under load on each engine (about 8 minutes each).
+soak: $(DEV)
+	$(BIN)/python bench/soak.py --engine postgresql --rotations 200 --plot docs/soak-postgresql.png
+	$(BIN)/python bench/soak.py --engine mysql --rotations 200 --plot docs/soak-mysql.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .credflip

@@ -47,6 +47,9 @@ class Rotations(RuleBasedStateMachine):
             self.store, self.layout, admin_url=self.app.admin_url, writer_url=self.app.url
         )
         self.errors: list[str] = []
+        #: A rollback killed between unlocking the old user and moving the pointer
+        #: leaves that user able to log in until the next rollback or rotate.
+        self.rollback_cut = False
 
     def teardown(self) -> None:
         if hasattr(self, "store"):
@@ -67,6 +70,7 @@ class Rotations(RuleBasedStateMachine):
         self.steps.append("rotate_once")
         try:
             rotate(self.store, self.layout, admin_url=self.app.admin_url, options=OPTIONS)
+            self.rollback_cut = False
         except CredflipError as exc:
             self.errors.append(str(exc))
 
@@ -75,6 +79,7 @@ class Rotations(RuleBasedStateMachine):
         self.steps.append("roll_back")
         try:
             rollback(self.store, self.layout, admin_url=self.app.admin_url)
+            self.rollback_cut = False
         except CredflipError as exc:
             self.errors.append(str(exc))
 
@@ -94,6 +99,7 @@ class Rotations(RuleBasedStateMachine):
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            self.rollback_cut |= command == "rollback"
 
     @rule()
     def unlock(self) -> None:
@@ -119,7 +125,8 @@ class Rotations(RuleBasedStateMachine):
         assert lock is None or lock.is_stale_here(), lock  # nothing runs between steps
         state = load_state(self.store, self.layout)
         pointer = assert_pointer_connects(self.store, self.layout)
-        if state.current is None and state.last is not None and state.last.result == "done":
+        done = state.last is not None and state.last.result == "done"
+        if state.current is None and done and not self.rollback_cut:
             # A finished rotation leaves the other color locked.
             assert not connects(stored_url(self.store, self.layout, pointer.other))
         if state.current is not None and state.current.phase.value in ("prepare", "verify"):

@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -196,6 +197,7 @@ class EmbeddedPostgres:
                 ) from None
             self._os_user = "postgres"
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
+            _require_reachable(self.bindir, entry.pw_uid)
 
     def start(self) -> EmbeddedPostgres:
         """initdb and start the cluster; return self."""
@@ -356,3 +358,19 @@ class EmbeddedPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _require_reachable(bindir: Path, uid: int) -> None:
+    """Refuse early when the OS user *uid* cannot reach the server binaries.
+
+    As root the servers run as ``postgres``; a checkout under a private
+    directory (``/root``, ``mktemp -d``) hides a virtualenv's binaries from it.
+    """
+    for folder in [*reversed(bindir.resolve().parents), bindir.resolve()]:
+        mode = folder.stat()
+        if mode.st_uid != uid and not mode.st_mode & stat.S_IXOTH:
+            raise ConfigurationError(
+                f"the postgres OS user cannot reach {bindir}: {folder} is private (mode "
+                f"{stat.S_IMODE(mode.st_mode):o}); run 'chmod o+x {folder}' or keep the "
+                f"checkout elsewhere"
+            )
