@@ -14,6 +14,7 @@ import psycopg
 import pymysql
 import pytest
 from conftest import PG_VERSIONS, App, Cluster, Mariadb, make_app, make_my_app, pg_id, start_cluster
+from faults import Invariant
 from helpers import assert_pointer_connects, command, connects, login_error, stored_url
 from servers import PrivateMariadb
 
@@ -235,26 +236,31 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
         if isinstance(event, PhaseStarted) and event.phase is Phase.DRAIN:
             standby.halt()
 
-    try:
-        with pytest.raises(DrainTimeout) as caught:
-            rotate(
-                store,
-                layout,
-                admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.2, drain_timeout=1.5),
-                on_event=stop_standby,
-            )
-        message = str(caught.value)
-        assert f"127.0.0.1:{standby.port} unreachable" in message
-        assert "--forget-instance" in message
-        report = commands.status(store, layout, admin_url=app.admin_url)
-        assert [i.reachable for i in report.instances] == [True, False]
-        assert connects(app.url)  # blue was not retired
-    finally:
-        standby.resume()
-    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2))
+    # The reader URL is on the standby: while it is down the checker sees the
+    # server away, never a refused login.
+    with Invariant(store, layout) as checker:
+        try:
+            with pytest.raises(DrainTimeout) as caught:
+                rotate(
+                    store,
+                    layout,
+                    admin_url=app.admin_url,
+                    options=RotateOptions(client_ttl=0.2, drain_timeout=1.5),
+                    on_event=stop_standby,
+                )
+            message = str(caught.value)
+            assert f"127.0.0.1:{standby.port} unreachable" in message
+            assert "--forget-instance" in message
+            report = commands.status(store, layout, admin_url=app.admin_url)
+            assert [i.reachable for i in report.instances] == [True, False]
+            assert connects(app.url)  # blue was not retired
+        finally:
+            standby.resume()
+        options = RotateOptions(client_ttl=0.2)
+        result = rotate(store, layout, admin_url=app.admin_url, options=options)
     assert result.finished and result.resumed
     assert app.locked_marker in login_error(app.url)
+    checker.assert_held()
 
 
 @pytest.fixture(scope="module")

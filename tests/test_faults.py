@@ -218,7 +218,8 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
 
     started = time.monotonic()
     try:
-        with Invariant(store, layout) as invariant:
+        with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+            wait_for(lambda: clients.served() > 5, what="clients serving")
             result = rotate(
                 store,
                 layout,
@@ -226,10 +227,13 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
                 options=RotateOptions(client_ttl=TTL, drain_timeout=60),
                 on_event=on_event,
             )
+            served = clients.served()
+            wait_for(lambda: clients.served() > served + 5, what="clients serving after the thaw")
     finally:
         thaw.cancel()
         frozen.thaw()
     assert result.finished
+    clients.assert_fine()
     assert errors, "no sample saw the frozen server"
     assert any("did not answer" in e or "timed out" in e for e in errors), errors[:3]
     assert time.monotonic() - started < 30
@@ -340,7 +344,7 @@ def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
     writes, kinds = counter.writes, counter.kinds
     assert writes >= 8, kinds
     outcomes: list[str] = []
-    with Invariant(store, layout) as invariant:
+    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
         for target in range(1, writes + 1):
             fresh = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
             faults = WriteFaults(fresh, target=target)
@@ -369,6 +373,7 @@ def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
             assert_pointer_connects(store, layout)
     assert "stopped" in outcomes
     invariant.assert_held()
+    clients.assert_fine()
 
 
 def test_a_store_write_that_fails_once_is_retried_by_botocore(
@@ -419,7 +424,8 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
             assert holder.stdout is not None and holder.stdout.readline() == "held\n"
 
     try:
-        with Invariant(store, layout) as invariant:
+        with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+            wait_for(lambda: clients.served() > 5, what="clients serving")
             with pytest.raises(StoreError) as caught:
                 rotate(
                     store,
@@ -434,6 +440,7 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
         for holder in holders:
             holder.communicate("", timeout=10)
     invariant.assert_held()
+    clients.assert_fine()
     if read_lock(store, layout) is not None:
         commands.unlock(store, layout, force=True)  # its release met the same lock
     result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL))
@@ -477,7 +484,7 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
     span = time.monotonic() - started
     kills = int(os.environ.get("CREDFLIP_FAULT_KILLS", "10"))
     seen: set[str] = set()
-    with Invariant(store, layout) as invariant:
+    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
         for n in range(kills):
             args = ["rollback", *base, "--yes"] if n % 3 == 2 else rotate_args
             delay = span * (n + rng.random()) / kills
@@ -498,6 +505,7 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
         )
         assert last.returncode == 0, (seed, last.stderr[-600:])
     invariant.assert_held()
+    clients.assert_fine()
     assert len(seen) >= 2, (seed, seen)  # kills landed before the switch and after it
     assert load_state(store, layout).current is None
     color = assert_pointer_connects(store, layout)
