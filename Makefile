@@ -3,11 +3,11 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CODE   := $(wildcard src tests bench examples)
+CODE   := $(wildcard src tests bench examples deploy)
 STAMP  := $(VENV)/.installed-stamp
 DEV    := $(VENV)/.dev-stamp
 
-.PHONY: all venv demo test lint format bench soak clean
+.PHONY: all venv demo test lint format bench soak package clean
 
 all: lint test
 
@@ -46,6 +46,11 @@ bench: $(DEV)
 	$(BIN)/python bench/rotation_under_load.py
 	$(BIN)/python bench/resolve.py
 	$(BIN)/python bench/drain_detection.py
+
+# The Lambda layer and the rotator zip in dist/ (ARCH=arm64 for Graviton).
+ARCH ?= x86_64
+package: $(STAMP)
+	$(BIN)/python deploy/package.py --out dist --arch $(ARCH)
 
 # 200 back-to-back rotations under load on each engine (about 8 minutes each).
 soak: $(DEV)

@@ -1,0 +1,156 @@
+"""The Lambda artifacts: built reproducibly, and each runs alone on Python 3.12.
+
+Each zip is unpacked into a clean directory and run by ``python3.12 -S -E``
+(no site-packages, no environment paths) with only that directory and, as
+Lambda's runtime does, boto3 on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from conftest import engine_app
+from helpers import assert_pointer_connects, login_error
+
+from credflip import commands
+from credflip.layout import Color, Layout
+from credflip.stores.ssm import SsmStore
+
+ROOT = Path(__file__).resolve().parent.parent
+#: What Lambda's Python runtime provides: boto3 and its dependencies (pure Python).
+RUNTIME = ("boto3", "botocore", "jmespath", "dateutil", "urllib3", "s3transfer", "six.py")
+
+
+def python312() -> str:
+    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=False)
+    base = Path(root.stdout.strip() or Path.home() / ".pyenv")
+    candidates = sorted(base.glob("versions/3.12*/bin/python3.12"))
+    if not candidates:
+        pytest.fail("Python 3.12 is needed to run the Lambda zips: install it with pyenv")
+    return str(candidates[-1])
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "package.py"), "--out", str(out)], check=True
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = Path(boto3.__file__).parent.parent
+    base = tmp_path_factory.mktemp("runtime")
+    for name in RUNTIME:
+        (base / name).symlink_to(site / name)
+    return base
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(into)
+    return into
+
+
+def run312(paths: list[Path], code: str, env: dict[str, str]) -> Any:
+    """Run *code* on Python 3.12 with exactly *paths* added; return its JSON output."""
+    script = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}\n" + code
+    proc = subprocess.run(
+        [python312(), "-S", "-E", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", **env},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def aws_env() -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def test_a_second_build_is_byte_for_byte_the_same(dist: Path, tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "package.py"), "--out", str(tmp_path)], check=True
+    )
+    for name in ("credflip-layer.zip", "credflip-rotator.zip"):
+        assert (dist / name).read_bytes() == (tmp_path / name).read_bytes(), name
+
+
+def test_the_layer_holds_the_client_side_only(dist: Path) -> None:
+    names = zipfile.ZipFile(dist / "credflip-layer.zip").namelist()
+    assert all(n.startswith("python/credflip/") for n in names), names
+    assert "python/credflip/resolver.py" in names and "python/credflip/stores/ssm.py" in names
+    for left_out in ("cli.py", "rotation.py", "engines/", "sqlalchemy.py"):
+        assert not any(left_out in n for n in names), left_out
+
+
+def test_the_layer_resolves_from_ssm_on_python_312(
+    dist: Path, runtime: Path, tmp_path: Path, moto_endpoint: str
+) -> None:
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    layout = Layout("layered")
+    url = "postgresql://app:s3cret@db.example.com:5432/shop"
+    store.put(layout.pointer, "green")
+    for role in ("writer", "reader"):
+        store.put(layout.url(Color.GREEN, role), url, secure=True)  # type: ignore[arg-type]
+    layer = unpack(dist / "credflip-layer.zip", tmp_path / "opt")
+    code = f"""
+import json, credflip
+e = credflip.resolve("layered", store="ssm://us-east-1?endpoint_url={moto_endpoint}")
+print(json.dumps({{"color": str(e.color), "writer": e.writer_url,
+                  "loaded": sorted(m for m in ("psycopg", "pymysql", "click", "rich", "sqlalchemy")
+                                   if m in sys.modules),
+                  "python": sys.version_info[:2]}}))
+"""
+    out = run312([layer / "python", runtime], code, aws_env())
+    assert out == {"color": "green", "writer": url, "loaded": [], "python": [3, 12]}
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "mysql"])
+def test_the_rotator_rotates_on_python_312(
+    request: pytest.FixtureRequest,
+    engine: str,
+    dist: Path,
+    runtime: Path,
+    tmp_path: Path,
+    moto_endpoint: str,
+) -> None:
+    app = engine_app(request, "postgresql15" if engine == "postgresql" else "mysql")
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    layout = Layout(f"zipped-{app.user.replace('_', '-')}")
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    rotator = unpack(dist / "credflip-rotator.zip", tmp_path / "task")
+    event = {
+        "env": layout.env,
+        "store": f"ssm://us-east-1?endpoint_url={moto_endpoint}",
+        "client_ttl": "300ms",
+    }
+    code = f"""
+import json
+from credflip.aws_lambda import handler
+class Context:
+    def get_remaining_time_in_millis(self): return 600_000
+print(json.dumps(handler({event!r}, Context())))
+"""
+    env = {**aws_env(), "CREDFLIP_ADMIN_URL": app.admin_url.secret}
+    out = run312([rotator, runtime], code, env)
+    assert out["status"] == "done" and out["to"] == "green", out
+    assert assert_pointer_connects(store, layout) is Color.GREEN
+    assert app.locked_marker in login_error(app.url)  # blue retired by the zip's handler
