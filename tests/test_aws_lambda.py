@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +12,7 @@ from conftest import App
 
 from credflip import commands
 from credflip.aws_lambda import handler
-from credflip.errors import UsageError
+from credflip.errors import CredflipError, UsageError
 from credflip.layout import Layout
 from credflip.state import LockInfo, load_state, read_lock
 from credflip.stores.ssm import SsmStore
@@ -115,3 +116,56 @@ def test_min_drain_from_the_event_holds_across_invocations(
     done = handler(env, LambdaContext(10))
     assert done["status"] == "done" and done["resumed"]
     assert done["drain_seconds"] >= 3.0
+
+
+def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The embedded-metric-format records and the phase lines printed on stdout."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if "_aws" in r], [r for r in records if "_aws" not in r]
+
+
+def test_metrics_and_phase_lines(
+    app: App, env: dict[str, Any], layout: Layout, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = app.connect(app.url)
+    try:
+        capsys.readouterr()
+        assert handler({**env, "drain_timeout": "1s"}, LambdaContext(5.0))["status"] == (
+            "drain_timeout"
+        )
+        metrics, _lines = emitted(capsys.readouterr().out)
+    finally:
+        holder.close()
+    (timeout,) = metrics
+    definition = timeout["_aws"]["CloudWatchMetrics"][0]
+    assert definition["Namespace"] == "credflip"
+    assert ["env", "service"] in definition["Dimensions"] and timeout["env"] == layout.env
+    assert (timeout["DrainTimeouts"], timeout["RotationsFailed"], timeout["RotationsDone"]) == (
+        [1.0],
+        [0.0],
+        [0.0],
+    )
+    assert timeout["SessionsLeft"] == [1.0]  # the holder
+
+    done = handler(env, LambdaContext(30))
+    assert done["status"] == "done"
+    metrics, lines = emitted(capsys.readouterr().out)
+    (finished,) = metrics
+    assert finished["RotationsDone"] == [1.0] and finished["DrainTimeouts"] == [0.0]
+    assert finished["DrainSeconds"][0] == pytest.approx(done["drain_seconds"], abs=0.01)
+    phases = [line["phase"] for line in lines if line["event"] == "phase"]
+    assert phases == ["drain", "retire", "done"]
+    assert {line["rotation"] for line in lines} == {done["rotation"]}
+    assert all(line["env"] == layout.env for line in lines)
+
+
+def test_a_failed_rotation_is_counted(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", "postgresql://nobody:wrong@127.0.0.1:1/x")
+    capsys.readouterr()
+    with pytest.raises(CredflipError):
+        handler(env, LambdaContext(30))
+    metrics, lines = emitted(capsys.readouterr().out)
+    assert [m["RotationsFailed"] for m in metrics] == [[1.0]]
+    assert lines[-1]["event"] == "failed" and "wrong" not in lines[-1]["error"]

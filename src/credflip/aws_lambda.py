@@ -34,8 +34,9 @@ from typing import Any
 from .commands import admin_url_for
 from .durations import parse_duration
 from .engines import engine_for
-from .errors import DrainTimeout, LockHeld, UsageError
+from .errors import CredflipError, DrainTimeout, LockHeld, UsageError
 from .layout import Layout
+from .metrics import RotationReport, emit_metrics
 from .rotation import Event, Notice, PhaseFinished, RotateOptions, rotate
 from .state import load_state
 from .stores import open_store
@@ -117,6 +118,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         engine = engine_for(admin_url)
         engine.connect_timeout = min(engine.connect_timeout, bound)
         engine.statement_timeout = min(engine.statement_timeout, bound)
+        report = RotationReport(layout.env)
+
+        def on_event(event: Event) -> None:
+            _log_event(event)
+            report(event)
+
         try:
             result = rotate(
                 store,
@@ -124,15 +131,21 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 admin_url=admin_url,
                 options=options,
                 engine=engine,
-                on_event=_log_event,
+                on_event=on_event,
                 lock_expires_at=time.time() + remaining,
             )
         except LockHeld as exc:
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
+            emit_metrics(layout.env, drain_timeout=True, sessions_left=report.sessions_left)
             return {**summary, "status": "drain_timeout", "reason": str(exc)}
+        except CredflipError as exc:
+            report.line({"event": "failed", "error": str(exc)})
+            emit_metrics(layout.env, failed=True)
+            raise
         finally:
             engine.close()
+    emit_metrics(layout.env, done=result.finished, drain_seconds=result.drain_seconds)
     out = {
         **summary,
         "status": "done" if result.finished else "paused",

@@ -1,0 +1,86 @@
+"""What the scheduled rotator reports: CloudWatch metrics and one log line per phase.
+
+Metrics use the embedded metric format through Powertools for AWS Lambda
+(``pip install credflip[aws]``; the rotator zip includes it): printed JSON
+lines that CloudWatch Logs turns into metrics, no API call and no extra
+permission. Namespace ``credflip`` (or ``$CREDFLIP_METRICS_NAMESPACE``),
+dimensions ``env`` and ``service``:
+
+- ``RotationsDone``, ``RotationsFailed``, ``DrainTimeouts``: one per
+  invocation, 0 or 1, so that alarms always have data;
+- ``DrainSeconds``: switch to retire, when a rotation finished;
+- ``SessionsLeft``: the old user's sessions when the drain timed out.
+
+Each finished phase is one JSON line: ``{"event": "phase", "env", "rotation",
+"phase", "seconds", ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from .rotation import DrainProgress, Event, Notice, PhaseFinished, PhaseStarted
+
+__all__ = ["RotationReport", "emit_metrics"]
+
+NAMESPACE_ENV = "CREDFLIP_METRICS_NAMESPACE"
+
+
+@dataclass
+class RotationReport:
+    """Follows a rotation's events: writes the phase lines, keeps what metrics need."""
+
+    env: str
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    rotation: str | None = None
+    sessions_left: int = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, PhaseStarted):
+            self.rotation = event.rotation_id
+        elif isinstance(event, DrainProgress):
+            self.sessions_left = event.status.sessions
+        elif isinstance(event, PhaseFinished):
+            self.line(
+                {
+                    "event": "phase",
+                    "phase": event.phase.value,
+                    "seconds": round(event.seconds, 3),
+                }
+            )
+        elif isinstance(event, Notice) and event.level == "warning":
+            self.line({"event": "warning", "message": event.message})
+
+    def line(self, fields: dict[str, object]) -> None:
+        record = {"time": round(time.time(), 3), "env": self.env, "rotation": self.rotation}
+        print(json.dumps({**record, **fields}), file=self.out, flush=True)
+
+
+def emit_metrics(
+    env: str,
+    *,
+    done: bool = False,
+    failed: bool = False,
+    drain_timeout: bool = False,
+    drain_seconds: float | None = None,
+    sessions_left: int | None = None,
+) -> None:
+    """Print one embedded-metric-format record for this invocation."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    metrics = Metrics(namespace=os.environ.get(NAMESPACE_ENV, "credflip"), service="rotator")
+    metrics.add_dimension(name="env", value=env)
+    metrics.add_metric(name="RotationsDone", unit=MetricUnit.Count, value=int(done))
+    metrics.add_metric(name="RotationsFailed", unit=MetricUnit.Count, value=int(failed))
+    metrics.add_metric(name="DrainTimeouts", unit=MetricUnit.Count, value=int(drain_timeout))
+    if drain_seconds is not None:
+        metrics.add_metric(name="DrainSeconds", unit=MetricUnit.Seconds, value=drain_seconds)
+    if sessions_left is not None:
+        metrics.add_metric(name="SessionsLeft", unit=MetricUnit.Count, value=sessions_left)
+    metrics.flush_metrics()
