@@ -37,6 +37,7 @@ lint: $(DEV)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
+	$(BIN)/cfn-lint deploy/template.yaml
 
 format: $(DEV)
 	$(BIN)/ruff format $(CODE)
