@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,19 +38,23 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     ec2 = client("ec2", moto_endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="rotator", Description="x", VpcId=vpc)["GroupId"]
+    name = f"rotator-{secrets.token_hex(3)}"
+    group = ec2.create_security_group(GroupName=name, Description="x", VpcId=vpc)["GroupId"]
     s3 = client("s3", moto_endpoint)
-    s3.create_bucket(Bucket="credflip-artifacts")
+    bucket = f"credflip-artifacts-{secrets.token_hex(3)}"
+    s3.create_bucket(Bucket=bucket)
     code = tmp_path / "rotator.zip"
     with zipfile.ZipFile(code, "w") as z:
         z.writestr("credflip/__init__.py", "")
-    s3.put_object(Bucket="credflip-artifacts", Key="credflip-rotator.zip", Body=code.read_bytes())
+    s3.put_object(Bucket=bucket, Key="credflip-rotator.zip", Body=code.read_bytes())
     key = client("kms", moto_endpoint).create_key()["KeyMetadata"]["Arn"]
 
     cfn = client("cloudformation", moto_endpoint)
+    env = f"prod{secrets.token_hex(3)}"  # one stack per run: moto's server lives on
+    stack_name = f"credflip-{env}"
     parameters = {
-        "Env": "prod",
-        "CodeBucket": "credflip-artifacts",
+        "Env": env,
+        "CodeBucket": bucket,
         "SubnetIds": subnet,
         "SecurityGroupIds": group,
         "KmsKeyArn": key,
@@ -58,22 +63,22 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         "AuroraDiscovery": "true",
     }
     cfn.create_stack(
-        StackName="credflip-prod",
+        StackName=stack_name,
         TemplateBody=TEMPLATE.read_text(),
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         Capabilities=["CAPABILITY_IAM"],
     )
-    stack = cfn.describe_stacks(StackName="credflip-prod")["Stacks"][0]
+    stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
     assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
     resources = {
         r["LogicalResourceId"]: r
-        for r in cfn.list_stack_resources(StackName="credflip-prod")["StackResourceSummaries"]
+        for r in cfn.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
     }
     assert {"RotatorLogGroup", "RotatorRole", "RotatorFunction", "SchedulerRole", "AlarmTopic"} <= (
         set(resources)
     ), sorted(resources)
 
-    function = client("lambda", moto_endpoint).get_function(FunctionName="credflip-rotator-prod")
+    function = client("lambda", moto_endpoint).get_function(FunctionName=f"credflip-rotator-{env}")
     config = function["Configuration"]
     assert config["Runtime"] == "python3.12"
     assert config["Handler"] == "credflip.aws_lambda.handler"
@@ -94,7 +99,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     statements = {s.get("Sid"): s for doc in policies.values() for s in _as_dict(doc)["Statement"]}
     ssm = statements["CredflipParametersOfOneEnv"]
     assert sorted(ssm["Action"]) == ["ssm:DeleteParameter", "ssm:GetParameters", "ssm:PutParameter"]
-    assert ssm["Resource"].endswith(":parameter/db/prod/*"), ssm["Resource"]
+    assert ssm["Resource"].endswith(f":parameter/db/{env}/*"), ssm["Resource"]
     assert statements["CredflipSecureStringKey"]["Resource"] == key
     assert sorted(statements["AuroraClusterMembers"]["Action"]) == [
         "rds:DescribeDBClusters",
@@ -102,12 +107,12 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     ]
 
     groups = client("logs", moto_endpoint).describe_log_groups(
-        logGroupNamePrefix="/aws/lambda/credflip-rotator-prod"
+        logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
     )["logGroups"]
     assert [g["retentionInDays"] for g in groups] == [30]
 
     topics = client("sns", moto_endpoint).list_topics()["Topics"]
-    assert any(t["TopicArn"].endswith(":credflip-alarms-prod") for t in topics)
+    assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
 
 
 def _as_dict(document: Any) -> dict[str, Any]:
