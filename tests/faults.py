@@ -153,6 +153,11 @@ class Clients:
         with self._lock:
             return sum(self.ok.values())
 
+    def serve_more(self, n: int = 5, what: str = "clients serving") -> None:
+        """Wait (bounded) until *n* more requests than now succeeded."""
+        start = self.served()
+        wait_for(lambda: self.served() > start + n, what=what)
+
     def assert_fine(self) -> None:
         assert not self.refused, self.refused[:3]
         assert self.ok["lambda"] and self.ok["pool"], dict(self.ok)

@@ -128,7 +128,7 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
         if isinstance(event, DrainProgress):
             samples += 1
         hit = (
-            (phase is Phase.DRAIN and samples == 3)
+            samples == 3
             if phase is Phase.DRAIN
             else isinstance(event, PhaseStarted) and event.phase is phase
         )
@@ -138,7 +138,7 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
             restarts[0].start()
 
     with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
-        wait_for(lambda: clients.served() > 5, what="clients serving")
+        clients.serve_more()
         result = rotate(
             store,
             layout,
@@ -147,8 +147,7 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
             on_event=on_event,
         )
         restarts[0].join()
-        served = clients.served()
-        wait_for(lambda: clients.served() > served + 5, what="clients serving after the restart")
+        clients.serve_more(what="clients serving after the restart")
     assert result.finished
     if phase is not Phase.DRAIN:
         assert any("trying the phase again" in n for n in notices), notices
@@ -219,7 +218,7 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
     started = time.monotonic()
     try:
         with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
-            wait_for(lambda: clients.served() > 5, what="clients serving")
+            clients.serve_more()
             result = rotate(
                 store,
                 layout,
@@ -227,8 +226,7 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
                 options=RotateOptions(client_ttl=TTL, drain_timeout=60),
                 on_event=on_event,
             )
-            served = clients.served()
-            wait_for(lambda: clients.served() > served + 5, what="clients serving after the thaw")
+            clients.serve_more(what="clients serving after the thaw")
     finally:
         thaw.cancel()
         frozen.thaw()
@@ -425,7 +423,7 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
 
     try:
         with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
-            wait_for(lambda: clients.served() > 5, what="clients serving")
+            clients.serve_more()
             with pytest.raises(StoreError) as caught:
                 rotate(
                     store,
