@@ -153,12 +153,22 @@ class Resolver:
 
     def resolve(self, env: str, *, ttl: float | None = None) -> Endpoints:
         """The active color's URLs of *env*, from cache while fresh."""
+        value = self.cached(env, ttl=ttl)
+        if value is not None:
+            return value
+        return self._update(env, self._entry(env), force=False)
+
+    def cached(self, env: str, *, ttl: float | None = None) -> Endpoints | None:
+        """The cached value of *env* while it is fresh, else None; never reads the store.
+
+        Event loops use it: a hit costs nothing, a miss is resolved in a thread.
+        """
         entry = self._entry(env)
         value = entry.value
         limit = (self.ttl if ttl is None else ttl) * entry.factor
         if value is not None and self._clock() - entry.fetched_at < limit:
             return value
-        return self._update(env, entry, force=False)
+        return None
 
     def refresh(self, env: str) -> Endpoints:
         """Read *env* from the store now; concurrent calls share one read."""

@@ -16,7 +16,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from .errors import UsageError
 
-__all__ = ["MASK", "DbUrl", "libpq_kwargs", "mask_url", "pymysql_kwargs", "scrub"]
+__all__ = [
+    "MASK",
+    "DbUrl",
+    "libpq_kwargs",
+    "mask_url",
+    "mysqlclient_kwargs",
+    "pymysql_kwargs",
+    "scrub",
+]
 
 MASK = "***"
 
@@ -78,6 +86,11 @@ class DbUrl:
     def backend(self) -> str:
         """The scheme without its driver suffix: ``postgresql+psycopg`` → ``postgresql``."""
         return self.scheme.split("+", 1)[0]
+
+    @property
+    def family(self) -> str:
+        """``postgresql`` or ``mysql`` (``postgres`` and ``mariadb`` included)."""
+        return {"postgres": "postgresql", "mariadb": "mysql"}.get(self.backend, self.backend)
 
     def with_credentials(self, user: str, password: str | None) -> DbUrl:
         """Return a copy that logs in as *user* with *password*."""
@@ -208,4 +221,26 @@ def pymysql_kwargs(url: DbUrl) -> dict[str, Any]:
             kwargs[key] = int(value)
         else:
             kwargs[key] = value
+    return kwargs
+
+
+def mysqlclient_kwargs(url: DbUrl) -> dict[str, Any]:
+    """mysqlclient (``MySQLdb``) keyword arguments for *url*, as Django's MySQL backend
+    passes them: the same URL options as :func:`pymysql_kwargs`, TLS spelled the
+    mysqlclient way (``ssl={...}``, ``ssl_mode``)."""
+    kwargs = pymysql_kwargs(url)
+    ssl = {
+        name: kwargs.pop(f"ssl_{name}") for name in ("ca", "cert", "key") if f"ssl_{name}" in kwargs
+    }
+    if ssl:
+        kwargs["ssl"] = ssl
+    disabled = kwargs.pop("ssl_disabled", False)
+    verify_cert = kwargs.pop("ssl_verify_cert", False)
+    verify_identity = kwargs.pop("ssl_verify_identity", False)
+    if disabled:
+        kwargs["ssl_mode"] = "DISABLED"
+    elif verify_identity:
+        kwargs["ssl_mode"] = "VERIFY_IDENTITY"
+    elif verify_cert:
+        kwargs["ssl_mode"] = "VERIFY_CA"
     return kwargs

@@ -1,0 +1,2 @@
+"""``ENGINE = "credflip.django.mysql"``: Django's MySQL/MariaDB backend (mysqlclient),
+following the active color."""

@@ -1,0 +1,2 @@
+"""``ENGINE = "credflip.django.postgresql"``: Django's PostgreSQL backend (psycopg 3),
+following the active color."""

@@ -1,0 +1,170 @@
+"""What the client-integration tests share: rotations with their switch times, and
+a monitor of the server's sessions per user, to check that every client kind
+leaves the old color within one TTL + 2 s of each switch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from conftest import App, MyApp
+from faults import wait_for
+
+from credflip import commands
+from credflip.layout import Layout
+from credflip.rotation import Event, PhaseFinished, RotateOptions, RotationResult, rotate
+from credflip.stores.base import Store
+
+#: Slack after one TTL within which no session of the old color may remain.
+SLACK = 2.0
+
+
+def initialise(app: App | MyApp, store: Store, layout: Layout) -> None:
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+
+
+class SessionMonitor:
+    """Samples the server's sessions of both colors' users every 100 ms."""
+
+    def __init__(self, app: App | MyApp) -> None:
+        self.app = app
+        self.users = (app.user, app.green)
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self, conn: Any) -> dict[str, int]:
+        if isinstance(self.app, App):
+            rows = conn.execute(
+                "SELECT usename, count(*) FROM pg_stat_activity WHERE usename = ANY(%s) GROUP BY 1",
+                (list(self.users),),
+            ).fetchall()
+        else:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT USER, count(*) FROM information_schema.PROCESSLIST "
+                    "WHERE USER IN (%s, %s) GROUP BY 1",
+                    self.users,
+                )
+                rows = cur.fetchall()
+        return {str(user): int(n) for user, n in rows}
+
+    def _run(self) -> None:
+        conn = self.app.su() if isinstance(self.app, App) else self.app.mariadb.root()
+        with conn:
+            while not self._stop.wait(0.1):
+                self.samples.append((time.monotonic(), self._count(conn)))
+
+    def now(self) -> dict[str, int]:
+        """The latest sample (waiting for one taken from now on)."""
+        start = time.monotonic()
+        deadline = start + 10
+        while time.monotonic() < deadline:
+            if self.samples and self.samples[-1][0] > start:
+                return self.samples[-1][1]
+            time.sleep(0.05)
+        raise AssertionError("the session monitor took no sample")
+
+    def __enter__(self) -> SessionMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Rotations:
+    """Back-to-back rotations at client TTL *ttl*, with the time of each switch."""
+
+    app: App | MyApp
+    store: Store
+    layout: Layout
+    ttl: float
+    switches: list[tuple[float, str]] = field(default_factory=list)
+    results: list[RotationResult] = field(default_factory=list)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, PhaseFinished) and event.phase.value == "switch":
+            # The old user: blue's is the app's own, green's carries _green.
+            old = self.app.user if len(self.switches) % 2 == 0 else self.app.green
+            self.switches.append((time.monotonic(), old))
+
+    def run(self, times: int) -> list[RotationResult]:
+        for _ in range(times):
+            self.results.append(
+                rotate(
+                    self.store,
+                    self.layout,
+                    admin_url=self.app.admin_url,
+                    options=RotateOptions(client_ttl=self.ttl, drain_timeout=30),
+                    on_event=self._on_event,
+                )
+            )
+        return self.results
+
+    def assert_left_in_time(self, monitor: SessionMonitor) -> None:
+        """Within one TTL + 2 s of each switch the old user has no session left, and
+        none comes back until the next switch; the drains were as short as the
+        rules allow."""
+        assert len(self.switches) == len(self.results) > 0
+        ends = [at for at, _old in self.switches[1:]] + [monitor.samples[-1][0]]
+        for (switched, old), end in zip(self.switches, ends, strict=True):
+            window = [
+                (at, counts.get(old, 0)) for at, counts in monitor.samples if switched <= at <= end
+            ]
+            busy = [at for at, n in window if n]
+            quiet_from = max(busy, default=switched)
+            assert any(at > quiet_from for at, _n in window), f"{old} never left: {window[-3:]}"
+            assert quiet_from - switched <= self.ttl + SLACK, (
+                f"{old} still had sessions {quiet_from - switched:.1f}s after the switch"
+            )
+        for result in self.results:
+            assert result.finished
+            # Caches expire (1.1 TTL), then one quiet TTL: no waiting on clients.
+            assert result.drain_seconds is not None
+            assert result.drain_seconds < self.ttl * 1.1 + self.ttl + 1.5, result.drain_seconds
+
+    def wait_past_last_switch(self, monitor: SessionMonitor) -> None:
+        """Keep the clients going until the monitor has sampled past the last window."""
+        last = self.switches[-1][0] + self.ttl + SLACK + 0.3
+        wait_for(lambda: monitor.samples[-1][0] > last, what="samples after the last switch")
+
+
+def change_password_behind_the_back(app: App | MyApp, store: Store, layout: Layout) -> None:
+    """What a hand-made rotation does: a new password for the active (blue) user, its
+    URLs stored, and every session of the user ended, so clients must log in anew."""
+    from conftest import my_hash
+    from psycopg import sql
+
+    from credflip.engines.postgres import scram_verifier
+    from credflip.layout import Color
+    from credflip.rotation import new_password
+
+    password = new_password()
+    if isinstance(app, App):
+        with app.su() as conn:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(app.user),
+                    sql.Literal(scram_verifier(conn, app.user, password)),
+                )
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (app.user,),
+            )
+    else:
+        app.mariadb.sql(
+            "ALTER USER %s@'%%' IDENTIFIED BY PASSWORD %s", args=(app.user, my_hash(password))
+        )
+        for (pid,) in app.mariadb.sql(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", args=(app.user,)
+        ):
+            app.mariadb.sql(f"KILL {int(pid)}")
+    url = app.url.with_credentials(app.user, password).secret
+    for role in ("writer", "reader"):
+        store.put(layout.url(Color.BLUE, role), url)  # type: ignore[arg-type]
