@@ -85,6 +85,7 @@ class Rotations:
     layout: Layout
     ttl: float
     switches: list[tuple[float, str]] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
     results: list[RotationResult] = field(default_factory=list)
 
     def _on_event(self, event: Event) -> None:
@@ -95,6 +96,7 @@ class Rotations:
 
     def run(self, times: int) -> list[RotationResult]:
         for _ in range(times):
+            self.starts.append(time.monotonic())
             self.results.append(
                 rotate(
                     self.store,
@@ -111,7 +113,8 @@ class Rotations:
         none comes back until the next switch; the drains were as short as the
         rules allow."""
         assert len(self.switches) == len(self.results) > 0
-        ends = [at for at, _old in self.switches[1:]] + [monitor.samples[-1][0]]
+        # Until the next rotation begins: its verify logs in as the old user.
+        ends = [*self.starts[1:], monitor.samples[-1][0]]
         for (switched, old), end in zip(self.switches, ends, strict=True):
             window = [
                 (at, counts.get(old, 0)) for at, counts in monitor.samples if switched <= at <= end

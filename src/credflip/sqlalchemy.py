@@ -108,7 +108,10 @@ class _Follower:
         self.driver = driver
         self.dialect = engine.dialect
         self._ref = weakref.ref(engine)
-        self._idle_of_old_color = threading.Event()
+        # Every pool slot this engine connected, to tell whether a connection
+        # of the old color is still open somewhere (idle in the pool).
+        self._records: weakref.WeakSet[ConnectionPoolEntry] = weakref.WeakSet()
+        self._records_lock = threading.Lock()
         self.watcher = ColorWatcher(
             resolver, env, ttl=ttl, on_change=self._changed, on_poll=self._poll
         )
@@ -156,6 +159,8 @@ class _Follower:
             self._fill(cparams, endpoints)
             conn = dialect.connect(*cargs, **cparams)
         record.info[_COLOR] = endpoints.color
+        with self._records_lock:
+            self._records.add(record)
         return conn
 
     def _of_old_color(self, record: ConnectionPoolEntry) -> bool:
@@ -182,25 +187,34 @@ class _Follower:
     # -- the watcher's callbacks (its own thread) --------------------------------
 
     def _changed(self, _color: Color) -> bool:
-        self._idle_of_old_color.set()
         return self._poll()
 
     def _poll(self) -> bool:
         engine = self._ref()
         if engine is None:
             return False
-        if self._idle_of_old_color.is_set():
+        if self._old_color_open():
             self.dispose_idle(engine)
         return True
+
+    def _old_color_open(self) -> bool:
+        current = self.current_color()
+        with self._records_lock:
+            records = list(self._records)
+        return any(
+            record.dbapi_connection is not None
+            and record.info.get(_COLOR, current) is not current
+            for record in records
+        )
 
     def _dispose_if_quiet(self, engine: Engine) -> None:
         pool = engine.pool
         # Idle connections of the old color are closed while nothing is
-        # checked out: QueuePool.dispose() then accounts exactly. Busy pools
-        # shed them through the checkout/checkin handlers instead.
+        # checked out: QueuePool.dispose() then accounts exactly (the idle
+        # ones of the new color go too, once per switch). Busy pools shed
+        # them through the checkout/checkin handlers instead.
         if getattr(pool, "checkedout", lambda: 0)() == 0:
             pool.dispose()
-            self._idle_of_old_color.clear()
 
 
 class _AsyncFollower(_Follower):

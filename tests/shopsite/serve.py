@@ -8,9 +8,9 @@ import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shopsite.settings")
 
-import django  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from waitress import create_server  # noqa: E402
+import django
+from django.core.wsgi import get_wsgi_application
+from waitress import create_server
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import os
 
 import credflip.django
 
-SECRET_KEY = "shopsite-tests-only"  # noqa: S105
+SECRET_KEY = "shopsite-tests-only"
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1"]
 USE_TZ = True
