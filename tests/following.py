@@ -4,8 +4,11 @@ leaves the old color within one TTL + 2 s of each switch."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,3 +174,69 @@ def change_password_behind_the_back(app: App | MyApp, store: Store, layout: Layo
     url = app.url.with_credentials(app.user, password).secret
     for role in ("writer", "reader"):
         store.put(layout.url(Color.BLUE, role), url)  # type: ignore[arg-type]
+
+
+def connection(port: int) -> http.client.HTTPConnection:
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+
+def get(port: int, worker: int, conn: http.client.HTTPConnection | None = None) -> dict[str, Any]:
+    """``GET /order?worker=N`` on a test app (on *conn*, kept alive, if given)."""
+    own = conn is None
+    conn = connection(port) if conn is None else conn
+    try:
+        conn.request("GET", f"/order?worker={worker}")
+        response = conn.getresponse()
+        body = response.read()
+    finally:
+        if own:
+            conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+class HttpLoad:
+    """Client threads with keep-alive HTTP connections to a test app, counting
+    outcomes and the login users that served them."""
+
+    def __init__(self, port: int, workers: int = 8) -> None:
+        self.port = port
+        self.ok = 0
+        self.failed: list[str] = []
+        self.users: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(workers)
+        ]
+
+    def _work(self, worker: int) -> None:
+        conn = connection(self.port)
+        while not self._stop.wait(0.005):
+            try:
+                body = get(self.port, worker, conn)
+            except Exception as exc:
+                conn.close()
+                conn = connection(self.port)
+                with self._lock:
+                    self.failed.append(f"{type(exc).__name__}: {exc}")
+            else:
+                with self._lock:
+                    self.ok += 1
+                    for alias in ("writer", "reader"):
+                        if alias in body:
+                            self.users[body[alias]] += 1
+        conn.close()
+
+    def __enter__(self) -> HttpLoad:
+        for thread in self._threads:
+            thread.start()
+        wait_for(lambda: self.ok > 0 or bool(self.failed), what="a first request")
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()

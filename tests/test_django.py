@@ -7,22 +7,24 @@ Clients hit it over HTTP (keep-alive) from threads while credflip rotates.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import subprocess
 import sys
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import App, MyApp, make_app, make_my_app
-from faults import wait_for
-from following import Rotations, SessionMonitor, change_password_behind_the_back, initialise
+from following import (
+    HttpLoad,
+    Rotations,
+    SessionMonitor,
+    change_password_behind_the_back,
+    connection,
+    get,
+    initialise,
+)
 
 from credflip.layout import Layout
 from credflip.stores.sqlite import SqliteStore
@@ -31,6 +33,7 @@ pytest.importorskip("django")
 
 TTL = 1.0
 TESTS = Path(__file__).parent
+EXAMPLES = TESTS.parent / "examples"
 
 
 class Site:
@@ -39,9 +42,9 @@ class Site:
     def __init__(self, store: SqliteStore, layout: Layout, *, ttl: float, threads: int) -> None:
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+            "PYTHONPATH": os.pathsep.join([str(TESTS), str(EXAMPLES)]),
             "DJANGO_SETTINGS_MODULE": "shopsite.settings",
-            "SHOP_ENV": layout.env,
+            "DB_ENV": layout.env,
             "CREDFLIP_STORE": store.url,
             "CREDFLIP_PREFIX": layout.prefix,
             "CREDFLIP_TTL": str(ttl),
@@ -59,18 +62,6 @@ class Site:
         assert line.strip().isdigit(), f"the site did not start: {self.log.read_text()}"
         self.port = int(line)
 
-    def get(self, conn: http.client.HTTPConnection, worker: int) -> dict[str, Any]:
-        conn.request("GET", f"/order?worker={worker}")
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {body[:200]!r}")
-        result: dict[str, Any] = json.loads(body)
-        return result
-
-    def connection(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-
     def stop(self) -> str:
         self.proc.terminate()
         self.proc.wait(10)
@@ -87,49 +78,6 @@ def site(store: SqliteStore, layout: Layout, *, ttl: float, threads: int = 4) ->
         running.stop()
 
 
-class Load:
-    """Client threads with keep-alive HTTP connections, counting outcomes."""
-
-    def __init__(self, running: Site, workers: int = 8) -> None:
-        self.site = running
-        self.ok = 0
-        self.failed: list[str] = []
-        self.users: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(workers)
-        ]
-
-    def _work(self, worker: int) -> None:
-        conn = self.site.connection()
-        while not self._stop.wait(0.005):
-            try:
-                body = self.site.get(conn, worker)
-            except Exception as exc:
-                conn.close()
-                conn = self.site.connection()
-                with self._lock:
-                    self.failed.append(f"{type(exc).__name__}: {exc}")
-            else:
-                with self._lock:
-                    self.ok += 1
-                    self.users[body["writer"]] += 1
-                    self.users[body["reader"]] += 1
-        conn.close()
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        wait_for(lambda: self.ok > 0 or self.failed, what="a first request")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-
 @pytest.fixture(params=["postgresql", "mysql"])
 def web_app(request: pytest.FixtureRequest) -> App | MyApp:
     """An app database on PostgreSQL 15 and on MariaDB."""
@@ -144,7 +92,7 @@ def test_django_site_follows_rotations(web_app: App | MyApp, tmp_path: Path) -> 
     initialise(web_app, store, layout)
     rotations = Rotations(web_app, store, layout, ttl=TTL)
     with site(store, layout, ttl=TTL) as running, SessionMonitor(web_app) as monitor:
-        with Load(running) as load:
+        with HttpLoad(running.port) as load:
             rotations.run(3)
             rotations.wait_past_last_switch(monitor)
         assert not load.failed, load.failed[:3]
@@ -162,9 +110,7 @@ def test_django_site_follows_rotations(web_app: App | MyApp, tmp_path: Path) -> 
         rotations.assert_left_in_time(monitor)
 
         # And the next request, on a new connection, is the new color's.
-        conn = running.connection()
-        assert running.get(conn, 99)["writer"] == web_app.user
-        conn.close()
+        assert get(running.port, 99)["writer"] == web_app.user
     log = running.log.read_text()
     for password in (web_app.password,):
         assert password not in log
@@ -177,10 +123,10 @@ def test_django_logs_in_again_after_a_refused_login(web_app: App | MyApp, tmp_pa
     layout = Layout("shop")
     initialise(web_app, store, layout)
     with site(store, layout, ttl=3600, threads=1) as running:
-        conn = running.connection()
-        assert running.get(conn, 1)["writer"] == web_app.user
+        conn = connection(running.port)
+        assert get(running.port, 1, conn)["writer"] == web_app.user
         change_password_behind_the_back(web_app, store, layout)
-        body = running.get(conn, 2)  # the same worker thread, whose connections died
+        body = get(running.port, 2, conn)  # the same worker thread, whose connections died
         assert body["writer"] == body["reader"] == web_app.user
         conn.close()
     log = running.log.read_text()

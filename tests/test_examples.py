@@ -1,13 +1,18 @@
-"""The documented Lambda pattern, run against a real server during rotations."""
+"""The examples, run against real servers during rotations: the Lambda pattern and
+the FastAPI app (the Django settings run in test_django's project)."""
 
 from __future__ import annotations
 
 import importlib.util
+import socket
+import threading
 from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import App
+from conftest import App, Clusters, make_app
+from faults import wait_for
+from following import HttpLoad, Rotations, SessionMonitor, initialise
 
 from credflip import commands
 from credflip.demo import Traffic
@@ -16,11 +21,11 @@ from credflip.resolver import clear_cache
 from credflip.rotation import RotateOptions, rotate
 from credflip.stores.sqlite import SqliteStore
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "lambda_function.py"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def load_example(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, EXAMPLE)
+def load_example(name: str, file: str = "lambda_function.py") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -63,3 +68,42 @@ def test_lambda_example_follows_rotations(
         clear_cache()
     assert traffic.failed == 0, dict(traffic.errors)
     assert colors[0] == "blue" and colors[-1] == "blue" and "green" in colors
+
+
+def test_fastapi_example_follows_rotations(
+    clusters: Clusters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    app = make_app(clusters.get(15), rich=False)
+    store = SqliteStore(tmp_path / "params.db")
+    layout = Layout("api")
+    initialise(app, store, layout)
+    for name, value in {
+        "CREDFLIP_STORE": store.url,
+        "CREDFLIP_PREFIX": layout.prefix,
+        "CREDFLIP_TTL": "1",
+        "DB_ENV": layout.env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    clear_cache()
+    module = load_example("fastapi_example", "fastapi_app.py")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(module.app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, what="uvicorn to start")
+        rotations = Rotations(app, store, layout, ttl=1.0)
+        with SessionMonitor(app) as monitor:
+            with HttpLoad(sock.getsockname()[1]) as load:
+                rotations.run(2)
+                rotations.wait_past_last_switch(monitor)
+            assert not load.failed, load.failed[:3]
+            assert set(load.users) == {app.user, app.green}, load.users
+            rotations.assert_left_in_time(monitor)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        clear_cache()

@@ -1,12 +1,10 @@
-"""Settings of the test project: both aliases come from credflip.django.database().
+"""Settings of the test project; the databases are examples/django_settings.py's.
 
-SHOP_ENV names the env; CREDFLIP_STORE, CREDFLIP_PREFIX and CREDFLIP_TTL are
-read by credflip itself.
+DB_ENV names the env; CREDFLIP_STORE, CREDFLIP_PREFIX and CREDFLIP_TTL are
+read by credflip itself. The examples directory is on PYTHONPATH.
 """
 
-import os
-
-import credflip.django
+from django_settings import DATABASE_ROUTERS, DATABASES
 
 SECRET_KEY = "shopsite-tests-only"
 DEBUG = False
@@ -16,16 +14,7 @@ ROOT_URLCONF = "shopsite.urls"
 INSTALLED_APPS = ["shopsite"]
 MIDDLEWARE: list[str] = []
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-DATABASES = {
-    "default": credflip.django.database(
-        os.environ["SHOP_ENV"], CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True
-    ),
-    "replica": credflip.django.database(
-        os.environ["SHOP_ENV"], role="reader", CONN_MAX_AGE=60, CONN_HEALTH_CHECKS=True
-    ),
-}
-DATABASE_ROUTERS = ["shopsite.routers.ReplicaRouter"]
+__all__ = ["DATABASES", "DATABASE_ROUTERS"]
 
 LOGGING = {
     "version": 1,
