@@ -7,7 +7,14 @@ CODE   := $(wildcard src tests bench examples deploy)
 STAMP  := $(VENV)/.installed-stamp
 DEV    := $(VENV)/.dev-stamp
 
-.PHONY: all venv demo test lint format bench soak package clean
+# The newest Django needs Python >= 3.12: the Django tests run once more there.
+PY_NEWEST ?= $(shell for py in python3.13 python3.12 \
+	$$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23]*/bin/python3.1[23] 2>/dev/null | sort -rV); do \
+	"$$py" -c pass 2>/dev/null && { command -v "$$py"; break; }; done)
+NEWEST := .venv-newest
+NEWEST_STAMP := $(NEWEST)/.installed-stamp
+
+.PHONY: all venv demo test test-newest mysqlclient-build-deps lint format bench soak package clean
 
 all: lint test
 
@@ -30,8 +37,27 @@ demo: $(STAMP)
 	$(BIN)/credflip demo
 
 # Two workers: most tests wait on servers and drains, not on the CPU.
-test: $(DEV)
+test: $(DEV) $(NEWEST_STAMP)
 	$(BIN)/pytest -q -n 2
+	$(MAKE) --no-print-directory test-newest
+
+# mysqlclient (Django's MySQL driver) compiles against libmariadb.
+$(DEV): | mysqlclient-build-deps
+mysqlclient-build-deps:
+	@pkg-config --exists libmariadb || pkg-config --exists mysqlclient || { \
+	  echo "make: mysqlclient needs libmariadb-dev and pkg-config: apt-get install libmariadb-dev pkg-config" >&2; exit 1; }
+
+$(NEWEST_STAMP): pyproject.toml | mysqlclient-build-deps
+	@test -n "$(PY_NEWEST)" || { echo "make: the newest Django needs Python >= 3.12: set PY_NEWEST=/path/to/python3.12" >&2; exit 1; }
+	$(PY_NEWEST) -m venv $(NEWEST)
+	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(NEWEST)/bin/python -m pip install --quiet -e '.[django]' 'Django>=6' mysqlclient waitress pytest pytest-timeout
+	@touch $(NEWEST_STAMP)
+
+# The Django tests on the newest Django and Python (the main suite has Django 4.2 LTS).
+test-newest: $(NEWEST_STAMP)
+	$(NEWEST)/bin/python -c 'import django, sys; print(f"newest: Django {django.__version__} on Python {sys.version.split()[0]}")'
+	$(NEWEST)/bin/pytest -q -p no:cacheprovider tests/test_django.py
 
 lint: $(DEV)
 	$(BIN)/ruff check $(CODE)
@@ -59,4 +85,4 @@ soak: $(DEV)
 	$(BIN)/python bench/soak.py --engine mysql --rotations 200 --plot docs/soak-mysql.png
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .credflip
+	rm -rf $(VENV) $(NEWEST) .pytest_cache .mypy_cache .ruff_cache .credflip
