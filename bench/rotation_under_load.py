@@ -3,12 +3,15 @@
 One command, one private PostgreSQL that enforces passwords, three scenarios
 under the same load, side by side:
 
-  a) credflip: back-to-back rotations with client TTL 2 s; Lambda-like
-     workers resolve per request, server-like workers use the SQLAlchemy
-     integration with a pool;
+  a) credflip: back-to-back rotations with client TTL 2 s, four client kinds
+     side by side: Lambda-like workers resolve per request; server-like
+     workers use the SQLAlchemy integration with a pool; a Django site
+     (credflip.django, CONN_MAX_AGE=60, waitress) takes HTTP requests; an
+     asyncio app runs tasks on create_async_engine (psycopg async);
   b) naive: one user, ``ALTER ROLE ... PASSWORD`` then the stored URL is
      updated, as often as (a) rotates, same clients;
-  c) original design: clients resolve once at start and never again, while
+  c) original design: clients resolve once at start and never again (Django
+     with the password in its settings), while
      credflip rotates: the drain waits for them, nothing fails, and the old
      password stays valid.
 
@@ -21,10 +24,18 @@ user over time, switches, failures; one panel per scenario).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.client
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,21 +64,25 @@ from credflip.urls import DbUrl
 from credflip.urls import libpq_kwargs as connect_kwargs
 
 OUT = Path(__file__).parent / "out"
-LAMBDAS = 4
-SERVERS = 4
+HERE = Path(__file__).parent
+#: Workers (threads, or tasks for async) per client kind.
+WORKERS = 4
+KINDS = ("lambda", "server", "django", "async")
+#: The kinds whose connections outlive a request: their old-color sessions are timed.
+POOLED = ("server", "django", "async")
 #: The server-like workers' pool, the same in every scenario.
 POOL: dict[str, Any] = {
-    "pool_size": SERVERS,
+    "pool_size": WORKERS,
     "max_overflow": 0,
     "connect_args": {"application_name": "server"},
 }
+ASYNC_POOL: dict[str, Any] = {**POOL, "connect_args": {"application_name": "async"}}
 
 
 @dataclass
 class Scenario:
     name: str
-    lambda_traffic: Traffic | None = None
-    server_traffic: Traffic | None = None
+    traffic: dict[str, Traffic] = field(default_factory=dict)
     switches: list[float] = field(default_factory=list)
     retires: list[float] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)
@@ -159,25 +174,104 @@ def server_request(engine: sqlalchemy.Engine) -> Any:
     return request
 
 
+def django_request(port: int) -> Any:
+    """HTTP GET on the Django site, one keep-alive connection per worker thread."""
+    local = threading.local()
+
+    def request(worker: int) -> str:
+        conn = getattr(local, "conn", None) or http.client.HTTPConnection(
+            "127.0.0.1", port, timeout=10
+        )
+        local.conn = conn
+        try:
+            conn.request("GET", f"/order?worker={worker}")
+            response = conn.getresponse()
+            body = response.read()
+        except Exception:
+            conn.close()
+            local.conn = None
+            raise
+        if response.status != 200:
+            raise RuntimeError(f"HTTP {response.status}")
+        return str(json.loads(body)["writer"])
+
+    return request
+
+
+@contextmanager
+def django_site(mode: str, env: dict[str, str]) -> Iterator[int]:
+    """bench/django_site.py in a process of its own; yields its port."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "django_site.py"), mode],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError("the Django site did not start")
+        yield int(line)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class AsyncApp:
+    """An event loop in a thread; each Traffic worker runs its request as a task there."""
+
+    def __init__(self, make_engine: Callable[[], Any]) -> None:
+        self.engine = make_engine()  # at "import", before the loop runs
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    async def _order(self, worker: int) -> str:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sqlalchemy.text("INSERT INTO orders (worker, kind) VALUES (:w, 'async')"),
+                {"w": worker},
+            )
+            return str((await conn.execute(sqlalchemy.text("SELECT session_user"))).scalar())
+
+    def request(self, worker: int) -> str:
+        return asyncio.run_coroutine_threadsafe(self._order(worker), self.loop).result(30)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@contextmanager
+def async_app(make_engine: Callable[[], Any]) -> Iterator[AsyncApp]:
+    app = AsyncApp(make_engine)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
 #: Seconds of steady load before the first and after the last rotation, so that
 #: "outside rotations" latencies are measured on the same load.
 SETTLE = 5.0
 
 
-def start(scenario: Scenario, lambda_req: Any, server_req: Any) -> None:
-    scenario.lambda_traffic = Traffic(lambda_req, workers=LAMBDAS, pause=0.02, record=True)
-    scenario.server_traffic = Traffic(server_req, workers=SERVERS, pause=0.01, record=True)
+def start(scenario: Scenario, requests: dict[str, Any]) -> None:
+    for kind, request in requests.items():
+        pause = 0.02 if kind == "lambda" else 0.01
+        scenario.traffic[kind] = Traffic(request, workers=WORKERS, pause=pause, record=True)
     scenario.began = time.monotonic()
-    scenario.lambda_traffic.start()
-    scenario.server_traffic.start()
+    for traffic in scenario.traffic.values():
+        traffic.start()
     threading.Event().wait(SETTLE)
 
 
 def finish(scenario: Scenario, pg: EmbeddedPostgres, database: str) -> None:
-    assert scenario.lambda_traffic and scenario.server_traffic
     threading.Event().wait(SETTLE)
-    scenario.lambda_traffic.stop()
-    scenario.server_traffic.stop()
+    for traffic in scenario.traffic.values():
+        traffic.stop()
     scenario.ended = time.monotonic()
     url = pg.url("postgres", pg.superuser_password, database)
     with psycopg.connect(**connect_kwargs(url)) as conn:
@@ -185,35 +279,54 @@ def finish(scenario: Scenario, pg: EmbeddedPostgres, database: str) -> None:
     scenario.rows = int(row[0]) if row else 0
 
 
+def site_env(store: SqliteStore, layout: Layout, ttl: float) -> dict[str, str]:
+    return {
+        "DB_ENV": layout.env,
+        "CREDFLIP_STORE": store.url,
+        "CREDFLIP_PREFIX": layout.prefix,
+        "CREDFLIP_TTL": str(ttl),
+    }
+
+
+def following_clients(
+    stack: ExitStack, store: SqliteStore, layout: Layout, resolver: Resolver, ttl: float
+) -> dict[str, Any]:
+    """The four client kinds, each following the store through credflip."""
+    from credflip.sqlalchemy import create_async_engine
+
+    engine = create_engine(layout.env, resolver=resolver, **POOL)
+    stack.callback(engine.dispose)
+    port = stack.enter_context(django_site("follow", site_env(store, layout, ttl)))
+    app = stack.enter_context(
+        async_app(lambda: create_async_engine(layout.env, resolver=resolver, **ASYNC_POOL))
+    )
+    return {
+        "lambda": lambda_request(lambda: resolver.resolve(layout.env).writer_url),
+        "server": server_request(engine),
+        "django": django_request(port),
+        "async": app.request,
+    }
+
+
 def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
     scenario = Scenario("a) credflip")
     admin, app = make_app(pg, "bench_credflip")
     scenario.users = (app.user, f"{app.user}_green")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         store = SqliteStore(Path(tmp) / "params.db")
+        stack.callback(store.close)
         layout = Layout("bench")
         commands.init(store, layout, admin_url=admin, writer_url=app)
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
-        engine = create_engine(
-            layout.env,
-            resolver=resolver,
-            **POOL,
-        )
-
+        requests = following_clients(stack, store, layout, resolver, ttl)
         with Monitor(pg, app.database, scenario):
-            start(
-                scenario,
-                lambda_request(lambda: resolver.resolve(layout.env).writer_url),
-                server_request(engine),
-            )
+            start(scenario, requests)
             options = RotateOptions(client_ttl=ttl, drain_timeout=60)
             for _ in range(rotations):
                 begin = time.monotonic()
                 rotate(store, layout, admin_url=admin, options=options, on_event=scenario.on_event)
                 scenario.windows.append((begin, time.monotonic()))
             finish(scenario, pg, app.database)
-        engine.dispose()
-        store.close()
     return scenario
 
 
@@ -221,29 +334,22 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
     scenario = Scenario("b) naive in place")
     _admin, app = make_app(pg, "bench_naive")
     scenario.users = (app.user,)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         store = SqliteStore(Path(tmp) / "params.db")
+        stack.callback(store.close)
         layout = Layout("naive")
         # Same store layout and clients as credflip, but only ever one user.
         for role in ("writer", "reader"):
             store.put(layout.url(Color.BLUE, role), app.secret, secure=True)  # type: ignore[arg-type]
         store.put(layout.pointer, "blue")
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
-        engine = create_engine(
-            layout.env,
-            resolver=resolver,
-            **POOL,
-        )
+        requests = following_clients(stack, store, layout, resolver, ttl)
         su_url = pg.url("postgres", pg.superuser_password, app.database)
         with (
             Monitor(pg, app.database, scenario),
             psycopg.connect(**connect_kwargs(su_url), autocommit=True) as su,
         ):
-            start(
-                scenario,
-                lambda_request(lambda: resolver.resolve(layout.env).writer_url),
-                server_request(engine),
-            )
+            start(scenario, requests)
             stop = threading.Event()
             for _ in range(rotations):
                 stop.wait(period / 2)
@@ -263,8 +369,6 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
                 stop.wait(period / 2)
                 scenario.windows.append((begin, time.monotonic()))
             finish(scenario, pg, app.database)
-        engine.dispose()
-        store.close()
     return scenario
 
 
@@ -272,19 +376,28 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
     scenario = Scenario("c) resolve once")
     admin, app = make_app(pg, "bench_original")
     scenario.users = (app.user, f"{app.user}_green")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         store = SqliteStore(Path(tmp) / "params.db")
+        stack.callback(store.close)
         layout = Layout("original")
         commands.init(store, layout, admin_url=admin, writer_url=app)
         # Clients read the URL once at start (cold start) and never again.
         once = Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env).writer_url
-        engine = sqlalchemy.create_engine(
-            once.replace("postgresql://", "postgresql+psycopg://"),
-            **POOL,
-        )
+        driver_url = once.replace("postgresql://", "postgresql+psycopg://")
+        engine = sqlalchemy.create_engine(driver_url, **POOL)
+        stack.callback(engine.dispose)
+        port = stack.enter_context(django_site("static", {"BENCH_DB_URL": once}))
+        from sqlalchemy.ext.asyncio import create_async_engine as plain_async_engine
 
+        aio = stack.enter_context(async_app(lambda: plain_async_engine(driver_url, **ASYNC_POOL)))
+        requests = {
+            "lambda": lambda_request(lambda: once),
+            "server": server_request(engine),
+            "django": django_request(port),
+            "async": aio.request,
+        }
         with Monitor(pg, app.database, scenario):
-            start(scenario, lambda_request(lambda: once), server_request(engine))
+            start(scenario, requests)
             begin = time.monotonic()
             try:
                 rotate(
@@ -302,8 +415,6 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
                 )
             scenario.windows.append((begin, time.monotonic()))
             finish(scenario, pg, app.database)
-        engine.dispose()
-        store.close()
     return scenario
 
 
@@ -314,14 +425,12 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-def latency(scenario: Scenario, *, during: bool) -> tuple[float, float]:
+def latency(scenario: Scenario, kind: str, *, during: bool) -> tuple[float, float]:
     samples = []
-    for traffic in (scenario.lambda_traffic, scenario.server_traffic):
-        assert traffic is not None
-        for began, took, ok in traffic.samples:
-            inside = any(a <= began <= b for a, b in scenario.windows)
-            if ok and inside == during:
-                samples.append(took * 1000)
+    for began, took, ok in scenario.traffic[kind].samples:
+        inside = any(a <= began <= b for a, b in scenario.windows)
+        if ok and inside == during:
+            samples.append(took * 1000)
     return percentiles(samples)
 
 
@@ -343,47 +452,46 @@ def old_sessions_gone(scenario: Scenario, app: str) -> list[float]:
 
 def report(scenarios: list[Scenario], ttl: float) -> list[str]:
     head = (
-        f"{'scenario':<18} {'rot':>3} {'ok':>7} {'failed':>7} {'lost':>5} "
-        f"{'p50 out':>8} {'p99 out':>8} {'p50 rot':>8} {'p99 rot':>8} "
-        f"{'server old gone':>16} {'old pw valid':>14}"
+        f"{'scenario':<18} {'kind':<7} {'ok':>7} {'failed':>7} "
+        f"{'p50 out':>8} {'p99 out':>8} {'p50 rot':>8} {'p99 rot':>8} {'old gone':>10}"
     )
     lines = [head, "-" * len(head)]
     for sc in scenarios:
-        lam, srv = sc.lambda_traffic, sc.server_traffic
-        assert lam and srv
-        ok, failed = lam.ok + srv.ok, lam.failed + srv.failed
-        out50, out99 = latency(sc, during=False)
-        in50, in99 = latency(sc, during=True)
-        gone = old_sessions_gone(sc, "server")
-        gone_text = (
-            "-" if not gone else "never" if max(gone) == float("inf") else (f"max {max(gone):.1f}s")
-        )
-        if sc.retires and sc.switches and sc.name.startswith("a"):
-            valid = max(r - s for s, r in zip(sc.switches, sc.retires, strict=False))
-            valid_text = f"max {valid:.1f}s"
-        elif sc.name.startswith("b"):
-            valid_text = "0s"
-        else:
-            valid_text = f">{sc.ended - sc.switches[0]:.0f}s (end)" if sc.switches else "-"
-        lines.append(
-            f"{sc.name:<18} {len(sc.windows):>3} {ok:>7} {failed:>7} {max(0, ok - sc.rows):>5} "
-            f"{out50:>7.1f}ms {out99:>7.1f}ms {in50:>7.1f}ms {in99:>7.1f}ms "
-            f"{gone_text:>16} {valid_text:>14}"
-        )
+        for n, (kind, traffic) in enumerate(sc.traffic.items()):
+            out50, out99 = latency(sc, kind, during=False)
+            in50, in99 = latency(sc, kind, during=True)
+            gone = old_sessions_gone(sc, kind) if kind in POOLED else []
+            gone_text = (
+                "-"
+                if not gone
+                else "never"
+                if max(gone) == float("inf")
+                else f"max {max(gone):.1f}s"
+            )
+            lines.append(
+                f"{sc.name if n == 0 else '':<18} {kind:<7} {traffic.ok:>7} {traffic.failed:>7} "
+                f"{out50:>7.1f}ms {out99:>7.1f}ms {in50:>7.1f}ms {in99:>7.1f}ms {gone_text:>10}"
+            )
     lines.append("")
     for sc in scenarios:
-        lam, srv = sc.lambda_traffic, sc.server_traffic
-        assert lam and srv
-        errors = dict(lam.errors + srv.errors)
+        ok = sum(t.ok for t in sc.traffic.values())
+        if sc.retires and sc.switches and sc.name.startswith("a"):
+            valid = max(r - s for s, r in zip(sc.switches, sc.retires, strict=False))
+            valid_text = f"at most {valid:.1f}s after each switch"
+        elif sc.name.startswith("b"):
+            valid_text = "0s (dies at the change)"
+        else:
+            valid_text = f"> {sc.ended - sc.switches[0]:.0f}s (to the end)" if sc.switches else "-"
+        errors = {k: dict(t.errors) for k, t in sc.traffic.items() if t.errors}
         lines.append(
-            f"{sc.name}: lambda ok {lam.ok} failed {lam.failed}, server ok {srv.ok} failed "
-            f"{srv.failed}; rows {sc.rows}"
+            f"{sc.name}: {len(sc.windows)} rotation(s); rows {sc.rows}, "
+            f"lost {max(0, ok - sc.rows)}; old password valid {valid_text}"
             + (f"; errors {errors}" if errors else "")
             + (f"; {sc.note}" if sc.note else "")
         )
     lines.append(
-        f"client TTL {ttl:g}s; acceptance: server old-color sessions gone within "
-        f"TTL + 2 s = {ttl + 2:g}s of each switch"
+        f"client TTL {ttl:g}s; {WORKERS} workers per kind; old gone: seconds from a switch "
+        f"until that kind holds no session of the old user (acceptance: TTL + 2 s = {ttl + 2:g}s)"
     )
     return lines
 
@@ -406,8 +514,7 @@ def plot(scenarios: list[Scenario], path: Path) -> None:
             ax.axvline(switched - t0, color="grey", linestyle="--", linewidth=0.8)
         fails = [
             began - t0
-            for traffic in (sc.lambda_traffic, sc.server_traffic)
-            if traffic is not None
+            for traffic in sc.traffic.values()
             for began, _took, ok in traffic.samples
             if not ok
         ]

@@ -133,3 +133,37 @@ def test_django_logs_in_again_after_a_refused_login(web_app: App | MyApp, tmp_pa
     # One refused login (the writer's); the refresh served the reader's too.
     assert log.count("was refused; retrying once as blue") == 1, log
     assert web_app.password not in log
+
+
+def test_database_settings_hold_no_password_and_refuse_what_cannot_follow(
+    tmp_path: Path,
+) -> None:
+    from credflip.django import database
+    from credflip.errors import UsageError
+    from credflip.layout import Color
+
+    store = SqliteStore(tmp_path / "params.db")
+    layout = Layout("shop")
+    secret = "s3cret-Pa55word"
+    store.put(layout.pointer, "blue")
+    store.put(layout.url(Color.BLUE, "writer"), f"postgresql://app:{secret}@db:6432/shop")
+    store.put(layout.url(Color.BLUE, "reader"), f"mysql://app:{secret}@ro:3306/shop")
+    entry = database("shop", store=store, prefix=layout.prefix, CONN_MAX_AGE=60)
+    assert entry["ENGINE"] == "credflip.django.postgresql"
+    assert (entry["NAME"], entry["HOST"], entry["PORT"], entry["PASSWORD"]) == (
+        "shop",
+        "db",
+        "6432",
+        "",
+    )
+    assert entry["CONN_MAX_AGE"] == 60 and secret not in repr(entry)
+    assert entry["CREDFLIP"]["store"] == store.url  # plain data: Django deep-copies settings
+    reader = database("shop", role="reader", store=store, prefix=layout.prefix)
+    assert reader["ENGINE"] == "credflip.django.mysql" and reader["HOST"] == "ro"
+    for kwargs, message in [
+        ({"role": "primary"}, "role 'primary' is not known"),
+        ({"PASSWORD": "x"}, "takes no USER or PASSWORD"),
+        ({"OPTIONS": {"pool": True}}, "does not follow Django's connection pool"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            database("shop", store=store, prefix=layout.prefix, **kwargs)

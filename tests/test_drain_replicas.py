@@ -147,7 +147,7 @@ def test_a_session_held_only_on_the_standby_keeps_the_drain_waiting(
     assert (
         f"127.0.0.1:{standby.port} (blue reader URL standby): pg_stat_activity, "
         f"pg_stat_statements" in init.out
-    )
+    ), init.out  # whole: a full-suite run once printed something else here
     instances = held_only_there(app, store, layout, cli, reader)
     assert [(i["role"], i["sessions"]["blue"]) for i in instances] == [
         ("primary", 0),

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from credflip.errors import UsageError
 from credflip.rotation import new_password
-from credflip.urls import DbUrl, mask_url, scrub
+from credflip.urls import DbUrl, mask_url, mysqlclient_kwargs, scrub
 
 
 def test_parse_full_url() -> None:
@@ -76,3 +76,26 @@ def test_with_credentials_and_same_server() -> None:
     other = url.with_credentials("c", "e")
     assert other.same_server(url) and other.user == "c" and other.password == "e"
     assert other.render(show_password=True) == "postgresql://c:e@h:1/d"
+
+
+def test_mysqlclient_kwargs_spell_tls_the_mysqlclient_way() -> None:
+    url = DbUrl.parse(
+        "mysql://u:p@db:3307/shop?ssl_ca=/ca.pem&ssl_cert=/c.pem&ssl_key=/k.pem"
+        "&ssl_verify_identity=true&connect_timeout=5"
+    )
+    assert mysqlclient_kwargs(url) == {
+        "host": "db",
+        "port": 3307,
+        "user": "u",
+        "password": "p",
+        "database": "shop",
+        "ssl": {"ca": "/ca.pem", "cert": "/c.pem", "key": "/k.pem"},
+        "ssl_mode": "VERIFY_IDENTITY",
+        "connect_timeout": 5,
+    }
+    assert mysqlclient_kwargs(DbUrl.parse("mariadb://u:p@db/x?ssl_disabled=true"))["ssl_mode"] == (
+        "DISABLED"
+    )
+    assert "ssl_mode" not in mysqlclient_kwargs(DbUrl.parse("mysql://u:p@db/x"))
+    with pytest.raises(UsageError, match="'sslmode' is not supported"):
+        mysqlclient_kwargs(DbUrl.parse("mysql://u:p@db/x?sslmode=require"))

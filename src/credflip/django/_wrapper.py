@@ -64,9 +64,10 @@ class _Follower:
         return self.resolver.refresh(self.env)
 
     def add(self, wrapper: FollowingWrapper) -> None:
+        color = self.resolve().color
         with self._lock:
             self._wrappers.add(wrapper)
-        self.watcher.start(self.resolve().color)
+            self.watcher.start(color)  # under the lock: one watcher thread
 
     def _sweep(self, color: Color) -> bool:
         with self._lock:
