@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ ASYNC_POOL: dict[str, Any] = {**POOL, "connect_args": {"application_name": "asyn
 @dataclass
 class Scenario:
     name: str
-    traffic: dict[str, Traffic] = field(default_factory=dict)
+    traffic: dict[str, Traffic | AsyncTraffic] = field(default_factory=dict)
     switches: list[float] = field(default_factory=list)
     retires: list[float] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)
@@ -218,7 +219,7 @@ def django_site(mode: str, env: dict[str, str]) -> Iterator[int]:
 
 
 class AsyncApp:
-    """An event loop in a thread; each Traffic worker runs its request as a task there."""
+    """An event loop in a thread of its own, with the app's async engine."""
 
     def __init__(self, make_engine: Callable[[], Any]) -> None:
         self.engine = make_engine()  # at "import", before the loop runs
@@ -226,7 +227,7 @@ class AsyncApp:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    async def _order(self, worker: int) -> str:
+    async def order(self, worker: int) -> str:
         async with self.engine.begin() as conn:
             await conn.execute(
                 sqlalchemy.text("INSERT INTO orders (worker, kind) VALUES (:w, 'async')"),
@@ -234,14 +235,59 @@ class AsyncApp:
             )
             return str((await conn.execute(sqlalchemy.text("SELECT session_user"))).scalar())
 
-    def request(self, worker: int) -> str:
-        return asyncio.run_coroutine_threadsafe(self._order(worker), self.loop).result(30)
-
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
+
+
+class AsyncTraffic:
+    """Traffic's interface for an async app: its workers are tasks on the app's loop
+    (no thread hands requests over, so latencies are the loop's own)."""
+
+    def __init__(self, app: AsyncApp, *, workers: int, pause: float) -> None:
+        self.app = app
+        self.workers = workers
+        self.pause = pause
+        self.ok = 0
+        self.failed = 0
+        self.by_color: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.samples: list[tuple[float, float, bool]] = []
+        self._stop = False
+        self._future: Any = None
+
+    async def _work(self, worker: int) -> None:
+        while not self._stop:
+            began = time.monotonic()
+            try:
+                user = await self.app.order(worker)
+            except Exception as exc:
+                self.failed += 1
+                self.errors[type(exc).__name__] += 1
+                ok = False
+            else:
+                self.ok += 1
+                self.by_color[user] += 1
+                ok = True
+            self.samples.append((began, time.monotonic() - began, ok))
+            await asyncio.sleep(self.pause)
+
+    async def _all(self) -> None:
+        await asyncio.gather(*(self._work(n) for n in range(self.workers)))
+
+    def start(self) -> None:
+        self._future = asyncio.run_coroutine_threadsafe(self._all(), self.app.loop)
+        deadline = time.monotonic() + 30
+        while self.ok == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the async app could not complete a request: {self.errors}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._future.result(30)
 
 
 @contextmanager
@@ -261,7 +307,11 @@ SETTLE = 5.0
 def start(scenario: Scenario, requests: dict[str, Any]) -> None:
     for kind, request in requests.items():
         pause = 0.02 if kind == "lambda" else 0.01
-        scenario.traffic[kind] = Traffic(request, workers=WORKERS, pause=pause, record=True)
+        scenario.traffic[kind] = (
+            AsyncTraffic(request, workers=WORKERS, pause=pause)
+            if isinstance(request, AsyncApp)
+            else Traffic(request, workers=WORKERS, pause=pause, record=True)
+        )
     scenario.began = time.monotonic()
     for traffic in scenario.traffic.values():
         traffic.start()
@@ -304,7 +354,7 @@ def following_clients(
         "lambda": lambda_request(lambda: resolver.resolve(layout.env).writer_url),
         "server": server_request(engine),
         "django": django_request(port),
-        "async": app.request,
+        "async": app,
     }
 
 
@@ -394,7 +444,7 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
             "lambda": lambda_request(lambda: once),
             "server": server_request(engine),
             "django": django_request(port),
-            "async": aio.request,
+            "async": aio,
         }
         with Monitor(pg, app.database, scenario):
             start(scenario, requests)
