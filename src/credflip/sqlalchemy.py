@@ -202,8 +202,7 @@ class _Follower:
         with self._records_lock:
             records = list(self._records)
         return any(
-            record.dbapi_connection is not None
-            and record.info.get(_COLOR, current) is not current
+            record.dbapi_connection is not None and record.info.get(_COLOR, current) is not current
             for record in records
         )
 
