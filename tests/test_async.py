@@ -25,8 +25,6 @@ from credflip.resolver import Endpoints, Resolver
 from credflip.sqlalchemy import create_async_engine
 from credflip.stores.sqlite import SqliteStore
 
-pytest.importorskip("greenlet")
-
 TTL = 1.0
 DRIVERS = [("postgresql", "psycopg"), ("postgresql", "asyncpg"), ("mysql", "aiomysql")]
 WHO = {

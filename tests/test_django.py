@@ -25,11 +25,10 @@ from following import (
     get,
     initialise,
 )
+from helpers import stored_url
 
-from credflip.layout import Layout
+from credflip.layout import Color, Layout
 from credflip.stores.sqlite import SqliteStore
-
-pytest.importorskip("django")
 
 TTL = 1.0
 TESTS = Path(__file__).parent
@@ -112,8 +111,9 @@ def test_django_site_follows_rotations(web_app: App | MyApp, tmp_path: Path) -> 
         # And the next request, on a new connection, is the new color's.
         assert get(running.port, 99)["writer"] == web_app.user
     log = running.log.read_text()
-    for password in (web_app.password,):
-        assert password not in log
+    # Neither the first password nor the two the rotations left behind.
+    for password in [web_app.password] + [stored_url(store, layout, c).password for c in Color]:
+        assert password and password not in log
 
 
 def test_django_logs_in_again_after_a_refused_login(web_app: App | MyApp, tmp_path: Path) -> None:
@@ -140,7 +140,6 @@ def test_database_settings_hold_no_password_and_refuse_what_cannot_follow(
 ) -> None:
     from credflip.django import database
     from credflip.errors import UsageError
-    from credflip.layout import Color
 
     store = SqliteStore(tmp_path / "params.db")
     layout = Layout("shop")

@@ -73,7 +73,8 @@ def test_lambda_example_follows_rotations(
 def test_fastapi_example_follows_rotations(
     clusters: Clusters, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uvicorn = pytest.importorskip("uvicorn")
+    import uvicorn
+
     app = make_app(clusters.get(15), rich=False)
     store = SqliteStore(tmp_path / "params.db")
     layout = Layout("api")
