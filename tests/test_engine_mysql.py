@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MY_ADMIN, Mariadb, MyApp, make_my_app
+from faults import wait_for
 from helpers import connects, fresh, login_error, stored_url
 from servers import PrivateMariadb
 
@@ -176,7 +177,9 @@ def test_sessions_by_client_and_kill(mariadb: Mariadb) -> None:
             sample = eng.sessions(app.user)
             assert sample.count == 3 and sample.groups[0].client == "127.0.0.1"
             assert eng.terminate(app.user) == 3
-            assert eng.sessions(app.user).count == 0
+            # KILL returns before the thread is gone: a busy server lists it a
+            # moment longer (seen once in a full CI run).
+            wait_for(lambda: eng.sessions(app.user).count == 0, timeout=10, what="killed")
     finally:
         for conn in conns:
             conn.close()
