@@ -7,6 +7,7 @@ Clients hit it over HTTP (keep-alive) from threads while credflip rotates.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,19 +36,24 @@ TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
 
 
+def project_env(store: SqliteStore, layout: Layout, *, ttl: float) -> dict[str, str]:
+    """The environment of a process that runs the shopsite project."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), str(EXAMPLES)]),
+        "DJANGO_SETTINGS_MODULE": "shopsite.settings",
+        "DB_ENV": layout.env,
+        "CREDFLIP_STORE": store.url,
+        "CREDFLIP_PREFIX": layout.prefix,
+        "CREDFLIP_TTL": str(ttl),
+    }
+
+
 class Site:
     """The shopsite project in a waitress process of its own."""
 
     def __init__(self, store: SqliteStore, layout: Layout, *, ttl: float, threads: int) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), str(EXAMPLES)]),
-            "DJANGO_SETTINGS_MODULE": "shopsite.settings",
-            "DB_ENV": layout.env,
-            "CREDFLIP_STORE": store.url,
-            "CREDFLIP_PREFIX": layout.prefix,
-            "CREDFLIP_TTL": str(ttl),
-        }
+        env = project_env(store, layout, ttl=ttl)
         self.log = store.path.with_suffix(".site.log")
         self._log = self.log.open("wb")
         self.proc = subprocess.Popen(
@@ -166,3 +172,45 @@ def test_database_settings_hold_no_password_and_refuse_what_cannot_follow(
     ]:
         with pytest.raises(UsageError, match=message):
             database("shop", store=store, prefix=layout.prefix, **kwargs)
+
+
+def test_dbshell_logs_in_as_the_active_color(web_app: App | MyApp, tmp_path: Path) -> None:
+    """manage.py dbshell (psql / mariadb) gets the active color's credentials through
+    the environment, never on its command line."""
+    store = SqliteStore(tmp_path / "params.db")
+    layout = Layout("shop")
+    initialise(web_app, store, layout)
+    Rotations(web_app, store, layout, ttl=0.2).run(1)  # green is active now
+    query = (
+        ["-tAc", "SELECT session_user"]
+        if isinstance(web_app, App)
+        else ["-N", "-e", "SELECT SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"]
+    )
+    shell = subprocess.run(
+        [sys.executable, "-m", "django", "dbshell", "--", *query],
+        env=project_env(store, layout, ttl=60),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.strip() == web_app.green
+    # What dbshell runs: the password is in the environment, not in the arguments.
+    show = (
+        "import django, json; django.setup(); from django.db import connection as c; "
+        "args, env = c.client.settings_to_cmd_args_env(c.credflip_settings(), []); "
+        "print(json.dumps([args, sorted(env or {})]))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", show],
+        env=project_env(store, layout, ttl=60),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    args, env_names = json.loads(shown.stdout)
+    password = stored_url(store, layout, Color.GREEN).password
+    assert password and password not in " ".join(args)
+    assert env_names == (["PGPASSWORD"] if isinstance(web_app, App) else ["MYSQL_PWD"])
