@@ -20,7 +20,7 @@ from faults import reopen, wait_for
 from following import Rotations, SessionMonitor, change_password_behind_the_back, initialise
 
 from credflip.errors import UsageError
-from credflip.layout import Layout
+from credflip.layout import Color, Layout
 from credflip.resolver import Endpoints, Resolver
 from credflip.sqlalchemy import create_async_engine
 from credflip.stores.sqlite import SqliteStore
@@ -180,10 +180,12 @@ def test_async_engine_logs_in_again_after_a_refused_login(
     assert resolver.reads == 2 and resolver.on_loop == 0
 
 
-def test_async_engine_refuses_an_unknown_driver(app: App, tmp_path: Path) -> None:
+def test_async_engine_refuses_an_unknown_driver(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "params.db")
     layout = Layout("api")
-    initialise(app, store, layout)
+    store.put(layout.pointer, "blue")
+    for role in ("writer", "reader"):
+        store.put(layout.url(Color.BLUE, role), "postgresql://app:pw@db/shop")  # type: ignore[arg-type]
     resolver = Resolver(store=store, prefix=layout.prefix)
     with pytest.raises(
         UsageError, match="'aiomysql' is not supported for postgresql: use 'psycopg' or 'asyncpg'"
