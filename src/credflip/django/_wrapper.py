@@ -187,17 +187,21 @@ class FollowingWrapper:
             self._credflip_idle = False
             behind = self._credflip_closed_behind
         if behind:
-            self._credflip_drop()
+            self.close()
 
-    def _credflip_drop(self) -> None:
-        try:
-            self.close()  # type: ignore[attr-defined]
-        except DatabaseError:
-            # The watcher closed the driver's connection already; a second
-            # close may be refused. Nothing is left to release.
-            self.connection = None
+    def close(self) -> None:
+        """Django's close; never racing the watcher, and quiet about a connection the
+        watcher closed already (a second close may be refused by the driver)."""
         with self._credflip_lock:
+            self._credflip_idle = False
+            behind = self._credflip_closed_behind
             self._credflip_closed_behind = False
+        try:
+            super().close()  # type: ignore[misc]
+        except DatabaseError:
+            if not behind:
+                raise
+            self.connection = None  # nothing is left to release
 
     def close_if_unusable_or_obsolete(self) -> None:
         """Django's per-request check, plus: a connection of the old color is closed."""
@@ -207,7 +211,7 @@ class FollowingWrapper:
                 self.credflip_color is not self.credflip.resolve().color
             )
             if old or self._credflip_closed_behind:
-                self._credflip_drop()
+                self.close()
                 return
         super().close_if_unusable_or_obsolete()  # type: ignore[misc]
 
