@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from .layout import Color, Role
 from .resolver import Endpoints, Resolver, default_resolver
 from .stores.base import Store
 from .urls import DbUrl
+
+log = logging.getLogger("credflip.sqlalchemy")
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -227,10 +230,13 @@ class _AsyncFollower(_Follower):
         self._pending: concurrent.futures.Future[None] | None = None
 
     def _await_in_thread(self, func: Callable[[], Endpoints]) -> Endpoints:
-        from sqlalchemy.util import await_only
+        try:
+            from sqlalchemy.util import await_ as wait  # SQLAlchemy >= 2.1
+        except ImportError:  # SQLAlchemy 2.0
+            from sqlalchemy.util import await_only as wait
 
         self._loop = asyncio.get_running_loop()
-        result: Endpoints = await_only(asyncio.to_thread(func))
+        result: Endpoints = wait(asyncio.to_thread(func))
         return result
 
     def resolve(self) -> Endpoints:
@@ -267,6 +273,16 @@ class _AsyncFollower(_Follower):
             self._pending = asyncio.run_coroutine_threadsafe(dispose(), loop)
         except RuntimeError:  # the loop closed meanwhile
             self._pending = None
+            return
+        self._pending.add_done_callback(_log_failure)
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    # Closing the idle pool on the loop failed: say so; the next poll tries again.
+    if not future.cancelled() and future.exception() is not None:
+        log.warning(
+            "credflip: closing idle connections of the old color failed: %r", future.exception()
+        )
 
 
 def _resolver(resolver: Resolver | None, store: Store | str | None, prefix: str | None) -> Resolver:
