@@ -20,7 +20,7 @@ from psycopg_pool import ConnectionPool
 from .errors import is_auth_failure
 from .follow import ColorWatcher
 from .layout import Color, Role
-from .resolver import Resolver, default_resolver
+from .resolver import Resolver, given_or_default
 from .stores.base import Store
 from .urls import DbUrl
 from .urls import libpq_kwargs as connect_kwargs
@@ -132,6 +132,6 @@ def connection_pool(
         with connection_pool("prod", min_size=2) as pool, pool.connection() as conn:
             conn.execute(...)
     """
-    res = resolver if resolver is not None else default_resolver(store=store, prefix=prefix)
+    res = given_or_default(resolver, store=store, prefix=prefix)
     pool_kwargs.setdefault("open", True)
     return CredflipPool(env, role=role, resolver=res, ttl=ttl, **pool_kwargs)

@@ -285,6 +285,13 @@ def default_resolver(*, store: Store | str | None = None, prefix: str | None = N
     return resolver
 
 
+def given_or_default(
+    resolver: Resolver | None, *, store: Store | str | None, prefix: str | None
+) -> Resolver:
+    """*resolver* when an integration was given one, else :func:`default_resolver`."""
+    return resolver if resolver is not None else default_resolver(store=store, prefix=prefix)
+
+
 # The module-level functions look their resolver up by their own arguments:
 # reading CREDFLIP_STORE/CREDFLIP_PREFIX on every call would cost more than the
 # cache hit itself. The variables are read when a combination is first used.

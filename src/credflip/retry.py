@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .errors import is_auth_failure
-from .resolver import Endpoints, Resolver, default_resolver
+from .resolver import Endpoints, Resolver, given_or_default
 from .stores.base import Store
 
 __all__ = ["call_with_refresh", "is_auth_failure"]
@@ -37,7 +37,7 @@ def call_with_refresh(
     ``func`` typically connects with ``endpoints.writer_url`` and does the
     work. Any other error, and a second authentication failure, propagate.
     """
-    res = resolver if resolver is not None else default_resolver(store=store, prefix=prefix)
+    res = given_or_default(resolver, store=store, prefix=prefix)
     endpoints = res.resolve(env, ttl=ttl)
     try:
         return func(endpoints)

@@ -33,7 +33,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from .errors import UsageError, is_auth_failure
 from .follow import ColorWatcher
 from .layout import Color, Role
-from .resolver import Endpoints, Resolver, default_resolver
+from .resolver import Endpoints, Resolver, given_or_default
 from .stores.base import Store
 from .urls import DbUrl
 
@@ -235,7 +235,6 @@ class _AsyncFollower(_Follower):
         except ImportError:  # SQLAlchemy 2.0
             from sqlalchemy.util import await_only as wait
 
-        self._loop = asyncio.get_running_loop()
         result: Endpoints = wait(asyncio.to_thread(func))
         return result
 
@@ -285,10 +284,6 @@ def _log_failure(future: concurrent.futures.Future[None]) -> None:
         )
 
 
-def _resolver(resolver: Resolver | None, store: Store | str | None, prefix: str | None) -> Resolver:
-    return resolver if resolver is not None else default_resolver(store=store, prefix=prefix)
-
-
 def create_engine(
     env: str,
     *,
@@ -304,7 +299,7 @@ def create_engine(
     Extra keyword arguments go to :func:`sqlalchemy.create_engine`
     (``pool_size=5``, ``echo=True``...).
     """
-    res = _resolver(resolver, store, prefix)
+    res = given_or_default(resolver, store=store, prefix=prefix)
     first = res.resolve(env, ttl=ttl)
     engine = sqlalchemy.create_engine(
         _without_password(sqlalchemy_url(first.url(role))), **engine_kwargs
@@ -335,7 +330,7 @@ def create_async_engine(
     """
     from sqlalchemy.ext.asyncio import create_async_engine as sa_create_async_engine
 
-    res = _resolver(resolver, store, prefix)
+    res = given_or_default(resolver, store=store, prefix=prefix)
     first = res.resolve(env, ttl=ttl)
     engine_name = DbUrl.parse(first.url(role)).family
     choices = _ASYNC_DRIVERS.get(engine_name, ())

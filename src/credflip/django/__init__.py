@@ -29,6 +29,11 @@ from ..urls import DbUrl
 
 __all__ = ["database"]
 
+NO_POOL = (
+    "credflip.django does not follow Django's connection pool (OPTIONS['pool']): "
+    "remove it and use CONN_MAX_AGE for persistent connections"
+)
+
 _ENGINES = {
     "postgresql": "credflip.django.postgresql",
     "mysql": "credflip.django.mysql",
@@ -59,10 +64,7 @@ def database(
             "the store on every connect"
         )
     if "pool" in (settings.get("OPTIONS") or {}):
-        raise UsageError(
-            "credflip.django does not follow Django's connection pool (OPTIONS['pool']): "
-            "remove it and use CONN_MAX_AGE for persistent connections"
-        )
+        raise UsageError(NO_POOL)
     resolver = default_resolver(store=store, prefix=prefix)
     url = DbUrl.parse(resolver.resolve(env, ttl=ttl).url(role), what=f"the {role} URL of {env!r}")
     engine = _ENGINES.get(url.family)

@@ -33,6 +33,7 @@ from ..follow import ColorWatcher
 from ..layout import Color, Role
 from ..resolver import Endpoints, Resolver, default_resolver
 from ..urls import DbUrl
+from . import NO_POOL
 
 __all__ = ["FollowingWrapper"]
 
@@ -41,6 +42,8 @@ log = logging.getLogger("credflip.django")
 #: Connection parameters that come from the resolved URL on every connect.
 _CREDENTIALS = ("user", "password")
 _ADDRESS = ("host", "port")
+#: The database name stays Django's NAME: its test runner swaps in test_<name>.
+_DATABASE = ("dbname", "database")
 
 
 class _Follower:
@@ -115,10 +118,7 @@ class FollowingWrapper:
                 "credflip.django.database(env, ...): use that function for this alias"
             )
         if "pool" in (self.settings_dict.get("OPTIONS") or {}):
-            raise ImproperlyConfigured(
-                "credflip.django does not follow Django's connection pool (OPTIONS['pool']): "
-                "remove it and use CONN_MAX_AGE for persistent connections"
-            )
+            raise ImproperlyConfigured(NO_POOL)
         self.credflip = _follower(config)
         self._credflip_address = bool(config.get("follow_host", True))
         self._credflip_lock = threading.Lock()
@@ -131,7 +131,7 @@ class FollowingWrapper:
 
     @staticmethod
     def credflip_params(url: DbUrl) -> dict[str, Any]:
-        """The driver's connect arguments for *url* (credentials, address, options)."""
+        """The driver's connect arguments for *url* (``libpq_kwargs``...)."""
         raise NotImplementedError
 
     # -- connecting ---------------------------------------------------------------
@@ -142,7 +142,7 @@ class FollowingWrapper:
         for key, value in fresh.items():
             if key in _CREDENTIALS or (key in _ADDRESS and self._credflip_address):
                 merged[key] = value
-            elif key not in _ADDRESS:
+            elif key not in _ADDRESS and key not in _DATABASE:
                 # Driver options of the URL (sslmode...); OPTIONS in settings win.
                 merged.setdefault(key, value)
         return merged
