@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from conftest import App, MyApp
@@ -19,13 +20,18 @@ from credflip import commands
 from credflip.layout import Layout
 from credflip.rotation import Event, PhaseFinished, RotateOptions, RotationResult, rotate
 from credflip.stores.base import Store
+from credflip.stores.sqlite import SqliteStore
 
 #: Slack after one TTL within which no session of the old color may remain.
 SLACK = 2.0
 
 
-def initialise(app: App | MyApp, store: Store, layout: Layout) -> None:
+def initialised(app: App | MyApp, tmp_path: Path, env: str) -> tuple[SqliteStore, Layout]:
+    """A SQLite store in *tmp_path* where *env* is initialised on *app*."""
+    store = SqliteStore(tmp_path / "params.db")
+    layout = Layout(env)
     commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    return store, layout
 
 
 class SessionMonitor:
@@ -140,9 +146,12 @@ class Rotations:
         wait_for(lambda: monitor.samples[-1][0] > last, what="samples after the last switch")
 
 
-def change_password_behind_the_back(app: App | MyApp, store: Store, layout: Layout) -> None:
-    """What a hand-made rotation does: a new password for the active (blue) user, its
-    URLs stored, and every session of the user ended, so clients must log in anew."""
+def change_password_behind_the_back(
+    app: App | MyApp, store: Store, layout: Layout, *, end_sessions: bool = True
+) -> None:
+    """What a hand-made rotation does: a new password for the active (blue) user and
+    its URLs stored; with *end_sessions* every session of the user is ended too, so
+    clients must log in anew."""
     from conftest import my_hash
     from psycopg import sql
 
@@ -159,18 +168,20 @@ def change_password_behind_the_back(app: App | MyApp, store: Store, layout: Layo
                     sql.Literal(scram_verifier(conn, app.user, password)),
                 )
             )
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (app.user,),
-            )
+            if end_sessions:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                    (app.user,),
+                )
     else:
         app.mariadb.sql(
             "ALTER USER %s@'%%' IDENTIFIED BY PASSWORD %s", args=(app.user, my_hash(password))
         )
-        for (pid,) in app.mariadb.sql(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", args=(app.user,)
-        ):
-            app.mariadb.sql(f"KILL {int(pid)}")
+        if end_sessions:
+            for (pid,) in app.mariadb.sql(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s", args=(app.user,)
+            ):
+                app.mariadb.sql(f"KILL {int(pid)}")
     url = app.url.with_credentials(app.user, password).secret
     for role in ("writer", "reader"):
         store.put(layout.url(Color.BLUE, role), url)  # type: ignore[arg-type]

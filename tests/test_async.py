@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy
 from conftest import App, MyApp, make_app, make_my_app
 from faults import reopen, wait_for
-from following import Rotations, SessionMonitor, change_password_behind_the_back, initialise
+from following import Rotations, SessionMonitor, change_password_behind_the_back, initialised
 
 from credflip.errors import UsageError
 from credflip.layout import Color, Layout
@@ -122,9 +122,7 @@ def test_async_engine_follows_rotations(
     request: pytest.FixtureRequest, family: str, driver: str, tmp_path: Path
 ) -> None:
     app = new_app(request, family)
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("api")
-    initialise(app, store, layout)
+    store, layout = initialised(app, tmp_path, "api")
     resolver = LoopWatchingResolver(store=reopen(store), prefix=layout.prefix, ttl=TTL)
 
     def make_engine() -> Any:
@@ -156,9 +154,7 @@ def test_async_engine_logs_in_again_after_a_refused_login(
     request: pytest.FixtureRequest, family: str, driver: str, tmp_path: Path
 ) -> None:
     app = new_app(request, family)
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("api")
-    initialise(app, store, layout)
+    store, layout = initialised(app, tmp_path, "api")
     resolver = LoopWatchingResolver(store=store, prefix=layout.prefix, ttl=3600)
 
     engine = create_async_engine(

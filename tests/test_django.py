@@ -24,7 +24,7 @@ from following import (
     change_password_behind_the_back,
     connection,
     get,
-    initialise,
+    initialised,
 )
 from helpers import stored_url
 
@@ -92,9 +92,7 @@ def web_app(request: pytest.FixtureRequest) -> App | MyApp:
 
 
 def test_django_site_follows_rotations(web_app: App | MyApp, tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("shop")
-    initialise(web_app, store, layout)
+    store, layout = initialised(web_app, tmp_path, "shop")
     rotations = Rotations(web_app, store, layout, ttl=TTL)
     with site(store, layout, ttl=TTL) as running, SessionMonitor(web_app) as monitor:
         with HttpLoad(running.port) as load:
@@ -125,9 +123,7 @@ def test_django_site_follows_rotations(web_app: App | MyApp, tmp_path: Path) -> 
 def test_django_logs_in_again_after_a_refused_login(web_app: App | MyApp, tmp_path: Path) -> None:
     """A connection lost after someone changed the password by hand: the health check
     reconnects, the cached password is refused, one refresh and the request succeeds."""
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("shop")
-    initialise(web_app, store, layout)
+    store, layout = initialised(web_app, tmp_path, "shop")
     with site(store, layout, ttl=3600, threads=1) as running:
         conn = connection(running.port)
         assert get(running.port, 1, conn)["writer"] == web_app.user
@@ -177,9 +173,7 @@ def test_database_settings_hold_no_password_and_refuse_what_cannot_follow(
 def test_dbshell_logs_in_as_the_active_color(web_app: App | MyApp, tmp_path: Path) -> None:
     """manage.py dbshell (psql / mariadb) gets the active color's credentials through
     the environment, never on its command line."""
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("shop")
-    initialise(web_app, store, layout)
+    store, layout = initialised(web_app, tmp_path, "shop")
     Rotations(web_app, store, layout, ttl=0.2).run(1)  # green is active now
     query = (
         ["-tAc", "SELECT session_user"]

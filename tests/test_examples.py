@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 from conftest import App, Clusters, make_app
 from faults import wait_for
-from following import HttpLoad, Rotations, SessionMonitor, initialise
+from following import HttpLoad, Rotations, SessionMonitor, initialised
 
 from credflip import commands
 from credflip.demo import Traffic
@@ -76,9 +76,7 @@ def test_fastapi_example_follows_rotations(
     import uvicorn
 
     app = make_app(clusters.get(15), rich=False)
-    store = SqliteStore(tmp_path / "params.db")
-    layout = Layout("api")
-    initialise(app, store, layout)
+    store, layout = initialised(app, tmp_path, "api")
     for name, value in {
         "CREDFLIP_STORE": store.url,
         "CREDFLIP_PREFIX": layout.prefix,

@@ -9,17 +9,16 @@ import pymysql
 import pytest
 import sqlalchemy
 from conftest import App, Mariadb
+from following import change_password_behind_the_back
 from helpers import fresh
-from psycopg import sql
 
 from credflip import call_with_refresh, commands, is_auth_failure
 from credflip.demo import Traffic
-from credflip.engines.postgres import scram_verifier
 from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout
 from credflip.psycopg import connection_pool
 from credflip.resolver import Resolver
-from credflip.rotation import RotateOptions, new_password, rotate
+from credflip.rotation import RotateOptions, rotate
 from credflip.sqlalchemy import create_engine, sqlalchemy_url
 from credflip.stores.sqlite import SqliteStore
 
@@ -128,26 +127,13 @@ def test_psycopg_pool_follows_rotations_under_load(
         assert sessions_by_user(app).get(app.user, 0) == 0
 
 
-def change_password_behind_the_back(app: App, store: SqliteStore, layout: Layout) -> None:
-    """What a hand-made rotation does: new password for the active user, new URL stored."""
-    password = new_password()
-    with app.su() as conn:
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(app.user), sql.Literal(scram_verifier(conn, app.user, password))
-            )
-        )
-    for role in ("writer", "reader"):
-        store.put(layout.url(Color.BLUE, role), app.url.with_credentials(app.user, password).secret)  # type: ignore[arg-type]
-
-
 def test_call_with_refresh_after_a_password_change(
     app: App, store: SqliteStore, layout: Layout
 ) -> None:
     initialise(app, store, layout)
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=3600)
     resolver.resolve(layout.env)
-    change_password_behind_the_back(app, store, layout)
+    change_password_behind_the_back(app, store, layout, end_sessions=False)
     attempts: list[str] = []
 
     def work(endpoints: Any) -> int:
@@ -173,7 +159,7 @@ def test_sqlalchemy_reconnects_after_a_password_change(
     engine = create_engine(layout.env, resolver=resolver, poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as conn:
         conn.execute(sqlalchemy.text("SELECT 1"))
-    change_password_behind_the_back(app, store, layout)
+    change_password_behind_the_back(app, store, layout, end_sessions=False)
     with engine.connect() as conn:
         assert conn.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
     assert resolver.reads == 2
@@ -190,7 +176,7 @@ def test_psycopg_pool_reconnects_after_a_password_change(
     ) as pool:
         with pool.connection() as conn:
             conn.execute("SELECT 1")
-        change_password_behind_the_back(app, store, layout)
+        change_password_behind_the_back(app, store, layout, end_sessions=False)
         pool.drain()  # new connections log in with the cached, now wrong, password
         with pool.connection(timeout=10) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
