@@ -14,7 +14,7 @@ PY_NEWEST ?= $(shell for py in python3.13 python3.12 \
 NEWEST := .venv-newest
 NEWEST_STAMP := $(NEWEST)/.installed-stamp
 
-.PHONY: all venv demo test test-newest mysqlclient-build-deps lint format bench soak package clean
+.PHONY: all venv demo test test-newest system-deps-test lint format bench soak package clean
 
 all: lint test
 
@@ -34,6 +34,7 @@ $(DEV): $(STAMP)
 venv: $(DEV)
 
 demo: $(STAMP)
+	@tools/system-deps demo
 	$(BIN)/credflip demo
 
 # Two workers: most tests wait on servers and drains, not on the CPU.
@@ -41,13 +42,14 @@ test: $(DEV) $(NEWEST_STAMP)
 	$(BIN)/pytest -q -n 2
 	$(MAKE) --no-print-directory test-newest
 
-# mysqlclient (Django's MySQL driver) compiles against libmariadb.
-$(DEV): | mysqlclient-build-deps
-mysqlclient-build-deps:
-	@pkg-config --exists libmariadb || pkg-config --exists mysqlclient || { \
-	  echo "make: mysqlclient needs libmariadb-dev and pkg-config: apt-get install libmariadb-dev pkg-config" >&2; exit 1; }
+# Debian packages the tests need (mysqlclient's build dependencies, server
+# binaries for the private servers): installed with apt-get when make runs as
+# root, otherwise one line says what to install.
+$(DEV): | system-deps-test
+system-deps-test:
+	@tools/system-deps test
 
-$(NEWEST_STAMP): pyproject.toml | mysqlclient-build-deps
+$(NEWEST_STAMP): pyproject.toml | system-deps-test
 	@test -n "$(PY_NEWEST)" || { echo "make: the newest Django needs Python >= 3.12: set PY_NEWEST=/path/to/python3.12" >&2; exit 1; }
 	$(PY_NEWEST) -m venv $(NEWEST)
 	$(NEWEST)/bin/python -m pip install --quiet --upgrade pip
