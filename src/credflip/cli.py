@@ -26,7 +26,6 @@ from .drain import Verdict
 from .durations import format_duration, parse_duration
 from .errors import CredflipError, UsageError
 from .layout import DEFAULT_PREFIX, Layout
-from .preview import RotationPlan, plan_rotation
 from .resolver import Resolver
 from .rotation import (
     DrainProgress,
@@ -35,7 +34,9 @@ from .rotation import (
     PhaseFinished,
     PhaseStarted,
     RotateOptions,
+    RotationPlan,
     RotationResult,
+    plan_rotation,
     rollback,
     rotate,
 )

@@ -1,0 +1,63 @@
+"""A rotation: prepare, verify, switch, drain, retire, done.
+
+Each phase boundary is written to ``/db/{env}/rotation`` before the next
+phase starts, so a rotation that stops (crash, drain timeout, Lambda time
+limit) resumes where it stopped. Throughout, the color the pointer names has
+URLs that connect: the active user is never touched, and the pointer only
+moves to URLs that were just proven to work.
+
+The package, by job:
+
+- :mod:`.start` — ``rotate``: lock, checks before any change, start or resume;
+- :mod:`.runner` — the table ``Phase → handler``, the retry policy, the loop;
+- :mod:`.phases` — one module per phase, each a ``plan(ctx)`` and a ``run(ctx)``;
+- :mod:`.watch` and :mod:`.terminate` — the drain's sampling loop and ``--terminate``;
+- :mod:`.journal` — the rotation record: boundaries, failures, history;
+- :mod:`.context`, :mod:`.options`, :mod:`.events`, :mod:`.params`, :mod:`.plan`;
+- :mod:`.messages` — every operator message;
+- :mod:`.preview` — ``--dry-run``, walking the phases' plans;
+- :mod:`.rollback`.
+
+Nothing here prints: progress goes to an ``on_event`` callback.
+"""
+
+from __future__ import annotations
+
+from .events import (
+    DrainProgress,
+    Event,
+    Notice,
+    PhaseFinished,
+    PhaseStarted,
+    RollbackResult,
+    RotationResult,
+)
+from .fleet import env_fleet, instance_list
+from .options import RetireMode, RotateOptions
+from .params import new_password, read_pointer, read_urls
+from .preview import PlannedParameter, RotationPlan, plan_rotation
+from .rollback import rollback
+from .start import preflight, rotate
+
+__all__ = [
+    "DrainProgress",
+    "Event",
+    "Notice",
+    "PhaseFinished",
+    "PhaseStarted",
+    "PlannedParameter",
+    "RetireMode",
+    "RollbackResult",
+    "RotateOptions",
+    "RotationPlan",
+    "RotationResult",
+    "env_fleet",
+    "instance_list",
+    "new_password",
+    "plan_rotation",
+    "preflight",
+    "read_pointer",
+    "read_urls",
+    "rollback",
+    "rotate",
+]

@@ -1,0 +1,112 @@
+"""What every phase works with: the store, the env's layout and state, the fleet, the options.
+
+A :class:`Context` lives for one call of :func:`~credflip.rotation.rotate` (or
+one dry run). A dry run stages the writes of each phase's plan instead of
+making them, so that a later phase's plan reads what an earlier one would
+have written (verify logs in with the URLs prepare would write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..engines import Engine
+from ..instances import Fleet
+from ..layout import Color, Layout, Role
+from ..state import Phase, Rotation, State
+from ..stores.base import Store
+from ..urls import DbUrl, scrub
+from . import messages
+from .events import Event, Notice, OnEvent, emit
+from .options import RotateOptions
+from .params import parse_urls, read_pointer
+from .plan import PhasePlan, Write
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    """One rotation (or dry run) with the lock held (or no lock: a dry run changes nothing)."""
+
+    store: Store
+    layout: Layout
+    fleet: Fleet
+    state: State
+    options: RotateOptions
+    on_event: OnEvent = None
+    #: Plan only: writes are staged, nothing runs.
+    dry_run: bool = False
+    #: Secrets made in this run, scrubbed from every message.
+    secrets: list[str] = field(default_factory=list, repr=False)
+    #: Set while a failure in verify means the prepared password itself is wrong.
+    redo_prepare: bool = True
+    #: The plans made so far in this run, by phase.
+    plans: dict[Phase, PhasePlan] = field(default_factory=dict, repr=False)
+    _staged: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def engine(self) -> Engine:
+        """The primary's engine: the one that changes users and rights."""
+        return self.fleet.primary
+
+    @property
+    def rot(self) -> Rotation:
+        """The rotation under way."""
+        assert self.state.current is not None  # noqa: S101 - set before any phase runs
+        return self.state.current
+
+    def user(self, color: Color) -> str:
+        """The login user of *color*."""
+        return self.state.users[color]
+
+    @property
+    def old_user(self) -> str:
+        """The user the rotation moves clients away from."""
+        return self.user(self.rot.from_color)
+
+    @property
+    def new_user(self) -> str:
+        """The user the rotation moves clients to."""
+        return self.user(self.rot.to_color)
+
+    def emit(self, event: Event) -> None:
+        """Tell the caller."""
+        emit(self.on_event, event)
+
+    def notice(self, message: str, level: str = "note") -> None:
+        """Tell the operator, with this run's secrets scrubbed."""
+        self.emit(Notice(scrub(message, self.secrets), level))
+
+    # -- the store --------------------------------------------------------
+
+    def pointer(self) -> Color:
+        """The active color as stored now."""
+        staged = self._staged.get(self.layout.pointer)
+        if staged is not None:
+            return Color.parse(staged, where=f"pointer {self.layout.pointer}")
+        return read_pointer(self.store, self.layout)
+
+    def urls(self, color: Color) -> dict[Role, DbUrl]:
+        """Both URLs of *color*, as stored (or as a dry run's earlier phases would write them)."""
+        names = [self.layout.url(color, role) for role in ("writer", "reader")]
+        values = {**self.store.get_many(names), **self._pick(names)}
+        return parse_urls(self.layout, color, values)
+
+    def _pick(self, names: Iterable[str]) -> dict[str, str]:
+        return {n: self._staged[n] for n in names if n in self._staged}
+
+    def write(self, writes: Iterable[Write]) -> None:
+        """Make *writes* (a dry run stages them instead)."""
+        for w in writes:
+            if self.dry_run:
+                self._staged[w.name] = w.value
+            else:
+                self.store.put(w.name, w.value, secure=w.secure)
+
+    def require_switched(self) -> None:
+        """The old user may only be drained and retired while the pointer names the new one."""
+        pointer = self.pointer()
+        if pointer is not self.rot.to_color:
+            raise messages.not_switched(pointer, self.rot.to_color, self.layout.env)

@@ -1,0 +1,43 @@
+"""The instances an env's drain watches, as the store and the state name them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..engines import Engine
+from ..instances import Fleet
+from ..instances import normalize as instances_normalize
+from ..layout import ROLES, Color, Layout
+from ..state import State
+from ..stores.base import Store
+from ..urls import DbUrl
+from .options import RotateOptions
+
+__all__ = ["env_fleet", "instance_list"]
+
+
+def env_fleet(
+    store: Store,
+    layout: Layout,
+    state: State,
+    engine: Engine,
+    *,
+    strict: bool = True,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> Fleet:
+    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members."""
+    values = store.get_many([layout.url(c, r) for c in Color for r in ROLES])
+    urls: list[tuple[str, DbUrl]] = []
+    for color in Color:
+        for role in ROLES:
+            text = values.get(layout.url(color, role))
+            if text:
+                urls.append(
+                    (f"{color} {role} URL", DbUrl.parse(text, what=layout.url(color, role)))
+                )
+    return Fleet.of(engine, urls=urls, stored=state.instances, strict=strict, notice=notice)
+
+
+def instance_list(stored: list[str], options: RotateOptions) -> list[str]:
+    """The env's stored instances with ``--instance`` added and ``--forget-instance`` removed."""
+    return instances_normalize(stored, options.instances, options.forget_instances)

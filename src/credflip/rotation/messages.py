@@ -1,0 +1,221 @@
+"""What a rotation says to the operator: every message in one place.
+
+Each message is one line that says what happened and what to do next. The
+functions return text, or the error to raise; none prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..drain import DrainStatus, Reading
+from ..durations import format_duration
+from ..errors import ConfigurationError, CredflipError, DrainTimeout, RotationError
+from ..instances import Instance
+from ..layout import Color
+from ..state import Phase
+from ..urls import DbUrl
+
+__all__: list[str] = []
+
+
+# -- the phase loop --------------------------------------------------------
+
+
+def deadline_stop(phase: Phase) -> str:
+    return f"stopping before {phase} to respect the deadline; run again to resume"
+
+
+def retrying(phase: Phase, exc: CredflipError, delay: float, left: float) -> str:
+    return (
+        f"{phase}: {exc}; trying the phase again in {delay:.1f}s "
+        f"({left:.0f}s of --reconnect-timeout left)"
+    )
+
+
+def stopped(phase: Phase, exc: CredflipError, pointer: Color, env: str) -> RotationError:
+    return RotationError(
+        f"stopped in {phase}: {exc}; the pointer names {pointer}; run "
+        f"'credflip rotate --env {env}' again once the database answers"
+    )
+
+
+def resuming(rotation_id: str, from_color: Color, to_color: Color, phase: Phase) -> str:
+    return f"resuming rotation {rotation_id} ({from_color} → {to_color}) at {phase}"
+
+
+def using_recorded(name: str, recorded: float, given: float) -> str:
+    return (
+        f"using --{name.replace('_', '-')} {format_duration(recorded)} recorded "
+        f"when this rotation started (more than {format_duration(given)})"
+    )
+
+
+# -- before anything changes ----------------------------------------------
+
+
+def missing_counters(gaps: Sequence[str]) -> ConfigurationError:
+    return ConfigurationError(
+        f"--require-counters: the drain could miss a short login: {'; '.join(gaps)}; "
+        f"nothing was changed"
+    )
+
+
+def inactive_unobservable(target: str, inst: Instance, exc: CredflipError) -> RotationError:
+    return RotationError(
+        f"cannot check whether the inactive user {target!r} is idle on "
+        f"{inst.address} ({inst.source}): {exc}; start it, or if it was removed "
+        f"for good, add --forget-instance {inst.address}"
+    )
+
+
+def inactive_in_use(
+    target: str, inactive: Color, active: Color, address: str, count: int, who: str
+) -> RotationError:
+    return RotationError(
+        f"the inactive user {target!r} ({inactive}) still has {count} "
+        f"session(s) on {address} ({who}): clients still use it; "
+        f"wait until they move to {active} (one client TTL after the last switch) "
+        f"and run rotate again"
+    )
+
+
+# -- prepare and verify ----------------------------------------------------
+
+
+def pointer_moved(pointer: Color, from_color: Color, env: str) -> RotationError:
+    return RotationError(
+        f"the pointer names {pointer} but this rotation started from "
+        f"{from_color}: it was changed outside credflip; run 'credflip "
+        f"rollback --env {env}' to abandon this rotation"
+    )
+
+
+def wrong_user(name: str, found: str | None, user: str) -> RotationError:
+    return RotationError(f"{name} logs in as {found!r}, not {user!r}; run 'credflip rotate' again")
+
+
+def waiting_for_replica(label: str, left: float) -> str:
+    return (
+        f"waiting for the {label} to accept the new password (a replica that "
+        f"has not replayed it yet); {left:.0f}s left"
+    )
+
+
+def verify_failed(
+    to_color: Color, from_color: Color, label: str, url: DbUrl, exc: CredflipError
+) -> RotationError:
+    return RotationError(
+        f"verify failed for the {to_color} {label} ({url}): {exc}; the pointer still "
+        f"names {from_color}; fix the cause and run 'credflip rotate' again, or "
+        f"'credflip rollback'"
+    )
+
+
+# -- drain and retire ------------------------------------------------------
+
+
+def not_switched(pointer: Color, to_color: Color, env: str) -> RotationError:
+    return RotationError(
+        f"the pointer names {pointer}, but this rotation switched to "
+        f"{to_color}: a rollback was interrupted or someone moved it; the "
+        f"{pointer} user is left alone; run 'credflip rollback --env {env}' "
+        f"to finish the rollback"
+    )
+
+
+def watching(old: str, parts: Sequence[str]) -> str:
+    return f"drain: watching {old!r} on {'; '.join(parts)}"
+
+
+def counter_gaps(gaps: Sequence[str], sample_interval: float) -> str:
+    return (
+        f"no login counter: {'; '.join(gaps)}; a client that connects and leaves within "
+        f"one sample ({format_duration(sample_interval)}) may be missed "
+        f"(--require-counters refuses to rotate without one)"
+    )
+
+
+def drain_deadline_stop() -> str:
+    return "stopping in the drain to respect the deadline; run again to resume"
+
+
+def drain_timeout(
+    old: str, env: str, status: DrainStatus, readings: Sequence[Reading], waited: float
+) -> DrainTimeout:
+    if status.reasons:
+        message = (
+            f"drain timed out after {waited:.0f}s: user {old!r} is still in use "
+            f"({'; '.join(status.reasons)}); find those clients, then run 'credflip rotate "
+            f"--env {env}' to continue the drain, or add --terminate to end them"
+        )
+    else:
+        message = (
+            f"drain timed out after {waited:.0f}s: user {old!r} shows no use, but the quiet "
+            f"window or --min-drain needs {format_duration(status.done_in)} more; run "
+            f"'credflip rotate --env {env}' again later to continue the drain"
+        )
+    down = [r.instance for r in readings if r.error is not None]
+    if down:
+        message += (
+            f"; an instance that cannot be reached counts as in use: start "
+            f"{', '.join(down)}, or if it was removed for good, run 'credflip rotate --env "
+            f"{env} --forget-instance {down[0]}'"
+        )
+    return DrainTimeout(message)
+
+
+def cannot_terminate(old: str, down: Sequence[str]) -> RotationError:
+    return RotationError(
+        f"cannot end the sessions of {old!r}: {', '.join(down)} cannot be reached; the "
+        f"old user is not retired; start it, or drop it with --forget-instance"
+    )
+
+
+def terminated(count: int, old: str) -> str:
+    return f"terminated {count} session(s) of {old!r} after the drain timeout"
+
+
+# -- rollback --------------------------------------------------------------
+
+
+def nothing_to_roll_back(never_rotated: bool) -> RotationError:
+    why = (
+        "no rotation has run yet" if never_rotated else "the last rotation was already rolled back"
+    )
+    return RotationError(f"nothing to roll back: {why}")
+
+
+def rollback_pointer_moved(pointer: Color, away: Color) -> RotationError:
+    return RotationError(
+        f"cannot roll back: the pointer names {pointer}, not {away}; it was changed "
+        f"outside credflip"
+    )
+
+
+def rollback_user_dropped(user: str, back: Color) -> RotationError:
+    return RotationError(
+        f"cannot roll back: user {user!r} ({back}) was dropped when it was retired; "
+        f"run 'credflip rotate' to move to a fresh password instead"
+    )
+
+
+def rollback_url_fails(
+    back: Color, role: str, url: DbUrl, exc: CredflipError, away: Color
+) -> RotationError:
+    return RotationError(
+        f"cannot roll back: the {back} {role} URL ({url}) does not connect: "
+        f"{exc}; the pointer still names {away}"
+    )
+
+
+def unlocked(user: str, color: Color) -> str:
+    return f"unlocked {user!r} ({color})"
+
+
+def dry_run_under_way(rotation_id: str, phase: Phase, env: str) -> RotationError:
+    return RotationError(
+        f"rotation {rotation_id} is under way (phase {phase}): --dry-run "
+        f"plans a new rotation only; run 'credflip rotate --env {env}' to resume it or "
+        f"'credflip rollback --env {env}'"
+    )

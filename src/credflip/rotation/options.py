@@ -1,0 +1,62 @@
+"""What a caller may set on a rotation: waits, limits and how the old user is retired."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import UsageError
+from ..instances import parse_address
+
+__all__ = ["RetireMode", "RotateOptions"]
+
+RetireMode = Literal["lock", "drop"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotateOptions:
+    """How a rotation waits and retires."""
+
+    #: The clients' cache TTL; the drain waits for it (plus jitter) after the switch.
+    client_ttl: float = 60.0
+    #: How long the drain may wait in this run before it stops (or terminates).
+    drain_timeout: float = 900.0
+    #: End the old user's sessions when the drain times out, instead of stopping.
+    terminate: bool = False
+    #: Lock the old user (reversible) or drop it.
+    retire: RetireMode = "lock"
+    #: Extra SQL that must succeed for the new URLs, besides ``SELECT 1``.
+    probe: str | None = None
+    #: Seconds between two samples of the old user's sessions.
+    sample_interval: float = 0.2
+    #: A ``time.monotonic()`` instant by which to stop safely (for Lambda).
+    deadline: float | None = None
+    #: Never retire the old user sooner than this after the switch.
+    min_drain: float = 0.0
+    #: How long verify waits for replicas to replay the new password.
+    replica_lag_timeout: float = 30.0
+    #: Refuse to rotate unless every instance counts logins per user.
+    require_counters: bool = False
+    #: Instances (``host[:port]``) to add to the env's list, and to drop from it.
+    instances: tuple[str, ...] = ()
+    forget_instances: tuple[str, ...] = ()
+    #: How long a phase keeps trying while the database is unreachable, restarting
+    #: or failing over, before the rotation stops (resumable).
+    reconnect_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "client_ttl",
+            "drain_timeout",
+            "min_drain",
+            "replica_lag_timeout",
+            "reconnect_timeout",
+        ):
+            if getattr(self, name) < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+        for text in (*self.instances, *self.forget_instances):
+            parse_address(text)
+        if self.retire not in ("lock", "drop"):
+            raise UsageError(f"invalid --retire {self.retire!r}: use lock or drop")
+        if not 0 < self.sample_interval <= 0.25:
+            raise UsageError("the drain samples sessions at least 4 times a second")

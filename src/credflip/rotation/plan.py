@@ -1,0 +1,57 @@
+"""A phase's plan: the statements and store writes it makes, and the logins it tries, as data.
+
+Every phase has ``plan(ctx)``, which reads what it needs and returns a
+:class:`PhasePlan` without changing anything, and ``run(ctx)``, which carries
+out exactly what ``plan(ctx)`` returned. ``rotate --dry-run`` walks the same
+``plan`` functions and prints their plans instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engines.base import Step
+from ..state import Phase
+from ..urls import DbUrl, mask_url
+
+__all__ = ["Login", "PhasePlan", "Write"]
+
+
+@dataclass(frozen=True)
+class Write:
+    """A parameter the phase writes."""
+
+    name: str
+    #: The value as written; a URL with its password for a SecureString.
+    value: str = field(repr=False)
+    secure: bool
+
+    @property
+    def kind(self) -> str:
+        """``SecureString`` or ``String``, as SSM calls them."""
+        return "SecureString" if self.secure else "String"
+
+    @property
+    def shown(self) -> str:
+        """The value with any password masked."""
+        return mask_url(self.value) if self.secure else self.value
+
+
+@dataclass(frozen=True)
+class Login:
+    """A login verify makes: *label* names it, *url* is exactly what clients will use."""
+
+    label: str
+    url: DbUrl
+    #: True for a replica, which may not have replayed the new password yet.
+    replica: bool = False
+
+
+@dataclass
+class PhasePlan:
+    """What one phase would do, in order: statements, then writes; logins for verify."""
+
+    phase: Phase
+    steps: list[Step] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    logins: list[Login] = field(default_factory=list)

@@ -1,0 +1,152 @@
+"""``rotate --dry-run``: what a rotation would do, planned by the phases themselves, run nowhere.
+
+Every phase's ``plan(ctx)`` is walked in the runner's order over the catalog
+as it is now, with a context that stages writes instead of making them (so
+verify plans the logins with the URLs prepare would write). Statements are
+rendered as the driver would send them, with the password, its verifier or
+hash, and the admin's password as ``***``. Nothing is written and no lock is
+taken; the checks a real run makes before changing anything make the dry run
+fail the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..drain import DrainPolicy
+from ..engines import Engine, engine_for
+from ..engines.base import Step
+from ..errors import CredflipError
+from ..layout import Layout
+from ..state import Phase, load_state, require_engine
+from ..stores.base import Store
+from ..urls import DbUrl
+from . import messages
+from .context import Context
+from .fleet import env_fleet, instance_list
+from .options import RotateOptions
+from .params import read_pointer
+from .plan import Write
+from .runner import HANDLERS
+from .start import new_rotation, preflight
+
+__all__ = ["PlannedParameter", "RotationPlan", "plan_rotation"]
+
+
+@dataclass(frozen=True)
+class PlannedParameter:
+    """A parameter the rotation would write."""
+
+    name: str
+    kind: str  # "SecureString" or "String"
+    value: str  # passwords masked
+    when: str
+
+
+@dataclass(frozen=True)
+class RotationPlan:
+    """Everything ``rotate --dry-run`` prints, in the order a rotation does it."""
+
+    env: str
+    from_color: str
+    to_color: str
+    from_user: str
+    to_user: str
+    #: The admin URL's database: statements elsewhere say where they run.
+    main_database: str
+    prepare: list[tuple[str, str]] = field(default_factory=list)  # (database, SQL)
+    parameters: list[PlannedParameter] = field(default_factory=list)
+    verify: list[str] = field(default_factory=list)
+    instances: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    counter_gaps: list[str] = field(default_factory=list)
+    watch: list[tuple[str, str]] = field(default_factory=list)
+    retire: list[tuple[str, str]] = field(default_factory=list)
+    retire_mode: str = "lock"
+    client_ttl: float = 0.0
+    min_drain: float = 0.0
+    drain_timeout: float = 0.0
+    earliest_retire_after: float = 0.0
+
+
+def plan_rotation(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl,
+    options: RotateOptions | None = None,
+    engine: Engine | None = None,
+) -> RotationPlan:
+    """Plan the next rotation of *layout*'s env without changing anything."""
+    options = options or RotateOptions()
+    state = load_state(store, layout)
+    if state.current is not None:
+        raise messages.dry_run_under_way(state.current.id, state.current.phase, layout.env)
+    own = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+    try:
+        require_engine(state, eng.name, layout)
+        state.instances = instance_list(state.instances, options)  # not saved
+        fleet = env_fleet(store, layout, state, eng)
+        try:
+            pointer = read_pointer(store, layout)
+            preflight(fleet, state, pointer, options)
+            state.current = new_rotation(pointer, options)  # not saved
+            ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            for phase, handler in HANDLERS.items():
+                ctx.plans[phase] = planned = handler.plan(ctx)
+                ctx.write(planned.writes)
+            return _describe(ctx, eng)
+        finally:
+            fleet.close()
+    finally:
+        if own:
+            eng.close()
+
+
+def _describe(ctx: Context, eng: Engine) -> RotationPlan:
+    """The dry run's report of the phases' plans."""
+    rot, opts, plans = ctx.rot, ctx.options, ctx.plans
+    plan = RotationPlan(
+        env=ctx.layout.env,
+        from_color=rot.from_color.value,
+        to_color=rot.to_color.value,
+        from_user=ctx.old_user,
+        to_user=ctx.new_user,
+        main_database=eng.admin_url.database or eng.admin_url.user,
+        retire_mode=opts.retire,
+        client_ttl=opts.client_ttl,
+        min_drain=opts.min_drain,
+        drain_timeout=opts.drain_timeout,
+        earliest_retire_after=DrainPolicy(
+            client_ttl=opts.client_ttl, min_drain=opts.min_drain
+        ).earliest_done(0.0),
+        prepare=_rendered(eng, plans[Phase.PREPARE].steps),
+        watch=_rendered(eng, plans[Phase.DRAIN].steps),
+        retire=_rendered(eng, plans[Phase.RETIRE].steps),
+        verify=[f"{login.label} ({login.url})" for login in plans[Phase.VERIFY].logins],
+        counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
+    )
+    plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
+    plan.parameters.extend(
+        [
+            PlannedParameter(ctx.layout.lock, "String", "who holds it", "first, create-only"),
+            PlannedParameter(ctx.layout.state, "String", "the phase", "at every boundary"),
+            *(_parameter(w, "switch") for w in plans[Phase.SWITCH].writes),
+        ]
+    )
+    for inst, sigs in ctx.fleet.signals():
+        names = (
+            ["unreachable: " + str(sigs)]
+            if isinstance(sigs, CredflipError)
+            else [s.name for s in sigs if s.available]
+        )
+        plan.instances.append((inst.address, inst.source, names))
+    return plan
+
+
+def _parameter(write: Write, when: str) -> PlannedParameter:
+    return PlannedParameter(write.name, write.kind, write.shown, when)
+
+
+def _rendered(engine: Engine, steps: list[Step]) -> list[tuple[str, str]]:
+    return [(step.database, engine.render(step)) for step in steps]

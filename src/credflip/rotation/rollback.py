@@ -1,0 +1,112 @@
+"""``rollback``: restore the color that was active before the last (or current) rotation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..engines import Engine, engine_for
+from ..errors import CredflipError
+from ..layout import Color, Layout
+from ..state import Rotation, State, hold_lock, load_state
+from ..stores.base import Store
+from ..urls import DbUrl
+from . import messages
+from .events import Notice, OnEvent, RollbackResult, emit
+from .journal import record_rollback
+from .params import read_pointer, read_urls
+
+__all__ = ["rollback"]
+
+
+def rollback(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl,
+    probe: str | None = None,
+    engine: Engine | None = None,
+    on_event: OnEvent = None,
+) -> RollbackResult:
+    """Restore the color that was active before the last (or current) rotation.
+
+    Before the switch this abandons the rotation and locks the half-prepared
+    user. After it, the old user is unlocked if needed, its URLs are verified,
+    and only then does the pointer move back. Refused when the old user was
+    dropped or its URLs no longer connect.
+    """
+    load_state(store, layout)
+    own_engine = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+
+    def notice(message: str) -> None:
+        emit(on_event, Notice(message))
+
+    try:
+        with hold_lock(store, layout, purpose="rollback", notice=notice):
+            state = load_state(store, layout)
+            pointer = read_pointer(store, layout)
+            cur = state.current
+            started_at = cur.started_at if cur else time.time()
+            if cur is not None and not cur.phase.switched and pointer is cur.from_color:
+                # The pointer never moved: abandon, and put the half-prepared
+                # user back to the locked state an inactive color has.
+                eng.lock_user(state.users[cur.to_color])
+                record_rollback(store, layout, state, cur.from_color, cur.to_color, started_at)
+                return RollbackResult(cur.from_color, state.users[cur.from_color], False, False)
+            back, away = _colors(cur, state)
+            if pointer is not away and pointer is not back:
+                raise messages.rollback_pointer_moved(pointer, away)
+            # pointer is back: an earlier rollback moved it and stopped before
+            # recording; finish it (the steps below are safe to repeat).
+            unlocked = _restore(store, layout, state, eng, back, away, probe, notice)
+            flipped = pointer is not back
+            if flipped:
+                store.put(layout.pointer, back.value, secure=False)
+            record_rollback(store, layout, state, back, away, started_at)
+            return RollbackResult(back, state.users[back], flipped, unlocked)
+    finally:
+        if own_engine:
+            eng.close()
+
+
+def _colors(cur: Rotation | None, state: State) -> tuple[Color, Color]:
+    """(the color to go back to, the color to leave)."""
+    if cur is not None:
+        return cur.from_color, cur.to_color
+    last = state.last
+    if last is None or last.result != "done":
+        raise messages.nothing_to_roll_back(never_rotated=last is None)
+    return last.from_color, last.to_color
+
+
+def _restore(
+    store: Store,
+    layout: Layout,
+    state: State,
+    eng: Engine,
+    back: Color,
+    away: Color,
+    probe: str | None,
+    notice: Callable[[str], None],
+) -> bool:
+    """Make *back*'s user log in again and prove its URLs; True when it had to be unlocked."""
+    user = state.users[back]
+    current = eng.user_state(user)
+    if not current.exists:
+        raise messages.rollback_user_dropped(user, back)
+    # The drain may have let this user's logins run as itself.
+    eng.end_watch(user, state.group)
+    unlocked = False
+    if not current.can_login:
+        eng.unlock_user(user)
+        unlocked = True
+        notice(messages.unlocked(user, back))
+    for role, url in read_urls(store, layout, back).items():
+        try:
+            eng.verify(url, probe=probe)
+        except CredflipError as exc:
+            if unlocked:
+                eng.lock_user(user)
+            raise messages.rollback_url_fails(back, role, url, exc, away) from exc
+    return unlocked

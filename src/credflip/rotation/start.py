@@ -1,0 +1,126 @@
+"""``rotate``: take the lock, check what must hold before anything changes, run the phases."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from ..engines import Engine, engine_for
+from ..errors import CredflipError
+from ..instances import Fleet
+from ..layout import Color, Layout
+from ..state import Phase, Rotation, State, hold_lock, load_state, require_engine, save_state
+from ..stores.base import Store
+from ..urls import DbUrl
+from . import messages
+from .context import Context
+from .events import Notice, OnEvent, RotationResult, emit
+from .fleet import env_fleet, instance_list
+from .journal import Journal
+from .options import RotateOptions
+from .params import read_pointer
+from .runner import run_phases
+
+__all__ = ["preflight", "rotate"]
+
+
+def rotate(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl,
+    options: RotateOptions | None = None,
+    engine: Engine | None = None,
+    on_event: OnEvent = None,
+    lock_expires_at: float | None = None,
+) -> RotationResult:
+    """Rotate the inactive user's password and move clients to it.
+
+    Resumes an unfinished rotation from its recorded phase. Raises
+    :class:`~credflip.errors.LockHeld` when another rotation runs and
+    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain
+    (the rotation stays resumable). With ``options.deadline`` the call may
+    return early with ``finished=False``; call again to continue.
+    *lock_expires_at* (wall clock) tells other processes when the lock may
+    be considered stale if this one dies without releasing it (Lambda).
+    """
+    options = options or RotateOptions()
+    load_state(store, layout)  # a clear error before taking the lock
+    own_engine = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+
+    def notice(message: str) -> None:
+        emit(on_event, Notice(message))
+
+    try:
+        with hold_lock(store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at):
+            state = load_state(store, layout)
+            require_engine(state, eng.name, layout)
+            state.instances = instance_list(state.instances, options)
+            fleet = env_fleet(store, layout, state, eng, notice=notice)
+            try:
+                ctx = Context(store, layout, fleet, state, options, on_event)
+                resumed = _start_or_resume(ctx)
+                return run_phases(ctx, Journal(store, layout, state), resumed=resumed)
+            finally:
+                fleet.close()
+    finally:
+        if own_engine:
+            eng.close()
+
+
+def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:
+    """What must hold before a rotation (or its dry run) changes anything."""
+    fleet.require_session_views()
+    current = state.current
+    from_color = current.from_color if current is not None else pointer
+    if options.require_counters:
+        gaps = fleet.counter_gaps(state.users[from_color], state.group)
+        if gaps:
+            raise messages.missing_counters(gaps)
+    if current is not None:
+        return
+    target = state.users[pointer.other]
+    for inst, found in fleet.sessions(target):
+        if isinstance(found, CredflipError):
+            raise messages.inactive_unobservable(target, inst, found)
+        if found.count:
+            raise messages.inactive_in_use(
+                target, pointer.other, pointer, inst.address, found.count, found.describe()
+            )
+
+
+def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
+    """The record of a rotation away from *pointer*, about to prepare."""
+    return Rotation(
+        id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2),
+        from_color=pointer,
+        to_color=pointer.other,
+        phase=Phase.PREPARE,
+        started_at=time.time(),
+        client_ttl=options.client_ttl,
+        min_drain=options.min_drain,
+    )
+
+
+def _start_or_resume(ctx: Context) -> bool:
+    """Checks that must pass before anything changes; record the rotation. True when resumed."""
+    pointer = read_pointer(ctx.store, ctx.layout)
+    state, options = ctx.state, ctx.options
+    current = state.current
+    preflight(ctx.fleet, state, pointer, options)
+    resumed = current is not None
+    if current is None:
+        state.current = new_rotation(pointer, options)
+    else:
+        ctx.notice(
+            messages.resuming(current.id, current.from_color, current.to_color, current.phase)
+        )
+        # A resume never waits less than the rotation was started with.
+        for name, given in (("client_ttl", options.client_ttl), ("min_drain", options.min_drain)):
+            recorded = getattr(current, name)
+            if recorded is not None and recorded > given:
+                ctx.notice(messages.using_recorded(name, recorded, given))
+            setattr(current, name, max(recorded or 0.0, given))
+    save_state(ctx.store, ctx.layout, state)
+    return resumed

@@ -1,0 +1,34 @@
+"""``--terminate``: lock the old user, then end its sessions on every instance.
+
+Locked first, so that a terminated client cannot log back in with the old
+password; standbys must know of the lock before their sessions are ended.
+Clients re-resolve and get the new color.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..drain import Reading
+from . import messages
+from .context import Context
+
+__all__ = ["terminate"]
+
+
+def terminate(ctx: Context, readings: Sequence[Reading]) -> None:
+    """Lock the old user and end its sessions; refuse while an instance is unreachable."""
+    old = ctx.old_user
+    down = [r.instance for r in readings if r.error is not None]
+    if down:
+        raise messages.cannot_terminate(old, down)
+    ctx.engine.lock_user(old)
+    ctx.fleet.wait_replayed(
+        ctx.engine.position(),
+        timeout=ctx.options.replica_lag_timeout,
+        why=f"the lock of {old!r}",
+        notice=ctx.notice,
+    )
+    ended = ctx.fleet.terminate(old)
+    ctx.rot.terminated += ended
+    ctx.notice(messages.terminated(ended, old))
