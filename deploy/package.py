@@ -49,8 +49,9 @@ LAYER_MODULES = (
     "stores/sqlite.py",
     "stores/ssm.py",
 )
-#: Left out of the rotator: the command line, the demo and the client integrations.
-ROTATOR_SKIP = ("cli.py", "__main__.py", "demo.py", "embedded.py", "sqlalchemy.py", "psycopg.py")
+#: Left out of the rotator: the command line, the demo and the client integrations
+#: (a name ending in "/" leaves out that folder).
+ROTATOR_SKIP = ("cli/", "__main__.py", "demo.py", "embedded.py", "sqlalchemy.py", "psycopg.py")
 
 
 def write_zip(path: Path, files: dict[str, Path]) -> None:
@@ -70,7 +71,8 @@ def tree(base: Path, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Path]
     out: dict[str, Path] = {}
     for file in base.rglob("*"):
         rel = file.relative_to(base).as_posix()
-        if file.is_dir() or "__pycache__" in file.parts or rel.endswith(".pyc") or rel in skip:
+        skipped = any(rel == s or (s.endswith("/") and rel.startswith(s)) for s in skip)
+        if file.is_dir() or "__pycache__" in file.parts or rel.endswith(".pyc") or skipped:
             continue
         out[f"{prefix}{rel}"] = file
     return out

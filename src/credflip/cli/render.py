@@ -1,0 +1,269 @@
+"""What the commands print: results, tables, the dry-run plan, the drain view, history.
+
+``out`` and ``err`` are the command line's only consoles: results go to
+``out``, progress, warnings and errors to ``err``. URLs print masked
+(``DbUrl`` hides its password); only ``resolve --show-secrets`` passes
+passwords in.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import commands
+from ..durations import format_duration
+from ..layout import Color, Layout
+from ..rotation import RotationPlan, RotationResult
+from ..state import HistoryEntry, LockInfo
+from ..urls import DbUrl
+
+# markup=False: user names, URLs and server messages must print as they are.
+out = Console(highlight=False, markup=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """``--json``: *data* as JSON on standard output."""
+    out.print_json(json.dumps(data))
+
+
+# -- init ----------------------------------------------------------------
+
+
+def print_init(
+    result: commands.InitResult,
+    layout: Layout,
+    store_url: str,
+    *,
+    saved_admin: DbUrl | None,
+    next_step: str,
+) -> None:
+    """What ``init`` set up, what the drain sees, and the ``next:`` line."""
+    how = "adopted the existing blue/green setup" if result.adopted else "initialised"
+    out.print(f"env {layout.env}: {how} in {store_url}")
+    for color, user in result.users.items():
+        mark = " (active)" if color is result.active else ""
+        out.print(f"  {color.value:<5} = {user}{mark}")
+    if result.group:
+        out.print(f"  group role {result.group} owns the objects; both users log in as it")
+    for line in result.enabled:
+        out.print(f"  {line}")
+    if saved_admin is not None:
+        out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
+    print_drain_view(result.instances, result.counter_gaps)
+    out.print(next_step)
+
+
+def print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) -> None:
+    """What the drain sees on each instance, and how to close a gap."""
+    out.print("drain signals:")
+    for inst in instances:
+        if inst.reachable is False:
+            out.print(f"  {inst.address} ({inst.source}): unreachable: {inst.error}")
+            continue
+        have = ", ".join(s.name for s in inst.signals if s.available) or "-"
+        role = "" if inst.standby is None else (" standby" if inst.standby else " primary")
+        out.print(f"  {inst.address} ({inst.source}{role}): {have}")
+        for sig in inst.signals:
+            if not sig.available:
+                out.print(f"    missing {sig.name}: {sig.detail}")
+    if gaps:
+        out.print(
+            "  no login counter for: " + "; ".join(gaps) + " — a login shorter than one drain "
+            "sample can be missed (see 'What the drain can see' in the README)"
+        )
+
+
+# -- rotate / rollback ---------------------------------------------------------
+
+
+def print_plan(plan: RotationPlan) -> None:
+    """``rotate --dry-run``: what the rotation would do, in its order."""
+
+    def sql(steps: list[tuple[str, str]]) -> None:
+        where = plan.main_database
+        for database, text in steps:
+            if (database or plan.main_database) != where:
+                where = database or plan.main_database
+                out.print(f"    -- in database {where}")
+            out.print(f"    {text};")
+        if not steps:
+            out.print("    (nothing)")
+
+    out.print(
+        f"dry run of the next rotation of env {plan.env}: {plan.from_color} ({plan.from_user}) → "
+        f"{plan.to_color} ({plan.to_user}); nothing was changed and no lock taken"
+    )
+    out.print("1. prepare: SQL, in order")
+    sql(plan.prepare)
+    out.print("   parameters written:")
+    for param in plan.parameters:
+        out.print(f"    {param.name}  {param.kind}  {param.value}  ({param.when})")
+    out.print("2. verify: log in with " + "; ".join(plan.verify))
+    out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
+    out.print(
+        f"4. drain: watch {plan.from_user!r} for client TTL {format_duration(plan.client_ttl)}, "
+        f"then no use for one more TTL; --min-drain {format_duration(plan.min_drain)}; at the "
+        f"earliest {format_duration(plan.earliest_retire_after)} after the switch; timeout "
+        f"{format_duration(plan.drain_timeout)}"
+    )
+    for address, source, signals in plan.instances:
+        out.print(f"    {address} ({source}): {', '.join(signals) or 'no signal'}")
+    for gap in plan.counter_gaps:
+        out.print(f"    no login counter: {gap}")
+    out.print("   SQL when the drain starts:")
+    sql(plan.watch)
+    out.print(f"5. retire ({plan.retire_mode}): SQL")
+    sql(plan.retire)
+
+
+def print_result(result: RotationResult) -> None:
+    """A rotation's phases with their times, and what it did."""
+    table = Table(title=f"rotation {result.id}", title_justify="left", show_edge=False)
+    table.add_column("phase")
+    table.add_column("time", justify="right")
+    for phase, seconds in result.timings.items():
+        table.add_row(phase, format_duration(seconds))
+    out.print(table)
+    line = (
+        f"{result.from_color} ({result.from_user}) → {result.to_color} ({result.to_user}): "
+        f"{'done' if result.finished else 'paused'}"
+    )
+    if result.drain_seconds is not None:
+        line += f", drained in {format_duration(result.drain_seconds)}"
+    if result.terminated:
+        line += f", {result.terminated} session(s) terminated"
+    out.print(line)
+
+
+def print_rollback(*, color: Color, user: str, flipped: bool) -> None:
+    """Where a rollback left the pointer."""
+    if flipped:
+        out.print(f"pointer back on {color} ({user})")
+    else:
+        out.print(f"rotation abandoned before the switch; {color} ({user}) active")
+
+
+# -- status / resolve / history ------------------------------------------------
+
+
+def print_status(report: commands.Status, *, has_admin: bool) -> None:
+    """``status`` as text: colors, instances, the rotation, the lock, the last rotations."""
+    out.print(f"env {report.env} ({report.engine}) in {report.store}: active {report.active}")
+    _print_colors(report)
+    if not has_admin:
+        out.print("(no admin URL: user state and sessions not shown)")
+    if report.database_error:
+        out.print(f"database: {report.database_error}")
+    if has_admin and not report.database_error:
+        _print_instances(report)
+    _print_rotation(report)
+    out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
+    if report.history:
+        print_history(report.history, title="last rotations")
+
+
+def _print_colors(report: commands.Status) -> None:
+    table = Table(show_edge=False)
+    for col in ("color", "user", "active", "exists", "login", "sessions", "writer URL"):
+        table.add_column(col)
+    for c in report.colors:
+        state = c.user_state
+        table.add_row(
+            c.color.value,
+            c.user,
+            "yes" if c.active else "",
+            "?" if state is None else ("yes" if state.exists else "no"),
+            "?" if state is None else ("yes" if state.can_login else "locked"),
+            "?" if c.sessions is None else f"{c.sessions.count}",
+            str(c.writer_url) if c.writer_url else "-",
+        )
+    out.print(table)
+
+
+def _print_instances(report: commands.Status) -> None:
+    table = Table(title="instances", title_justify="left", show_edge=False)
+    for col in ("instance", "from", "role", *(c.color.value for c in report.colors), "signals"):
+        table.add_column(col)
+    for inst in report.instances:
+        if inst.reachable is False:
+            table.add_row(inst.address, inst.source, "unreachable", "?", "?", inst.error or "")
+            continue
+        table.add_row(
+            inst.address,
+            inst.source,
+            "standby" if inst.standby else "primary",
+            *(str(inst.sessions[c.color].count) for c in report.colors),
+            ", ".join(s.name for s in inst.signals if s.available),
+        )
+    out.print(table)
+    if report.counter_gaps:
+        out.print("no login counter: " + "; ".join(report.counter_gaps))
+
+
+def _print_rotation(report: commands.Status) -> None:
+    rot = report.rotation
+    if not rot:
+        out.print("no rotation under way")
+        return
+    out.print(
+        f"rotation {rot.id}: {rot.from_color} → {rot.to_color}, phase {rot.phase}"
+        + (f", last error: {rot.error}" if rot.error else "")
+    )
+    if report.earliest_retire is not None:
+        out.print(
+            f"the old user is retired at the earliest at "
+            f"{commands.describe_time(report.earliest_retire)}, once it shows no use"
+        )
+
+
+def print_resolved(data: dict[str, str]) -> None:
+    """``resolve`` as text: one ``key: value`` line each."""
+    for key in ("env", "color", "writer_url", "reader_url"):
+        out.print(f"{key}: {data[key]}")
+
+
+def print_env_history(entries: list[HistoryEntry], layout: Layout) -> None:
+    """``history`` as text."""
+    if not entries:
+        out.print("no rotations yet")
+        return
+    print_history(entries, title=f"history of env {layout.env}")
+
+
+def print_history(entries: list[HistoryEntry], *, title: str) -> None:
+    """Past rotations and rollbacks as a table."""
+    table = Table(title=title, title_justify="left", show_edge=False)
+    for col in ("id", "result", "from", "to", "finished", "drain", "total"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(
+            e.id,
+            e.result,
+            e.from_color.value,
+            e.to_color.value,
+            commands.describe_time(e.finished_at),
+            format_duration(e.drain_seconds) if e.drain_seconds is not None else "-",
+            format_duration(e.finished_at - e.started_at),
+        )
+    out.print(table)
+
+
+# -- unlock / save-admin-url -----------------------------------------------------
+
+
+def print_unlock(held: LockInfo | None) -> None:
+    """What ``unlock`` released."""
+    out.print(f"lock released (was held by {held.describe()})" if held else "lock was free")
+
+
+def print_admin_saved(layout: Layout, admin: DbUrl) -> None:
+    """Where ``save-admin-url`` stored the (masked) admin URL."""
+    out.print(
+        f"admin URL stored in {layout.admin_url} ({admin}); next: credflip rotate --env "
+        f"{layout.env}"
+    )

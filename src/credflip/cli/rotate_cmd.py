@@ -1,0 +1,121 @@
+"""``credflip rotate`` (and ``--dry-run``) and ``credflip rollback``."""
+
+from __future__ import annotations
+
+import click
+
+from .. import commands
+from ..layout import Layout
+from ..rotation import RotateOptions, plan_rotation, rollback, rotate
+from ..stores.base import Store
+from . import render
+from .options import admin_option, common, confirm, duration_option, instance_option, yes_option
+from .progress import Progress
+
+
+@click.command(name="rotate")
+@common
+@admin_option
+@duration_option("--client-ttl", "60s", "Clients' cache TTL; the drain waits for it.")
+@duration_option(
+    "--drain-timeout", "15m", "Stop (exit 4, resumable) when old sessions outlast this."
+)
+@click.option("--terminate", is_flag=True, help="End old sessions at the drain timeout.")
+@click.option(
+    "--retire",
+    type=click.Choice(["lock", "drop"]),
+    default="lock",
+    show_default=True,
+    help="Lock the old user (reversible) or drop it.",
+)
+@click.option("--probe", default=None, help="Extra SQL that must succeed with the new URLs.")
+@duration_option(
+    "--min-drain",
+    "0s",
+    "Never retire the old user sooner after the switch (clients that cache until restart).",
+)
+@duration_option(
+    "--replica-lag-timeout", "30s", "How long verify waits for replicas to replay the new password."
+)
+@duration_option(
+    "--reconnect-timeout",
+    "60s",
+    "How long a phase retries while the database restarts or fails over (then exit 1, resumable).",
+)
+@click.option(
+    "--require-counters",
+    is_flag=True,
+    help="Refuse (before any change) unless every instance counts logins per user.",
+)
+@instance_option
+@click.option(
+    "--forget-instance",
+    multiple=True,
+    metavar="HOST[:PORT]",
+    help="Stop watching an instance kept from an earlier --instance. Repeatable.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the SQL, parameters, instances and signals a rotation would use; change nothing.",
+)
+@yes_option
+def rotate_cmd(
+    *,
+    store: Store,
+    layout: Layout,
+    admin_url: str | None,
+    client_ttl: float,
+    drain_timeout: float,
+    terminate: bool,
+    retire: str,
+    probe: str | None,
+    min_drain: float,
+    replica_lag_timeout: float,
+    reconnect_timeout: float,
+    require_counters: bool,
+    instance: tuple[str, ...],
+    forget_instance: tuple[str, ...],
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Give the inactive user a new password and move every client to it."""
+    admin = commands.admin_url_for(store, layout, admin_url)
+    options = RotateOptions(
+        client_ttl=client_ttl,
+        drain_timeout=drain_timeout,
+        terminate=terminate,
+        retire=retire,  # type: ignore[arg-type]
+        probe=probe,
+        min_drain=min_drain,
+        replica_lag_timeout=replica_lag_timeout,
+        reconnect_timeout=reconnect_timeout,
+        require_counters=require_counters,
+        instances=instance,
+        forget_instances=forget_instance,
+    )
+    if dry_run:
+        render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
+        return
+    confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
+    progress = Progress()
+    try:
+        result = rotate(store, layout, admin_url=admin, options=options, on_event=progress.handle)
+    finally:
+        progress.stop()
+    render.print_result(result)
+
+
+@click.command(name="rollback")
+@common
+@admin_option
+@click.option("--probe", default=None, help="Extra SQL that must succeed with the old URLs.")
+@yes_option
+def rollback_cmd(
+    *, store: Store, layout: Layout, admin_url: str | None, probe: str | None, yes: bool
+) -> None:
+    """Point clients back at the color that was active before the last rotation."""
+    admin = commands.admin_url_for(store, layout, admin_url)
+    confirm(f"roll back env {layout.env} ({store.url})?", yes=yes)
+    result = rollback(store, layout, admin_url=admin, probe=probe, on_event=Progress().handle)
+    render.print_rollback(color=result.color, user=result.user, flipped=result.flipped)
