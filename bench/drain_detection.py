@@ -39,7 +39,7 @@ import pymysql
 from psycopg import sql
 
 from credflip import commands
-from credflip.embedded import EmbeddedPostgres
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.engines import engine_class
 from credflip.engines.mysql import native_password_hash
 from credflip.errors import DrainTimeout

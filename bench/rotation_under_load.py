@@ -47,7 +47,7 @@ from psycopg import sql
 
 from credflip import commands
 from credflip.demo import Traffic
-from credflip.embedded import EmbeddedPostgres
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.engines.postgres import scram_verifier
 from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout

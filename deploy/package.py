@@ -50,7 +50,7 @@ LAYER_MODULES = (
     "stores/ssm.py",
 )
 #: Left out of the rotator: the command line, the demo and the client integrations.
-ROTATOR_SKIP = ("cli.py", "__main__.py", "demo.py", "embedded.py", "sqlalchemy.py", "psycopg.py")
+ROTATOR_SKIP = ("cli.py", "__main__.py", "demo/", "sqlalchemy.py", "psycopg.py")
 
 
 def write_zip(path: Path, files: dict[str, Path]) -> None:
@@ -66,11 +66,15 @@ def write_zip(path: Path, files: dict[str, Path]) -> None:
 
 
 def tree(base: Path, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Every file under *base* as ``prefix/relative``, without caches and *skip*."""
+    """Every file under *base* as ``prefix/relative``, without caches and *skip*
+    (a name ending in ``/`` skips that folder)."""
     out: dict[str, Path] = {}
+    folders = tuple(name for name in skip if name.endswith("/"))
     for file in base.rglob("*"):
         rel = file.relative_to(base).as_posix()
         if file.is_dir() or "__pycache__" in file.parts or rel.endswith(".pyc") or rel in skip:
+            continue
+        if rel.startswith(folders):
             continue
         out[f"{prefix}{rel}"] = file
     return out

