@@ -8,6 +8,14 @@ when it runs); the tests and benchmarks use its :class:`Traffic` and
 from __future__ import annotations
 
 from .run import DemoSummary, run_demo
-from .traffic import Traffic, resolve_and_insert
+from .traffic import CRASHES, Traffic, Worker, WorkerCrashed, resolve_and_insert
 
-__all__ = ["DemoSummary", "Traffic", "resolve_and_insert", "run_demo"]
+__all__ = [
+    "CRASHES",
+    "DemoSummary",
+    "Traffic",
+    "Worker",
+    "WorkerCrashed",
+    "resolve_and_insert",
+    "run_demo",
+]

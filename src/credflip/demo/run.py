@@ -9,6 +9,7 @@ rotation and a line of totals, and deletes everything it made.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -88,20 +89,27 @@ def _run(
     )
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
     traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
-    traffic.start()
-    err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
     results: list[RotationResult] = []
     options = RotateOptions(client_ttl=client_ttl, drain_timeout=60.0)
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        stack.callback(traffic.stop)  # first; it raises a crash not reported yet
+        traffic.start()
+        err.print(f"{workers} workers sending requests (resolve, connect, insert) ...")
         for n in range(1, rotations + 1):
             ok0, failed0 = traffic.snapshot()
-            result = rotate(store, layout, admin_url=admin_url, options=options)
+            # A crashed worker stops the rotation at its next event (the drain
+            # reports 5 a second), not after it.
+            result = rotate(
+                store,
+                layout,
+                admin_url=admin_url,
+                options=options,
+                on_event=lambda _event: traffic.check(),
+            )
             ok1, failed1 = traffic.snapshot()
             results.append(result)
             _print_rotation(out, n, result, ok1 - ok0, failed1 - failed0)
-    finally:
-        traffic.stop()
-        store.close()
     rows = target.count_rows()
     summary = DemoSummary(
         rotations=rotations,
