@@ -25,21 +25,21 @@ def test_a_worker_that_crashes_before_any_request_succeeds_fails_start_at_once()
 
 
 def test_a_worker_that_crashes_later_fails_stop_with_its_error() -> None:
-    calls = itertools.count()
-    crashed = threading.Event()
+    started, crashed = threading.Event(), threading.Event()
 
     def request(_worker: int) -> str:
-        if next(calls) < 5:
+        if not started.is_set():
             return "blue"
         crashed.set()
         raise AttributeError("'NoneType' object has no attribute 'cursor'")
 
     traffic = Traffic(request, workers=1, pause=0.001)
     traffic.start()
+    started.set()  # from now on the request code is broken
     assert crashed.wait(10)
     with pytest.raises(CredflipError, match="crashed: AttributeError: 'NoneType' object"):
         traffic.stop()
-    assert traffic.ok == 5 and traffic.failed == 0  # the crash is not a failed request
+    assert traffic.ok > 0 and traffic.failed == 0  # the crash is not a failed request
 
 
 def test_failed_requests_are_counted_and_never_a_crash() -> None:
