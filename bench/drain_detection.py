@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import tempfile
 import threading
@@ -36,10 +37,12 @@ from typing import Any
 
 import psycopg
 import pymysql
+from children import join_all
 from psycopg import sql
 
 from credflip import commands
-from credflip.embedded import EmbeddedPostgres
+from credflip.demo import Worker
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.engines import engine_class
 from credflip.engines.mysql import native_password_hash
 from credflip.errors import DrainTimeout
@@ -73,13 +76,17 @@ def settings_for(rate: float) -> tuple[float, float]:
 
 
 class Legacy:
-    """One short connection per request, always with the same URL."""
+    """One short connection per request, always with the same URL.
+
+    A failed request is counted; a thread that dies of anything else fails the
+    trial (:meth:`check`, and on leaving the ``with``).
+    """
 
     def __init__(self, url: DbUrl, period: float) -> None:
         self.url, self.period = url, period
         self.ok = self.failed = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread = Worker(self.loop, name=f"the legacy client of {url.user}")
 
     def loop(self) -> None:
         cls = engine_class(self.url.scheme)
@@ -100,9 +107,13 @@ class Legacy:
         self.thread.start()
         return self
 
+    def check(self) -> None:
+        self.thread.check()
+
     def __exit__(self, *_exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        self.check()
 
 
 # -- servers ------------------------------------------------------------------
@@ -221,7 +232,9 @@ def trial(server: Any, cell: Cell, lock: threading.Lock, tmp: Path) -> None:
     options = RotateOptions(client_ttl=TTL, min_drain=min_drain, drain_timeout=timeout)
     with Legacy(url, 1.0 / cell.rate) as legacy:
         try:
-            rotate(store, layout, admin_url=admin, options=options)
+            rotate(
+                store, layout, admin_url=admin, options=options, on_event=lambda _e: legacy.check()
+            )
             refused = False
             # Let a retired user show what it cost: the client's next requests.
             threading.Event().wait(min(12.0, 2.5 / cell.rate))
@@ -235,15 +248,19 @@ def trial(server: Any, cell: Cell, lock: threading.Lock, tmp: Path) -> None:
 
 
 def run_cell(server: Any, cell: Cell, trials: int, tmp: Path) -> None:
+    """The cell's trials at the same time; the first that dies raises here, with its error."""
     lock = threading.Lock()
     with server.signals(cell.counters):
         threads = [
-            threading.Thread(target=trial, args=(server, cell, lock, tmp)) for _ in range(trials)
+            Worker(
+                functools.partial(trial, server, cell, lock, tmp),
+                name=f"trial {n} of {cell.engine} {cell.rate:g}/s",
+            )
+            for n in range(1, trials + 1)
         ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        join_all(threads)
 
 
 def share(cell: Cell) -> str:

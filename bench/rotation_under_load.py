@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,11 +42,12 @@ from typing import Any
 
 import psycopg
 import sqlalchemy
+from children import ChildDied, Server
 from psycopg import sql
 
 from credflip import commands
-from credflip.demo import Traffic
-from credflip.embedded import EmbeddedPostgres
+from credflip.demo import CRASHES, Traffic, Worker
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.engines.postgres import scram_verifier
 from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout
@@ -93,9 +93,20 @@ class Scenario:
     began: float = 0.0
     ended: float = 0.0
     note: str = ""
+    #: Whatever else must stay alive (the Django site, the monitor): each raises if not.
+    checks: list[Callable[[], None]] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Raise when a client worker crashed or a process or thread it needs died."""
+        for traffic in self.traffic.values():
+            traffic.check()
+        for check in self.checks:
+            check()
 
     def on_event(self, event: Event) -> None:
-        """Record when the pointer moved and when the old user was retired."""
+        """Record when the pointer moved and when the old user was retired; and stop
+        the rotation (within a drain sample) when something it measures died."""
+        self.check()
         if isinstance(event, PhaseFinished) and event.phase.value == "switch":
             self.switches.append(time.monotonic())
         if isinstance(event, PhaseFinished) and event.phase.value == "retire":
@@ -109,7 +120,8 @@ class Monitor:
         self.url = pg.url("postgres", pg.superuser_password, database)
         self.scenario = scenario
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread = Worker(self.run, name="the session monitor")
+        scenario.checks.append(self.thread.check)
 
     def run(self) -> None:
         with psycopg.connect(**connect_kwargs(self.url), autocommit=True) as conn:
@@ -175,8 +187,12 @@ def server_request(engine: sqlalchemy.Engine) -> Any:
     return request
 
 
-def django_request(port: int) -> Any:
-    """HTTP GET on the Django site, one keep-alive connection per worker thread."""
+def django_request(port: int, site: Callable[[], None]) -> Any:
+    """HTTP GET on the Django site, one keep-alive connection per worker thread.
+
+    A request that fails because the site's process died raises the site's
+    error (:class:`ChildDied`, a crash for :class:`Traffic`), not a failure.
+    """
     local = threading.local()
 
     def request(worker: int) -> str:
@@ -191,6 +207,7 @@ def django_request(port: int) -> Any:
         except Exception:
             conn.close()
             local.conn = None
+            site()
             raise
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
@@ -200,22 +217,21 @@ def django_request(port: int) -> Any:
 
 
 @contextmanager
-def django_site(mode: str, env: dict[str, str]) -> Iterator[int]:
-    """bench/django_site.py in a process of its own; yields its port."""
-    proc = subprocess.Popen(
+def django_site(mode: str, env: dict[str, str]) -> Iterator[tuple[int, Callable[[], None]]]:
+    """bench/django_site.py in a process of its own; yields its port and a check that
+    raises :class:`ChildDied` with its error once it exited."""
+    site = Server(
         [sys.executable, str(HERE / "django_site.py"), mode],
+        what=f"the Django site ({mode})",
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
     )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError("the Django site did not start")
-        yield int(line)
+        line = site.first_line(timeout=60)
+        if not line.isdigit():
+            raise ChildDied(f"{site.what} printed {line!r}, not its port")
+        yield int(line), site.check
     finally:
-        proc.terminate()
-        proc.wait(10)
+        site.stop()
 
 
 class AsyncApp:
@@ -263,6 +279,8 @@ class AsyncTraffic:
             began = time.monotonic()
             try:
                 user = await self.app.order(worker)
+            except CRASHES:
+                raise
             except Exception as exc:
                 self.failed += 1
                 self.errors[type(exc).__name__] += 1
@@ -281,9 +299,16 @@ class AsyncTraffic:
         self._future = asyncio.run_coroutine_threadsafe(self._all(), self.app.loop)
         deadline = time.monotonic() + 30
         while self.ok == 0:
+            self.check()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the async app could not complete a request: {self.errors}")
             time.sleep(0.01)
+
+    def check(self) -> None:
+        """Raise the error a worker task died of (they only end on stop())."""
+        if self._future is not None and self._future.done() and not self._stop:
+            self._future.result()  # raises what ended it
+            raise RuntimeError("the async app's workers ended before stop()")
 
     def stop(self) -> None:
         self._stop = True
@@ -310,16 +335,20 @@ def start(scenario: Scenario, requests: dict[str, Any]) -> None:
         scenario.traffic[kind] = (
             AsyncTraffic(request, workers=WORKERS, pause=pause)
             if isinstance(request, AsyncApp)
-            else Traffic(request, workers=WORKERS, pause=pause, record=True)
+            else Traffic(
+                request, workers=WORKERS, pause=pause, record=True, crashes=(*CRASHES, ChildDied)
+            )
         )
     scenario.began = time.monotonic()
     for traffic in scenario.traffic.values():
         traffic.start()
     threading.Event().wait(SETTLE)
+    scenario.check()
 
 
 def finish(scenario: Scenario, pg: EmbeddedPostgres, database: str) -> None:
     threading.Event().wait(SETTLE)
+    scenario.check()
     for traffic in scenario.traffic.values():
         traffic.stop()
     scenario.ended = time.monotonic()
@@ -339,21 +368,27 @@ def site_env(store: SqliteStore, layout: Layout, ttl: float) -> dict[str, str]:
 
 
 def following_clients(
-    stack: ExitStack, store: SqliteStore, layout: Layout, resolver: Resolver, ttl: float
+    scenario: Scenario,
+    stack: ExitStack,
+    store: SqliteStore,
+    layout: Layout,
+    resolver: Resolver,
+    ttl: float,
 ) -> dict[str, Any]:
     """The four client kinds, each following the store through credflip."""
     from credflip.sqlalchemy import create_async_engine
 
     engine = create_engine(layout.env, resolver=resolver, **POOL)
     stack.callback(engine.dispose)
-    port = stack.enter_context(django_site("follow", site_env(store, layout, ttl)))
+    port, site = stack.enter_context(django_site("follow", site_env(store, layout, ttl)))
+    scenario.checks.append(site)
     app = stack.enter_context(
         async_app(lambda: create_async_engine(layout.env, resolver=resolver, **ASYNC_POOL))
     )
     return {
         "lambda": lambda_request(lambda: resolver.resolve(layout.env).writer_url),
         "server": server_request(engine),
-        "django": django_request(port),
+        "django": django_request(port, site),
         "async": app,
     }
 
@@ -368,7 +403,7 @@ def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
         layout = Layout("bench")
         commands.init(store, layout, admin_url=admin, writer_url=app)
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
-        requests = following_clients(stack, store, layout, resolver, ttl)
+        requests = following_clients(scenario, stack, store, layout, resolver, ttl)
         with Monitor(pg, app.database, scenario):
             start(scenario, requests)
             options = RotateOptions(client_ttl=ttl, drain_timeout=60)
@@ -393,7 +428,7 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
             store.put(layout.url(Color.BLUE, role), app.secret, secure=True)  # type: ignore[arg-type]
         store.put(layout.pointer, "blue")
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
-        requests = following_clients(stack, store, layout, resolver, ttl)
+        requests = following_clients(scenario, stack, store, layout, resolver, ttl)
         su_url = pg.url("postgres", pg.superuser_password, app.database)
         with (
             Monitor(pg, app.database, scenario),
@@ -403,6 +438,7 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
             stop = threading.Event()
             for _ in range(rotations):
                 stop.wait(period / 2)
+                scenario.check()
                 begin = time.monotonic()
                 password = new_password()
                 su.execute(
@@ -436,14 +472,15 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
         driver_url = once.replace("postgresql://", "postgresql+psycopg://")
         engine = sqlalchemy.create_engine(driver_url, **POOL)
         stack.callback(engine.dispose)
-        port = stack.enter_context(django_site("static", {"BENCH_DB_URL": once}))
+        port, site = stack.enter_context(django_site("static", {"BENCH_DB_URL": once}))
+        scenario.checks.append(site)
         from sqlalchemy.ext.asyncio import create_async_engine as plain_async_engine
 
         aio = stack.enter_context(async_app(lambda: plain_async_engine(driver_url, **ASYNC_POOL)))
         requests = {
             "lambda": lambda_request(lambda: once),
             "server": server_request(engine),
-            "django": django_request(port),
+            "django": django_request(port, site),
             "async": aio,
         }
         with Monitor(pg, app.database, scenario):
@@ -595,6 +632,8 @@ def main() -> None:
         period = (a.windows[-1][1] - a.windows[0][0]) / len(a.windows)
         b = run_naive(pg, args.rotations, args.ttl, period)
         c = run_original(pg, args.ttl, budget=min(60.0, 4 * period))
+    except ChildDied as exc:
+        sys.exit(f"rotation_under_load: error: {exc}")
     finally:
         pg.stop()
     scenarios = [a, b, c]

@@ -39,172 +39,35 @@ import tempfile
 import threading
 import time
 from array import array
-from collections import Counter
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from children import Child, ChildDied
 from drain_detection import Mariadb, Postgres
+from soak_clients import ENV, clients, rss_mib
 
 from credflip import commands
-from credflip.demo import Traffic
+from credflip.demo import Worker
 from credflip.durations import parse_duration
 from credflip.engines import engine_class
 from credflip.errors import DrainTimeout
 from credflip.layout import Layout
-from credflip.resolver import Endpoints, Resolver
-from credflip.retry import call_with_refresh
+from credflip.resolver import Resolver
 from credflip.rotation import Event, RotateOptions, rotate
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
-ENV = "soak"
 WINDOW = 10
 TABLE = (
     "CREATE TABLE soak (kind varchar(16), worker int, seq bigint, PRIMARY KEY (kind, worker, seq))"
 )
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of *pid* now (not its peak)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-# -- the client process -------------------------------------------------------
-
-
-class Acks:
-    """Acknowledged rows in constant memory: per (kind, worker) the last seq tried and
-    the seqs that were not acknowledged (few), so the clients' RSS is credflip's."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.last: dict[tuple[str, int], int] = {}
-        self.unacked: dict[tuple[str, int], set[int]] = {}
-
-    def attempt(self, kind: str, worker: int) -> int:
-        with self.lock:
-            seq = self.last[kind, worker] = self.last.get((kind, worker), 0) + 1
-            self.unacked.setdefault((kind, worker), set()).add(seq)
-            return seq
-
-    def ack(self, kind: str, worker: int, seq: int) -> None:
-        with self.lock:
-            self.unacked[kind, worker].discard(seq)
-
-    def export(self) -> list[tuple[str, int, int, list[int]]]:
-        with self.lock:
-            return [(k, w, last, sorted(self.unacked[k, w])) for (k, w), last in self.last.items()]
-
-
-def clients(engine: str, store_path: str, ttl: float, pipe: Connection) -> None:
-    """Run every client kind until told to stop; answer reports on *pipe*."""
-    import sqlalchemy
-
-    from credflip.psycopg import connection_pool
-    from credflip.sqlalchemy import create_engine
-
-    resolver = Resolver(store=SqliteStore(store_path, create=False), ttl=ttl)
-    acks = Acks()
-
-    def lambda_request(worker: int) -> str:
-        seq = acks.attempt("lambda", worker)
-
-        def work(endpoints: Endpoints) -> str:
-            url = DbUrl.parse(endpoints.writer_url)
-            conn = engine_class(url.scheme).client_connect(url)
-            try:
-                cur = conn.cursor()
-                cur.execute(
-                    "INSERT INTO soak (kind, worker, seq) VALUES (%s, %s, %s)",
-                    ("lambda", worker, seq),
-                )
-                conn.commit()
-            finally:
-                conn.close()
-            return url.user
-
-        user = call_with_refresh(ENV, work, resolver=resolver)
-        acks.ack("lambda", worker, seq)
-        return user
-
-    named = engine == "postgresql"  # application_name shows each kind on the server
-    sa = create_engine(
-        ENV,
-        resolver=resolver,
-        pool_size=2,
-        max_overflow=0,
-        connect_args={"application_name": "sqlalchemy"} if named else {},
-    )
-    statement = sqlalchemy.text("INSERT INTO soak (kind, worker, seq) VALUES (:k, :w, :s)")
-
-    def sqlalchemy_request(worker: int) -> str:
-        seq = acks.attempt("sqlalchemy", worker)
-        with sa.begin() as conn:
-            conn.execute(statement, {"k": "sqlalchemy", "w": worker, "s": seq})
-            user = str(conn.execute(sqlalchemy.text("SELECT current_user")).scalar())
-        acks.ack("sqlalchemy", worker, seq)
-        return user
-
-    traffic = {
-        "lambda": Traffic(lambda_request, workers=4, pause=0.05),
-        "sqlalchemy": Traffic(sqlalchemy_request, workers=2, pause=0.02),
-    }
-    pool = None
-    if engine == "postgresql":
-        pool = connection_pool(
-            ENV, resolver=resolver, min_size=2, max_size=2, kwargs={"application_name": "pool"}
-        )
-
-        def pool_request(worker: int) -> str:
-            seq = acks.attempt("pool", worker)
-            assert pool is not None
-            with pool.connection() as conn:
-                conn.execute(
-                    "INSERT INTO soak (kind, worker, seq) VALUES (%s, %s, %s)",
-                    ("pool", worker, seq),
-                )
-                row = conn.execute("SELECT current_user").fetchone()
-            acks.ack("pool", worker, seq)
-            return str(row[0]) if row else "?"
-
-        traffic["pool"] = Traffic(pool_request, workers=2, pause=0.02)
-    for t in traffic.values():
-        t.start()
-
-    def report() -> dict[str, Any]:
-        errors: Counter[str] = Counter()
-        for t in traffic.values():
-            errors.update(t.errors)
-        return {
-            "ok": sum(t.snapshot()[0] for t in traffic.values()),
-            "failed": sum(t.snapshot()[1] for t in traffic.values()),
-            "errors": dict(errors),
-            "rss": rss_mib(os.getpid()),
-        }
-
-    pipe.send(report())
-    while True:
-        command = pipe.recv()
-        if command == "stop":
-            break
-        pipe.send(report())
-    for t in traffic.values():
-        t.stop()
-    if pool is not None:
-        pool.close()
-    sa.dispose()
-    final = report()
-    final["acks"] = acks.export()
-    pipe.send(final)
-
-
-# -- the rotator --------------------------------------------------------------
+HEADER = (
+    f"{'rotations':>9} {'elapsed':>8} {'ok':>8} {'failed':>6} {'blue':>5} {'green':>5} "
+    f"{'peak':>5} {'rotator MiB':>11} {'clients MiB':>11} {'store KiB':>9} {'state B':>7} "
+    f"{'timeouts':>8}"
+)
 
 
 class Samples:
@@ -245,6 +108,7 @@ class Soak:
     users: tuple[str, str]
     samples: Samples = field(default_factory=Samples)
     child_pid: int = 0
+    began: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
 
     def sessions(self) -> dict[str, int]:
@@ -280,6 +144,12 @@ def store_kib(path: Path) -> float:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1024
 
 
+#: Seconds the rotator waits for a report: the first comes once every client kind
+#: completed a request (up to 30 s each), the others at once, the last once the
+#: clients stopped.
+FIRST_REPORT, REPORT, LAST_REPORT = 150.0, 60.0, 120.0
+
+
 def run(args: argparse.Namespace) -> int:
     ttl = parse_duration(args.client_ttl, what="--client-ttl")
     server = Postgres() if args.engine == "postgresql" else Mariadb(prefix="cfs")
@@ -297,87 +167,101 @@ def run(args: argparse.Namespace) -> int:
         layout = Layout(ENV)
         commands.init(store, layout, admin_url=admin, writer_url=app)
         soak = Soak(args.engine, server, admin, app, (app.user, f"{app.user}_green"))
-        colors = {app.user: "blue", f"{app.user}_green": "green"}
-
+        # The clients run in a process of their own, so that their memory is theirs;
+        # every wait on it fails at once with its error when it dies.
         ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=clients, args=(args.engine, str(path), ttl, child))
-        proc.start()
-        soak.child_pid = proc.pid or 0
-        first = parent.recv()
-        if first["failed"]:
-            print(f"clients failed before any rotation: {first['errors']}", file=sys.stderr)
-        monitor = threading.Thread(target=soak.monitor, daemon=True)
-        monitor.start()
-
-        began = time.monotonic()
-        print(
-            f"soak: {args.engine}, {args.rotations} rotations, client TTL {ttl:g}s; clients: "
-            f"lambda x4, sqlalchemy x2{', psycopg_pool x2' if args.engine == 'postgresql' else ''}"
-        )
-        header = (
-            f"{'rotations':>9} {'elapsed':>8} {'ok':>8} {'failed':>6} {'blue':>5} {'green':>5} "
-            f"{'peak':>5} {'rotator MiB':>11} {'clients MiB':>11} {'store KiB':>9} {'state B':>7} "
-            f"{'timeouts':>8}"
-        )
-        print(header, flush=True)
-        options = RotateOptions(client_ttl=ttl, drain_timeout=args.drain_timeout)
-
-        def on_event(event: Event) -> None:
-            if args.verbose:
-                print(f"  {event}", flush=True)
-
-        timeouts = 0
-        window_start = time.monotonic()
-        rss_first = 0.0
-        report: dict[str, Any] = first
-        for n in range(1, args.rotations + 1):
-            while True:
-                try:
-                    rotate(store, layout, admin_url=admin, options=options, on_event=on_event)
-                    break
-                except DrainTimeout:
-                    timeouts += 1  # resumable: the next call continues the drain
-            parent.send("report")
-            report = parent.recv()
-            total_rss = rss_mib(os.getpid()) + report["rss"]
-            if n == 1:
-                rss_first = total_rss
-            if n % WINDOW == 0 or n == args.rotations:
-                now = time.monotonic()
-                sessions = soak.sessions()
-                peak = soak.samples.peak_since(window_start)
-                window_start = now
-                by_color = {colors[u]: c for u, c in sessions.items()}
-                print(
-                    f"{n:>9} {now - began:>7.0f}s {report['ok']:>8} {report['failed']:>6} "
-                    f"{by_color['blue']:>5} {by_color['green']:>5} {peak:>5} "
-                    f"{rss_mib(os.getpid()):>11.1f} {report['rss']:>11.1f} "
-                    f"{store_kib(path):>9.1f} {len(store.get(layout.state) or ''):>7} "
-                    f"{timeouts:>8}",
-                    flush=True,
-                )
-        rss_last = rss_mib(os.getpid()) + report["rss"]
-        parent.send("stop")
-        final = parent.recv()
-        proc.join(30)
-        soak.stop.set()
-        monitor.join()
+        child = Child(ctx, clients, args.engine, str(path), ttl, what="the client process")
+        monitor = Worker(soak.monitor, name="the session monitor")
+        try:
+            soak.child_pid = child.pid
+            first = child.recv(FIRST_REPORT)
+            if first["failed"]:
+                print(f"clients failed before any rotation: {first['errors']}", file=sys.stderr)
+            monitor.start()
+            soak.began = time.monotonic()
+            rss = rotate_all(args, ttl, soak, child, monitor, store, layout, path)
+            child.send("stop")
+            final = child.recv(LAST_REPORT)
+            child.close(grace=30)
+        finally:
+            soak.stop.set()
+            child.close()
+            if monitor.is_alive():
+                monitor.join()
+        monitor.check()
         lost = count_lost(DbUrl.parse(Resolver(store=store).refresh(ENV).writer_url), final["acks"])
         if final["errors"]:
             print(f"client errors: {final['errors']}")
         if args.plot:
-            plot(soak, Path(args.plot), began)
+            plot(soak, Path(args.plot), soak.began)
             print(f"plot: {args.plot}")
         print(
             f"soak: {args.rotations} rotations, {final['ok'] + final['failed']} requests, "
-            f"{final['failed']} failed, {lost} lost, rss {rss_first:.0f}→{rss_last:.0f} MiB"
+            f"{final['failed']} failed, {lost} lost, rss {rss[0]:.0f}→{rss[1]:.0f} MiB"
         )
         store.close()
         return 0 if final["failed"] == 0 and lost == 0 else 1
     finally:
         server.close()
         tmp.cleanup()
+
+
+def rotate_all(
+    args: argparse.Namespace,
+    ttl: float,
+    soak: Soak,
+    child: Child,
+    monitor: Worker,
+    store: SqliteStore,
+    layout: Layout,
+    path: Path,
+) -> tuple[float, float]:
+    """The rotations, a row every WINDOW; the memory of both processes after the first
+    and the last. A dead client process or monitor stops them within a drain sample."""
+    print(
+        f"soak: {args.engine}, {args.rotations} rotations, client TTL {ttl:g}s; clients: "
+        f"lambda x4, sqlalchemy x2{', psycopg_pool x2' if args.engine == 'postgresql' else ''}"
+    )
+    print(HEADER, flush=True)
+    options = RotateOptions(client_ttl=ttl, drain_timeout=args.drain_timeout)
+
+    def on_event(event: Event) -> None:
+        child.check()
+        monitor.check()
+        if args.verbose:
+            print(f"  {event}", flush=True)
+
+    colors = {soak.users[0]: "blue", soak.users[1]: "green"}
+    timeouts = 0
+    window_start = time.monotonic()
+    rss_first = 0.0
+    report: dict[str, Any] = {"rss": rss_mib(child.pid)}
+    for n in range(1, args.rotations + 1):
+        while True:
+            try:
+                rotate(store, layout, admin_url=soak.admin, options=options, on_event=on_event)
+                break
+            except DrainTimeout:
+                timeouts += 1  # resumable: the next call continues the drain
+        child.send("report")
+        report = child.recv(REPORT)
+        if n == 1:
+            rss_first = rss_mib(os.getpid()) + report["rss"]
+        if n % WINDOW == 0 or n == args.rotations:
+            now = time.monotonic()
+            sessions = soak.sessions()
+            peak = soak.samples.peak_since(window_start)
+            window_start = now
+            by_color = {colors[u]: c for u, c in sessions.items()}
+            print(
+                f"{n:>9} {now - soak.began:>7.0f}s {report['ok']:>8} {report['failed']:>6} "
+                f"{by_color['blue']:>5} {by_color['green']:>5} {peak:>5} "
+                f"{rss_mib(os.getpid()):>11.1f} {report['rss']:>11.1f} "
+                f"{store_kib(path):>9.1f} {len(store.get(layout.state) or ''):>7} "
+                f"{timeouts:>8}",
+                flush=True,
+            )
+    return rss_first, rss_mib(os.getpid()) + report["rss"]
 
 
 def count_lost(url: DbUrl, acks: list[tuple[str, int, int, list[int]]]) -> int:
@@ -431,7 +315,11 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--verbose", action="store_true", help="print every rotation event")
     parser.add_argument("--plot", help="write a PNG of sessions and memory here")
-    sys.exit(run(parser.parse_args()))
+    args = parser.parse_args()
+    try:
+        sys.exit(run(args))
+    except ChildDied as exc:
+        sys.exit(f"soak: error: {exc}")
 
 
 if __name__ == "__main__":

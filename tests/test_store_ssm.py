@@ -20,7 +20,7 @@ from conftest import App
 from helpers import connects
 
 from credflip import commands
-from credflip.embedded import free_port
+from credflip.demo.binaries import free_port
 from credflip.errors import (
     ConfigurationError,
     LockHeld,
