@@ -1,4 +1,9 @@
-"""Database engines, registered by name and chosen by URL scheme."""
+"""Database engines, registered by name and chosen by URL scheme.
+
+An :class:`Engine` plays three roles, each its own interface: it connects
+(:class:`Connector`), administers users (:class:`UserAdmin`) and observes their
+use (:class:`UsageObserver`).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,27 @@ from typing import TypeVar
 
 from ..errors import UsageError
 from ..urls import DbUrl
-from .base import Engine, Observation, SessionGroup, Sessions, Signal, UserState
+from .base import (
+    Connector,
+    Engine,
+    Observation,
+    SessionGroup,
+    Sessions,
+    Signal,
+    UsageObserver,
+    UserAdmin,
+    UserState,
+)
 
 __all__ = [
+    "Connector",
     "Engine",
     "Observation",
     "SessionGroup",
     "Sessions",
     "Signal",
+    "UsageObserver",
+    "UserAdmin",
     "UserState",
     "engine_class",
     "engine_for",

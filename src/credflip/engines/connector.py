@@ -1,0 +1,186 @@
+"""Who connects: the admin connection, logging in as a client, and keeping secrets out of
+messages.
+
+Every phase of a rotation uses this side of an engine; :meth:`Connector.verify`
+is all that *verify* needs of it.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from ..errors import DatabaseUnavailable, EngineError, UsageError
+from ..urls import DbUrl, scrub
+
+__all__ = ["DB_TIMEOUT_ENV", "Connector"]
+
+
+#: Seconds credflip's own database connections wait for a connect or for one
+#: statement's answer, when set (default: 10 s to connect, 30 s per statement).
+DB_TIMEOUT_ENV = "CREDFLIP_DB_TIMEOUT"
+
+
+def _timeout(default: float) -> float:
+    text = os.environ.get(DB_TIMEOUT_ENV)
+    if not text:
+        return default
+    from ..durations import parse_duration
+
+    value = parse_duration(text, what=DB_TIMEOUT_ENV)
+    if value <= 0:
+        raise UsageError(f"{DB_TIMEOUT_ENV} must be positive, like 10s")
+    return value
+
+
+def _connect_timeout() -> float:
+    return _timeout(10.0)
+
+
+def _statement_timeout() -> float:
+    return _timeout(30.0)
+
+
+@dataclass
+class Connector(abc.ABC):
+    """Connections through an admin URL, and logins with any other URL."""
+
+    admin_url: DbUrl
+    #: Seconds to wait for a connection; then :class:`DatabaseUnavailable`.
+    connect_timeout: float = field(default_factory=_connect_timeout)
+    #: Seconds to wait for one statement's answer, enforced by the client: a
+    #: frozen server (``SIGSTOP``, a dead host behind a live load balancer)
+    #: neither answers nor closes the socket, and TCP keepalives do not notice.
+    statement_timeout: float = field(default_factory=_statement_timeout)
+    _secrets: list[str] = field(default_factory=list, repr=False)
+    _conn: Any = field(default=None, repr=False)
+
+    #: The driver's base exception class.
+    driver_error: ClassVar[type[Exception]] = Exception
+
+    # -- the admin connection: one place for both drivers ------------------
+
+    @property
+    def conn(self) -> Any:
+        """The admin connection, opened on first use (and again after it broke)."""
+        if self._conn is None or not self._is_open(self._conn):
+            self._conn = self._connect(self.admin_url, what="the admin URL")
+        return self._conn
+
+    def close(self) -> None:
+        """Close the admin connection."""
+        conn, self._conn = self._conn, None
+        if conn is not None and self._is_open(conn):
+            conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def _connect(self, url: DbUrl, *, what: str) -> Any:
+        """A DBAPI connection with *url*; errors translated, naming *what*."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _is_open(conn: Any) -> bool:
+        """Whether a connection of this driver is still usable."""
+
+    # -- clients ---------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
+        """A DBAPI connection with *url*, as an application would open it."""
+
+    def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
+        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back)."""
+        if url.password:
+            self.remember_secret(url.password)
+        what = f"user {url.user!r}"
+        conn = self._connect(url, what=what)
+        try:
+            with self._guard(conn) as late:
+                cur = conn.cursor()
+                cur.execute("SELECT 1")
+                if probe:
+                    self._begin(conn)
+                    try:
+                        cur.execute(probe)
+                    finally:
+                        conn.rollback()
+        except self.driver_error as exc:
+            lost = self._lost(exc, conn, late=bool(late), where=f"{url.host}:{url.port or ''}")
+            if lost is not None:
+                raise lost from exc
+            raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
+        finally:
+            conn.close()
+
+    @abc.abstractmethod
+    def _begin(self, conn: Any) -> None:
+        """Start a transaction on *conn* (which is in autocommit mode)."""
+
+    # -- a server that went away -------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self, conn: Any) -> Iterator[list[bool]]:
+        """Bound a blocking call on *conn* by :attr:`statement_timeout`.
+
+        Yields a list that holds ``True`` once the guard gave up on the
+        server. The default relies on the driver's own read timeout.
+        """
+        yield []
+
+    def _lost(
+        self, exc: BaseException, conn: Any, *, late: bool, where: str
+    ) -> DatabaseUnavailable | None:
+        """The error to raise when *exc* means the server went away (or went silent)."""
+        if late:
+            return DatabaseUnavailable(
+                f"the server at {where} did not answer within "
+                f"{self.statement_timeout:g}s (frozen, overloaded or cut off); credflip gave up "
+                f"on that connection"
+            )
+        if self._connection_lost(exc, conn):
+            return DatabaseUnavailable(
+                f"lost the connection to the server at {where}: {self._diag(exc)}; it may be "
+                f"restarting or failing over"
+            )
+        return None
+
+    @abc.abstractmethod
+    def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
+        """Whether driver error *exc* means the connection (not the statement) failed."""
+
+    # -- secrets -----------------------------------------------------------
+
+    def remember_secret(self, secret: str) -> None:
+        """Note a secret so that driver messages can be scrubbed of it."""
+        self._secrets.append(secret)
+
+    def _diag(self, exc: BaseException) -> str:
+        """The first line of a driver error, scrubbed of every known secret."""
+        text = self._message(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return scrub(first, self._known_secrets())
+
+    def _known_secrets(self) -> list[str]:
+        return [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
+
+    @staticmethod
+    @abc.abstractmethod
+    def _message(exc: BaseException) -> str:
+        """The human part of a driver error."""

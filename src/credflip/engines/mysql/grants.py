@@ -1,0 +1,131 @@
+"""MySQL and MariaDB users and their rights: adopt (``init``), prepare a color with the
+accounts and rights of the other, lock, unlock, retire and drop a user."""
+
+from __future__ import annotations
+
+from ...errors import ConfigurationError, InsufficientPrivilege, RotationError
+from ..base import Step, UserState
+from . import plan
+from .catalog import MysqlCatalog
+
+__all__ = ["MysqlGrants"]
+
+
+class MysqlGrants(MysqlCatalog):
+    """The admin's check, and login users: their state, rights, locking and dropping them."""
+
+    # -- admin -----------------------------------------------------------
+
+    def check_admin(self) -> None:
+        """Check the admin may create users and read account details."""
+        on_all = self._global_privileges()
+        if "ALL PRIVILEGES" not in on_all and "CREATE USER" not in on_all:
+            raise InsufficientPrivilege(
+                f"admin user {self.admin_url.user!r} lacks CREATE USER: as root run GRANT CREATE "
+                f"USER ON *.* TO {self.admin_url.user}"
+            )
+        self._run(
+            "SELECT 1 FROM mysql.user LIMIT 1",
+            hint=f"it must read account details: GRANT SELECT ON mysql.* TO {self.admin_url.user}",
+        )
+
+    # -- users -----------------------------------------------------------
+
+    def user_state(self, user: str) -> UserState:
+        """Whether *user* exists (any host) and every account of it is unlocked."""
+        hosts = self._hosts(user)
+        if not hosts:
+            return UserState(user, exists=False)
+        locked = any(" ACCOUNT LOCK" in self._create_user_text(user, h) for h in hosts)
+        return UserState(user, exists=True, can_login=not locked)
+
+    def adopt(self, *, active: str, inactive: str, group: str | None) -> str | None:
+        """Create *inactive* (locked) for every host of *active*, with the same rights."""
+        if active == inactive:
+            raise ConfigurationError("blue and green must be two different users")
+        self.check_admin()
+        if not self._hosts(active):
+            raise ConfigurationError(f"user {active!r} does not exist on this server")
+        if not self._hosts(inactive):
+            self.execute(self._plan_sync(active, inactive))
+        # An inactive user that already exists (a hand-made setup) may still
+        # serve clients: its rights are synced in prepare, once it is idle.
+        return None
+
+    def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:
+        """Sync accounts and rights from *like*, then set the password and unlock."""
+        if user == like:
+            raise RotationError(f"refusing to change {user!r}: it is the active user")
+        self.remember_secret(password)
+        self.remember_secret(plan.native_password_hash(password))
+        steps = self._plan_sync(like, user)
+        mariadb = self.is_mariadb
+        plugins = {
+            str(h): str(p)
+            for h, p in self._run("SELECT Host, plugin FROM mysql.user WHERE User = %s", [like])
+        }
+        for host in self._hosts(like):  # the target's hosts, once synced
+            plugin = plugins.get(host) or "mysql_native_password"
+            steps.append(plan.set_password(user, host, password, plugin=plugin, mariadb=mariadb))
+            steps.append(plan.set_lock(user, host, locked=False))
+        return steps
+
+    def _plan_sync(self, source: str, target: str) -> list[Step]:
+        """Make *target*'s accounts and rights equal *source*'s (target must be idle)."""
+        source_hosts, target_hosts = self._hosts(source), self._hosts(target)
+        steps = [plan.drop_user(target, h) for h in sorted(set(target_hosts) - set(source_hosts))]
+        for host in source_hosts:
+            if host not in target_hosts:
+                steps.append(plan.create_user(target, host))
+            else:
+                steps += plan.revoke_everything(self._grants(target, host), target, host)
+            steps += plan.copy_grants(self._grants(source, host), source, target, host)
+            steps.append(
+                plan.tls_and_limits(self._create_user_text(source, host), source, target, host)
+            )
+        return steps
+
+    def lock_user(self, user: str) -> None:
+        """``ACCOUNT LOCK`` every account of *user*; open sessions stay."""
+        self.execute(self._plan_lock(user, locked=True))
+
+    def unlock_user(self, user: str) -> None:
+        """``ACCOUNT UNLOCK`` every account of *user*."""
+        self.execute(self._plan_lock(user, locked=False))
+
+    def _plan_lock(self, user: str, *, locked: bool) -> list[Step]:
+        return [plan.set_lock(user, host, locked=locked) for host in self._hosts(user)]
+
+    def plan_retire(
+        self, user: str, *, keep: str, group: str | None, drop: bool, watched: bool | None = None
+    ) -> list[Step]:
+        """``ACCOUNT LOCK`` (logins count per user here: nothing to undo), or ``DROP USER``."""
+        if drop:
+            return self._plan_drop(user, keep=keep)
+        return self._plan_lock(user, locked=True)
+
+    def drop_user(self, user: str, *, keep: str, group: str | None) -> None:
+        """``DROP USER`` every account of *user*, refused while anything depends on it."""
+        self.execute(self._plan_drop(user, keep=keep))
+
+    def _plan_drop(self, user: str, *, keep: str) -> list[Step]:
+        hosts = self._hosts(user)
+        if not hosts:
+            return []
+        problems = []
+        definers = self.definer_objects(user)
+        if definers:
+            shown = ", ".join(definers[:5]) + (
+                f" and {len(definers) - 5} more" if len(definers) > 5 else ""
+            )
+            problems.append(f"it is the DEFINER of {shown}")
+        mine, theirs = self.normalized_grants(user), self.normalized_grants(keep)
+        lost = sorted({g for h, gs in mine.items() for g in gs if g not in theirs.get(h, [])})
+        if lost:
+            problems.append(f"it holds rights {keep!r} lacks: {'; '.join(lost[:3])}")
+        if problems:
+            raise RotationError(
+                f"refusing to drop user {user!r}: {'; '.join(problems)}; retire it with "
+                f"--retire lock instead, or change those DEFINERs first"
+            )
+        return [plan.drop_user(user, host) for host in hosts]

@@ -1,0 +1,88 @@
+"""What MySQL and MariaDB show of a user's use: its threads (and ending them), the
+cumulative login counts the drain watches, and Aurora MySQL's members."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ...errors import EngineError
+from ..base import Observation, SessionGroup, Sessions, Signal
+from . import signals as my_signals
+from .catalog import MysqlCatalog
+
+__all__ = ["MysqlObserver"]
+
+
+@dataclasses.dataclass
+class MysqlObserver(MysqlCatalog):
+    """Threads of a user, the drain's signals, and the cluster's members."""
+
+    _signals: list[Signal] | None = dataclasses.field(default=None, repr=False)
+
+    # -- sessions ----------------------------------------------------------
+
+    def sessions(self, user: str) -> Sessions:
+        """Threads of *user* in the processlist, by client host."""
+        rows = self._run(
+            "SELECT SUBSTRING_INDEX(HOST, ':', 1), COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE USER = %s AND ID <> CONNECTION_ID() GROUP BY 1 ORDER BY 2 DESC, 1",
+            [user],
+            hint=f"it needs PROCESS to see other users' sessions: GRANT PROCESS ON *.* TO "
+            f"{self.admin_url.user}",
+        )
+        return Sessions(tuple(SessionGroup(str(host or "local"), "", int(n)) for host, n in rows))
+
+    # -- the drain ---------------------------------------------------------
+
+    def signals(self) -> list[Signal]:
+        """The processlist, and the cumulative login counts this server keeps."""
+        if self._signals is None:
+            self._signals = my_signals.find_signals(
+                self._run,
+                admin=self.admin_url.user,
+                privileges=self._global_privileges(),
+                mariadb=self.is_mariadb,
+            )
+        return list(self._signals)
+
+    def observe(self, user: str) -> Observation:
+        """Threads of *user*, and its login counts where the server keeps them."""
+        available = {s.name for s in self.signals() if s.cumulative and s.available}
+        return Observation(self.sessions(user), my_signals.counters(self._run, user, available))
+
+    def cluster_members(self) -> list[str] | None:
+        """Aurora MySQL: instance identifiers from ``information_schema.replica_host_status``."""
+        exists = self._run(
+            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'information_schema' "
+            "AND TABLE_NAME = 'REPLICA_HOST_STATUS'"
+        )
+        if not exists:
+            return None
+        rows = self._run(
+            "SELECT SERVER_ID FROM information_schema.replica_host_status "
+            "WHERE SESSION_ID = 'MASTER_SESSION_ID' "
+            "OR time_to_sec(timediff(now(), LAST_UPDATE_TIMESTAMP)) <= 300 ORDER BY 1"
+        )
+        return [str(r[0]) for r in rows]
+
+    def terminate(self, user: str) -> int:
+        """``KILL CONNECTION`` every thread of *user*."""
+        ids = self._run(
+            "SELECT ID FROM information_schema.PROCESSLIST "
+            "WHERE USER = %s AND ID <> CONNECTION_ID()",
+            [user],
+        )
+        ended = 0
+        for (thread,) in ids:
+            try:
+                self._run(
+                    "KILL CONNECTION %s",
+                    [int(thread)],
+                    hint=f"it needs CONNECTION ADMIN (or SUPER): GRANT CONNECTION ADMIN ON *.* TO "
+                    f"{self.admin_url.user}",
+                )
+                ended += 1
+            except EngineError as exc:
+                if "Unknown thread id" not in str(exc):
+                    raise
+        return ended

@@ -1,0 +1,225 @@
+"""PostgreSQL connections: connect, translate driver errors, guard every statement against
+a silent server, and run a statement (or a planned :class:`~..values.Step`) in a database.
+
+The other parts of the engine (:mod:`.admin_rights`, :mod:`.grants`,
+:mod:`.adopt`, :mod:`.observe`) build on :class:`PgConnection` and reach the
+server only through its ``_run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ...errors import (
+    AuthenticationFailed,
+    ConnectFailed,
+    DatabaseUnavailable,
+    EngineError,
+    InsufficientPrivilege,
+    is_auth_failure,
+)
+from ...urls import DbUrl, libpq_kwargs, scrub
+from ..base import Engine, Step
+from . import catalog
+
+__all__ = ["PgConnection"]
+
+_Query = str | bytes | sql.SQL | sql.Composed
+
+#: SQLSTATEs of a server that is shutting down, crashed or not yet accepting.
+_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
+
+
+class PgConnection(Engine):
+    """The admin's connections to PostgreSQL through psycopg 3, and statements run on them."""
+
+    driver_error = psycopg.Error
+
+    # -- connections -----------------------------------------------------
+
+    def _connect(self, url: DbUrl, *, what: str) -> psycopg.Connection[tuple[Any, ...]]:
+        kwargs = libpq_kwargs(url)
+        kwargs.setdefault("connect_timeout", max(2, round(self.connect_timeout)))
+        kwargs.setdefault("application_name", "credflip")
+        # A peer that vanished (host down, network cut) is noticed by TCP;
+        # a frozen server is caught by the statement guard.
+        kwargs.setdefault("keepalives", 1)
+        kwargs.setdefault("keepalives_idle", 10)
+        kwargs.setdefault("keepalives_interval", 5)
+        kwargs.setdefault("keepalives_count", 3)
+        kwargs.setdefault("tcp_user_timeout", int(self.statement_timeout * 1000))
+        try:
+            return psycopg.connect(autocommit=True, **kwargs)
+        except psycopg.Error as exc:
+            raise self._connect_error(exc, url, what) from exc
+
+    def _connect_error(self, exc: psycopg.Error, url: DbUrl, what: str) -> EngineError:
+        message = self._diag(exc)
+        low = message.lower()
+        where = f"{url.host}:{url.port or 5432}"
+        if is_auth_failure(exc):
+            if exc.sqlstate == "28P01" or "password authentication failed" in low:
+                return AuthenticationFailed(
+                    f"{what} was refused: password authentication failed for user {url.user!r} "
+                    f"at {where}; check the user and password"
+                )
+            return AuthenticationFailed(
+                f"{what} was refused at {where}: {message}; the user is locked, lacks LOGIN or "
+                f"does not exist"
+            )
+        if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
+            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
+        return DatabaseUnavailable(
+            f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
+            f"that the server is running"
+        )
+
+    @staticmethod
+    def _is_open(conn: Any) -> bool:
+        return not conn.closed
+
+    @staticmethod
+    def _message(exc: BaseException) -> str:
+        return str(exc).strip().removeprefix("connection failed: ")
+
+    def _begin(self, conn: Any) -> None:
+        conn.autocommit = False
+
+    @contextlib.contextmanager
+    def _database(self, dbname: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """An admin connection to *dbname* (the main one when it is the admin's database)."""
+        if dbname == self._main:
+            yield self.conn
+            return
+        url = dataclasses.replace(self.admin_url, database=dbname)
+        conn = self._connect(url, what=f"the admin to database {dbname!r}")
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _run(
+        self,
+        query: _Query,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        *,
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None,
+        hint: str = "",
+    ) -> list[tuple[Any, ...]]:
+        """Execute one statement as admin; translate driver errors."""
+        target = conn if conn is not None else self.conn
+        late: list[bool] = []
+        try:
+            with self._guard(target) as late:
+                cur = target.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.errors.InsufficientPrivilege as exc:
+            admin = self.admin_url.user
+            raise InsufficientPrivilege(
+                f"admin user {admin!r} was refused: {self._diag(exc)}"
+                + (f"; {hint}" if hint else "; see the README for the rights the admin needs")
+            ) from exc
+        except psycopg.Error as exc:
+            lost = self._lost(exc, target, late=bool(late), where=_where(target))
+            if lost is not None:
+                raise lost from exc
+            raise EngineError(f"PostgreSQL refused a statement: {self._diag(exc)}") from exc
+
+    @contextlib.contextmanager
+    def _guard(self, conn: Any) -> Iterator[list[bool]]:
+        """Give up on *conn* when the server stays silent past the statement timeout."""
+        with _silence_guard(conn, self.statement_timeout) as late:
+            yield late
+
+    def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
+        if getattr(exc, "sqlstate", None) in _GOING_AWAY:
+            return True
+        return isinstance(exc, psycopg.OperationalError) and bool(conn.closed)
+
+    def _execute(self, step: Step) -> None:
+        with self._database(step.database or self._main) as conn:
+            self._run(step.sql, step.params, conn=conn, hint=step.hint)
+
+    def render(self, step: Step) -> str:
+        """The statement as sent, with the password, verifier and admin password masked."""
+        text = step.sql if isinstance(step.sql, str) else step.sql.as_string(self.conn)
+        return scrub(str(text), self._known_secrets())
+
+    @property
+    def _main(self) -> str:
+        return self.admin_url.database or self.admin_url.user
+
+    def _in(self, dbname: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call catalog *func* with a runner bound to database *dbname*."""
+        with self._database(dbname) as conn:
+            return func(functools.partial(self._run, conn=conn), *args, **kwargs)
+
+    # -- catalog reads on the admin connection ------------------------------
+
+    def _exists(self, role: str) -> bool:
+        return catalog.exists(self._run, role)
+
+    # -- clients ---------------------------------------------------------
+
+    @classmethod
+    def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
+        """A psycopg connection as an application would open it."""
+        return psycopg.connect(**libpq_kwargs(url), connect_timeout=max(1, int(timeout)))
+
+
+def _where(conn: Any) -> str:
+    """``host:port`` of *conn*, even when it broke."""
+    try:
+        return f"{conn.info.host}:{conn.info.port}"
+    except psycopg.Error:
+        return "?"
+
+
+def _socket_of(conn: Any) -> int | None:
+    try:
+        return int(conn.pgconn.socket)
+    except psycopg.Error:
+        return None
+
+
+@contextlib.contextmanager
+def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
+    """Give up on *conn* when the server stays silent past the statement timeout.
+
+    libpq has no client-side timeout for a statement, and a stopped server
+    keeps its socket open (the kernel still acknowledges our packets). A
+    timer shuts the socket down, so the waiting call fails at once with
+    "server closed the connection" instead of hanging.
+    """
+    late: list[bool] = []
+    fd = _socket_of(conn)
+    if fd is None:  # already closed: the call fails by itself
+        yield late
+        return
+
+    def give_up() -> None:
+        late.append(True)
+        with contextlib.suppress(OSError):
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield late
+    finally:
+        timer.cancel()

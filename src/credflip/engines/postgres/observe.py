@@ -1,0 +1,147 @@
+"""What PostgreSQL shows of a user's use: its sessions (and ending them), the
+``pg_stat_statements`` counts the drain watches, and replication positions and
+Aurora members for the replicas' share of the drain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...errors import EngineError
+from ..base import Observation, SessionGroup, Sessions, Signal, Step
+from . import catalog, plan
+from . import signals as pg_signals
+from .admin_rights import PgAdminRights
+
+__all__ = ["PgObserver"]
+
+
+@dataclass
+class PgObserver(PgAdminRights):
+    """Sessions, the drain's signals and watch, and the replicas' positions."""
+
+    _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
+        default=None, repr=False
+    )
+
+    # -- sessions ----------------------------------------------------------
+
+    def sessions(self, user: str) -> Sessions:
+        """Sessions of *user* in ``pg_stat_activity``, by client address and application."""
+        rows = self._run(pg_signals.SESSIONS_SQL, [user])
+        return Sessions(tuple(SessionGroup(str(c), str(a), int(n)) for c, a, n in rows))
+
+    def terminate(self, user: str) -> int:
+        """``pg_terminate_backend`` every session of *user*, waiting until each has exited.
+
+        The signal alone returns before the backend is gone; from 14 on the
+        function waits (up to 5 s each) so the count is of sessions that ended.
+        """
+        wait = ", 5000" if int(self.conn.info.server_version) >= 140000 else ""
+        rows = self._run(
+            f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid{wait})) "
+            "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
+            [user],
+            hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
+        )
+        return int(rows[0][0])
+
+    # -- the drain ---------------------------------------------------------
+
+    def _statements_source(self) -> tuple[Signal, pg_signals.Statements | None]:
+        if self._statements is None:
+            self._statements = pg_signals.find_statements(self._run, self._main)
+        return self._statements
+
+    def signals(self) -> list[Signal]:
+        """``pg_stat_activity`` (open sessions) and ``pg_stat_statements`` (cumulative)."""
+        return [
+            Signal("pg_stat_activity", cumulative=False, available=True, detail="open sessions"),
+            self._statements_source()[0],
+        ]
+
+    def observe(self, user: str) -> Observation:
+        """Open sessions of *user* and, where available, its pg_stat_statements entries."""
+        sessions = self.sessions(user)
+        source = self._statements_source()[1]
+        if source is None:
+            return Observation(sessions)
+        return Observation(sessions, source.fingerprint(self._run, user))
+
+    def enable_signals(self) -> list[str]:
+        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
+        loaded, schema = pg_signals.extension_state(self._run)
+        if not loaded or schema is not None:
+            return []
+        try:
+            self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        except EngineError:
+            return []  # signals() says who must run it
+        self._statements = None
+        return [f"created extension pg_stat_statements in database {self._main}"]
+
+    def count_problem(self, user: str, group: str | None) -> str | None:
+        """Why *user*'s statements cannot be told apart from the other color's."""
+        return pg_signals.watch_problem(self._run, user, group)
+
+    def plan_watch(self, user: str, group: str | None) -> list[Step]:
+        """Let *user*'s new logins run as itself, so pg_stat_statements counts them as its own.
+
+        Its sessions normally switch to the group role at login, where both
+        colors look the same. Only run once the pointer names the other
+        color, and only when *user* inherits the group's rights.
+        """
+        if group is None or self.count_problem(user, group) is not None:
+            return []
+        if pg_signals.role_settings(self._run, user):
+            return [plan.set_role_setting(user, None)]
+        return []
+
+    def end_watch(self, user: str, group: str | None) -> None:
+        """Restore *user*'s ``role`` setting and give the group what late sessions created."""
+        self.execute(self._plan_end_watch(user, group, watched=None))
+
+    def _plan_end_watch(self, user: str, group: str | None, *, watched: bool | None) -> list[Step]:
+        if group is None or not self._exists(user):
+            return []
+        steps: list[Step] = []
+        has_setting = (
+            bool(pg_signals.role_settings(self._run, user)) if watched is None else not watched
+        )
+        if not has_setting:
+            steps.append(plan.set_role_setting(user, group))
+        if catalog.owns_objects(self._run, user):
+            before, after = self._acting_as([user], to=group)
+            steps += before
+            for dbname in catalog.databases_of(self._run, [user], deptypes=("o",), main=self._main):
+                steps.append(plan.reassign_owned([user], group, dbname))
+            steps += [step for _, step in after]
+        return steps
+
+    # -- replicas and clusters ---------------------------------------------
+
+    def is_standby(self) -> bool:
+        """``pg_is_in_recovery()``."""
+        return bool(self._run("SELECT pg_is_in_recovery()")[0][0])
+
+    def position(self) -> str | None:
+        """``pg_current_wal_insert_lsn()`` on a primary; None on a standby.
+
+        The *insert* position: it includes the commit records of the admin's
+        last statements even when ``synchronous_commit`` is off and they are
+        not yet written (``pg_current_wal_lsn()`` can be behind them).
+        """
+        rows = self._run(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
+            "ELSE pg_current_wal_insert_lsn()::text END"
+        )
+        return None if rows[0][0] is None else str(rows[0][0])
+
+    def replay_gap(self, position: str) -> int | None:
+        """Bytes until ``pg_last_wal_replay_lsn()`` reaches *position* (0 on the primary)."""
+        return pg_signals.standby_gap(self._run, position)
+
+    def cluster_members(self) -> list[str] | None:
+        """Aurora PostgreSQL: instance identifiers from ``aurora_replica_status()``."""
+        if not self._run("SELECT to_regproc('aurora_replica_status') IS NOT NULL")[0][0]:
+            return None
+        return [str(r[0]) for r in self._run(pg_signals.AURORA_MEMBERS_SQL)]

@@ -1,0 +1,105 @@
+"""The values engines and rotations exchange: a planned statement, a user's state, sessions,
+the drain's signals and samples."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Observation", "SessionGroup", "Sessions", "Signal", "Step", "UserState"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One statement of a plan: what to run, where, and what to say when it is refused.
+
+    Engines read the catalog, *plan* a change as a list of steps (pure), and
+    :meth:`Engine.execute` runs them: the one place an engine changes a
+    database. ``rotate --dry-run`` prints the same steps instead.
+    """
+
+    #: The statement: a ``psycopg.sql`` composition, or text with ``%s`` params.
+    sql: Any
+    params: tuple[Any, ...] | None = None
+    #: PostgreSQL: the database to run it in ('' = the admin URL's).
+    database: str = ""
+    #: What to tell the operator when the admin is refused.
+    hint: str = ""
+    #: Cleanup (the admin taking back a right it gave itself): runs even when
+    #: an earlier step failed, and its own failure is ignored.
+    cleanup: bool = False
+
+
+@dataclass(frozen=True)
+class UserState:
+    """Whether a login user exists and may log in."""
+
+    name: str
+    exists: bool
+    can_login: bool = False
+
+
+@dataclass(frozen=True)
+class SessionGroup:
+    """Open sessions of one user from one client address and application."""
+
+    client: str
+    application: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """A sample of one user's open sessions."""
+
+    groups: tuple[SessionGroup, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """The number of open sessions."""
+        return sum(g.count for g in self.groups)
+
+    def describe(self, limit: int = 3) -> str:
+        """``2 from 10.0.0.5 (api), 1 from local (psql)`` — for messages."""
+        parts = [f"{g.count} from {g.client} ({g.application or '-'})" for g in self.groups]
+        if len(parts) > limit:
+            parts = [*parts[:limit], f"{len(parts) - limit} more"]
+        return ", ".join(parts) or "none"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One way a server shows the drain that a user is in use."""
+
+    #: e.g. ``pg_stat_statements``, ``performance_schema.accounts``.
+    name: str
+    #: True for a cumulative count (sees a login that came and went between
+    #: two samples); False for a view of open sessions.
+    cumulative: bool
+    #: Whether this server offers it to the admin now.
+    available: bool
+    #: What it sees when available; otherwise the exact step that enables it.
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return {
+            "name": self.name,
+            "cumulative": self.cumulative,
+            "available": self.available,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One sample of a user on one server: open sessions and cumulative signals.
+
+    ``counters`` maps each available cumulative signal to a fingerprint of the
+    user's count: any change between two samples (up, down, or a reset)
+    means someone used the user in between.
+    """
+
+    sessions: Sessions
+    counters: Mapping[str, Hashable] = field(default_factory=dict)
