@@ -182,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
             rss = rotate_all(args, ttl, soak, child, monitor, store, layout, path)
             child.send("stop")
             final = child.recv(LAST_REPORT)
+            # The monitor reads the child's memory: stop it before the child ends.
+            soak.stop.set()
+            monitor.join()
             child.close(grace=30)
         finally:
             soak.stop.set()
