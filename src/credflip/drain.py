@@ -98,6 +98,10 @@ class Reading:
     pending: str | None = None
     #: Why the instance could not be read at all.
     error: str | None = None
+    #: The old user's statements as counted there: ``(query text, calls)``.
+    statements: tuple[tuple[str, int], ...] = ()
+    #: Wall-clock time the server (re)started; None when unknown.
+    started: float | None = None
 
 
 @dataclass(frozen=True)

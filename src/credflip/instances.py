@@ -250,7 +250,16 @@ class Fleet:
                             f"behind), so its counters cannot see {user!r} yet"
                         )
                 counters = obs.counters if counting else {}
-                readings.append(Reading(inst.address, obs.sessions, counters, pending))
+                readings.append(
+                    Reading(
+                        inst.address,
+                        obs.sessions,
+                        counters,
+                        pending,
+                        statements=obs.statements,
+                        started=obs.started,
+                    )
+                )
             except CredflipError as exc:
                 eng.close()
                 readings.append(Reading(inst.address, error=str(exc)))

@@ -105,6 +105,13 @@ class Rotation:
     position: str | None = None
     #: The longest pause the drain saw between two uses of the old user.
     drain_gap: float = 0.0
+    #: The quiet window the rotation was started with (a resume never waits less).
+    quiet: float | None = None
+    #: The drain's evidence, kept across runs (:class:`credflip.drain.Evidence`).
+    evidence: dict[str, Any] = field(default_factory=dict)
+    #: The clients seen using the old user after the cache wait, most recent
+    #: last (:class:`credflip.legacy.LegacyClient` as dicts).
+    legacy: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -133,6 +140,9 @@ class Rotation:
             min_drain=_maybe_float(data, "min_drain"),
             position=None if data.get("position") is None else str(data["position"]),
             drain_gap=float(data.get("drain_gap") or 0.0),
+            quiet=_maybe_float(data, "quiet"),
+            evidence=dict(data.get("evidence") or {}),
+            legacy=[dict(x) for x in data.get("legacy") or []],
         )
 
 
@@ -192,6 +202,9 @@ class State:
     history: list[HistoryEntry] = field(default_factory=list)
     #: Extra instances the drain watches (``host:port``), from ``--instance``.
     instances: list[str] = field(default_factory=list)
+    #: The operator accepted draining on open sessions alone where an
+    #: instance has no cumulative counter (``init --sessions-only``).
+    sessions_only: bool = False
 
     def to_json(self) -> str:
         """Serialise, dropping the oldest history until it fits a standard parameter."""
@@ -204,6 +217,7 @@ class State:
                     "users": {c.value: u for c, u in self.users.items()},
                     "group": self.group,
                     "instances": self.instances,
+                    "sessions_only": self.sessions_only,
                     "managed_since": round(self.managed_since, 3),
                     "phase": self.current.phase.value if self.current else None,
                     "current": self.current.to_dict() if self.current else None,
@@ -233,6 +247,7 @@ class State:
                 current=Rotation.from_dict(data["current"]) if data.get("current") else None,
                 history=[HistoryEntry.from_dict(h) for h in data.get("history") or []],
                 instances=[str(i) for i in data.get("instances") or []],
+                sessions_only=bool(data.get("sessions_only")),
             )
         except ConfigurationError:
             raise

@@ -42,11 +42,18 @@ class UserState:
 
 @dataclass(frozen=True)
 class SessionGroup:
-    """Open sessions of one user from one client address and application."""
+    """Open sessions of one user from one client address, application and database."""
 
     client: str
     application: str
     count: int
+    #: The database they are connected to ('' when the server does not say).
+    database: str = ""
+    #: Wall-clock start of the oldest session of the group (None when unknown).
+    started: float | None = None
+    #: Seconds every session of the group has been idle (no statement running);
+    #: None when one of them is active or the server does not say.
+    idle_for: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,3 +110,9 @@ class Observation:
 
     sessions: Sessions
     counters: Mapping[str, Hashable] = field(default_factory=dict)
+    #: The user's statements as the server counts them (PostgreSQL
+    #: ``pg_stat_statements``): ``(query text, calls)``, most called first.
+    statements: tuple[tuple[str, int], ...] = ()
+    #: Wall-clock time the server (re)started, so that evidence kept across
+    #: runs is not trusted past a restart (None when unknown).
+    started: float | None = None

@@ -19,9 +19,14 @@ class RotateOptions:
 
     #: The clients' cache TTL; the drain waits for it (plus jitter) after the switch.
     client_ttl: float = 60.0
-    #: How long the drain may wait in this run before it stops (or terminates).
-    drain_timeout: float = 900.0
-    #: End the old user's sessions when the drain times out, instead of stopping.
+    #: Seconds after the switch past which the drain reports a timeout (exit 4,
+    #: ``drain_timeout``) while it keeps the old user; each run also waits at
+    #: most this long. None: the shortest possible drain plus 15 minutes.
+    drain_timeout: float | None = None
+    #: The quiet window: no use on any instance for this long before the old
+    #: user is retired. None: 40 x ``client_ttl``.
+    quiet: float | None = None
+    #: End the old user's idle sessions once the drain could otherwise finish.
     terminate: bool = False
     #: Lock the old user (reversible) or drop it.
     retire: RetireMode = "lock"
@@ -35,8 +40,13 @@ class RotateOptions:
     min_drain: float = 0.0
     #: How long verify waits for replicas to replay the new password.
     replica_lag_timeout: float = 30.0
-    #: Refuse to rotate unless every instance counts logins per user.
+    #: Accept draining on open sessions alone where an instance has no
+    #: cumulative counter (a short login between two samples may be missed).
+    sessions_only: bool = False
+    #: Revoke an env's stored ``sessions_only``: refuse unless every instance counts.
     require_counters: bool = False
+    #: Hosts of replicas the primary reports but nobody watches, accepted as such.
+    unwatched_ok: tuple[str, ...] = ()
     #: Instances (``host[:port]``) to add to the env's list, and to drop from it.
     instances: tuple[str, ...] = ()
     forget_instances: tuple[str, ...] = ()
@@ -48,11 +58,13 @@ class RotateOptions:
         for name in (
             "client_ttl",
             "drain_timeout",
+            "quiet",
             "min_drain",
             "replica_lag_timeout",
             "reconnect_timeout",
         ):
-            if getattr(self, name) < 0:
+            value = getattr(self, name)
+            if value is not None and value < 0:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")
         for text in (*self.instances, *self.forget_instances):
             parse_address(text)

@@ -116,7 +116,7 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         retire_mode=opts.retire,
         client_ttl=opts.client_ttl,
         min_drain=opts.min_drain,
-        drain_timeout=opts.drain_timeout,
+        drain_timeout=opts.drain_timeout or 900.0,
         earliest_retire_after=DrainPolicy(
             client_ttl=opts.client_ttl, min_drain=opts.min_drain
         ).earliest_done(0.0),

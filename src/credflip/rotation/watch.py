@@ -37,7 +37,7 @@ def watch(ctx: Context, *, counting: bool) -> bool:
     tracker = DrainTracker(
         policy,
         switched_at=switched,
-        timeout_at=now + opts.drain_timeout,
+        timeout_at=now + (opts.drain_timeout or 900.0),
         longest_gap=rot.drain_gap,
     )
     begin = now
