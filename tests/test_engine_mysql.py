@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 from conftest import MY_ADMIN, Mariadb, MyApp, make_my_app
 from faults import wait_for
@@ -21,6 +23,7 @@ from credflip.rotation import DrainProgress, Event, RotateOptions, rotate
 from credflip.state import load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
+from credflip.urls import pymysql_kwargs as my_connect_kwargs
 
 
 def opts(**kwargs: object) -> RotateOptions:
@@ -176,6 +179,16 @@ def test_sessions_by_client_and_kill(mariadb: Mariadb) -> None:
         with engine(app) as eng:
             sample = eng.sessions(app.user)
             assert sample.count == 3 and sample.groups[0].client == "127.0.0.1"
+            # performance_schema is off here: no program names.
+            assert [(g.application, g.database) for g in sample.groups] == [("", app.database)]
+            group = sample.groups[0]
+            assert group.started is not None and group.idle_for is not None  # all asleep
+            assert abs(group.started - time.time()) < 60
+            observed = eng.observe(app.user)
+            assert observed.statements == ()
+            uptime = mariadb.sql("SHOW GLOBAL STATUS LIKE 'Uptime'")[0][1]
+            now = mariadb.sql("SELECT UNIX_TIMESTAMP()")[0][0]
+            assert observed.started == pytest.approx(float(now) - float(uptime), abs=2)
             assert eng.terminate(app.user) == 3
             # KILL returns before the thread is gone: a busy server lists it a
             # moment longer (seen once in a full CI run).
@@ -194,6 +207,21 @@ def mariadb_ps() -> Iterator[Mariadb]:
         yield Mariadb(password, Path("/nonexistent/general.log"), port=server.port)
     finally:
         server.stop()
+
+
+def test_sessions_name_the_program_with_performance_schema(mariadb_ps: Mariadb) -> None:
+    app = make_my_app(mariadb_ps, rich=False)
+    kwargs = my_connect_kwargs(app.url)
+    cron = pymysql.connect(**kwargs, autocommit=True, program_name="billing-cron")
+    other = pymysql.connect(**{**kwargs, "database": None}, program_name="report")
+    try:
+        with engine(app) as eng:
+            groups = {(g.application, g.database): g for g in eng.sessions(app.user).groups}
+            assert set(groups) == {("billing-cron", app.database), ("report", "")}
+            assert all(g.client == "127.0.0.1" and g.count == 1 for g in groups.values())
+    finally:
+        cron.close()
+        other.close()
 
 
 def test_a_login_between_two_samples_still_counts(mariadb_ps: Mariadb, tmp_path: Path) -> None:

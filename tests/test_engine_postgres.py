@@ -77,6 +77,18 @@ def test_sessions_grouped_and_terminated(app: App) -> None:
                 ("127.0.0.1", "worker", 1),
             }
             assert "2 from 127.0.0.1 (api)" in sample.describe()
+            assert {g.database for g in sample.groups} == {app.database}
+            server_now = conns[0].execute("SELECT extract(epoch FROM now())::float8").fetchone()
+            assert server_now is not None
+            for group in sample.groups:
+                assert group.started is not None and group.started <= server_now[0]
+                assert group.idle_for is not None and group.idle_for >= 0  # none ran anything
+            # One api session holds a transaction open: that group is not idle.
+            conns[0].execute("BEGIN")
+            conns[0].execute("SELECT 1")
+            busy = {g.application: g.idle_for for g in eng.sessions(app.user).groups}
+            assert busy["api"] is None and busy["worker"] is not None
+            conns[0].execute("ROLLBACK")
             assert eng.terminate(app.user) == 3
             assert eng.sessions(app.user).count == 0
         for conn in conns:
@@ -85,6 +97,30 @@ def test_sessions_grouped_and_terminated(app: App) -> None:
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cluster) -> None:
+    with engine(app) as eng:
+        first = eng.observe(app.user)
+        assert first.started is not None
+        with cluster.su() as conn:
+            row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())").fetchone()
+            assert row is not None and first.started == pytest.approx(float(row[0]))
+        # The app's user has no group role here: its statements count as its own.
+        columns = ", ".join(f"total AS t{i}" for i in range(20))
+        query = f"SELECT\n    {columns}\n   FROM billing.invoices   WHERE total > 1"
+        with app.connect(app.url) as conn:
+            for _ in range(7):
+                conn.execute(query)
+        after = eng.observe(app.user)
+        assert after.started == first.started
+        assert 0 < len(after.statements) <= 5
+        texts = dict(after.statements)
+        shown = f"SELECT {columns}"[:80]  # whitespace collapsed, cut at 80
+        assert shown in texts, texts
+        assert texts[shown] == 7 + dict(first.statements).get(shown, 0)
+        calls = [c for _, c in after.statements]
+        assert calls == sorted(calls, reverse=True)
 
 
 def test_lock_and_unlock(app: App) -> None:

@@ -18,19 +18,37 @@ class MysqlObserver(MysqlCatalog):
     """Threads of a user, the drain's signals, and the cluster's members."""
 
     _signals: list[Signal] | None = dataclasses.field(default=None, repr=False)
+    _connect_attrs: bool | None = dataclasses.field(default=None, repr=False)
 
     # -- sessions ----------------------------------------------------------
 
     def sessions(self, user: str) -> Sessions:
-        """Threads of *user* in the processlist, by client host."""
+        """Threads of *user* in the processlist, by client host, program and database."""
         rows = self._run(
-            "SELECT SUBSTRING_INDEX(HOST, ':', 1), COUNT(*) FROM information_schema.PROCESSLIST "
-            "WHERE USER = %s AND ID <> CONNECTION_ID() GROUP BY 1 ORDER BY 2 DESC, 1",
+            my_signals.sessions_sql(program=self._has_connect_attrs()),
             [user],
             hint=f"it needs PROCESS to see other users' sessions: GRANT PROCESS ON *.* TO "
             f"{self.admin_url.user}",
         )
-        return Sessions(tuple(SessionGroup(str(host or "local"), "", int(n)) for host, n in rows))
+        return Sessions(
+            tuple(
+                SessionGroup(
+                    str(host or "local"),
+                    str(program or ""),
+                    int(n),
+                    database=str(db or ""),
+                    started=None if started is None else float(started),
+                    idle_for=None if idle is None else float(idle),
+                )
+                for host, program, db, n, started, idle in rows
+            )
+        )
+
+    def _has_connect_attrs(self) -> bool:
+        """Whether the admin reads the clients' program names (performance_schema)."""
+        if self._connect_attrs is None:
+            self._connect_attrs = my_signals.has_connect_attrs(self._run)
+        return self._connect_attrs
 
     # -- the drain ---------------------------------------------------------
 
@@ -48,7 +66,11 @@ class MysqlObserver(MysqlCatalog):
     def observe(self, user: str) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
         available = {s.name for s in self.signals() if s.cumulative and s.available}
-        return Observation(self.sessions(user), my_signals.counters(self._run, user, available))
+        return Observation(
+            self.sessions(user),
+            my_signals.counters(self._run, user, available),
+            started=my_signals.server_started(self._run),
+        )
 
     def cluster_members(self) -> list[str] | None:
         """Aurora MySQL: instance identifiers from ``information_schema.replica_host_status``."""

@@ -15,7 +15,15 @@ from typing import Any
 from ...errors import EngineError
 from ..base import Signal
 
-__all__ = ["PS", "US", "counters", "find_signals"]
+__all__ = [
+    "PS",
+    "US",
+    "counters",
+    "find_signals",
+    "has_connect_attrs",
+    "server_started",
+    "sessions_sql",
+]
 
 PS = "performance_schema.accounts"
 US = "user_statistics"
@@ -88,3 +96,48 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
         )
         out[US] = int(rows[0][0]) if rows else None
     return out
+
+
+def sessions_sql(*, program: bool) -> str:
+    """The processlist of one user (``%s``) by client host, program and database.
+
+    Per group: how many threads, when the oldest started (wall clock, to the
+    second), and how long every thread has slept (NULL while one is busy).
+    *program* reads ``program_name`` from performance_schema's connection
+    attributes (what the client says it is); without it the program is ''.
+    """
+    attrs = (
+        "LEFT JOIN performance_schema.session_connect_attrs a "
+        "ON a.PROCESSLIST_ID = p.ID AND a.ATTR_NAME = 'program_name' "
+        if program
+        else ""
+    )
+    name = "COALESCE(a.ATTR_VALUE, '')" if program else "''"
+    return (
+        f"SELECT SUBSTRING_INDEX(p.HOST, ':', 1) AS h, {name} AS prog, "
+        "COALESCE(p.DB, '') AS db, COUNT(*), UNIX_TIMESTAMP() - MAX(p.TIME), "
+        "CASE WHEN SUM(p.COMMAND <> 'Sleep') = 0 THEN MIN(p.TIME) END "
+        f"FROM information_schema.PROCESSLIST p {attrs}"
+        "WHERE p.USER = %s AND p.ID <> CONNECTION_ID() "
+        "GROUP BY h, prog, db ORDER BY 4 DESC, h, prog, db"
+    )
+
+
+def has_connect_attrs(run: Run) -> bool:
+    """Whether performance_schema is on and shows the admin the clients' connection attributes."""
+    if not run("SELECT @@performance_schema")[0][0]:
+        return False
+    try:
+        run("SELECT 1 FROM performance_schema.session_connect_attrs LIMIT 0")
+    except EngineError:
+        return False
+    return True
+
+
+def server_started(run: Run) -> float | None:
+    """When the server (re)started, wall clock, to the second (``UNIX_TIMESTAMP() - Uptime``)."""
+    uptime = run("SHOW GLOBAL STATUS LIKE 'Uptime'")
+    if not uptime:
+        return None
+    now = run("SELECT UNIX_TIMESTAMP()")[0][0]
+    return float(now) - float(uptime[0][1])

@@ -26,9 +26,21 @@ class PgObserver(PgAdminRights):
     # -- sessions ----------------------------------------------------------
 
     def sessions(self, user: str) -> Sessions:
-        """Sessions of *user* in ``pg_stat_activity``, by client address and application."""
+        """Sessions of *user* in ``pg_stat_activity``, by client address, application, database."""
         rows = self._run(pg_signals.SESSIONS_SQL, [user])
-        return Sessions(tuple(SessionGroup(str(c), str(a), int(n)) for c, a, n in rows))
+        return Sessions(
+            tuple(
+                SessionGroup(
+                    str(c),
+                    str(a),
+                    int(n),
+                    database=str(d),
+                    started=None if t is None else float(t),
+                    idle_for=None if idle is None else float(idle),
+                )
+                for c, a, n, d, t, idle in rows
+            )
+        )
 
     def terminate(self, user: str) -> int:
         """``pg_terminate_backend`` every session of *user*, waiting until each has exited.
@@ -62,10 +74,16 @@ class PgObserver(PgAdminRights):
     def observe(self, user: str) -> Observation:
         """Open sessions of *user* and, where available, its pg_stat_statements entries."""
         sessions = self.sessions(user)
+        started = self._run(pg_signals.STARTED_SQL)[0][0]
         source = self._statements_source()[1]
         if source is None:
-            return Observation(sessions)
-        return Observation(sessions, source.fingerprint(self._run, user))
+            return Observation(sessions, started=float(started))
+        return Observation(
+            sessions,
+            source.fingerprint(self._run, user),
+            statements=source.top(self._run, user),
+            started=float(started),
+        )
 
     def enable_signals(self) -> list[str]:
         """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""

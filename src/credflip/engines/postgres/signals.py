@@ -26,16 +26,34 @@ from psycopg import sql
 from ...errors import EngineError
 from ..base import Signal
 
-__all__ = ["AURORA_MEMBERS_SQL", "SESSIONS_SQL", "Statements", "find_statements"]
+__all__ = [
+    "AURORA_MEMBERS_SQL",
+    "SESSIONS_SQL",
+    "STARTED_SQL",
+    "Statements",
+    "find_statements",
+]
 
 Run = Callable[..., list[tuple[Any, ...]]]
 
+# By client address, application and database: how many, since when (the
+# oldest), and for how long all of them have been idle (NULL while one is not).
 SESSIONS_SQL = (
     "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
-    "ELSE 'hidden' END), coalesce(application_name, ''), count(*) "
+    "ELSE 'hidden' END), coalesce(application_name, ''), count(*), coalesce(datname, ''), "
+    "extract(epoch FROM min(backend_start))::float8, "
+    "CASE WHEN bool_and(state IS NOT DISTINCT FROM 'idle') THEN "
+    "greatest(0, extract(epoch FROM clock_timestamp() - max(state_change)))::float8 END "
     "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
-    "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
+    "GROUP BY 1, 2, 4 ORDER BY 3 DESC, 1, 2, 4"
 )
+
+#: When the server (re)started, wall clock.
+STARTED_SQL = "SELECT extract(epoch FROM pg_postmaster_start_time())::float8"
+
+#: How many of a user's statements an observation carries, and how much of each text.
+TOP_STATEMENTS = 5
+QUERY_CHARS = 80
 
 # As AWS's own drivers read the topology: rows not refreshed for five minutes
 # belong to instances that are gone.
@@ -79,6 +97,22 @@ class Statements:
             dealloc, reset = info[0] if info else ("", "")
             out[EVICTIONS] = (reset,) if self.has_since else (dealloc, reset)
         return out
+
+    def top(self, run: Run, user: str) -> tuple[tuple[str, int], ...]:
+        """*user*'s most called statements: ``(text, calls)``, whitespace collapsed, truncated.
+
+        Entries whose shortened texts are equal (other databases, nesting
+        levels) are summed. Without ``pg_read_all_stats`` the server shows
+        ``<insufficient privilege>`` instead of the text: kept as it is.
+        """
+        query = sql.SQL(
+            "SELECT left(btrim(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g')), %s) AS q, "
+            "sum(calls)::bigint FROM {}.pg_stat_statements(true) "
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+            "GROUP BY q ORDER BY 2 DESC, q LIMIT %s"
+        ).format(sql.Identifier(self.schema))
+        rows = run(query, [QUERY_CHARS, user, TOP_STATEMENTS])
+        return tuple((str(text), int(calls)) for text, calls in rows)
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
