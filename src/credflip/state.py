@@ -207,9 +207,16 @@ class State:
     sessions_only: bool = False
 
     def to_json(self) -> str:
-        """Serialise, dropping the oldest history until it fits a standard parameter."""
+        """Serialise, dropping the oldest history until it fits a standard parameter,
+        then the legacy clients seen longest ago (still counted)."""
+        from .legacy import shrink
+
         history = self.history[-_MAX_HISTORY:]
+        legacy = self.current.legacy if self.current else []
         while True:
+            current = self.current.to_dict() if self.current else None
+            if current is not None:
+                current["legacy"] = legacy
             text = json.dumps(
                 {
                     "version": STATE_VERSION,
@@ -220,14 +227,20 @@ class State:
                     "sessions_only": self.sessions_only,
                     "managed_since": round(self.managed_since, 3),
                     "phase": self.current.phase.value if self.current else None,
-                    "current": self.current.to_dict() if self.current else None,
+                    "current": current,
                     "history": [h.to_dict() for h in history],
                 },
                 separators=(",", ":"),
             )
-            if len(text.encode()) <= MAX_VALUE_BYTES or not history:
+            if len(text.encode()) <= MAX_VALUE_BYTES:
                 return text
-            history = history[1:]
+            if history:
+                history = history[1:]
+                continue
+            smaller = shrink(legacy)
+            if smaller is None:
+                return text
+            legacy = smaller
 
     @classmethod
     def from_json(cls, text: str, *, where: str) -> State:

@@ -1,0 +1,300 @@
+"""The legacy-client log on a fake clock: no database, no sleeping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from credflip.drain import Reading
+from credflip.engines import SessionGroup, Sessions
+from credflip.layout import Color
+from credflip.legacy import KEEP, LegacyClient, LegacyLog, shrink
+from credflip.state import HistoryEntry, Phase, Rotation, State
+from credflip.stores.base import MAX_VALUE_BYTES
+
+DB1 = "127.0.0.1:5432"
+DB2 = "10.0.0.9:5432"
+T0 = 1_700_000_000.0  # wall clock of the first sample
+STEP = 0.2
+
+
+def cron(*, idle_for: float | None = None, count: int = 1) -> SessionGroup:
+    return SessionGroup(
+        "10.0.0.5", "billing-cron", count, database="db1", started=T0 - 30, idle_for=idle_for
+    )
+
+
+def reading(
+    *groups: SessionGroup,
+    counter: Hashable = 0,
+    statements: tuple[tuple[str, int], ...] = (),
+    instance: str = DB1,
+    started: float | None = T0 - 3600,
+    error: str | None = None,
+) -> Reading:
+    if error is not None:
+        return Reading(instance, error=error)
+    return Reading(
+        instance,
+        Sessions(groups),
+        {"counter": counter},
+        statements=statements,
+        started=started,
+    )
+
+
+def test_a_session_after_the_cache_wait_is_a_legacy_client() -> None:
+    log = LegacyLog()
+    log.update(T0, [reading(cron())])
+    assert log.count == 1
+    assert log.describe_first() == (
+        "1 legacy client, first: 10.0.0.5 (billing-cron) on db1 via 127.0.0.1:5432"
+    )
+    (client,) = log.clients
+    assert (client.first_seen, client.last_seen, client.sessions) == (T0, T0, 1)
+    assert client.started == T0 - 30
+    log.update(T0 + STEP, [reading(cron(count=3))])
+    (client,) = log.clients
+    assert (client.first_seen, client.last_seen, client.sessions) == (T0, T0 + STEP, 3)
+
+
+def test_nothing_is_recorded_during_the_cache_wait_but_it_is_the_baseline() -> None:
+    log = LegacyLog()
+    log.update(T0, [reading(cron(), counter=1)], record=False)
+    assert log.count == 0 and log.describe_first() == "no legacy clients"
+    # A client that came and went between two samples moved the counter only.
+    log.update(T0 + STEP, [reading(counter=2)])
+    (client,) = log.clients
+    assert client.anonymous and client.sessions == 0
+    assert client.name == (
+        "a client that connected and left between two samples, via 127.0.0.1:5432"
+    )
+    assert log.describe_first().startswith("1 legacy client, first: a client that connected")
+
+
+def test_without_an_earlier_sample_a_counter_proves_nothing() -> None:
+    log = LegacyLog()
+    log.update(T0, [reading(counter=5)])
+    log.update(T0 + STEP, [reading(counter=5)])
+    assert log.count == 0
+    # An instance that did not answer loses its baseline.
+    log.update(T0 + 2 * STEP, [reading(error="connection refused")])
+    log.update(T0 + 3 * STEP, [reading(counter=6)])
+    assert log.count == 0
+    log.update(T0 + 4 * STEP, [reading(counter=7)])
+    assert log.count == 1
+
+
+def test_statements_since_the_first_sample_go_to_the_client_that_ran_them() -> None:
+    log = LegacyLog()
+    before = (("SELECT * FROM invoices WHERE id = $1", 100), ("SELECT 1", 40))
+    log.update(T0, [reading(cron(idle_for=5.0), counter="a", statements=before)])
+    (client,) = log.clients
+    assert client.statements == ()  # only a baseline so far
+    after = (("SELECT * FROM invoices WHERE id = $1", 112), ("SELECT 1", 41))
+    log.update(T0 + STEP, [reading(cron(idle_for=0.05), counter="b", statements=after)])
+    (client,) = log.clients
+    assert client.statements == (("SELECT * FROM invoices WHERE id = $1", 12), ("SELECT 1", 1))
+    assert client.describe().endswith(", running 'SELECT * FROM invoices WHERE id = $1' (12x)")
+    later = (("SELECT * FROM invoices WHERE id = $1", 120), ("SELECT 1", 41))
+    log.update(T0 + 2 * STEP, [reading(cron(idle_for=None), counter="c", statements=later)])
+    (client,) = log.clients
+    assert client.statements[0] == ("SELECT * FROM invoices WHERE id = $1", 20)
+
+
+def test_an_idle_session_did_not_run_what_grew_a_short_login_did() -> None:
+    log = LegacyLog()
+    log.update(T0, [reading(cron(idle_for=60.0), counter=1, statements=(("SELECT 1", 3),))])
+    grew = (("SELECT 1", 3), ("UPDATE jobs SET done = $1", 2))
+    log.update(T0 + STEP, [reading(cron(idle_for=60.2), counter=2, statements=grew)])
+    named, anonymous = log.clients
+    assert named.client == "10.0.0.5" and named.statements == ()
+    assert anonymous.anonymous and anonymous.statements == (("UPDATE jobs SET done = $1", 2),)
+    assert log.count == 2
+
+
+def test_login_counts_are_explained_by_a_new_session_only() -> None:
+    # MySQL/MariaDB: the counter counts logins; a busy old session cannot move it.
+    log = LegacyLog()
+    log.update(T0, [reading(cron(idle_for=None), counter=10)])
+    log.update(T0 + STEP, [reading(cron(idle_for=None), counter=11)])
+    assert [c.anonymous for c in log.clients] == [False, True]
+    log2 = LegacyLog()
+    log2.update(T0, [reading(counter=10)])
+    log2.update(T0 + STEP, [reading(cron(idle_for=0.0), counter=11)])
+    assert [c.client for c in log2.clients] == ["10.0.0.5"]  # the new session logged in
+
+
+def test_a_reset_counts_what_is_there_and_a_newcomer_what_is_sure() -> None:
+    log = LegacyLog()
+    top = (("SELECT a", 50), ("SELECT b", 20))
+    log.update(T0, [reading(counter=1, statements=top)])
+    # "SELECT a" went down (pg_stat_statements_reset): its count is all new.
+    # "SELECT c" was not listed, and the list was shorter: it had no calls.
+    now = (("SELECT c", 26), ("SELECT b", 20), ("SELECT a", 4))
+    log.update(T0 + STEP, [reading(counter=2, statements=now)])
+    (client,) = log.clients
+    assert client.statements == (("SELECT c", 26), ("SELECT a", 4))
+    # "SELECT d" pushed "SELECT a" out of a list as long as before: it may
+    # have had up to 4 calls (the smallest listed) before.
+    full = (("SELECT c", 26), ("SELECT b", 20), ("SELECT d", 10))
+    log.update(T0 + 2 * STEP, [reading(counter=3, statements=full)])
+    (client,) = log.clients
+    assert client.statements == (("SELECT c", 26), ("SELECT d", 6), ("SELECT a", 4))
+
+
+def test_a_server_restart_is_no_use() -> None:
+    log = LegacyLog()
+    log.update(T0, [reading(counter=(1, 5), statements=(("SELECT 1", 9),))])
+    log.update(T0 + 10, [reading(counter=(0, 0), statements=(), started=T0 + 5)])
+    assert log.count == 0
+    # The server start moves by a second between samples (now - uptime): no restart.
+    log.update(T0 + 11, [reading(counter=(0, 0), started=T0 + 6)])
+    log.update(T0 + 12, [reading(counter=(1, 1), started=T0 + 5)])
+    assert log.count == 1
+
+
+def test_at_most_five_are_listed_and_every_one_is_counted_once() -> None:
+    log = LegacyLog()
+    for i in range(8):
+        group = SessionGroup(f"10.0.1.{i}", f"job-{i}", 1, database="db1")
+        log.update(T0 + i, [reading(group, instance=DB1 if i % 2 else DB2)])
+    assert log.count == 8 and len(log.clients) == KEEP
+    assert [c.application for c in log.clients] == [f"job-{i}" for i in range(3, 8)]
+    assert log.describe_first() == (
+        "8 legacy clients, first: 10.0.1.3 (job-3) on db1 via 127.0.0.1:5432"
+    )
+    # job-0 comes back: listed again, not counted twice, even after a resume.
+    resumed = LegacyLog.from_list(json.loads(json.dumps(log.to_list())))
+    assert resumed.count == 8
+    again = SessionGroup("10.0.1.0", "job-0", 1, database="db1")
+    resumed.update(T0 + 20, [reading(again, instance=DB2)])
+    assert resumed.count == 8
+    assert resumed.clients[-1].application == "job-0"
+    assert resumed.clients[-1].first_seen == T0 + 20  # its earlier details were dropped
+
+
+def test_six_clients_at_once_keep_a_steady_list() -> None:
+    groups = [SessionGroup(f"10.0.1.{i}", "api", 1) for i in range(6)]
+    log = LegacyLog()
+    for n in range(5):
+        log.update(T0 + n * STEP, [reading(*groups)])
+    assert log.count == 6
+    assert [c.client for c in log.clients] == [f"10.0.1.{i}" for i in range(1, 6)]
+    assert all(c.first_seen == T0 for c in log.clients)
+
+
+def test_the_list_is_compact_and_round_trips() -> None:
+    long = "x" * 200
+    group = SessionGroup("2001:db8::1", long, 2, database=long, started=T0 - 5.55555)
+    log = LegacyLog()
+    log.update(T0, [reading(group, counter=1, statements=((long, 3),))])
+    log.update(T0 + STEP, [reading(group, counter=2, statements=((long, 9),))])
+    entries = log.to_list()
+    (entry,) = entries
+    assert set(entry) == {"i", "c", "a", "d", "f", "l", "n", "t", "s"}
+    assert len(entry["a"]) == len(entry["d"]) == len(entry["s"][0][0]) == 60
+    assert entry["a"].endswith("…") and entry["t"] == round(T0 - 5.55555, 1)
+    back = LegacyLog.from_list(entries)
+    assert back.to_list() == entries
+    assert back.clients == [LegacyClient.from_dict(entry)]
+    # A resumed log keeps adding to the same client.
+    back.update(T0 + 1, [reading(group, counter=2, statements=((long, 9),))], record=False)
+    back.update(T0 + 1.2, [reading(group, counter=3, statements=((long, 10),))])
+    (client,) = back.clients
+    assert client.first_seen == round(T0, 1) and client.statements == (("x" * 59 + "…", 7),)
+    # Unknown or damaged entries are left out rather than failing the rotation.
+    assert LegacyLog.from_list([{"i": "h:1"}, {"more": "x"}, *entries]).count == 1
+
+
+def test_shrink_drops_the_stalest_and_keeps_the_count() -> None:
+    log = LegacyLog()
+    for i in range(3):
+        log.update(T0 + i, [reading(SessionGroup(f"10.0.0.{i}", "", 1))])
+    entries = log.to_list()
+    smaller = shrink(entries)
+    assert smaller is not None and len(json.dumps(smaller)) < len(json.dumps(entries))
+    back = LegacyLog.from_list(smaller)
+    assert back.count == 3 and [c.client for c in back.clients] == ["10.0.0.1", "10.0.0.2"]
+    empty = shrink(shrink(smaller) or [])
+    assert empty is not None and len(empty) == 1 and empty[0]["more"] == 3
+    assert LegacyLog.from_list(empty).count == 3
+    assert shrink(empty) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 12), max_size=4), max_size=30))
+def test_counted_once_whatever_the_order(samples: list[list[int]]) -> None:
+    log = LegacyLog()
+    seen: set[int] = set()
+    for n, ids in enumerate(samples):
+        groups = [SessionGroup(f"10.0.0.{i}", "", 1) for i in sorted(set(ids))]
+        log.update(T0 + n, [reading(*groups)])
+        seen |= set(ids)
+        if n % 7 == 6:  # a resume now and then
+            log = LegacyLog.from_list(json.loads(json.dumps(log.to_list())))
+    assert log.count == len(seen)
+    assert len(log.clients) == min(KEEP, len(seen))
+
+
+def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> None:
+    instances = [
+        f"app-prod-reader-{i:02d}.c0abcdefghij.eu-west-1.rds.amazonaws.com:5432" for i in range(16)
+    ]
+    log = LegacyLog()
+    for n in range(3):
+        readings = []
+        for i, inst in enumerate(instances):
+            groups = [
+                SessionGroup(
+                    f"2001:db8:ffff:{i:x}::{j}",
+                    f"lambda-{'x' * 60}-{j}",
+                    1,
+                    database="d" * 63,
+                    idle_for=100.0,
+                )
+                for j in range(2)
+            ]
+            statements = tuple((f"SELECT {'c' * 90} /* {k} */", 100 * n + k) for k in range(5))
+            readings.append(Reading(inst, Sessions(tuple(groups)), {"c": n}, statements=statements))
+        log.update(T0 + n, readings)
+    assert log.count == 16 * 2 + 16  # idle sessions, and a short login per instance
+    rotation = Rotation(
+        id="r" * 12,
+        from_color=Color.BLUE,
+        to_color=Color.GREEN,
+        phase=Phase.DRAIN,
+        started_at=T0,
+        switched_at=T0,
+        client_ttl=60.0,
+        min_drain=0.0,
+        quiet=600.0,
+        error="drain timed out after 900s: " + "x" * 270,
+        evidence={
+            inst: {"q": T0, "f": {"pg_stat_statements": "0123456789ab"}} for inst in instances
+        },
+        legacy=log.to_list(),
+    )
+    history = [
+        HistoryEntry(f"h{i}", "done", Color.GREEN, Color.BLUE, T0, T0 + 1, {"drain": 1.0})
+        for i in range(20)
+    ]
+    state = State(
+        "postgresql",
+        {Color.BLUE: "app", Color.GREEN: "app_green"},
+        group="app_owner",
+        current=rotation,
+        history=history,
+        instances=instances,
+    )
+    text = state.to_json()
+    assert len(text.encode()) <= MAX_VALUE_BYTES
+    kept = State.from_json(text, where="test").current
+    assert kept is not None
+    back = LegacyLog.from_list(kept.legacy)
+    assert back.count == log.count  # the count survives whatever was dropped
+    assert back.clients  # and the most recent client is still named
+    assert all(c.instance == instances[-1][:59] + "…" for c in back.clients)
