@@ -25,6 +25,7 @@ from credflip.urls import DbUrl
 
 def opts(**kwargs: object) -> RotateOptions:
     kwargs.setdefault("client_ttl", 0.1)
+    kwargs.setdefault("quiet", kwargs["client_ttl"])
     return RotateOptions(**kwargs)  # type: ignore[arg-type]
 
 
