@@ -406,7 +406,7 @@ def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
         requests = following_clients(scenario, stack, store, layout, resolver, ttl)
         with Monitor(pg, app.database, scenario):
             start(scenario, requests)
-            options = RotateOptions(client_ttl=ttl, drain_timeout=60)
+            options = RotateOptions(client_ttl=ttl, quiet=ttl, drain_timeout=60)
             for _ in range(rotations):
                 begin = time.monotonic()
                 rotate(store, layout, admin_url=admin, options=options, on_event=scenario.on_event)
@@ -492,7 +492,7 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
                     layout,
                     admin_url=admin,
                     on_event=scenario.on_event,
-                    options=RotateOptions(client_ttl=ttl, drain_timeout=budget),
+                    options=RotateOptions(client_ttl=ttl, quiet=ttl, drain_timeout=budget),
                 )
                 scenario.note = "drain finished (unexpected)"
             except DrainTimeout:

@@ -226,7 +226,7 @@ def rotate_all(
         f"lambda x4, sqlalchemy x2{', psycopg_pool x2' if args.engine == 'postgresql' else ''}"
     )
     print(HEADER, flush=True)
-    options = RotateOptions(client_ttl=ttl, drain_timeout=args.drain_timeout)
+    options = RotateOptions(client_ttl=ttl, quiet=ttl, drain_timeout=args.drain_timeout)
 
     def on_event(event: Event) -> None:
         child.check()

@@ -30,7 +30,7 @@ def main() -> None:
         open_store(spec),
         Layout(env),
         admin_url=DbUrl.parse(os.environ["CREDFLIP_ADMIN_URL"]),
-        options=RotateOptions(client_ttl=0.2, retire=retire),  # type: ignore[arg-type]
+        options=RotateOptions(client_ttl=0.2, quiet=0.2, retire=retire),  # type: ignore[arg-type]
         on_event=hook,
     )
     sys.exit(0)

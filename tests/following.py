@@ -111,7 +111,7 @@ class Rotations:
                     self.store,
                     self.layout,
                     admin_url=self.app.admin_url,
-                    options=RotateOptions(client_ttl=self.ttl, drain_timeout=30),
+                    options=RotateOptions(client_ttl=self.ttl, quiet=self.ttl, drain_timeout=30),
                     on_event=self._on_event,
                 )
             )

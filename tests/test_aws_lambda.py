@@ -37,7 +37,7 @@ def env(
     # The admin URL comes from the environment (or the store), never the event.
     monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
     monkeypatch.setenv("CREDFLIP_STORE", store.url)
-    yield {"env": layout.env, "client_ttl": "200ms", "margin": "500ms"}
+    yield {"env": layout.env, "client_ttl": "200ms", "quiet": "200ms", "margin": "500ms"}
     store.close()
 
 

@@ -277,7 +277,7 @@ def test_outputs_and_no_secret_anywhere(
         return result
 
     for _ in range(2):
-        run("rotate", *common, *admin, "--client-ttl", "200ms", "--yes")
+        run("rotate", *common, *admin, "--client-ttl", "200ms", "--quiet", "200ms", "--yes")
         active = load_state(store, layout)
         assert active.last is not None
         generated.append(stored_url(store, layout, active.last.to_color).password or "")
@@ -287,6 +287,8 @@ def test_outputs_and_no_secret_anywhere(
         *common,
         *admin,
         "--client-ttl",
+        "0s",
+        "--quiet",
         "0s",
         "--probe",
         "SELECT * FROM no_such_table",
@@ -360,7 +362,7 @@ def test_env_vars_stand_in_for_options(
     monkeypatch.setenv("CREDFLIP_ENV", ready["env"])
     monkeypatch.setenv("CREDFLIP_STORE", store.url)
     monkeypatch.setenv("CREDFLIP_ADMIN_URL", ready["admin"])
-    result = cli("rotate", "--client-ttl", "0s", "--yes")
+    result = cli("rotate", "--client-ttl", "0s", "--quiet", "0s", "--yes")
     assert result.code == 0, result.err
     assert "blue (" in result.out and "→ green" in result.out
     assert json.loads(cli("resolve", "--json").out)["color"] == "green"
@@ -372,7 +374,16 @@ def test_admin_url_from_the_store(
     layout = Layout(ready["env"])
     store.put(layout.admin_url, ready["admin"], secure=True)
     result = cli(
-        "rotate", "--env", ready["env"], "--store", store.url, "--client-ttl", "0s", "--yes"
+        "rotate",
+        "--env",
+        ready["env"],
+        "--store",
+        store.url,
+        "--client-ttl",
+        "0s",
+        "--quiet",
+        "0s",
+        "--yes",
     )
     assert result.code == 0, result.err
 

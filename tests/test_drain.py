@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credflip.drain import DrainPolicy, DrainTracker, Reading, Verdict
+from credflip.drain import (
+    QUIET_TTLS,
+    DrainPolicy,
+    DrainTracker,
+    Evidence,
+    Reading,
+    Verdict,
+    random_client_factor,
+)
 from credflip.engines import SessionGroup, Sessions
 
 TTL = 1.0
@@ -33,7 +41,10 @@ def reading(
 
 
 def tracker(**policy: float) -> DrainTracker:
+    """A tracker whose quiet window is one TTL unless said otherwise (the arithmetic is
+    easier to read; the default window has its own tests)."""
     policy.setdefault("client_ttl", TTL)
+    policy.setdefault("quiet", policy["client_ttl"])
     return DrainTracker(DrainPolicy(**policy), switched_at=0.0, timeout_at=100.0)
 
 
@@ -144,28 +155,53 @@ def test_a_periodic_client_is_not_retired_in_its_pause() -> None:
     assert trk.longest_gap == pytest.approx(3.0)
     assert verdicts[-1][1] is Verdict.TIMEOUT or verdicts[-1][0] == 60.0
 
-    # Once it stops, the drain needs twice its pause of quiet.
+    # Once it stops, the drain needs the quiet its pauses call for: at least twice
+    # the pause, and (from 5 pauses of 3 s) what a random client would need.
     trk = tracker(min_drain=7.0)
     stop = 20.0
-    verdicts = run(trk, 60, lambda t: readings(min(t, stop)))
+    verdicts = run(trk, 200, lambda t: readings(min(t, stop)))
     seen = 17.6  # the sample that saw the last login (17.5)
+    assert trk.pauses == 5 and trk.pause_sum == pytest.approx(15.0)
+    needed = 3.0 * random_client_factor(5, 1e-3)
+    assert needed > 2 * 3.0
     done = first(verdicts, Verdict.DONE)
-    assert done is not None and seen + 6.0 < done <= seen + 6.0 + 2 * STEP
+    assert done is not None and seen + needed < done <= seen + needed + 2 * STEP
 
 
-def test_without_min_drain_a_sparse_client_can_fall_in_the_first_window() -> None:
-    """What the README says: with one TTL of quiet and no floor, a client whose
-    first login after the switch comes late is retired in its pause."""
+def test_with_one_ttl_of_quiet_a_sparse_client_can_fall_in_the_first_window() -> None:
+    """Why the default window is long: with one TTL of quiet and no floor, a client
+    whose first login after the switch comes late is retired in its pause."""
     verdicts = run(tracker(), 60, lambda t: [reading(counter=int((t + 0.5) // 3))])
     assert first(verdicts, Verdict.DONE) == pytest.approx(2.2)
 
 
+@pytest.mark.parametrize("period", [0.5, 1.5, 3.0, 5.0, 9.0])
+def test_by_default_a_periodic_client_is_never_retired(period: float) -> None:
+    """The rule users read: a client that uses the old user at least once per window
+    (40 TTLs by default) is never cut off, seen before or not."""
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL), switched_at=0.0, timeout_at=1000.0)
+    verdicts = run(trk, 300, lambda t: [reading(counter=int((t + period - 0.05) // period))])
+    assert Verdict.DONE not in {v for _, v in verdicts}
+
+
+def test_by_default_the_window_is_forty_ttls() -> None:
+    policy = DrainPolicy(client_ttl=60.0)
+    assert QUIET_TTLS == 40 and policy.window == 2400.0
+    assert policy.shortest == pytest.approx(66.0 + 2400.0)
+    assert policy.default_timeout == pytest.approx(66.0 + 2400.0 + 900.0)
+    assert DrainPolicy(client_ttl=60.0, quiet=90.0).window == 90.0
+    assert DrainPolicy(client_ttl=1.0, quiet=5.0, min_drain=60.0).shortest == 60.0
+
+
 def test_a_resumed_drain_keeps_the_learned_pause() -> None:
     trk = DrainTracker(
-        DrainPolicy(client_ttl=TTL), switched_at=-50.0, timeout_at=100.0, longest_gap=3.0
+        DrainPolicy(client_ttl=TTL, quiet=TTL),
+        switched_at=-50.0,
+        timeout_at=100.0,
+        evidence=Evidence(longest_gap=3.0),
     )
     verdicts = run(trk, 30, lambda t: [reading()])
-    # The first sample is the baseline of a fresh run; then 2 x 3 s of quiet.
+    # No counter digest was kept: the first sample is a baseline; then 2 x 3 s of quiet.
     assert first(verdicts, Verdict.DONE) == pytest.approx(0.2 + 6.0)
 
 
@@ -184,11 +220,168 @@ def test_status_numbers() -> None:
 
 
 def test_policy_arithmetic() -> None:
-    policy = DrainPolicy(client_ttl=60.0, min_drain=600.0)
+    policy = DrainPolicy(client_ttl=60.0, quiet=60.0, min_drain=600.0)
     assert policy.cache_wait == pytest.approx(66.0)
     assert policy.needed_quiet(0.0) == 60.0 and policy.needed_quiet(45.0) == 90.0
     assert policy.earliest_done(1000.0) == 1600.0
-    assert DrainPolicy(client_ttl=60.0).earliest_done(1000.0) == pytest.approx(1126.0)
+    assert DrainPolicy(client_ttl=60.0, quiet=60.0).earliest_done(1000.0) == pytest.approx(1126.0)
+    # Two pauses of 10 s from a client that may arrive at random: 10 s x 61.
+    assert policy.needed_quiet(10.0, 2, 20.0) == pytest.approx(10.0 * random_client_factor(2, 1e-3))
+
+
+def test_the_random_client_factor() -> None:
+    assert random_client_factor(2, 1e-3) == pytest.approx(61.2, abs=0.1)
+    assert random_client_factor(5, 1e-3) == pytest.approx(14.9, abs=0.1)
+    assert random_client_factor(20, 1e-3) == pytest.approx(8.25, abs=0.05)
+    assert random_client_factor(100_000, 1e-3) == pytest.approx(6.91, abs=0.01)
+    # The promise it encodes, checked by its own arithmetic: with the mean of n
+    # exponential pauses, (1 + k/n)^-n is the chance the next one is longer.
+    for n in (2, 5, 20):
+        k = random_client_factor(n, 1e-3)
+        assert (1 + k / n) ** -n == pytest.approx(1e-3)
+
+
+def test_a_random_client_stretches_the_window() -> None:
+    """Poisson uses with a mean pause of 3 s and a 5 s window: the window grows past
+    what the observed pauses make likely, and the drain does not finish while it runs."""
+    import random
+
+    rng = random.Random(7)
+    arrivals, t = [], 0.0
+    while t < 600:
+        t += rng.expovariate(1 / 3.0)
+        arrivals.append(t)
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=5.0), switched_at=0.0, timeout_at=1e9)
+    verdicts = run(trk, 590, lambda now: [reading(counter=sum(1 for a in arrivals if a <= now))])
+    assert Verdict.DONE not in {v for _, v in verdicts}
+    assert trk.pauses > 100
+    assert trk.policy.needed_quiet(trk.longest_gap, trk.pauses, trk.pause_sum) > 6.5 * 3.0 * 0.8
+
+
+def resumed(evidence: Evidence, *, switched_at: float = -100.0, **policy: float) -> DrainTracker:
+    policy.setdefault("client_ttl", TTL)
+    policy.setdefault("quiet", 10.0)
+    return DrainTracker(
+        DrainPolicy(**policy),
+        switched_at=switched_at,
+        timeout_at=1000.0,
+        evidence=Evidence.from_dict(evidence.to_dict()),  # as stored and read back
+    )
+
+
+def first_run(until: float, counter: int = 3) -> DrainTracker:
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=-100.0, timeout_at=1e3)
+    run(trk, until, lambda t: [reading(counter=counter)])
+    return trk
+
+
+def test_a_second_run_continues_the_quiet_window() -> None:
+    trk = first_run(4.0)  # quiet from 0.2 (the second sample) to 4.0
+    evidence = trk.evidence("app_blue")
+    assert evidence.quiet_since == pytest.approx(0.2)
+    # Ten minutes later, nothing moved: the window began at 0.2, so it is done at once.
+    later = resumed(evidence)
+    assert later.observe(600.0, [reading(counter=3)]).verdict is Verdict.DONE
+
+
+def test_a_counter_that_moved_between_runs_is_use() -> None:
+    evidence = first_run(4.0).evidence("app_blue")
+    later = resumed(evidence)
+    status = later.observe(600.0, [reading(counter=4)])
+    assert status.verdict is Verdict.IN_USE
+    assert status.reasons == ("the counters on db-1:5432 changed since the last run",)
+    # The new value is the baseline: quiet from the next sample on.
+    assert later.observe(600.2, [reading(counter=4)]).verdict is Verdict.QUIET
+
+
+def test_an_instance_the_earlier_run_did_not_see_has_no_baseline() -> None:
+    evidence = first_run(4.0).evidence("app_blue")
+    later = resumed(evidence)
+    status = later.observe(600.0, [reading(counter=3), reading(counter=1, instance="db-2:5432")])
+    assert status.verdict is Verdict.IN_USE
+    assert status.reasons == ("db-2:5432: logins has no earlier sample to compare with",)
+
+
+def test_a_server_restart_between_runs_is_use() -> None:
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=-100.0, timeout_at=1e3)
+    run(trk, 4.0, lambda t: [Reading("db-1:5432", NONE, {"logins": 3}, started=5000.0)])
+    later = resumed(trk.evidence("app_blue"))
+    # Restarted: its counters started over, and happen to show the same value.
+    status = later.observe(600.0, [Reading("db-1:5432", NONE, {"logins": 3}, started=5590.0)])
+    assert status.verdict is Verdict.IN_USE
+    assert "db-1:5432 restarted since the last sample" in status.reasons
+    # A start time read a second apart is the same start.
+    same = resumed(trk.evidence("app_blue"))
+    reading_again = Reading("db-1:5432", NONE, {"logins": 3}, started=5001.0)
+    assert same.observe(600.0, [reading_again]).verdict is Verdict.DONE
+
+
+def test_the_evidence_is_small() -> None:
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=0.0, timeout_at=1e3)
+    many = [
+        Reading(
+            f"db-{i}.cluster-abcdefghijkl.eu-west-1.rds.amazonaws.com:5432",
+            NONE,
+            {"pg_stat_statements": tuple(range(50)), "evictions": ("0", "x")},
+            started=1e9,
+        )
+        for i in range(16)
+    ]
+    trk.observe(0.0, many)
+    text = str(trk.evidence("app_blue").to_dict())
+    assert len(text) < 1800, len(text)
+    assert Evidence.from_dict({"i": "damaged"}) == Evidence()
+
+
+def test_past_the_timeout_use_ends_the_run_and_quiet_goes_on() -> None:
+    # Switched long ago, timeout long past; this run may last 30 s.
+    trk = DrainTracker(
+        DrainPolicy(client_ttl=TTL, quiet=10.0),
+        switched_at=-1000.0,
+        timeout_at=-100.0,
+        run_until=30.0,
+    )
+    assert trk.observe(0.0, [reading(held())]).verdict is Verdict.TIMEOUT
+    trk = DrainTracker(
+        DrainPolicy(client_ttl=TTL, quiet=10.0),
+        switched_at=-1000.0,
+        timeout_at=-100.0,
+        run_until=30.0,
+    )
+    verdicts = run(trk, 60, lambda t: [reading()])
+    # The first sample is the counters' baseline: not use, so the run goes on, quiet
+    # from the next sample until the window is done.
+    assert verdicts[-1][1] is Verdict.DONE and verdicts[-1][0] == pytest.approx(10.2)
+    # ... but not past its own end.
+    trk = DrainTracker(
+        DrainPolicy(client_ttl=TTL, quiet=50.0),
+        switched_at=-1000.0,
+        timeout_at=-100.0,
+        run_until=30.0,
+    )
+    assert run(trk, 60, lambda t: [reading()])[-1] == (30.0, Verdict.TIMEOUT)
+
+
+def test_terminate_ends_only_sessions_idle_for_the_whole_window() -> None:
+    def idle(seconds: float) -> Sessions:
+        return Sessions((SessionGroup("10.0.0.5", "pool", 2, idle_for=seconds),))
+
+    def trk(terminate: bool) -> DrainTracker:
+        policy = DrainPolicy(client_ttl=TTL, quiet=5.0, min_drain=20.0)
+        return DrainTracker(policy, switched_at=0.0, timeout_at=30.0, terminate=terminate)
+
+    # Without --terminate an idle pooled session is use, forever.
+    verdicts = run(trk(False), 100, lambda t: [reading(idle(t))])
+    assert verdicts[-1][1] is Verdict.TIMEOUT
+    # With it: held once idle for the window, and DONE only after --min-drain.
+    tracker_ = trk(True)
+    verdicts = run(tracker_, 100, lambda t: [reading(idle(t))])
+    done = first(verdicts, Verdict.DONE)
+    assert done == pytest.approx(20.0)
+    assert tracker_.observe(20.2, [reading(idle(20.2))]).held == 2
+    # An active session is never held.
+    active = Sessions((SessionGroup("10.0.0.5", "pool", 1, idle_for=None),))
+    assert run(trk(True), 100, lambda t: [reading(active)])[-1][1] is Verdict.TIMEOUT
 
 
 uses = st.lists(st.floats(min_value=0.0, max_value=40.0), max_size=30)
@@ -205,8 +398,8 @@ def test_done_only_after_a_full_quiet_window(
     logins: list[float], held_until: float, ttl: float, min_drain: float
 ) -> None:
     """Whatever the uses, DONE comes only after the caches expired, min_drain passed, and
-    no use for max(TTL, 2 x the longest pause seen) since the last sample that saw one."""
-    policy = DrainPolicy(client_ttl=ttl, min_drain=min_drain)
+    no use for the window the pauses seen call for since the last sample that saw one."""
+    policy = DrainPolicy(client_ttl=ttl, quiet=ttl, min_drain=min_drain)
     trk = DrainTracker(policy, switched_at=0.0, timeout_at=60.0)
     last_seen: float | None = None
     t = 0.0
@@ -220,7 +413,8 @@ def test_done_only_after_a_full_quiet_window(
             assert t >= policy.cache_wait + ttl - 1e-9
             assert t >= min_drain - 1e-9
             assert last_seen is not None
-            assert t - last_seen >= policy.needed_quiet(trk.longest_gap) - 1e-9
+            needed = policy.needed_quiet(trk.longest_gap, trk.pauses, trk.pause_sum)
+            assert t - last_seen >= needed - 1e-9
             assert not [x for x in logins if last_seen < x <= t]  # nothing used it since
             break
         t = round(t + STEP, 6)

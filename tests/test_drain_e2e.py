@@ -98,7 +98,7 @@ def test_legacy_clients_are_never_retired_under(
 ) -> None:
     app = any_app
     commands.init(sqlite_store, layout, admin_url=app.admin_url, writer_url=app.url)
-    args = rotate_args(app, sqlite_store, layout, "--client-ttl", "1s")
+    args = rotate_args(app, sqlite_store, layout, "--client-ttl", "1s", "--quiet", "1s")
     with Legacy(app, app.url, period) as legacy:
         held = cli(*args, "--min-drain", f"{min_drain}s", "--drain-timeout", f"{timeout}s")
         assert held.code == 4, held.err
@@ -166,7 +166,9 @@ def test_without_a_counter_it_warns_and_require_counters_refuses(
     assert how in refused.err and "nothing was changed" in refused.err
     assert (dump(sqlite_store), roles_state(app)) == before
 
-    warned = cli(*rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms"))
+    warned = cli(
+        *rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--quiet", "200ms")
+    )
     assert warned.code == 0, warned.err
     warning = [line for line in warned.err.splitlines() if line.startswith("credflip: warning:")]
     assert len(warning) == 1 and "may be missed" in warning[0] and how in warning[0]
@@ -213,7 +215,7 @@ def test_a_late_login_of_the_old_user_runs_as_itself_and_its_objects_go_to_the_g
         sqlite_store,
         layout,
         admin_url=app.admin_url,
-        options=RotateOptions(client_ttl=0.3),
+        options=RotateOptions(client_ttl=0.3, quiet=0.3),
         on_event=straggle,
     )
     assert result.finished
@@ -232,7 +234,10 @@ def test_a_late_login_of_the_old_user_runs_as_itself_and_its_objects_go_to_the_g
         assert settings is not None and f"role={app.group}" in settings[0]
     # The next rotation brings blue back with everything in place.
     assert rotate(
-        sqlite_store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2)
+        sqlite_store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=0.2),
     ).finished
     with app.connect(fresh(sqlite_store, layout).writer_url) as conn:
         assert conn.execute("SELECT current_user").fetchone() == (app.group,)
@@ -249,7 +254,7 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
         sqlite_store,
         layout,
         admin_url=app.admin_url,
-        options=RotateOptions(client_ttl=0.2, min_drain=2.0),
+        options=RotateOptions(client_ttl=0.2, quiet=0.2, min_drain=2.0),
         on_event=lambda e: (
             verdicts.append(e.status.verdict) if isinstance(e, DrainProgress) else None
         ),
@@ -266,6 +271,8 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
                 sqlite_store,
                 layout,
                 "--client-ttl",
+                "200ms",
+                "--quiet",
                 "200ms",
                 "--min-drain",
                 "30m",
@@ -290,7 +297,7 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
             sqlite_store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=0.2, drain_timeout=0.3),
+            options=RotateOptions(client_ttl=0.2, quiet=0.2, drain_timeout=0.3),
             on_event=lambda e: resumed.append(getattr(e, "message", "")),
         )
     assert any("--min-drain 30m00s recorded" in m for m in resumed)

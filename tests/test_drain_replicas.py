@@ -108,7 +108,7 @@ def held_only_there(
     """
     holder = app.open(url)
     try:
-        rotate_args = ["--client-ttl", "200ms", "--yes", "--drain-timeout"]
+        rotate_args = ["--client-ttl", "200ms", "--quiet", "200ms", "--yes", "--drain-timeout"]
         held = cli(*command("rotate", app, store, layout, *rotate_args, "2s"))
         assert held.code == 4, held.err
         last = held.err.strip().splitlines()[-1]
@@ -189,7 +189,7 @@ def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.3),
+                options=RotateOptions(client_ttl=0.3, quiet=0.3),
                 on_event=record,
             )
             assert result.finished
@@ -215,13 +215,15 @@ def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
             store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=0.2, replica_lag_timeout=0.3),
+            options=RotateOptions(client_ttl=0.2, quiet=0.2, replica_lag_timeout=0.3),
         )
     state = load_state(store, layout)
     assert state.current is not None and state.current.phase is Phase.VERIFY
     password = stored_url(store, layout, Color.GREEN).password
     assert assert_pointer_connects(store, layout) is Color.BLUE
-    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2))
+    result = rotate(
+        store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2)
+    )
     assert result.finished and result.resumed
     # No new password was set on resume: the one already replicating was kept.
     assert stored_url(store, layout, Color.GREEN).password == password
@@ -248,7 +250,7 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
                     store,
                     layout,
                     admin_url=app.admin_url,
-                    options=RotateOptions(client_ttl=0.2, drain_timeout=1.5),
+                    options=RotateOptions(client_ttl=0.2, quiet=0.2, drain_timeout=1.5),
                     on_event=stop_standby,
                 )
             message = str(caught.value)
@@ -259,7 +261,7 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
             assert connects(app.url)  # blue was not retired
         finally:
             standby.resume()
-        options = RotateOptions(client_ttl=0.2)
+        options = RotateOptions(client_ttl=0.2, quiet=0.2)
         result = rotate(store, layout, admin_url=app.admin_url, options=options)
     assert result.finished and result.resumed
     assert app.locked_marker in login_error(app.url)

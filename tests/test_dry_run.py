@@ -51,7 +51,11 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
     before = (dump(store), catalog(app))
     mark = len(app.server_log())
-    result = cli(*command("rotate", app, store, layout, "--dry-run", "--client-ttl", "200ms"))
+    result = cli(
+        *command(
+            "rotate", app, store, layout, "--dry-run", "--client-ttl", "200ms", "--quiet", "200ms"
+        )
+    )
     assert result.code == 0, result.err
     for secret in (app.password, app.admin_url.password):
         assert secret and secret not in result.text
@@ -65,7 +69,9 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     assert logged_sql(app, mark) == []  # the dry run sent no change at all
 
     mark = len(app.server_log())
-    assert rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2))
+    assert rotate(
+        store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2)
+    )
     assert logged_sql(app, mark) == planned
 
 
@@ -77,14 +83,21 @@ def test_dry_run_refuses_what_the_real_run_would(
     # A rotation under way (held by a client still on blue): plan only new ones.
     with app.open(app.url):
         stuck = cli(*command("rotate", app, store, layout, "--yes", "--client-ttl", "200ms",
-                             "--drain-timeout", "300ms"))  # fmt: skip
+                             "--quiet", "200ms", "--drain-timeout", "300ms"))  # fmt: skip
     assert stuck.code == 4
     before = dump(store)
     mid = cli(*command("rotate", app, store, layout, "--dry-run"))
     assert mid.code == 1 and mid.err.count("\n") == 1
     assert "is under way (phase drain)" in mid.err and "--dry-run plans a new rotation" in mid.err
     assert dump(store) == before
-    assert cli(*command("rotate", app, store, layout, "--yes", "--client-ttl", "200ms")).code == 0
+    assert (
+        cli(
+            *command(
+                "rotate", app, store, layout, "--yes", "--client-ttl", "200ms", "--quiet", "200ms"
+            )
+        ).code
+        == 0
+    )
     # After a rollback green is inactive but may still have clients: a client on it
     # stops both runs alike, before anything changes.
     assert cli(*command("rollback", app, store, layout, "--yes")).code == 0

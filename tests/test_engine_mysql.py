@@ -28,6 +28,7 @@ from credflip.urls import pymysql_kwargs as my_connect_kwargs
 
 def opts(**kwargs: object) -> RotateOptions:
     kwargs.setdefault("client_ttl", 0.1)
+    kwargs.setdefault("quiet", kwargs["client_ttl"])
     return RotateOptions(**kwargs)  # type: ignore[arg-type]
 
 

@@ -213,7 +213,7 @@ def test_init_adopts_a_hand_made_setup(cluster: Cluster, tmp_path: Any) -> None:
     # The inactive (blue) user gets the new password; clients on green are untouched.
     assert (
         rotate(
-            store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1)
+            store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
         ).to_color
         is Color.BLUE
     )

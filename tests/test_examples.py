@@ -57,7 +57,7 @@ def test_lambda_example_follows_rotations(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.3, drain_timeout=20),
+                options=RotateOptions(client_ttl=0.3, quiet=0.3, drain_timeout=20),
             )
             assert result.finished
     finally:

@@ -49,7 +49,7 @@ from credflip.stores.sqlite import SqliteStore
 from credflip.stores.ssm import SsmStore
 
 TTL = 0.3
-ROTATE = ["--yes", "--client-ttl", "300ms", "--store"]
+ROTATE = ["--yes", "--client-ttl", "300ms", "--quiet", "300ms", "--store"]
 
 
 @dataclass
@@ -143,7 +143,7 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
             store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=TTL, drain_timeout=30),
+            options=RotateOptions(client_ttl=TTL, quiet=TTL, drain_timeout=30),
             on_event=on_event,
         )
         restarts[0].join()
@@ -188,7 +188,9 @@ def test_a_frozen_database_makes_rotate_give_up_within_its_timeouts(
     assert elapsed < 15, f"took {elapsed:.1f}s"
     assert load_state(store, layout).current is None  # nothing changed
     assert read_lock(store, layout) is None
-    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL))
+    result = rotate(
+        store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL, quiet=TTL)
+    )
     assert result.finished
 
 
@@ -223,7 +225,7 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=TTL, drain_timeout=60),
+                options=RotateOptions(client_ttl=TTL, quiet=TTL, drain_timeout=60),
                 on_event=on_event,
             )
             clients.serve_more(what="clients serving after the thaw")
@@ -234,7 +236,7 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
     clients.assert_fine()
     assert errors, "no sample saw the frozen server"
     assert any("did not answer" in e or "timed out" in e for e in errors), errors[:3]
-    assert time.monotonic() - started < 30
+    assert time.monotonic() - started < 50  # the drain timeout is 60 s
     invariant.assert_held()
     assert app.locked_marker in login_error(app.url)
 
@@ -254,7 +256,13 @@ def test_the_lambda_handler_stops_before_its_deadline_on_a_frozen_database(
     store = SqliteStore(tmp_path / "params.db")
     layout = initialised(app, store, "frozen-lambda")
     monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
-    event = {"env": layout.env, "store": store.url, "client_ttl": "3s", "margin": "6s"}
+    event = {
+        "env": layout.env,
+        "store": store.url,
+        "client_ttl": "3s",
+        "quiet": "3s",
+        "margin": "6s",
+    }
     outcome: list[Any] = []
     budget = 14.0
 
@@ -336,7 +344,7 @@ def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
     app = pg_server.new_app()
     store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
     layout = initialised(app, store, f"ssm-faults-{app.user}")
-    options = RotateOptions(client_ttl=0.1)
+    options = RotateOptions(client_ttl=0.1, quiet=0.1)
     counter = WriteFaults(store)
     rotate(store, layout, admin_url=app.admin_url, options=options)
     writes, kinds = counter.writes, counter.kinds
@@ -383,7 +391,7 @@ def test_a_store_write_that_fails_once_is_retried_by_botocore(
     for target in (1, 4, 7):
         faults = WriteFaults(store, target=target, persistent=False)
         result = rotate(
-            store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1)
+            store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
         )
         assert result.finished and faults.failed == 1
         store.client.meta.events.unregister("before-send.ssm", faults)
@@ -429,7 +437,7 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
                     store,
                     layout,
                     admin_url=app.admin_url,
-                    options=RotateOptions(client_ttl=TTL),
+                    options=RotateOptions(client_ttl=TTL, quiet=TTL),
                     on_event=on_event,
                 )
             assert "another process kept a write transaction open" in str(caught.value)
@@ -441,7 +449,9 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
     clients.assert_fine()
     if read_lock(store, layout) is not None:
         commands.unlock(store, layout, force=True)  # its release met the same lock
-    result = rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL))
+    result = rotate(
+        store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL, quiet=TTL)
+    )
     assert result.finished
 
 
@@ -476,7 +486,7 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
     layout = initialised(app, store, "killed")
     env = {**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret}
     base = ["--env", layout.env, "--store", store.url]
-    rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms"]
+    rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms", "--quiet", "500ms"]
     started = time.monotonic()
     assert kill_after(rotate_args, 60, env) == 0
     span = time.monotonic() - started

@@ -50,7 +50,7 @@ def rotate_under(
                     store,
                     layout,
                     admin_url=app.admin_url,
-                    options=RotateOptions(client_ttl=TTL, drain_timeout=20),
+                    options=RotateOptions(client_ttl=TTL, quiet=TTL, drain_timeout=20),
                 )
             )
     finally:
@@ -97,7 +97,7 @@ def test_idle_sqlalchemy_pool_lets_the_drain_finish(
         store,
         layout,
         admin_url=app.admin_url,
-        options=RotateOptions(client_ttl=TTL, drain_timeout=20),
+        options=RotateOptions(client_ttl=TTL, quiet=TTL, drain_timeout=20),
     )
     assert result.finished and result.drain_seconds < TTL * 1.1 + TTL + 1.5
     with engine.connect() as conn:
@@ -225,7 +225,7 @@ def test_psycopg_pool_opened_by_its_constructor_follows_too(
             store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=TTL, drain_timeout=20),
+            options=RotateOptions(client_ttl=TTL, quiet=TTL, drain_timeout=20),
         )
         assert result.finished and result.drain_seconds < TTL * 1.1 + TTL + 1.5
         with pool.connection() as conn:
@@ -249,7 +249,7 @@ def test_psycopg_pool_check_replaces_an_old_color_connection(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.1, drain_timeout=0.5),
+                options=RotateOptions(client_ttl=0.1, quiet=0.1, drain_timeout=0.5),
             )
         resolver.refresh(layout.env)
         with pool.connection(timeout=5) as conn:

@@ -78,7 +78,7 @@ def test_recommended_ways_keep_passwords_out_of_the_process_list(
     assert next_line == f"next: credflip rotate --env proc --store {store}"
     done = subprocess.run(
         [sys.executable, "-m", "credflip", *next_line.removeprefix("next: credflip ").split(),
-         "--client-ttl", "200ms", "--yes"],
+         "--client-ttl", "200ms", "--quiet", "200ms", "--yes"],
         capture_output=True, text=True, timeout=120, check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith("CREDFLIP_")},
     )  # fmt: skip
@@ -134,7 +134,7 @@ def test_save_admin_url_checks_it_first_then_everything_finds_it(
     # rotate, status and rollback need nothing more.
     status = cli("status", *common, "--json")
     assert json.loads(status.out)["colors"][0]["exists"] is True
-    assert cli("rotate", *common, "--client-ttl", "200ms", "--yes").code == 0
+    assert cli("rotate", *common, "--client-ttl", "200ms", "--quiet", "200ms", "--yes").code == 0
     assert cli("rollback", *common, "--yes").code == 0
     assert fresh(store, layout).color is Color.BLUE
 
@@ -192,7 +192,7 @@ def test_a_drain_timeout_stays_exit_4_when_the_lock_cannot_be_released(
             ssm_store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=0.2, drain_timeout=0.5),
+            options=RotateOptions(client_ttl=0.2, quiet=0.2, drain_timeout=0.5),
             on_event=lambda e: notes.append(e.message) if isinstance(e, Notice) else None,
         )
     assert failing["sent"] >= 1

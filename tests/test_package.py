@@ -141,6 +141,7 @@ def test_the_rotator_rotates_on_python_312(
         "env": layout.env,
         "store": f"ssm://us-east-1?endpoint_url={moto_endpoint}",
         "client_ttl": "300ms",
+        "quiet": "300ms",
     }
     code = f"""
 import json

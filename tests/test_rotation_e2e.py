@@ -39,6 +39,7 @@ def app(any_app: AnyApp) -> AnyApp:
 
 def opts(**kwargs: Any) -> RotateOptions:
     kwargs.setdefault("client_ttl", 0.2)
+    kwargs.setdefault("quiet", kwargs["client_ttl"])
     kwargs.setdefault("drain_timeout", 30.0)
     return RotateOptions(**kwargs)
 
@@ -237,6 +238,8 @@ def test_two_rotations_at_once(app: AnyApp, store: Store, layout: Layout, cli: A
             store.url,
             "--client-ttl",
             "1500ms",
+            "--quiet",
+            "1500ms",
             "--yes",
         ],
         env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
@@ -281,7 +284,15 @@ def test_unlock_force_clears_a_stale_lock(
     released = cli("unlock", *args, "--force")
     assert released.code == 0 and "other-host" in released.out
     done = cli(
-        "rotate", *args, "--admin-url", app.admin_url.secret, "--client-ttl", "200ms", "--yes"
+        "rotate",
+        *args,
+        "--admin-url",
+        app.admin_url.secret,
+        "--client-ttl",
+        "200ms",
+        "--quiet",
+        "200ms",
+        "--yes",
     )
     assert done.code == 0, done.err
 
@@ -300,6 +311,8 @@ def test_drain_waits_for_an_open_session_and_times_out(
         "--admin-url",
         app.admin_url.secret,
         "--client-ttl",
+        "200ms",
+        "--quiet",
         "200ms",
         "--drain-timeout",
         "1s",

@@ -27,6 +27,7 @@ TESTS = Path(__file__).parent
 
 def opts(**kwargs: Any) -> RotateOptions:
     kwargs.setdefault("client_ttl", 0.2)
+    kwargs.setdefault("quiet", kwargs["client_ttl"])
     kwargs.setdefault("drain_timeout", 30.0)
     return RotateOptions(**kwargs)
 

@@ -31,7 +31,7 @@ from credflip.stores.sqlite import SqliteStore
 EXAMPLES = int(os.environ.get("CREDFLIP_STATEFUL_EXAMPLES", "5"))
 STEPS = int(os.environ.get("CREDFLIP_STATEFUL_STEPS", "8"))
 DERANDOMIZE = "CREDFLIP_STATEFUL_EXAMPLES" not in os.environ
-OPTIONS = RotateOptions(client_ttl=0.1, drain_timeout=5)
+OPTIONS = RotateOptions(client_ttl=0.1, quiet=0.1, drain_timeout=5)
 
 
 class Rotations(RuleBasedStateMachine):
@@ -87,7 +87,7 @@ class Rotations(RuleBasedStateMachine):
     @rule(command=st.sampled_from(["rotate", "rollback"]), delay=st.floats(0.0, 1.5))
     def kill(self, command: str, delay: float) -> None:
         self.steps.append(f"kill {command} after {delay:.2f}s")
-        extra = ["--client-ttl", "100ms"] if command == "rotate" else []
+        extra = ["--client-ttl", "100ms", "--quiet", "100ms"] if command == "rotate" else []
         args = [command, "--env", self.layout.env, "--store", self.store.url, "--yes", *extra]
         proc = subprocess.Popen(
             [sys.executable, "-m", "credflip", *args],

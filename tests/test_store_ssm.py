@@ -253,7 +253,7 @@ def test_existing_three_call_readers_work_after_every_phase(
             ssm,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=0.1),
+            options=RotateOptions(client_ttl=0.1, quiet=0.1),
             on_event=check,
         )
     colors = [c for _, c in seen]
@@ -330,7 +330,9 @@ def test_iam_policies_from_the_docs(app: App, moto_with_iam: str) -> None:
     layout = Layout(env)
     # The rotator runs a whole init and rotation with its policy alone.
     commands.init(rotator, layout, admin_url=app.admin_url, writer_url=app.url)
-    result = rotate(rotator, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1))
+    result = rotate(
+        rotator, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
+    )
     assert result.finished
     # The application resolves, in one call, and may not write or delete.
     assert Resolver(store=reader, ttl=0).resolve(env).color is Color.GREEN
@@ -342,7 +344,12 @@ def test_iam_policies_from_the_docs(app: App, moto_with_iam: str) -> None:
         reader.delete(layout.lock)
     # With the application's policy a rotation fails clearly and changes nothing.
     with pytest.raises(StoreAccessDenied, match="allow ssm:PutParameter"):
-        rotate(reader, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1))
+        rotate(
+            reader,
+            layout,
+            admin_url=app.admin_url,
+            options=RotateOptions(client_ttl=0.1, quiet=0.1),
+        )
     assert Resolver(store=reader, ttl=0).resolve(env).color is Color.GREEN
 
 
@@ -352,7 +359,7 @@ def test_throttling_during_a_rotation(app: App, ssm: SsmStore, layout: Layout) -
     # Brief throttling is absorbed by botocore's retries.
     brief = inject_error(ssm, "PutParameter", "ThrottlingException", times=2, when=pointer_write)
     assert rotate(
-        ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1)
+        ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
     ).finished
     assert brief["sent"] == 2
     # Persistent throttling stops the rotation before the switch, resumable;
@@ -361,13 +368,17 @@ def test_throttling_during_a_rotation(app: App, ssm: SsmStore, layout: Layout) -
     assert resolver.resolve(layout.env).color is Color.GREEN
     stuck = inject_error(ssm, "PutParameter", "ThrottlingException", when=pointer_write)
     with pytest.raises(StoreThrottled):
-        rotate(ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1))
+        rotate(
+            ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
+        )
     state = load_state(ssm, layout)
     assert state.current is not None and state.current.phase.value == "switch"
     assert ssm.get(layout.lock) is None
     endpoints = resolver.resolve(layout.env)
     assert endpoints.color is Color.GREEN and connects(endpoints.writer_url)
     stuck["left"] = 0  # AWS calms down
-    result = rotate(ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1))
+    result = rotate(
+        ssm, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.1, quiet=0.1)
+    )
     assert result.finished and result.resumed
     assert resolver.resolve(layout.env).color is Color.BLUE

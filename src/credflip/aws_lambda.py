@@ -9,7 +9,7 @@ function every few minutes.
 Event (all but ``env`` optional)::
 
     {"env": "prod", "prefix": "/db", "store": "ssm://",
-     "client_ttl": "60s", "drain_timeout": "2h", "terminate": false,
+     "client_ttl": "60s", "quiet": "40m", "drain_timeout": "2h", "terminate": false,
      "retire": "lock", "probe": null, "margin": "30s",
      "min_drain": "0s", "replica_lag_timeout": "30s", "require_counters": false,
      "reconnect_timeout": "60s",
@@ -17,9 +17,14 @@ Event (all but ``env`` optional)::
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
-continue an unfinished one). The drain timeout counts from the switch, across
-invocations. The instances the drain watches are the env's (``credflip rotate
---instance`` keeps them in its state) plus, on Aurora, every cluster member.
+continue an unfinished one). The quiet window defaults to 40 client TTLs and
+the drain timeout to the shortest drain plus 15 minutes, counted from the
+switch, across invocations. Past it, each invocation keeps draining until its
+own end and answers ``drain_timeout`` (the alarm) while the old user is kept;
+the drain's evidence is in the state, so the first invocation after the
+legacy clients are gone finishes the rotation. The instances the drain
+watches are the env's (``credflip rotate --instance`` keeps them in its
+state) plus, on Aurora, every cluster member.
 The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
 ``/db/{env}/admin-db-url``, never from the event.
 """
@@ -54,6 +59,11 @@ def _seconds(event: dict[str, Any], key: str, default: str) -> float:
     return parse_duration(str(event.get(key) or default), what=key)
 
 
+def _maybe_seconds(event: dict[str, Any], key: str) -> float | None:
+    value = event.get(key)
+    return None if value in (None, "") else parse_duration(str(value), what=key)
+
+
 def _log_event(event: Event) -> None:
     if isinstance(event, Notice):
         if event.level == "warning":
@@ -80,7 +90,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
     with open_store(spec) as store:
         state = load_state(store, layout)
-        drain_timeout = _seconds(event, "drain_timeout", "15m")
         current = state.current
         if current is None:
             if mode == "resume":
@@ -95,12 +104,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                         "status": "idle",
                         "reason": f"last rotation finished {age / 3600:.1f}h ago",
                     }
-        elif current.switched_at is not None:
-            # The timeout counts from the switch, not from this invocation.
-            drain_timeout = max(0.0, drain_timeout - (time.time() - current.switched_at))
         options = RotateOptions(
             client_ttl=_seconds(event, "client_ttl", "60s"),
-            drain_timeout=drain_timeout,
+            drain_timeout=_maybe_seconds(event, "drain_timeout"),
+            quiet=_maybe_seconds(event, "quiet"),
             terminate=bool(event.get("terminate", False)),
             retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
             probe=event.get("probe"),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .drain import DrainPolicy
+from .drain import DrainPolicy, Evidence
 from .engines import Engine, Sessions, Signal, UserState, engine_for
 from .errors import (
     ConfigurationError,
@@ -388,8 +388,21 @@ def earliest_retire(rotation: Rotation | None) -> float | None:
     """When the drain of *rotation* could retire the old user at the earliest (wall clock)."""
     if rotation is None or rotation.switched_at is None or rotation.client_ttl is None:
         return None
-    policy = DrainPolicy(client_ttl=rotation.client_ttl, min_drain=rotation.min_drain or 0.0)
-    return policy.earliest_done(rotation.switched_at, rotation.drain_gap)
+    policy = DrainPolicy(
+        client_ttl=rotation.client_ttl, quiet=rotation.quiet, min_drain=rotation.min_drain or 0.0
+    )
+    evidence = Evidence.from_dict(rotation.evidence)
+    earliest = policy.earliest_done(
+        rotation.switched_at, evidence.longest_gap, evidence.pauses, evidence.pause_sum
+    )
+    if evidence.quiet_since is not None:
+        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
+        earliest = max(earliest, evidence.quiet_since + needed)
+    elif evidence.sampled_at is not None:
+        # In use at the last sample: the window starts over from there at the earliest.
+        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
+        earliest = max(earliest, evidence.sampled_at + needed)
+    return earliest
 
 
 def status(

@@ -174,10 +174,14 @@ def _duration(what: str) -> Callable[[click.Context, click.Parameter, str | None
     return convert
 
 
-def duration_option(name: str, default: str, help_text: str) -> Callable[[F], F]:
-    """A duration option (``500ms``, ``90s``, ``15m``) parsed into seconds."""
+def duration_option(name: str, default: str | None, help_text: str) -> Callable[[F], F]:
+    """A duration option (``500ms``, ``90s``, ``15m``) parsed into seconds (None: not given)."""
     return click.option(
-        name, default=default, show_default=True, callback=_duration(name), help=help_text
+        name,
+        default=default,
+        show_default=default is not None,
+        callback=_duration(name),
+        help=help_text,
     )
 
 

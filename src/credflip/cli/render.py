@@ -107,9 +107,11 @@ def print_plan(plan: RotationPlan) -> None:
     out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
     out.print(
         f"4. drain: watch {plan.from_user!r} for client TTL {format_duration(plan.client_ttl)}, "
-        f"then no use for one more TTL; --min-drain {format_duration(plan.min_drain)}; at the "
-        f"earliest {format_duration(plan.earliest_retire_after)} after the switch; timeout "
-        f"{format_duration(plan.drain_timeout)}"
+        f"then no use on any instance for the quiet window {format_duration(plan.quiet)} "
+        f"(longer when clients come back after a pause); --min-drain "
+        f"{format_duration(plan.min_drain)}; at the earliest "
+        f"{format_duration(plan.earliest_retire_after)} after the switch; timeout "
+        f"{format_duration(plan.drain_timeout)} after the switch"
     )
     for address, source, signals in plan.instances:
         out.print(f"    {address} ({source}): {', '.join(signals) or 'no signal'}")

@@ -18,9 +18,22 @@ from .progress import Progress
 @admin_option
 @duration_option("--client-ttl", "60s", "Clients' cache TTL; the drain waits for it.")
 @duration_option(
-    "--drain-timeout", "15m", "Stop (exit 4, resumable) when old sessions outlast this."
+    "--quiet",
+    None,
+    "Retire the old user only after no use on any instance for this long "
+    "[default: 40 x --client-ttl].",
 )
-@click.option("--terminate", is_flag=True, help="End old sessions at the drain timeout.")
+@duration_option(
+    "--drain-timeout",
+    None,
+    "Past this after the switch, stop at the first use seen (exit 4, resumable; the old "
+    "user is kept) [default: the shortest drain + 15m].",
+)
+@click.option(
+    "--terminate",
+    is_flag=True,
+    help="End the old user's sessions once they were idle for the whole quiet window.",
+)
 @click.option(
     "--retire",
     type=click.Choice(["lock", "drop"]),
@@ -66,7 +79,8 @@ def rotate_cmd(
     layout: Layout,
     admin_url: str | None,
     client_ttl: float,
-    drain_timeout: float,
+    quiet: float | None,
+    drain_timeout: float | None,
     terminate: bool,
     retire: str,
     probe: str | None,
@@ -84,6 +98,7 @@ def rotate_cmd(
     options = RotateOptions(
         client_ttl=client_ttl,
         drain_timeout=drain_timeout,
+        quiet=quiet,
         terminate=terminate,
         retire=retire,  # type: ignore[arg-type]
         probe=probe,

@@ -90,7 +90,7 @@ def _run(
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
     traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
     results: list[RotationResult] = []
-    options = RotateOptions(client_ttl=client_ttl, drain_timeout=60.0)
+    options = RotateOptions(client_ttl=client_ttl, quiet=client_ttl, drain_timeout=60.0)
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
         stack.callback(traffic.stop)  # first; it raises a crash not reported yet

@@ -173,7 +173,10 @@ def cannot_terminate(old: str, down: Sequence[str]) -> RotationError:
 
 
 def terminated(count: int, old: str) -> str:
-    return f"terminated {count} session(s) of {old!r} after the drain timeout"
+    return (
+        f"terminated {count} session(s) of {old!r}, idle for longer than the quiet window "
+        f"(--terminate)"
+    )
 
 
 # -- rollback --------------------------------------------------------------

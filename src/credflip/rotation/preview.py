@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
 from ..engines.base import Step
 from ..errors import CredflipError
@@ -29,6 +28,7 @@ from .params import read_pointer
 from .plan import Write
 from .runner import HANDLERS
 from .start import new_rotation, preflight
+from .watch import drain_policy
 
 __all__ = ["PlannedParameter", "RotationPlan", "plan_rotation"]
 
@@ -64,6 +64,7 @@ class RotationPlan:
     retire_mode: str = "lock"
     client_ttl: float = 0.0
     min_drain: float = 0.0
+    quiet: float = 0.0
     drain_timeout: float = 0.0
     earliest_retire_after: float = 0.0
 
@@ -106,6 +107,7 @@ def plan_rotation(
 def _describe(ctx: Context, eng: Engine) -> RotationPlan:
     """The dry run's report of the phases' plans."""
     rot, opts, plans = ctx.rot, ctx.options, ctx.plans
+    policy = drain_policy(rot)
     plan = RotationPlan(
         env=ctx.layout.env,
         from_color=rot.from_color.value,
@@ -116,10 +118,9 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         retire_mode=opts.retire,
         client_ttl=opts.client_ttl,
         min_drain=opts.min_drain,
-        drain_timeout=opts.drain_timeout or 900.0,
-        earliest_retire_after=DrainPolicy(
-            client_ttl=opts.client_ttl, min_drain=opts.min_drain
-        ).earliest_done(0.0),
+        quiet=policy.window,
+        drain_timeout=policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout,
+        earliest_retire_after=policy.shortest,
         prepare=_rendered(eng, plans[Phase.PREPARE].steps),
         watch=_rendered(eng, plans[Phase.DRAIN].steps),
         retire=_rendered(eng, plans[Phase.RETIRE].steps),

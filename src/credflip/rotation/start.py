@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 
+from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
 from ..errors import CredflipError
 from ..instances import Fleet
@@ -100,7 +101,14 @@ def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
         started_at=time.time(),
         client_ttl=options.client_ttl,
         min_drain=options.min_drain,
+        quiet=quiet_window(options),
     )
+
+
+def quiet_window(options: RotateOptions) -> float:
+    """The quiet window *options* ask for (the default follows the client TTL)."""
+    policy = DrainPolicy(client_ttl=options.client_ttl, quiet=options.quiet)
+    return policy.window
 
 
 def _start_or_resume(ctx: Context) -> bool:
@@ -117,7 +125,11 @@ def _start_or_resume(ctx: Context) -> bool:
             messages.resuming(current.id, current.from_color, current.to_color, current.phase)
         )
         # A resume never waits less than the rotation was started with.
-        for name, given in (("client_ttl", options.client_ttl), ("min_drain", options.min_drain)):
+        for name, given in (
+            ("client_ttl", options.client_ttl),
+            ("min_drain", options.min_drain),
+            ("quiet", quiet_window(options)),
+        ):
             recorded = getattr(current, name)
             if recorded is not None and recorded > given:
                 ctx.notice(messages.using_recorded(name, recorded, given))

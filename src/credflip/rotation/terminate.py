@@ -1,5 +1,7 @@
-"""``--terminate``: lock the old user, then end its sessions on every instance.
+"""``--terminate``: lock the old user, then end its idle sessions on every instance.
 
+The drain calls it only when it could otherwise finish: every session left
+has been idle for longer than the quiet window, and ``--min-drain`` passed.
 Locked first, so that a terminated client cannot log back in with the old
 password; standbys must know of the lock before their sessions are ended.
 Clients re-resolve and get the new color.
@@ -16,9 +18,9 @@ from .context import Context
 __all__ = ["terminate"]
 
 
-def terminate(ctx: Context, readings: Sequence[Reading]) -> None:
+def terminate(ctx: Context, readings: Sequence[Reading], *, user: str | None = None) -> None:
     """Lock the old user and end its sessions; refuse while an instance is unreachable."""
-    old = ctx.old_user
+    old = ctx.old_user if user is None else user
     down = [r.instance for r in readings if r.error is not None]
     if down:
         raise messages.cannot_terminate(old, down)

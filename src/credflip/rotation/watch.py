@@ -3,67 +3,104 @@
 Samples come from the fleet every ``sample_interval``; the decision is
 :class:`~credflip.drain.DrainTracker`'s. What this module adds is time (the
 monotonic clock, translated once from the wall-clock switch instant in the
-state), the progress events, and what to do at a timeout or a deadline.
+state), the evidence kept in the state between runs, the progress events, and
+what to do at a timeout or a deadline: past the drain timeout a run reports
+it (exit 4, ``drain_timeout``) and keeps the old user; a scheduled run (with
+a deadline) keeps sampling until its deadline first, so that the evidence
+keeps growing and a later run can finish.
 """
 
 from __future__ import annotations
 
 import time
 
-from ..drain import DrainPolicy, DrainTracker, Verdict
+from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Verdict
 from ..errors import CredflipError
+from ..state import Rotation, save_state
 from . import messages
 from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
 
-__all__ = ["watch"]
+__all__ = ["drain_policy", "watch"]
+
+#: Seconds between two writes of the drain's evidence to the store.
+SAVE_EVERY = 30.0
 
 
-def watch(ctx: Context, *, counting: bool) -> bool:
-    """Sample until DONE (True), the deadline (False), or the timeout (raise or terminate).
+def drain_policy(rot: Rotation) -> DrainPolicy:
+    """The drain's policy as the rotation recorded its options."""
+    return DrainPolicy(
+        client_ttl=rot.client_ttl or 0.0, quiet=rot.quiet, min_drain=rot.min_drain or 0.0
+    )
 
-    *counting* says whether the counters attribute the old user's logins to it.
+
+def watch(
+    ctx: Context,
+    *,
+    counting: bool,
+    user: str | None = None,
+    since: float | None = None,
+) -> bool:
+    """Sample until DONE (True), the deadline (False), or the timeout (raise).
+
+    *counting* says whether the counters attribute the old user's logins to
+    it. *user* (default: the old user) and *since* (wall clock, default: the
+    switch) let prepare drain a rolled-back color the same way.
     """
     opts, rot = ctx.options, ctx.rot
-    old = ctx.old_user
+    old = ctx.old_user if user is None else user
     # Standbys count the old user's logins once they replayed this far.
     position = ctx.engine.position() if counting else None
-    announce(ctx)
+    announce(ctx, old)
+    policy = drain_policy(rot)
+    drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
     now = time.monotonic()
     # Persisted times are wall-clock; translate once, then use monotonic.
-    switched = now - max(0.0, time.time() - (rot.switched_at or time.time()))
-    policy = DrainPolicy(client_ttl=rot.client_ttl or 0.0, min_drain=rot.min_drain or 0.0)
+    offset = time.time() - now
+    start = since if since is not None else rot.switched_at
+    switched = (start if start is not None else time.time()) - offset
+    stored = Evidence.from_dict(rot.evidence)
     tracker = DrainTracker(
         policy,
         switched_at=switched,
-        timeout_at=now + (opts.drain_timeout or 900.0),
-        longest_gap=rot.drain_gap,
+        timeout_at=switched + drain_timeout,
+        run_until=now + drain_timeout,
+        evidence=stored if stored.user == old else None,
+        offset=offset,
+        terminate=opts.terminate,
     )
-    begin = now
+    begin = saved = now
+    timed_out: DrainStatus | None = None
     while True:
         readings = ctx.fleet.read(old, counting=counting, position=position)
         now = time.monotonic()
         status = tracker.observe(now, readings)
         rot.drain_gap = tracker.longest_gap
+        rot.evidence = tracker.evidence(old).to_dict()
         ctx.emit(DrainProgress(old, status, tuple(readings)))
+        if now - saved >= SAVE_EVERY:
+            save_state(ctx.store, ctx.layout, ctx.state)
+            saved = now
         if status.verdict is Verdict.DONE:
+            if status.held:
+                terminate(ctx, readings, user=old)
             rot.drain_seconds = now - switched
             return True
         if status.verdict is Verdict.TIMEOUT:
-            if not opts.terminate:
-                rot.drain_seconds = None
+            timed_out = status
+            if opts.deadline is None:
                 raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
-            terminate(ctx, readings)
-            rot.drain_seconds = time.monotonic() - switched
-            return True
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
+            if timed_out is not None or now >= switched + drain_timeout:
+                # A scheduled run past the timeout: the alarm, with what it saw last.
+                raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)
 
 
-def announce(ctx: Context) -> None:
+def announce(ctx: Context, user: str) -> None:
     """Name the drain's instances and signals; warn when a short login could be missed."""
     parts = []
     for inst, sigs in ctx.fleet.signals():
@@ -73,7 +110,7 @@ def announce(ctx: Context) -> None:
             else ", ".join(s.name for s in sigs if s.available) or "nothing"
         )
         parts.append(f"{inst.address} ({inst.source}) [{names}]")
-    ctx.notice(messages.watching(ctx.old_user, parts))
-    gaps = ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group)
+    ctx.notice(messages.watching(user, parts))
+    gaps = ctx.fleet.counter_gaps(user, ctx.state.group)
     if gaps:
         ctx.notice(messages.counter_gaps(gaps, ctx.options.sample_interval), level="warning")
