@@ -8,7 +8,7 @@ from collections.abc import Hashable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credflip.drain import Reading
+from credflip.drain import Evidence, Reading
 from credflip.engines import SessionGroup, Sessions
 from credflip.layout import Color
 from credflip.legacy import KEEP, LegacyClient, LegacyLog, shrink
@@ -213,16 +213,26 @@ def test_the_list_is_compact_and_round_trips() -> None:
 def test_shrink_drops_the_stalest_and_keeps_the_count() -> None:
     log = LegacyLog()
     for i in range(3):
-        log.update(T0 + i, [reading(SessionGroup(f"10.0.0.{i}", "", 1))])
-    entries = log.to_list()
-    smaller = shrink(entries)
-    assert smaller is not None and len(json.dumps(smaller)) < len(json.dumps(entries))
-    back = LegacyLog.from_list(smaller)
-    assert back.count == 3 and [c.client for c in back.clients] == ["10.0.0.1", "10.0.0.2"]
-    empty = shrink(shrink(smaller) or [])
-    assert empty is not None and len(empty) == 1 and empty[0]["more"] == 3
-    assert LegacyLog.from_list(empty).count == 3
-    assert shrink(empty) is None
+        group = SessionGroup(f"10.0.0.{i}", "", 1, idle_for=None)
+        log.update(T0 + i, [reading(group, counter=i, statements=(("SELECT 1", i),))])
+    assert [bool(c.statements) for c in log.clients] == [False, True, True]
+    steps = [log.to_list()]
+    while (smaller := shrink(steps[-1])) is not None:
+        steps.append(smaller)
+    sizes = [len(json.dumps(s)) for s in steps]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)
+    seen = [LegacyLog.from_list(s) for s in steps]
+    assert [b.count for b in seen] == [3] * len(steps)
+    assert [[c.client for c in b.clients] for b in seen] == [
+        ["10.0.0.0", "10.0.0.1", "10.0.0.2"],
+        ["10.0.0.1", "10.0.0.2"],
+        ["10.0.0.2"],  # the stalest go first
+        ["10.0.0.2"],  # then the hashes of those no longer listed
+        ["10.0.0.2"],  # then its statements
+        [],  # then the last one
+    ]
+    assert [bool(b.clients and b.clients[0].statements) for b in seen[2:]] == [1, 1, 0, 0]
+    assert steps[-1] == [{"more": 3, "ids": ""}]
 
 
 @settings(max_examples=60, deadline=None)
@@ -254,14 +264,14 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
                     f"lambda-{'x' * 60}-{j}",
                     1,
                     database="d" * 63,
-                    idle_for=100.0,
+                    idle_for=None if j else 100.0,  # ::1 is busy, ::0 idle
                 )
                 for j in range(2)
             ]
             statements = tuple((f"SELECT {'c' * 90} /* {k} */", 100 * n + k) for k in range(5))
             readings.append(Reading(inst, Sessions(tuple(groups)), {"c": n}, statements=statements))
         log.update(T0 + n, readings)
-    assert log.count == 16 * 2 + 16  # idle sessions, and a short login per instance
+    assert log.count == 16 * 2
     rotation = Rotation(
         id="r" * 12,
         from_color=Color.BLUE,
@@ -273,9 +283,17 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
         min_drain=0.0,
         quiet=600.0,
         error="drain timed out after 900s: " + "x" * 270,
-        evidence={
-            inst: {"q": T0, "f": {"pg_stat_statements": "0123456789ab"}} for inst in instances
-        },
+        evidence=Evidence(
+            user="app",
+            counters={inst: "0123456789ab" for inst in instances},
+            started={inst: T0 - 86400 for inst in instances},
+            quiet_since=T0 + 1,
+            last_use=T0,
+            longest_gap=1.5,
+            pauses=3,
+            pause_sum=4.5,
+            sampled_at=T0 + 2,
+        ).to_dict(),
         legacy=log.to_list(),
     )
     history = [
@@ -296,5 +314,7 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
     assert kept is not None
     back = LegacyLog.from_list(kept.legacy)
     assert back.count == log.count  # the count survives whatever was dropped
-    assert back.clients  # and the most recent client is still named
-    assert all(c.instance == instances[-1][:59] + "…" for c in back.clients)
+    # The most recent client is still named, with its statements.
+    (last,) = back.clients
+    assert last.instance == instances[-1][:59] + "…" and last.statements
+    assert state.history == history  # the state itself is left as it was

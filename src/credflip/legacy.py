@@ -43,8 +43,9 @@ KEEP = 5
 TOP = 3
 #: Characters kept of any text (address, program, database, query).
 CHARS = 60
-#: Short hashes kept of the clients no longer listed (8 characters each).
-MAX_IDS = 48
+#: Short hashes kept of the clients no longer listed (6 characters each).
+MAX_IDS = 32
+ID_CHARS = 6
 
 Key = tuple[str, str, str, str]
 
@@ -55,7 +56,7 @@ def shorten(text: str, limit: int = CHARS) -> str:
 
 
 def _short_id(key: Key) -> str:
-    return hashlib.blake2b("\0".join(key).encode(), digest_size=4).hexdigest()
+    return hashlib.blake2b("\0".join(key).encode(), digest_size=ID_CHARS // 2).hexdigest()
 
 
 def _round(value: float | None) -> float | None:
@@ -212,7 +213,8 @@ class LegacyLog:
     ) -> None:
         self._clients: dict[Key, LegacyClient] = {c.key: c for c in clients}
         #: Short hashes of the distinct clients seen but no longer listed.
-        self._dropped: set[str] = set(ids)
+        #: (In memory all of them, in insertion order; the state keeps the last MAX_IDS.)
+        self._dropped: dict[str, None] = dict.fromkeys(ids)
         #: How many distinct clients are not listed (>= len(_dropped): past MAX_IDS
         #: only the count is kept).
         self._more = max(more, len(self._dropped))
@@ -299,7 +301,7 @@ class LegacyLog:
         if old is None:
             short = _short_id(key)
             if short in self._dropped:
-                self._dropped.discard(short)
+                del self._dropped[short]
                 self._more -= 1
             old = LegacyClient(*key, first_seen=now, last_seen=now)
         earliest = [t for t in (old.started, started) if t is not None]
@@ -314,8 +316,7 @@ class LegacyLog:
         """Stop listing the client seen longest ago (of those, the newest); keep counting it."""
         stalest = min(self._clients.values(), key=lambda c: (c.last_seen, -c.first_seen, c.key))
         del self._clients[stalest.key]
-        if len(self._dropped) < MAX_IDS:
-            self._dropped.add(_short_id(stalest.key))
+        self._dropped[_short_id(stalest.key)] = None
         self._more += 1
 
     def _credit(self, key: Key, grown: Mapping[str, int]) -> None:
@@ -362,7 +363,7 @@ class LegacyLog:
         listed = sorted(self._clients.values(), key=lambda c: (c.last_seen, c.first_seen))
         out: list[dict[str, Any]] = []
         if self._more:
-            out.append({"more": self._more, "ids": "".join(sorted(self._dropped))})
+            out.append({"more": self._more, "ids": "".join(list(self._dropped)[-MAX_IDS:])})
         return out + [c.to_dict() for c in listed]
 
     @classmethod
@@ -378,17 +379,25 @@ class LegacyLog:
                     more, ids = int(entry.get("more") or 0), str(entry.get("ids") or "")
             except (KeyError, TypeError, ValueError):
                 continue
-        return cls(clients, more=more, ids=(ids[i : i + 8] for i in range(0, len(ids) - 7, 8)))
+        step = ID_CHARS
+        return cls(clients, more=more, ids=(ids[i : i + step] for i in range(0, len(ids), step)))
 
 
 def shrink(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
-    """*entries* (:meth:`LegacyLog.to_list`) less the client seen longest ago, still
-    counted; once none is listed, less the hashes (the count stays, but a client
-    seen again may then be counted twice); None when nothing is left to drop."""
+    """*entries* (:meth:`LegacyLog.to_list`) made smaller, keeping the count: first the
+    clients seen longest ago down to one, then the hashes of those no longer listed
+    (one seen again may then be counted twice), then the last one's statements, then
+    the last one; None when nothing is left to drop."""
     log = LegacyLog.from_list(entries)
-    if log.clients:
+    clients = log.clients
+    if len(clients) > 1:
         log._drop_stalest()
     elif log._dropped:
+        log._dropped.clear()
+    elif clients and clients[0].statements:
+        log._clients[clients[0].key] = replace(clients[0], statements=())
+    elif clients:
+        log._drop_stalest()
         log._dropped.clear()
     else:
         return None
