@@ -285,8 +285,8 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
         error="drain timed out after 900s: " + "x" * 270,
         evidence=Evidence(
             user="app",
-            counters={inst: "0123456789ab" for inst in instances},
-            started={inst: T0 - 86400 for inst in instances},
+            counters=dict.fromkeys(instances, "0123456789ab"),
+            started=dict.fromkeys(instances, T0 - 86400),
             quiet_since=T0 + 1,
             last_use=T0,
             longest_gap=1.5,
