@@ -133,9 +133,15 @@ def test_metrics_and_phase_lines(
         assert handler({**env, "drain_timeout": "1s"}, LambdaContext(5.0))["status"] == (
             "drain_timeout"
         )
-        metrics, _lines = emitted(capsys.readouterr().out)
+        metrics, lines = emitted(capsys.readouterr().out)
     finally:
         holder.close()
+    # The holder still used blue after the cache wait: named, and counted.
+    (legacy,) = [line for line in lines if line["event"] == "legacy_clients"]
+    assert legacy["count"] == 1 and legacy["env"] == layout.env
+    (client,) = legacy["clients"]
+    assert (client["client"], client["database"]) == ("127.0.0.1", app.database)
+    assert client["name"].startswith(f"127.0.0.1 on {app.database} via 127.0.0.1:")
     (timeout,) = metrics
     definition = timeout["_aws"]["CloudWatchMetrics"][0]
     assert definition["Namespace"] == "credflip"
@@ -146,12 +152,15 @@ def test_metrics_and_phase_lines(
         [0.0],
     )
     assert timeout["SessionsLeft"] == [1.0]  # the holder
+    assert timeout["LegacyClients"] == [1.0]
 
     done = handler(env, LambdaContext(30))
     assert done["status"] == "done"
     metrics, lines = emitted(capsys.readouterr().out)
     (finished,) = metrics
     assert finished["RotationsDone"] == [1.0] and finished["DrainTimeouts"] == [0.0]
+    assert finished["LegacyClients"] == [1.0]  # what this rotation's drain saw
+    assert done["legacy_clients"] == 1
     assert finished["DrainSeconds"][0] == pytest.approx(done["drain_seconds"], abs=0.01)
     phases = [line["phase"] for line in lines if line["event"] == "phase"]
     assert phases == ["drain", "retire", "done"]

@@ -74,6 +74,16 @@ def _log_event(event: Event) -> None:
         log.info("credflip: %s done in %.1fs", event.phase, event.seconds)
 
 
+def _log_legacy(report: RotationReport) -> None:
+    """Name the clients that still used the old user after the cache wait, if any."""
+    if report.legacy:
+        log.warning(
+            "credflip: clients that do not follow the pointer still used the old user: %s",
+            report.legacy.names(),
+        )
+        report.legacy_line()
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Advance the env's rotation within the invocation's time; return a summary."""
     if not isinstance(event, dict) or not event.get("env"):
@@ -144,15 +154,33 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except LockHeld as exc:
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
-            emit_metrics(layout.env, drain_timeout=True, sessions_left=report.sessions_left)
-            return {**summary, "status": "drain_timeout", "reason": str(exc)}
+            _log_legacy(report)
+            emit_metrics(
+                layout.env,
+                drain_timeout=True,
+                sessions_left=report.sessions_left,
+                legacy_clients=report.legacy.count,
+            )
+            return {
+                **summary,
+                "status": "drain_timeout",
+                "reason": str(exc),
+                "legacy_clients": report.legacy.count,
+            }
         except CredflipError as exc:
             report.line({"event": "failed", "error": str(exc)})
-            emit_metrics(layout.env, failed=True)
+            _log_legacy(report)
+            emit_metrics(layout.env, failed=True, legacy_clients=report.legacy.count)
             raise
         finally:
             engine.close()
-    emit_metrics(layout.env, done=result.finished, drain_seconds=result.drain_seconds)
+    _log_legacy(report)
+    emit_metrics(
+        layout.env,
+        done=result.finished,
+        drain_seconds=result.drain_seconds,
+        legacy_clients=report.legacy.count,
+    )
     out = {
         **summary,
         "status": "done" if result.finished else "paused",
@@ -164,6 +192,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
         "drain_seconds": (None if result.drain_seconds is None else round(result.drain_seconds, 3)),
         "terminated": result.terminated,
+        "legacy_clients": report.legacy.count,
     }
     log.info("credflip: %s", out)
     return out

@@ -23,6 +23,7 @@ from .errors import (
 from .instances import Fleet, Instance, format_address, parse_address
 from .instances import normalize as normalize_instances
 from .layout import ROLES, Color, Layout
+from .legacy import LegacyLog, LegacyReport
 from .rotation import Event, Notice, env_fleet, read_pointer
 from .state import (
     HistoryEntry,
@@ -380,8 +381,15 @@ class Status:
                 "instances": [i.to_dict() for i in self.instances],
                 "counter_gaps": self.counter_gaps,
                 "earliest_retire": self.earliest_retire,
+                "legacy_count": self.legacy.count,
+                "legacy_clients": self.legacy.to_json(),
             },
         }
+
+    @property
+    def legacy(self) -> LegacyReport:
+        """The clients the rotation's drain saw using the old user after the cache wait."""
+        return LegacyLog.from_list(self.rotation.legacy if self.rotation else []).report()
 
 
 def earliest_retire(rotation: Rotation | None) -> float | None:

@@ -9,10 +9,13 @@ dimensions ``env`` and ``service``:
 - ``RotationsDone``, ``RotationsFailed``, ``DrainTimeouts``: one per
   invocation, 0 or 1, so that alarms always have data;
 - ``DrainSeconds``: switch to retire, when a rotation finished;
-- ``SessionsLeft``: the old user's sessions when the drain timed out.
+- ``SessionsLeft``: the old user's sessions when the drain timed out;
+- ``LegacyClients``: the clients the rotation's drain saw using the old user
+  after the cache wait (clients that do not follow the pointer), so far.
 
 Each finished phase is one JSON line: ``{"event": "phase", "env", "rotation",
-"phase", "seconds", ...}``.
+"phase", "seconds", ...}``; the legacy clients one line ``{"event":
+"legacy_clients", "count", "clients": [...]}`` when the drain saw any.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from .legacy import LegacyReport
 from .rotation import DrainProgress, Event, Notice, PhaseFinished, PhaseStarted
 
 __all__ = ["RotationReport", "emit_metrics"]
@@ -39,12 +43,15 @@ class RotationReport:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     rotation: str | None = None
     sessions_left: int = 0
+    #: The clients seen using the old user after the cache wait (at the last sample).
+    legacy: LegacyReport = field(default_factory=LegacyReport)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, PhaseStarted):
             self.rotation = event.rotation_id
         elif isinstance(event, DrainProgress):
             self.sessions_left = event.status.sessions
+            self.legacy = event.legacy
         elif isinstance(event, PhaseFinished):
             self.line(
                 {
@@ -55,6 +62,17 @@ class RotationReport:
             )
         elif isinstance(event, Notice) and event.level == "warning":
             self.line({"event": "warning", "message": event.message})
+
+    def legacy_line(self) -> None:
+        """One line naming the legacy clients, when the drain saw any."""
+        if self.legacy:
+            self.line(
+                {
+                    "event": "legacy_clients",
+                    "count": self.legacy.count,
+                    "clients": self.legacy.to_json(),
+                }
+            )
 
     def line(self, fields: dict[str, object]) -> None:
         record = {"time": round(time.time(), 3), "env": self.env, "rotation": self.rotation}
@@ -69,6 +87,7 @@ def emit_metrics(
     drain_timeout: bool = False,
     drain_seconds: float | None = None,
     sessions_left: int | None = None,
+    legacy_clients: int | None = None,
 ) -> None:
     """Print one embedded-metric-format record for this invocation."""
     from aws_lambda_powertools import Metrics
@@ -83,4 +102,6 @@ def emit_metrics(
         metrics.add_metric(name="DrainSeconds", unit=MetricUnit.Seconds, value=drain_seconds)
     if sessions_left is not None:
         metrics.add_metric(name="SessionsLeft", unit=MetricUnit.Count, value=sessions_left)
+    if legacy_clients is not None:
+        metrics.add_metric(name="LegacyClients", unit=MetricUnit.Count, value=legacy_clients)
     metrics.flush_metrics()

@@ -55,6 +55,8 @@ class Progress:
             f"[drain] {event.user}: {step} — waited {format_duration(st.waited)}, "
             f"timeout in {format_duration(st.timeout_in)}"
         )
+        if event.legacy:
+            text += f" — {event.legacy.describe_first()}"
         if err.is_terminal:
             if self.live is None:
                 self.live = Live(Text(text), console=err, refresh_per_second=8, transient=True)
@@ -62,7 +64,7 @@ class Progress:
             self.live.update(Text(text))
             return
         now = time.monotonic()
-        key = (st.verdict, st.sessions, st.reasons[:1])
+        key = (st.verdict, st.sessions, st.reasons[:1], event.legacy.count)
         if key != self.last_key or now - self.last_print >= 5:
             err.print(text)
             self.last_print, self.last_key = now, key

@@ -17,6 +17,7 @@ from rich.table import Table
 from .. import commands
 from ..durations import format_duration
 from ..layout import Color, Layout
+from ..legacy import LegacyReport
 from ..rotation import RotationPlan, RotationResult
 from ..state import HistoryEntry, LockInfo
 from ..urls import DbUrl
@@ -221,6 +222,28 @@ def _print_rotation(report: commands.Status) -> None:
             f"the old user is retired at the earliest at "
             f"{commands.describe_time(report.earliest_retire)}, once it shows no use"
         )
+    _print_legacy(report.legacy)
+
+
+def _print_legacy(legacy: LegacyReport) -> None:
+    """The clients that still used the old user after the cache wait, one line each."""
+    if not legacy:
+        return
+    noun = "client" if legacy.count == 1 else "clients"
+    out.print(f"{legacy.count} legacy {noun} used the old user after the cache wait:")
+    for c in legacy.clients:
+        seen = (
+            f"seen {commands.describe_time(c.first_seen)} to {commands.describe_time(c.last_seen)}"
+        )
+        if c.sessions:
+            seen += f", up to {c.sessions} session(s)"
+        if c.started is not None:
+            seen += f", connected since {commands.describe_time(c.started)}"
+        out.print(f"  {c.name} ({seen})")
+        for query, calls in c.statements:
+            out.print(f"    {calls} x {query}")
+    if legacy.count > len(legacy.clients):
+        out.print(f"  and {legacy.count - len(legacy.clients)} more not listed")
 
 
 def print_resolved(data: dict[str, str]) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..drain import DrainStatus, Reading
 from ..layout import Color
+from ..legacy import LegacyReport
 from ..state import Phase
 
 __all__ = [
@@ -52,6 +53,8 @@ class DrainProgress:
     user: str
     status: DrainStatus
     readings: tuple[Reading, ...] = ()
+    #: The clients seen using the old user after the cache wait, so far.
+    legacy: LegacyReport = field(default_factory=LegacyReport)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ..durations import format_duration
 from ..errors import ConfigurationError, CredflipError, DrainTimeout, RotationError
 from ..instances import Instance
 from ..layout import Color
+from ..legacy import LegacyReport
 from ..state import Phase
 from ..urls import DbUrl
 
@@ -141,18 +142,25 @@ def drain_deadline_stop() -> str:
 
 
 def drain_timeout(
-    old: str, env: str, status: DrainStatus, readings: Sequence[Reading], waited: float
+    old: str,
+    env: str,
+    status: DrainStatus,
+    readings: Sequence[Reading],
+    waited: float,
+    legacy: LegacyReport | None = None,
 ) -> DrainTimeout:
+    # The clients that do not follow the pointer, by name: what the operator must fix.
+    named = f"; legacy clients: {legacy.names()}" if legacy else ""
     if status.reasons:
         message = (
             f"drain timed out after {waited:.0f}s: user {old!r} is still in use "
-            f"({'; '.join(status.reasons)}); find those clients, then run 'credflip rotate "
-            f"--env {env}' to continue the drain, or add --terminate to end them"
+            f"({'; '.join(status.reasons)}){named}; find those clients, then run 'credflip "
+            f"rotate --env {env}' to continue the drain, or add --terminate to end them"
         )
     else:
         message = (
             f"drain timed out after {waited:.0f}s: user {old!r} shows no use, but the quiet "
-            f"window or --min-drain needs {format_duration(status.done_in)} more; run "
+            f"window or --min-drain needs {format_duration(status.done_in)} more{named}; run "
             f"'credflip rotate --env {env}' again later to continue the drain"
         )
     down = [r.instance for r in readings if r.error is not None]

@@ -16,6 +16,7 @@ import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Verdict
 from ..errors import CredflipError
+from ..legacy import LegacyLog
 from ..state import Rotation, save_state
 from . import messages
 from .context import Context
@@ -72,13 +73,18 @@ def watch(
     )
     begin = saved = now
     timed_out: DrainStatus | None = None
+    # Who uses the old user after the cache wait, continued from earlier runs.
+    legacy = LegacyLog.from_list(rot.legacy if user is None else [])
     while True:
         readings = ctx.fleet.read(old, counting=counting, position=position)
         now = time.monotonic()
         status = tracker.observe(now, readings)
         rot.drain_gap = tracker.longest_gap
         rot.evidence = tracker.evidence(old).to_dict()
-        ctx.emit(DrainProgress(old, status, tuple(readings)))
+        legacy.update(time.time(), readings, record=status.caches_in == 0)
+        if user is None:
+            rot.legacy = legacy.to_list()
+        ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
         if now - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
             saved = now
@@ -90,11 +96,15 @@ def watch(
         if status.verdict is Verdict.TIMEOUT:
             timed_out = status
             if opts.deadline is None:
-                raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
+                raise messages.drain_timeout(
+                    old, ctx.layout.env, status, readings, now - begin, legacy.report()
+                )
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
             if timed_out is not None or now >= switched + drain_timeout:
                 # A scheduled run past the timeout: the alarm, with what it saw last.
-                raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
+                raise messages.drain_timeout(
+                    old, ctx.layout.env, status, readings, now - begin, legacy.report()
+                )
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)

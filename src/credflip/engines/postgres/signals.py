@@ -17,6 +17,7 @@ would look unchanged, so the number of evictions and the last reset time
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -112,7 +113,17 @@ class Statements:
             "GROUP BY q ORDER BY 2 DESC, q LIMIT %s"
         ).format(sql.Identifier(self.schema))
         rows = run(query, [QUERY_CHARS, user, TOP_STATEMENTS])
-        return tuple((str(text), int(calls)) for text, calls in rows)
+        return tuple((_without_secret(str(text)), int(calls)) for text, calls in rows)
+
+
+def _without_secret(text: str) -> str:
+    """*text* cut before a password it may spell out (a utility statement's text is
+    kept verbatim: ``ALTER ROLE x PASSWORD '...'``)."""
+    found = _SECRET.search(text)
+    return text if found is None else text[: found.end()] + " …"
+
+
+_SECRET = re.compile(r"\b(password|identified\s+by|encrypted)\b", re.IGNORECASE)
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
