@@ -14,9 +14,10 @@ once, a Lambda that read it at cold start, a hand-made connection string.
   instance;
 - on PostgreSQL, the statements whose ``pg_stat_statements`` calls grew
   between two samples are credited to the clients that could have run them
-  (the groups that were busy, or new, in between; else the anonymous
+  (the groups that were busy, new, or left in between; else the anonymous
   client), so each client carries its top statements by calls since it was
-  first seen: the query text finds the code.
+  first seen: the query text finds the code. When several could have, each
+  is credited: the attribution narrows the search, it does not prove.
 
 The log is pure: readings and a wall-clock time in, a list out. What the
 rotation's state keeps of it is compact (:meth:`LegacyLog.to_list`): the
@@ -275,20 +276,28 @@ class LegacyLog:
             )
         )
         # Who could have caused what the counters and statements show since the
-        # previous sample: a group that is new or grew (a login), and where the
-        # server counts statements, a group that ran one (not idle all along).
+        # previous sample: a group that is new or grew (a login), one that ran a
+        # statement (not idle all along: a client that reconnects looks like
+        # that too), and one that was there before and left or shrank.
         interval = now - before.at if before is not None else 0.0
-        counts_statements = bool(reading.statements)
         causes: set[Key] = set()
         for g in reading.sessions.groups if reading.sessions is not None else ():
             key = _key(where, g.client or "?", g.application, g.database)
             new = before is None or groups[key] > before.groups.get(key, 0)
-            busy = counts_statements and (g.idle_for is None or g.idle_for < interval)
+            busy = g.idle_for is None or g.idle_for < interval
             self._touch(key, now, sessions=groups[key], started=g.started)
             if new or busy:
                 causes.add(key)
+        left = (
+            set()
+            if before is None
+            else {k for k, n in before.groups.items() if groups.get(k, 0) < n}
+        )
         if before is None or not (changed or grown):
             return
+        for key in left - causes:
+            self._touch(key, now, sessions=0, started=None)  # its last use was in between
+        causes |= left
         if not causes:
             causes = {_key(where, "", "", "")}
             self._touch(next(iter(causes)), now, sessions=0, started=None)
