@@ -238,7 +238,7 @@ def _print_legacy(legacy: LegacyReport) -> None:
         if c.sessions:
             seen += f", up to {c.sessions} session(s)"
         if c.started is not None:
-            seen += f", connected since {commands.describe_time(c.started)}"
+            seen += f", the oldest open since {commands.describe_time(c.started)}"
         out.print(f"  {c.name} ({seen})")
         for query, calls in c.statements:
             out.print(f"    {calls} x {query}")
