@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from conftest import App, Cluster, make_app
 from helpers import connects, fresh, login_error
+from psycopg import sql
 
 from credflip import commands
 from credflip.engines import engine_for
@@ -121,6 +122,23 @@ def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cl
         assert texts[shown] == 7 + dict(first.statements).get(shown, 0)
         calls = [c for _, c in after.statements]
         assert calls == sorted(calls, reverse=True)
+
+
+def test_a_statement_that_spells_out_a_password_is_cut_before_it(cluster: Cluster) -> None:
+    app = make_app(cluster, rich=False)
+    dummy = "not-the-real-one-" + new_password()
+    with app.connect(app.url) as conn:
+        # A utility statement's text is kept as it was sent (before 16, constants too).
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(app.user), sql.Literal(dummy)
+            )
+        )
+    with engine(app) as eng:
+        texts = [text for text, _ in eng.observe(app.user).statements]
+    (alter,) = [t for t in texts if t.startswith("ALTER ROLE")]
+    assert alter == f'ALTER ROLE "{app.user}" PASSWORD …'
+    assert not [t for t in texts if dummy in t]
 
 
 def test_lock_and_unlock(app: App) -> None:
