@@ -65,7 +65,6 @@ def watch(
         policy,
         switched_at=switched,
         timeout_at=switched + drain_timeout,
-        run_until=now + drain_timeout,
         evidence=stored if stored.user == old else None,
         offset=offset,
         terminate=opts.terminate,
