@@ -24,7 +24,7 @@ from credflip import commands
 from credflip.drain import Verdict
 from credflip.errors import CredflipError
 from credflip.layout import Color, Layout
-from credflip.rotation import DrainProgress, Event, RotateOptions, rotate
+from credflip.rotation import DrainProgress, Event, RotateOptions, rollback, rotate
 from credflip.state import load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -327,3 +327,33 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
         )
     assert any("--min-drain 30m00s recorded" in m for m in resumed)
     assert load_state(sqlite_store, layout).current.min_drain == 1800.0  # type: ignore[union-attr]
+
+
+def test_after_a_rollback_the_rolled_back_color_is_drained_before_its_password_changes(
+    any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """Clients moved to green during a rotation that was rolled back; one of them never
+    follows the pointer and keeps green's URL. The next rotation prepares green again:
+    it must first see green unused (counters included, not only open sessions)."""
+    app = any_app
+    commands.init(sqlite_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    options = RotateOptions(client_ttl=0.2, quiet=0.2)
+    assert rotate(sqlite_store, layout, admin_url=app.admin_url, options=options).finished
+    rollback(sqlite_store, layout, admin_url=app.admin_url)
+    green = fresh(sqlite_store, layout)
+    assert green.color is Color.BLUE
+    green_url = DbUrl.parse(
+        sqlite_store.get(layout.url(Color.GREEN, "writer")) or "", what="green writer URL"
+    )
+    pre = RotateOptions(client_ttl=0.2, quiet=1.0, drain_timeout=2.0)
+    with Legacy(app, green_url, 0.3) as legacy:
+        with pytest.raises(CredflipError, match="drain timed out"):
+            rotate(sqlite_store, layout, admin_url=app.admin_url, options=pre)
+        # Green's password did not change under the client.
+        assert sqlite_store.get(layout.url(Color.GREEN, "writer")) == green_url.secret
+    assert legacy.errors == [] and legacy.ok > 3
+    state = load_state(sqlite_store, layout)
+    assert state.current is not None and state.current.phase.value == "prepare"
+    result = rotate(sqlite_store, layout, admin_url=app.admin_url, options=pre)
+    assert result.finished and result.to_color is Color.GREEN
+    assert fresh(sqlite_store, layout).color is Color.GREEN
