@@ -92,8 +92,9 @@ def watch(
                 raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
             if timed_out is not None or now >= switched + drain_timeout:
-                # A scheduled run past the timeout: the alarm, with what it saw last.
-                raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
+                # A scheduled run past the timeout: the alarm, with the last use it saw.
+                last = timed_out or status
+                raise messages.drain_timeout(old, ctx.layout.env, last, readings, now - begin)
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)
