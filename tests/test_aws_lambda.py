@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import App
+from helpers import login_error
 
 from credflip import commands
 from credflip.aws_lambda import handler
@@ -65,15 +67,50 @@ def test_stops_mid_drain_and_resumes(
     assert idle["status"] == "idle" and "last rotation finished" in idle["reason"]
 
 
-def test_drain_timeout_counts_from_the_switch(app: App, env: dict[str, Any]) -> None:
-    holder = app.connect(app.url)
+def test_the_schedule_reports_a_timeout_until_the_legacy_client_leaves_then_finishes(
+    app: App, env: dict[str, Any], layout: Layout, moto_endpoint: str
+) -> None:
+    """Invoked as the schedule would: a client that never follows the pointer opens a
+    short connection to blue every 300 ms for longer than the drain timeout. Every
+    invocation past the timeout answers drain_timeout and keeps blue; once the client
+    is gone, the next invocation finishes from the evidence the earlier ones kept."""
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    event = {**env, "drain_timeout": "1s"}
+    stop = threading.Event()
+    used = 0
+
+    def legacy() -> None:
+        nonlocal used
+        while not stop.is_set():
+            with app.connect(app.url) as conn:  # blue's URL, read once at "cold start"
+                conn.execute("SELECT 1")
+            used += 1
+            stop.wait(0.3)
+
+    client = threading.Thread(target=legacy, daemon=True)
+    client.start()
     try:
-        first = handler({**env, "drain_timeout": "1s"}, LambdaContext(5.0))
-        assert first["status"] == "drain_timeout"
-        # Another invocation does not restart the clock: the timeout is spent.
-        again = handler({**env, "drain_timeout": "1s"}, LambdaContext(30))
-        assert again["status"] == "drain_timeout"
-        ended = handler({**env, "drain_timeout": "1s", "terminate": True}, LambdaContext(30))
+        statuses = [handler(event, LambdaContext(3.0))["status"] for _ in range(3)]
+        # The first invocation may end before the timeout (paused); after it, the alarm.
+        assert statuses[0] in ("paused", "drain_timeout") and statuses[1:] == ["drain_timeout"] * 2
+        assert load_state(store, layout).current is not None
+        with app.connect(app.url) as conn:  # blue still logs in
+            conn.execute("SELECT 1")
+    finally:
+        stop.set()
+        client.join(timeout=10)
+    assert used > 10 and not client.is_alive()
+    done = handler(event, LambdaContext(30.0))
+    assert done["status"] == "done" and done["resumed"], done
+    assert app.locked_marker in login_error(app.url)
+
+
+def test_terminate_ends_an_idle_session_once_the_drain_could_finish(
+    app: App, env: dict[str, Any]
+) -> None:
+    holder = app.connect(app.url)  # a pooled connection of blue, idle
+    try:
+        ended = handler({**env, "terminate": True}, LambdaContext(30))
         assert ended["status"] == "done" and ended["terminated"] == 1
     finally:
         holder.close()

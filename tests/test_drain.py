@@ -339,27 +339,17 @@ def test_past_the_timeout_use_ends_the_run_and_quiet_goes_on() -> None:
         DrainPolicy(client_ttl=TTL, quiet=10.0),
         switched_at=-1000.0,
         timeout_at=-100.0,
-        run_until=30.0,
     )
     assert trk.observe(0.0, [reading(held())]).verdict is Verdict.TIMEOUT
     trk = DrainTracker(
         DrainPolicy(client_ttl=TTL, quiet=10.0),
         switched_at=-1000.0,
         timeout_at=-100.0,
-        run_until=30.0,
     )
     verdicts = run(trk, 60, lambda t: [reading()])
     # The first sample is the counters' baseline: not use, so the run goes on, quiet
     # from the next sample until the window is done.
     assert verdicts[-1][1] is Verdict.DONE and verdicts[-1][0] == pytest.approx(10.2)
-    # ... but not past its own end.
-    trk = DrainTracker(
-        DrainPolicy(client_ttl=TTL, quiet=50.0),
-        switched_at=-1000.0,
-        timeout_at=-100.0,
-        run_until=30.0,
-    )
-    assert run(trk, 60, lambda t: [reading()])[-1] == (30.0, Verdict.TIMEOUT)
 
 
 def test_terminate_ends_only_sessions_idle_for_the_whole_window() -> None:

@@ -27,13 +27,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app, start_cluster
 from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
-from helpers import assert_pointer_connects, login_error, stored_url
+from helpers import assert_pointer_connects, connects, login_error, stored_url
 from servers import PrivateMariadb
 from test_store_ssm import _Raw
 
 from credflip import commands
 from credflip.aws_lambda import handler
-from credflip.errors import CredflipError, StoreError
+from credflip.errors import CredflipError, DrainTimeout, StoreError
 from credflip.layout import Layout
 from credflip.rotation import (
     DrainProgress,
@@ -518,3 +518,31 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
     assert load_state(store, layout).current is None
     color = assert_pointer_connects(store, layout)
     assert app.locked_marker in login_error(stored_url(store, layout, color.other))
+
+
+def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(
+    server: Server, tmp_path: Path
+) -> None:
+    """The drain's evidence survives between runs only while the server does: a
+    restart loses what its counters saw (MariaDB's userstat starts from zero;
+    PostgreSQL keeps pg_stat_statements over a clean restart, but a login during the
+    restart would not be in it), so the next run starts the window over."""
+    app = server.new_app()
+    store = SqliteStore(tmp_path / "params.db")
+    layout = initialised(app, store, "restart-between-runs")
+
+    def options(run_for: float) -> RotateOptions:
+        return RotateOptions(
+            client_ttl=0.2, quiet=7.0, drain_timeout=2.0, deadline=time.monotonic() + run_for
+        )
+
+    first = rotate(store, layout, admin_url=app.admin_url, options=options(6.0))
+    assert not first.finished and first.stopped_in is Phase.DRAIN
+    server.halt()
+    server.resume()
+    with pytest.raises(DrainTimeout, match="restarted since the last sample"):
+        rotate(store, layout, admin_url=app.admin_url, options=options(3.0))
+    assert connects(app.url)  # blue kept
+    done = rotate(store, layout, admin_url=app.admin_url, options=options(12.0))
+    assert done.finished
+    assert app.locked_marker in login_error(app.url)

@@ -262,11 +262,11 @@ class DrainStatus:
 class DrainTracker:
     """Feed it samples; it says whether the old user may be retired.
 
-    *switched_at*, *timeout_at* and *run_until* are instants on the caller's
-    monotonic clock: past *timeout_at* (counted from the switch) a sample that
-    shows use ends the run with TIMEOUT, and so does *run_until* (this run's
-    own limit); a quiet drain past the timeout goes on until then, so that a
-    run started after the clients left can still finish. *evidence* is what
+    *switched_at* and *timeout_at* are instants on the caller's monotonic
+    clock: past *timeout_at* (counted from the switch) a sample that shows use,
+    or an instance that cannot be read or trusted, ends the run with TIMEOUT;
+    a quiet drain past the timeout goes on until its window is complete, so
+    that a run started after the clients left finishes. *evidence* is what
     an earlier run of the same drain learned (wall-clock); *offset* is
     ``time.time() - time.monotonic()`` to translate it.
     """
@@ -277,7 +277,6 @@ class DrainTracker:
         *,
         switched_at: float,
         timeout_at: float,
-        run_until: float | None = None,
         evidence: Evidence | None = None,
         offset: float = 0.0,
         terminate: bool = False,
@@ -285,7 +284,6 @@ class DrainTracker:
         self.policy = policy
         self.switched_at = switched_at
         self.timeout_at = timeout_at
-        self.run_until = timeout_at if run_until is None else max(run_until, timeout_at)
         self.offset = offset
         self.terminate = terminate
         self._counters: dict[tuple[str, str], str] = {}
@@ -345,10 +343,14 @@ class DrainTracker:
         first = self._last_sample is None
         self._last_sample = now
         needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
-        used, unknown, held = self._compare(readings, needed)
-        # Past the timeout, only use or an instance that cannot be read ends a run:
-        # a counter without a baseline yet is not evidence of anything.
-        blocked = bool(used) or any(r.error is not None or r.sessions is None for r in readings)
+        used, unknown, held, earlier = self._compare(readings, needed)
+        # Past the timeout, only use in this run or an instance that cannot be read
+        # ends a run: a counter without a baseline yet is not evidence of anything,
+        # and one that moved since the last run says a client *was* there.
+        blocked = bool(used) or any(
+            r.error is not None or r.sessions is None or r.pending is not None for r in readings
+        )
+        used += earlier
         caches_expired = now - self.switched_at >= policy.cache_wait
         if used:
             if self._last_use is not None:
@@ -381,7 +383,7 @@ class DrainTracker:
         past_timeout = now >= self.timeout_at
         if self._quiet_since is not None and now >= earliest:
             verdict = Verdict.DONE
-        elif past_timeout and (blocked or now >= self.run_until):
+        elif past_timeout and blocked:
             verdict = Verdict.TIMEOUT
         elif not caches_expired:
             verdict = Verdict.CACHES
@@ -409,9 +411,11 @@ class DrainTracker:
 
     def _compare(
         self, readings: Sequence[Reading], needed: float
-    ) -> tuple[list[str], list[str], int]:
-        """Phrases for what was used and what could not be observed; the held sessions."""
+    ) -> tuple[list[str], list[str], int, list[str]]:
+        """Phrases for what was used and what could not be observed; the held sessions;
+        what was used between the last run and this one."""
         used: list[str] = []
+        earlier: list[str] = []
         unknown: list[str] = []
         held = 0
         seen: set[tuple[str, str]] = set()
@@ -440,7 +444,7 @@ class DrainTracker:
             if restored is not None and digests:
                 # The first sample of this run against the last one of an earlier run.
                 if _digest(tuple(sorted(digests.items()))) != restored:
-                    used.append(f"the counters on {where} changed since the last run")
+                    earlier.append(f"the counters on {where} changed since the last run")
                 for name, digest in digests.items():
                     self._counters[(where, name)] = digest
                     seen.add((where, name))
@@ -457,4 +461,4 @@ class DrainTracker:
         # when it comes back.
         for key in set(self._counters) - seen:
             del self._counters[key]
-        return used, unknown, held
+        return used, unknown, held, earlier

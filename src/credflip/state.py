@@ -107,6 +107,8 @@ class Rotation:
     drain_gap: float = 0.0
     #: The quiet window the rotation was started with (a resume never waits less).
     quiet: float | None = None
+    #: After a rollback: the color about to be prepared was drained first.
+    predrained: bool = False
     #: The drain's evidence, kept across runs (:class:`credflip.drain.Evidence`).
     evidence: dict[str, Any] = field(default_factory=dict)
     #: The clients seen using the old user after the cache wait, most recent
@@ -141,6 +143,7 @@ class Rotation:
             position=None if data.get("position") is None else str(data["position"]),
             drain_gap=float(data.get("drain_gap") or 0.0),
             quiet=_maybe_float(data, "quiet"),
+            predrained=bool(data.get("predrained")),
             evidence=dict(data.get("evidence") or {}),
             legacy=[dict(x) for x in data.get("legacy") or []],
         )

@@ -116,6 +116,13 @@ def verify_failed(
 # -- drain and retire ------------------------------------------------------
 
 
+def predraining(user: str, color: Color) -> str:
+    return (
+        f"the last rotation was rolled back: draining {user!r} ({color}) like an old user "
+        f"before its password changes"
+    )
+
+
 def not_switched(pointer: Color, to_color: Color, env: str) -> RotationError:
     return RotationError(
         f"the pointer names {pointer}, but this rotation switched to "

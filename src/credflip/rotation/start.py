@@ -81,6 +81,9 @@ def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions
             raise messages.missing_counters(gaps)
     if current is not None:
         return
+    last = state.last
+    if last is not None and last.result == "rolled_back" and last.from_color is pointer.other:
+        return  # prepare drains the rolled-back color first, counters included
     target = state.users[pointer.other]
     for inst, found in fleet.sessions(target):
         if isinstance(found, CredflipError):

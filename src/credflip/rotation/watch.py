@@ -66,7 +66,6 @@ def watch(
         policy,
         switched_at=switched,
         timeout_at=switched + drain_timeout,
-        run_until=now + drain_timeout,
         evidence=stored if stored.user == old else None,
         offset=offset,
         terminate=opts.terminate,
@@ -101,9 +100,10 @@ def watch(
                 )
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
             if timed_out is not None or now >= switched + drain_timeout:
-                # A scheduled run past the timeout: the alarm, with what it saw last.
+                # A scheduled run past the timeout: the alarm, with the last use it saw.
+                last = timed_out or status
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, status, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, last, readings, now - begin, legacy.report()
                 )
             ctx.notice(messages.drain_deadline_stop())
             return False

@@ -12,6 +12,7 @@ from .. import messages
 from ..context import Context
 from ..params import new_password
 from ..plan import PhasePlan, Write
+from ..watch import watch
 from . import PhaseHandler
 
 __all__ = ["HANDLER"]
@@ -36,11 +37,42 @@ def plan(ctx: Context) -> PhasePlan:
     return PhasePlan(Phase.PREPARE, steps=steps, writes=writes)
 
 
+def rolled_back_since(ctx: Context) -> float | None:
+    """When the last rotation was rolled back, if the color about to be prepared was
+    active in it and has not been drained since (wall clock); else None."""
+    last = ctx.state.last
+    if ctx.rot.predrained or last is None or last.result != "rolled_back":
+        return None
+    return last.finished_at if last.from_color is ctx.rot.to_color else None
+
+
+def predrain(ctx: Context, since: float) -> bool:
+    """Drain the rolled-back color like an old user before its password changes.
+
+    Clients moved to it during the rotation that was rolled back; those that
+    do not follow the pointer may still use it. Its logins are made countable
+    as the drain does; prepare then gives it the active user's settings back.
+    """
+    user, group = ctx.new_user, ctx.state.group
+    counting = ctx.engine.count_problem(user, group) is None
+    if ctx.fleet.can_count(user, group):
+        ctx.engine.execute(ctx.engine.plan_watch(user, group))
+    ctx.notice(messages.predraining(user, ctx.rot.to_color))
+    if not watch(ctx, counting=counting, user=user, since=since):
+        return False
+    ctx.rot.predrained = True
+    ctx.rot.evidence = {}
+    return True
+
+
 def run(ctx: Context) -> bool:
     """Prepare the new user, note the write position, then write its URLs."""
     pointer = ctx.pointer()
     if pointer is not ctx.rot.from_color:
         raise messages.pointer_moved(pointer, ctx.rot.from_color, ctx.layout.env)
+    since = rolled_back_since(ctx)
+    if since is not None and not predrain(ctx, since):
+        return False
     planned = plan(ctx)
     ctx.engine.execute(planned.steps)
     # Replicas have the new password once they replayed this far.
