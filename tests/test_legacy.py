@@ -161,11 +161,11 @@ def test_a_reset_counts_what_is_there_and_a_newcomer_what_is_sure() -> None:
 def test_a_server_restart_is_no_use() -> None:
     log = LegacyLog()
     log.update(T0, [reading(counter=(1, 5), statements=(("SELECT 1", 9),))])
-    log.update(T0 + 10, [reading(counter=(0, 0), statements=(), started=T0 + 5)])
+    log.update(T0 + 10, [reading(counter=(0, 0), statements=(), started=T0 + 8)])
     assert log.count == 0
     # The server start moves by a second between samples (now - uptime): no restart.
-    log.update(T0 + 11, [reading(counter=(0, 0), started=T0 + 6)])
-    log.update(T0 + 12, [reading(counter=(1, 1), started=T0 + 5)])
+    log.update(T0 + 11, [reading(counter=(0, 0), started=T0 + 9)])
+    log.update(T0 + 12, [reading(counter=(1, 1), started=T0 + 8)])
     assert log.count == 1
 
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .drain import Reading
+from .drain import RESTART_TOLERANCE, Reading
 
 __all__ = ["LegacyClient", "LegacyLog", "LegacyReport", "shorten", "shrink"]
 
@@ -449,5 +449,5 @@ def _grown(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int
 
 def _restarted(before: float | None, after: float | None) -> bool:
     """Whether the server restarted between two samples (its start moved by more than
-    the rounding of ``now - uptime``)."""
-    return before is not None and after is not None and abs(after - before) > 2.0
+    the rounding of ``now - uptime``; as the drain tells)."""
+    return before is not None and after is not None and abs(after - before) > RESTART_TOLERANCE
