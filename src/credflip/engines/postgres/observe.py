@@ -22,6 +22,8 @@ class PgObserver(PgAdminRights):
     _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
         default=None, repr=False
     )
+    #: The last statements read, and the (user, entries) they were read for.
+    _top: tuple[object, tuple[tuple[str, int], ...]] | None = field(default=None, repr=False)
 
     # -- sessions ----------------------------------------------------------
 
@@ -78,12 +80,13 @@ class PgObserver(PgAdminRights):
         source = self._statements_source()[1]
         if source is None:
             return Observation(sessions, started=float(started))
-        return Observation(
-            sessions,
-            source.fingerprint(self._run, user),
-            statements=source.top(self._run, user),
-            started=float(started),
-        )
+        counters = source.fingerprint(self._run, user)
+        # The texts come from pg_stat_statements' query file, read whole on each
+        # call: only read again when the user's entries changed.
+        key = (user, counters.get(pg_signals.SIGNAL))
+        if self._top is None or self._top[0] != key:
+            self._top = (key, source.top(self._run, user))
+        return Observation(sessions, counters, statements=self._top[1], started=float(started))
 
     def enable_signals(self) -> list[str]:
         """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
