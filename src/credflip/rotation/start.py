@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from ..engines import Engine, engine_for
 from ..errors import CredflipError
@@ -13,6 +14,7 @@ from ..state import Phase, Rotation, State, hold_lock, load_state, require_engin
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages
+from .blind import before_switch
 from .context import Context
 from .events import Notice, OnEvent, RotationResult, emit
 from .fleet import env_fleet, instance_list
@@ -69,7 +71,13 @@ def rotate(
             eng.close()
 
 
-def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:
+def preflight(
+    fleet: Fleet,
+    state: State,
+    pointer: Color,
+    options: RotateOptions,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> None:
     """What must hold before a rotation (or its dry run) changes anything."""
     fleet.require_session_views()
     current = state.current
@@ -78,6 +86,7 @@ def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions
         gaps = fleet.counter_gaps(state.users[from_color], state.group)
         if gaps:
             raise messages.missing_counters(gaps)
+    before_switch(fleet, current, options, notice)
     if current is not None:
         return
     target = state.users[pointer.other]
@@ -108,7 +117,7 @@ def _start_or_resume(ctx: Context) -> bool:
     pointer = read_pointer(ctx.store, ctx.layout)
     state, options = ctx.state, ctx.options
     current = state.current
-    preflight(ctx.fleet, state, pointer, options)
+    preflight(ctx.fleet, state, pointer, options, ctx.notice)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(pointer, options)
