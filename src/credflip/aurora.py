@@ -101,11 +101,12 @@ def describe_cluster(cluster_id: str, region: str, *, client: Any = None) -> lis
 
 def describe_instances(
     instance_ids: Sequence[str], region: str, *, client: Any = None
-) -> list[tuple[str, int]]:
-    """``(address, port)`` of each of *instance_ids*, from ``DescribeDBInstances``.
+) -> dict[str, tuple[str, int] | str]:
+    """Each of *instance_ids* → its ``(address, port)`` from ``DescribeDBInstances``, or
+    why the API shows none for it (not found, no endpoint yet).
 
     Raises :class:`ConfigurationError` saying briefly why the API did not
-    answer; the calls are bounded (5 s to connect, 10 s to read, 2 attempts).
+    answer at all; the calls are bounded (5 s to connect, 10 s to read, 2 attempts).
     """
     import boto3
     import botocore.config
@@ -117,19 +118,26 @@ def describe_instances(
             connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}
         )
         rds = boto3.session.Session().client("rds", region, config=config)
-    out: list[tuple[str, int]] = []
+    out: dict[str, tuple[str, int] | str] = {}
     for instance_id in instance_ids:
         try:
             found = rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "ClientError")
-            raise ConfigurationError(f"rds:DescribeDBInstances on {instance_id!r}: {code}") from exc
+            if code != "DBInstanceNotFound":
+                raise ConfigurationError(f"rds:DescribeDBInstances answered {code}") from exc
+            found = []
         except botocore.exceptions.BotoCoreError as exc:
             raise ConfigurationError(f"the RDS API did not answer ({type(exc).__name__})") from exc
         endpoint = (found[0].get("Endpoint") or {}) if found else {}
-        if not endpoint.get("Address"):
-            raise ConfigurationError(f"the RDS API shows no endpoint for {instance_id!r}")
-        out.append((str(endpoint["Address"]).lower(), int(endpoint.get("Port") or 0)))
+        if endpoint.get("Address"):
+            out[instance_id] = (str(endpoint["Address"]).lower(), int(endpoint.get("Port") or 0))
+        else:
+            out[instance_id] = (
+                "the RDS API shows no endpoint for it yet"
+                if found
+                else "the RDS API does not know it"
+            )
     return out
 
 
@@ -138,19 +146,26 @@ def locate_members(
 ) -> tuple[list[tuple[str, int]], list[KnownReplica]]:
     """Aurora behind a name that is not an RDS endpoint (*of*, a CNAME of one's own).
 
-    Returns the members' endpoints from the RDS API (region ``AWS_REGION``
-    or ``AWS_DEFAULT_REGION``), or, when it cannot say, no endpoint and each
-    member as a :class:`KnownReplica` nobody watches, with why.
+    Returns the endpoints the RDS API (region ``AWS_REGION`` or
+    ``AWS_DEFAULT_REGION``) gives for the members, and each member it gives
+    none for as a :class:`KnownReplica` nobody watches, with why.
     """
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     try:
         if not region:
             raise ConfigurationError("no AWS_REGION set to ask the RDS API for its endpoint")
-        found = describe_instances(members, region)
+        described = describe_instances(members, region)
     except ConfigurationError as exc:
-        return [], [KnownReplica(m, None, of, "Aurora instance", why=str(exc)) for m in members]
-    notice(
-        f"{of[0]} is Aurora behind a name that is not an RDS endpoint: watching its "
-        f"{len(found)} instance(s) at the endpoints the RDS API gives"
-    )
-    return found, []
+        described = dict.fromkeys(members, str(exc))
+    found = [v for v in described.values() if isinstance(v, tuple)]
+    if found:
+        notice(
+            f"{of[0]} is Aurora behind a name that is not an RDS endpoint: watching "
+            f"{len(found)} of its instances at the endpoints the RDS API gives"
+        )
+    unlocated = [
+        KnownReplica(m, None, of, "Aurora instance", why=why)
+        for m, why in described.items()
+        if isinstance(why, str)
+    ]
+    return found, unlocated
