@@ -86,8 +86,8 @@ def preflight(
         gaps = fleet.counter_gaps(state.users[from_color], state.group)
         if gaps:
             raise messages.missing_counters(gaps)
-    before_switch(fleet, current, options, notice)
     if current is not None:
+        before_switch(fleet, current, options, notice)
         return
     target = state.users[pointer.other]
     for inst, found in fleet.sessions(target):
@@ -97,6 +97,8 @@ def preflight(
             raise messages.inactive_in_use(
                 target, pointer.other, pointer, inst.address, found.count, found.describe()
             )
+    # After the checks above: an instance that cannot be reached is named there first.
+    before_switch(fleet, current, options, notice)
 
 
 def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
