@@ -33,6 +33,7 @@ from helpers import command, connects, dump, login_error
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip import commands
+from credflip.aws_lambda import handler
 from credflip.demo.cluster import EmbeddedPostgres
 from credflip.errors import ConfigurationError, DrainBlocked, DrainTimeout
 from credflip.layout import Layout
@@ -175,6 +176,38 @@ def test_unwatched_ok_lets_the_rotation_finish_with_a_note(
         f"the old user there are not seen"
     ) in notes
     assert app.locked_marker in login_error(app.url)
+
+
+class LambdaContext:
+    """Just what the handler reads of AWS's context object: the time left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.until - time.monotonic()) * 1000)
+
+
+def test_the_scheduled_rotator_takes_unwatched_ok_from_its_event(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cl, _standby = pg_pair
+    app = make_app(cl)
+    layout = Layout("blindlambda")
+    managed(app, store, layout)
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    event = {
+        "env": layout.env,
+        "store": store.url,
+        "client_ttl": "300ms",
+        "quiet": "1s",
+        "margin": "1s",
+    }
+    with pytest.raises(ConfigurationError, match=r"standby 127\.0\.0\.1 of .*nothing was changed"):
+        handler(event, LambdaContext(30))
+    # As the template passes it: one string, hosts separated by commas.
+    done = handler({**event, "unwatched_ok": "10.9.9.9, 127.0.0.1"}, LambdaContext(30))
+    assert done["status"] == "done", done
 
 
 def test_a_standby_attached_after_the_switch_blocks_the_retire_until_it_is_watched(
