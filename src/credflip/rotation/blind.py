@@ -55,6 +55,6 @@ def check_unwatched(ctx: Context) -> None:
     ctx.rot.phase = Phase.DRAIN
     raise DrainBlocked(
         f"not retiring {ctx.old_user!r}: {_WHAT}: {'; '.join(blocking)}; it keeps its login; "
-        f"run 'credflip rotate --env {ctx.layout.env}' again with that option (the drain "
-        f"resumes and watches it too)"
+        f"run 'credflip rotate --env {ctx.layout.env}' again with the option named (the "
+        f"drain resumes, watching what was added)"
     )
