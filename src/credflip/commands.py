@@ -80,6 +80,8 @@ class InitResult:
     counter_gaps: list[str] = field(default_factory=list)
     #: What init turned on (e.g. an extension it created).
     enabled: list[str] = field(default_factory=list)
+    #: Replicas the servers report that no instance watches (see :meth:`Fleet.unwatched`).
+    unwatched: list[str] = field(default_factory=list)
 
 
 def init(
@@ -126,8 +128,12 @@ def init(
         # What the drain will see: turn on what the admin may, report the rest.
         enabled = eng.enable_signals()
         state = load_state(store, layout)
-        report, gaps = drain_report(store, layout, state, eng, watch=state.users[result.active])
-        return dataclasses.replace(result, instances=report, counter_gaps=gaps, enabled=enabled)
+        report, gaps, blind = drain_report(
+            store, layout, state, eng, watch=state.users[result.active]
+        )
+        return dataclasses.replace(
+            result, instances=report, counter_gaps=gaps, enabled=enabled, unwatched=blind
+        )
     finally:
         if own_engine:
             eng.close()
@@ -302,16 +308,18 @@ def drain_report(
     engine: Engine,
     *,
     watch: str,
-) -> tuple[list[InstanceStatus], list[str]]:
-    """Each instance's sessions and signals, and the counter gaps for user *watch*."""
+) -> tuple[list[InstanceStatus], list[str], list[str]]:
+    """Each instance's sessions and signals, the counter gaps for user *watch*, and the
+    replicas no instance watches."""
     notes: list[str] = []
     fleet = env_fleet(store, layout, state, engine, strict=False, notice=notes.append)
     try:
         out = [_instance_status(fleet, inst, state) for inst in fleet.instances]
         gaps = fleet.counter_gaps(watch, state.group)
+        blind = fleet.unwatched()
     finally:
         fleet.close()
-    return out, [*notes, *gaps]
+    return out, [*notes, *gaps], blind
 
 
 def _instance_status(fleet: Fleet, inst: Instance, state: State) -> InstanceStatus:
@@ -347,6 +355,8 @@ class Status:
     counter_gaps: list[str] = field(default_factory=list)
     #: Wall-clock time before which the drain will not retire the old user.
     earliest_retire: float | None = None
+    #: Replicas the servers report that no instance watches (they block the retire).
+    unwatched: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -380,6 +390,7 @@ class Status:
                 "instances": [i.to_dict() for i in self.instances],
                 "counter_gaps": self.counter_gaps,
                 "earliest_retire": self.earliest_retire,
+                "unwatched": self.unwatched,
             },
         }
 
@@ -421,6 +432,7 @@ def status(
     db: dict[Color, UserState] = {}
     instances: list[InstanceStatus] = []
     gaps: list[str] = []
+    blind: list[str] = []
     error: str | None = None
     cur = state.current
     watch = state.users[cur.from_color if cur is not None else active]
@@ -431,7 +443,7 @@ def status(
             try:
                 for color, user in state.users.items():
                     db[color] = eng.user_state(user)
-                instances, gaps = drain_report(store, layout, state, eng, watch=watch)
+                instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
             finally:
                 if own:
                     eng.close()
@@ -470,6 +482,7 @@ def status(
         instances=instances,
         counter_gaps=gaps,
         earliest_retire=earliest_retire(state.current),
+        unwatched=blind,
     )
 
 

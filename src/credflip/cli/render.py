@@ -9,6 +9,7 @@ passwords in.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -54,11 +55,13 @@ def print_init(
         out.print(f"  {line}")
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
-    print_drain_view(result.instances, result.counter_gaps)
+    print_drain_view(result.instances, result.counter_gaps, result.unwatched)
     out.print(next_step)
 
 
-def print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) -> None:
+def print_drain_view(
+    instances: list[commands.InstanceStatus], gaps: list[str], unwatched: Sequence[str] = ()
+) -> None:
     """What the drain sees on each instance, and how to close a gap."""
     out.print("drain signals:")
     for inst in instances:
@@ -76,6 +79,8 @@ def print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) 
             "  no login counter for: " + "; ".join(gaps) + " — a login shorter than one drain "
             "sample can be missed (see 'What the drain can see' in the README)"
         )
+    for phrase in unwatched:
+        out.print(f"  blind spot of the drain (blocks the retire): {phrase}")
 
 
 # -- rotate / rollback ---------------------------------------------------------
@@ -117,6 +122,8 @@ def print_plan(plan: RotationPlan) -> None:
         out.print(f"    {address} ({source}): {', '.join(signals) or 'no signal'}")
     for gap in plan.counter_gaps:
         out.print(f"    no login counter: {gap}")
+    for note in plan.unwatched:
+        out.print(f"    {note}")
     out.print("   SQL when the drain starts:")
     sql(plan.watch)
     out.print(f"5. retire ({plan.retire_mode}): SQL")
@@ -205,6 +212,8 @@ def _print_instances(report: commands.Status) -> None:
     out.print(table)
     if report.counter_gaps:
         out.print("no login counter: " + "; ".join(report.counter_gaps))
+    for phrase in report.unwatched:
+        out.print(f"blind spot of the drain (blocks the retire): {phrase}")
 
 
 def _print_rotation(report: commands.Status) -> None:

@@ -9,7 +9,15 @@ from ..layout import Layout
 from ..rotation import RotateOptions, plan_rotation, rollback, rotate
 from ..stores.base import Store
 from . import render
-from .options import admin_option, common, confirm, duration_option, instance_option, yes_option
+from .options import (
+    admin_option,
+    common,
+    confirm,
+    duration_option,
+    instance_option,
+    unwatched_ok_option,
+    yes_option,
+)
 from .progress import Progress
 
 
@@ -67,6 +75,7 @@ from .progress import Progress
     metavar="HOST[:PORT]",
     help="Stop watching an instance kept from an earlier --instance. Repeatable.",
 )
+@unwatched_ok_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -90,6 +99,7 @@ def rotate_cmd(
     require_counters: bool,
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
+    unwatched_ok: tuple[str, ...],
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -108,6 +118,7 @@ def rotate_cmd(
         require_counters=require_counters,
         instances=instance,
         forget_instances=forget_instance,
+        unwatched_ok=unwatched_ok,
     )
     if dry_run:
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))

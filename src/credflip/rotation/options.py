@@ -68,6 +68,8 @@ class RotateOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")
         for text in (*self.instances, *self.forget_instances):
             parse_address(text)
+        for text in self.unwatched_ok:
+            parse_address(text, what="--unwatched-ok")
         if self.retire not in ("lock", "drop"):
             raise UsageError(f"invalid --retire {self.retire!r}: use lock or drop")
         if not 0 < self.sample_interval <= 0.25:

@@ -59,6 +59,8 @@ class RotationPlan:
     verify: list[str] = field(default_factory=list)
     instances: list[tuple[str, str, list[str]]] = field(default_factory=list)
     counter_gaps: list[str] = field(default_factory=list)
+    #: Replicas no instance watches that ``--unwatched-ok`` accepts (others refuse).
+    unwatched: list[str] = field(default_factory=list)
     watch: list[tuple[str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
     retire_mode: str = "lock"
@@ -90,13 +92,16 @@ def plan_rotation(
         fleet = env_fleet(store, layout, state, eng)
         try:
             pointer = read_pointer(store, layout)
-            preflight(fleet, state, pointer, options)
+            accepted: list[str] = []
+            preflight(fleet, state, pointer, options, accepted.append)
             state.current = new_rotation(pointer, options)  # not saved
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
             for phase, handler in HANDLERS.items():
                 ctx.plans[phase] = planned = handler.plan(ctx)
                 ctx.write(planned.writes)
-            return _describe(ctx, eng)
+            plan = _describe(ctx, eng)
+            plan.unwatched.extend(accepted)
+            return plan
         finally:
             fleet.close()
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
@@ -14,6 +15,7 @@ from ..state import Phase, Rotation, State, hold_lock, load_state, require_engin
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages
+from .blind import before_switch
 from .context import Context
 from .events import Notice, OnEvent, RotationResult, emit
 from .fleet import env_fleet, instance_list
@@ -70,7 +72,13 @@ def rotate(
             eng.close()
 
 
-def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:
+def preflight(
+    fleet: Fleet,
+    state: State,
+    pointer: Color,
+    options: RotateOptions,
+    notice: Callable[[str], None] = lambda _m: None,
+) -> None:
     """What must hold before a rotation (or its dry run) changes anything."""
     fleet.require_session_views()
     current = state.current
@@ -80,6 +88,7 @@ def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions
         if gaps:
             raise messages.missing_counters(gaps)
     if current is not None:
+        before_switch(fleet, current, options, notice)
         return
     last = state.last
     if last is not None and last.result == "rolled_back" and last.from_color is pointer.other:
@@ -92,6 +101,8 @@ def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions
             raise messages.inactive_in_use(
                 target, pointer.other, pointer, inst.address, found.count, found.describe()
             )
+    # After the checks above: an instance that cannot be reached is named there first.
+    before_switch(fleet, current, options, notice)
 
 
 def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
@@ -119,7 +130,7 @@ def _start_or_resume(ctx: Context) -> bool:
     pointer = read_pointer(ctx.store, ctx.layout)
     state, options = ctx.state, ctx.options
     current = state.current
-    preflight(ctx.fleet, state, pointer, options)
+    preflight(ctx.fleet, state, pointer, options, ctx.notice)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(pointer, options)

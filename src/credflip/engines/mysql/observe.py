@@ -7,6 +7,7 @@ import dataclasses
 
 from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal
+from . import replication
 from . import signals as my_signals
 from .catalog import MysqlCatalog
 
@@ -64,6 +65,12 @@ class MysqlObserver(MysqlCatalog):
             "OR time_to_sec(timediff(now(), LAST_UPDATE_TIMESTAMP)) <= 300 ORDER BY 1"
         )
         return [str(r[0]) for r in rows]
+
+    def known_replicas(self) -> list[tuple[str, int | None]]:
+        """Replicas reading this server's binary log (dump threads, registrations)."""
+        return replication.known_replicas(
+            self._run, host=self.admin_url.host, mariadb=self.is_mariadb
+        )
 
     def terminate(self, user: str) -> int:
         """``KILL CONNECTION`` every thread of *user*."""
