@@ -43,6 +43,7 @@ __all__ = [
     "InstanceStatus",
     "Status",
     "admin_url_for",
+    "enable_signals",
     "history",
     "init",
     "save_admin_url",
@@ -80,6 +81,8 @@ class InitResult:
     counter_gaps: list[str] = field(default_factory=list)
     #: What init turned on (e.g. an extension it created).
     enabled: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone where a counter is missing.
+    sessions_only: bool = False
 
 
 def init(
@@ -92,6 +95,7 @@ def init(
     green_user: str | None = None,
     group_role: str | None = None,
     instances: tuple[str, ...] = (),
+    sessions_only: bool = False,
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> InitResult:
@@ -102,6 +106,11 @@ def init(
     pointer and both colors' URLs were already set up by hand, they are
     adopted after checking that they connect. An env credflip already
     manages is refused.
+
+    Init turns on the login counters the admin may turn on, on every
+    instance. *sessions_only* stores the operator's acceptance of draining on
+    open sessions alone where an instance still has none (``rotate`` refuses
+    there otherwise).
     """
     names = [*layout.resolver_names, layout.state]
     existing = store.get_many(names)
@@ -123,11 +132,20 @@ def init(
             result = _adopt_single_user(
                 store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
             )
-        # What the drain will see: turn on what the admin may, report the rest.
-        enabled = eng.enable_signals()
         state = load_state(store, layout)
+        if sessions_only:
+            state.sessions_only = True
+            save_state(store, layout, state)
+        # What the drain will see: turn on what the admin may, report the rest.
+        enabled = enable_signals(store, layout, state, eng)
         report, gaps = drain_report(store, layout, state, eng, watch=state.users[result.active])
-        return dataclasses.replace(result, instances=report, counter_gaps=gaps, enabled=enabled)
+        return dataclasses.replace(
+            result,
+            instances=report,
+            counter_gaps=gaps,
+            enabled=enabled,
+            sessions_only=state.sessions_only,
+        )
     finally:
         if own_engine:
             eng.close()
@@ -295,6 +313,27 @@ class InstanceStatus:
         }
 
 
+def enable_signals(store: Store, layout: Layout, state: State, engine: Engine) -> list[str]:
+    """Turn on, on every instance that answers, the counters the admin may; say what was done."""
+    done: list[str] = []
+    fleet = env_fleet(store, layout, state, engine, strict=False)
+    try:
+        for inst in fleet.instances:
+            eng = fleet.engine(inst)
+            try:
+                lines = eng.enable_signals()
+            except CredflipError:
+                if eng is engine:
+                    raise
+                eng.close()  # a standby that cannot be changed: status says what it lacks
+                continue
+            where = "" if eng is engine else f"on {inst.address}: "
+            done += [where + line for line in lines]
+    finally:
+        fleet.close()
+    return done
+
+
 def drain_report(
     store: Store,
     layout: Layout,
@@ -347,6 +386,8 @@ class Status:
     counter_gaps: list[str] = field(default_factory=list)
     #: Wall-clock time before which the drain will not retire the old user.
     earliest_retire: float | None = None
+    #: The env accepts draining on open sessions alone (``init --sessions-only``).
+    sessions_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -379,6 +420,7 @@ class Status:
                 ],
                 "instances": [i.to_dict() for i in self.instances],
                 "counter_gaps": self.counter_gaps,
+                "sessions_only": self.sessions_only,
                 "earliest_retire": self.earliest_retire,
             },
         }
@@ -457,6 +499,7 @@ def status(
         instances=instances,
         counter_gaps=gaps,
         earliest_retire=earliest_retire(state.current),
+        sessions_only=state.sessions_only,
     )
 
 
