@@ -234,6 +234,9 @@ def test_sessions_only_for_one_run_drains_with_the_accepted_risk(
 ) -> None:
     app = counterless_app
     init_cli(app, sqlite_store, layout, cli)
+    dry = cli(*rotate_args(app, sqlite_store, layout, "--dry-run", "--sessions-only"))
+    assert dry.code == 0, dry.err
+    assert "draining on open sessions alone there: a risk accepted with --sessions-only" in dry.out
     run = cli(*rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--sessions-only"))
     assert run.code == 0, run.err
     warning = [line for line in run.err.splitlines() if line.startswith("credflip: warning:")]
