@@ -11,9 +11,15 @@ Event (all but ``env`` optional)::
     {"env": "prod", "prefix": "/db", "store": "ssm://",
      "client_ttl": "60s", "quiet": "40m", "drain_timeout": "2h", "terminate": false,
      "retire": "lock", "probe": null, "margin": "30s",
-     "min_drain": "0s", "replica_lag_timeout": "30s", "require_counters": false,
+     "min_drain": "0s", "replica_lag_timeout": "30s",
+     "sessions_only": false, "require_counters": false,
      "reconnect_timeout": "60s", "unwatched_ok": [],
      "mode": "rotate", "min_interval": "30d"}
+
+Where an instance counts no logins the rotation is refused (the invocation
+fails, nothing changes) unless ``sessions_only`` is true or the env stored
+``init --sessions-only``; ``require_counters`` refuses despite the stored
+choice and clears it.
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
@@ -77,6 +83,14 @@ def _hosts(event: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _flag(event: dict[str, Any], key: str) -> bool:
+    """A true/false event key; a string such as ``"false"`` is refused, not taken as true."""
+    value = event.get(key, False)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise UsageError(f"invalid {key} {value!r}: use true or false")
+
+
 def _log_event(event: Event) -> None:
     if isinstance(event, Notice):
         if event.level == "warning":
@@ -128,7 +142,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             min_drain=_seconds(event, "min_drain", "0s"),
             replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
             reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
-            require_counters=bool(event.get("require_counters", False)),
+            sessions_only=_flag(event, "sessions_only"),
+            require_counters=_flag(event, "require_counters"),
             unwatched_ok=_hosts(event, "unwatched_ok"),
         )
         admin_url = admin_url_for(store, layout)

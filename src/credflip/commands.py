@@ -43,6 +43,7 @@ __all__ = [
     "InstanceStatus",
     "Status",
     "admin_url_for",
+    "enable_signals",
     "history",
     "init",
     "save_admin_url",
@@ -82,6 +83,8 @@ class InitResult:
     enabled: list[str] = field(default_factory=list)
     #: Replicas the servers report that no instance watches (see :meth:`Fleet.unwatched`).
     unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone where a counter is missing.
+    sessions_only: bool = False
 
 
 def init(
@@ -94,6 +97,7 @@ def init(
     green_user: str | None = None,
     group_role: str | None = None,
     instances: tuple[str, ...] = (),
+    sessions_only: bool = False,
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> InitResult:
@@ -104,6 +108,11 @@ def init(
     pointer and both colors' URLs were already set up by hand, they are
     adopted after checking that they connect. An env credflip already
     manages is refused.
+
+    Init turns on the login counters the admin may turn on, on every
+    instance. *sessions_only* stores the operator's acceptance of draining on
+    open sessions alone where an instance still has none (``rotate`` refuses
+    there otherwise).
     """
     names = [*layout.resolver_names, layout.state]
     existing = store.get_many(names)
@@ -125,14 +134,22 @@ def init(
             result = _adopt_single_user(
                 store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
             )
-        # What the drain will see: turn on what the admin may, report the rest.
-        enabled = eng.enable_signals()
         state = load_state(store, layout)
+        if sessions_only:
+            state.sessions_only = True
+            save_state(store, layout, state)
+        # What the drain will see: turn on what the admin may, report the rest.
+        enabled = enable_signals(store, layout, state, eng)
         report, gaps, blind = drain_report(
             store, layout, state, eng, watch=state.users[result.active]
         )
         return dataclasses.replace(
-            result, instances=report, counter_gaps=gaps, enabled=enabled, unwatched=blind
+            result,
+            instances=report,
+            counter_gaps=gaps,
+            enabled=enabled,
+            sessions_only=state.sessions_only,
+            unwatched=blind,
         )
     finally:
         if own_engine:
@@ -301,6 +318,27 @@ class InstanceStatus:
         }
 
 
+def enable_signals(store: Store, layout: Layout, state: State, engine: Engine) -> list[str]:
+    """Turn on, on every instance that answers, the counters the admin may; say what was done."""
+    done: list[str] = []
+    fleet = env_fleet(store, layout, state, engine, strict=False)
+    try:
+        for inst in fleet.instances:
+            eng = fleet.engine(inst)
+            try:
+                lines = eng.enable_signals()
+            except CredflipError:
+                if eng is engine:
+                    raise
+                eng.close()  # a standby that cannot be changed: status says what it lacks
+                continue
+            where = "" if eng is engine else f"on {inst.address}: "
+            done += [where + line for line in lines]
+    finally:
+        fleet.close()
+    return done
+
+
 def drain_report(
     store: Store,
     layout: Layout,
@@ -357,6 +395,8 @@ class Status:
     earliest_retire: float | None = None
     #: Replicas the servers report that no instance watches (they block the retire).
     unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone (``init --sessions-only``).
+    sessions_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -389,6 +429,7 @@ class Status:
                 ],
                 "instances": [i.to_dict() for i in self.instances],
                 "counter_gaps": self.counter_gaps,
+                "sessions_only": self.sessions_only,
                 "earliest_retire": self.earliest_retire,
                 "unwatched": self.unwatched,
             },
@@ -483,6 +524,7 @@ def status(
         counter_gaps=gaps,
         earliest_retire=earliest_retire(state.current),
         unwatched=blind,
+        sessions_only=state.sessions_only,
     )
 
 

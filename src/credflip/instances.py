@@ -341,12 +341,13 @@ class Fleet:
             ended += int(res)  # type: ignore[call-overload]
         return ended
 
-    def counter_gaps(self, user: str, group: str | None) -> list[str]:
+    def counter_gaps(self, user: str, group: str | None, *, unreachable: bool = True) -> list[str]:
         """Why the drain could miss a short login of *user*: one phrase per gap, [] when none.
 
         A gap is an instance with no cumulative signal available, or (for the
         whole env) a setup in which the counters cannot tell *user* from the
-        other color.
+        other color. An instance that does not answer is one too, unless
+        *unreachable* is False (the drain counts it as in use anyway).
         """
         gaps: list[str] = []
         problem = self.primary.count_problem(user, group)
@@ -354,7 +355,8 @@ class Fleet:
             gaps.append(problem)
         for inst, sigs in self.signals():
             if isinstance(sigs, CredflipError):
-                gaps.append(f"{inst.address} cannot be read ({sigs})")
+                if unreachable:
+                    gaps.append(f"{inst.address} cannot be read ({sigs})")
                 continue
             cumulative = [s for s in sigs if s.cumulative]
             if not any(s.available for s in cumulative):

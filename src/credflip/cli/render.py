@@ -56,7 +56,24 @@ def print_init(
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
     print_drain_view(result.instances, result.counter_gaps, result.unwatched)
+    out.print("  " + sessions_only_line(result.sessions_only, bool(result.counter_gaps)))
     out.print(next_step)
+
+
+def sessions_only_line(stored: bool, gaps: bool) -> str:
+    """What the env's drain does where an instance counts no logins."""
+    if stored:
+        return (
+            "sessions only: stored for this env (init --sessions-only): where an instance counts "
+            "no logins the drain relies on open sessions alone; rotate --require-counters "
+            "revokes it"
+        )
+    if gaps:
+        return (
+            "rotate refuses until every instance counts logins: enable the counter above, or "
+            "accept the risk with rotate --sessions-only"
+        )
+    return "sessions only: no (rotate refuses where an instance counts no logins)"
 
 
 def print_drain_view(
@@ -124,6 +141,8 @@ def print_plan(plan: RotationPlan) -> None:
         out.print(f"    no login counter: {gap}")
     for note in plan.unwatched:
         out.print(f"    {note}")
+    if plan.counter_gaps and plan.sessions_only:
+        out.print("    draining on open sessions alone there: a risk accepted with --sessions-only")
     out.print("   SQL when the drain starts:")
     sql(plan.watch)
     out.print(f"5. retire ({plan.retire_mode}): SQL")
@@ -170,6 +189,7 @@ def print_status(report: commands.Status, *, has_admin: bool) -> None:
         out.print(f"database: {report.database_error}")
     if has_admin and not report.database_error:
         _print_instances(report)
+    out.print(sessions_only_line(report.sessions_only, bool(report.counter_gaps)))
     _print_rotation(report)
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
     if report.history:

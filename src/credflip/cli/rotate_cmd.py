@@ -64,9 +64,17 @@ from .progress import Progress
     "How long a phase retries while the database restarts or fails over (then exit 1, resumable).",
 )
 @click.option(
+    "--sessions-only",
+    is_flag=True,
+    help="Where an instance counts no logins, drain on open sessions alone for this run "
+    "(a client that connects and leaves between two samples may be missed); without it "
+    "rotate refuses there.",
+)
+@click.option(
     "--require-counters",
     is_flag=True,
-    help="Refuse (before any change) unless every instance counts logins per user.",
+    help="Refuse (before any change) unless every instance counts logins per user, and clear "
+    "the env's stored init --sessions-only.",
 )
 @instance_option
 @click.option(
@@ -96,6 +104,7 @@ def rotate_cmd(
     min_drain: float,
     replica_lag_timeout: float,
     reconnect_timeout: float,
+    sessions_only: bool,
     require_counters: bool,
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
@@ -115,6 +124,7 @@ def rotate_cmd(
         min_drain=min_drain,
         replica_lag_timeout=replica_lag_timeout,
         reconnect_timeout=reconnect_timeout,
+        sessions_only=sessions_only,
         require_counters=require_counters,
         instances=instance,
         forget_instances=forget_instance,

@@ -61,6 +61,8 @@ class RotationPlan:
     counter_gaps: list[str] = field(default_factory=list)
     #: Replicas no instance watches that ``--unwatched-ok`` accepts (others refuse).
     unwatched: list[str] = field(default_factory=list)
+    #: The drain may run on open sessions alone where a counter is missing.
+    sessions_only: bool = False
     watch: list[tuple[str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
     retire_mode: str = "lock"
@@ -131,6 +133,7 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         retire=_rendered(eng, plans[Phase.RETIRE].steps),
         verify=[f"{login.label} ({login.url})" for login in plans[Phase.VERIFY].logins],
         counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
+        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
     plan.parameters.extend(

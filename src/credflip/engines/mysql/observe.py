@@ -46,6 +46,20 @@ class MysqlObserver(MysqlCatalog):
             )
         return list(self._signals)
 
+    def enable_signals(self) -> list[str]:
+        """MariaDB: ``SET GLOBAL userstat = ON`` when it is off and the admin may set it."""
+        if not self.is_mariadb or self._run("SELECT @@userstat")[0][0]:
+            return []
+        privileges = self._global_privileges()
+        if not any(p in privileges for p in my_signals.SET_GLOBAL_PRIVILEGES):
+            return []  # signals() says how to turn it on
+        try:
+            self._run(my_signals.ENABLE_USERSTAT)
+        except EngineError:
+            return []
+        self._signals = None
+        return [my_signals.USERSTAT_ENABLED]
+
     def observe(self, user: str) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
         available = {s.name for s in self.signals() if s.cumulative and s.available}
