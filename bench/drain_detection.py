@@ -229,7 +229,14 @@ def trial(server: Any, cell: Cell, lock: threading.Lock, tmp: Path) -> None:
     layout = Layout(url.user)
     commands.init(store, layout, admin_url=admin, writer_url=url)
     min_drain, timeout = settings_for(cell.rate)
-    options = RotateOptions(client_ttl=TTL, min_drain=min_drain, drain_timeout=timeout)
+    # Without a counter rotate refuses unless the risk is accepted: the
+    # sessions-only cells measure exactly that risk.
+    options = RotateOptions(
+        client_ttl=TTL,
+        min_drain=min_drain,
+        drain_timeout=timeout,
+        sessions_only=not cell.counters,
+    )
     with Legacy(url, 1.0 / cell.rate) as legacy:
         try:
             rotate(

@@ -154,6 +154,10 @@ def make_app(pg: EmbeddedPostgres, name: str) -> tuple[DbUrl, DbUrl]:
                 sql.Identifier(name), sql.Identifier(name)
             )
         )
+    # The drain's login counter, as on RDS/Aurora (the server preloads it).
+    su_url = pg.url("postgres", pg.superuser_password, name)
+    with psycopg.connect(**connect_kwargs(su_url), autocommit=True) as su:
+        su.execute("CREATE EXTENSION pg_stat_statements")
     app_url = pg.url(name, password, name)
     with psycopg.connect(**connect_kwargs(app_url), autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, worker int, kind text)")
@@ -623,7 +627,9 @@ def main() -> None:
     parser.add_argument("--rotations", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=2.0)
     args = parser.parse_args()
-    pg = EmbeddedPostgres(log_statement="none").start()
+    pg = EmbeddedPostgres(
+        log_statement="none", settings={"shared_preload_libraries": "pg_stat_statements"}
+    ).start()
     try:
         pg.create_role("credflip_admin", ADMIN_PW, "CREATEROLE CREATEDB")
         with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from conftest import App
+from helpers import dump
+from psycopg import sql
 
+from credflip import commands
 from credflip.aurora import describe_cluster, parse_host
 from credflip.engines import engine_for
 from credflip.errors import ConfigurationError
 from credflip.instances import Fleet, parse_address
+from credflip.layout import Layout
+from credflip.rotation import RotateOptions, rotate
+from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
 
@@ -144,3 +151,98 @@ def test_a_reader_endpoint_is_replaced_by_every_instance(
             assert names == [f"{cluster}-1", f"{cluster}-2", f"{cluster}-3"]
         finally:
             fleet.close()
+
+
+# -- Aurora behind a DNS name of one's own ----------------------------------------
+
+
+def looks_like_aurora(app: App, members: list[str]) -> None:
+    """Give the app's database Aurora PostgreSQL's topology function, listing *members*.
+
+    The server is a plain PostgreSQL reached as 127.0.0.1, the way an Aurora
+    cluster is reached through a CNAME that is not an RDS endpoint: only the
+    function's rows stand in for Aurora's.
+    """
+    rows = sql.SQL(", ").join(
+        sql.SQL("({}, {}, now())").format(
+            sql.Literal(member), sql.Literal("MASTER_SESSION_ID" if n == 0 else f"s{n}")
+        )
+        for n, member in enumerate(members)
+    )
+    with app.su() as conn:
+        body = sql.SQL("SELECT * FROM (VALUES {}) v").format(rows).as_string(conn)
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.aurora_replica_status() RETURNS TABLE (server_id text, "
+                "session_id text, last_update_timestamp timestamptz) LANGUAGE sql AS {}"
+            ).format(sql.Literal(body))
+        )
+
+
+def test_aurora_behind_a_cname_is_watched_where_the_rds_api_says(
+    rds: tuple[Any, str], app: App, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    client, cluster = rds
+    looks_like_aurora(app, [f"{cluster}-1", f"{cluster}-2", f"{cluster}-3"])
+    notes: list[str] = []
+    with engine_for(app.admin_url) as eng:
+        fleet = Fleet.of(eng, notice=notes.append)
+        try:
+            assert [i.source for i in fleet.instances] == [
+                "admin URL",
+                "Aurora",
+                "Aurora",
+                "Aurora",
+            ]
+            endpoints = client.describe_db_instances(DBInstanceIdentifier=f"{cluster}-2")
+            address = endpoints["DBInstances"][0]["Endpoint"]["Address"]
+            assert address.lower() in [i.host for i in fleet.replicas]
+            assert fleet.unlocated == []
+            assert any("Aurora behind a name that is not an RDS endpoint" in n for n in notes)
+        finally:
+            fleet.close()
+    # A member the API does not know stays unlocated, and says why.
+    members = [f"{cluster}-1", "gone-7"]
+    with app.su() as conn:
+        conn.execute("DROP FUNCTION public.aurora_replica_status()")
+    looks_like_aurora(app, members)
+    with engine_for(app.admin_url) as eng:
+        fleet = Fleet.of(eng)
+        try:
+            assert [i.source for i in fleet.instances] == ["admin URL", "Aurora"]
+            # (The member it located is at moto's made-up endpoint: unreachable.)
+            assert fleet.unwatched()[0] == (
+                f"Aurora instance gone-7 of the cluster at 127.0.0.1:{app.admin_url.port} (the "
+                f"RDS API does not know it): add --instance with its endpoint, or --unwatched-ok "
+                f"gone-7"
+            )
+        finally:
+            fleet.close()
+
+
+def test_aurora_behind_a_cname_without_the_rds_api_refuses_before_anything_changes(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    looks_like_aurora(app, ["shop-1", "shop-2"])
+    layout = Layout("cname")
+    with SqliteStore(tmp_path / "params.db") as store:
+        commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+        before = dump(store)
+        with pytest.raises(ConfigurationError) as caught:
+            rotate(store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.3))
+        message = str(caught.value)
+        port = app.admin_url.port
+        assert (
+            f"Aurora instance shop-2 of the cluster at 127.0.0.1:{port} (no AWS_REGION set to ask "
+            f"the RDS API for its endpoint): add --instance with its endpoint, or --unwatched-ok "
+            f"shop-2; nothing was changed"
+        ) in message
+        assert "Aurora instance shop-1 " in message
+        assert dump(store) == before
+        options = RotateOptions(client_ttl=0.3, quiet=1.0, unwatched_ok=("shop-1", "shop-2"))
+        result = rotate(store, layout, admin_url=app.admin_url, options=options)
+        assert result.finished

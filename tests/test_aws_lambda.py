@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import App
-from helpers import login_error
+from conftest import App, Cluster, make_app
+from helpers import dump, login_error
 
 from credflip import commands
 from credflip.aws_lambda import handler
-from credflip.errors import CredflipError, UsageError
+from credflip.errors import ConfigurationError, CredflipError, UsageError
 from credflip.layout import Layout
 from credflip.state import LockInfo, load_state, read_lock
 from credflip.stores.ssm import SsmStore
@@ -153,6 +153,36 @@ def test_min_drain_from_the_event_holds_across_invocations(
     done = handler(env, LambdaContext(10))
     assert done["status"] == "done" and done["resumed"]
     assert done["drain_seconds"] >= 3.0
+
+
+def test_without_a_counter_the_event_must_accept_sessions_only(
+    cluster: Cluster, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(cluster, rich=False, counters=False)
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    try:
+        commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+        monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+        monkeypatch.setenv("CREDFLIP_STORE", store.url)
+        event: dict[str, Any] = {
+            "env": layout.env,
+            "client_ttl": "200ms",
+            "quiet": "200ms",
+            "margin": "500ms",
+        }
+        before = dump(store)
+        with pytest.raises(ConfigurationError, match="no login counter") as refused:
+            handler(event, LambdaContext(10))
+        assert '"sessions_only": true' in str(refused.value)
+        assert "CREATE EXTENSION pg_stat_statements" in str(refused.value)
+        assert dump(store) == before
+        with pytest.raises(UsageError, match="invalid sessions_only 'yes'"):
+            handler({**event, "sessions_only": "yes"}, LambdaContext(10))
+        done = handler({**event, "sessions_only": True}, LambdaContext(10))
+        assert done["status"] == "done" and done["to"] == "green"
+        assert load_state(store, layout).sessions_only is False
+    finally:
+        store.close()
 
 
 def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

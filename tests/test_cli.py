@@ -128,6 +128,19 @@ def bad_inputs(app: App | MyApp, ready: dict[str, str]) -> list[tuple[list[str],
             2,
             "invalid --instance",
         ),
+        (
+            [
+                "rotate",
+                *common,
+                "--admin-url",
+                admin,
+                "--sessions-only",
+                "--require-counters",
+                "--yes",
+            ],
+            2,
+            "pass one of them",
+        ),
         # A replica nobody can reach: refused before anything changes.
         (
             ["rotate", *common, "--admin-url", admin, "--instance", "127.0.0.1:1", "--yes"],
@@ -350,6 +363,8 @@ def test_status_without_admin_url(
     assert result.code == 0
     assert "active blue" in result.out and "no admin URL" in result.out
     assert "lock: free" in result.out
+    # The env's stored drain choice needs no database to show.
+    assert "sessions only: no" in result.out
 
 
 def test_env_vars_stand_in_for_options(

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import pytest
+from servers import PrivateMariadb
 
 
 def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
@@ -19,6 +20,8 @@ def test_demo_rotates_under_traffic_without_failures(cli: Any) -> None:
     ok, failed, rows, lost = map(int, total.groups())
     assert ok > 50 and failed == 0 and lost == 0 and rows == ok
     assert "blue (app) → green (app_green)" in result.out
+    # The demo's own cluster counts logins: no risk to accept, no warning.
+    assert "open sessions alone" not in result.err and "credflip: warning" not in result.err
 
 
 def test_demo_on_mariadb(cli: Any, mariadb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,8 +36,34 @@ def test_demo_on_mariadb(cli: Any, mariadb: Any, monkeypatch: pytest.MonkeyPatch
     assert total, result.out
     ok, failed, rows, lost = map(int, total.groups())
     assert ok > 10 and failed == 0 and lost == 0 and rows == ok
+    assert "open sessions alone" not in result.err  # userstat counts there
     # It cleans up after itself.
     assert not mariadb.sql("SELECT User FROM mysql.user WHERE User LIKE 'demo\\\\_app\\\\_%%'")
+
+
+def test_demo_on_a_mariadb_without_counters_says_it_drains_on_sessions_alone(
+    cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = PrivateMariadb().start()  # as it ships: neither userstat nor performance_schema
+    try:
+        monkeypatch.setenv("CREDFLIP_DEMO_MYSQL_URL", f"mysql://root@127.0.0.1:{server.port}/")
+        result = cli(
+            "demo",
+            "--engine",
+            "mysql",
+            "--rotations",
+            "1",
+            "--workers",
+            "2",
+            "--client-ttl",
+            "500ms",
+        )
+    finally:
+        server.stop()
+    assert result.code == 0, result.err
+    (said,) = [line for line in result.err.splitlines() if "open sessions alone" in line]
+    assert "SET GLOBAL userstat = ON" in said and "(--sessions-only)" in said
+    assert "failed 0" in result.out
 
 
 def test_without_system_postgresql_the_demo_runs_the_wheels_18(

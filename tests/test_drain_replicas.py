@@ -29,6 +29,10 @@ from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
+#: The primary streams to two standbys here and each test names one: the other
+#: is accepted unwatched (tests/test_unwatched_replicas.py is about that).
+OTHER = ("127.0.0.1",)
+
 
 def on(url: DbUrl, port: int) -> DbUrl:
     return dataclasses.replace(url, port=port)
@@ -189,7 +193,7 @@ def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.3, quiet=0.3),
+                options=RotateOptions(client_ttl=0.3, quiet=0.3, unwatched_ok=OTHER),
                 on_event=record,
             )
             assert result.finished
@@ -215,14 +219,19 @@ def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
             store,
             layout,
             admin_url=app.admin_url,
-            options=RotateOptions(client_ttl=0.2, quiet=0.2, replica_lag_timeout=0.3),
+            options=RotateOptions(
+                client_ttl=0.2, quiet=0.2, replica_lag_timeout=0.3, unwatched_ok=OTHER
+            ),
         )
     state = load_state(store, layout)
     assert state.current is not None and state.current.phase is Phase.VERIFY
     password = stored_url(store, layout, Color.GREEN).password
     assert assert_pointer_connects(store, layout) is Color.BLUE
     result = rotate(
-        store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2)
+        store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER),
     )
     assert result.finished and result.resumed
     # No new password was set on resume: the one already replicating was kept.
@@ -250,7 +259,9 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
                     store,
                     layout,
                     admin_url=app.admin_url,
-                    options=RotateOptions(client_ttl=0.2, quiet=0.2, drain_timeout=1.5),
+                    options=RotateOptions(
+                        client_ttl=0.2, quiet=0.2, drain_timeout=1.5, unwatched_ok=OTHER
+                    ),
                     on_event=stop_standby,
                 )
             message = str(caught.value)
@@ -261,7 +272,7 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
             assert connects(app.url)  # blue was not retired
         finally:
             standby.resume()
-        options = RotateOptions(client_ttl=0.2, quiet=0.2)
+        options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
         result = rotate(store, layout, admin_url=app.admin_url, options=options)
     assert result.finished and result.resumed
     assert app.locked_marker in login_error(app.url)

@@ -11,19 +11,23 @@ The instance identifiers come from the cluster itself
 (``aurora_replica_status()``, ``information_schema.replica_host_status``),
 which works from inside the VPC with nothing but the admin's login, or from
 the RDS API (``DescribeDBClusters``), which needs IAM rights and a route to
-the API.
+the API. When no URL names an RDS endpoint (a CNAME of one's own in front of
+the cluster), the identifiers still come from the cluster, and their endpoints
+from the RDS API (``DescribeDBInstances``, in ``AWS_REGION``).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigurationError
+from .replicas import KnownReplica
 
-__all__ = ["AuroraHost", "describe_cluster", "parse_host"]
+__all__ = ["AuroraHost", "describe_cluster", "describe_instances", "locate_members", "parse_host"]
 
 _HOST = re.compile(
     r"(?P<name>[a-z0-9-]+)\.(?P<kind>cluster-(?:ro-|custom-)?)?(?P<dns>[a-z0-9]+)\."
@@ -93,3 +97,75 @@ def describe_cluster(cluster_id: str, region: str, *, client: Any = None) -> lis
             f"({type(exc).__name__}); allow rds:DescribeDBClusters and rds:DescribeDBInstances, "
             f"or pass each instance with --instance"
         ) from exc
+
+
+def describe_instances(
+    instance_ids: Sequence[str], region: str, *, client: Any = None
+) -> dict[str, tuple[str, int] | str]:
+    """Each of *instance_ids* → its ``(address, port)`` from ``DescribeDBInstances``, or
+    why the API shows none for it (not found, no endpoint yet).
+
+    Raises :class:`ConfigurationError` saying briefly why the API did not
+    answer at all; the calls are bounded (5 s to connect, 10 s to read, 2 attempts).
+    """
+    import boto3
+    import botocore.config
+    import botocore.exceptions
+
+    rds = client
+    if rds is None:
+        config = botocore.config.Config(
+            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}
+        )
+        rds = boto3.session.Session().client("rds", region, config=config)
+    out: dict[str, tuple[str, int] | str] = {}
+    for instance_id in instance_ids:
+        try:
+            found = rds.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
+        except botocore.exceptions.ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "ClientError")
+            if code != "DBInstanceNotFound":
+                raise ConfigurationError(f"rds:DescribeDBInstances answered {code}") from exc
+            found = []
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigurationError(f"the RDS API did not answer ({type(exc).__name__})") from exc
+        endpoint = (found[0].get("Endpoint") or {}) if found else {}
+        if endpoint.get("Address"):
+            out[instance_id] = (str(endpoint["Address"]).lower(), int(endpoint.get("Port") or 0))
+        else:
+            out[instance_id] = (
+                "the RDS API shows no endpoint for it yet"
+                if found
+                else "the RDS API does not know it"
+            )
+    return out
+
+
+def locate_members(
+    members: Sequence[str], of: tuple[str, int | None], notice: Callable[[str], None]
+) -> tuple[list[tuple[str, int]], list[KnownReplica]]:
+    """Aurora behind a name that is not an RDS endpoint (*of*, a CNAME of one's own).
+
+    Returns the endpoints the RDS API (region ``AWS_REGION`` or
+    ``AWS_DEFAULT_REGION``) gives for the members, and each member it gives
+    none for as a :class:`KnownReplica` nobody watches, with why.
+    """
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    try:
+        if not region:
+            raise ConfigurationError("no AWS_REGION set to ask the RDS API for its endpoint")
+        described = describe_instances(members, region)
+    except ConfigurationError as exc:
+        described = dict.fromkeys(members, str(exc))
+    found = [v for v in described.values() if isinstance(v, tuple)]
+    if found:
+        notice(
+            f"{of[0]} is Aurora behind a name that is not an RDS endpoint: watching "
+            f"{len(found)} of its instances at the endpoints the RDS API gives"
+        )
+    unlocated = [
+        KnownReplica(m, None, of, "Aurora instance", why=why)
+        for m, why in described.items()
+        if isinstance(why, str)
+    ]
+    return found, unlocated

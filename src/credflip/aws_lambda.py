@@ -11,9 +11,15 @@ Event (all but ``env`` optional)::
     {"env": "prod", "prefix": "/db", "store": "ssm://",
      "client_ttl": "60s", "quiet": "40m", "drain_timeout": "2h", "terminate": false,
      "retire": "lock", "probe": null, "margin": "30s",
-     "min_drain": "0s", "replica_lag_timeout": "30s", "require_counters": false,
-     "reconnect_timeout": "60s",
+     "min_drain": "0s", "replica_lag_timeout": "30s",
+     "sessions_only": false, "require_counters": false,
+     "reconnect_timeout": "60s", "unwatched_ok": [],
      "mode": "rotate", "min_interval": "30d"}
+
+Where an instance counts no logins the rotation is refused (the invocation
+fails, nothing changes) unless ``sessions_only`` is true or the env stored
+``init --sessions-only``; ``require_counters`` refuses despite the stored
+choice and clears it.
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
@@ -25,6 +31,9 @@ the drain's evidence is in the state, so the first invocation after the
 legacy clients are gone finishes the rotation. The instances the drain
 watches are the env's (``credflip rotate --instance`` keeps them in its
 state) plus, on Aurora, every cluster member.
+A replica they stream to that none of them is blocks the retire
+(``drain_timeout``) unless ``unwatched_ok`` lists its host (every invocation:
+it is not stored).
 The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
 ``/db/{env}/admin-db-url``, never from the event.
 """
@@ -62,6 +71,24 @@ def _seconds(event: dict[str, Any], key: str, default: str) -> float:
 def _maybe_seconds(event: dict[str, Any], key: str) -> float | None:
     value = event.get(key)
     return None if value in (None, "") else parse_duration(str(value), what=key)
+
+
+def _hosts(event: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A list of hosts, or one string of them separated by commas (a template parameter)."""
+    value = event.get(key) or ()
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if not isinstance(value, list | tuple):
+        raise UsageError(f'invalid {key} {value!r}: use a list of hosts, e.g. ["10.0.0.7"]')
+    return tuple(str(v) for v in value)
+
+
+def _flag(event: dict[str, Any], key: str) -> bool:
+    """A true/false event key; a string such as ``"false"`` is refused, not taken as true."""
+    value = event.get(key, False)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise UsageError(f"invalid {key} {value!r}: use true or false")
 
 
 def _log_event(event: Event) -> None:
@@ -125,7 +152,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             min_drain=_seconds(event, "min_drain", "0s"),
             replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
             reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
-            require_counters=bool(event.get("require_counters", False)),
+            sessions_only=_flag(event, "sessions_only"),
+            require_counters=_flag(event, "require_counters"),
+            unwatched_ok=_hosts(event, "unwatched_ok"),
         )
         admin_url = admin_url_for(store, layout)
         # No single connect or statement may eat the margin kept to record

@@ -44,6 +44,7 @@ __all__ = [
     "InstanceStatus",
     "Status",
     "admin_url_for",
+    "enable_signals",
     "history",
     "init",
     "save_admin_url",
@@ -81,6 +82,10 @@ class InitResult:
     counter_gaps: list[str] = field(default_factory=list)
     #: What init turned on (e.g. an extension it created).
     enabled: list[str] = field(default_factory=list)
+    #: Replicas the servers report that no instance watches (see :meth:`Fleet.unwatched`).
+    unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone where a counter is missing.
+    sessions_only: bool = False
 
 
 def init(
@@ -93,6 +98,7 @@ def init(
     green_user: str | None = None,
     group_role: str | None = None,
     instances: tuple[str, ...] = (),
+    sessions_only: bool = False,
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
 ) -> InitResult:
@@ -103,6 +109,11 @@ def init(
     pointer and both colors' URLs were already set up by hand, they are
     adopted after checking that they connect. An env credflip already
     manages is refused.
+
+    Init turns on the login counters the admin may turn on, on every
+    instance. *sessions_only* stores the operator's acceptance of draining on
+    open sessions alone where an instance still has none (``rotate`` refuses
+    there otherwise).
     """
     names = [*layout.resolver_names, layout.state]
     existing = store.get_many(names)
@@ -124,11 +135,23 @@ def init(
             result = _adopt_single_user(
                 store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
             )
-        # What the drain will see: turn on what the admin may, report the rest.
-        enabled = eng.enable_signals()
         state = load_state(store, layout)
-        report, gaps = drain_report(store, layout, state, eng, watch=state.users[result.active])
-        return dataclasses.replace(result, instances=report, counter_gaps=gaps, enabled=enabled)
+        if sessions_only:
+            state.sessions_only = True
+            save_state(store, layout, state)
+        # What the drain will see: turn on what the admin may, report the rest.
+        enabled = enable_signals(store, layout, state, eng)
+        report, gaps, blind = drain_report(
+            store, layout, state, eng, watch=state.users[result.active]
+        )
+        return dataclasses.replace(
+            result,
+            instances=report,
+            counter_gaps=gaps,
+            enabled=enabled,
+            sessions_only=state.sessions_only,
+            unwatched=blind,
+        )
     finally:
         if own_engine:
             eng.close()
@@ -296,6 +319,27 @@ class InstanceStatus:
         }
 
 
+def enable_signals(store: Store, layout: Layout, state: State, engine: Engine) -> list[str]:
+    """Turn on, on every instance that answers, the counters the admin may; say what was done."""
+    done: list[str] = []
+    fleet = env_fleet(store, layout, state, engine, strict=False)
+    try:
+        for inst in fleet.instances:
+            eng = fleet.engine(inst)
+            try:
+                lines = eng.enable_signals()
+            except CredflipError:
+                if eng is engine:
+                    raise
+                eng.close()  # a standby that cannot be changed: status says what it lacks
+                continue
+            where = "" if eng is engine else f"on {inst.address}: "
+            done += [where + line for line in lines]
+    finally:
+        fleet.close()
+    return done
+
+
 def drain_report(
     store: Store,
     layout: Layout,
@@ -303,16 +347,18 @@ def drain_report(
     engine: Engine,
     *,
     watch: str,
-) -> tuple[list[InstanceStatus], list[str]]:
-    """Each instance's sessions and signals, and the counter gaps for user *watch*."""
+) -> tuple[list[InstanceStatus], list[str], list[str]]:
+    """Each instance's sessions and signals, the counter gaps for user *watch*, and the
+    replicas no instance watches."""
     notes: list[str] = []
     fleet = env_fleet(store, layout, state, engine, strict=False, notice=notes.append)
     try:
         out = [_instance_status(fleet, inst, state) for inst in fleet.instances]
         gaps = fleet.counter_gaps(watch, state.group)
+        blind = fleet.unwatched()
     finally:
         fleet.close()
-    return out, [*notes, *gaps]
+    return out, [*notes, *gaps], blind
 
 
 def _instance_status(fleet: Fleet, inst: Instance, state: State) -> InstanceStatus:
@@ -348,6 +394,10 @@ class Status:
     counter_gaps: list[str] = field(default_factory=list)
     #: Wall-clock time before which the drain will not retire the old user.
     earliest_retire: float | None = None
+    #: Replicas the servers report that no instance watches (they block the retire).
+    unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone (``init --sessions-only``).
+    sessions_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -380,7 +430,9 @@ class Status:
                 ],
                 "instances": [i.to_dict() for i in self.instances],
                 "counter_gaps": self.counter_gaps,
+                "sessions_only": self.sessions_only,
                 "earliest_retire": self.earliest_retire,
+                "unwatched": self.unwatched,
                 "legacy_count": self.legacy.count,
                 "legacy_clients": self.legacy.to_json(),
             },
@@ -429,6 +481,7 @@ def status(
     db: dict[Color, UserState] = {}
     instances: list[InstanceStatus] = []
     gaps: list[str] = []
+    blind: list[str] = []
     error: str | None = None
     cur = state.current
     watch = state.users[cur.from_color if cur is not None else active]
@@ -439,7 +492,7 @@ def status(
             try:
                 for color, user in state.users.items():
                     db[color] = eng.user_state(user)
-                instances, gaps = drain_report(store, layout, state, eng, watch=watch)
+                instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
             finally:
                 if own:
                     eng.close()
@@ -478,6 +531,8 @@ def status(
         instances=instances,
         counter_gaps=gaps,
         earliest_retire=earliest_retire(state.current),
+        unwatched=blind,
+        sessions_only=state.sessions_only,
     )
 
 

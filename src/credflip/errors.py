@@ -16,6 +16,7 @@ __all__ = [
     "ConnectFailed",
     "CredflipError",
     "DatabaseUnavailable",
+    "DrainBlocked",
     "DrainTimeout",
     "EngineError",
     "InsufficientPrivilege",
@@ -105,6 +106,14 @@ class DrainTimeout(RotationError):
     """The old user still had sessions when ``--drain-timeout`` ran out."""
 
     exit_code = 4
+
+
+class DrainBlocked(DrainTimeout):
+    """The drain could finish, but a replica that may serve the old user is unwatched.
+
+    Exit 4 like a timeout: the old user is kept and the rotation resumes
+    (from the drain) once the replica is watched or accepted.
+    """
 
 
 # How drivers say "these credentials are refused"; no driver is imported here,

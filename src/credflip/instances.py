@@ -6,7 +6,9 @@ replica is invisible from the primary. The drain, ``status``, ``verify`` and
 primary, always first), the hosts of both colors' URLs, the instances the
 operator named (``--instance``, kept in the env's state), and on Aurora every
 instance of the cluster. Each is reached with the admin URL's user, password,
-database and options, on its own host and port.
+database and options, on its own host and port. A replica that one of them
+streams to but none of them is (:mod:`.replicas`) makes the drain blind there:
+:meth:`Fleet.unwatched` names it.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from . import aurora
 from .drain import Reading
 from .engines import Engine, Sessions, Signal, engine_class
 from .errors import ConfigurationError, CredflipError, EngineError, RotationError, UsageError
+from .replicas import KnownReplica, ReplicaCheck, match
 from .urls import DbUrl
 
 __all__ = ["Fleet", "Instance", "format_address", "normalize", "parse_address"]
@@ -107,11 +111,19 @@ def _default_port(url: DbUrl) -> int:
 class Fleet:
     """The instances of one env, with one admin connection each (opened on first use)."""
 
-    def __init__(self, primary: Engine, instances: Sequence[Instance]) -> None:
+    def __init__(
+        self,
+        primary: Engine,
+        instances: Sequence[Instance],
+        *,
+        unlocated: Sequence[KnownReplica] = (),
+    ) -> None:
         if not instances:
             raise ConfigurationError("an env has at least the admin URL's instance")
         self.primary = primary
         self.instances = list(instances)
+        #: Aurora members whose endpoints could not be found: never watched.
+        self.unlocated = list(unlocated)
         self._engines: dict[str, Engine] = {self.instances[0].address: primary}
         self._signals: list[tuple[Instance, list[Signal] | CredflipError]] | None = None
 
@@ -131,17 +143,21 @@ class Fleet:
         must not run blind to readers); otherwise a notice says so.
         """
         instances = gather(primary.admin_url, urls, stored)
+        unlocated: list[KnownReplica] = []
         try:
-            instances = cls._with_aurora(primary, instances, notice)
+            instances = cls._with_aurora(primary, instances, notice, unlocated)
         except CredflipError as exc:
             if strict:
                 raise
             notice(str(exc))
-        return cls(primary, instances)
+        return cls(primary, instances, unlocated=unlocated)
 
     @staticmethod
     def _with_aurora(
-        primary: Engine, instances: list[Instance], notice: Callable[[str], None]
+        primary: Engine,
+        instances: list[Instance],
+        notice: Callable[[str], None],
+        unlocated: list[KnownReplica],
     ) -> list[Instance]:
         hosts = [(inst, aurora.parse_host(inst.host)) for inst in instances]
         named = next((h for _, h in hosts if h is not None), None)
@@ -158,10 +174,10 @@ class Fleet:
         elif named is not None and named.cluster:
             found = [(h, p) for h, p in aurora.describe_cluster(named.name, named.region)]
         elif members:
-            notice(
-                "this is Aurora, but no URL names an RDS endpoint, so the instance endpoints "
-                "cannot be derived: pass each instance with --instance"
-            )
+            first = instances[0]
+            located, blind = aurora.locate_members(members, (first.host, first.port), notice)
+            found = list(located)
+            unlocated.extend(blind)
         if not found:
             return instances
         # The reader and custom endpoints reach one member at random: watch
@@ -170,8 +186,9 @@ class Fleet:
             inst for inst, host in hosts if inst is instances[0] or host is None or not host.cluster
         ]
         for host, port in found:
-            if all(format_address(host, port) != i.address for i in kept):
-                kept.append(Instance(host, port, "Aurora"))
+            member = Instance(host, port or instances[0].port, "Aurora")
+            if all(member.address != i.address for i in kept):
+                kept.append(member)
         return kept
 
     def engine(self, instance: Instance) -> Engine:
@@ -324,12 +341,13 @@ class Fleet:
             ended += int(res)  # type: ignore[call-overload]
         return ended
 
-    def counter_gaps(self, user: str, group: str | None) -> list[str]:
+    def counter_gaps(self, user: str, group: str | None, *, unreachable: bool = True) -> list[str]:
         """Why the drain could miss a short login of *user*: one phrase per gap, [] when none.
 
         A gap is an instance with no cumulative signal available, or (for the
         whole env) a setup in which the counters cannot tell *user* from the
-        other color.
+        other color. An instance that does not answer is one too, unless
+        *unreachable* is False (the drain counts it as in use anyway).
         """
         gaps: list[str] = []
         problem = self.primary.count_problem(user, group)
@@ -337,7 +355,8 @@ class Fleet:
             gaps.append(problem)
         for inst, sigs in self.signals():
             if isinstance(sigs, CredflipError):
-                gaps.append(f"{inst.address} cannot be read ({sigs})")
+                if unreachable:
+                    gaps.append(f"{inst.address} cannot be read ({sigs})")
                 continue
             cumulative = [s for s in sigs if s.cumulative]
             if not any(s.available for s in cumulative):
@@ -359,6 +378,30 @@ class Fleet:
                         f"the admin cannot see other users' sessions on {inst.address}, so the "
                         f"drain would be blind there: {sig.detail}"
                     )
+
+    def replica_check(self, ok: Iterable[str] = ()) -> ReplicaCheck:
+        """The replicas the instances stream to, matched against the watched ones.
+
+        *ok* are the hosts (``HOST[:PORT]``) of ``--unwatched-ok``. A server
+        whose replicas cannot be listed is a problem: it may have unwatched ones.
+        """
+        found = list(self.unlocated)
+        problems: list[str] = []
+        kind = "standby" if self.primary.name == "postgresql" else "replica"
+        for inst, res in self._each(lambda e: e.known_replicas()):
+            if isinstance(res, CredflipError):
+                problems.append(f"cannot list the replicas of {inst.address}: {res}")
+                continue
+            pairs = cast("list[tuple[str, int | None]]", res)
+            found += [KnownReplica(h, p, (inst.host, inst.port), kind) for h, p in pairs]
+        accepted = [parse_address(text, what="--unwatched-ok") for text in ok]
+        watched = [(i.host, i.port) for i in self.instances]
+        return match(found, watched, accepted, problems=problems)
+
+    def unwatched(self, ok: Iterable[str] = ()) -> list[str]:
+        """One phrase per replica that may serve the old user unseen, naming the
+        ``--instance`` to add (or ``--unwatched-ok`` to accept it); [] when none."""
+        return self.replica_check(ok).blocking()
 
     def close(self) -> None:
         """Close every connection but the primary's (its owner closes it)."""

@@ -22,6 +22,12 @@ from .progress import Progress
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
 @instance_option
 @click.option(
+    "--sessions-only",
+    is_flag=True,
+    help="Accept, for this env, draining on open sessions alone where an instance counts no "
+    "logins (stored; status shows it; rotate --require-counters revokes it).",
+)
+@click.option(
     "--save-admin-url",
     is_flag=True,
     help="Store the admin URL as {prefix}/{env}/admin-db-url (SecureString), for rotate, "
@@ -39,6 +45,7 @@ def init(
     green_user: str | None,
     group_role: str | None,
     instance: tuple[str, ...],
+    sessions_only: bool,
     save_admin_url: bool,
 ) -> None:
     """Start managing an env: the existing user becomes blue, green is created."""
@@ -52,6 +59,7 @@ def init(
         green_user=green_user,
         group_role=group_role,
         instances=instance,
+        sessions_only=sessions_only,
         on_event=Progress().handle,
     )
     if save_admin_url:

@@ -196,6 +196,18 @@ def instance_option(func: F) -> F:
     )(func)
 
 
+def unwatched_ok_option(func: F) -> F:
+    """Add ``--unwatched-ok HOST`` (repeatable)."""
+    return click.option(
+        "--unwatched-ok",
+        multiple=True,
+        metavar="HOST",
+        help="Accept that a replica the servers report on HOST (or an Aurora member of that "
+        "name) is not watched: the drain cannot see the old user's clients there. Per run. "
+        "Repeatable.",
+    )(func)
+
+
 def json_option(func: F) -> F:
     """Add ``--json`` (as ``as_json``)."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)

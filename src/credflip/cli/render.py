@@ -9,6 +9,7 @@ passwords in.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -55,11 +56,30 @@ def print_init(
         out.print(f"  {line}")
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
-    print_drain_view(result.instances, result.counter_gaps)
+    print_drain_view(result.instances, result.counter_gaps, result.unwatched)
+    out.print("  " + sessions_only_line(result.sessions_only, bool(result.counter_gaps)))
     out.print(next_step)
 
 
-def print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) -> None:
+def sessions_only_line(stored: bool, gaps: bool) -> str:
+    """What the env's drain does where an instance counts no logins."""
+    if stored:
+        return (
+            "sessions only: stored for this env (init --sessions-only): where an instance counts "
+            "no logins the drain relies on open sessions alone; rotate --require-counters "
+            "revokes it"
+        )
+    if gaps:
+        return (
+            "rotate refuses until every instance counts logins: enable the counter above, or "
+            "accept the risk with rotate --sessions-only"
+        )
+    return "sessions only: no (rotate refuses where an instance counts no logins)"
+
+
+def print_drain_view(
+    instances: list[commands.InstanceStatus], gaps: list[str], unwatched: Sequence[str] = ()
+) -> None:
     """What the drain sees on each instance, and how to close a gap."""
     out.print("drain signals:")
     for inst in instances:
@@ -77,6 +97,8 @@ def print_drain_view(instances: list[commands.InstanceStatus], gaps: list[str]) 
             "  no login counter for: " + "; ".join(gaps) + " — a login shorter than one drain "
             "sample can be missed (see 'What the drain can see' in the README)"
         )
+    for phrase in unwatched:
+        out.print(f"  blind spot of the drain (blocks the retire): {phrase}")
 
 
 # -- rotate / rollback ---------------------------------------------------------
@@ -118,6 +140,10 @@ def print_plan(plan: RotationPlan) -> None:
         out.print(f"    {address} ({source}): {', '.join(signals) or 'no signal'}")
     for gap in plan.counter_gaps:
         out.print(f"    no login counter: {gap}")
+    for note in plan.unwatched:
+        out.print(f"    {note}")
+    if plan.counter_gaps and plan.sessions_only:
+        out.print("    draining on open sessions alone there: a risk accepted with --sessions-only")
     out.print("   SQL when the drain starts:")
     sql(plan.watch)
     out.print(f"5. retire ({plan.retire_mode}): SQL")
@@ -164,6 +190,7 @@ def print_status(report: commands.Status, *, has_admin: bool) -> None:
         out.print(f"database: {report.database_error}")
     if has_admin and not report.database_error:
         _print_instances(report)
+    out.print(sessions_only_line(report.sessions_only, bool(report.counter_gaps)))
     _print_rotation(report)
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
     if report.history:
@@ -206,6 +233,8 @@ def _print_instances(report: commands.Status) -> None:
     out.print(table)
     if report.counter_gaps:
         out.print("no login counter: " + "; ".join(report.counter_gaps))
+    for phrase in report.unwatched:
+        out.print(f"blind spot of the drain (blocks the retire): {phrase}")
 
 
 def _print_rotation(report: commands.Status) -> None:

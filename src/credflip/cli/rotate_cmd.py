@@ -9,7 +9,15 @@ from ..layout import Layout
 from ..rotation import RotateOptions, plan_rotation, rollback, rotate
 from ..stores.base import Store
 from . import render
-from .options import admin_option, common, confirm, duration_option, instance_option, yes_option
+from .options import (
+    admin_option,
+    common,
+    confirm,
+    duration_option,
+    instance_option,
+    unwatched_ok_option,
+    yes_option,
+)
 from .progress import Progress
 
 
@@ -56,9 +64,17 @@ from .progress import Progress
     "How long a phase retries while the database restarts or fails over (then exit 1, resumable).",
 )
 @click.option(
+    "--sessions-only",
+    is_flag=True,
+    help="Where an instance counts no logins, drain on open sessions alone for this run "
+    "(a client that connects and leaves between two samples may be missed); without it "
+    "rotate refuses there.",
+)
+@click.option(
     "--require-counters",
     is_flag=True,
-    help="Refuse (before any change) unless every instance counts logins per user.",
+    help="Refuse (before any change) unless every instance counts logins per user, and clear "
+    "the env's stored init --sessions-only.",
 )
 @instance_option
 @click.option(
@@ -67,6 +83,7 @@ from .progress import Progress
     metavar="HOST[:PORT]",
     help="Stop watching an instance kept from an earlier --instance. Repeatable.",
 )
+@unwatched_ok_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -87,9 +104,11 @@ def rotate_cmd(
     min_drain: float,
     replica_lag_timeout: float,
     reconnect_timeout: float,
+    sessions_only: bool,
     require_counters: bool,
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
+    unwatched_ok: tuple[str, ...],
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -105,9 +124,11 @@ def rotate_cmd(
         min_drain=min_drain,
         replica_lag_timeout=replica_lag_timeout,
         reconnect_timeout=reconnect_timeout,
+        sessions_only=sessions_only,
         require_counters=require_counters,
         instances=instance,
         forget_instances=forget_instance,
+        unwatched_ok=unwatched_ok,
     )
     if dry_run:
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))

@@ -87,10 +87,23 @@ def _run(
         f"env demo initialised in {store.url}; user {result0.users[Color.BLUE]} is blue, "
         f"{result0.users[Color.GREEN]} is green"
     )
+    for line in result0.enabled:
+        err.print(line)
+    # The demo's own servers count logins; on a server that does not (binaries
+    # without pg_stat_statements, a MySQL without userstat or performance_schema)
+    # it accepts the risk, as an operator would with --sessions-only.
+    sessions_only = bool(result0.counter_gaps)
+    if sessions_only:
+        err.print(
+            "no login counter (" + "; ".join(result0.counter_gaps) + "): the demo drains on "
+            "open sessions alone (--sessions-only)"
+        )
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
     traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
     results: list[RotationResult] = []
-    options = RotateOptions(client_ttl=client_ttl, quiet=client_ttl, drain_timeout=60.0)
+    options = RotateOptions(
+        client_ttl=client_ttl, quiet=client_ttl, drain_timeout=60.0, sessions_only=sessions_only
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(store.close)
         stack.callback(traffic.stop)  # first; it raises a crash not reported yet

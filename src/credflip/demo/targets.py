@@ -120,6 +120,8 @@ class MysqlTarget(Target):
                 f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{self.admin}'@'%'"
             )
             cur.execute(f"GRANT SELECT ON mysql.* TO '{self.admin}'@'%'")
+            # performance_schema.accounts counts logins where the server has it on.
+            cur.execute(f"GRANT SELECT ON performance_schema.* TO '{self.admin}'@'%'")
             cur.execute(f"GRANT ALL ON `{self.db}`.* TO '{self.admin}'@'%' WITH GRANT OPTION")
             cur.execute(f"GRANT ALL ON `{self.db}`.* TO '{self.user}'@'%'")
             cur.execute(

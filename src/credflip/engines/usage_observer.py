@@ -84,3 +84,12 @@ class UsageObserver(abc.ABC):
     def cluster_members(self) -> list[str] | None:
         """Aurora: the instance identifiers of the cluster; None when not on Aurora."""
         return None
+
+    def known_replicas(self) -> list[tuple[str, int | None]]:
+        """The replicas that stream from this server, as ``(host, port)`` (port None when
+        unknown), so that the drain can tell when one of them is not watched.
+
+        Raises :class:`~credflip.errors.InsufficientPrivilege` (with the GRANT
+        to run) when the server hides where a replica is.
+        """
+        return []

@@ -55,10 +55,27 @@ def using_recorded(name: str, recorded: float, given: float) -> str:
 # -- before anything changes ----------------------------------------------
 
 
-def missing_counters(gaps: Sequence[str]) -> ConfigurationError:
+def missing_counters(
+    gaps: Sequence[str], *, required: bool = False, revoked: bool = False
+) -> ConfigurationError:
+    """The refusal to drain without a login counter (the default, and ``--require-counters``)."""
+    accept = (
+        "or run without --require-counters and with --sessions-only to accept the risk"
+        if required
+        else 'or accept the risk with --sessions-only (Lambda: "sessions_only": true)'
+    )
     return ConfigurationError(
-        f"--require-counters: the drain could miss a short login: {'; '.join(gaps)}; "
-        f"nothing was changed"
+        f"{'--require-counters: ' if required else ''}no login counter, so the drain could "
+        f"miss a client that connects and leaves between two samples: {'; '.join(gaps)}; "
+        f"enable one, {accept}; nothing {'else ' if revoked else ''}was changed"
+    )
+
+
+def sessions_only_revoked(env: str) -> str:
+    return (
+        f"--require-counters: env {env} no longer accepts draining on open sessions alone "
+        f"(its stored --sessions-only is cleared); every rotation now needs a login counter on "
+        f"every instance, or --sessions-only for one run"
     )
 
 
@@ -136,12 +153,17 @@ def watching(old: str, parts: Sequence[str]) -> str:
     return f"drain: watching {old!r} on {'; '.join(parts)}"
 
 
-def counter_gaps(gaps: Sequence[str], sample_interval: float) -> str:
-    return (
-        f"no login counter: {'; '.join(gaps)}; a client that connects and leaves within "
-        f"one sample ({format_duration(sample_interval)}) may be missed "
-        f"(--require-counters refuses to rotate without one)"
+def counter_gaps(gaps: Sequence[str], sample_interval: float, *, accepted: bool = True) -> str:
+    missed = (
+        f"a client that connects and leaves within one sample "
+        f"({format_duration(sample_interval)}) may be missed"
     )
+    if accepted:
+        return (
+            f"draining on open sessions alone, a risk accepted with --sessions-only: "
+            f"{'; '.join(gaps)}; {missed}"
+        )
+    return f"no login counter: {'; '.join(gaps)}; {missed}"
 
 
 def drain_deadline_stop() -> str:

@@ -42,6 +42,8 @@ class RotateOptions:
     replica_lag_timeout: float = 30.0
     #: Accept draining on open sessions alone where an instance has no
     #: cumulative counter (a short login between two samples may be missed).
+    #: Without it (and without the env's stored choice) such a rotation is
+    #: refused before anything changes.
     sessions_only: bool = False
     #: Revoke an env's stored ``sessions_only``: refuse unless every instance counts.
     require_counters: bool = False
@@ -68,7 +70,22 @@ class RotateOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must not be negative")
         for text in (*self.instances, *self.forget_instances):
             parse_address(text)
+        for text in self.unwatched_ok:
+            parse_address(text, what="--unwatched-ok")
         if self.retire not in ("lock", "drop"):
             raise UsageError(f"invalid --retire {self.retire!r}: use lock or drop")
         if not 0 < self.sample_interval <= 0.25:
             raise UsageError("the drain samples sessions at least 4 times a second")
+        if self.sessions_only and self.require_counters:
+            raise UsageError(
+                "--sessions-only accepts draining without a login counter and "
+                "--require-counters refuses it: pass one of them"
+            )
+
+    def accepts_sessions_only(self, stored: bool) -> bool:
+        """Whether this run may drain on open sessions alone where an instance counts no logins.
+
+        *stored* is the env's choice (``init --sessions-only``);
+        ``require_counters`` overrides it.
+        """
+        return self.sessions_only or (stored and not self.require_counters)

@@ -59,6 +59,10 @@ class RotationPlan:
     verify: list[str] = field(default_factory=list)
     instances: list[tuple[str, str, list[str]]] = field(default_factory=list)
     counter_gaps: list[str] = field(default_factory=list)
+    #: Replicas no instance watches that ``--unwatched-ok`` accepts (others refuse).
+    unwatched: list[str] = field(default_factory=list)
+    #: The drain may run on open sessions alone where a counter is missing.
+    sessions_only: bool = False
     watch: list[tuple[str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
     retire_mode: str = "lock"
@@ -90,13 +94,16 @@ def plan_rotation(
         fleet = env_fleet(store, layout, state, eng)
         try:
             pointer = read_pointer(store, layout)
-            preflight(fleet, state, pointer, options)
+            accepted: list[str] = []
+            preflight(fleet, state, pointer, options, accepted.append)
             state.current = new_rotation(pointer, options)  # not saved
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
             for phase, handler in HANDLERS.items():
                 ctx.plans[phase] = planned = handler.plan(ctx)
                 ctx.write(planned.writes)
-            return _describe(ctx, eng)
+            plan = _describe(ctx, eng)
+            plan.unwatched.extend(accepted)
+            return plan
         finally:
             fleet.close()
     finally:
@@ -126,6 +133,7 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         retire=_rendered(eng, plans[Phase.RETIRE].steps),
         verify=[f"{login.label} ({login.url})" for login in plans[Phase.VERIFY].logins],
         counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
+        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
     plan.parameters.extend(

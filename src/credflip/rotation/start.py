@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
@@ -14,6 +15,7 @@ from ..state import Phase, Rotation, State, hold_lock, load_state, require_engin
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages
+from .blind import before_switch
 from .context import Context
 from .events import Notice, OnEvent, RotationResult, emit
 from .fleet import env_fleet, instance_list
@@ -70,28 +72,46 @@ def rotate(
             eng.close()
 
 
-def preflight(fleet: Fleet, state: State, pointer: Color, options: RotateOptions) -> None:
-    """What must hold before a rotation (or its dry run) changes anything."""
+def preflight(
+    fleet: Fleet,
+    state: State,
+    pointer: Color,
+    options: RotateOptions,
+    notice: Callable[[str], None] = lambda _m: None,
+    *,
+    revoked: bool = False,
+) -> None:
+    """What must hold before a rotation (or its dry run) changes anything.
+
+    A resumed rotation is checked too: where the counters vanished since it
+    started, nothing goes on until the operator enables one again or accepts
+    the risk for this run. *revoked* says the run just cleared the env's
+    stored ``sessions_only`` (the one change a refused run makes).
+    """
     fleet.require_session_views()
     current = state.current
     from_color = current.from_color if current is not None else pointer
-    if options.require_counters:
-        gaps = fleet.counter_gaps(state.users[from_color], state.group)
-        if gaps:
-            raise messages.missing_counters(gaps)
+    # An instance that does not answer is no missing counter: the drain counts
+    # it as in use, and a new rotation is refused below when it cannot look.
+    gaps = fleet.counter_gaps(state.users[from_color], state.group, unreachable=False)
+    if gaps and not options.accepts_sessions_only(state.sessions_only):
+        raise messages.missing_counters(gaps, required=options.require_counters, revoked=revoked)
     if current is not None:
+        before_switch(fleet, current, options, notice)
         return
     last = state.last
-    if last is not None and last.result == "rolled_back" and last.from_color is pointer.other:
-        return  # prepare drains the rolled-back color first, counters included
+    # After a rollback, prepare drains the rolled-back color first, counters included.
+    rolled_back = last is not None and last.result == "rolled_back"
     target = state.users[pointer.other]
-    for inst, found in fleet.sessions(target):
+    for inst, found in [] if rolled_back else fleet.sessions(target):
         if isinstance(found, CredflipError):
             raise messages.inactive_unobservable(target, inst, found)
         if found.count:
             raise messages.inactive_in_use(
                 target, pointer.other, pointer, inst.address, found.count, found.describe()
             )
+    # After the checks above: an instance that cannot be reached is named there first.
+    before_switch(fleet, current, options, notice)
 
 
 def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
@@ -119,7 +139,16 @@ def _start_or_resume(ctx: Context) -> bool:
     pointer = read_pointer(ctx.store, ctx.layout)
     state, options = ctx.state, ctx.options
     current = state.current
-    preflight(ctx.fleet, state, pointer, options)
+    revoked = options.require_counters and state.sessions_only
+    if revoked:
+        # The operator's explicit word, kept even when the run is refused next
+        # (and saved alone: the rest of the run's changes wait for the checks).
+        state.sessions_only = False
+        stored = load_state(ctx.store, ctx.layout)
+        stored.sessions_only = False
+        save_state(ctx.store, ctx.layout, stored)
+        ctx.notice(messages.sessions_only_revoked(ctx.layout.env))
+    preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(pointer, options)

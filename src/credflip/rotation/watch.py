@@ -123,4 +123,8 @@ def announce(ctx: Context, user: str) -> None:
     ctx.notice(messages.watching(user, parts))
     gaps = ctx.fleet.counter_gaps(user, ctx.state.group)
     if gaps:
-        ctx.notice(messages.counter_gaps(gaps, ctx.options.sample_interval), level="warning")
+        accepted = ctx.options.accepts_sessions_only(ctx.state.sessions_only)
+        ctx.notice(
+            messages.counter_gaps(gaps, ctx.options.sample_interval, accepted=accepted),
+            level="warning",
+        )

@@ -7,6 +7,7 @@ import dataclasses
 
 from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal
+from . import replication
 from . import signals as my_signals
 from .catalog import MysqlCatalog
 
@@ -63,6 +64,20 @@ class MysqlObserver(MysqlCatalog):
             )
         return list(self._signals)
 
+    def enable_signals(self) -> list[str]:
+        """MariaDB: ``SET GLOBAL userstat = ON`` when it is off and the admin may set it."""
+        if not self.is_mariadb or self._run("SELECT @@userstat")[0][0]:
+            return []
+        privileges = self._global_privileges()
+        if not any(p in privileges for p in my_signals.SET_GLOBAL_PRIVILEGES):
+            return []  # signals() says how to turn it on
+        try:
+            self._run(my_signals.ENABLE_USERSTAT)
+        except EngineError:
+            return []
+        self._signals = None
+        return [my_signals.USERSTAT_ENABLED]
+
     def observe(self, user: str) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
         available = {s.name for s in self.signals() if s.cumulative and s.available}
@@ -86,6 +101,12 @@ class MysqlObserver(MysqlCatalog):
             "OR time_to_sec(timediff(now(), LAST_UPDATE_TIMESTAMP)) <= 300 ORDER BY 1"
         )
         return [str(r[0]) for r in rows]
+
+    def known_replicas(self) -> list[tuple[str, int | None]]:
+        """Replicas reading this server's binary log (dump threads, registrations)."""
+        return replication.known_replicas(
+            self._run, host=self.admin_url.host, mariadb=self.is_mariadb
+        )
 
     def terminate(self, user: str) -> int:
         """``KILL CONNECTION`` every thread of *user*."""

@@ -28,6 +28,20 @@ __all__ = [
 PS = "performance_schema.accounts"
 US = "user_statistics"
 
+#: What lets an admin set a global variable (MariaDB: SUPER; MySQL 8 also
+#: SYSTEM_VARIABLES_ADMIN).
+SET_GLOBAL_PRIVILEGES = ("ALL PRIVILEGES", "SUPER", "SYSTEM_VARIABLES_ADMIN")
+ENABLE_USERSTAT = "SET GLOBAL userstat = ON"
+#: How userstat outlives a restart.
+KEEP_USERSTAT = (
+    "add userstat = ON under [mysqld] in the server's option file (RDS for MariaDB: set "
+    "userstat to 1 in the DB parameter group)"
+)
+USERSTAT_ENABLED = (
+    f"turned on MariaDB's per-user login counter ({ENABLE_USERSTAT}); it is not kept across a "
+    f"restart: {KEEP_USERSTAT}"
+)
+
 Run = Callable[..., list[Any]]
 
 
@@ -48,8 +62,9 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
             PS,
             cumulative=True,
             available=False,
-            detail="set performance_schema=ON in the server's configuration and restart "
-            "(RDS/Aurora: the DB parameter group)",
+            detail="add performance_schema = ON under [mysqld] in the server's option file and "
+            "restart it (RDS/Aurora: set performance_schema to 1 in the DB parameter group and "
+            "reboot)",
         )
     else:
         try:
@@ -67,8 +82,8 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
         userstat = bool(run("SELECT @@userstat")[0][0])
         if not userstat:
             detail = (
-                "SET GLOBAL userstat = 1, and userstat = 1 in the server's configuration to "
-                "keep it after a restart (RDS: the DB parameter group)"
+                f"as an admin with SUPER run {ENABLE_USERSTAT}, and {KEEP_USERSTAT} to keep it "
+                f"after a restart"
             )
         else:
             detail = "logins per user" if process else need_process

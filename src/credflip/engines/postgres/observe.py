@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal, Step
-from . import catalog, plan
+from . import catalog, plan, replication
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
 
@@ -166,3 +166,9 @@ class PgObserver(PgAdminRights):
         if not self._run("SELECT to_regproc('aurora_replica_status') IS NOT NULL")[0][0]:
             return None
         return [str(r[0]) for r in self._run(pg_signals.AURORA_MEMBERS_SQL)]
+
+    def known_replicas(self) -> list[tuple[str, int | None]]:
+        """The standbys streaming from this server (``pg_stat_replication``); ports unknown."""
+        return replication.known_replicas(
+            self._run, host=self.admin_url.host, admin=self.admin_url.user
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...state import Phase
+from ..blind import check_unwatched
 from ..context import Context
 from ..plan import PhasePlan
 from . import PhaseHandler
@@ -32,6 +33,7 @@ def plan(ctx: Context) -> PhasePlan:
 def run(ctx: Context) -> bool:
     """Retire the old user, only while the pointer names the new one."""
     ctx.require_switched()
+    check_unwatched(ctx)
     ctx.engine.execute(plan(ctx).steps)
     return True
 
