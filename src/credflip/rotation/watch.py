@@ -50,8 +50,12 @@ def watch(
     """
     opts, rot = ctx.options, ctx.rot
     old = ctx.old_user if user is None else user
-    # Standbys count the old user's logins once they replayed this far.
-    position = ctx.engine.position() if counting else None
+    stored = Evidence.from_dict(rot.evidence)
+    if stored.user != old:
+        stored = Evidence()
+    # Standbys count the old user's logins once they replayed this far: the
+    # position when the watch began, kept for the later runs of this drain.
+    position = (stored.position or ctx.engine.position()) if counting else None
     announce(ctx, old)
     policy = drain_policy(rot)
     drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
@@ -60,14 +64,14 @@ def watch(
     offset = time.time() - now
     start = since if since is not None else rot.switched_at
     switched = (start if start is not None else time.time()) - offset
-    stored = Evidence.from_dict(rot.evidence)
     tracker = DrainTracker(
         policy,
         switched_at=switched,
         timeout_at=switched + drain_timeout,
-        evidence=stored if stored.user == old else None,
+        evidence=stored,
         offset=offset,
         terminate=opts.terminate,
+        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     begin = saved = now
     timed_out: DrainStatus | None = None
@@ -76,7 +80,7 @@ def watch(
         now = time.monotonic()
         status = tracker.observe(now, readings)
         rot.drain_gap = tracker.longest_gap
-        rot.evidence = tracker.evidence(old).to_dict()
+        rot.evidence = tracker.evidence(old, position).to_dict()
         ctx.emit(DrainProgress(old, status, tuple(readings)))
         if now - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
