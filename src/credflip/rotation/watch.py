@@ -18,6 +18,7 @@ from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Verdict
 from ..errors import CredflipError
 from ..state import Rotation, save_state
 from . import messages
+from .blind import check_unwatched
 from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
@@ -87,6 +88,9 @@ def watch(
             saved = now
         if status.verdict is Verdict.DONE:
             if status.held:
+                # A replica attached meanwhile stops the retire: check it before
+                # anything is ended.
+                check_unwatched(ctx)
                 terminate(ctx, readings, user=old)
             rot.drain_seconds = now - switched
             return True
@@ -95,10 +99,10 @@ def watch(
             if opts.deadline is None:
                 raise messages.drain_timeout(old, ctx.layout.env, status, readings, now - begin)
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
-            if timed_out is not None or now >= switched + drain_timeout:
-                # A scheduled run past the timeout: the alarm, with the last use it saw.
-                last = timed_out or status
-                raise messages.drain_timeout(old, ctx.layout.env, last, readings, now - begin)
+            if timed_out is not None:
+                # A scheduled run that saw use past the timeout: the alarm, with the
+                # last use it saw. A quiet one only pauses: the window goes on.
+                raise messages.drain_timeout(old, ctx.layout.env, timed_out, readings, now - begin)
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)
