@@ -408,3 +408,69 @@ def test_done_only_after_a_full_quiet_window(
             assert not [x for x in logins if last_seen < x <= t]  # nothing used it since
             break
         t = round(t + STEP, 6)
+
+
+def test_a_standby_still_replaying_at_the_start_of_a_later_run_keeps_the_window() -> None:
+    """Under write load a standby is always a little behind when a run starts: the
+    window an earlier run began holds until the standby compared its counters too."""
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=-100.0, timeout_at=1e3)
+    both = [reading(counter=3), reading(counter=1, instance="db-2:5432")]
+    run(trk, 4.0, lambda t: both)
+    later = resumed(trk.evidence("app_blue"))
+    pending = reading(counter=1, instance="db-2:5432", pending="standby has not yet replayed")
+    first_status = later.observe(600.0, [reading(counter=3), pending])
+    assert first_status.verdict is Verdict.IN_USE  # unknown, not the end of the run
+    assert later.observe(600.2, both).verdict is Verdict.DONE  # the window began at 0.2
+
+
+def test_past_the_timeout_a_replaying_standby_ends_a_run_only_after_a_grace() -> None:
+    trk = DrainTracker(
+        DrainPolicy(client_ttl=TTL, quiet=50.0, pending_grace=5.0),
+        switched_at=-1000.0,
+        timeout_at=-100.0,
+    )
+    pending = [reading(), reading(instance="db-2:5432", pending="replaying")]
+    verdicts = run(trk, 60, lambda t: pending)
+    assert verdicts[-1] == (5.0, Verdict.TIMEOUT)
+
+
+def test_an_instance_without_a_kept_fingerprint_voids_the_kept_window() -> None:
+    evidence = first_run(4.0).evidence("app_blue")
+    # A replica added between the runs, watched on sessions alone.
+    later = resumed(evidence)
+    bare = Reading("db-2:5432", NONE, {})
+    assert later.observe(600.0, [reading(counter=3), bare]).verdict is Verdict.QUIET
+    assert later.observe(600.2, [reading(counter=3), bare]).verdict is Verdict.QUIET
+    status = later.observe(600.4, [reading(counter=3), bare])
+    assert status.quiet == pytest.approx(0.4)  # the window starts in this run
+
+
+def test_a_counter_lost_in_the_middle_of_a_drain_is_not_quiet() -> None:
+    trk = tracker()
+    run(trk, 2.0, lambda t: [reading(counter=3)])
+    lost = Reading("db-1:5432", NONE, {})
+    status = trk.observe(2.2, [lost])
+    assert status.verdict is Verdict.IN_USE
+    assert status.reasons == ("db-1:5432: its login counter is gone",)
+    assert trk.observe(9.0, [lost]).verdict is Verdict.IN_USE
+    # Accepted with --sessions-only: open sessions alone from there on.
+    accepting = DrainTracker(
+        DrainPolicy(client_ttl=TTL, quiet=TTL),
+        switched_at=0.0,
+        timeout_at=100.0,
+        sessions_only=True,
+    )
+    run(accepting, 2.0, lambda t: [reading(counter=3)])
+    assert accepting.observe(2.2, [lost]).verdict in (Verdict.QUIET, Verdict.DONE)
+
+
+def test_the_time_between_two_runs_is_no_pause() -> None:
+    """An hourly job, and rotate run again a day later: the day is the operator's
+    schedule, not a pause of the client's; it must not stretch the window."""
+    trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=-100.0, timeout_at=1e3)
+    run(trk, 4.0, lambda t: [reading(counter=3 if t < 2 else 4)])  # one use at 2.0
+    evidence = trk.evidence("app_blue")
+    later = resumed(evidence)
+    assert later.observe(86_400.0, [reading(counter=9)]).verdict is Verdict.IN_USE
+    assert later.observe(86_401.0, [reading(counter=10)]).verdict is Verdict.TIMEOUT  # past it
+    assert later.longest_gap < 60

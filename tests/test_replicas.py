@@ -151,3 +151,27 @@ def test_a_replica_two_servers_report_is_named_once_and_problems_follow() -> Non
 )
 def test_ipv6_addresses_are_written_as_options_take_them(host: str, shown: str) -> None:
     assert f"--instance {shown} " in standby(host).advice()
+
+
+def test_a_cascaded_standby_on_the_primarys_host_is_not_taken_for_the_primary() -> None:
+    """P (watched, primary) streams to S1 (watched); S1 streams to S2 on the same host as
+    P, on a port nobody reports (PostgreSQL): S2 is unwatched, whatever P's address."""
+    primary, s1 = ("10.0.0.1", 5432), ("10.0.0.2", 5432)
+    found = [
+        KnownReplica("10.0.0.2", None, primary),
+        KnownReplica("10.0.0.1", None, s1),
+    ]
+    check = match(found, [primary, s1], resolve=lambda h: frozenset({h}))
+    assert [r.host for r in check.unwatched] == ["10.0.0.1"]
+    # The primary watched under a second name reports S1 twice: one replica, watched.
+    names = {"db-1": frozenset({"10.0.0.1"}), "10.0.0.1": frozenset({"10.0.0.1"})}
+    twice = [
+        KnownReplica("10.0.0.2", None, primary),
+        KnownReplica("10.0.0.2", None, ("db-1", 5432)),
+    ]
+    check = match(
+        twice,
+        [primary, ("db-1", 5432), s1],
+        resolve=lambda h: names.get(h, frozenset({h})),
+    )
+    assert not check.unwatched

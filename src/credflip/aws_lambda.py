@@ -145,7 +145,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             client_ttl=_seconds(event, "client_ttl", "60s"),
             drain_timeout=_maybe_seconds(event, "drain_timeout"),
             quiet=_maybe_seconds(event, "quiet"),
-            terminate=bool(event.get("terminate", False)),
+            terminate=_flag(event, "terminate"),
             retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
             probe=event.get("probe"),
             deadline=time.monotonic() + remaining - margin,

@@ -119,6 +119,8 @@ class DrainPolicy:
     gap_factor: float = 2.0
     #: The odds that a client arriving at random is cut off (see above).
     miss_odds: float = 1e-3
+    #: Past the timeout, a standby still replaying ends a run only after this long.
+    pending_grace: float = 30.0
 
     @property
     def window(self) -> float:
@@ -177,6 +179,9 @@ class Evidence:
     pauses: int = 0
     pause_sum: float = 0.0
     sampled_at: float | None = None
+    #: The primary's write position when the watch began (PostgreSQL LSN):
+    #: standbys count the old user's logins once they replayed it.
+    position: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON: the record must fit 4 KB with 16 instances."""
@@ -190,6 +195,8 @@ class Evidence:
         for key, value in (("q", self.quiet_since), ("u", self.last_use), ("at", self.sampled_at)):
             if value is not None:
                 out[key] = round(value, 2)
+        if self.position is not None:
+            out["p"] = self.position
         return out
 
     @classmethod
@@ -207,6 +214,7 @@ class Evidence:
                 pauses=int(data.get("n") or 0),
                 pause_sum=float(data.get("sum") or 0.0),
                 sampled_at=None if data.get("at") is None else float(data["at"]),
+                position=None if data.get("p") is None else str(data["p"]),
             )
         except (TypeError, ValueError, IndexError, AttributeError):
             return cls()
@@ -280,8 +288,13 @@ class DrainTracker:
         evidence: Evidence | None = None,
         offset: float = 0.0,
         terminate: bool = False,
+        sessions_only: bool = False,
     ) -> None:
         self.policy = policy
+        self.sessions_only = sessions_only
+        #: Instances whose counters this drain has read: losing them is not quiet.
+        self._counted: set[str] = set()
+        self._pending_since: dict[str, float] = {}
         self.switched_at = switched_at
         self.timeout_at = timeout_at
         self.offset = offset
@@ -301,16 +314,17 @@ class DrainTracker:
         if evidence is not None:
             self.longest_gap = evidence.longest_gap
             self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
-            if evidence.last_use is not None:
-                self._last_use = evidence.last_use - offset
+            # Not the last use: a pause measured across the time between two runs
+            # would be the operator's schedule, not a client's.
             self._restored = dict(evidence.counters)
+            self._counted = set(evidence.counters)
             self._started = dict(evidence.started)
             if evidence.quiet_since is not None:
                 self._restored_quiet = evidence.quiet_since - offset
 
     # -- the evidence kept between runs ------------------------------------
 
-    def evidence(self, user: str) -> Evidence:
+    def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
         by_instance: dict[str, list[tuple[str, str]]] = {}
         for (where, name), digest in sorted(self._counters.items()):
@@ -333,6 +347,7 @@ class DrainTracker:
             pauses=self.pauses,
             pause_sum=self.pause_sum,
             sampled_at=wall(self._last_sample),
+            position=position,
         )
 
     # -- one sample ---------------------------------------------------------
@@ -340,17 +355,10 @@ class DrainTracker:
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
         """Take one sample (all instances, read at about *now*); return the verdict."""
         policy = self.policy
-        first = self._last_sample is None
         self._last_sample = now
         needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
-        used, unknown, held, earlier = self._compare(readings, needed)
-        # Past the timeout, only use in this run or an instance that cannot be read
-        # ends a run: a counter without a baseline yet is not evidence of anything,
-        # and one that moved since the last run says a client *was* there.
-        blocked = bool(used) or any(
-            r.error is not None or r.sessions is None or r.pending is not None for r in readings
-        )
-        used += earlier
+        sample = self._compare(now, readings, needed)
+        used, unknown = sample.used, sample.unknown
         caches_expired = now - self.switched_at >= policy.cache_wait
         if used:
             if self._last_use is not None:
@@ -362,15 +370,24 @@ class DrainTracker:
                     self.pauses += 1
                     self.pause_sum += pause
             self._last_use = now
+        elif sample.earlier:
+            # Used at some unknown moment since the last run: no pause to learn.
+            self._last_use = None
         self._used_before = bool(used)
+        if used or sample.earlier or not sample.vouched:
+            # The window an earlier run began holds only while every instance
+            # compared its counters with the ones that run kept, unchanged.
+            self._restored_quiet = None
         if caches_expired:
-            if used or unknown:
+            if used or unknown or sample.earlier:
                 self._quiet_since = None
             elif self._quiet_since is None:
-                # A quiet first sample continues the window an earlier run began.
-                restored = self._restored_quiet if first else None
+                restored = self._restored_quiet
                 self._quiet_since = now if restored is None else min(now, restored)
-        self._restored_quiet = None
+        if not sample.waiting:
+            # Every instance compared: the restored window was taken or dropped.
+            self._restored_quiet = None
+        used = used + sample.earlier
         quiet = 0.0 if self._quiet_since is None else now - self._quiet_since
         needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
         # The quiet window started, or starts at the next clean sample.
@@ -383,7 +400,7 @@ class DrainTracker:
         past_timeout = now >= self.timeout_at
         if self._quiet_since is not None and now >= earliest:
             verdict = Verdict.DONE
-        elif past_timeout and blocked:
+        elif past_timeout and sample.blocked:
             verdict = Verdict.TIMEOUT
         elif not caches_expired:
             verdict = Verdict.CACHES
@@ -402,63 +419,92 @@ class DrainTracker:
             sessions=sum(r.sessions.count for r in readings if r.sessions is not None),
             reasons=tuple(used + unknown),
             longest_gap=self.longest_gap,
-            held=held,
+            held=sample.held,
         )
 
     def _held(self, group: SessionGroup, needed: float) -> bool:
         """With ``terminate``: sessions idle for the whole window are held, not used."""
         return self.terminate and group.idle_for is not None and group.idle_for >= needed
 
-    def _compare(
-        self, readings: Sequence[Reading], needed: float
-    ) -> tuple[list[str], list[str], int, list[str]]:
-        """Phrases for what was used and what could not be observed; the held sessions;
-        what was used between the last run and this one."""
-        used: list[str] = []
-        earlier: list[str] = []
-        unknown: list[str] = []
-        held = 0
+    def _compare(self, now: float, readings: Sequence[Reading], needed: float) -> _Sample:
+        """What one sample shows, instance by instance."""
+        out = _Sample()
         seen: set[tuple[str, str]] = set()
         for reading in readings:
             where = reading.instance
             if reading.error is not None or reading.sessions is None:
-                unknown.append(f"{where} unreachable: {reading.error or 'no answer'}")
+                out.unknown.append(f"{where} unreachable: {reading.error or 'no answer'}")
+                out.blocked = True
+                out.vouched = False
                 continue
             active = Sessions(
                 tuple(g for g in reading.sessions.groups if not self._held(g, needed))
             )
-            held += reading.sessions.count - active.count
+            out.held += reading.sessions.count - active.count
             if active.count:
-                used.append(f"{active.count} session(s) on {where} ({active.describe()})")
+                out.used.append(f"{active.count} session(s) on {where} ({active.describe()})")
             if reading.started is not None:
                 before = self._started.get(where)
                 self._started[where] = reading.started
                 if before is not None and abs(before - reading.started) > RESTART_TOLERANCE:
-                    used.append(f"{where} restarted since the last sample")
+                    out.used.append(f"{where} restarted since the last sample")
                     self._restored.pop(where, None)
             if reading.pending is not None:
-                unknown.append(f"{where}: {reading.pending}")
+                out.unknown.append(f"{where}: {reading.pending}")
+                since = self._pending_since.setdefault(where, now)
+                out.blocked |= now - since >= self.policy.pending_grace
+                out.waiting = True
                 continue
+            self._pending_since.pop(where, None)
             digests = {name: _digest(value) for name, value in reading.counters.items()}
             restored = self._restored.pop(where, None)
-            if restored is not None and digests:
+            if not digests:
+                out.vouched = False
+                if where in self._counted and not self.sessions_only:
+                    # userstat off again after a restart, an extension dropped: the
+                    # drain would be blind to short logins there.
+                    out.unknown.append(f"{where}: its login counter is gone")
+                continue
+            self._counted.add(where)
+            if restored is not None:
                 # The first sample of this run against the last one of an earlier run.
                 if _digest(tuple(sorted(digests.items()))) != restored:
-                    earlier.append(f"the counters on {where} changed since the last run")
+                    out.earlier.append(f"the counters on {where} changed since the last run")
                 for name, digest in digests.items():
                     self._counters[(where, name)] = digest
                     seen.add((where, name))
                 continue
             for name, digest in digests.items():
                 key = (where, name)
+                out.vouched &= key in self._counters
                 seen.add(key)
                 if key not in self._counters:
-                    unknown.append(f"{where}: {name} has no earlier sample to compare with")
+                    out.unknown.append(f"{where}: {name} has no earlier sample to compare with")
                 elif self._counters[key] != digest:
-                    used.append(f"{name} changed on {where}")
+                    out.used.append(f"{name} changed on {where}")
                 self._counters[key] = digest
         # A counter that vanished (instance gone, signal lost) has no baseline
         # when it comes back.
         for key in set(self._counters) - seen:
-            del self._counters[key]
-        return used, unknown, held, earlier
+            if not any(r.instance == key[0] and r.pending is not None for r in readings):
+                del self._counters[key]
+        out.blocked |= bool(out.used)
+        return out
+
+
+@dataclass
+class _Sample:
+    """What :meth:`DrainTracker._compare` found in one sample."""
+
+    used: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    #: Uses between the last run and this one (a counter that moved meanwhile).
+    earlier: list[str] = field(default_factory=list)
+    #: Sessions idle for the whole window (``terminate``).
+    held: int = 0
+    #: Every instance compared its counters with the ones an earlier run kept.
+    vouched: bool = True
+    #: Some instance could not be compared yet (a standby still replaying).
+    waiting: bool = False
+    #: Past the timeout, this sample ends the run.
+    blocked: bool = False

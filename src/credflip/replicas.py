@@ -149,22 +149,44 @@ def match(
     def ports_agree(a: int | None, b: int | None) -> bool:
         return a is None or b is None or a == b
 
-    pools: dict[Address, list[Address]] = {}
+    # Each watched server is one replica of one upstream: it stands for at most
+    # one report, never for its own replica, and the primary (the admin URL's,
+    # first) for none. A standby reported without a port (PostgreSQL) is then
+    # not "found" on a co-located server that is someone else.
+    free = list(watched[1:])
     unwatched: list[KnownReplica] = []
     accepted: list[KnownReplica] = []
+    matched: list[KnownReplica] = []
+
+    def again(rep: KnownReplica) -> bool:
+        """The same report by the same upstream, watched under a second name."""
+        return any(
+            m.of != rep.of
+            and m.port == rep.port
+            and same_host(m.host, rep.host)
+            and m.of[1] == rep.of[1]
+            and same_host(m.of[0], rep.of[0])
+            for m in matched
+        )
+
     # Replicas with a known port first: an exact match is not taken by a portless one.
     for rep in sorted(found, key=lambda r: r.port is None):
         if not rep.why:
-            pool = pools.setdefault(
-                rep.of,
-                [w for w in watched if not (same_host(w[0], rep.of[0]) and w[1] == rep.of[1])],
-            )
+            if again(rep):
+                continue
             hit = next(
-                (w for w in pool if same_host(w[0], rep.host) and ports_agree(w[1], rep.port)),
+                (
+                    w
+                    for w in free
+                    if not (same_host(w[0], rep.of[0]) and w[1] == rep.of[1])
+                    and same_host(w[0], rep.host)
+                    and ports_agree(w[1], rep.port)
+                ),
                 None,
             )
             if hit is not None:
-                pool.remove(hit)
+                free.remove(hit)
+                matched.append(rep)
                 continue
         if any(
             ports_agree(port, rep.port)

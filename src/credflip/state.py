@@ -109,6 +109,8 @@ class Rotation:
     quiet: float | None = None
     #: After a rollback: the color about to be prepared was drained first.
     predrained: bool = False
+    #: Prepare began changing the new color (its password may have changed).
+    prepared: bool = False
     #: The drain's evidence, kept across runs (:class:`credflip.drain.Evidence`).
     evidence: dict[str, Any] = field(default_factory=dict)
     #: The clients seen using the old user after the cache wait, most recent
@@ -144,6 +146,7 @@ class Rotation:
             drain_gap=float(data.get("drain_gap") or 0.0),
             quiet=_maybe_float(data, "quiet"),
             predrained=bool(data.get("predrained")),
+            prepared=bool(data.get("prepared")),
             evidence=dict(data.get("evidence") or {}),
             legacy=[dict(x) for x in data.get("legacy") or []],
         )
@@ -162,10 +165,14 @@ class HistoryEntry:
     timings: dict[str, float] = field(default_factory=dict)
     drain_seconds: float | None = None
     terminated: int = 0
+    #: A rollback: whether the pointer had moved (clients used the color left).
+    switched: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with times rounded to what is worth keeping."""
+        extra: dict[str, Any] = {} if self.switched else {"switched": False}
         return {
+            **extra,
             "id": self.id,
             "result": self.result,
             "from_color": self.from_color.value,
@@ -190,6 +197,7 @@ class HistoryEntry:
             timings=_timings(data),
             drain_seconds=_maybe_float(data, "drain_seconds"),
             terminated=int(data.get("terminated") or 0),
+            switched=bool(data.get("switched", True)),
         )
 
 

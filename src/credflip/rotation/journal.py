@@ -94,7 +94,14 @@ class Journal:
 
 
 def record_rollback(
-    store: Store, layout: Layout, state: State, back: Color, away: Color, started_at: float
+    store: Store,
+    layout: Layout,
+    state: State,
+    back: Color,
+    away: Color,
+    started_at: float,
+    *,
+    switched: bool = True,
 ) -> None:
     """Close the rotation (if any) as rolled back to *back*."""
     rid = state.current.id if state.current else "rollback-" + secrets.token_hex(2)
@@ -106,6 +113,7 @@ def record_rollback(
             to_color=back,
             started_at=started_at,
             finished_at=time.time(),
+            switched=switched,
         )
     )
     state.current = None

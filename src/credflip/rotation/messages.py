@@ -182,9 +182,10 @@ def drain_timeout(
     named = f"; legacy clients: {legacy.names()}" if legacy else ""
     if status.reasons:
         message = (
-            f"drain timed out after {waited:.0f}s: user {old!r} is still in use "
-            f"({'; '.join(status.reasons)}){named}; find those clients, then run 'credflip "
-            f"rotate --env {env}' to continue the drain, or add --terminate to end them"
+            f"drain timed out ({waited:.0f}s in this run, {status.waited:.0f}s since the "
+            f"switch): user {old!r} is still in use ({'; '.join(status.reasons)}){named}; find "
+            f"those clients ('credflip status --env {env}' names them), then run 'credflip "
+            f"rotate --env {env}' to continue the drain; the old user keeps its login"
         )
     else:
         message = (

@@ -50,9 +50,14 @@ def rollback(
             started_at = cur.started_at if cur else time.time()
             if cur is not None and not cur.phase.switched and pointer is cur.from_color:
                 # The pointer never moved: abandon, and put the half-prepared
-                # user back to the locked state an inactive color has.
-                eng.lock_user(state.users[cur.to_color])
-                record_rollback(store, layout, state, cur.from_color, cur.to_color, started_at)
+                # user back to the locked state an inactive color has. Not one
+                # prepare never touched: after an earlier rollback its clients
+                # may still use it (prepare drains it first).
+                if cur.prepared:
+                    eng.lock_user(state.users[cur.to_color])
+                record_rollback(
+                    store, layout, state, cur.from_color, cur.to_color, started_at, switched=False
+                )
                 return RollbackResult(cur.from_color, state.users[cur.from_color], False, False)
             back, away = _colors(cur, state)
             if pointer is not away and pointer is not back:

@@ -22,6 +22,7 @@ from .fleet import env_fleet, instance_list
 from .journal import Journal
 from .options import RotateOptions
 from .params import read_pointer
+from .phases.prepare import rolled_back_since
 from .runner import run_phases
 
 __all__ = ["preflight", "rotate"]
@@ -99,9 +100,8 @@ def preflight(
     if current is not None:
         before_switch(fleet, current, options, notice)
         return
-    last = state.last
     # After a rollback, prepare drains the rolled-back color first, counters included.
-    rolled_back = last is not None and last.result == "rolled_back"
+    rolled_back = rolled_back_since(state, pointer.other) is not None
     target = state.users[pointer.other]
     for inst, found in [] if rolled_back else fleet.sessions(target):
         if isinstance(found, CredflipError):

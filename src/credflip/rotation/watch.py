@@ -19,6 +19,7 @@ from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
 from . import messages
+from .blind import check_unwatched
 from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
@@ -51,8 +52,12 @@ def watch(
     """
     opts, rot = ctx.options, ctx.rot
     old = ctx.old_user if user is None else user
-    # Standbys count the old user's logins once they replayed this far.
-    position = ctx.engine.position() if counting else None
+    stored = Evidence.from_dict(rot.evidence)
+    if stored.user != old:
+        stored = Evidence()
+    # Standbys count the old user's logins once they replayed this far: the
+    # position when the watch began, kept for the later runs of this drain.
+    position = (stored.position or ctx.engine.position()) if counting else None
     announce(ctx, old)
     policy = drain_policy(rot)
     drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
@@ -61,14 +66,14 @@ def watch(
     offset = time.time() - now
     start = since if since is not None else rot.switched_at
     switched = (start if start is not None else time.time()) - offset
-    stored = Evidence.from_dict(rot.evidence)
     tracker = DrainTracker(
         policy,
         switched_at=switched,
         timeout_at=switched + drain_timeout,
-        evidence=stored if stored.user == old else None,
+        evidence=stored,
         offset=offset,
         terminate=opts.terminate,
+        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     begin = saved = now
     timed_out: DrainStatus | None = None
@@ -79,7 +84,7 @@ def watch(
         now = time.monotonic()
         status = tracker.observe(now, readings)
         rot.drain_gap = tracker.longest_gap
-        rot.evidence = tracker.evidence(old).to_dict()
+        rot.evidence = tracker.evidence(old, position).to_dict()
         legacy.update(time.time(), readings, record=status.caches_in == 0)
         if user is None:
             rot.legacy = legacy.to_list()
@@ -89,6 +94,9 @@ def watch(
             saved = now
         if status.verdict is Verdict.DONE:
             if status.held:
+                # A replica attached meanwhile stops the retire: check it before
+                # anything is ended.
+                check_unwatched(ctx)
                 terminate(ctx, readings, user=old)
             rot.drain_seconds = now - switched
             return True
@@ -99,11 +107,11 @@ def watch(
                     old, ctx.layout.env, status, readings, now - begin, legacy.report()
                 )
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
-            if timed_out is not None or now >= switched + drain_timeout:
-                # A scheduled run past the timeout: the alarm, with the last use it saw.
-                last = timed_out or status
+            if timed_out is not None:
+                # A scheduled run that saw use past the timeout: the alarm, with the
+                # last use it saw. A quiet one only pauses: the window goes on.
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, last, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, timed_out, readings, now - begin, legacy.report()
                 )
             ctx.notice(messages.drain_deadline_stop())
             return False

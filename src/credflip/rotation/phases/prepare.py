@@ -7,7 +7,8 @@ so that verify can wait for the replicas to replay it.
 
 from __future__ import annotations
 
-from ...state import Phase
+from ...layout import Color
+from ...state import Phase, State, save_state
 from .. import messages
 from ..context import Context
 from ..params import new_password
@@ -37,13 +38,13 @@ def plan(ctx: Context) -> PhasePlan:
     return PhasePlan(Phase.PREPARE, steps=steps, writes=writes)
 
 
-def rolled_back_since(ctx: Context) -> float | None:
-    """When the last rotation was rolled back, if the color about to be prepared was
-    active in it and has not been drained since (wall clock); else None."""
-    last = ctx.state.last
-    if ctx.rot.predrained or last is None or last.result != "rolled_back":
+def rolled_back_since(state: State, to_color: Color) -> float | None:
+    """When the last rotation was rolled back after its switch, if *to_color* was the
+    color it had switched to (clients used it), wall clock; else None."""
+    last = state.last
+    if last is None or last.result != "rolled_back" or not last.switched:
         return None
-    return last.finished_at if last.from_color is ctx.rot.to_color else None
+    return last.finished_at if last.from_color is to_color else None
 
 
 def predrain(ctx: Context, since: float) -> bool:
@@ -60,6 +61,8 @@ def predrain(ctx: Context, since: float) -> bool:
     ctx.notice(messages.predraining(user, ctx.rot.to_color))
     if not watch(ctx, counting=counting, user=user, since=since):
         return False
+    # What late sessions created meanwhile goes to the group, as at retire.
+    ctx.engine.end_watch(user, group)
     ctx.rot.predrained = True
     ctx.rot.evidence = {}
     return True
@@ -70,10 +73,14 @@ def run(ctx: Context) -> bool:
     pointer = ctx.pointer()
     if pointer is not ctx.rot.from_color:
         raise messages.pointer_moved(pointer, ctx.rot.from_color, ctx.layout.env)
-    since = rolled_back_since(ctx)
+    since = None if ctx.rot.predrained else rolled_back_since(ctx.state, ctx.rot.to_color)
     if since is not None and not predrain(ctx, since):
         return False
     planned = plan(ctx)
+    # Recorded before the first statement: a rollback from here on locks the new
+    # color again, whatever step a crash stopped at.
+    ctx.rot.prepared = True
+    save_state(ctx.store, ctx.layout, ctx.state)
     ctx.engine.execute(planned.steps)
     # Replicas have the new password once they replayed this far.
     ctx.rot.position = ctx.engine.position()
