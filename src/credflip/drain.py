@@ -273,8 +273,9 @@ class DrainTracker:
     *switched_at* and *timeout_at* are instants on the caller's monotonic
     clock: past *timeout_at* (counted from the switch) a sample that shows use,
     or an instance that cannot be read or trusted, ends the run with TIMEOUT;
-    a quiet drain past the timeout goes on until its window is complete, so
-    that a run started after the clients left finishes. *evidence* is what
+    a quiet drain past the timeout goes on, so that a run started after the
+    clients left finishes, but not past *run_until* (this run's own end, None
+    for none): the evidence carries the window on into the next run. *evidence* is what
     an earlier run of the same drain learned (wall-clock); *offset* is
     ``time.time() - time.monotonic()`` to translate it.
     """
@@ -285,6 +286,7 @@ class DrainTracker:
         *,
         switched_at: float,
         timeout_at: float,
+        run_until: float | None = None,
         evidence: Evidence | None = None,
         offset: float = 0.0,
         terminate: bool = False,
@@ -297,6 +299,7 @@ class DrainTracker:
         self._pending_since: dict[str, float] = {}
         self.switched_at = switched_at
         self.timeout_at = timeout_at
+        self.run_until = run_until
         self.offset = offset
         self.terminate = terminate
         self._counters: dict[tuple[str, str], str] = {}
@@ -400,7 +403,9 @@ class DrainTracker:
         past_timeout = now >= self.timeout_at
         if self._quiet_since is not None and now >= earliest:
             verdict = Verdict.DONE
-        elif past_timeout and sample.blocked:
+        elif past_timeout and (
+            sample.blocked or (self.run_until is not None and now >= self.run_until)
+        ):
             verdict = Verdict.TIMEOUT
         elif not caches_expired:
             verdict = Verdict.CACHES
