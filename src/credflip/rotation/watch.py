@@ -70,16 +70,13 @@ def watch(
     # long enough for one whole window; a scheduled one until its deadline.
     window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
     run_until = (
-        None
-        if opts.deadline is not None
-        else now + max(drain_timeout, policy.cache_wait + window)
+        None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
     )
     tracker = DrainTracker(
         policy,
         switched_at=switched,
         timeout_at=switched + drain_timeout,
         run_until=run_until,
-        ),
         evidence=stored,
         offset=offset,
         terminate=opts.terminate,
