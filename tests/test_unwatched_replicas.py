@@ -276,7 +276,11 @@ def test_a_standby_hidden_from_the_admin_is_a_problem_with_the_grant(
                 store,
                 layout,
                 admin_url=app.admin_url,
-                options=RotateOptions(**FAST, instances=(f"127.0.0.1:{standby.port}",)),
+                # Without the grant the counters are hidden too: the replicas'
+                # problem is what this test is about.
+                options=RotateOptions(
+                    **FAST, instances=(f"127.0.0.1:{standby.port}",), sessions_only=True
+                ),
             )
     finally:
         with cl.su() as conn:
