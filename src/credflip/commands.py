@@ -24,14 +24,13 @@ from .instances import Fleet, Instance, format_address, parse_address
 from .instances import normalize as normalize_instances
 from .layout import ROLES, Color, Layout
 from .legacy import LegacyLog, LegacyReport
+from .lock import LockInfo, read_lock
 from .rotation import Event, Notice, env_fleet, read_pointer
 from .state import (
     HistoryEntry,
-    LockInfo,
     Rotation,
     State,
     load_state,
-    read_lock,
     require_engine,
     save_state,
 )
