@@ -47,13 +47,14 @@ from typing import Any
 
 from .commands import admin_url_for
 from .durations import parse_duration
-from .engines import engine_for
+from .engines import Engine, engine_for
 from .errors import CredflipError, DrainTimeout, LockHeld, UsageError
 from .layout import Layout
 from .metrics import RotationReport, emit_metrics
-from .rotation import Event, Notice, PhaseFinished, RotateOptions, rotate
-from .state import load_state
+from .rotation import Event, Notice, PhaseFinished, RotateOptions, RotationResult, rotate
+from .state import State, load_state
 from .stores import open_store
+from .urls import DbUrl
 
 __all__ = ["handler"]
 
@@ -111,6 +112,55 @@ def _log_legacy(report: RotationReport) -> None:
         report.legacy_line()
 
 
+def _idle_reason(state: State, mode: str, event: dict[str, Any]) -> str | None:
+    """Why this invocation has nothing to do (no rotation to resume, the last one too
+    recent for ``min_interval``), or None."""
+    if state.current is not None:
+        return None
+    if mode == "resume":
+        return "no rotation under way"
+    min_interval = event.get("min_interval")
+    last = state.last
+    if min_interval and last is not None:
+        age = time.time() - last.finished_at
+        if age < parse_duration(str(min_interval), what="min_interval"):
+            return f"last rotation finished {age / 3600:.1f}h ago"
+    return None
+
+
+def _options(event: dict[str, Any], *, deadline: float) -> RotateOptions:
+    """The rotation's options from the event's keys."""
+    return RotateOptions(
+        client_ttl=_seconds(event, "client_ttl", "60s"),
+        drain_timeout=_maybe_seconds(event, "drain_timeout"),
+        quiet=_maybe_seconds(event, "quiet"),
+        terminate=_flag(event, "terminate"),
+        retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
+        probe=event.get("probe"),
+        deadline=deadline,
+        min_drain=_seconds(event, "min_drain", "0s"),
+        replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
+        reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
+        sessions_only=_flag(event, "sessions_only"),
+        require_counters=_flag(event, "require_counters"),
+        unwatched_ok=_hosts(event, "unwatched_ok"),
+    )
+
+
+def _bounded_engine(admin_url: DbUrl, margin: float) -> Engine:
+    """The admin's engine, with no connect or statement longer than a third of *margin*.
+
+    No single connect or statement may eat the margin kept to record the state
+    and release the lock: a frozen database must not hold the invocation past
+    its end.
+    """
+    bound = max(1.0, margin / 3)
+    engine = engine_for(admin_url)
+    engine.connect_timeout = min(engine.connect_timeout, bound)
+    engine.statement_timeout = min(engine.statement_timeout, bound)
+    return engine
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Advance the env's rotation within the invocation's time; return a summary."""
     if not isinstance(event, dict) or not event.get("env"):
@@ -127,43 +177,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
     with open_store(spec) as store:
         state = load_state(store, layout)
-        current = state.current
-        if current is None:
-            if mode == "resume":
-                return {**summary, "status": "idle", "reason": "no rotation under way"}
-            min_interval = event.get("min_interval")
-            last = state.last
-            if min_interval and last is not None:
-                age = time.time() - last.finished_at
-                if age < parse_duration(str(min_interval), what="min_interval"):
-                    return {
-                        **summary,
-                        "status": "idle",
-                        "reason": f"last rotation finished {age / 3600:.1f}h ago",
-                    }
-        options = RotateOptions(
-            client_ttl=_seconds(event, "client_ttl", "60s"),
-            drain_timeout=_maybe_seconds(event, "drain_timeout"),
-            quiet=_maybe_seconds(event, "quiet"),
-            terminate=_flag(event, "terminate"),
-            retire=str(event.get("retire") or "lock"),  # type: ignore[arg-type]
-            probe=event.get("probe"),
-            deadline=time.monotonic() + remaining - margin,
-            min_drain=_seconds(event, "min_drain", "0s"),
-            replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
-            reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
-            sessions_only=_flag(event, "sessions_only"),
-            require_counters=_flag(event, "require_counters"),
-            unwatched_ok=_hosts(event, "unwatched_ok"),
-        )
+        idle = _idle_reason(state, mode, event)
+        if idle is not None:
+            return {**summary, "status": "idle", "reason": idle}
+        options = _options(event, deadline=time.monotonic() + remaining - margin)
         admin_url = admin_url_for(store, layout)
-        # No single connect or statement may eat the margin kept to record
-        # the state and release the lock: a frozen database must not hold the
-        # invocation past its end.
-        bound = max(1.0, margin / 3)
-        engine = engine_for(admin_url)
-        engine.connect_timeout = min(engine.connect_timeout, bound)
-        engine.statement_timeout = min(engine.statement_timeout, bound)
+        engine = _bounded_engine(admin_url, margin)
         report = RotationReport(layout.env)
 
         def on_event(event: Event) -> None:
@@ -183,19 +202,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         except LockHeld as exc:
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
-            _log_legacy(report)
-            emit_metrics(
-                layout.env,
-                drain_timeout=True,
-                sessions_left=report.sessions_left,
-                legacy_clients=report.legacy.count,
-            )
-            return {
-                **summary,
-                "status": "drain_timeout",
-                "reason": str(exc),
-                "legacy_clients": report.legacy.count,
-            }
+            return _drain_timeout(summary, layout.env, report, exc)
         except CredflipError as exc:
             report.line({"event": "failed", "error": str(exc)})
             _log_legacy(report)
@@ -203,9 +210,35 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise
         finally:
             engine.close()
+    return _finished(summary, layout.env, report, result)
+
+
+def _drain_timeout(
+    summary: dict[str, Any], env: str, report: RotationReport, exc: DrainTimeout
+) -> dict[str, Any]:
+    """After a drain that timed out: the metrics, the legacy clients and the summary."""
     _log_legacy(report)
     emit_metrics(
-        layout.env,
+        env,
+        drain_timeout=True,
+        sessions_left=report.sessions_left,
+        legacy_clients=report.legacy.count,
+    )
+    return {
+        **summary,
+        "status": "drain_timeout",
+        "reason": str(exc),
+        "legacy_clients": report.legacy.count,
+    }
+
+
+def _finished(
+    summary: dict[str, Any], env: str, report: RotationReport, result: RotationResult
+) -> dict[str, Any]:
+    """After a run that finished or paused: the metrics, the log line and the summary."""
+    _log_legacy(report)
+    emit_metrics(
+        env,
         done=result.finished,
         drain_seconds=result.drain_seconds,
         legacy_clients=report.legacy.count,

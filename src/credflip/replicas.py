@@ -135,20 +135,7 @@ def match(
     Aurora members that could not be located (``why`` set) are never watched
     and are accepted by their identifier only.
     """
-    cache: dict[str, frozenset[str]] = {}
-
-    def ips(host: str) -> frozenset[str]:
-        key = host.lower()
-        if key not in cache:
-            cache[key] = resolve(key)
-        return cache[key]
-
-    def same_host(a: str, b: str) -> bool:
-        return a.lower() == b.lower() or bool(ips(a) & ips(b))
-
-    def ports_agree(a: int | None, b: int | None) -> bool:
-        return a is None or b is None or a == b
-
+    hosts = _Hosts(resolve)
     # Each watched server is one replica of one upstream: it stands for at most
     # one report, never for its own replica, and the primary (the admin URL's,
     # first) for none. A standby reported without a port (PostgreSQL) is then
@@ -157,40 +144,19 @@ def match(
     unwatched: list[KnownReplica] = []
     accepted: list[KnownReplica] = []
     matched: list[KnownReplica] = []
-
-    def again(rep: KnownReplica) -> bool:
-        """The same report by the same upstream, watched under a second name."""
-        return any(
-            m.of != rep.of
-            and m.port == rep.port
-            and same_host(m.host, rep.host)
-            and m.of[1] == rep.of[1]
-            and same_host(m.of[0], rep.of[0])
-            for m in matched
-        )
-
     # Replicas with a known port first: an exact match is not taken by a portless one.
     for rep in sorted(found, key=lambda r: r.port is None):
         if not rep.why:
-            if again(rep):
+            if _again(rep, matched, hosts):
                 continue
-            hit = next(
-                (
-                    w
-                    for w in free
-                    if not (same_host(w[0], rep.of[0]) and w[1] == rep.of[1])
-                    and same_host(w[0], rep.host)
-                    and ports_agree(w[1], rep.port)
-                ),
-                None,
-            )
+            hit = _watcher(rep, free, hosts)
             if hit is not None:
                 free.remove(hit)
                 matched.append(rep)
                 continue
         if any(
-            ports_agree(port, rep.port)
-            and (host.lower() == rep.host.lower() or (not rep.why and same_host(host, rep.host)))
+            _ports_agree(port, rep.port)
+            and (host.lower() == rep.host.lower() or (not rep.why and hosts.same(host, rep.host)))
             for host, port in ok
         ):
             accepted.append(rep)
@@ -201,6 +167,53 @@ def match(
         tuple(_unique(sorted(unwatched, key=lambda r: order[id(r)]))),
         tuple(_unique(sorted(accepted, key=lambda r: order[id(r)]))),
         tuple(problems),
+    )
+
+
+class _Hosts:
+    """Host names compared by name or by a shared address (each name resolved once)."""
+
+    def __init__(self, resolve: Resolve) -> None:
+        self._resolve = resolve
+        self._cache: dict[str, frozenset[str]] = {}
+
+    def ips(self, host: str) -> frozenset[str]:
+        key = host.lower()
+        if key not in self._cache:
+            self._cache[key] = self._resolve(key)
+        return self._cache[key]
+
+    def same(self, a: str, b: str) -> bool:
+        return a.lower() == b.lower() or bool(self.ips(a) & self.ips(b))
+
+
+def _ports_agree(a: int | None, b: int | None) -> bool:
+    return a is None or b is None or a == b
+
+
+def _again(rep: KnownReplica, matched: Iterable[KnownReplica], hosts: _Hosts) -> bool:
+    """The same report by the same upstream, watched under a second name."""
+    return any(
+        m.of != rep.of
+        and m.port == rep.port
+        and hosts.same(m.host, rep.host)
+        and m.of[1] == rep.of[1]
+        and hosts.same(m.of[0], rep.of[0])
+        for m in matched
+    )
+
+
+def _watcher(rep: KnownReplica, free: Iterable[Address], hosts: _Hosts) -> Address | None:
+    """The first *free* watched server that is *rep* (and not its own upstream), if any."""
+    return next(
+        (
+            w
+            for w in free
+            if not (hosts.same(w[0], rep.of[0]) and w[1] == rep.of[1])
+            and hosts.same(w[0], rep.host)
+            and _ports_agree(w[1], rep.port)
+        ),
+        None,
     )
 
 

@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .errors import CredflipError, NotInitialized, UsageError
@@ -237,20 +237,25 @@ class Resolver:
             layout = self._layouts[env] = Layout(env, self.prefix)
         self.reads += 1
         values = self.store.get_many(layout.resolver_names)
-        pointer = values.get(layout.pointer)
-        if pointer is None:
-            raise NotInitialized(
-                f"env {env!r} has no pointer {layout.pointer} in {self._spec}: run 'credflip "
-                f"init --env {env}' or check the env name, store and prefix"
-            )
-        color = Color.parse(pointer, where=f"pointer {layout.pointer}")
-        urls: dict[str, str] = {}
-        for role in ROLES:
-            name = layout.url(color, role)
-            if name not in values:
-                raise NotInitialized(f"{name} is missing: run 'credflip rotate' or set it")
-            urls[role] = values[name]
-        return Endpoints(env, color, urls["writer"], urls["reader"])
+        return _endpoints(env, layout, values, self._spec)
+
+
+def _endpoints(env: str, layout: Layout, values: Mapping[str, str], spec: str) -> Endpoints:
+    """The active color's URLs among the store's *values* (read from *spec*)."""
+    pointer = values.get(layout.pointer)
+    if pointer is None:
+        raise NotInitialized(
+            f"env {env!r} has no pointer {layout.pointer} in {spec}: run 'credflip "
+            f"init --env {env}' or check the env name, store and prefix"
+        )
+    color = Color.parse(pointer, where=f"pointer {layout.pointer}")
+    urls: dict[str, str] = {}
+    for role in ROLES:
+        name = layout.url(color, role)
+        if name not in values:
+            raise NotInitialized(f"{name} is missing: run 'credflip rotate' or set it")
+        urls[role] = values[name]
+    return Endpoints(env, color, urls["writer"], urls["reader"])
 
 
 def default_ttl() -> float:

@@ -19,8 +19,9 @@ from .. import commands
 from ..durations import format_duration
 from ..layout import Color, Layout
 from ..legacy import LegacyReport
+from ..lock import LockInfo
 from ..rotation import RotationPlan, RotationResult
-from ..state import HistoryEntry, LockInfo
+from ..state import HistoryEntry
 from ..urls import DbUrl
 
 # markup=False: user names, URLs and server messages must print as they are.

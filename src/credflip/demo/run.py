@@ -26,6 +26,7 @@ from ..layout import Color, Layout
 from ..resolver import Resolver
 from ..rotation import RotateOptions, RotationResult, rotate
 from ..stores.sqlite import SqliteStore
+from ..urls import DbUrl
 from .targets import MysqlTarget, PostgresTarget, Target
 from .traffic import Traffic, resolve_and_insert
 
@@ -82,22 +83,7 @@ def _run(
     admin_url, app_url = target.admin_url, target.app_url
     store = SqliteStore(workdir / "params.db")
     layout = Layout("demo")
-    result0 = init(store, layout, admin_url=admin_url, writer_url=app_url)
-    err.print(
-        f"env demo initialised in {store.url}; user {result0.users[Color.BLUE]} is blue, "
-        f"{result0.users[Color.GREEN]} is green"
-    )
-    for line in result0.enabled:
-        err.print(line)
-    # The demo's own servers count logins; on a server that does not (binaries
-    # without pg_stat_statements, a MySQL without userstat or performance_schema)
-    # it accepts the risk, as an operator would with --sessions-only.
-    sessions_only = bool(result0.counter_gaps)
-    if sessions_only:
-        err.print(
-            "no login counter (" + "; ".join(result0.counter_gaps) + "): the demo drains on "
-            "open sessions alone (--sessions-only)"
-        )
+    sessions_only = _init(store, layout, admin_url, app_url, err)
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=client_ttl)
     traffic = Traffic(resolve_and_insert(resolver, layout.env), workers=workers)
     results: list[RotationResult] = []
@@ -138,6 +124,29 @@ def _run(
         f"lost {summary.lost}" + (f"; errors: {dict(traffic.errors)}" if traffic.errors else "")
     )
     return summary
+
+
+def _init(
+    store: SqliteStore, layout: Layout, admin_url: DbUrl, app_url: DbUrl, err: Console
+) -> bool:
+    """``credflip init`` of the demo's env; True when it must drain on open sessions alone."""
+    result0 = init(store, layout, admin_url=admin_url, writer_url=app_url)
+    err.print(
+        f"env demo initialised in {store.url}; user {result0.users[Color.BLUE]} is blue, "
+        f"{result0.users[Color.GREEN]} is green"
+    )
+    for line in result0.enabled:
+        err.print(line)
+    # The demo's own servers count logins; on a server that does not (binaries
+    # without pg_stat_statements, a MySQL without userstat or performance_schema)
+    # it accepts the risk, as an operator would with --sessions-only.
+    sessions_only = bool(result0.counter_gaps)
+    if sessions_only:
+        err.print(
+            "no login counter (" + "; ".join(result0.counter_gaps) + "): the demo drains on "
+            "open sessions alone (--sessions-only)"
+        )
+    return sessions_only
 
 
 def _print_rotation(out: Console, n: int, result: RotationResult, ok: int, failed: int) -> None:

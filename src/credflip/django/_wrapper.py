@@ -101,6 +101,19 @@ def _follower(config: dict[str, Any]) -> _Follower:
     return follower
 
 
+def _merged(params: dict[str, Any], fresh: dict[str, Any], *, follow_host: bool) -> dict[str, Any]:
+    """Django's connect *params* with the resolved URL's (*fresh*) credentials, and its
+    address when *follow_host*; the database name stays Django's."""
+    merged = dict(params)
+    for key, value in fresh.items():
+        if key in _CREDENTIALS or (key in _ADDRESS and follow_host):
+            merged[key] = value
+        elif key not in _ADDRESS and key not in _DATABASE:
+            # Driver options of the URL (sslmode...); OPTIONS in settings win.
+            merged.setdefault(key, value)
+    return merged
+
+
 class FollowingWrapper:
     """Mixed in before Django's ``DatabaseWrapper`` of each engine."""
 
@@ -138,14 +151,7 @@ class FollowingWrapper:
 
     def _credflip_apply(self, params: dict[str, Any], endpoints: Endpoints) -> dict[str, Any]:
         fresh = self.credflip_params(DbUrl.parse(endpoints.url(self.credflip.role)))
-        merged = dict(params)
-        for key, value in fresh.items():
-            if key in _CREDENTIALS or (key in _ADDRESS and self._credflip_address):
-                merged[key] = value
-            elif key not in _ADDRESS and key not in _DATABASE:
-                # Driver options of the URL (sslmode...); OPTIONS in settings win.
-                merged.setdefault(key, value)
-        return merged
+        return _merged(params, fresh, follow_host=self._credflip_address)
 
     def get_connection_params(self) -> dict[str, Any]:
         params: dict[str, Any] = super().get_connection_params()  # type: ignore[misc]

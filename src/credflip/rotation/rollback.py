@@ -8,7 +8,8 @@ from collections.abc import Callable
 from ..engines import Engine, engine_for
 from ..errors import CredflipError
 from ..layout import Color, Layout
-from ..state import Rotation, State, hold_lock, load_state
+from ..lock import hold_lock
+from ..state import Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages

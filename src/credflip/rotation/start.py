@@ -11,7 +11,8 @@ from ..engines import Engine, engine_for
 from ..errors import CredflipError
 from ..instances import Fleet
 from ..layout import Color, Layout
-from ..state import Phase, Rotation, State, hold_lock, load_state, require_engine, save_state
+from ..lock import hold_lock
+from ..state import Phase, Rotation, State, load_state, require_engine, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages

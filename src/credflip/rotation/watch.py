@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Verdict
+from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -59,29 +59,8 @@ def watch(
     # position when the watch began, kept for the later runs of this drain.
     position = (stored.position or ctx.engine.position()) if counting else None
     announce(ctx, old)
-    policy = drain_policy(rot)
-    drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
     now = time.monotonic()
-    # Persisted times are wall-clock; translate once, then use monotonic.
-    offset = time.time() - now
-    start = since if since is not None else rot.switched_at
-    switched = (start if start is not None else time.time()) - offset
-    # A command-line run past the timeout goes on while nothing uses the old user,
-    # long enough for one whole window; a scheduled one until its deadline.
-    window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
-    run_until = (
-        None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
-    )
-    tracker = DrainTracker(
-        policy,
-        switched_at=switched,
-        timeout_at=switched + drain_timeout,
-        run_until=run_until,
-        evidence=stored,
-        offset=offset,
-        terminate=opts.terminate,
-        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
-    )
+    tracker = _tracker(ctx, stored, since, now)
     begin = saved = now
     timed_out: DrainStatus | None = None
     # Who uses the old user after the cache wait, continued from earlier runs.
@@ -89,13 +68,7 @@ def watch(
     while True:
         readings = ctx.fleet.read(old, counting=counting, position=position)
         now = time.monotonic()
-        status = tracker.observe(now, readings)
-        rot.drain_gap = tracker.longest_gap
-        rot.evidence = tracker.evidence(old, position).to_dict()
-        legacy.update(time.time(), readings, record=status.caches_in == 0)
-        if user is None:
-            rot.legacy = legacy.to_list()
-        ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
+        status = _observe(ctx, tracker, legacy, now, readings, old, position, keep=user is None)
         if now - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
             saved = now
@@ -105,7 +78,7 @@ def watch(
                 # anything is ended.
                 check_unwatched(ctx)
                 terminate(ctx, readings, user=old)
-            rot.drain_seconds = now - switched
+            rot.drain_seconds = now - tracker.switched_at
             return True
         if status.verdict is Verdict.TIMEOUT:
             timed_out = status
@@ -123,6 +96,57 @@ def watch(
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)
+
+
+def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) -> DrainTracker:
+    """The tracker of this run, its instants on the monotonic clock (*now* is its start)."""
+    opts, rot = ctx.options, ctx.rot
+    policy = drain_policy(rot)
+    drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
+    # Persisted times are wall-clock; translate once, then use monotonic.
+    offset = time.time() - now
+    start = since if since is not None else rot.switched_at
+    switched = (start if start is not None else time.time()) - offset
+    # A command-line run past the timeout goes on while nothing uses the old user,
+    # long enough for one whole window; a scheduled one until its deadline.
+    window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
+    run_until = (
+        None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
+    )
+    return DrainTracker(
+        policy,
+        switched_at=switched,
+        timeout_at=switched + drain_timeout,
+        run_until=run_until,
+        evidence=stored,
+        offset=offset,
+        terminate=opts.terminate,
+        sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
+    )
+
+
+def _observe(
+    ctx: Context,
+    tracker: DrainTracker,
+    legacy: LegacyLog,
+    now: float,
+    readings: list[Reading],
+    old: str,
+    position: str | None,
+    *,
+    keep: bool,
+) -> DrainStatus:
+    """Feed one sample to the tracker and the legacy log; record both in the rotation
+    (the legacy clients only when *keep*) and report the progress."""
+    rot = ctx.rot
+    status = tracker.observe(now, readings)
+    rot.drain_gap = tracker.longest_gap
+    rot.evidence = tracker.evidence(old, position).to_dict()
+    legacy.update(time.time(), readings, record=status.caches_in == 0)
+    if keep:
+        rot.legacy = legacy.to_list()
+    ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
+    return status
 
 
 def announce(ctx: Context, user: str) -> None:

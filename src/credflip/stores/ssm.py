@@ -25,6 +25,7 @@ from ..errors import (
 from .base import Store
 
 if TYPE_CHECKING:
+    from botocore.exceptions import ClientError
     from mypy_boto3_ssm import SSMClient
 
 __all__ = ["SsmStore"]
@@ -176,6 +177,10 @@ class SsmStore(Store):
             if isinstance(exc, BotoCoreError):
                 return StoreError(f"SSM call {action} on {name} failed: {exc}")
             return exc
+        return self._client_error(exc, action, name)
+
+    def _client_error(self, exc: ClientError, action: str, name: str) -> Exception:
+        """An error SSM answered with (its code) as credflip's own, naming what to do."""
         code = _error_code(exc)
         arn = f"arn:aws:ssm:{self.region or '*'}:*:parameter{name}"
         if code in _THROTTLING:

@@ -19,8 +19,9 @@ password.
 
 The engine is composed of its parts: :mod:`.connection` (connections, errors,
 the statement guard), :mod:`.admin_rights` (what the admin may do and lends
-itself), :mod:`.grants` (users and their rights), :mod:`.adopt` (``init``)
-and :mod:`.observe` (sessions, the drain's signals, replicas).
+itself), :mod:`.grants` (users and their rights), :mod:`.adopt` (``init``),
+:mod:`.observe` (sessions, the drain's signals) and :mod:`.standbys` (replicas,
+Aurora members).
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from .adopt import PgAdopt, default_group
 from .connection import PgConnection
 from .grants import PgGrants, scram_verifier
 from .observe import PgObserver
+from .standbys import PgStandbys
 
 __all__ = ["PostgresEngine", "default_group", "scram_verifier"]
 
 
 @register
 @dataclass
-class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgAdminRights, PgConnection):
+class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgStandbys, PgAdminRights, PgConnection):
     """PostgreSQL through psycopg 3, with a CREATEROLE admin."""
 
     name = "postgresql"

@@ -1,6 +1,5 @@
-"""What PostgreSQL shows of a user's use: its sessions (and ending them), the
-``pg_stat_statements`` counts the drain watches, and replication positions and
-Aurora members for the replicas' share of the drain."""
+"""What PostgreSQL shows of a user's use: its sessions (and ending them) and the
+``pg_stat_statements`` counts the drain watches (the standbys are :mod:`.standbys`)."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal, Step
-from . import catalog, plan, replication
+from . import catalog, plan
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
 
@@ -17,7 +16,7 @@ __all__ = ["PgObserver"]
 
 @dataclass
 class PgObserver(PgAdminRights):
-    """Sessions, the drain's signals and watch, and the replicas' positions."""
+    """Sessions, and the drain's signals and watch."""
 
     _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
         default=None, repr=False
@@ -137,38 +136,3 @@ class PgObserver(PgAdminRights):
                 steps.append(plan.reassign_owned([user], group, dbname))
             steps += [step for _, step in after]
         return steps
-
-    # -- replicas and clusters ---------------------------------------------
-
-    def is_standby(self) -> bool:
-        """``pg_is_in_recovery()``."""
-        return bool(self._run("SELECT pg_is_in_recovery()")[0][0])
-
-    def position(self) -> str | None:
-        """``pg_current_wal_insert_lsn()`` on a primary; None on a standby.
-
-        The *insert* position: it includes the commit records of the admin's
-        last statements even when ``synchronous_commit`` is off and they are
-        not yet written (``pg_current_wal_lsn()`` can be behind them).
-        """
-        rows = self._run(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN NULL "
-            "ELSE pg_current_wal_insert_lsn()::text END"
-        )
-        return None if rows[0][0] is None else str(rows[0][0])
-
-    def replay_gap(self, position: str) -> int | None:
-        """Bytes until ``pg_last_wal_replay_lsn()`` reaches *position* (0 on the primary)."""
-        return pg_signals.standby_gap(self._run, position)
-
-    def cluster_members(self) -> list[str] | None:
-        """Aurora PostgreSQL: instance identifiers from ``aurora_replica_status()``."""
-        if not self._run("SELECT to_regproc('aurora_replica_status') IS NOT NULL")[0][0]:
-            return None
-        return [str(r[0]) for r in self._run(pg_signals.AURORA_MEMBERS_SQL)]
-
-    def known_replicas(self) -> list[tuple[str, int | None]]:
-        """The standbys streaming from this server (``pg_stat_replication``); ports unknown."""
-        return replication.known_replicas(
-            self._run, host=self.admin_url.host, admin=self.admin_url.user
-        )

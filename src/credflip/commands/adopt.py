@@ -1,0 +1,217 @@
+"""``init``: start managing an environment, from one existing user or a hand-made pair."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..engines import Engine, engine_for
+from ..errors import ConfigurationError, CredflipError, UsageError
+from ..instances import normalize as normalize_instances
+from ..layout import ROLES, Color, Layout
+from ..rotation import Event, Notice
+from ..state import State, load_state, save_state
+from ..stores.base import Store
+from ..urls import DbUrl
+from .signals import InstanceStatus, drain_report, enable_signals
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What :func:`init` set up."""
+
+    active: Color
+    users: dict[Color, str]
+    group: str | None
+    adopted: bool
+    #: What each instance shows the drain (see :func:`drain_report`).
+    instances: list[InstanceStatus] = field(default_factory=list)
+    #: Why the drain could miss a short login; empty when every instance counts logins.
+    counter_gaps: list[str] = field(default_factory=list)
+    #: What init turned on (e.g. an extension it created).
+    enabled: list[str] = field(default_factory=list)
+    #: Replicas the servers report that no instance watches (see :meth:`Fleet.unwatched`).
+    unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone where a counter is missing.
+    sessions_only: bool = False
+
+
+def init(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl,
+    writer_url: DbUrl | None = None,
+    reader_url: DbUrl | None = None,
+    green_user: str | None = None,
+    group_role: str | None = None,
+    instances: tuple[str, ...] = (),
+    sessions_only: bool = False,
+    engine: Engine | None = None,
+    on_event: Callable[[Event], None] | None = None,
+) -> InitResult:
+    """Start managing an environment.
+
+    With a single existing user (``writer_url``), that user becomes blue and
+    ``<user>_green`` (or *green_user*) is created without login. When the
+    pointer and both colors' URLs were already set up by hand, they are
+    adopted after checking that they connect. An env credflip already
+    manages is refused.
+
+    Init turns on the login counters the admin may turn on, on every
+    instance. *sessions_only* stores the operator's acceptance of draining on
+    open sessions alone where an instance still has none (``rotate`` refuses
+    there otherwise).
+    """
+    names = [*layout.resolver_names, layout.state]
+    existing = store.get_many(names)
+    if layout.state in existing:
+        raise ConfigurationError(
+            f"env {layout.env!r} is already managed by credflip in {store.url}; use "
+            f"'credflip status' or 'credflip rotate'"
+        )
+    stored = normalize_instances([], instances)
+    own_engine = engine is None
+    eng = engine if engine is not None else engine_for(admin_url)
+    try:
+        hand_made = layout.pointer in existing and all(
+            layout.url(c, "writer") in existing for c in Color
+        )
+        if hand_made:
+            result = _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+        else:
+            result = _adopt_single_user(
+                store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
+            )
+        return _survey(store, layout, eng, result, sessions_only)
+    finally:
+        if own_engine:
+            eng.close()
+
+
+def _survey(
+    store: Store, layout: Layout, eng: Engine, result: InitResult, sessions_only: bool
+) -> InitResult:
+    """After the adoption: record *sessions_only*, then what the drain will see."""
+    state = load_state(store, layout)
+    if sessions_only:
+        state.sessions_only = True
+        save_state(store, layout, state)
+    # What the drain will see: turn on what the admin may, report the rest.
+    enabled = enable_signals(store, layout, state, eng)
+    report, gaps, blind = drain_report(store, layout, state, eng, watch=state.users[result.active])
+    return dataclasses.replace(
+        result,
+        instances=report,
+        counter_gaps=gaps,
+        enabled=enabled,
+        sessions_only=state.sessions_only,
+        unwatched=blind,
+    )
+
+
+def _adopt_single_user(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    existing: dict[str, str],
+    writer_url: DbUrl | None,
+    reader_url: DbUrl | None,
+    green_user: str | None,
+    group_role: str | None,
+    stored: list[str],
+) -> InitResult:
+    if writer_url is None:
+        raise UsageError("--writer-url is required: the URL the application uses today")
+    reader_url = reader_url or writer_url
+    for what, url in (("--writer-url", writer_url), ("--reader-url", reader_url)):
+        if not url.user or url.password is None:
+            raise UsageError(f"{what} must hold the user and password the application uses")
+        if url.backend not in type(eng).schemes:
+            raise UsageError(
+                f"{what} is {url.backend} but the admin URL is {eng.name}: both must name the "
+                f"same server"
+            )
+    if reader_url.user != writer_url.user:
+        raise UsageError(
+            f"--reader-url logs in as {reader_url.user!r} but --writer-url as "
+            f"{writer_url.user!r}: a color is one login user"
+        )
+    user = writer_url.user
+    green = green_user or f"{user}_green"
+    if green == user:
+        raise UsageError("--green-user must differ from the existing user")
+    if layout.pointer in existing:
+        # A previous init stopped half way; continue it only for the same user.
+        color = Color.parse(existing[layout.pointer], where=f"pointer {layout.pointer}")
+        prior = existing.get(layout.url(color, "writer"))
+        if prior is None or DbUrl.parse(prior, what=layout.url(color, "writer")).user != user:
+            raise ConfigurationError(
+                f"{layout.pointer} already exists for another setup: delete it, or set both "
+                f"colors' URLs by hand so init can adopt them"
+            )
+    eng.check_admin()
+    for url in (writer_url, reader_url):
+        eng.verify(url)
+    group = eng.adopt(active=user, inactive=green, group=group_role)
+    eng.lock_user(green)
+    store.put(layout.url(Color.BLUE, "writer"), writer_url.secret, secure=True)
+    store.put(layout.url(Color.BLUE, "reader"), reader_url.secret, secure=True)
+    store.put(layout.pointer, Color.BLUE.value, secure=False)
+    state = State(
+        engine=eng.name,
+        users={Color.BLUE: user, Color.GREEN: green},
+        group=group,
+        instances=stored,
+    )
+    save_state(store, layout, state)
+    return InitResult(Color.BLUE, dict(state.users), group, adopted=False)
+
+
+def _adopt_hand_made(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    existing: dict[str, str],
+    group_role: str | None,
+    stored: list[str],
+    on_event: Callable[[Event], None] | None,
+) -> InitResult:
+    active = Color.parse(existing[layout.pointer], where=f"pointer {layout.pointer}")
+    users: dict[Color, str] = {}
+    eng.check_admin()
+    for color in Color:
+        urls = {}
+        for role in ROLES:
+            name = layout.url(color, role)
+            text = existing.get(name) or existing[layout.url(color, "writer")]
+            urls[role] = DbUrl.parse(text, what=name)
+        if urls["reader"].user != urls["writer"].user:
+            raise ConfigurationError(
+                f"{color} URLs log in as two users ({urls['writer'].user!r}, "
+                f"{urls['reader'].user!r}): a color is one login user; fix them first"
+            )
+        for role, url in urls.items():
+            try:
+                eng.verify(url)
+            except CredflipError as exc:
+                raise ConfigurationError(
+                    f"cannot adopt env {layout.env!r}: the {color} {role} URL ({url}) does not "
+                    f"connect: {exc}"
+                ) from exc
+        users[color] = urls["writer"].user
+        if layout.url(color, "reader") not in existing:
+            store.put(layout.url(color, "reader"), urls["writer"].secret, secure=True)
+            if on_event:
+                on_event(
+                    Notice(f"{layout.url(color, 'reader')} was missing: set to the writer URL")
+                )
+    if users[Color.BLUE] == users[Color.GREEN]:
+        raise ConfigurationError(
+            f"both colors log in as {users[Color.BLUE]!r}: blue and green must be two users"
+        )
+    group = eng.adopt(active=users[active], inactive=users[active.other], group=group_role)
+    state = State(engine=eng.name, users=users, group=group, instances=stored)
+    save_state(store, layout, state)
+    return InitResult(active, users, group, adopted=True)

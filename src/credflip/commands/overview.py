@@ -1,0 +1,239 @@
+"""``status``: the env's colors, rotation, lock and history, and with an admin URL its instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..drain import DrainPolicy, Evidence
+from ..engines import Engine, Sessions, UserState, engine_for
+from ..errors import CredflipError
+from ..instances import format_address, parse_address
+from ..layout import ROLES, Color, Layout
+from ..legacy import LegacyLog, LegacyReport
+from ..lock import LockInfo, read_lock
+from ..rotation import read_pointer
+from ..state import HistoryEntry, Rotation, State, load_state
+from ..stores.base import Store
+from ..urls import DbUrl
+from .signals import InstanceStatus, drain_report
+
+
+@dataclass(frozen=True)
+class ColorStatus:
+    """One color as ``status`` reports it."""
+
+    color: Color
+    user: str
+    active: bool
+    writer_url: DbUrl | None
+    reader_url: DbUrl | None
+    user_state: UserState | None = None
+    sessions: Sessions | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, passwords masked."""
+        return {
+            "color": self.color.value,
+            "user": self.user,
+            "active": self.active,
+            "writer_url": str(self.writer_url) if self.writer_url else None,
+            "reader_url": str(self.reader_url) if self.reader_url else None,
+            "exists": self.user_state.exists if self.user_state else None,
+            "can_login": self.user_state.can_login if self.user_state else None,
+            "sessions": self.sessions.count if self.sessions else None,
+            "clients": [
+                {"client": g.client, "application": g.application, "count": g.count}
+                for g in (self.sessions.groups if self.sessions else ())
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything ``credflip status`` shows."""
+
+    env: str
+    store: str
+    engine: str
+    active: Color
+    colors: list[ColorStatus]
+    rotation: Rotation | None
+    lock: LockInfo | None
+    history: list[HistoryEntry] = field(default_factory=list)
+    database_error: str | None = None
+    instances: list[InstanceStatus] = field(default_factory=list)
+    counter_gaps: list[str] = field(default_factory=list)
+    #: Wall-clock time before which the drain will not retire the old user.
+    earliest_retire: float | None = None
+    #: Replicas the servers report that no instance watches (they block the retire).
+    unwatched: list[str] = field(default_factory=list)
+    #: The env accepts draining on open sessions alone (``init --sessions-only``).
+    sessions_only: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, passwords masked."""
+        return {
+            "env": self.env,
+            "store": self.store,
+            "engine": self.engine,
+            "active": self.active.value,
+            "colors": [c.to_dict() for c in self.colors],
+            "phase": self.rotation.phase.value if self.rotation else None,
+            "rotation": self.rotation.to_dict() if self.rotation else None,
+            "lock": (
+                {
+                    "owner": self.lock.owner,
+                    "host": self.lock.host,
+                    "pid": self.lock.pid,
+                    "started_at": self.lock.started_at,
+                    "purpose": self.lock.purpose,
+                }
+                if self.lock
+                else None
+            ),
+            "history": [h.to_dict() for h in self.history],
+            "database_error": self.database_error,
+            "drain": {
+                "signals": [
+                    {"instance": i.address, **sig.to_dict()}
+                    for i in self.instances
+                    for sig in i.signals
+                ],
+                "instances": [i.to_dict() for i in self.instances],
+                "counter_gaps": self.counter_gaps,
+                "sessions_only": self.sessions_only,
+                "earliest_retire": self.earliest_retire,
+                "unwatched": self.unwatched,
+                "legacy_count": self.legacy.count,
+                "legacy_clients": self.legacy.to_json(),
+            },
+        }
+
+    @property
+    def legacy(self) -> LegacyReport:
+        """The clients the rotation's drain saw using the old user after the cache wait."""
+        return LegacyLog.from_list(self.rotation.legacy if self.rotation else []).report()
+
+
+def earliest_retire(rotation: Rotation | None) -> float | None:
+    """When the drain of *rotation* could retire the old user at the earliest (wall clock)."""
+    if rotation is None or rotation.switched_at is None or rotation.client_ttl is None:
+        return None
+    policy = DrainPolicy(
+        client_ttl=rotation.client_ttl, quiet=rotation.quiet, min_drain=rotation.min_drain or 0.0
+    )
+    evidence = Evidence.from_dict(rotation.evidence)
+    earliest = policy.earliest_done(
+        rotation.switched_at, evidence.longest_gap, evidence.pauses, evidence.pause_sum
+    )
+    if evidence.quiet_since is not None:
+        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
+        earliest = max(earliest, evidence.quiet_since + needed)
+    elif evidence.sampled_at is not None:
+        # In use at the last sample: the window starts over from there at the earliest.
+        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
+        earliest = max(earliest, evidence.sampled_at + needed)
+    return earliest
+
+
+def status(
+    store: Store,
+    layout: Layout,
+    *,
+    admin_url: DbUrl | None = None,
+    engine: Engine | None = None,
+    last: int = 5,
+) -> Status:
+    """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
+    state = load_state(store, layout)
+    values = store.get_many(layout.resolver_names)
+    active = read_pointer(store, layout)
+    lock = read_lock(store, layout)
+    db: dict[Color, UserState] = {}
+    instances: list[InstanceStatus] = []
+    gaps: list[str] = []
+    blind: list[str] = []
+    error: str | None = None
+    cur = state.current
+    watch = state.users[cur.from_color if cur is not None else active]
+    if admin_url is not None or engine is not None:
+        own = engine is None
+        try:
+            eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
+            try:
+                for color, user in state.users.items():
+                    db[color] = eng.user_state(user)
+                instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
+            finally:
+                if own:
+                    eng.close()
+        except CredflipError as exc:
+            error = str(exc)
+    colors = _colors(layout, values, state, active, db, instances)
+    if not instances:
+        instances = _known_instances(colors, state)
+    return Status(
+        env=layout.env,
+        store=store.url,
+        engine=state.engine,
+        active=active,
+        colors=colors,
+        rotation=state.current,
+        lock=lock,
+        history=state.history[-last:] if last else list(state.history),
+        database_error=error,
+        instances=instances,
+        counter_gaps=gaps,
+        earliest_retire=earliest_retire(state.current),
+        unwatched=blind,
+        sessions_only=state.sessions_only,
+    )
+
+
+def _colors(
+    layout: Layout,
+    values: dict[str, str],
+    state: State,
+    active: Color,
+    db: dict[Color, UserState],
+    instances: list[InstanceStatus],
+) -> list[ColorStatus]:
+    """Each color's user, URLs and (when the database answered) state and sessions."""
+    colors = []
+    for color in Color:
+        urls = {}
+        for role in ROLES:
+            text = values.get(layout.url(color, role))
+            urls[role] = DbUrl.parse(text, what=layout.url(color, role)) if text else None
+        seen = [i.sessions[color] for i in instances if color in i.sessions]
+        colors.append(
+            ColorStatus(
+                color=color,
+                user=state.users.get(color, "?"),
+                active=color is active,
+                writer_url=urls["writer"],
+                reader_url=urls["reader"],
+                user_state=db.get(color),
+                sessions=Sessions(tuple(g for s in seen for g in s.groups)) if seen else None,
+            )
+        )
+    return colors
+
+
+def _known_instances(colors: list[ColorStatus], state: State) -> list[InstanceStatus]:
+    """Without the database: the instances the URLs and ``--instance`` name."""
+    out: list[InstanceStatus] = []
+    pairs = [
+        (f"{c.color} {role} URL", url)
+        for c in colors
+        for role, url in (("writer", c.writer_url), ("reader", c.reader_url))
+        if url is not None
+    ]
+    named = [(label, url.host, url.port) for label, url in pairs]
+    named += [("--instance", *parse_address(text)) for text in state.instances]
+    for source, host, port in named:
+        address = format_address(host, port)
+        if all(address != i.address for i in out):
+            out.append(InstanceStatus(address, source))
+    return out

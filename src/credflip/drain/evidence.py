@@ -1,0 +1,71 @@
+"""What a drain learned, kept in the rotation's state between runs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def digest(value: Hashable) -> str:
+    """A short, stable fingerprint of a counter's value (kept in the state)."""
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:12]
+
+
+@dataclass
+class Evidence:
+    """What a drain learned, kept in the state between runs (all times wall-clock).
+
+    ``counters`` maps an instance to the digest of all its counters at the
+    last sample, ``started`` to its server's start time then.
+    """
+
+    user: str = ""
+    counters: dict[str, str] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    quiet_since: float | None = None
+    last_use: float | None = None
+    longest_gap: float = 0.0
+    pauses: int = 0
+    pause_sum: float = 0.0
+    sampled_at: float | None = None
+    #: The primary's write position when the watch began (PostgreSQL LSN):
+    #: standbys count the old user's logins once they replayed it.
+    position: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact JSON: the record must fit 4 KB with 16 instances."""
+        out: dict[str, Any] = {
+            "user": self.user,
+            "i": {k: [v, round(self.started.get(k, 0.0))] for k, v in self.counters.items()},
+            "gap": round(self.longest_gap, 2),
+            "n": self.pauses,
+            "sum": round(self.pause_sum, 2),
+        }
+        for key, value in (("q", self.quiet_since), ("u", self.last_use), ("at", self.sampled_at)):
+            if value is not None:
+                out[key] = round(value, 2)
+        if self.position is not None:
+            out["p"] = self.position
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
+        """The inverse of :meth:`to_dict`; an empty or damaged record is no evidence."""
+        try:
+            items = dict(data.get("i") or {})
+            return cls(
+                user=str(data.get("user") or ""),
+                counters={str(k): str(v[0]) for k, v in items.items()},
+                started={str(k): float(v[1]) for k, v in items.items() if v[1]},
+                quiet_since=None if data.get("q") is None else float(data["q"]),
+                last_use=None if data.get("u") is None else float(data["u"]),
+                longest_gap=float(data.get("gap") or 0.0),
+                pauses=int(data.get("n") or 0),
+                pause_sum=float(data.get("sum") or 0.0),
+                sampled_at=None if data.get("at") is None else float(data["at"]),
+                position=None if data.get("p") is None else str(data["p"]),
+            )
+        except (TypeError, ValueError, IndexError, AttributeError):
+            return cls()

@@ -1,0 +1,162 @@
+"""The drain tracker: samples and a clock in, a verdict on the old user out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .evidence import Evidence
+from .policy import DrainPolicy
+from .sample import Baseline, Sample
+from .values import DrainStatus, Reading, Verdict
+
+
+class DrainTracker:
+    """Feed it samples; it says whether the old user may be retired.
+
+    *switched_at* and *timeout_at* are instants on the caller's monotonic
+    clock: past *timeout_at* (counted from the switch) a sample that shows use,
+    or an instance that cannot be read or trusted, ends the run with TIMEOUT;
+    a quiet drain past the timeout goes on, so that a run started after the
+    clients left finishes, but not past *run_until* (this run's own end, None
+    for none): the evidence carries the window on into the next run. *evidence* is what
+    an earlier run of the same drain learned (wall-clock); *offset* is
+    ``time.time() - time.monotonic()`` to translate it.
+    """
+
+    def __init__(
+        self,
+        policy: DrainPolicy,
+        *,
+        switched_at: float,
+        timeout_at: float,
+        run_until: float | None = None,
+        evidence: Evidence | None = None,
+        offset: float = 0.0,
+        terminate: bool = False,
+        sessions_only: bool = False,
+    ) -> None:
+        self.policy = policy
+        self.sessions_only = sessions_only
+        self.switched_at = switched_at
+        self.timeout_at = timeout_at
+        self.run_until = run_until
+        self.offset = offset
+        self.terminate = terminate
+        self._baseline = Baseline(
+            policy, terminate=terminate, sessions_only=sessions_only, evidence=evidence
+        )
+        self._quiet_since: float | None = None
+        self._last_use: float | None = None
+        self._last_sample: float | None = None
+        self._used_before = False
+        self.longest_gap = 0.0
+        self.pauses = 0
+        self.pause_sum = 0.0
+        self._restored_quiet: float | None = None
+        if evidence is not None:
+            self.longest_gap = evidence.longest_gap
+            self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
+            # Not the last use: a pause measured across the time between two runs
+            # would be the operator's schedule, not a client's.
+            if evidence.quiet_since is not None:
+                self._restored_quiet = evidence.quiet_since - offset
+
+    def evidence(self, user: str, position: str | None = None) -> Evidence:
+        """What this drain knows now, in wall-clock time, for the state."""
+        counters, started = self._baseline.kept()
+
+        def wall(t: float | None) -> float | None:
+            return None if t is None else t + self.offset
+
+        return Evidence(
+            user=user,
+            counters=counters,
+            started=started,
+            quiet_since=wall(self._quiet_since),
+            last_use=wall(self._last_use),
+            longest_gap=self.longest_gap,
+            pauses=self.pauses,
+            pause_sum=self.pause_sum,
+            sampled_at=wall(self._last_sample),
+            position=position,
+        )
+
+    def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
+        """Take one sample (all instances, read at about *now*); return the verdict."""
+        policy = self.policy
+        self._last_sample = now
+        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
+        sample = self._baseline.compare(now, readings, needed)
+        caches_expired = now - self.switched_at >= policy.cache_wait
+        self._learn(now, sample, caches_expired)
+        self._window(now, sample, caches_expired)
+        quiet = 0.0 if self._quiet_since is None else now - self._quiet_since
+        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
+        # The quiet window started, or starts at the next clean sample.
+        window_from = (
+            self._quiet_since
+            if self._quiet_since is not None
+            else max(now, self.switched_at + policy.cache_wait)
+        )
+        earliest = max(self.switched_at + policy.min_drain, window_from + needed)
+        return DrainStatus(
+            verdict=self._verdict(now, sample, earliest, caches_expired),
+            waited=now - self.switched_at,
+            caches_in=max(0.0, self.switched_at + policy.cache_wait - now),
+            quiet=quiet,
+            needed_quiet=needed,
+            done_in=max(0.0, earliest - now),
+            timeout_in=max(0.0, self.timeout_at - now),
+            sessions=sum(r.sessions.count for r in readings if r.sessions is not None),
+            reasons=tuple(sample.used + sample.earlier + sample.unknown),
+            longest_gap=self.longest_gap,
+            held=sample.held,
+        )
+
+    def _learn(self, now: float, sample: Sample, caches_expired: bool) -> None:
+        """The pauses between two uses, which lengthen the window."""
+        if sample.used:
+            if self._last_use is not None:
+                pause = now - self._last_use
+                self.longest_gap = max(self.longest_gap, pause)
+                # A pause is time with a quiet sample in it: uses in consecutive
+                # samples are one busy stretch, not a client that came back.
+                if caches_expired and not self._used_before:
+                    self.pauses += 1
+                    self.pause_sum += pause
+            self._last_use = now
+        elif sample.earlier:
+            # Used at some unknown moment since the last run: no pause to learn.
+            self._last_use = None
+        self._used_before = bool(sample.used)
+
+    def _window(self, now: float, sample: Sample, caches_expired: bool) -> None:
+        """Start, continue or restart the quiet window (or take an earlier run's)."""
+        if sample.used or sample.earlier or not sample.vouched:
+            # The window an earlier run began holds only while every instance
+            # compared its counters with the ones that run kept, unchanged.
+            self._restored_quiet = None
+        if caches_expired:
+            if sample.used or sample.unknown or sample.earlier:
+                self._quiet_since = None
+            elif self._quiet_since is None:
+                restored = self._restored_quiet
+                self._quiet_since = now if restored is None else min(now, restored)
+        if not sample.waiting:
+            # Every instance compared: the restored window was taken or dropped.
+            self._restored_quiet = None
+
+    def _verdict(
+        self, now: float, sample: Sample, earliest: float, caches_expired: bool
+    ) -> Verdict:
+        """What the drain should do now."""
+        if self._quiet_since is not None and now >= earliest:
+            return Verdict.DONE
+        run_over = self.run_until is not None and now >= self.run_until
+        if now >= self.timeout_at and (sample.blocked or run_over):
+            return Verdict.TIMEOUT
+        if not caches_expired:
+            return Verdict.CACHES
+        if sample.used or sample.earlier or sample.unknown:
+            return Verdict.IN_USE
+        return Verdict.QUIET

@@ -1,0 +1,138 @@
+"""The env's fleet: how its instances are found, and what they can show the drain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import cast
+
+from ..engines import Engine, Signal
+from ..errors import ConfigurationError, CredflipError
+from ..replicas import KnownReplica, ReplicaCheck, match
+from ..urls import DbUrl
+from .addresses import Instance, gather, parse_address
+from .connections import Connections
+from .discovery import with_aurora
+
+
+class Fleet(Connections):
+    """The instances of one env, with one admin connection each (opened on first use).
+
+    Built by :meth:`of` (which finds the Aurora members); adds what the
+    instances' signals and replicas tell about the drain's blind spots.
+    """
+
+    def __init__(
+        self,
+        primary: Engine,
+        instances: Sequence[Instance],
+        *,
+        unlocated: Sequence[KnownReplica] = (),
+    ) -> None:
+        super().__init__(primary, instances)
+        #: Aurora members whose endpoints could not be found: never watched.
+        self.unlocated = list(unlocated)
+        self._signals: list[tuple[Instance, list[Signal] | CredflipError]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        primary: Engine,
+        *,
+        urls: Iterable[tuple[str, DbUrl]] = (),
+        stored: Iterable[str] = (),
+        strict: bool = True,
+        notice: Callable[[str], None] = lambda _m: None,
+    ) -> Fleet:
+        """The admin's instance, the URLs' hosts, *stored* ones and, on Aurora, every member.
+
+        When the Aurora members cannot be listed, *strict* raises (a drain
+        must not run blind to readers); otherwise a notice says so.
+        """
+        instances = gather(primary.admin_url, urls, stored)
+        unlocated: list[KnownReplica] = []
+        try:
+            instances = with_aurora(primary, instances, notice, unlocated)
+        except CredflipError as exc:
+            if strict:
+                raise
+            notice(str(exc))
+        return cls(primary, instances, unlocated=unlocated)
+
+    def signals(self) -> list[tuple[Instance, list[Signal] | CredflipError]]:
+        """Each instance's signals, or the error that kept it from answering.
+
+        Read once per fleet: signals do not change during a command, and an
+        instance that does not answer is not waited for again.
+        """
+        if self._signals is None:
+            self._signals = [(i, r) for i, r in self._each(lambda e: e.signals())]  # type: ignore[misc]
+        return list(self._signals)
+
+    def can_count(self, user: str, group: str | None) -> bool:
+        """Whether some instance counts logins and the counts can tell *user* apart."""
+        return self.primary.count_problem(user, group) is None and any(
+            not isinstance(sigs, CredflipError) and any(s.cumulative and s.available for s in sigs)
+            for _inst, sigs in self.signals()
+        )
+
+    def counter_gaps(self, user: str, group: str | None, *, unreachable: bool = True) -> list[str]:
+        """Why the drain could miss a short login of *user*: one phrase per gap, [] when none.
+
+        A gap is an instance with no cumulative signal available, or (for the
+        whole env) a setup in which the counters cannot tell *user* from the
+        other color. An instance that does not answer is one too, unless
+        *unreachable* is False (the drain counts it as in use anyway).
+        """
+        gaps: list[str] = []
+        problem = self.primary.count_problem(user, group)
+        if problem:
+            gaps.append(problem)
+        for inst, sigs in self.signals():
+            if isinstance(sigs, CredflipError):
+                if unreachable:
+                    gaps.append(f"{inst.address} cannot be read ({sigs})")
+                continue
+            cumulative = [s for s in sigs if s.cumulative]
+            if not any(s.available for s in cumulative):
+                how = "; or ".join(s.detail for s in cumulative)
+                gaps.append(
+                    f"{inst.address} counts no logins"
+                    + (f" ({how})" if how else " (this server keeps no per-user count)")
+                )
+        return gaps
+
+    def require_session_views(self) -> None:
+        """Refuse when the admin cannot see other users' sessions on a reachable instance."""
+        for inst, sigs in self.signals():
+            if isinstance(sigs, CredflipError):
+                continue
+            for sig in sigs:
+                if not sig.cumulative and not sig.available:
+                    raise ConfigurationError(
+                        f"the admin cannot see other users' sessions on {inst.address}, so the "
+                        f"drain would be blind there: {sig.detail}"
+                    )
+
+    def replica_check(self, ok: Iterable[str] = ()) -> ReplicaCheck:
+        """The replicas the instances stream to, matched against the watched ones.
+
+        *ok* are the hosts (``HOST[:PORT]``) of ``--unwatched-ok``. A server
+        whose replicas cannot be listed is a problem: it may have unwatched ones.
+        """
+        found = list(self.unlocated)
+        problems: list[str] = []
+        kind = "standby" if self.primary.name == "postgresql" else "replica"
+        for inst, res in self._each(lambda e: e.known_replicas()):
+            if isinstance(res, CredflipError):
+                problems.append(f"cannot list the replicas of {inst.address}: {res}")
+                continue
+            pairs = cast("list[tuple[str, int | None]]", res)
+            found += [KnownReplica(h, p, (inst.host, inst.port), kind) for h, p in pairs]
+        accepted = [parse_address(text, what="--unwatched-ok") for text in ok]
+        watched = [(i.host, i.port) for i in self.instances]
+        return match(found, watched, accepted, problems=problems)
+
+    def unwatched(self, ok: Iterable[str] = ()) -> list[str]:
+        """One phrase per replica that may serve the old user unseen, naming the
+        ``--instance`` to add (or ``--unwatched-ok`` to accept it); [] when none."""
+        return self.replica_check(ok).blocking()
