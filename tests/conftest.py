@@ -8,6 +8,7 @@ CREATEDB, pg_read_all_stats and pg_signal_backend, as on RDS/Aurora.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -303,6 +304,27 @@ class Mariadb:
                 cur.execute(statement, args)
                 rows = list(cur.fetchall()) if cur.description else []
             return rows
+
+
+@contextlib.contextmanager
+def mariadb_pair() -> Iterator[tuple[Mariadb, PrivateMariadb, PrivateMariadb]]:
+    """A private MariaDB primary (userstat on, the tests' admin) and a replica of it."""
+    primary = PrivateMariadb("--server-id=1", "--log-bin=binlog", "--userstat=ON").start()
+    try:
+        replica = PrivateMariadb("--server-id=2", "--userstat=ON").start()
+        try:
+            replica.replicate_from(primary)
+            password = primary.add_admin()
+            replica.catch_up(primary)
+            yield (
+                Mariadb(password, Path("/nonexistent/general.log"), port=primary.port),
+                primary,
+                replica,
+            )
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
 
 
 @pytest.fixture(scope="session")

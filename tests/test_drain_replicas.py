@@ -13,7 +13,17 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import PG_VERSIONS, App, Cluster, Mariadb, make_app, make_my_app, pg_id, start_cluster
+from conftest import (
+    PG_VERSIONS,
+    App,
+    Cluster,
+    Mariadb,
+    make_app,
+    make_my_app,
+    mariadb_pair,
+    pg_id,
+    start_cluster,
+)
 from faults import Invariant
 from helpers import assert_pointer_connects, command, connects, login_error, stored_url
 from servers import PrivateMariadb
@@ -282,22 +292,8 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
 @pytest.fixture(scope="module")
 def my_pair() -> Iterator[tuple[Mariadb, PrivateMariadb, PrivateMariadb]]:
     """A private MariaDB primary and a replica of it, both with userstat on."""
-    primary = PrivateMariadb("--server-id=1", "--log-bin=binlog", "--userstat=ON").start()
-    try:
-        replica = PrivateMariadb("--server-id=2", "--userstat=ON").start()
-        try:
-            replica.replicate_from(primary)
-            password = primary.add_admin()
-            replica.catch_up(primary)
-            yield (
-                Mariadb(password, Path("/nonexistent/general.log"), port=primary.port),
-                primary,
-                replica,
-            )
-        finally:
-            replica.stop()
-    finally:
-        primary.stop()
+    with mariadb_pair() as pair:
+        yield pair
 
 
 def test_a_session_held_only_on_the_mariadb_replica_keeps_the_drain_waiting(

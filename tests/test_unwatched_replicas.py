@@ -26,6 +26,7 @@ from conftest import (
     MyApp,
     make_app,
     make_my_app,
+    mariadb_pair,
     pg_id,
     start_cluster,
 )
@@ -297,22 +298,8 @@ def test_a_standby_hidden_from_the_admin_is_a_problem_with_the_grant(
 @pytest.fixture(scope="module")
 def my_pair() -> Iterator[tuple[Mariadb, PrivateMariadb, PrivateMariadb]]:
     """A private MariaDB primary and a replica of it that no URL names."""
-    primary = PrivateMariadb("--server-id=1", "--log-bin=binlog", "--userstat=ON").start()
-    try:
-        replica = PrivateMariadb("--server-id=2", "--userstat=ON").start()
-        try:
-            replica.replicate_from(primary)
-            password = primary.add_admin()
-            replica.catch_up(primary)
-            yield (
-                Mariadb(password, Path("/nonexistent/general.log"), port=primary.port),
-                primary,
-                replica,
-            )
-        finally:
-            replica.stop()
-    finally:
-        primary.stop()
+    with mariadb_pair() as pair:
+        yield pair
 
 
 def test_a_mariadb_replica_in_no_url_refuses_the_rotation(
