@@ -32,7 +32,6 @@ last rotation.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing
 import os
 import sys
@@ -155,10 +154,8 @@ def run(args: argparse.Namespace) -> int:
     ttl = parse_duration(args.client_ttl, what="--client-ttl")
     server = Postgres() if args.engine == "postgresql" else Mariadb(prefix="cfs")
     tmp = tempfile.TemporaryDirectory()
-    counting = contextlib.ExitStack()
     try:
-        # The drain's login counter (MariaDB: userstat on, put back by close()).
-        counting.enter_context(server.signals(True))
+        # Both private servers count logins per user (the drain's counter).
         admin, app = server.app(True)
         conn = engine_class(app.scheme).client_connect(app)
         try:
@@ -209,7 +206,6 @@ def run(args: argparse.Namespace) -> int:
         store.close()
         return 0 if final["failed"] == 0 and lost == 0 else 1
     finally:
-        counting.close()
         server.close()
         tmp.cleanup()
 

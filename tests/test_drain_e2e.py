@@ -600,7 +600,8 @@ def test_after_a_rollback_the_rolled_back_color_is_drained_before_its_password_c
     )
     pre = RotateOptions(client_ttl=0.2, quiet=1.0, drain_timeout=2.0)
     with Legacy(app, green_url, 0.3) as legacy:
-        with pytest.raises(CredflipError, match="drain timed out"):
+        # Refused at once when a sample catches its session open; drained otherwise.
+        with pytest.raises(CredflipError, match=r"drain timed out|still has 1 session"):
             rotate(sqlite_store, layout, admin_url=app.admin_url, options=pre)
         # Green's password did not change under the client.
         assert sqlite_store.get(layout.url(Color.GREEN, "writer")) == green_url.secret

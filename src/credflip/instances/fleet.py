@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 from ..engines import Engine, Signal
-from ..errors import ConfigurationError, CredflipError
+from ..errors import ConfigurationError, CredflipError, DatabaseUnavailable
 from ..replicas import KnownReplica, ReplicaCheck, match
 from ..urls import DbUrl
 from .addresses import Instance, gather, parse_address
@@ -113,16 +113,20 @@ class Fleet(Connections):
                         f"drain would be blind there: {sig.detail}"
                     )
 
-    def replica_check(self, ok: Iterable[str] = ()) -> ReplicaCheck:
+    def replica_check(self, ok: Iterable[str] = (), *, retry: bool = False) -> ReplicaCheck:
         """The replicas the instances stream to, matched against the watched ones.
 
         *ok* are the hosts (``HOST[:PORT]``) of ``--unwatched-ok``. A server
         whose replicas cannot be listed is a problem: it may have unwatched ones.
+        With *retry*, a server that is away (a restart) raises instead, so that
+        the phase is tried again once it is back.
         """
         found = list(self.unlocated)
         problems: list[str] = []
         kind = "standby" if self.primary.name == "postgresql" else "replica"
         for inst, res in self._each(lambda e: e.known_replicas()):
+            if retry and isinstance(res, DatabaseUnavailable):
+                raise res
             if isinstance(res, CredflipError):
                 problems.append(f"cannot list the replicas of {inst.address}: {res}")
                 continue
@@ -132,7 +136,7 @@ class Fleet(Connections):
         watched = [(i.host, i.port) for i in self.instances]
         return match(found, watched, accepted, problems=problems)
 
-    def unwatched(self, ok: Iterable[str] = ()) -> list[str]:
+    def unwatched(self, ok: Iterable[str] = (), *, retry: bool = False) -> list[str]:
         """One phrase per replica that may serve the old user unseen, naming the
         ``--instance`` to add (or ``--unwatched-ok`` to accept it); [] when none."""
-        return self.replica_check(ok).blocking()
+        return self.replica_check(ok, retry=retry).blocking()

@@ -49,7 +49,7 @@ def check_unwatched(ctx: Context) -> None:
     """Right before the retire: refuse (:class:`DrainBlocked`, exit 4) while a replica is
     unwatched, and send the rotation back to the drain so that the next run watches
     what the operator adds before it retires."""
-    blocking = ctx.fleet.unwatched(ctx.options.unwatched_ok)
+    blocking = ctx.fleet.unwatched(ctx.options.unwatched_ok, retry=True)
     if not blocking:
         return
     ctx.rot.phase = Phase.DRAIN

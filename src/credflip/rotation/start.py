@@ -23,7 +23,6 @@ from .fleet import env_fleet, instance_list
 from .journal import Journal
 from .options import RotateOptions
 from .params import read_pointer
-from .phases.prepare import rolled_back_since
 from .runner import run_phases
 
 __all__ = ["preflight", "rotate"]
@@ -101,10 +100,10 @@ def preflight(
     if current is not None:
         before_switch(fleet, current, options, notice)
         return
-    # After a rollback, prepare drains the rolled-back color first, counters included.
-    rolled_back = rolled_back_since(state, pointer.other) is not None
+    # Open sessions refuse at once; after a rollback, prepare then also drains the
+    # rolled-back color (counters, quiet window) before it changes its password.
     target = state.users[pointer.other]
-    for inst, found in [] if rolled_back else fleet.sessions(target):
+    for inst, found in fleet.sessions(target):
         if isinstance(found, CredflipError):
             raise messages.inactive_unobservable(target, inst, found)
         if found.count:
