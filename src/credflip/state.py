@@ -207,15 +207,23 @@ class State:
 
     def to_json(self) -> str:
         """Serialise, dropping the oldest history until it fits a standard parameter,
-        then the legacy clients seen longest ago (still counted)."""
+        then the legacy clients seen longest ago (still counted), then the recorded
+        error's detail, and last the drain's evidence (a later run then starts its
+        quiet window over: slower, never less safe)."""
         from .legacy import shrink
 
         history = self.history[-_MAX_HISTORY:]
         legacy = self.current.legacy if self.current else []
+        error_chars: int | None = None
+        keep_evidence = True
         while True:
             current = self.current.to_dict() if self.current else None
             if current is not None:
                 current["legacy"] = legacy
+                if error_chars is not None and current.get("error"):
+                    current["error"] = str(current["error"])[:error_chars]
+                if not keep_evidence:
+                    current["evidence"] = {}
             text = json.dumps(
                 {
                     "version": STATE_VERSION,
@@ -237,9 +245,14 @@ class State:
                 history = history[1:]
                 continue
             smaller = shrink(legacy)
-            if smaller is None:
+            if smaller is not None:
+                legacy = smaller
+            elif error_chars is None and current is not None and current.get("error"):
+                error_chars = 80
+            elif keep_evidence and current is not None and current.get("evidence"):
+                keep_evidence = False
+            else:
                 return text
-            legacy = smaller
 
     @classmethod
     def from_json(cls, text: str, *, where: str) -> State:

@@ -20,7 +20,9 @@ Key = tuple[str, str, str, str]
 
 
 def shorten(text: str, limit: int = CHARS) -> str:
-    """*text* cut to *limit* characters, the cut marked with ``…``."""
+    """*text* on one line (a client names its program itself) cut to *limit*
+    characters, the cut marked with ``…``."""
+    text = "".join(c if c.isprintable() else " " for c in text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -183,9 +183,9 @@ def drain_timeout(
     if status.reasons:
         message = (
             f"drain timed out ({waited:.0f}s in this run, {status.waited:.0f}s since the "
-            f"switch): user {old!r} is still in use ({'; '.join(status.reasons)}){named}; find "
-            f"those clients ('credflip status --env {env}' names them), then run 'credflip "
-            f"rotate --env {env}' to continue the drain; the old user keeps its login"
+            f"switch): user {old!r} is still in use; the old user keeps its login; find those "
+            f"clients ('credflip status --env {env}' names them), then run 'credflip rotate "
+            f"--env {env}' to continue the drain ({'; '.join(status.reasons)}){named}"
         )
     else:
         message = (

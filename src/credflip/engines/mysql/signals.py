@@ -129,8 +129,12 @@ def sessions_sql(*, program: bool) -> str:
     )
     name = "COALESCE(a.ATTR_VALUE, '')" if program else "''"
     return (
-        f"SELECT SUBSTRING_INDEX(p.HOST, ':', 1) AS h, {name} AS prog, "
-        "COALESCE(p.DB, '') AS db, COUNT(*), UNIX_TIMESTAMP() - MAX(p.TIME), "
+        # HOST is addr:port, IPv6 without brackets: cut at the last colon only.
+        "SELECT IF(LOCATE(':', p.HOST) = 0, p.HOST, "
+        "LEFT(p.HOST, LENGTH(p.HOST) - LOCATE(':', REVERSE(p.HOST)))) AS h, "
+        f"{name} AS prog, "
+        # TIME is the time in the thread's current state, not since it connected.
+        "COALESCE(p.DB, '') AS db, COUNT(*), NULL, "
         "CASE WHEN SUM(p.COMMAND <> 'Sleep') = 0 THEN MIN(p.TIME) END "
         f"FROM information_schema.PROCESSLIST p {attrs}"
         "WHERE p.USER = %s AND p.ID <> CONNECTION_ID() "

@@ -117,13 +117,18 @@ class Statements:
 
 
 def _without_secret(text: str) -> str:
-    """*text* cut before a password it may spell out (a utility statement's text is
-    kept verbatim: ``ALTER ROLE x PASSWORD '...'``)."""
+    """*text* with every literal blanked (a utility statement's text is kept verbatim:
+    ``ALTER ROLE x PASSWORD '...'``, a ``CONNECTION 'postgresql://u:pw@...'``), and
+    cut before a password it may still spell out."""
+    text = _LITERAL.sub("'…'", _DOLLAR.sub("$$…$$", text))
     found = _SECRET.search(text)
     return text if found is None else text[: found.end()] + " …"
 
 
-_SECRET = re.compile(r"\b(password|identified\s+by|encrypted)\b", re.IGNORECASE)
+_SECRET = re.compile(r"(password|identified\s+by|encrypted|secret|token)", re.IGNORECASE)
+# A quoted literal (E'..', doubled quotes inside), one the truncation left open too.
+_LITERAL = re.compile(r"[EeBbXxUu]?'(?:[^']|'')*(?:'|$)")
+_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$\1\$|$)", re.DOTALL)
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
