@@ -20,6 +20,7 @@ all: lint test
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("credflip needs Python >= 3.11" if sys.version_info < (3, 11) else 0)'
+	@PYTHON=$(PYTHON) tools/system-deps demo
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[demo]'
@@ -28,6 +29,7 @@ $(STAMP): pyproject.toml
 # Tests, linters and benchmarks need the dev extras; the demo only the runtime
 # and PostgreSQL binaries for machines without PostgreSQL.
 $(DEV): $(STAMP)
+	@PYTHON=$(PYTHON) tools/system-deps test
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(DEV)
 
