@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NoReturn
 
 from ..backoff import Backoff
 from ..errors import CredflipError, DatabaseUnavailable
@@ -111,7 +112,7 @@ def run_phases(
         ctx.emit(PhaseFinished(phase, elapsed))
 
 
-def _stop(ctx: Context, journal: Journal, phase: Phase, exc: CredflipError) -> None:
+def _stop(ctx: Context, journal: Journal, phase: Phase, exc: CredflipError) -> NoReturn:
     """Record the failure of *phase* and raise it (the database's, said with where to go on)."""
     raised: CredflipError = exc
     if isinstance(exc, DatabaseUnavailable):
