@@ -209,7 +209,10 @@ def test_the_drain_names_the_clients_that_do_not_follow(
         app.database,
     )
     assert client["sessions"] >= 1 and client["first_seen"] <= client["last_seen"]
-    assert client["started"] is not None and client["started"] <= client["last_seen"]
+    if app.engine == "postgresql":
+        assert client["started"] is not None and client["started"] <= client["last_seen"]
+    else:  # MySQL shows how long a thread is in its state, not since when it is connected
+        assert client["started"] is None
     assert f"1 legacy client used the old user after the cache wait:\n  {name} (" in text.out
     if postgres:
         (top, *_rest) = client["statements"]
