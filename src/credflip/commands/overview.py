@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..drain import DrainPolicy, Evidence
+from ..drain import Evidence
 from ..engines import Engine, Sessions, UserState, engine_for
 from ..errors import CredflipError
 from ..instances import format_address, parse_address
@@ -13,6 +13,7 @@ from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo, read_lock
 from ..rotation import read_pointer
+from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -120,20 +121,17 @@ def earliest_retire(rotation: Rotation | None) -> float | None:
     """When the drain of *rotation* could retire the old user at the earliest (wall clock)."""
     if rotation is None or rotation.switched_at is None or rotation.client_ttl is None:
         return None
-    policy = DrainPolicy(
-        client_ttl=rotation.client_ttl, quiet=rotation.quiet, min_drain=rotation.min_drain or 0.0
-    )
+    policy = drain_policy(rotation)
     evidence = Evidence.from_dict(rotation.evidence)
     earliest = policy.earliest_done(
         rotation.switched_at, evidence.longest_gap, evidence.pauses, evidence.pause_sum
     )
-    if evidence.quiet_since is not None:
+    # The window began when the quiet did; in use at the last sample, it starts
+    # over from there at the earliest.
+    began = evidence.quiet_since if evidence.quiet_since is not None else evidence.sampled_at
+    if began is not None:
         needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
-        earliest = max(earliest, evidence.quiet_since + needed)
-    elif evidence.sampled_at is not None:
-        # In use at the last sample: the window starts over from there at the earliest.
-        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
-        earliest = max(earliest, evidence.sampled_at + needed)
+        earliest = max(earliest, began + needed)
     return earliest
 
 
