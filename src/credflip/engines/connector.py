@@ -10,13 +10,15 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from ..errors import DatabaseUnavailable, EngineError, UsageError
 from ..urls import DbUrl, scrub
+
+T = TypeVar("T")
 
 __all__ = ["DB_TIMEOUT_ENV", "Connector"]
 
@@ -59,6 +61,8 @@ class Connector(abc.ABC):
     statement_timeout: float = field(default_factory=_statement_timeout)
     _secrets: list[str] = field(default_factory=list, repr=False)
     _conn: Any = field(default=None, repr=False)
+    #: Values that hold for as long as one admin connection does (see :meth:`per_connection`).
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     #: The driver's base exception class.
     driver_error: ClassVar[type[Exception]] = Exception
@@ -69,11 +73,21 @@ class Connector(abc.ABC):
     def conn(self) -> Any:
         """The admin connection, opened on first use (and again after it broke)."""
         if self._conn is None or not self._is_open(self._conn):
+            self._memo.clear()
             self._conn = self._connect(self.admin_url, what="the admin URL")
         return self._conn
 
+    def per_connection(self, key: str, compute: Callable[[], T]) -> T:
+        """*compute()* once per admin connection: a value such as the server's start
+        time cannot change while the connection lives (a restart ends it)."""
+        self.conn  # noqa: B018 - open it first: opening one clears the values of the last
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return]
+
     def close(self) -> None:
         """Close the admin connection."""
+        self._memo.clear()
         conn, self._conn = self._conn, None
         if conn is not None and self._is_open(conn):
             conn.close()

@@ -84,7 +84,7 @@ class MysqlObserver(MysqlCatalog):
         return Observation(
             self.sessions(user),
             my_signals.counters(self._run, user, available),
-            started=my_signals.server_started(self._run),
+            started=self.per_connection("started", lambda: my_signals.server_started(self._run)),
         )
 
     def cluster_members(self) -> list[str] | None:

@@ -75,7 +75,7 @@ class PgObserver(PgAdminRights):
     def observe(self, user: str) -> Observation:
         """Open sessions of *user* and, where available, its pg_stat_statements entries."""
         sessions = self.sessions(user)
-        started = self._run(pg_signals.STARTED_SQL)[0][0]
+        started = self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
         source = self._statements_source()[1]
         if source is None:
             return Observation(sessions, started=float(started))
