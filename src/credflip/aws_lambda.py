@@ -102,14 +102,16 @@ def _log_event(event: Event) -> None:
         log.info("credflip: %s done in %.1fs", event.phase, event.seconds)
 
 
-def _log_legacy(report: RotationReport) -> None:
-    """Name the clients that still used the old user after the cache wait, if any."""
+def _report(env: str, report: RotationReport, **metrics: Any) -> None:
+    """At the end of an invocation: name the clients that still used the old user
+    after the cache wait, if any, and emit the metrics with their count."""
     if report.legacy:
         log.warning(
             "credflip: clients that do not follow the pointer still used the old user: %s",
             report.legacy.names(),
         )
         report.legacy_line()
+    emit_metrics(env, legacy_clients=report.legacy.count, **metrics)
 
 
 def _idle_reason(state: State, mode: str, event: dict[str, Any]) -> str | None:
@@ -205,8 +207,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             return _drain_timeout(summary, layout.env, report, exc)
         except CredflipError as exc:
             report.line({"event": "failed", "error": str(exc)})
-            _log_legacy(report)
-            emit_metrics(layout.env, failed=True, legacy_clients=report.legacy.count)
+            _report(layout.env, report, failed=True)
             raise
         finally:
             engine.close()
@@ -217,13 +218,7 @@ def _drain_timeout(
     summary: dict[str, Any], env: str, report: RotationReport, exc: DrainTimeout
 ) -> dict[str, Any]:
     """After a drain that timed out: the metrics, the legacy clients and the summary."""
-    _log_legacy(report)
-    emit_metrics(
-        env,
-        drain_timeout=True,
-        sessions_left=report.sessions_left,
-        legacy_clients=report.legacy.count,
-    )
+    _report(env, report, drain_timeout=True, sessions_left=report.sessions_left)
     return {
         **summary,
         "status": "drain_timeout",
@@ -236,13 +231,7 @@ def _finished(
     summary: dict[str, Any], env: str, report: RotationReport, result: RotationResult
 ) -> dict[str, Any]:
     """After a run that finished or paused: the metrics, the log line and the summary."""
-    _log_legacy(report)
-    emit_metrics(
-        env,
-        done=result.finished,
-        drain_seconds=result.drain_seconds,
-        legacy_clients=report.legacy.count,
-    )
+    _report(env, report, done=result.finished, drain_seconds=result.drain_seconds)
     out = {
         **summary,
         "status": "done" if result.finished else "paused",
