@@ -84,6 +84,10 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     store.close()
 
 
+#: Short waits, where the drain's length is not what a test is about.
+FAST = ("--client-ttl", "200ms", "--quiet", "200ms")
+
+
 def rotate_args(app: AnyApp, store: SqliteStore, layout: Layout, *extra: str) -> list[str]:
     return command("rotate", app, store, layout, "--yes", *extra)
 
@@ -238,9 +242,7 @@ def test_without_a_counter_rotate_refuses_before_anything_changes(
     # The dry run reports the error the real run hits first.
     dry = cli(*rotate_args(app, sqlite_store, layout, "--dry-run"))
     assert_refused(dry, app)
-    refused = cli(
-        *rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--quiet", "200ms")
-    )
+    refused = cli(*rotate_args(app, sqlite_store, layout, *FAST))
     line = assert_refused(refused, app)
     assert refused.err.count("\n") == 1 and line.endswith("nothing was changed")
     assert unchanged(app, sqlite_store) == before
@@ -269,10 +271,7 @@ def test_sessions_only_for_one_run_drains_with_the_accepted_risk(
             app,
             sqlite_store,
             layout,
-            "--client-ttl",
-            "200ms",
-            "--quiet",
-            "200ms",
+            *FAST,
             "--sessions-only",
         )
     )
@@ -288,7 +287,7 @@ def test_sessions_only_for_one_run_drains_with_the_accepted_risk(
     assert drain_json(app, sqlite_store, layout, cli)["sessions_only"] is False
     before = unchanged(app, sqlite_store)
     assert_refused(
-        cli(*rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--quiet", "200ms")),
+        cli(*rotate_args(app, sqlite_store, layout, *FAST)),
         app,
     )
     assert unchanged(app, sqlite_store) == before
@@ -305,7 +304,7 @@ def test_init_sessions_only_is_stored_shown_and_revoked_by_require_counters(
     text = cli(*command("status", app, sqlite_store, layout))
     assert "sessions only: stored for this env" in text.out
 
-    run = cli(*rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--quiet", "200ms"))
+    run = cli(*rotate_args(app, sqlite_store, layout, *FAST))
     assert run.code == 0, run.err
     assert "risk accepted with --sessions-only" in run.err
     assert fresh(sqlite_store, layout).color is Color.GREEN
@@ -339,10 +338,7 @@ def test_a_resumed_rotation_whose_counter_vanished_waits_for_the_operator(
                 app,
                 sqlite_store,
                 layout,
-                "--client-ttl",
-                "200ms",
-                "--quiet",
-                "200ms",
+                *FAST,
                 "--drain-timeout",
                 "500ms",
             )
@@ -350,9 +346,7 @@ def test_a_resumed_rotation_whose_counter_vanished_waits_for_the_operator(
         assert held.code == 4, held.err
         app.admin_sql("DROP EXTENSION pg_stat_statements")
         before = unchanged(app, sqlite_store)
-        refused = cli(
-            *rotate_args(app, sqlite_store, layout, "--client-ttl", "200ms", "--quiet", "200ms")
-        )
+        refused = cli(*rotate_args(app, sqlite_store, layout, *FAST))
         assert_refused(refused, app)
         assert unchanged(app, sqlite_store) == before
         current = load_state(sqlite_store, layout).current
@@ -366,10 +360,7 @@ def test_a_resumed_rotation_whose_counter_vanished_waits_for_the_operator(
             app,
             sqlite_store,
             layout,
-            "--client-ttl",
-            "200ms",
-            "--quiet",
-            "200ms",
+            *FAST,
             "--sessions-only",
         )
     )
@@ -450,10 +441,7 @@ def test_init_turns_userstat_on_when_the_mariadb_admin_may(
             "--admin-url",
             admin.secret,
             "--yes",
-            "--client-ttl",
-            "200ms",
-            "--quiet",
-            "200ms",
+            *FAST,
         )
         assert run.code == 0, run.err
         assert "credflip: warning" not in run.err
@@ -548,10 +536,7 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
                 app,
                 sqlite_store,
                 layout,
-                "--client-ttl",
-                "200ms",
-                "--quiet",
-                "200ms",
+                *FAST,
                 "--min-drain",
                 "30m",
                 "--drain-timeout",
