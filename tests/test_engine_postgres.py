@@ -13,6 +13,7 @@ from psycopg import sql
 from credflip import commands
 from credflip.engines import engine_for
 from credflip.engines.postgres import PostgresEngine, default_group
+from credflip.engines.postgres import signals as pg_signals
 from credflip.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -100,10 +101,17 @@ def test_sessions_grouped_and_terminated(app: App) -> None:
             conn.close()
 
 
-def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cluster) -> None:
+def test_observe_names_the_statements_that_grew_and_the_server_start(
+    app: App, cluster: Cluster
+) -> None:
+    # Statements the user ran often before: the most called in total.
+    with app.connect(app.url) as conn:
+        for i in range(6):
+            for _ in range(30):
+                conn.execute(f"SELECT {i} AS often{i}")
     with engine(app) as eng:
         first = eng.observe(app.user)
-        assert first.started is not None
+        assert first.started is not None and first.statements == ()  # no earlier one
         with cluster.su() as conn:
             row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())").fetchone()
             assert row is not None and first.started == pytest.approx(float(row[0]))
@@ -113,28 +121,38 @@ def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cl
         with app.connect(app.url) as conn:
             for _ in range(7):
                 conn.execute(query)
+            conn.execute("SELECT 0 AS often0")
         after = eng.observe(app.user)
         assert after.started == first.started
-        assert 0 < len(after.statements) <= 5
         texts = dict(after.statements)
         shown = f"SELECT {columns}"[:80]  # whitespace collapsed, cut at 80
-        assert shown in texts, texts
-        assert texts[shown] == 7 + dict(first.statements).get(shown, 0)
+        # Ranked by what grew since the first observation, not by total calls.
+        assert after.statements[0] == (shown, 7), texts
+        assert texts["SELECT $1 AS often0"] == 1
+        assert not [t for t in texts if "often1" in t]
         calls = [c for _, c in after.statements]
         assert calls == sorted(calls, reverse=True)
+        assert eng.observe(app.user).statements == ()  # nothing since
+
+
+def test_growth_by_entry_counts_a_reset_and_a_new_entry_whole() -> None:
+    before = {("1", "10"): 50, ("1", "20"): 20, ("2", "10"): 5}
+    after = {("1", "10"): 4, ("1", "20"): 20, ("1", "30"): 26, ("2", "10"): 6}
+    assert pg_signals.grown(before, after) == {("1", "10"): 4, ("1", "30"): 26, ("2", "10"): 1}
 
 
 def test_a_statement_that_spells_out_a_password_is_cut_before_it(cluster: Cluster) -> None:
     app = make_app(cluster, rich=False)
     dummy = "not-the-real-one-" + new_password()
-    with app.connect(app.url) as conn:
-        # A utility statement's text is kept as it was sent (before 16, constants too).
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(app.user), sql.Literal(dummy)
-            )
-        )
     with engine(app) as eng:
+        assert eng.observe(app.user).statements == ()
+        with app.connect(app.url) as conn:
+            # A utility statement's text is kept as it was sent (before 16, constants too).
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(app.user), sql.Literal(dummy)
+                )
+            )
         texts = [text for text, _ in eng.observe(app.user).statements]
     (alter,) = [t for t in texts if t.startswith("ALTER ROLE")]
     assert alter == f'ALTER ROLE "{app.user}" PASSWORD …'

@@ -18,7 +18,7 @@ would look unchanged, so the number of evictions and the last reset time
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ SESSIONS_SQL = (
 #: When the server (re)started, wall clock.
 STARTED_SQL = "SELECT extract(epoch FROM pg_postmaster_start_time())::float8"
 
-#: How many of a user's statements an observation carries, and how much of each text.
+#: How many of a user's grown statements an observation carries, and how much of each text.
 TOP_STATEMENTS = 5
 QUERY_CHARS = 80
 
@@ -99,21 +99,59 @@ class Statements:
             out[EVICTIONS] = (reset,) if self.has_since else (dealloc, reset)
         return out
 
-    def top(self, run: Run, user: str) -> tuple[tuple[str, int], ...]:
-        """*user*'s most called statements: ``(text, calls)``, whitespace collapsed, truncated.
+    def calls(self, fingerprint: Hashable) -> dict[tuple[str, ...], int]:
+        """Calls by entry (the fingerprint's other columns) in a :meth:`fingerprint`."""
+        at = self.columns.index("calls")
+        rows: Iterable[tuple[str, ...]] = fingerprint  # type: ignore[assignment]
+        return {row[:at] + row[at + 1 :]: int(row[at]) for row in rows}
 
-        Entries whose shortened texts are equal (other databases, nesting
-        levels) are summed. Without ``pg_read_all_stats`` the server shows
-        ``<insufficient privilege>`` instead of the text: kept as it is.
+    def texts(
+        self, run: Run, user: str, entries: Collection[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], str]:
+        """The query texts of *user*'s *entries* (keys of :meth:`calls`): whitespace
+        collapsed, literals blanked, cut at ``QUERY_CHARS``.
+
+        Without ``pg_read_all_stats`` the server shows ``<insufficient
+        privilege>`` instead of the text: kept as it is.
         """
+        keys = [c for c in self.columns if c != "calls"]
+        at = keys.index("queryid") if "queryid" in keys else None
+        ids = {e[at] for e in entries} if at is not None else set()
+        queryids = sorted(int(q) for q in ids if q.lstrip("-").isdigit())
         query = sql.SQL(
-            "SELECT left(btrim(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g')), %s) AS q, "
-            "sum(calls)::bigint FROM {}.pg_stat_statements(true) "
-            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
-            "GROUP BY q ORDER BY 2 DESC, q LIMIT %s"
-        ).format(sql.Identifier(self.schema))
-        rows = run(query, [QUERY_CHARS, user, TOP_STATEMENTS])
-        return tuple((_without_secret(str(text)), int(calls)) for text, calls in rows)
+            "SELECT {}, left(btrim(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g')), %s) "
+            "FROM {}.pg_stat_statements(true) "
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s)"
+            + (" AND queryid = ANY(%s)" if queryids else "")
+        ).format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in keys),
+            sql.Identifier(self.schema),
+        )
+        rows = run(query, [QUERY_CHARS, user, *([queryids] if queryids else [])])
+        wanted = set(entries)
+        out: dict[tuple[str, ...], str] = {}
+        for row in rows:
+            entry = tuple(str(v) for v in row[:-1])
+            if entry in wanted:
+                out[entry] = _without_secret(str(row[-1]))
+        return out
+
+
+def grown(
+    before: Mapping[tuple[str, ...], int], after: Mapping[tuple[str, ...], int]
+) -> dict[tuple[str, ...], int]:
+    """Calls made between two readings of :meth:`Statements.calls`, by entry.
+
+    An entry in both: the difference (its whole count when it went down: a
+    reset, or evicted and made again). An entry new since: all its calls.
+    """
+    out: dict[tuple[str, ...], int] = {}
+    for entry, calls in after.items():
+        was = before.get(entry, 0)
+        more = calls - was if calls >= was else calls
+        if more > 0:
+            out[entry] = more
+    return out
 
 
 def _without_secret(text: str) -> str:
