@@ -120,6 +120,10 @@ class PgObserver(PgAdminRights):
             by_text[text] = by_text.get(text, 0) + grown[entry]
         return tuple(sorted(by_text.items(), key=lambda tc: (-tc[1], tc[0])))
 
+    def server_time(self) -> float:
+        """``clock_timestamp()``: now on the server's clock."""
+        return float(self._run("SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
+
     def enable_signals(self) -> list[str]:
         """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
         loaded, schema = pg_signals.extension_state(self._run)
