@@ -80,8 +80,8 @@ def test_init_names_the_key_and_every_url_credflip_writes_carries_it(
     assert "warning" not in init.err
     assert f"initialised in {store_url}" in init.out
     next_line = init.out.strip().splitlines()[-1]
-    assert next_line == f"next: credflip rotate --env {layout.env} --store {store_url}"
-    # The operator runs the next: line as printed.
+    assert next_line == f"next: credflip rotate --env {layout.env} --store '{store_url}'"
+    # The operator runs the next: line as printed (a shell would split it so).
     argv = shlex.split(next_line.removeprefix("next: credflip "))
     rotated = cli(*argv, "--yes", "--client-ttl", "100ms", "--quiet", "100ms")
     assert rotated.code == 0, rotated.err
