@@ -255,7 +255,8 @@ def test_a_failed_rotation_is_counted(
     monkeypatch.setenv("CREDFLIP_ADMIN_URL", "postgresql://nobody:wrong@127.0.0.1:1/x")
     capsys.readouterr()
     with pytest.raises(CredflipError):
-        handler(env, LambdaContext(30))
+        # The first connection is retried (a failover) within reconnect_timeout.
+        handler({**env, "reconnect_timeout": "1s"}, LambdaContext(30))
     metrics, lines = emitted(capsys.readouterr().out)
     assert [m["RotationsFailed"] for m in metrics] == [[1.0]]
     assert lines[-1]["event"] == "failed" and "wrong" not in lines[-1]["error"]

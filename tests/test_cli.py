@@ -147,7 +147,11 @@ def bad_inputs(app: App | MyApp, ready: dict[str, str]) -> list[tuple[list[str],
             1,
             "cannot check whether the inactive user",
         ),
-        (["rotate", *common, "--admin-url", closed_port, "--yes"], 1, "cannot connect"),
+        (
+            ["rotate", *common, "--admin-url", closed_port, "--reconnect-timeout", "0s", "--yes"],
+            1,
+            "cannot connect",
+        ),
         (["rotate", *common, "--admin-url", wrong_pw, "--yes"], 1, app.wrong_password_marker),
         (
             ["init", *common, "--admin-url", admin, "--writer-url", app.url.secret],

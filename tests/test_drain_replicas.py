@@ -249,6 +249,53 @@ def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
     assert assert_pointer_connects(store, layout) is Color.GREEN
 
 
+def test_the_deadline_stops_verify_waiting_for_a_standby_resumably(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore
+) -> None:
+    """A Lambda's deadline comes while verify waits for a standby whose replay is
+    paused: the run stops in verify at the deadline, long before
+    --replica-lag-timeout, and the next run goes on with the same password."""
+    cl, standby = pg_pair
+    layout = Layout("verify-deadline")
+    app = adopted(cl, standby, store, layout)
+    url = standby.url("postgres", standby.superuser_password)
+    notes: list[str] = []
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.user, password=url.password, autocommit=True
+    ) as su:
+        su.execute("SELECT pg_wal_replay_pause()")
+        try:
+            started = time.monotonic()
+            paused = rotate(
+                store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(
+                    client_ttl=0.2,
+                    quiet=0.2,
+                    replica_lag_timeout=20,
+                    unwatched_ok=OTHER,
+                    deadline=started + 3,
+                ),
+                on_event=lambda e: notes.append(e.message) if isinstance(e, Notice) else None,
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            su.execute("SELECT pg_wal_replay_resume()")
+    assert not paused.finished and paused.stopped_in is Phase.VERIFY, notes
+    assert 2.5 < elapsed < 6, elapsed
+    assert any("stopping in verify to respect the deadline" in n for n in notes), notes
+    state = load_state(store, layout)
+    assert state.current is not None and state.current.phase is Phase.VERIFY
+    password = stored_url(store, layout, Color.GREEN).password
+    assert assert_pointer_connects(store, layout) is Color.BLUE
+    options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
+    result = rotate(store, layout, admin_url=app.admin_url, options=options)
+    assert result.finished and result.resumed
+    assert stored_url(store, layout, Color.GREEN).password == password
+    assert assert_pointer_connects(store, layout) is Color.GREEN
+
+
 def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
     pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore
 ) -> None:

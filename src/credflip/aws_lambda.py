@@ -4,7 +4,8 @@ Each invocation advances the rotation as far as the time it has left allows
 (``context.get_remaining_time_in_millis()`` minus a safety margin), records
 where it stopped, and returns a JSON summary; the next invocation resumes.
 A drain longer than a Lambda's 15 minutes therefore works: schedule the
-function every few minutes.
+function every few minutes. A wait that the deadline cuts short (verify's
+replicas, ``--terminate``'s) pauses the rotation the same way.
 
 Event (all but ``env`` optional)::
 
@@ -202,6 +203,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 lock_expires_at=time.time() + remaining,
             )
         except LockHeld as exc:
+            # Also a lock taken over while this invocation ran (LockLost).
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
             return _drain_timeout(summary, layout.env, report, exc)

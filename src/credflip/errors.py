@@ -16,11 +16,13 @@ __all__ = [
     "ConnectFailed",
     "CredflipError",
     "DatabaseUnavailable",
+    "DeadlineReached",
     "DrainBlocked",
     "DrainTimeout",
     "EngineError",
     "InsufficientPrivilege",
     "LockHeld",
+    "LockLost",
     "NotInitialized",
     "ParameterExists",
     "RotationError",
@@ -29,6 +31,7 @@ __all__ = [
     "StoreThrottled",
     "UsageError",
     "is_auth_failure",
+    "is_read_only",
 ]
 
 
@@ -79,8 +82,10 @@ class ConnectFailed(EngineError):
 class DatabaseUnavailable(ConnectFailed):
     """The database is down, restarting, failing over or not answering: worth retrying.
 
-    Raised for a refused or timed-out connection and for a connection lost
-    (or silent past its timeout) in the middle of a statement.
+    Raised for a refused or timed-out connection, for a connection lost (or
+    silent past its timeout) in the middle of a statement, and for a server
+    that refuses writes because it is read-only: during a failover the
+    writer's endpoint still reaches the old writer, now a reader, for a while.
     """
 
 
@@ -100,6 +105,21 @@ class LockHeld(RotationError):
     """Another rotation holds the environment's lock."""
 
     exit_code = 3
+
+
+class LockLost(LockHeld):
+    """The lock this run held was taken over (or broken with ``unlock --force``) while it ran.
+
+    Exit 3 like :class:`LockHeld`: the run stopped before its next write to the
+    store, leaving what it had recorded for the new holder to resume.
+    """
+
+
+class DeadlineReached(RotationError):
+    """The caller's deadline (a Lambda's time) came in the middle of a wait.
+
+    The rotation runner turns it into a resumable stop, like the drain at its deadline.
+    """
 
 
 class DrainTimeout(RotationError):
@@ -148,3 +168,32 @@ def is_auth_failure(exc: BaseException) -> bool:
         orig = getattr(current, "orig", None)
         current = orig if isinstance(orig, BaseException) else current.__cause__
     return False
+
+
+# How drivers say "this server is read-only": a failover demoted the writer the
+# endpoint still reaches, or it is a standby. PostgreSQL: SQLSTATE 25006, and 55000
+# "recovery is in progress" from a WAL function on a standby. MySQL: 1290 when the
+# option it names is --read-only or --super-read-only (1290 names other options
+# too); MariaDB: 1836 "running in read-only mode".
+_PG_READ_ONLY = "25006"
+_PG_IN_RECOVERY = "55000"
+_MYSQL_OPTION_PREVENTS = 1290
+_MARIADB_READ_ONLY_MODE = 1836
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """True when driver error *exc* is a write refused by a read-only server.
+
+    The engines translate it to :class:`DatabaseUnavailable`: a failover is
+    waited out like a lost connection.
+    """
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):  # MySQL and MariaDB: (errno, message)
+        if args[0] == _MYSQL_OPTION_PREVENTS:
+            return "read-only" in " ".join(str(a) for a in args[1:]).lower()
+        return bool(args[0] == _MARIADB_READ_ONLY_MODE)
+    # PyMySQL's errors have a sqlstate too (HY000): PostgreSQL's only after them.
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == _PG_IN_RECOVERY:
+        return "recovery is in progress" in str(exc)
+    return bool(sqlstate == _PG_READ_ONLY)

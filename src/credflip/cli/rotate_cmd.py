@@ -61,7 +61,8 @@ from .progress import Progress
 @duration_option(
     "--reconnect-timeout",
     "60s",
-    "How long a phase retries while the database restarts or fails over (then exit 1, resumable).",
+    "How long the start and each phase retry while the database restarts, fails over or is "
+    "read-only (then exit 1, resumable).",
 )
 @click.option(
     "--sessions-only",

@@ -8,7 +8,7 @@ import time
 from ..engines import Engine, engine_for
 from ..errors import UsageError
 from ..layout import Layout
-from ..lock import LockInfo, read_lock
+from ..lock import LockInfo
 from ..state import HistoryEntry, load_state, require_engine
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -68,10 +68,13 @@ def unlock(store: Store, layout: Layout, *, force: bool) -> LockInfo | None:
             "it is dead"
         )
     load_state(store, layout)
-    held = read_lock(store, layout)
-    if held is not None:
-        store.delete(layout.lock)
-    return held
+    text = store.get(layout.lock)
+    if text is None:
+        return None
+    store.delete(layout.lock)
+    # A takeover of this lock that died half-way left a claim: it is void now.
+    store.drop_claim(layout.lock, text)
+    return LockInfo.from_json(text)
 
 
 def describe_time(ts: float) -> str:

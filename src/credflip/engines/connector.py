@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 
-from ..errors import DatabaseUnavailable, EngineError, UsageError
+from ..errors import DatabaseUnavailable, EngineError, UsageError, is_read_only
 from ..urls import DbUrl, scrub
 
 T = TypeVar("T")
@@ -173,7 +173,7 @@ class Connector(abc.ABC):
                 f"lost the connection to the server at {where}: {self._diag(exc)}; it may be "
                 f"restarting or failing over"
             )
-        return None
+        return _read_only(self, exc, conn, where) if is_read_only(exc) else None
 
     @abc.abstractmethod
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
@@ -198,3 +198,20 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def _message(exc: BaseException) -> str:
         """The human part of a driver error."""
+
+
+def _read_only(
+    connector: Connector, exc: BaseException, conn: Any, where: str
+) -> DatabaseUnavailable:
+    """A write refused by a read-only server, as worth retrying as a lost connection.
+
+    In a failover the writer's endpoint may still reach the old writer for a
+    while: the admin connection (*conn* None or the admin's) is closed, so the
+    next try connects again and resolves the endpoint anew.
+    """
+    if conn is None or conn is connector._conn:
+        connector.close()
+    return DatabaseUnavailable(
+        f"the server at {where} refuses writes, it is read-only ({connector._diag(exc)}): a "
+        f"failover may be under way, or the admin URL names a reader"
+    )

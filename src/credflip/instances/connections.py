@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
+from ..backoff import Wait
 from ..drain import Reading
 from ..engines import Engine, Sessions, engine_class
-from ..errors import ConfigurationError, CredflipError, RotationError
+from ..errors import ConfigurationError, CredflipError, DeadlineReached, RotationError
 from .addresses import Instance
 
 
@@ -106,20 +107,21 @@ class Connections:
         why: str,
         notice: Callable[[str], None],
         interval: float = 0.1,
+        deadline: float | None = None,
     ) -> None:
         """Wait until every standby has replayed *position*, at most *timeout* seconds.
 
         Standbys that cannot report a position (MySQL, Aurora) are not waited
         for here; their callers retry instead. Raises :class:`RotationError`
-        naming the standby that is still behind or cannot be reached.
+        naming the standby that is still behind or cannot be reached, and
+        :class:`DeadlineReached` when *deadline* (a monotonic instant: the
+        caller's, a Lambda's) comes first.
         """
         if position is None:
             return
-        deadline = time.monotonic() + timeout
+        wait = Wait(time.monotonic(), timeout, deadline)
         for inst in self.replicas:
-            _wait_standby(
-                inst, self.engine(inst), position, deadline, timeout, why, notice, interval
-            )
+            _wait_standby(inst, self.engine(inst), position, wait, why, notice, interval)
 
     def terminate(self, user: str) -> int:
         """End *user*'s sessions on every instance; raise if one cannot be reached."""
@@ -143,8 +145,7 @@ def _wait_standby(
     inst: Instance,
     eng: Engine,
     position: str,
-    deadline: float,
-    timeout: float,
+    wait: Wait,
     why: str,
     notice: Callable[[str], None],
     interval: float,
@@ -164,16 +165,21 @@ def _wait_standby(
         if not gap:
             break
         now = time.monotonic()
-        if now >= deadline:
+        if wait.cut_short(now):
+            raise DeadlineReached(
+                f"standby {inst.address} ({inst.source}) had not yet replayed {why} ({gap} "
+                f"bytes behind)"
+            )
+        if wait.over(now):
             raise RotationError(
                 f"standby {inst.address} ({inst.source}) is still {gap} bytes behind "
-                f"after {timeout:g}s and has not replayed {why}; check its replication, "
+                f"after {wait.timeout:g}s and has not replayed {why}; check its replication, "
                 f"or allow more time with --replica-lag-timeout"
             )
         if now - last_note >= 2.0:
             notice(
                 f"waiting for standby {inst.address} to replay {why} ({gap} bytes behind, "
-                f"{deadline - now:.0f}s left)"
+                f"{wait.left(now):.0f}s left)"
             )
             last_note = now
         time.sleep(interval)

@@ -27,6 +27,25 @@ def deadline_stop(phase: Phase) -> str:
     return f"stopping before {phase} to respect the deadline; run again to resume"
 
 
+def deadline_in(phase: Phase, exc: CredflipError) -> str:
+    return f"stopping in {phase} to respect the deadline ({exc}); run again to resume"
+
+
+def retrying_start(exc: CredflipError, delay: float, left: float) -> str:
+    return (
+        f"before the rotation (re)starts: {exc}; trying again in {delay:.1f}s "
+        f"({left:.0f}s of --reconnect-timeout left)"
+    )
+
+
+def not_started(exc: CredflipError, env: str, resumable: bool) -> RotationError:
+    where = "the rotation under way was left as recorded" if resumable else "nothing was changed"
+    return RotationError(
+        f"could not start: {exc}; {where}; run 'credflip rotate --env {env}' again once the "
+        f"database answers"
+    )
+
+
 def retrying(phase: Phase, exc: CredflipError, delay: float, left: float) -> str:
     return (
         f"{phase}: {exc}; trying the phase again in {delay:.1f}s "

@@ -52,8 +52,9 @@ class RotateOptions:
     #: Instances (``host[:port]``) to add to the env's list, and to drop from it.
     instances: tuple[str, ...] = ()
     forget_instances: tuple[str, ...] = ()
-    #: How long a phase keeps trying while the database is unreachable, restarting
-    #: or failing over, before the rotation stops (resumable).
+    #: How long the start (finding the fleet, the checks) and each phase keep trying
+    #: while the database is unreachable, restarting or failing over (read-only),
+    #: before the rotation stops (resumable).
     reconnect_timeout: float = 60.0
 
     def __post_init__(self) -> None:

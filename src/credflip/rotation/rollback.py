@@ -8,7 +8,7 @@ from collections.abc import Callable
 from ..engines import Engine, engine_for
 from ..errors import CredflipError
 from ..layout import Color, Layout
-from ..lock import hold_lock
+from ..lock import FencedStore, hold_lock
 from ..state import Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -44,7 +44,9 @@ def rollback(
         emit(on_event, Notice(message))
 
     try:
-        with hold_lock(store, layout, purpose="rollback", notice=notice):
+        with hold_lock(store, layout, purpose="rollback", notice=notice) as mine:
+            # Every write first checks that the lock is still ours.
+            store = FencedStore(store, layout, mine)
             state = load_state(store, layout)
             pointer = read_pointer(store, layout)
             cur = state.current

@@ -4,7 +4,8 @@ Phases run in the order of :data:`HANDLERS` from the one recorded in the
 state. A phase that fails with an error the :class:`RetryPolicy` retries
 (the database went away: a restart, a failover) runs again after a pause;
 any other error is recorded and raised. A phase that returns False stops the
-run resumably (a Lambda's deadline).
+run resumably (a Lambda's deadline), and so does a wait inside a phase that
+the deadline cuts short (:class:`~credflip.errors.DeadlineReached`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from ..backoff import Backoff
-from ..errors import CredflipError, DatabaseUnavailable
+from ..errors import CredflipError, DatabaseUnavailable, DeadlineReached
 from ..state import Phase
 from . import messages
 from .context import Context
@@ -25,6 +26,8 @@ from .journal import Journal
 from .phases import PhaseHandler, drain, prepare, retire, switch, verify
 
 __all__ = ["HANDLERS", "RetryPolicy", "run_phases"]
+
+T = TypeVar("T")
 
 #: Every phase before DONE, in order, and what runs it.
 HANDLERS: Mapping[Phase, PhaseHandler] = MappingProxyType(
@@ -61,6 +64,27 @@ class RetryPolicy:
         """Seconds of the retry budget not yet spent."""
         return self.backoff.left()
 
+    def call(
+        self,
+        func: Callable[[], T],
+        notice: Callable[[CredflipError, float, float], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> T:
+        """*func()*, tried again after each failure this policy retries (each told to
+        *notice* with the delay and the budget left); the last failure is raised."""
+        while True:
+            try:
+                value = func()
+            except CredflipError as exc:
+                delay = self.delay(exc)
+                if delay is None:
+                    raise
+                notice(exc, delay, self.left())
+                sleep(delay)
+                continue
+            self.succeeded()
+            return value
+
     def succeeded(self) -> None:
         """A phase got through: the next failure starts a fresh budget."""
         self.backoff.reset()
@@ -92,6 +116,9 @@ def run_phases(
         started = time.monotonic()
         try:
             finished = journal.finish() if phase is Phase.DONE else HANDLERS[phase].run(ctx)
+        except DeadlineReached as exc:
+            ctx.notice(messages.deadline_in(phase, exc))
+            finished = False
         except CredflipError as exc:
             delay = policy.delay(exc)
             if delay is not None:

@@ -1,4 +1,10 @@
-"""``rotate``: take the lock, check what must hold before anything changes, run the phases."""
+"""``rotate``: take the lock, check what must hold before anything changes, run the phases.
+
+The database being away while the fleet is found and checked (a restart, a
+failover) is waited out as inside a phase, within the same
+``--reconnect-timeout``; every write to the store goes through the lock's
+fence (:class:`~credflip.lock.FencedStore`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,13 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ..backoff import Backoff
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
-from ..errors import CredflipError
+from ..errors import CredflipError, DatabaseUnavailable
 from ..instances import Fleet
 from ..layout import Color, Layout
-from ..lock import hold_lock
+from ..lock import FencedStore, hold_lock
 from ..state import Phase, Rotation, State, load_state, require_engine, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -23,7 +30,7 @@ from .fleet import env_fleet, instance_list
 from .journal import Journal
 from .options import RotateOptions
 from .params import read_pointer
-from .runner import run_phases
+from .runner import RetryPolicy, run_phases
 
 __all__ = ["preflight", "rotate"]
 
@@ -57,20 +64,58 @@ def rotate(
         emit(on_event, Notice(message))
 
     try:
-        with hold_lock(store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at):
-            state = load_state(store, layout)
-            require_engine(state, eng.name, layout)
-            state.instances = instance_list(state.instances, options)
-            fleet = env_fleet(store, layout, state, eng, notice=notice)
+        with hold_lock(
+            store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
+        ) as mine:
+            fenced = FencedStore(store, layout, mine)
+            policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
+            ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy)
             try:
-                ctx = Context(store, layout, fleet, state, options, on_event)
-                resumed = _start_or_resume(ctx)
-                return run_phases(ctx, Journal(store, layout, state), resumed=resumed)
+                journal = Journal(fenced, layout, ctx.state)
+                return run_phases(ctx, journal, resumed=resumed, policy=policy)
             finally:
-                fleet.close()
+                ctx.fleet.close()
     finally:
         if own_engine:
             eng.close()
+
+
+def _begin(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    options: RotateOptions,
+    on_event: OnEvent,
+    policy: RetryPolicy,
+) -> tuple[Context, bool]:
+    """Find the fleet, pass the checks and record the rotation; True when resumed.
+
+    The first connections are retried like a phase: a failover under way when
+    the rotation (re)starts is waited out within ``--reconnect-timeout`` (and
+    the caller's deadline).
+    """
+    recorded: list[bool] = []
+
+    def attempt() -> tuple[Context, bool]:
+        state = load_state(store, layout)
+        recorded[:] = [state.current is not None]
+        require_engine(state, eng.name, layout)
+        state.instances = instance_list(state.instances, options)
+        fleet = env_fleet(store, layout, state, eng, notice=lambda m: emit(on_event, Notice(m)))
+        try:
+            ctx = Context(store, layout, fleet, state, options, on_event)
+            return ctx, _start_or_resume(ctx)
+        except BaseException:
+            fleet.close()
+            raise
+
+    def retrying(exc: CredflipError, delay: float, left: float) -> None:
+        emit(on_event, Notice(messages.retrying_start(exc, delay, left), "warning"))
+
+    try:
+        return policy.call(attempt, retrying)
+    except DatabaseUnavailable as exc:
+        raise messages.not_started(exc, layout.env, any(recorded)) from exc
 
 
 def preflight(
@@ -89,6 +134,7 @@ def preflight(
     the risk for this run. *revoked* says the run just cleared the env's
     stored ``sessions_only`` (the one change a refused run makes).
     """
+    _primary_answers(fleet)
     fleet.require_session_views()
     current = state.current
     from_color = current.from_color if current is not None else pointer
@@ -112,6 +158,13 @@ def preflight(
             )
     # After the checks above: an instance that cannot be reached is named there first.
     before_switch(fleet, current, options, notice)
+
+
+def _primary_answers(fleet: Fleet) -> None:
+    """Raise when the primary is away: the caller waits that out (a restart, a failover)."""
+    _inst, signals = fleet.signals()[0]
+    if isinstance(signals, DatabaseUnavailable):
+        raise signals
 
 
 def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:

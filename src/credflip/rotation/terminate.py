@@ -30,6 +30,7 @@ def terminate(ctx: Context, readings: Sequence[Reading], *, user: str | None = N
         timeout=ctx.options.replica_lag_timeout,
         why=f"the lock of {old!r}",
         notice=ctx.notice,
+        deadline=ctx.options.deadline,
     )
     ended = ctx.fleet.terminate(old)
     ctx.rot.terminated += ended

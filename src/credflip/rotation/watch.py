@@ -74,9 +74,10 @@ def watch(
             saved = now
         if status.verdict is Verdict.DONE:
             if status.held:
-                # A replica attached meanwhile stops the retire: check it before
-                # anything is ended.
+                # A replica attached meanwhile stops the retire, and so does a lock
+                # taken over (the fence of this write): both before anything ends.
                 check_unwatched(ctx)
+                save_state(ctx.store, ctx.layout, ctx.state)
                 terminate(ctx, readings, user=old)
             rot.drain_seconds = now - tracker.switched_at
             return True

@@ -3,18 +3,21 @@
 A store holds small named string values. It can read many names in one call,
 write one (plain or secure, overwriting or create-only) and delete one. That is
 all a rotation and a resolver need; create-only writes are what the rotation
-lock is built on.
+lock is built on, and a conditional replace (built on them where the store has
+no conditional write) is how a stale lock is taken over.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import hashlib
 from collections.abc import Sequence
 from types import TracebackType
 
-from ..errors import UsageError
+from ..errors import CredflipError, ParameterExists, UsageError
 
-__all__ = ["MAX_VALUE_BYTES", "Store"]
+__all__ = ["MAX_VALUE_BYTES", "Store", "claim_name"]
 
 #: SSM's standard tier holds 4 KB per value; every store keeps to it so that a
 #: state that works on the local store also works on AWS.
@@ -74,6 +77,36 @@ class Store(abc.ABC):
             return False
         return self.delete(name)
 
+    def replace_if(self, name: str, expected: str, value: str) -> bool:
+        """Write *value* (a plain value) under *name* only while it holds *expected*;
+        True when written.
+
+        Of callers that race to replace the same *expected*, at most one ever
+        succeeds; *expected* must never come back once replaced (a lock's value
+        carries a random token). Stores with a conditional write do it in one
+        step. The default builds on create-only writes (SSM has no conditional
+        overwrite): the one caller that creates the claim ``{name}-claim-{hash of
+        expected}`` may overwrite, once it read *expected* again. The claim
+        stays, so that a caller that read *expected* late (or from a replica of
+        the store that lags) still loses; :meth:`drop_claim` removes it when no
+        such caller can be left.
+        """
+        try:
+            self.put(claim_name(name, expected), value, secure=False, overwrite=False)
+        except ParameterExists:
+            return False
+        if self.get(name) != expected:
+            # Replaced before we claimed it (and that claim dropped): ours guards nothing.
+            with contextlib.suppress(CredflipError):
+                self.drop_claim(name, expected)
+            return False
+        self.put(name, value, secure=False)
+        return True
+
+    def drop_claim(self, name: str, expected: str) -> None:
+        """Remove the claim a :meth:`replace_if` of *expected* left (none: nothing happens)."""
+        self.delete(claim_name(name, expected))
+
     @property
     def write_key(self) -> str | None:
         """The encryption key secure values are written with (None: the store has no keys)."""
@@ -109,3 +142,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _delete(self, name: str) -> bool: ...
+
+
+def claim_name(name: str, expected: str) -> str:
+    """The parameter that claims the one replacement of *expected* under *name*."""
+    return f"{name}-claim-{hashlib.sha256(expected.encode()).hexdigest()[:16]}"

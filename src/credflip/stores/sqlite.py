@@ -143,6 +143,24 @@ class SqliteStore(Store):
                 ) from exc
         return cur.rowcount == 1
 
+    def replace_if(self, name: str, expected: str, value: str) -> bool:
+        """Write *value* only while *name* holds *expected*: one conditional ``UPDATE``."""
+        with self._lock:
+            try:
+                cur = self._conn.execute(
+                    "UPDATE params SET value = ?, secure = 0, updated_at = ? "
+                    "WHERE name = ? AND value = ?",
+                    (value, time.time(), name, expected),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"cannot write {name} to the store {self.path}: {_reason(exc)}"
+                ) from exc
+        return cur.rowcount == 1
+
+    def drop_claim(self, name: str, expected: str) -> None:
+        """Nothing to drop: :meth:`replace_if` is one statement and claims nothing."""
+
     def close(self) -> None:
         """Close the SQLite connection."""
         with self._lock:

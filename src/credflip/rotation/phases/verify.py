@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import time
 
-from ...errors import AuthenticationFailed, CredflipError, DatabaseUnavailable, RotationError
+from ...backoff import Wait
+from ...errors import (
+    AuthenticationFailed,
+    CredflipError,
+    DatabaseUnavailable,
+    DeadlineReached,
+    RotationError,
+)
 from ...instances import Fleet, format_address
 from ...state import Phase
 from ...urls import DbUrl
@@ -48,23 +55,26 @@ def run(ctx: Context) -> bool:
     """Log in everywhere the plan says; wait for replicas within the lag timeout."""
     ctx.redo_prepare = True
     writer, *others = plan(ctx).logins
-    _login(ctx, writer, retry_until=None)
+    _login(ctx, writer)
     ctx.redo_prepare = False
-    lag = ctx.options.replica_lag_timeout
-    retry_until = time.monotonic() + lag
+    opts = ctx.options
+    # Replicas are waited for until the lag timeout, or the caller's deadline
+    # (then the run stops resumably, here, with the same password).
+    lag = Wait(time.monotonic(), opts.replica_lag_timeout, opts.deadline)
     ctx.fleet.wait_replayed(
         ctx.rot.position,
-        timeout=lag,
+        timeout=opts.replica_lag_timeout,
         why=f"the new password of {ctx.new_user!r}",
         notice=ctx.notice,
+        deadline=opts.deadline,
     )
     for login in others:
-        _login(ctx, login, retry_until=retry_until)
+        _login(ctx, login, lag=lag)
     return True
 
 
-def _login(ctx: Context, login: Login, *, retry_until: float | None) -> None:
-    """Log in with *login*; on a replica, retry a refused login until *retry_until*."""
+def _login(ctx: Context, login: Login, *, lag: Wait | None = None) -> None:
+    """Log in with *login*; on a replica, retry a refused login while *lag* lasts."""
     last_note = time.monotonic()
     while True:
         try:
@@ -72,10 +82,12 @@ def _login(ctx: Context, login: Login, *, retry_until: float | None) -> None:
             return
         except AuthenticationFailed as exc:
             now = time.monotonic()
-            if retry_until is None or now >= retry_until:
+            if lag is not None and lag.cut_short(now):
+                raise DeadlineReached(f"{login.label} did not yet accept the new password") from exc
+            if lag is None or lag.over(now):
                 raise _failed(ctx, login, exc) from exc
             if now - last_note >= 2.0:
-                ctx.notice(messages.waiting_for_replica(login.label, retry_until - now))
+                ctx.notice(messages.waiting_for_replica(login.label, lag.left(now)))
                 last_note = now
             time.sleep(0.2)
         except DatabaseUnavailable:
