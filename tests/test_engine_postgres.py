@@ -155,7 +155,7 @@ def test_a_statement_that_spells_out_a_password_is_cut_before_it(cluster: Cluste
             )
         texts = [text for text, _ in eng.observe(app.user).statements]
     (alter,) = [t for t in texts if t.startswith("ALTER ROLE")]
-    assert alter == f'ALTER ROLE "{app.user}" PASSWORD …'
+    assert alter == "ALTER ROLE …"
     assert not [t for t in texts if dummy in t]
 
 

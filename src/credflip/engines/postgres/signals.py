@@ -17,7 +17,6 @@ would look unchanged, so the number of evictions and the last reset time
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from psycopg import sql
 
 from ...errors import EngineError
 from ..base import Signal
+from .query_text import safe_text
 
 __all__ = [
     "AURORA_MEMBERS_SQL",
@@ -133,7 +133,7 @@ class Statements:
         for row in rows:
             entry = tuple(str(v) for v in row[:-1])
             if entry in wanted:
-                out[entry] = _without_secret(str(row[-1]))
+                out[entry] = safe_text(str(row[-1]))
         return out
 
 
@@ -152,21 +152,6 @@ def grown(
         if more > 0:
             out[entry] = more
     return out
-
-
-def _without_secret(text: str) -> str:
-    """*text* with every literal blanked (a utility statement's text is kept verbatim:
-    ``ALTER ROLE x PASSWORD '...'``, a ``CONNECTION 'postgresql://u:pw@...'``), and
-    cut before a password it may still spell out."""
-    text = _LITERAL.sub("'…'", _DOLLAR.sub("$$…$$", text))
-    found = _SECRET.search(text)
-    return text if found is None else text[: found.end()] + " …"
-
-
-_SECRET = re.compile(r"(password|identified\s+by|encrypted|secret|token)", re.IGNORECASE)
-# A quoted literal (E'..', doubled quotes inside), one the truncation left open too.
-_LITERAL = re.compile(r"[EeBbXxUu]?'(?:[^']|'')*(?:'|$)")
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$\1\$|$)", re.DOTALL)
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
