@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import App, Cluster, make_app
+from conftest import PG_VERSIONS, App, Cluster, make_app, start_cluster
 from helpers import connects, fresh, login_error
 from psycopg import sql
 
@@ -133,6 +133,35 @@ def test_observe_names_the_statements_that_grew_and_the_server_start(
         calls = [c for _, c in after.statements]
         assert calls == sorted(calls, reverse=True)
         assert eng.observe(app.user).statements == ()  # nothing since
+
+
+def test_other_users_churning_the_statements_is_no_use_of_a_user() -> None:
+    """A full pg_stat_statements evicts entries of others all the time: the count of
+    evictions is server-wide, so it must not make an unused user look used."""
+    cl = start_cluster(PG_VERSIONS[0], **{"pg_stat_statements.max": "100"})
+    try:
+        app = make_app(cl, rich=False)
+        idle = f"idle_{new_password()[:8].lower()}"
+        with cl.su() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(idle)))
+
+        def churn(value: str) -> int:
+            # Each select list length (and constant type) is one more entry.
+            with cl.su(app.database) as conn:
+                for i in range(1, 151):
+                    conn.execute("SELECT " + ", ".join([value] * i))
+                row = conn.execute("SELECT dealloc FROM pg_stat_statements_info").fetchone()
+                assert row is not None
+                return int(row[0])
+
+        with engine(app) as eng:
+            before = eng.observe(idle).counters
+            first = churn("1")
+            between = eng.observe(idle).counters
+            assert churn("true") > first > 0  # entries were evicted, twice
+            assert eng.observe(idle).counters == between == before
+    finally:
+        cl.pg.stop()
 
 
 def test_growth_by_entry_counts_a_reset_and_a_new_entry_whole() -> None:
