@@ -37,6 +37,13 @@ class Connections:
             self._engines[instance.address] = eng
         return eng
 
+    def forget(self, instance: Instance) -> None:
+        """Stop watching *instance* (never the primary), closing its connection."""
+        eng = self._engines.pop(instance.address, None)
+        if eng is not None:
+            eng.close()
+        self.instances.remove(instance)
+
     @property
     def replicas(self) -> list[Instance]:
         """Every instance but the primary."""
