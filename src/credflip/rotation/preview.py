@@ -30,7 +30,7 @@ from .runner import HANDLERS
 from .start import new_rotation, preflight
 from .watch import drain_policy
 
-__all__ = ["PlannedParameter", "RotationPlan", "plan_rotation"]
+__all__ = ["PlannedParameter", "PlannedPredrain", "RotationPlan", "plan_rotation"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,20 @@ class PlannedParameter:
 
 
 @dataclass(frozen=True)
+class PlannedPredrain:
+    """After a rollback that had switched: the rolled-back color, drained before prepare."""
+
+    user: str
+    color: str
+    #: When the rollback moved the pointer back (wall clock): the drain counts from it.
+    since: float
+    window: float
+    #: Seconds after *since* it can end at the earliest, when nothing uses it.
+    earliest_after: float
+    watch: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RotationPlan:
     """Everything ``rotate --dry-run`` prints, in the order a rotation does it."""
 
@@ -54,6 +68,8 @@ class RotationPlan:
     to_user: str
     #: The admin URL's database: statements elsewhere say where they run.
     main_database: str
+    #: Drained first, when the last rotation was rolled back after its switch.
+    predrain: PlannedPredrain | None = None
     prepare: list[tuple[str, str]] = field(default_factory=list)  # (database, SQL)
     parameters: list[PlannedParameter] = field(default_factory=list)
     verify: list[str] = field(default_factory=list)
@@ -115,6 +131,7 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
     """The dry run's report of the phases' plans."""
     rot, opts, plans = ctx.rot, ctx.options, ctx.plans
     policy = drain_policy(rot)
+    first = plans[Phase.PREPARE].predrain
     plan = RotationPlan(
         env=ctx.layout.env,
         from_color=rot.from_color.value,
@@ -122,6 +139,16 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         from_user=ctx.old_user,
         to_user=ctx.new_user,
         main_database=eng.admin_url.database or eng.admin_url.user,
+        predrain=None
+        if first is None
+        else PlannedPredrain(
+            first.user,
+            first.color.value,
+            first.since,
+            first.window,
+            first.shortest,
+            _rendered(eng, first.steps),
+        ),
         retire_mode=opts.retire,
         client_ttl=opts.client_ttl,
         min_drain=opts.min_drain,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
+from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -24,7 +25,7 @@ from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
 
-__all__ = ["drain_policy", "watch"]
+__all__ = ["drain_policy", "watch", "watch_steps"]
 
 #: Seconds between two writes of the drain's evidence to the store.
 SAVE_EVERY = 30.0
@@ -35,6 +36,12 @@ def drain_policy(rot: Rotation) -> DrainPolicy:
     return DrainPolicy(
         client_ttl=rot.client_ttl or 0.0, quiet=rot.quiet, min_drain=rot.min_drain or 0.0
     )
+
+
+def watch_steps(ctx: Context, user: str) -> list[Step]:
+    """The statements that make *user*'s logins countable, where the instances can count them."""
+    group = ctx.state.group
+    return ctx.engine.plan_watch(user, group) if ctx.fleet.can_count(user, group) else []
 
 
 def watch(
