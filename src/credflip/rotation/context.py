@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from ..engines import Engine
 from ..instances import Fleet
 from ..layout import Color, Layout, Role
-from ..state import Phase, Rotation, State
+from ..state import Rotation, State
 from ..stores.base import Store
 from ..urls import DbUrl, scrub
 from . import messages
 from .events import Event, Notice, OnEvent, emit
 from .options import RotateOptions
 from .params import parse_urls, read_pointer
-from .plan import PhasePlan, Write
+from .plan import Write
 
 __all__ = ["Context"]
 
@@ -42,8 +42,6 @@ class Context:
     secrets: list[str] = field(default_factory=list, repr=False)
     #: Set while a failure in verify means the prepared password itself is wrong.
     redo_prepare: bool = True
-    #: The plans made so far in this run, by phase.
-    plans: dict[Phase, PhasePlan] = field(default_factory=dict, repr=False)
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property

@@ -25,7 +25,7 @@ from .context import Context
 from .fleet import env_fleet, instance_list
 from .options import RotateOptions
 from .params import read_pointer
-from .plan import Write
+from .plan import PhasePlan, Write
 from .runner import HANDLERS
 from .start import new_rotation, preflight
 from .watch import drain_policy
@@ -114,10 +114,11 @@ def plan_rotation(
             preflight(fleet, state, pointer, options, accepted.append)
             state.current = new_rotation(pointer, options)  # not saved
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            plans: dict[Phase, PhasePlan] = {}
             for phase, handler in HANDLERS.items():
-                ctx.plans[phase] = planned = handler.plan(ctx)
+                plans[phase] = planned = handler.plan(ctx)
                 ctx.write(planned.writes)
-            plan = _describe(ctx, eng)
+            plan = _describe(ctx, eng, plans)
             plan.unwatched.extend(accepted)
             return plan
         finally:
@@ -127,9 +128,9 @@ def plan_rotation(
             eng.close()
 
 
-def _describe(ctx: Context, eng: Engine) -> RotationPlan:
+def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> RotationPlan:
     """The dry run's report of the phases' plans."""
-    rot, opts, plans = ctx.rot, ctx.options, ctx.plans
+    rot, opts = ctx.rot, ctx.options
     policy = drain_policy(rot)
     first = plans[Phase.PREPARE].predrain
     plan = RotationPlan(
