@@ -120,6 +120,13 @@ def waiting_for_replica(label: str, left: float) -> str:
     )
 
 
+def verify_deadline_stop(label: str) -> str:
+    return (
+        f"stopping in verify to respect the deadline: the {label} has not accepted the new "
+        f"password yet; run again to resume (the same password is verified)"
+    )
+
+
 def verify_failed(
     to_color: Color, from_color: Color, label: str, url: DbUrl, exc: CredflipError
 ) -> RotationError:

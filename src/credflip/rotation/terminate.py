@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..drain import Reading
+from ..waiting import Wait
 from . import messages
 from .context import Context
 
@@ -27,7 +28,7 @@ def terminate(ctx: Context, readings: Sequence[Reading], *, user: str | None = N
     ctx.engine.lock_user(old)
     ctx.fleet.wait_replayed(
         ctx.engine.position(),
-        timeout=ctx.options.replica_lag_timeout,
+        wait=Wait(ctx.options.replica_lag_timeout, deadline=ctx.options.deadline),
         why=f"the lock of {old!r}",
         notice=ctx.notice,
     )
