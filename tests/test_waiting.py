@@ -84,7 +84,7 @@ class Refusing:
 def context(engine: Refusing, notes: list[str]) -> Any:
     """What verify's login reads of a Context."""
     return SimpleNamespace(
-        engine=engine,
+        connector=engine,
         options=SimpleNamespace(probe=None),
         notice=notes.append,
         rot=SimpleNamespace(to_color=Color.GREEN, from_color=Color.BLUE),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..engines import Engine
+from ..engines import Connector, UsageObserver, UserAdmin
 from ..instances import Fleet
 from ..layout import Color, Layout, Role
 from ..state import Rotation, State
@@ -44,9 +44,21 @@ class Context:
     redo_prepare: bool = True
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
 
+    # The primary's engine, by the role a phase needs of it.
+
     @property
-    def engine(self) -> Engine:
-        """The primary's engine: the one that changes users and rights."""
+    def admin(self) -> UserAdmin:
+        """What changes users and rights (prepare, retire, ``--terminate``'s lock)."""
+        return self.fleet.primary
+
+    @property
+    def observer(self) -> UsageObserver:
+        """What observes use: the drain's watch, the counters, the write position."""
+        return self.fleet.primary
+
+    @property
+    def connector(self) -> Connector:
+        """What logs in with a URL as a client would (verify)."""
         return self.fleet.primary
 
     @property

@@ -41,7 +41,7 @@ def drain_policy(rot: Rotation) -> DrainPolicy:
 def watch_steps(ctx: Context, user: str) -> list[Step]:
     """The statements that make *user*'s logins countable, where the instances can count them."""
     group = ctx.state.group
-    return ctx.engine.plan_watch(user, group) if ctx.fleet.can_count(user, group) else []
+    return ctx.observer.plan_watch(user, group) if ctx.fleet.can_count(user, group) else []
 
 
 def watch(
@@ -64,7 +64,7 @@ def watch(
         stored = Evidence()
     # Standbys count the old user's logins once they replayed this far: the
     # position when the watch began, kept for the later runs of this drain.
-    position = (stored.position or ctx.engine.position()) if counting else None
+    position = (stored.position or ctx.observer.position()) if counting else None
     announce(ctx, old)
     now = time.monotonic()
     tracker = _tracker(ctx, stored, since, now)

@@ -25,8 +25,8 @@ def run(ctx: Context) -> bool:
     """Start watching, then sample until the old user may be retired (or a safe stop)."""
     ctx.require_switched()
     # Asked before the watch changes what it looks at.
-    counting = ctx.engine.count_problem(ctx.old_user, ctx.state.group) is None
-    ctx.engine.execute(plan(ctx).steps)
+    counting = ctx.observer.count_problem(ctx.old_user, ctx.state.group) is None
+    ctx.observer.execute(plan(ctx).steps)
     return watch(ctx, counting=counting)
 
 

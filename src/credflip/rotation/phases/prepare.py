@@ -28,9 +28,7 @@ def plan(ctx: Context) -> PhasePlan:
     rot = ctx.rot
     password = new_password()
     ctx.secrets.append(password)
-    steps = ctx.engine.plan_prepare(
-        ctx.new_user, password, like=ctx.old_user, group=ctx.state.group
-    )
+    steps = ctx.admin.plan_prepare(ctx.new_user, password, like=ctx.old_user, group=ctx.state.group)
     writes = [
         Write(
             ctx.layout.url(rot.to_color, role),
@@ -78,13 +76,13 @@ def predrain(ctx: Context, planned: Predrain) -> bool:
     (prepare then gives it the active user's settings back)."""
     user, group = planned.user, ctx.state.group
     # Asked before the watch changes what it looks at.
-    counting = ctx.engine.count_problem(user, group) is None
-    ctx.engine.execute(planned.steps)
+    counting = ctx.observer.count_problem(user, group) is None
+    ctx.observer.execute(planned.steps)
     ctx.notice(messages.predraining(user, planned.color))
     if not watch(ctx, counting=counting, user=user, since=planned.since):
         return False
     # What late sessions created meanwhile goes to the group, as at retire.
-    ctx.engine.end_watch(user, group)
+    ctx.observer.end_watch(user, group)
     ctx.rot.predrained = True
     ctx.rot.evidence = {}
     return True
@@ -106,9 +104,9 @@ def run(ctx: Context) -> bool:
     # color again, whatever step a crash stopped at.
     ctx.rot.prepared = True
     save_state(ctx.store, ctx.layout, ctx.state)
-    ctx.engine.execute(planned.steps)
+    ctx.admin.execute(planned.steps)
     # Replicas have the new password once they replayed this far.
-    ctx.rot.position = ctx.engine.position()
+    ctx.rot.position = ctx.observer.position()
     ctx.write(planned.writes)
     return True
 

@@ -24,10 +24,10 @@ def plan(ctx: Context) -> PhasePlan:
     rot, old = ctx.rot, ctx.old_user
     drop, group = ctx.options.retire == "drop", ctx.state.group
     if rot.phase.switched:
-        steps = ctx.engine.plan_retire(old, keep=ctx.new_user, group=group, drop=drop)
+        steps = ctx.admin.plan_retire(old, keep=ctx.new_user, group=group, drop=drop)
     else:
         watched = bool(watch_steps(ctx, old))
-        steps = ctx.engine.plan_retire(old, keep=old, group=group, drop=drop, watched=watched)
+        steps = ctx.admin.plan_retire(old, keep=old, group=group, drop=drop, watched=watched)
     return PhasePlan(Phase.RETIRE, steps=steps)
 
 
@@ -35,7 +35,7 @@ def run(ctx: Context) -> bool:
     """Retire the old user, only while the pointer names the new one."""
     ctx.require_switched()
     check_unwatched(ctx)
-    ctx.engine.execute(plan(ctx).steps)
+    ctx.admin.execute(plan(ctx).steps)
     return True
 
 

@@ -69,7 +69,7 @@ def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
     """
     while True:
         try:
-            ctx.engine.verify(login.url, probe=ctx.options.probe)
+            ctx.connector.verify(login.url, probe=ctx.options.probe)
             return True
         except AuthenticationFailed as exc:
             if wait is None or not wait.left():
