@@ -13,14 +13,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
-from ..errors import DatabaseUnavailable, EngineError, UsageError
+from ..errors import ConnectFailed, DatabaseUnavailable, EngineError, UsageError
 from ..urls import DbUrl, scrub
 
 T = TypeVar("T")
 
-__all__ = ["DB_TIMEOUT_ENV", "Connector"]
+__all__ = ["DB_TIMEOUT_ENV", "Connector", "Refusal"]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one
@@ -48,6 +48,23 @@ def _statement_timeout() -> float:
     return _timeout(30.0)
 
 
+class Refusal(NamedTuple):
+    """What a server refused at connect, as its engine reads the driver's error."""
+
+    #: :class:`~credflip.errors.AuthenticationFailed`, ``InsufficientPrivilege``, or
+    #: ``ConnectFailed`` (no such database).
+    error: type[EngineError]
+    #: What to do about it.
+    advice: str
+    #: Said instead of the driver's own message, when that is unhelpful.
+    said: str | None = None
+
+    @classmethod
+    def no_database(cls) -> Refusal:
+        """The URL names a database the server does not have."""
+        return cls(ConnectFailed, "check the database name in the URL")
+
+
 @dataclass
 class Connector(abc.ABC):
     """Connections through an admin URL, and logins with any other URL."""
@@ -66,6 +83,9 @@ class Connector(abc.ABC):
 
     #: The driver's base exception class.
     driver_error: ClassVar[type[Exception]] = Exception
+    #: The server's name in messages, and the port of a URL that names none.
+    product: ClassVar[str] = "the database"
+    default_port: ClassVar[int] = 0
 
     # -- the admin connection: one place for both drivers ------------------
 
@@ -106,6 +126,25 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def _connect(self, url: DbUrl, *, what: str) -> Any:
         """A DBAPI connection with *url*; errors translated, naming *what*."""
+
+    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
+        """The error of a failed connect with *url*, worded alike for every engine
+        (:meth:`_refusal` says what the server refused, if anything)."""
+        where = f"{url.host}:{url.port or self.default_port}"
+        message = self._diag(exc)
+        refusal = self._refusal(exc, url, message)
+        if refusal is None:
+            return DatabaseUnavailable(
+                f"cannot connect {what} to {self.product} at {where}: {message}; check host, "
+                f"port and that the server is running"
+            )
+        said = message if refusal.said is None else refusal.said
+        return refusal.error(f"{what} was refused at {where}: {said}; {refusal.advice}")
+
+    @abc.abstractmethod
+    def _refusal(self, exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
+        """What the server refused when connecting with *url* failed with driver error *exc*
+        (*message*: its scrubbed first line); None when it could not be reached."""
 
     @staticmethod
     @abc.abstractmethod

@@ -14,16 +14,10 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from ...errors import (
-    AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
-    EngineError,
-    InsufficientPrivilege,
-    is_auth_failure,
-)
+from ...errors import AuthenticationFailed, EngineError, InsufficientPrivilege, is_auth_failure
 from ...urls import DbUrl, pymysql_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal
 
 __all__ = ["MysqlConnection"]
 
@@ -38,6 +32,8 @@ class MysqlConnection(Engine):
     """The admin's connection to MySQL or MariaDB, and statements run on it."""
 
     driver_error = pymysql.err.MySQLError
+    product = "MySQL"
+    default_port = 3306
 
     # -- connections -----------------------------------------------------
 
@@ -52,26 +48,21 @@ class MysqlConnection(Engine):
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc, url, what) from exc
 
-    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
+    def _refusal(self, exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
         code = _errno(exc)
-        message = self._diag(exc)
-        where = f"{url.host}:{url.port or 3306}"
         if is_auth_failure(exc):
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; check the user and password, or "
-                f"whether the account is locked"
+            return Refusal(
+                AuthenticationFailed,
+                "check the user and password, or whether the account is locked",
             )
         if code == 1044:
-            return InsufficientPrivilege(
-                f"{what} was refused at {where}: {message}; grant that user access to the "
-                f"database, or name another one in the URL"
+            return Refusal(
+                InsufficientPrivilege,
+                "grant that user access to the database, or name another one in the URL",
             )
         if code == 1049:
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to MySQL at {where}: {message}; check host, port and that "
-            f"the server is running"
-        )
+            return Refusal.no_database()
+        return None
 
     @staticmethod
     def _is_open(conn: Any) -> bool:

@@ -22,14 +22,13 @@ from psycopg import sql
 
 from ...errors import (
     AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
     is_auth_failure,
 )
 from ...urls import DbUrl, libpq_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal
 from . import catalog
 
 __all__ = ["PgConnection"]
@@ -44,6 +43,8 @@ class PgConnection(Engine):
     """The admin's connections to PostgreSQL through psycopg 3, and statements run on them."""
 
     driver_error = psycopg.Error
+    product = "PostgreSQL"
+    default_port = 5432
 
     # -- connections -----------------------------------------------------
 
@@ -63,26 +64,21 @@ class PgConnection(Engine):
         except psycopg.Error as exc:
             raise self._connect_error(exc, url, what) from exc
 
-    def _connect_error(self, exc: psycopg.Error, url: DbUrl, what: str) -> EngineError:
-        message = self._diag(exc)
-        low = message.lower()
-        where = f"{url.host}:{url.port or 5432}"
+    def _refusal(self, exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
+        low, sqlstate = message.lower(), getattr(exc, "sqlstate", None)
         if is_auth_failure(exc):
-            if exc.sqlstate == "28P01" or "password authentication failed" in low:
-                return AuthenticationFailed(
-                    f"{what} was refused: password authentication failed for user {url.user!r} "
-                    f"at {where}; check the user and password"
+            if sqlstate == "28P01" or "password authentication failed" in low:
+                return Refusal(
+                    AuthenticationFailed,
+                    "check the user and password",
+                    said=f"password authentication failed for user {url.user!r}",
                 )
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; the user is locked, lacks LOGIN or "
-                f"does not exist"
+            return Refusal(
+                AuthenticationFailed, "the user is locked, lacks LOGIN or does not exist"
             )
-        if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
-            f"that the server is running"
-        )
+        if sqlstate == "3D000" or ("database" in low and "does not exist" in low):
+            return Refusal.no_database()
+        return None
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
