@@ -239,13 +239,23 @@ def django_site(mode: str, env: dict[str, str]) -> Iterator[tuple[int, Callable[
 
 
 class AsyncApp:
-    """An event loop in a thread of its own, with the app's async engine."""
+    """An event loop in a thread of its own (a :class:`Worker`), with the app's async engine.
+
+    :meth:`check` raises once the loop's thread died or ended before :meth:`close`.
+    """
 
     def __init__(self, make_engine: Callable[[], Any]) -> None:
         self.engine = make_engine()  # at "import", before the loop runs
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.closing = False
+        self.thread = Worker(self.loop.run_forever, name="the async app's event loop")
         self.thread.start()
+
+    def check(self) -> None:
+        """Raise when the loop's thread crashed, or stopped while the app still serves."""
+        self.thread.check()
+        if not self.closing and not self.thread.is_alive():
+            raise ChildDied(f"{self.thread.name} stopped before the app was closed")
 
     async def order(self, worker: int) -> str:
         async with self.engine.begin() as conn:
@@ -256,9 +266,10 @@ class AsyncApp:
             return str((await conn.execute(sqlalchemy.text("SELECT session_user"))).scalar())
 
     def close(self) -> None:
+        self.closing = True
         asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
+        self.thread.join(30)
         self.loop.close()
 
 
@@ -309,7 +320,8 @@ class AsyncTraffic:
             time.sleep(0.01)
 
     def check(self) -> None:
-        """Raise the error a worker task died of (they only end on stop())."""
+        """Raise the error a worker task died of (they only end on stop()), or the loop's."""
+        self.app.check()
         if self._future is not None and self._future.done() and not self._stop:
             self._future.result()  # raises what ended it
             raise RuntimeError("the async app's workers ended before stop()")
