@@ -101,6 +101,18 @@ def test_the_layer_holds_the_client_side_only(dist: Path) -> None:
         assert not any(left_out in n for n in names), left_out
 
 
+def test_the_rotator_holds_the_handler_and_its_drivers_not_the_client_integrations(
+    dist: Path,
+) -> None:
+    names = zipfile.ZipFile(dist / "credflip-rotator.zip").namelist()
+    for needed in ("credflip/aws_lambda.py", "credflip/rotation/", "credflip/engines/"):
+        assert any(n.startswith(needed) for n in names), needed
+    assert any(n.startswith("psycopg/") for n in names)
+    assert any(n.startswith("pymysql/") for n in names)
+    for left_out in ("cli/", "demo/", "django/", "sqlalchemy.py", "psycopg.py", "__main__.py"):
+        assert not any(n.startswith("credflip/" + left_out) for n in names), left_out
+
+
 def test_the_layer_resolves_from_ssm_on_python_312(
     dist: Path, runtime: Path, tmp_path: Path, moto_endpoint: str
 ) -> None:
