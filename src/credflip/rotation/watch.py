@@ -116,7 +116,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
     switched = (start if start is not None else time.time()) - offset
     # A command-line run past the timeout goes on while nothing uses the old user,
     # long enough for one whole window; a scheduled one until its deadline.
-    window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
+    window = stored.needed_quiet(policy)
     run_until = (
         None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
     )
