@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import App, MyApp
+from apps import App, MyApp
 from faults import wait_for
 
 from credflip import commands

@@ -17,19 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
-    ENGINES,
-    PG_VERSIONS,
-    App,
-    Cluster,
-    Mariadb,
-    MyApp,
-    engine_app,
-    make_app,
-    make_my_app,
-    my_hash,
-    start_cluster,
-)
+from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, my_hash
+from clusters import PG_VERSIONS, Cluster, Mariadb, start_cluster
 from helpers import command, connects, dump, fresh, login_error
 from servers import PrivateMariadb
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conftest import App, MyApp
+from apps import App, MyApp
 from helpers import command, dump, stored_url
 
 from credflip import commands

@@ -6,7 +6,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import App, Cluster, make_app
+from apps import App, make_app
+from clusters import Cluster
 from helpers import connects, fresh, login_error
 from psycopg import sql
 

@@ -19,7 +19,8 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import PG_VERSIONS, App, Mariadb, MyApp, engine_app, make_my_app
+from apps import App, MyApp, engine_app, make_my_app
+from clusters import PG_VERSIONS, Mariadb
 from helpers import command, connects, fresh
 from servers import PrivateMariadb
 

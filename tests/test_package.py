@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import engine_app
+from apps import engine_app
 from helpers import assert_pointer_connects, login_error
 
 from credflip import commands
