@@ -235,6 +235,9 @@ def make_my_app(mariadb: Mariadb, *, rich: bool = True, hosts: tuple[str, ...] =
     return app
 
 
+#: An app on either engine.
+AnyApp = App | MyApp
+
 ENGINES = [*(f"postgresql{v}" for v in PG_VERSIONS), "mysql"]
 
 

@@ -121,6 +121,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """The local SQLite store alone, for tests that need no second store."""
+    store = SqliteStore(tmp_path / "params.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
 def layout() -> Layout:
     return Layout(f"env{serial()}")
 

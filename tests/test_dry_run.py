@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from apps import App, MyApp
+from apps import AnyApp
 from helpers import command, dump, stored_url
 
 from credflip import commands
@@ -15,7 +15,6 @@ from credflip.rotation import RotateOptions, rotate
 from credflip.state import read_lock
 from credflip.stores.base import Store
 
-AnyApp = App | MyApp
 DDL = re.compile(r"(ALTER|GRANT|REVOKE|CREATE|DROP|REASSIGN) ")
 # What the servers log instead of the dry run's ***: verifier or hash.
 LOGGED_SECRET = re.compile(r"'(SCRAM-SHA-256\$[^']*|\*[0-9A-F]{40})'")
