@@ -48,7 +48,7 @@ def test_a_django_site_that_dies_fails_the_benchmark_with_its_error(
 def test_an_async_app_whose_event_loop_dies_fails_its_checks() -> None:
     """The async client's loop runs in a Worker: the thread dying fails the next check
     (every drain sample), not the end of the benchmark."""
-    bench = load_bench("rotation_under_load")
+    bench = load_bench("load_clients")
     app = bench.AsyncApp(lambda: None)
     try:
         # SystemExit leaves run_forever (other errors in callbacks are only logged).
