@@ -81,22 +81,17 @@ class DrainTracker:
             position=position,
         )
 
-    @property
-    def needed_quiet(self) -> float:
-        """The quiet window, given the pauses seen so far."""
-        return self.policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
-
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
         """Take one sample (all instances, read at about *now*); return the verdict."""
         policy = self.policy
         self._last_sample = now
-        needed = self.needed_quiet
+        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
         sample = self._baseline.compare(now, readings, needed)
         caches_expired = now - self.switched_at >= policy.cache_wait
         self._learn(now, sample, caches_expired)
         self._window(now, sample, caches_expired)
         quiet = 0.0 if self._quiet_since is None else now - self._quiet_since
-        needed = self.needed_quiet
+        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
         # The quiet window started, or starts at the next clean sample.
         window_from = (
             self._quiet_since

@@ -20,7 +20,7 @@ from ..urls import DbUrl, scrub
 
 T = TypeVar("T")
 
-__all__ = ["DB_TIMEOUT_ENV", "Connector", "Refusal"]
+__all__ = ["DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one
@@ -65,6 +65,20 @@ class Refusal(NamedTuple):
         return cls(ConnectFailed, "check the database name in the URL")
 
 
+def connect_error(
+    product: str, what: str, where: str, message: str, refusal: Refusal | None
+) -> EngineError:
+    """The error of a failed connect, worded alike for every engine: *refusal* is what the
+    server refused (None: it could not be reached); *message* the driver's, scrubbed."""
+    if refusal is None:
+        return DatabaseUnavailable(
+            f"cannot connect {what} to {product} at {where}: {message}; check host, port "
+            f"and that the server is running"
+        )
+    said = message if refusal.said is None else refusal.said
+    return refusal.error(f"{what} was refused at {where}: {said}; {refusal.advice}")
+
+
 @dataclass
 class Connector(abc.ABC):
     """Connections through an admin URL, and logins with any other URL."""
@@ -83,9 +97,6 @@ class Connector(abc.ABC):
 
     #: The driver's base exception class.
     driver_error: ClassVar[type[Exception]] = Exception
-    #: The server's name in messages, and the port of a URL that names none.
-    product: ClassVar[str] = "the database"
-    default_port: ClassVar[int] = 0
 
     # -- the admin connection: one place for both drivers ------------------
 
@@ -126,25 +137,6 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def _connect(self, url: DbUrl, *, what: str) -> Any:
         """A DBAPI connection with *url*; errors translated, naming *what*."""
-
-    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
-        """The error of a failed connect with *url*, worded alike for every engine
-        (:meth:`_refusal` says what the server refused, if anything)."""
-        where = f"{url.host}:{url.port or self.default_port}"
-        message = self._diag(exc)
-        refusal = self._refusal(exc, url, message)
-        if refusal is None:
-            return DatabaseUnavailable(
-                f"cannot connect {what} to {self.product} at {where}: {message}; check host, "
-                f"port and that the server is running"
-            )
-        said = message if refusal.said is None else refusal.said
-        return refusal.error(f"{what} was refused at {where}: {said}; {refusal.advice}")
-
-    @abc.abstractmethod
-    def _refusal(self, exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
-        """What the server refused when connecting with *url* failed with driver error *exc*
-        (*message*: its scrubbed first line); None when it could not be reached."""
 
     @staticmethod
     @abc.abstractmethod

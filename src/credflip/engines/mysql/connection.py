@@ -17,7 +17,7 @@ import pymysql.cursors
 from ...errors import AuthenticationFailed, EngineError, InsufficientPrivilege, is_auth_failure
 from ...urls import DbUrl, pymysql_kwargs, scrub
 from ..base import Engine, Step
-from ..connector import Refusal
+from ..connector import Refusal, connect_error
 
 __all__ = ["MysqlConnection"]
 
@@ -32,8 +32,6 @@ class MysqlConnection(Engine):
     """The admin's connection to MySQL or MariaDB, and statements run on it."""
 
     driver_error = pymysql.err.MySQLError
-    product = "MySQL"
-    default_port = 3306
 
     # -- connections -----------------------------------------------------
 
@@ -48,21 +46,9 @@ class MysqlConnection(Engine):
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc, url, what) from exc
 
-    def _refusal(self, exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
-        code = _errno(exc)
-        if is_auth_failure(exc):
-            return Refusal(
-                AuthenticationFailed,
-                "check the user and password, or whether the account is locked",
-            )
-        if code == 1044:
-            return Refusal(
-                InsufficientPrivilege,
-                "grant that user access to the database, or name another one in the URL",
-            )
-        if code == 1049:
-            return Refusal.no_database()
-        return None
+    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
+        message, where = self._diag(exc), f"{url.host}:{url.port or 3306}"
+        return connect_error("MySQL", what, where, message, _refusal(exc))
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
@@ -126,3 +112,20 @@ def _errno(exc: BaseException) -> int:
     """The server's error number of a PyMySQL error (0 when it has none)."""
     args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     return args[0] if args and isinstance(args[0], int) else 0
+
+
+def _refusal(exc: BaseException) -> Refusal | None:
+    """What the server refused when a connect failed with *exc* (None: not reached)."""
+    code = _errno(exc)
+    if is_auth_failure(exc):
+        return Refusal(
+            AuthenticationFailed, "check the user and password, or whether the account is locked"
+        )
+    if code == 1044:
+        return Refusal(
+            InsufficientPrivilege,
+            "grant that user access to the database, or name another one in the URL",
+        )
+    if code == 1049:
+        return Refusal.no_database()
+    return None
