@@ -1,6 +1,8 @@
-"""Run a rotation in this process and kill it hard at a phase boundary.
+"""Run a rotation in this process and kill it hard at a phase boundary, or after the first
+N statements of prepare.
 
 Usage: python tests/crash_rotate.py STORE ENV before|after PHASE [RETIRE]
+       python tests/crash_rotate.py STORE ENV statements N
 The admin URL comes from CREDFLIP_ADMIN_URL. Exits with 70 at the crash
 point, through os._exit so that nothing is cleaned up (the lock stays).
 """
@@ -9,18 +11,42 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
+from credflip.engines import engine_class
 from credflip.layout import Layout
 from credflip.rotation import Event, PhaseFinished, PhaseStarted, RotateOptions, rotate
 from credflip.stores import open_store
 from credflip.urls import DbUrl
 
 
+def die_after_statements(admin_url: DbUrl, count: int, started: list[bool]) -> None:
+    """Once prepare started, exit right after its *count*-th statement ran."""
+    cls: Any = engine_class(admin_url.scheme)
+    run = cls._execute
+    done: list[object] = []
+
+    def execute(self: Any, step: Any) -> None:
+        run(self, step)
+        if started:
+            done.append(step)
+            if len(done) == count:
+                os._exit(70)
+
+    cls._execute = execute
+
+
 def main() -> None:
     spec, env, when, phase = sys.argv[1:5]
     retire = sys.argv[5] if len(sys.argv) > 5 else "lock"
+    admin_url = DbUrl.parse(os.environ["CREDFLIP_ADMIN_URL"])
+    prepare_started: list[bool] = []
+    if when == "statements":
+        die_after_statements(admin_url, int(phase), prepare_started)
 
     def hook(event: Event) -> None:
+        if isinstance(event, PhaseStarted) and event.phase == "prepare":
+            prepare_started.append(True)
         if when == "after" and isinstance(event, PhaseFinished) and event.phase == phase:
             os._exit(70)
         if when == "before" and isinstance(event, PhaseStarted) and event.phase == phase:
@@ -29,7 +55,7 @@ def main() -> None:
     rotate(
         open_store(spec),
         Layout(env),
-        admin_url=DbUrl.parse(os.environ["CREDFLIP_ADMIN_URL"]),
+        admin_url=admin_url,
         options=RotateOptions(client_ttl=0.2, quiet=0.2, retire=retire),  # type: ignore[arg-type]
         on_event=hook,
     )

@@ -163,12 +163,14 @@ class Clients:
         assert self.ok["lambda"] and self.ok["pool"], dict(self.ok)
 
 
-def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_for(
+    predicate: Any, timeout: float = 30.0, what: str = "condition", interval: float = 0.02
+) -> None:
     """Poll *predicate* (bounded): the tests' only way to wait for another thread."""
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"{what} not reached within {timeout:g}s"
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 # -- freezing a server --------------------------------------------------------

@@ -156,6 +156,20 @@ def test_min_drain_from_the_event_holds_across_invocations(
     assert done["drain_seconds"] >= 3.0
 
 
+def test_a_machine_whose_clock_is_ahead_does_not_shorten_the_quiet_window(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    event = {**env, "quiet": "60s", "require_counters": True}
+    first = handler(event, LambdaContext(2.0))  # quiet since the cache wait, then paused
+    assert first["status"] == "paused" and first["stopped_in"] == "drain"
+    # The next run is on a machine whose clock is an hour ahead: the evidence
+    # kept in the state is on the database's clock, so the window is not over.
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    second = handler(event, LambdaContext(2.0))
+    assert second["status"] == "paused" and second["resumed"], second
+
+
 def test_without_a_counter_the_event_must_accept_sessions_only(
     cluster: Cluster, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -18,6 +18,9 @@ from typing import Any
 import boto3
 import yaml
 
+from credflip.stores import open_store
+from credflip.stores.ssm import SsmStore
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "template.yaml"
 
 
@@ -84,9 +87,19 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     assert config["Handler"] == "credflip.aws_lambda.handler"
     assert config["Timeout"] == 900
     assert config["Environment"]["Variables"] == {
-        "CREDFLIP_STORE": "ssm://",
+        "CREDFLIP_STORE": f"ssm://us-east-1?kms_key_id={key}",
         "CREDFLIP_PREFIX": "/db",
     }
+    # The rotator's store writes every URL under the stack's key, and names it again.
+    spec = config["Environment"]["Variables"]["CREDFLIP_STORE"]
+    with open_store(spec.replace("?", f"?endpoint_url={moto_endpoint}&")) as store:
+        assert isinstance(store, SsmStore) and store.kms_key_id == key
+        store.put(f"/db/{env}/blue/writer-db-url", "mysql://a:b@h/d", secure=True)
+        assert store.url == spec.replace("?", f"?endpoint_url={moto_endpoint}&")
+        described = store.client.describe_parameters(
+            ParameterFilters=[{"Key": "Path", "Values": [f"/db/{env}/blue"]}]
+        )["Parameters"]
+        assert [p["KeyId"] for p in described] == [key]
     assert config["VpcConfig"]["SubnetIds"] == [subnet]
     assert config["VpcConfig"]["SecurityGroupIds"] == [group]
     role_name = config["Role"].rsplit("/", 1)[1]

@@ -184,6 +184,24 @@ def test_sessions_by_client_and_kill(mariadb: Mariadb) -> None:
             assert [(g.application, g.database) for g in sample.groups] == [("", app.database)]
             group = sample.groups[0]
             assert group.started is None and group.idle_for is not None  # TIME: no start time
+            # A thread asleep inside an open transaction is not idle (ending it loses work).
+            # InnoDB refreshes what INNODB_TRX shows only after 0.1 s without a
+            # read of it: poll slower than that.
+            conns[0].cursor().execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            wait_for(
+                lambda: eng.sessions(app.user).groups[0].idle_for is None,
+                timeout=5,
+                what="the open transaction shown",
+                interval=0.15,
+            )
+            assert eng.sessions(app.user).count == 3
+            conns[0].rollback()
+            wait_for(
+                lambda: eng.sessions(app.user).groups[0].idle_for is not None,
+                timeout=5,
+                what="the transaction's end shown",
+                interval=0.15,
+            )
             observed = eng.observe(app.user)
             assert observed.statements == ()
             uptime = mariadb.sql("SHOW GLOBAL STATUS LIKE 'Uptime'")[0][1]

@@ -7,13 +7,14 @@ from typing import Any
 import psycopg
 import pytest
 from apps import App, make_app
-from clusters import Cluster
+from clusters import PG_VERSIONS, Cluster, start_cluster
 from helpers import connects, fresh, login_error
 from psycopg import sql
 
 from credflip import commands
 from credflip.engines import engine_for
 from credflip.engines.postgres import PostgresEngine, default_group
+from credflip.engines.postgres import signals as pg_signals
 from credflip.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -101,10 +102,17 @@ def test_sessions_grouped_and_terminated(app: App) -> None:
             conn.close()
 
 
-def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cluster) -> None:
+def test_observe_names_the_statements_that_grew_and_the_server_start(
+    app: App, cluster: Cluster
+) -> None:
+    # Statements the user ran often before: the most called in total.
+    with app.connect(app.url) as conn:
+        for i in range(6):
+            for _ in range(30):
+                conn.execute(f"SELECT {i} AS often{i}")
     with engine(app) as eng:
         first = eng.observe(app.user)
-        assert first.started is not None
+        assert first.started is not None and first.statements == ()  # no earlier one
         with cluster.su() as conn:
             row = conn.execute("SELECT extract(epoch FROM pg_postmaster_start_time())").fetchone()
             assert row is not None and first.started == pytest.approx(float(row[0]))
@@ -114,31 +122,70 @@ def test_observe_names_the_statements_and_the_server_start(app: App, cluster: Cl
         with app.connect(app.url) as conn:
             for _ in range(7):
                 conn.execute(query)
+            conn.execute("SELECT 0 AS often0")
         after = eng.observe(app.user)
         assert after.started == first.started
-        assert 0 < len(after.statements) <= 5
         texts = dict(after.statements)
         shown = f"SELECT {columns}"[:80]  # whitespace collapsed, cut at 80
-        assert shown in texts, texts
-        assert texts[shown] == 7 + dict(first.statements).get(shown, 0)
+        # Ranked by what grew since the first observation, not by total calls.
+        assert after.statements[0] == (shown, 7), texts
+        assert texts["SELECT $1 AS often0"] == 1
+        assert not [t for t in texts if "often1" in t]
         calls = [c for _, c in after.statements]
         assert calls == sorted(calls, reverse=True)
+        assert eng.observe(app.user).statements == ()  # nothing since
+
+
+def test_other_users_churning_the_statements_is_no_use_of_a_user() -> None:
+    """A full pg_stat_statements evicts entries of others all the time: the count of
+    evictions is server-wide, so it must not make an unused user look used."""
+    cl = start_cluster(PG_VERSIONS[0], **{"pg_stat_statements.max": "100"})
+    try:
+        app = make_app(cl, rich=False)
+        idle = f"idle_{new_password()[:8].lower()}"
+        with cl.su() as conn:
+            conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(idle)))
+
+        def churn(value: str) -> int:
+            # Each select list length (and constant type) is one more entry.
+            with cl.su(app.database) as conn:
+                for i in range(1, 151):
+                    conn.execute("SELECT " + ", ".join([value] * i))
+                row = conn.execute("SELECT dealloc FROM pg_stat_statements_info").fetchone()
+                assert row is not None
+                return int(row[0])
+
+        with engine(app) as eng:
+            before = eng.observe(idle).counters
+            first = churn("1")
+            between = eng.observe(idle).counters
+            assert churn("true") > first > 0  # entries were evicted, twice
+            assert eng.observe(idle).counters == between == before
+    finally:
+        cl.pg.stop()
+
+
+def test_growth_by_entry_counts_a_reset_and_a_new_entry_whole() -> None:
+    before = {("1", "10"): 50, ("1", "20"): 20, ("2", "10"): 5}
+    after = {("1", "10"): 4, ("1", "20"): 20, ("1", "30"): 26, ("2", "10"): 6}
+    assert pg_signals.grown(before, after) == {("1", "10"): 4, ("1", "30"): 26, ("2", "10"): 1}
 
 
 def test_a_statement_that_spells_out_a_password_is_cut_before_it(cluster: Cluster) -> None:
     app = make_app(cluster, rich=False)
     dummy = "not-the-real-one-" + new_password()
-    with app.connect(app.url) as conn:
-        # A utility statement's text is kept as it was sent (before 16, constants too).
-        conn.execute(
-            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                sql.Identifier(app.user), sql.Literal(dummy)
-            )
-        )
     with engine(app) as eng:
+        assert eng.observe(app.user).statements == ()
+        with app.connect(app.url) as conn:
+            # A utility statement's text is kept as it was sent (before 16, constants too).
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(app.user), sql.Literal(dummy)
+                )
+            )
         texts = [text for text, _ in eng.observe(app.user).statements]
     (alter,) = [t for t in texts if t.startswith("ALTER ROLE")]
-    assert alter == f'ALTER ROLE "{app.user}" PASSWORD …'
+    assert alter == "ALTER ROLE …"
     assert not [t for t in texts if dummy in t]
 
 

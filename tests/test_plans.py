@@ -6,6 +6,7 @@ import pytest
 
 from credflip.engines.base import Step
 from credflip.engines.mysql import plan as my
+from credflip.engines.mysql import rights
 from credflip.engines.postgres import plan as pg
 from credflip.engines.postgres.catalog import Attributes, Grant, Membership
 from credflip.errors import EngineError
@@ -80,33 +81,91 @@ def test_role_statements() -> None:
         pg.revoke_self("g", "ADMIN; DROP")
 
 
-LINES = [
-    "GRANT USAGE ON *.* TO `app`@`%`",
-    "GRANT SELECT, INSERT ON `shop\\_%`.* TO `app`@`%`",
-    "GRANT `reporting` TO `app`@`%`",
-]
+def _p(kind: str, db: str, name: str, privilege: str, column: str = "") -> rights.Privilege:
+    return rights.Privilege(kind, db, name, privilege, column)
 
 
-def test_mysql_grants_are_replayed_for_the_target_with_its_account_as_parameters() -> None:
-    steps = my.copy_grants(LINES, "app", "app_green", "%")
-    assert [(s.sql, s.params) for s in steps] == [
-        ("GRANT SELECT, INSERT ON `shop\\_%%`.* TO %s@%s", ("app_green", "%")),
-        ("GRANT `reporting` TO %s@%s", ("app_green", "%")),
-    ]
-    # The driver's own substitution turns %% back into %.
-    assert steps[0].sql % ("'app_green'", "'%'") == (
-        "GRANT SELECT, INSERT ON `shop\\_%`.* TO 'app_green'@'%'"
+def _sql(steps: list[Step]) -> list[str]:
+    """The statements as the driver sends them, with the account bound."""
+    return [s.sql % tuple(repr(p) for p in s.params or ()) for s in steps]
+
+
+def test_mysql_rights_change_by_difference_granting_before_revoking() -> None:
+    orders, invoices = ("TABLE", "shop", "orders"), ("TABLE", "shop", "invoices")
+    both = {_p("DATABASE", "shop", "", "SELECT"), _p(*orders, "TRIGGER")}
+    source = rights.Rights(
+        frozenset(
+            both
+            | {
+                _p(*orders, "UPDATE", "color"),
+                _p(*orders, "UPDATE", "at"),
+                _p(*invoices, "SELECT"),
+                _p(*invoices, rights.GRANT_OPTION),
+                _p("PROCEDURE", "shop", "add_numbers", "EXECUTE"),
+                _p("DATABASE", "shop\\_%", "", "INSERT"),
+            }
+        ),
+        roles={rights.Role("reporting"): False, rights.Role("ops"): True},
+        proxies={("app", "%"): False},
+        default_roles=(rights.Role("reporting"),),
     )
-    with pytest.raises(EngineError, match="cannot read SHOW GRANTS"):
-        my.copy_grants(["GRANT SELECT ON *.* TO `other`@`%`"], "app", "g", "%")
-
-
-def test_mysql_revoke_and_passwords() -> None:
-    steps = my.revoke_everything(LINES, "app", "%")
-    assert [s.sql for s in steps] == [
-        "REVOKE `reporting` FROM %s@%s",
-        "REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s",
+    target = rights.Rights(
+        frozenset(both | {_p("", "", "", "PROCESS"), _p("DATABASE", "shop", "", "DROP")}),
+        roles={rights.Role("ops"): True, rights.Role("old"): False},
+    )
+    grants, revokes = rights.plan_sync(source, target, "app_green", "%", mariadb=True)
+    assert _sql(grants) == [
+        "GRANT `reporting` TO 'app_green'@'%'",
+        "GRANT PROXY ON 'app'@'%' TO 'app_green'@'%'",
+        "GRANT INSERT ON `shop\\_%`.* TO 'app_green'@'%'",
+        "GRANT EXECUTE ON PROCEDURE `shop`.`add_numbers` TO 'app_green'@'%'",
+        "GRANT SELECT ON `shop`.`invoices` TO 'app_green'@'%' WITH GRANT OPTION",
+        "GRANT UPDATE (`at`, `color`) ON `shop`.`orders` TO 'app_green'@'%'",
+        "SET DEFAULT ROLE `reporting` FOR 'app_green'@'%'",
     ]
+    assert _sql(revokes) == [
+        "REVOKE PROCESS ON *.* FROM 'app_green'@'%'",
+        "REVOKE DROP ON `shop`.* FROM 'app_green'@'%'",
+        "REVOKE `old` FROM 'app_green'@'%'",
+    ]
+    assert all("WITH GRANT OPTION" in s.hint for s in grants + revokes if "ROLE" not in s.sql)
+    # Equal rights: nothing at all.
+    assert rights.plan_sync(source, source, "app_green", "%", mariadb=True) == ([], [])
+    # What an account holds beyond another's, for the refusal to drop it.
+    assert target.beyond(source) == ["PROCESS ON *.*", "DROP ON shop.*", "role old"]
+
+
+def test_mysql_options_roles_and_proxies_lost_or_narrowed() -> None:
+    t = ("TABLE", "shop", "t")
+    source = rights.Rights(
+        frozenset({_p(*t, "SELECT")}),
+        roles={rights.Role("r", "%"): False},
+        proxies={("p", "%"): False},
+    )
+    target = rights.Rights(
+        frozenset({_p(*t, "SELECT"), _p(*t, "SELECT", "c"), _p(*t, rights.GRANT_OPTION)}),
+        roles={rights.Role("r", "%"): True},
+        proxies={("p", "%"): True},
+        default_roles=(rights.Role("r", "%"),),
+    )
+    grants, revokes = rights.plan_sync(source, target, "g", "%", mariadb=False)
+    assert _sql(grants) == ["ALTER USER 'g'@'%' DEFAULT ROLE NONE"]
+    assert _sql(revokes) == [
+        "REVOKE SELECT (`c`), GRANT OPTION ON `shop`.`t` FROM 'g'@'%'",
+        # MySQL has no REVOKE ADMIN OPTION FOR: revoked, then granted without it.
+        "REVOKE `r`@`%` FROM 'g'@'%'",
+        "GRANT `r`@`%` TO 'g'@'%'",
+        "REVOKE PROXY ON 'p'@'%' FROM 'g'@'%'",
+        "GRANT PROXY ON 'p'@'%' TO 'g'@'%'",
+    ]
+    maria = rights.plan_sync(source, target, "g", "%", mariadb=True)[1]
+    assert "REVOKE ADMIN OPTION FOR `r`@`%` FROM 'g'@'%'" in _sql(maria)
+    with pytest.raises(EngineError, match="cannot read the privilege"):
+        _p(*t, "SELECT; DROP TABLE x")
+    assert rights.ident("a`b%") == "`a``b%%`"
+
+
+def test_mysql_passwords_and_account_options() -> None:
     maria = my.set_password("u", "%", "pw", plugin="mysql_native_password", mariadb=True)
     assert maria.sql == "ALTER USER %s@%s IDENTIFIED BY PASSWORD %s"
     assert maria.params == ("u", "%", my.native_password_hash("pw"))

@@ -309,9 +309,14 @@ def test_a_mariadb_replica_in_no_url_refuses_the_rotation(
         f"replica 127.0.0.1 of 127.0.0.1:{primary.port}: add --instance 127.0.0.1:PORT"
     ) in refused.err
     assert refused.err.rstrip().endswith("nothing was changed")
-    # With the right to read the replicas' registrations, the exact --instance.
-    primary.sql(f"GRANT REPLICATION MASTER ADMIN ON *.* TO '{MY_ADMIN}'@'%'")
-    refused = cli(*command("rotate", app, store, layout, *rotate_args))
+    # With the right to read the replicas' registrations, the exact --instance
+    # (taken back after, for the tests that share this server).
+    right = f"REPLICATION MASTER ADMIN ON *.* {{}} '{MY_ADMIN}'@'%'"
+    primary.sql("GRANT " + right.format("TO"))
+    try:
+        refused = cli(*command("rotate", app, store, layout, *rotate_args))
+    finally:
+        primary.sql("REVOKE " + right.format("FROM"))
     assert refused.code == 1, refused.err
     assert (
         f"replica 127.0.0.1:{replica.port} of 127.0.0.1:{primary.port}: add --instance "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import click
 
 from .. import commands
@@ -77,7 +79,8 @@ def _next_step(ctx: click.Context, layout: Layout, store: Store, *, saved: bool)
     """A ``next:`` line that works as printed in the same shell."""
     where = f"--env {layout.env}"
     if ctx.get_parameter_source("store") is click.core.ParameterSource.COMMANDLINE:
-        where += f" --store {store.url}"
+        # Quoted: a store URL's query (? and &) is not safe in a shell.
+        where += f" --store {shlex.quote(store.url)}"
     if ctx.get_parameter_source("prefix") is click.core.ParameterSource.COMMANDLINE:
         where += f" --prefix {layout.prefix}"
     source = ctx.get_parameter_source("admin_url")

@@ -71,6 +71,8 @@ def init(
             f"env {layout.env!r} is already managed by credflip in {store.url}; use "
             f"'credflip status' or 'credflip rotate'"
         )
+    if on_event is not None:
+        _warn_other_keys(store, layout, on_event)
     stored = normalize_instances([], instances)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
@@ -88,6 +90,24 @@ def init(
     finally:
         if own_engine:
             eng.close()
+
+
+def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], None]) -> None:
+    """One warning when the env's secure values are under another key than the store's."""
+    names = [layout.url(c, r) for c in Color for r in ROLES] + [layout.admin_url]
+    other = store.other_keys(names)
+    if not other:
+        return
+    first = next(iter(other))
+    what = f"{first} and {len(other) - 1} more are" if len(other) > 1 else f"{first} is"
+    on_event(
+        Notice(
+            f"{what} encrypted with key {', '.join(sorted(set(other.values())))}, but this "
+            f"store writes with {store.write_key}: every URL credflip writes moves to "
+            f"{store.write_key}; to keep the key, name it in --store (kms_key_id=KEY)",
+            level="warning",
+        )
+    )
 
 
 def _survey(

@@ -64,6 +64,10 @@ class UsageObserver(abc.ABC):
         """Run *steps*: the watch changes the user through the one place changes run
         (:meth:`~credflip.engines.user_admin.UserAdmin.execute`)."""
 
+    @abc.abstractmethod
+    def server_time(self) -> float:
+        """Now on this server's clock (seconds since the epoch)."""
+
     # -- replicas and clusters ---------------------------------------------
 
     def is_standby(self) -> bool:

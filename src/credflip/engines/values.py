@@ -110,8 +110,9 @@ class Observation:
 
     sessions: Sessions
     counters: Mapping[str, Hashable] = field(default_factory=dict)
-    #: The user's statements as the server counts them (PostgreSQL
-    #: ``pg_stat_statements``): ``(query text, calls)``, most called first.
+    #: The user's statements whose calls grew since the same engine's previous
+    #: observation of the user (PostgreSQL ``pg_stat_statements``): ``(query
+    #: text, calls since then)``, most grown first; empty at the first one.
     statements: tuple[tuple[str, int], ...] = ()
     #: Wall-clock time the server (re)started, so that evidence kept across
     #: runs is not trusted past a restart (None when unknown).

@@ -16,7 +16,6 @@ class _Instance:
 
     at: float
     counters: Mapping[str, object]
-    statements: dict[str, int]
     groups: dict[Key, int]
     started: float | None
 
@@ -50,15 +49,13 @@ class LegacyLog(ClientRegister):
             for g in reading.sessions.groups:
                 key = _key(where, g.client or "?", g.application, g.database)
                 groups[key] = groups.get(key, 0) + g.count
-            statements = _statements(reading.statements)
             if before is not None and _restarted(before.started, reading.started):
                 before = None  # counters and statements started over
             if record:
-                self._record(now_wall, reading, groups, statements, before)
+                self._record(now_wall, reading, groups, before)
             self._previous[where] = _Instance(
                 at=now_wall,
                 counters=dict(reading.counters),
-                statements=statements,
                 groups=groups,
                 started=reading.started,
             )
@@ -72,11 +69,10 @@ class LegacyLog(ClientRegister):
         now: float,
         reading: Reading,
         groups: Mapping[Key, int],
-        statements: Mapping[str, int],
         before: _Instance | None,
     ) -> None:
         where = reading.instance
-        grown = _grown(before.statements, statements) if before is not None else {}
+        grown = _statements(reading.statements)
         changed = (
             before is not None
             and reading.pending is None
@@ -120,32 +116,12 @@ def _key(instance: str, client: str, application: str, database: str) -> Key:
 
 
 def _statements(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """Calls by query text as kept (texts equal once shortened are summed)."""
+    """Calls since the previous sample by query text as kept (texts equal once
+    shortened are summed)."""
     out: dict[str, int] = {}
     for query, calls in pairs:
         text = shorten(query)
         out[text] = out.get(text, 0) + int(calls)
-    return out
-
-
-def _grown(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
-    """Calls made between two samples of the top statements, at least.
-
-    A statement in both: the difference (its count, when it went down: a
-    reset). A statement new in the list had no calls if the earlier list was
-    complete (shorter than this one: the server's limit was not reached), or
-    else may have been just below it: then only what it has beyond the
-    earlier list's smallest count is sure.
-    """
-    floor = 0 if len(before) < len(after) else min(before.values(), default=0)
-    out: dict[str, int] = {}
-    for query, calls in after.items():
-        if query in before:
-            more = calls - before[query] if calls >= before[query] else calls
-        else:
-            more = calls - floor
-        if more > 0:
-            out[query] = more
     return out
 
 

@@ -8,6 +8,7 @@ have written (verify logs in with the URLs prepare would write).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,19 @@ class Context:
     #: Set while a failure in verify means the prepared password itself is wrong.
     redo_prepare: bool = True
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
+    #: The primary's clock minus this machine's, once measured.
+    _skew: float | None = field(default=None, repr=False)
+
+    def wall(self) -> float:
+        """Now on the primary's clock: the drain's times kept in the state (the switch,
+        the quiet evidence) are read on it, so a drain resumed on another machine
+        (the scheduled rotator after an operator's run) measures its window on
+        the same clock whatever the two machines' own clocks say."""
+        if self._skew is None:
+            before = time.time()
+            server = self.observer.server_time()
+            self._skew = server - (before + time.time()) / 2
+        return time.time() + self._skew
 
     # The primary's engine, by the role a phase needs of it.
 

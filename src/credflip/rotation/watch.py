@@ -110,10 +110,10 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
     opts, rot = ctx.options, ctx.rot
     policy = drain_policy(rot)
     drain_timeout = policy.default_timeout if opts.drain_timeout is None else opts.drain_timeout
-    # Persisted times are wall-clock; translate once, then use monotonic.
-    offset = time.time() - now
+    # Persisted times are on the primary's clock; translate once, then use monotonic.
+    offset = ctx.wall() - now
     start = since if since is not None else rot.switched_at
-    switched = (start if start is not None else time.time()) - offset
+    switched = (start if start is not None else now + offset) - offset
     # A command-line run past the timeout goes on while nothing uses the old user,
     # long enough for one whole window; a scheduled one until its deadline.
     window = stored.needed_quiet(policy)
@@ -149,7 +149,7 @@ def _observe(
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
-    legacy.update(time.time(), readings, record=status.caches_in == 0)
+    legacy.update(now + tracker.offset, readings, record=status.caches_in == 0)
     if keep:
         rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))

@@ -74,6 +74,16 @@ class Store(abc.ABC):
             return False
         return self.delete(name)
 
+    @property
+    def write_key(self) -> str | None:
+        """The encryption key secure values are written with (None: the store has no keys)."""
+        return None
+
+    def other_keys(self, names: Sequence[str]) -> dict[str, str]:
+        """The secure values among *names* encrypted under another key than this store
+        writes with, each with its key; stores without keys have none."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to close
         """Release the store's resources."""
 

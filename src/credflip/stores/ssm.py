@@ -10,10 +10,13 @@ import :mod:`credflip`) never load it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from ..errors import (
     ConfigurationError,
@@ -23,12 +26,13 @@ from ..errors import (
     StoreThrottled,
 )
 from .base import Store
+from .ssm_keys import DEFAULT_KEY, other_keys
 
 if TYPE_CHECKING:
     from botocore.exceptions import ClientError
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["SsmStore"]
+__all__ = ["DEFAULT_KEY", "SsmStore"]
 
 #: GetParameters accepts at most this many names per call.
 _BATCH = 10
@@ -107,11 +111,20 @@ class SsmStore(Store):
 
     @property
     def url(self) -> str:
-        """``ssm://REGION`` plus the endpoint when one is set."""
-        text = f"ssm://{self.region}"
-        if self._endpoint_url:
-            text += f"?endpoint_url={self._endpoint_url}"
-        return text
+        """``ssm://REGION`` plus the endpoint and the KMS key when set: opens this store again."""
+        options = {"endpoint_url": self._endpoint_url, "kms_key_id": self.kms_key_id}
+        query = urlencode({k: v for k, v in options.items() if v}, safe=":/")
+        return f"ssm://{self.region}" + (f"?{query}" if query else "")
+
+    @property
+    def write_key(self) -> str:
+        """The KMS key SecureStrings are written with: ``kms_key_id``, else SSM's default."""
+        return self.kms_key_id or DEFAULT_KEY
+
+    def other_keys(self, names: Sequence[str]) -> dict[str, str]:
+        """The SecureStrings among *names* under another KMS key than this store writes with."""
+        kms = functools.partial(_make_client, self.region, self._endpoint_url, service="kms")
+        return other_keys(self._client, names, self.write_key, kms)
 
     def _get_many(self, names: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -193,7 +206,7 @@ class SsmStore(Store):
         if code == "ParameterNotFound":
             return StoreError(f"parameter {name} not found: run 'credflip init' for this env")
         if code in _KMS_ERRORS or "KMS" in code:
-            key = self.kms_key_id or "alias/aws/ssm"
+            key = self.kms_key_id or DEFAULT_KEY
             return StoreAccessDenied(
                 f"KMS refused {action} on {name} ({code}): check that key {key} exists, is "
                 f"enabled and allows kms:Encrypt/kms:Decrypt for this role"
@@ -204,7 +217,7 @@ class SsmStore(Store):
         ):
             message = str(exc.response.get("Error", {}).get("Message", ""))
             if "kms" in message.lower():
-                key = self.kms_key_id or "alias/aws/ssm"
+                key = self.kms_key_id or DEFAULT_KEY
                 return StoreAccessDenied(
                     f"KMS denied {action} on {name}: allow kms:Decrypt/kms:Encrypt on key {key}"
                 )
@@ -216,7 +229,7 @@ class SsmStore(Store):
         return StoreError(f"SSM call {action} on {name} failed with {code}: {_error_message(exc)}")
 
 
-def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
+def _make_client(region: str | None, endpoint_url: str | None, service: str = "ssm") -> Any:
     import boto3
     from botocore.config import Config
 
@@ -232,7 +245,7 @@ def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
         # A session of its own: boto3's default session caches credentials and
         # region for the whole process, which would outlive a changed environment.
         session = boto3.session.Session(region_name=region)
-        return session.client("ssm", endpoint_url=endpoint_url, config=config)
+        return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
     except Exception as exc:
         from botocore.exceptions import NoRegionError
 
@@ -240,7 +253,7 @@ def _make_client(region: str | None, endpoint_url: str | None) -> SSMClient:
             raise ConfigurationError(
                 "no AWS region set: use --store ssm://REGION or set AWS_REGION"
             ) from exc
-        raise StoreError(f"cannot create an SSM client: {exc}") from exc
+        raise StoreError(f"cannot create an {service.upper()} client: {exc}") from exc
 
 
 def _error_code(exc: BaseException) -> str:

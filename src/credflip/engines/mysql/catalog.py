@@ -1,6 +1,8 @@
-"""What MySQL and MariaDB say about accounts: hosts, ``SHOW CREATE USER``, ``SHOW
-GRANTS`` (the admin's own, its roles' included), and the objects a user is the
-DEFINER of. Statements are planned (:mod:`.plan`) from this text."""
+"""What MySQL and MariaDB say about accounts: hosts, ``SHOW CREATE USER``, an account's
+rights as data (:class:`~.rights.Rights`, from ``information_schema.*_PRIVILEGES``
+and ``mysql.*``), ``SHOW GRANTS`` (the admin's own, its roles' included; any
+account's, normalised, for comparing), and the objects a user is the DEFINER
+of. Statements are planned (:mod:`.plan`, :mod:`.rights`) from these reads."""
 
 from __future__ import annotations
 
@@ -9,11 +11,22 @@ import re
 from ...errors import ConnectFailed, EngineError
 from . import plan
 from .connection import MysqlConnection
+from .rights import GRANT_OPTION, Privilege, Rights, Role
 
 __all__ = ["MysqlCatalog"]
 
 # A quoted role as SHOW GRANTS prints it: `name` or `name`@`host`.
 _NAME = r"`(?:[^`]|``)*`(?:@`(?:[^`]|``)*`)?"
+# Global, database, table and column privileges: (kind, db, name, privilege, column, grantable).
+_PRIVILEGE_VIEWS = (
+    "SELECT '', '', '', PRIVILEGE_TYPE, '', IS_GRANTABLE FROM information_schema.USER_PRIVILEGES",
+    "SELECT 'DATABASE', TABLE_SCHEMA, '', PRIVILEGE_TYPE, '', IS_GRANTABLE "
+    "FROM information_schema.SCHEMA_PRIVILEGES",
+    "SELECT 'TABLE', TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE, '', IS_GRANTABLE "
+    "FROM information_schema.TABLE_PRIVILEGES",
+    "SELECT 'TABLE', TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE, COLUMN_NAME, IS_GRANTABLE "
+    "FROM information_schema.COLUMN_PRIVILEGES",
+)
 
 
 class MysqlCatalog(MysqlConnection):
@@ -63,6 +76,71 @@ class MysqlCatalog(MysqlConnection):
         """``SHOW GRANTS`` lines without their authentication part."""
         rows = self._run("SHOW GRANTS FOR %s@%s", [user, host])
         return [plan.IDENTIFIED.sub("", str(r[0])) for r in rows]
+
+    def rights(self, user: str, host: str) -> Rights:
+        """The rights of *user@host* as data: privileges per object, roles, proxies."""
+        # information_schema names the grantee so; the admin sees every
+        # account's rows through its SELECT on mysql.*.
+        grantee = "'" + user + "'@'" + host + "'"
+        privileges: set[Privilege] = set()
+        for query in _PRIVILEGE_VIEWS:
+            for kind, db, name, privilege, column, grantable in self._run(
+                query + " WHERE GRANTEE = %s", [grantee]
+            ):
+                on = (str(kind), str(db), str(name))
+                if privilege != "USAGE":
+                    privileges.add(Privilege(*on, str(privilege), str(column)))
+                if grantable == "YES":  # a column's GRANT OPTION is its table's
+                    privileges.add(Privilege(*on, GRANT_OPTION))
+        for kind, db, name, procs in self._run(
+            "SELECT Routine_type, Db, Routine_name, Proc_priv FROM mysql.procs_priv "
+            "WHERE User = %s AND Host = %s",
+            [user, host],
+        ):
+            for word in filter(None, str(procs).split(",")):
+                grant = GRANT_OPTION if word == "Grant" else word.upper()
+                privileges.add(Privilege(str(kind), str(db), str(name), grant))
+        proxies = {
+            (str(u), str(h)): bool(int(g))
+            for u, h, g in self._run(
+                "SELECT Proxied_user, Proxied_host, With_grant FROM mysql.proxies_priv "
+                "WHERE User = %s AND Host = %s AND Proxied_user <> ''",
+                [user, host],
+            )
+        }
+        roles, default = self._roles(user, host)
+        return Rights(frozenset(privileges), roles, proxies, default)
+
+    def _roles(self, user: str, host: str) -> tuple[dict[Role, bool], tuple[Role, ...]]:
+        """The roles granted to *user@host* (with ADMIN OPTION or not), its default roles."""
+        if self.is_mariadb:
+            granted = self._run(
+                "SELECT Role, NULL, Admin_option FROM mysql.roles_mapping "
+                "WHERE User = %s AND Host = %s",
+                [user, host],
+            )
+            default = self._run(
+                "SELECT default_role, NULL FROM mysql.user "
+                "WHERE User = %s AND Host = %s AND default_role <> ''",
+                [user, host],
+            )
+        else:
+            granted = self._run(
+                "SELECT FROM_USER, FROM_HOST, WITH_ADMIN_OPTION FROM mysql.role_edges "
+                "WHERE TO_USER = %s AND TO_HOST = %s",
+                [user, host],
+            )
+            default = self._run(
+                "SELECT DEFAULT_ROLE_USER, DEFAULT_ROLE_HOST FROM mysql.default_roles "
+                "WHERE USER = %s AND HOST = %s",
+                [user, host],
+            )
+
+        def role(name: object, role_host: object) -> Role:
+            return Role(str(name), None if role_host is None else str(role_host))
+
+        roles = {role(n, h): str(admin) == "Y" for n, h, admin in granted}
+        return roles, tuple(sorted(role(n, h) for n, h in default))
 
     def normalized_grants(self, user: str) -> dict[str, list[str]]:
         """Each host's grants with the grantee replaced by ``<grantee>``, sorted (for comparing)."""

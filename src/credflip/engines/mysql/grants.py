@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ...errors import ConfigurationError, InsufficientPrivilege, RotationError
 from ..base import Step, UserState
-from . import plan
+from . import plan, rights
 from .catalog import MysqlCatalog
+from .rights import Rights
 
 __all__ = ["MysqlGrants"]
 
@@ -71,19 +72,33 @@ class MysqlGrants(MysqlCatalog):
         return steps
 
     def _plan_sync(self, source: str, target: str) -> list[Step]:
-        """Make *target*'s accounts and rights equal *source*'s (target must be idle)."""
+        """Make *target*'s accounts and rights equal *source*'s, changing only what differs.
+
+        Every grant (of every account) runs before any revoke, and accounts
+        *source* no longer has are dropped last: at each statement boundary
+        the target holds every right it held before or every right *source*
+        holds, so what runs with its rights (its DEFINER objects) keeps them.
+        """
         source_hosts, target_hosts = self._hosts(source), self._hosts(target)
-        steps = [plan.drop_user(target, h) for h in sorted(set(target_hosts) - set(source_hosts))]
+        mariadb = self.is_mariadb
+        grants: list[Step] = []
+        revokes: list[Step] = []
         for host in source_hosts:
-            if host not in target_hosts:
-                steps.append(plan.create_user(target, host))
+            theirs = self.rights(source, host)
+            if host in target_hosts:
+                mine = self.rights(target, host)
+                options = self._create_user_text(target, host)
             else:
-                steps += plan.revoke_everything(self._grants(target, host), target, host)
-            steps += plan.copy_grants(self._grants(source, host), source, target, host)
-            steps.append(
-                plan.tls_and_limits(self._create_user_text(source, host), source, target, host)
-            )
-        return steps
+                grants.append(plan.create_user(target, host))
+                mine, options = Rights(), ""
+            more, less = rights.plan_sync(theirs, mine, target, host, mariadb=mariadb)
+            grants += more
+            revokes += less
+            wanted = plan.tls_and_limits(self._create_user_text(source, host), source, target, host)
+            if plan.tls_and_limits(options, target, target, host) != wanted:
+                grants.append(wanted)
+        dropped = [plan.drop_user(target, h) for h in sorted(set(target_hosts) - set(source_hosts))]
+        return grants + revokes + dropped
 
     def lock_user(self, user: str) -> None:
         """``ACCOUNT LOCK`` every account of *user*; open sessions stay."""
@@ -119,8 +134,16 @@ class MysqlGrants(MysqlCatalog):
                 f" and {len(definers) - 5} more" if len(definers) > 5 else ""
             )
             problems.append(f"it is the DEFINER of {shown}")
-        mine, theirs = self.normalized_grants(user), self.normalized_grants(keep)
-        lost = sorted({g for h, gs in mine.items() for g in gs if g not in theirs.get(h, [])})
+        kept = set(self._hosts(keep))
+        lost = sorted(
+            {
+                f"{what} (@{host})"
+                for host in hosts
+                for what in self.rights(user, host).beyond(
+                    self.rights(keep, host) if host in kept else Rights()
+                )
+            }
+        )
         if lost:
             problems.append(f"it holds rights {keep!r} lacks: {'; '.join(lost[:3])}")
         if problems:

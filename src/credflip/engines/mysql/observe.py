@@ -64,6 +64,10 @@ class MysqlObserver(MysqlCatalog):
             )
         return list(self._signals)
 
+    def server_time(self) -> float:
+        """``UNIX_TIMESTAMP(SYSDATE(6))``: now on the server's clock."""
+        return float(self._run("SELECT UNIX_TIMESTAMP(SYSDATE(6))")[0][0])
+
     def enable_signals(self) -> list[str]:
         """MariaDB: ``SET GLOBAL userstat = ON`` when it is off and the admin may set it."""
         if not self.is_mariadb or self._run("SELECT @@userstat")[0][0]:

@@ -1,25 +1,23 @@
-"""MySQL and MariaDB statements as data: pure functions from catalog text to steps.
+"""MySQL and MariaDB statements on accounts as data: pure functions from catalog text to
+steps (rights are planned in :mod:`.rights`).
 
 Accounts and secrets are parameters (``%s@%s``), quoted by the driver when the
-step runs. Grant lines come from the server's own ``SHOW GRANTS`` output and are
-replayed with the source account replaced by the target's.
+step runs. TLS requirements and resource limits come from the server's own
+``SHOW CREATE USER`` text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 
 from ...errors import EngineError
 from ..base import Step
 
 __all__ = [
     "IDENTIFIED",
-    "copy_grants",
     "native_password_hash",
     "quoted_account",
-    "revoke_everything",
     "set_password",
     "tls_and_limits",
 ]
@@ -35,9 +33,6 @@ _NO_LIMITS = (
     "MAX_QUERIES_PER_HOUR 0 MAX_UPDATES_PER_HOUR 0 MAX_CONNECTIONS_PER_HOUR 0 "
     "MAX_USER_CONNECTIONS 0"
 )
-_GRANT_HINT = (
-    "the admin must hold each right WITH GRANT OPTION (and roles WITH ADMIN OPTION) to give it"
-)
 
 
 def native_password_hash(password: str) -> str:
@@ -47,13 +42,13 @@ def native_password_hash(password: str) -> str:
 
 
 def quoted_account(user: str, host: str) -> str:
-    """The account as SHOW GRANTS prints it: ```user`@`host```."""
+    """The account as SHOW GRANTS prints it: ```user`@`host``` (for comparing its lines)."""
     return "`" + user.replace("`", "``") + "`@`" + host.replace("`", "``") + "`"
 
 
-def _on_account(text: str, user: str, host: str, hint: str = "") -> Step:
+def _on_account(text: str, user: str, host: str) -> Step:
     """*text*, whose literal ``%`` are kept, with ``%s@%s`` bound to the account."""
-    return Step(text, (user, host), hint=hint)
+    return Step(text, (user, host))
 
 
 def _escape(text: str) -> str:
@@ -89,41 +84,6 @@ def set_password(user: str, host: str, password: str, *, plugin: str, mariadb: b
     return Step(
         "ALTER USER %s@%s IDENTIFIED WITH caching_sha2_password BY %s", (user, host, password)
     )
-
-
-def revoke_everything(lines: Sequence[str], user: str, host: str) -> list[Step]:
-    """Statements that take every right shown in *lines* (SHOW GRANTS) away from user@host."""
-    quoted = quoted_account(user, host)
-    steps: list[Step] = []
-    for line in lines:
-        role = re.fullmatch(r"GRANT (`(?:[^`]|``)*`) TO " + re.escape(quoted), line)
-        if role:
-            steps.append(_on_account(f"REVOKE {_escape(role.group(1))} FROM %s@%s", user, host))
-        proxy = re.fullmatch(r"GRANT PROXY ON (\S+) TO " + re.escape(quoted) + ".*", line)
-        if proxy:
-            steps.append(
-                _on_account(f"REVOKE PROXY ON {_escape(proxy.group(1))} FROM %s@%s", user, host)
-            )
-    steps.append(_on_account("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", user, host))
-    return steps
-
-
-def copy_grants(lines: Sequence[str], source: str, target: str, host: str) -> list[Step]:
-    """The source's SHOW GRANTS lines replayed for target@host."""
-    quoted = quoted_account(source, host)
-    steps: list[Step] = []
-    for line in lines:
-        if line.startswith("GRANT USAGE ON *.* TO ") and "GRANT OPTION" not in line:
-            # No privilege in it; TLS and limits are copied with ALTER USER,
-            # which needs no global GRANT OPTION.
-            continue
-        if quoted not in line:
-            raise EngineError(f"cannot read SHOW GRANTS line for {source}@{host}")
-        text = _escape(line).replace(_escape(quoted), "%s@%s", 1)
-        if text.count("%s") != 2:
-            raise EngineError(f"cannot read SHOW GRANTS line for {source}@{host}")
-        steps.append(_on_account(text, target, host, hint=_GRANT_HINT))
-    return steps
 
 
 def tls_and_limits(create_user_text: str, source: str, target: str, host: str) -> Step:

@@ -101,8 +101,14 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
             [user],
         )[0]
         # When the accounts table is full, new accounts go uncounted ("lost"):
-        # a rise there may be this user.
-        lost = run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+        # a rise there may be this user. The count is server-wide, so other
+        # users' churn moves it too: left out where USER_STATISTICS counts
+        # every login of the user anyway.
+        lost = (
+            []
+            if US in available
+            else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+        )
         out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
     if US in available:
         rows = run(
@@ -117,7 +123,10 @@ def sessions_sql(*, program: bool) -> str:
     """The processlist of one user (``%s``) by client host, program and database.
 
     Per group: how many threads, when the oldest started (wall clock, to the
-    second), and how long every thread has slept (NULL while one is busy).
+    second), and how long every thread has slept (NULL while one is busy, or
+    sleeps inside an open InnoDB transaction: ending it would lose its work;
+    InnoDB refreshes ``INNODB_TRX`` only after 0.1 s without a read of it, so
+    the drain's 200 ms samples see a transaction at most one sample late).
     *program* reads ``program_name`` from performance_schema's connection
     attributes (what the client says it is); without it the program is ''.
     """
@@ -135,8 +144,10 @@ def sessions_sql(*, program: bool) -> str:
         f"{name} AS prog, "
         # TIME is the time in the thread's current state, not since it connected.
         "COALESCE(p.DB, '') AS db, COUNT(*), NULL, "
-        "CASE WHEN SUM(p.COMMAND <> 'Sleep') = 0 THEN MIN(p.TIME) END "
-        f"FROM information_schema.PROCESSLIST p {attrs}"
+        "CASE WHEN SUM(p.COMMAND <> 'Sleep' OR t.trx_id IS NOT NULL) = 0 THEN MIN(p.TIME) END "
+        "FROM information_schema.PROCESSLIST p "
+        "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
+        f"{attrs}"
         "WHERE p.USER = %s AND p.ID <> CONNECTION_ID() "
         "GROUP BY h, prog, db ORDER BY 4 DESC, h, prog, db"
     )

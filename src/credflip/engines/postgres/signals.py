@@ -8,17 +8,20 @@ runs is counted under the old user. What stays invisible: a login that runs
 no statement at all.
 
 The fingerprint of the count is the old user's whole set of entries (database,
-query id, top level, calls, and on 17+ the entry's creation time), so a new
-entry, a grown count, an evicted entry and a re-created one all differ. Before
-17 an entry evicted and re-created between two samples with the same count
-would look unchanged, so the number of evictions and the last reset time
-(``pg_stat_statements_info``, 14+) are part of the fingerprint too.
+query id, top level, calls, total execution time, and on 17+ the entry's
+creation time), so a new entry, a grown count, an evicted entry and a
+re-created one all differ (one evicted and re-created between two samples
+with the same count still differs by its execution time). The last reset
+time (``pg_stat_statements_info``, 14+) is part of it too: a reset may hide a
+use made just before it. The server-wide count of evictions is not: other
+users' churn would look like use of this one, and the drain would never
+settle; an eviction of one of the old user's own entries is a change of its
+set, counted once (its last use may have come just before).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,7 @@ from psycopg import sql
 
 from ...errors import EngineError
 from ..base import Signal
+from .query_text import safe_text
 
 __all__ = [
     "AURORA_MEMBERS_SQL",
@@ -52,7 +56,7 @@ SESSIONS_SQL = (
 #: When the server (re)started, wall clock.
 STARTED_SQL = "SELECT extract(epoch FROM pg_postmaster_start_time())::float8"
 
-#: How many of a user's statements an observation carries, and how much of each text.
+#: How many of a user's grown statements an observation carries, and how much of each text.
 TOP_STATEMENTS = 5
 QUERY_CHARS = 80
 
@@ -64,8 +68,11 @@ AURORA_MEMBERS_SQL = (
     "OR extract(epoch FROM (now() - last_update_timestamp)) <= 300 ORDER BY 1"
 )
 
+#: The columns that name an entry of pg_stat_statements (besides the user).
+ENTRY_KEY = frozenset({"dbid", "queryid", "toplevel", "stats_since"})
+
 SIGNAL = "pg_stat_statements"
-EVICTIONS = "pg_stat_statements evictions/reset"
+EVICTIONS = "pg_stat_statements reset"
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,6 @@ class Statements:
     schema: str
     columns: tuple[str, ...]
     has_info: bool
-    #: Entries carry their creation time (17+): evictions need no global count.
-    has_since: bool
 
     def fingerprint(self, run: Run, user: str) -> dict[str, Hashable]:
         """The counters of *user* as the drain compares them between samples."""
@@ -91,44 +96,72 @@ class Statements:
         out: dict[str, Hashable] = {SIGNAL: tuple(sorted(tuple(map(str, r)) for r in rows))}
         if self.has_info:
             info = run(
-                sql.SQL(
-                    "SELECT dealloc::text, stats_reset::text FROM {}.pg_stat_statements_info"
-                ).format(sql.Identifier(self.schema))
+                sql.SQL("SELECT stats_reset::text FROM {}.pg_stat_statements_info").format(
+                    sql.Identifier(self.schema)
+                )
             )
-            dealloc, reset = info[0] if info else ("", "")
-            out[EVICTIONS] = (reset,) if self.has_since else (dealloc, reset)
+            out[EVICTIONS] = (info[0][0] if info else "",)
         return out
 
-    def top(self, run: Run, user: str) -> tuple[tuple[str, int], ...]:
-        """*user*'s most called statements: ``(text, calls)``, whitespace collapsed, truncated.
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The columns that name an entry (the others count)."""
+        return tuple(c for c in self.columns if c in ENTRY_KEY)
 
-        Entries whose shortened texts are equal (other databases, nesting
-        levels) are summed. Without ``pg_read_all_stats`` the server shows
-        ``<insufficient privilege>`` instead of the text: kept as it is.
+    def calls(self, fingerprint: Hashable) -> dict[tuple[str, ...], int]:
+        """Calls by entry (its :attr:`keys` columns) in a :meth:`fingerprint`."""
+        at = self.columns.index("calls")
+        key = [self.columns.index(c) for c in self.keys]
+        rows: Iterable[tuple[str, ...]] = fingerprint  # type: ignore[assignment]
+        return {tuple(row[i] for i in key): int(row[at]) for row in rows}
+
+    def texts(
+        self, run: Run, user: str, entries: Collection[tuple[str, ...]]
+    ) -> dict[tuple[str, ...], str]:
+        """The query texts of *user*'s *entries* (keys of :meth:`calls`): whitespace
+        collapsed, literals blanked, cut at ``QUERY_CHARS``.
+
+        Without ``pg_read_all_stats`` the server shows ``<insufficient
+        privilege>`` instead of the text: kept as it is.
         """
+        keys = list(self.keys)
+        at = keys.index("queryid") if "queryid" in keys else None
+        ids = {e[at] for e in entries} if at is not None else set()
+        queryids = sorted(int(q) for q in ids if q.lstrip("-").isdigit())
         query = sql.SQL(
-            "SELECT left(btrim(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g')), %s) AS q, "
-            "sum(calls)::bigint FROM {}.pg_stat_statements(true) "
-            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
-            "GROUP BY q ORDER BY 2 DESC, q LIMIT %s"
-        ).format(sql.Identifier(self.schema))
-        rows = run(query, [QUERY_CHARS, user, TOP_STATEMENTS])
-        return tuple((_without_secret(str(text)), int(calls)) for text, calls in rows)
+            "SELECT {}, left(btrim(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g')), %s) "
+            "FROM {}.pg_stat_statements(true) "
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = %s)"
+            + (" AND queryid = ANY(%s)" if queryids else "")
+        ).format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in keys),
+            sql.Identifier(self.schema),
+        )
+        rows = run(query, [QUERY_CHARS, user, *([queryids] if queryids else [])])
+        wanted = set(entries)
+        out: dict[tuple[str, ...], str] = {}
+        for row in rows:
+            entry = tuple(str(v) for v in row[:-1])
+            if entry in wanted:
+                out[entry] = safe_text(str(row[-1]))
+        return out
 
 
-def _without_secret(text: str) -> str:
-    """*text* with every literal blanked (a utility statement's text is kept verbatim:
-    ``ALTER ROLE x PASSWORD '...'``, a ``CONNECTION 'postgresql://u:pw@...'``), and
-    cut before a password it may still spell out."""
-    text = _LITERAL.sub("'…'", _DOLLAR.sub("$$…$$", text))
-    found = _SECRET.search(text)
-    return text if found is None else text[: found.end()] + " …"
+def grown(
+    before: Mapping[tuple[str, ...], int], after: Mapping[tuple[str, ...], int]
+) -> dict[tuple[str, ...], int]:
+    """Calls made between two readings of :meth:`Statements.calls`, by entry.
 
-
-_SECRET = re.compile(r"(password|identified\s+by|encrypted|secret|token)", re.IGNORECASE)
-# A quoted literal (E'..', doubled quotes inside), one the truncation left open too.
-_LITERAL = re.compile(r"[EeBbXxUu]?'(?:[^']|'')*(?:'|$)")
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$\1\$|$)", re.DOTALL)
+    An entry in both: the difference (its whole count when it went down: a
+    reset, or evicted and made again). An entry new since: all its calls.
+    """
+    out: dict[tuple[str, ...], int] = {}
+    for entry, calls in after.items():
+        was = before.get(entry, 0)
+        more = calls - was if calls >= was else calls
+        if more > 0:
+            out[entry] = more
+    return out
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
@@ -177,7 +210,8 @@ def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]
         for r in run(
             "SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped AND "
             "attrelid = to_regclass(quote_ident(%s) || '.pg_stat_statements') "
-            "AND attname IN ('dbid', 'queryid', 'toplevel', 'calls', 'stats_since')",
+            "AND attname IN ('dbid', 'queryid', 'toplevel', 'calls', 'stats_since', "
+            "'total_exec_time', 'total_time')",
             [schema],
         )
     ]
@@ -186,7 +220,6 @@ def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]
         schema=schema,
         columns=tuple(sorted(columns)),
         has_info=bool(info and info[0][0]),
-        has_since="stats_since" in columns,
     )
     if "calls" not in columns:
         raise EngineError(f"{schema}.pg_stat_statements has no calls column: update the extension")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from ...state import Phase
 from ..context import Context
 from ..plan import PhasePlan, Write
@@ -22,7 +20,7 @@ def plan(ctx: Context) -> PhasePlan:
 def run(ctx: Context) -> bool:
     """Move the pointer and note when (the drain counts from it)."""
     ctx.write(plan(ctx).writes)
-    ctx.rot.switched_at = time.time()
+    ctx.rot.switched_at = ctx.wall()
     return True
 
 

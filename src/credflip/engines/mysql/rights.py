@@ -1,0 +1,218 @@
+"""MySQL and MariaDB rights as data, and the statements that make one account's equal
+another's: pure, no server.
+
+An account's rights are sets of atoms read from the catalog (:mod:`.catalog`):
+one privilege on one object (``GRANT OPTION`` is a privilege of its object,
+a column privilege names its column), one role (with or without ADMIN
+OPTION), one proxy grant, and the default roles. :func:`plan_sync` compares a
+target's atoms with a source's and plans the difference only, in two lists:
+what the target lacks (granted first) and what it has extra (revoked after
+every grant). Equal rights plan nothing. So whatever runs with the target's
+rights (the views, routines, triggers and events it is the DEFINER of) never
+loses a right the source also has, at any statement boundary.
+
+Every identifier is backtick-quoted here (doubling backticks); accounts are
+``%s@%s`` parameters, quoted by the driver when the step runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from ...errors import EngineError
+from ..base import Step
+
+__all__ = ["GRANT_OPTION", "Privilege", "Rights", "Role", "ident", "plan_sync"]
+
+GRANT_OPTION = "GRANT OPTION"
+# Privilege names as the server spells them: SELECT, CREATE TEMPORARY TABLES, BINLOG_ADMIN.
+_PRIVILEGE = re.compile(r"[A-Z][A-Z_ ]*[A-Z]")
+_ROUTINES = ("FUNCTION", "PACKAGE", "PACKAGE BODY", "PROCEDURE")
+_GRANT_HINT = (
+    "the admin must hold each right WITH GRANT OPTION (and roles WITH ADMIN OPTION) to give it"
+)
+_REVOKE_HINT = (
+    "the admin must hold each right WITH GRANT OPTION (and roles WITH ADMIN OPTION) to take it back"
+)
+
+
+def ident(name: str) -> str:
+    """*name* as a backtick-quoted identifier, ``%`` doubled for the driver's substitution."""
+    return "`" + name.replace("`", "``").replace("%", "%%") + "`"
+
+
+@dataclass(frozen=True, order=True)
+class Privilege:
+    """One privilege on one object: ``*.*`` (kind ""), a database, a table, a routine."""
+
+    #: "" (global), "DATABASE", "TABLE", or a routine type ("PROCEDURE", ...).
+    kind: str
+    db: str
+    #: The table or routine ("" for global and database privileges).
+    name: str
+    privilege: str
+    column: str = ""
+
+    def __post_init__(self) -> None:
+        if not _PRIVILEGE.fullmatch(self.privilege) or self.kind not in (
+            "",
+            "DATABASE",
+            "TABLE",
+            *_ROUTINES,
+        ):
+            raise EngineError(f"cannot read the privilege {self.privilege!r} ({self.kind!r})")
+
+    @property
+    def on(self) -> tuple[str, str, str]:
+        """The object, as a sort and group key."""
+        return (self.kind, self.db, self.name)
+
+    def object_sql(self) -> str:
+        """``*.*``, ```db`.*``, ```db`.`t``` or ``PROCEDURE `db`.`p```."""
+        if not self.kind:
+            return "*.*"
+        if self.kind == "DATABASE":
+            return f"{ident(self.db)}.*"
+        prefix = "" if self.kind == "TABLE" else f"{self.kind} "
+        return f"{prefix}{ident(self.db)}.{ident(self.name)}"
+
+    def describe(self) -> str:
+        """``UPDATE (color) ON shop.orders``: for messages."""
+        column = f" ({self.column})" if self.column else ""
+        where = {"": "*.*", "DATABASE": f"{self.db}.*"}.get(self.kind, f"{self.db}.{self.name}")
+        kind = f"{self.kind.lower()} " if self.kind in _ROUTINES else ""
+        return f"{self.privilege}{column} ON {kind}{where}"
+
+
+@dataclass(frozen=True, order=True)
+class Role:
+    """A role: MariaDB names it alone (host None), MySQL as an account."""
+
+    name: str
+    host: str | None = None
+
+    def sql(self) -> str:
+        return ident(self.name) + ("" if self.host is None else "@" + ident(self.host))
+
+    def describe(self) -> str:
+        return f"role {self.name}" + ("" if self.host is None else f"@{self.host}")
+
+
+@dataclass(frozen=True)
+class Rights:
+    """Everything an account holds that another account can be given."""
+
+    privileges: frozenset[Privilege] = frozenset()
+    #: Each role granted, and whether WITH ADMIN OPTION.
+    roles: Mapping[Role, bool] = field(default_factory=dict)
+    #: Each proxied account ``(user, host)``, and whether WITH GRANT OPTION.
+    proxies: Mapping[tuple[str, str], bool] = field(default_factory=dict)
+    default_roles: tuple[Role, ...] = ()
+
+    def beyond(self, other: Rights) -> list[str]:
+        """What this account holds that *other* lacks, described (sorted)."""
+        lost = [p.describe() for p in sorted(self.privileges - other.privileges)]
+        for role, admin in sorted(self.roles.items()):
+            if role not in other.roles or (admin and not other.roles[role]):
+                lost.append(role.describe() + (" WITH ADMIN OPTION" if admin else ""))
+        for (user, host), grant in sorted(self.proxies.items()):
+            if (user, host) not in other.proxies or (grant and not other.proxies[(user, host)]):
+                lost.append(f"PROXY ON {user}@{host}" + (" WITH GRANT OPTION" if grant else ""))
+        return lost
+
+
+def plan_sync(
+    source: Rights, target: Rights, user: str, host: str, *, mariadb: bool
+) -> tuple[list[Step], list[Step]]:
+    """The steps that make user@host's rights (*target*) equal *source*: grants, revokes.
+
+    Run every grant (of every account) before any revoke.
+    """
+    grants: list[Step] = []
+    revokes: list[Step] = []
+    for role, admin in sorted(source.roles.items()):
+        if role not in target.roles or (admin and not target.roles[role]):
+            grants.append(_role_step("GRANT", role, user, host, admin=admin))
+    for role, admin in sorted(target.roles.items()):
+        if role not in source.roles:
+            revokes.append(_role_step("REVOKE", role, user, host))
+        elif admin and not source.roles[role]:
+            revokes += _drop_admin_option(role, user, host, mariadb=mariadb)
+    for proxied, grant in sorted(source.proxies.items()):
+        if proxied not in target.proxies or (grant and not target.proxies[proxied]):
+            grants.append(_proxy_step("GRANT", proxied, user, host, grant_option=grant))
+    for proxied, grant in sorted(target.proxies.items()):
+        if proxied not in source.proxies or (grant and not source.proxies[proxied]):
+            # A proxy grant loses its GRANT OPTION only with the grant itself.
+            revokes.append(_proxy_step("REVOKE", proxied, user, host))
+            if proxied in source.proxies:
+                revokes.append(_proxy_step("GRANT", proxied, user, host, grant_option=False))
+    grants += privilege_steps("GRANT", source.privileges - target.privileges, user, host)
+    if source.default_roles != target.default_roles:
+        grants.append(_default_roles(source.default_roles, user, host, mariadb=mariadb))
+    revokes = privilege_steps("REVOKE", target.privileges - source.privileges, user, host) + revokes
+    return grants, revokes
+
+
+def privilege_steps(verb: str, privileges: Iterable[Privilege], user: str, host: str) -> list[Step]:
+    """One ``GRANT ... ON obj TO`` (or ``REVOKE ... ON obj FROM``) per object."""
+    steps: list[Step] = []
+    for _on, group in groupby(sorted(privileges), key=lambda p: p.on):
+        atoms = list(group)
+        option = any(p.privilege == GRANT_OPTION for p in atoms)
+        items = _items([p for p in atoms if p.privilege != GRANT_OPTION])
+        if verb == "GRANT":
+            text = f"GRANT {', '.join(items) or 'USAGE'} ON {atoms[0].object_sql()} TO %s@%s"
+            text += " WITH GRANT OPTION" if option else ""
+        else:
+            items += [GRANT_OPTION] if option else []
+            text = f"REVOKE {', '.join(items)} ON {atoms[0].object_sql()} FROM %s@%s"
+        steps.append(
+            Step(text, (user, host), hint=_GRANT_HINT if verb == "GRANT" else _REVOKE_HINT)
+        )
+    return steps
+
+
+def _items(atoms: list[Privilege]) -> list[str]:
+    """``SELECT, UPDATE (`a`, `b`)``: the object's privileges, then its columns' grouped."""
+    items = sorted(p.privilege for p in atoms if not p.column)
+    on_columns = sorted((p.privilege, p.column) for p in atoms if p.column)
+    for name, group in groupby(on_columns, key=lambda pc: pc[0]):
+        items.append(f"{name} ({', '.join(ident(column) for _name, column in group)})")
+    return items
+
+
+def _role_step(verb: str, role: Role, user: str, host: str, *, admin: bool = False) -> Step:
+    if verb == "GRANT":
+        text = f"GRANT {role.sql()} TO %s@%s" + (" WITH ADMIN OPTION" if admin else "")
+        return Step(text, (user, host), hint=_GRANT_HINT)
+    return Step(f"REVOKE {role.sql()} FROM %s@%s", (user, host), hint=_REVOKE_HINT)
+
+
+def _drop_admin_option(role: Role, user: str, host: str, *, mariadb: bool) -> list[Step]:
+    if mariadb:
+        text = f"REVOKE ADMIN OPTION FOR {role.sql()} FROM %s@%s"
+        return [Step(text, (user, host), hint=_REVOKE_HINT)]
+    # MySQL has no REVOKE ADMIN OPTION FOR: the role is granted again without it.
+    return [_role_step("REVOKE", role, user, host), _role_step("GRANT", role, user, host)]
+
+
+def _proxy_step(
+    verb: str, proxied: tuple[str, str], user: str, host: str, *, grant_option: bool = False
+) -> Step:
+    if verb == "GRANT":
+        text = "GRANT PROXY ON %s@%s TO %s@%s" + (" WITH GRANT OPTION" if grant_option else "")
+        return Step(text, (*proxied, user, host), hint=_GRANT_HINT)
+    return Step("REVOKE PROXY ON %s@%s FROM %s@%s", (*proxied, user, host), hint=_REVOKE_HINT)
+
+
+def _default_roles(roles: tuple[Role, ...], user: str, host: str, *, mariadb: bool) -> Step:
+    names = ", ".join(r.sql() for r in roles) or "NONE"
+    if mariadb:
+        # MariaDB lets only who may write mysql.* set another user's default role.
+        hint = "the admin needs UPDATE ON mysql.* to set another user's default role"
+        return Step(f"SET DEFAULT ROLE {names} FOR %s@%s", (user, host), hint=hint)
+    return Step(f"ALTER USER %s@%s DEFAULT ROLE {names}", (user, host), hint=_GRANT_HINT)
