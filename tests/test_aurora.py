@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import App
+from apps import App
 from helpers import dump
 from psycopg import sql
 

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import App, Cluster, make_app
+from apps import App, make_app
+from clusters import Cluster
 from helpers import dump, login_error
 
 from credflip import commands

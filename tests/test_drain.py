@@ -229,6 +229,14 @@ def test_policy_arithmetic() -> None:
     assert policy.needed_quiet(10.0, 2, 20.0) == pytest.approx(10.0 * random_client_factor(2, 1e-3))
 
 
+def test_evidence_asks_the_policy_with_the_pauses_it_kept() -> None:
+    policy = DrainPolicy(client_ttl=60.0, quiet=60.0)
+    seen = Evidence(longest_gap=10.0, pauses=2, pause_sum=20.0)
+    assert seen.needed_quiet(policy) == policy.needed_quiet(10.0, 2, 20.0) > 600.0
+    assert seen.earliest_done(policy, 1000.0) == policy.earliest_done(1000.0, 10.0, 2, 20.0)
+    assert Evidence().needed_quiet(policy) == 60.0
+
+
 def test_the_random_client_factor() -> None:
     assert random_client_factor(2, 1e-3) == pytest.approx(61.2, abs=0.1)
     assert random_client_factor(5, 1e-3) == pytest.approx(14.9, abs=0.1)

@@ -6,7 +6,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PG_VERSIONS, App, Cluster, make_app, start_cluster
+from apps import App, make_app
+from clusters import PG_VERSIONS, Cluster, start_cluster
 from helpers import connects, fresh, login_error
 from psycopg import sql
 

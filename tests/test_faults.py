@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
-from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app, start_cluster
+from clusters import Cluster, Mariadb, start_cluster
 from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
 from helpers import assert_pointer_connects, connects, login_error, stored_url
 from servers import PrivateMariadb

@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import App
+from apps import App
 from helpers import (
     assert_pointer_connects,
     fresh,

@@ -18,18 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import (
-    PG_VERSIONS,
-    App,
-    Cluster,
-    Mariadb,
-    MyApp,
-    make_app,
-    make_my_app,
-    mariadb_pair,
-    pg_id,
-    start_cluster,
-)
+from apps import App, MyApp, make_app, make_my_app
+from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
 from helpers import command, connects, dump, login_error
 from servers import MY_ADMIN, PrivateMariadb
 

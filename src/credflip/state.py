@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import ConfigurationError, NotInitialized
 from .layout import Color, Layout
+from .legacy import shrink
 from .lock import LockInfo, hold_lock, pid_space, read_lock
 from .stores.base import MAX_VALUE_BYTES, Store
 
@@ -210,8 +211,6 @@ class State:
         then the legacy clients seen longest ago (still counted), then the recorded
         error's detail, and last the drain's evidence (a later run then starts its
         quiet window over: slower, never less safe)."""
-        from .legacy import shrink
-
         history = self.history[-_MAX_HISTORY:]
         legacy = self.current.legacy if self.current else []
         error_chars: int | None = None

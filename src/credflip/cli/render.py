@@ -122,7 +122,20 @@ def print_plan(plan: RotationPlan) -> None:
         f"dry run of the next rotation of env {plan.env}: {plan.from_color} ({plan.from_user}) → "
         f"{plan.to_color} ({plan.to_user}); nothing was changed and no lock taken"
     )
-    out.print("1. prepare: SQL, in order")
+    first = plan.predrain
+    if first is not None:
+        out.print(
+            f"1. prepare: first drain {first.user!r} ({first.color}) like an old user: the last "
+            f"rotation moved clients to it and was rolled back at "
+            f"{commands.describe_time(first.since)}; no use on any instance for the quiet "
+            f"window {format_duration(first.window)}, at the earliest "
+            f"{format_duration(first.earliest_after)} after the rollback"
+        )
+        out.print("   SQL when that drain starts:")
+        sql(first.watch)
+        out.print("   then SQL, in order")
+    else:
+        out.print("1. prepare: SQL, in order")
     sql(plan.prepare)
     out.print("   parameters written:")
     for param in plan.parameters:

@@ -123,15 +123,12 @@ def earliest_retire(rotation: Rotation | None) -> float | None:
         return None
     policy = drain_policy(rotation)
     evidence = Evidence.from_dict(rotation.evidence)
-    earliest = policy.earliest_done(
-        rotation.switched_at, evidence.longest_gap, evidence.pauses, evidence.pause_sum
-    )
+    earliest = evidence.earliest_done(policy, rotation.switched_at)
     # The window began when the quiet did; in use at the last sample, it starts
     # over from there at the earliest.
     began = evidence.quiet_since if evidence.quiet_since is not None else evidence.sampled_at
     if began is not None:
-        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
-        earliest = max(earliest, began + needed)
+        earliest = max(earliest, began + evidence.needed_quiet(policy))
     return earliest
 
 

@@ -7,6 +7,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .policy import DrainPolicy
+
 
 def digest(value: Hashable) -> str:
     """A short, stable fingerprint of a counter's value (kept in the state)."""
@@ -33,6 +35,15 @@ class Evidence:
     #: The primary's write position when the watch began (PostgreSQL LSN):
     #: standbys count the old user's logins once they replayed it.
     position: str | None = None
+
+    def needed_quiet(self, policy: DrainPolicy) -> float:
+        """The quiet window *policy* asks for, given the pauses seen so far."""
+        return policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
+
+    def earliest_done(self, policy: DrainPolicy, switched_at: float) -> float:
+        """The earliest instant the drain can finish after *switched_at*, if nothing uses
+        the old user, given the pauses seen so far."""
+        return policy.earliest_done(switched_at, self.longest_gap, self.pauses, self.pause_sum)
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON: the record must fit 4 KB with 16 instances."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from ..drain import Reading
 from ..engines import Engine, Sessions, engine_class
 from ..errors import ConfigurationError, CredflipError, RotationError
+from ..waiting import Wait
 from .addresses import Instance
 
 
@@ -109,12 +109,11 @@ class Connections:
         self,
         position: str | None,
         *,
-        timeout: float,
+        wait: Wait,
         why: str,
         notice: Callable[[str], None],
-        interval: float = 0.1,
     ) -> None:
-        """Wait until every standby has replayed *position*, at most *timeout* seconds.
+        """Wait until every standby has replayed *position*, as long as *wait* lasts.
 
         Standbys that cannot report a position (MySQL, Aurora) are not waited
         for here; their callers retry instead. Raises :class:`RotationError`
@@ -122,11 +121,8 @@ class Connections:
         """
         if position is None:
             return
-        deadline = time.monotonic() + timeout
         for inst in self.replicas:
-            _wait_standby(
-                inst, self.engine(inst), position, deadline, timeout, why, notice, interval
-            )
+            _wait_standby(inst, self.engine(inst), position, wait, why, notice)
 
     def terminate(self, user: str) -> int:
         """End *user*'s sessions on every instance; raise if one cannot be reached."""
@@ -150,14 +146,11 @@ def _wait_standby(
     inst: Instance,
     eng: Engine,
     position: str,
-    deadline: float,
-    timeout: float,
+    wait: Wait,
     why: str,
     notice: Callable[[str], None],
-    interval: float,
 ) -> None:
     """Wait until standby *inst* replayed *position* (:meth:`Connections.wait_replayed`)."""
-    last_note = 0.0
     while True:
         try:
             gap = eng.replay_gap(position)
@@ -169,18 +162,21 @@ def _wait_standby(
                 f"{inst.address}"
             ) from exc
         if not gap:
-            break
-        now = time.monotonic()
-        if now >= deadline:
+            return
+        if not wait.left():
+            when = (
+                "at the deadline of this run (run again to resume)"
+                if wait.by_deadline
+                else f"after {wait.timeout:g}s"
+            )
             raise RotationError(
                 f"standby {inst.address} ({inst.source}) is still {gap} bytes behind "
-                f"after {timeout:g}s and has not replayed {why}; check its replication, "
+                f"{when} and has not replayed {why}; check its replication, "
                 f"or allow more time with --replica-lag-timeout"
             )
-        if now - last_note >= 2.0:
+        if wait.note_due():
             notice(
                 f"waiting for standby {inst.address} to replay {why} ({gap} bytes behind, "
-                f"{deadline - now:.0f}s left)"
+                f"{wait.left():.0f}s left)"
             )
-            last_note = now
-        time.sleep(interval)
+        wait.pause()

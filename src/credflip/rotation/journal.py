@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import time
 
-from ..errors import CredflipError
+from ..errors import CredflipError, DrainBlocked
 from ..layout import Color, Layout
 from ..state import HistoryEntry, Phase, Rotation, State, save_state
 from ..stores.base import Store
@@ -60,6 +60,10 @@ class Journal:
             # the same password instead of setting a new one that must
             # replicate all over again.
             self.rot.phase = Phase.PREPARE
+        elif isinstance(exc, DrainBlocked):
+            # A replica nobody watches stopped the retire: the next run drains
+            # again, watching what the operator added, before it retires.
+            self.rot.phase = Phase.DRAIN
         # Best effort: when the store itself failed, the phase recorded at the
         # last boundary is still a safe place to resume from.
         with contextlib.suppress(CredflipError):

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 from ..drain import DrainStatus, Reading
 from ..durations import format_duration
-from ..errors import ConfigurationError, CredflipError, DrainTimeout, RotationError
+from ..errors import (
+    ConfigurationError,
+    CredflipError,
+    DrainBlocked,
+    DrainTimeout,
+    RotationError,
+)
 from ..instances import Instance
 from ..layout import Color
 from ..legacy import LegacyReport
@@ -98,6 +104,14 @@ def inactive_in_use(
     )
 
 
+_UNWATCHED = "the drain would not see clients of the old user on replicas that no instance watches"
+
+
+def unwatched_before_switch(blocking: Sequence[str], *, started: bool) -> ConfigurationError:
+    unchanged = "the pointer was not moved" if started else "nothing was changed"
+    return ConfigurationError(f"{_UNWATCHED}: {'; '.join(blocking)}; {unchanged}")
+
+
 # -- prepare and verify ----------------------------------------------------
 
 
@@ -117,6 +131,13 @@ def waiting_for_replica(label: str, left: float) -> str:
     return (
         f"waiting for the {label} to accept the new password (a replica that "
         f"has not replayed it yet); {left:.0f}s left"
+    )
+
+
+def verify_deadline_stop(label: str) -> str:
+    return (
+        f"stopping in verify to respect the deadline: the {label} has not accepted the new "
+        f"password yet; run again to resume (the same password is verified)"
     )
 
 
@@ -201,6 +222,14 @@ def drain_timeout(
             f"{env} --forget-instance {down[0]}'"
         )
     return DrainTimeout(message)
+
+
+def unwatched_at_retire(old: str, blocking: Sequence[str], env: str) -> DrainBlocked:
+    return DrainBlocked(
+        f"not retiring {old!r}: {_UNWATCHED}: {'; '.join(blocking)}; it keeps its login; "
+        f"run 'credflip rotate --env {env}' again with the option named (the "
+        f"drain resumes, watching what was added)"
+    )
 
 
 def cannot_terminate(old: str, down: Sequence[str]) -> RotationError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
+from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -24,7 +25,7 @@ from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
 
-__all__ = ["drain_policy", "watch"]
+__all__ = ["drain_policy", "watch", "watch_steps"]
 
 #: Seconds between two writes of the drain's evidence to the store.
 SAVE_EVERY = 30.0
@@ -35,6 +36,12 @@ def drain_policy(rot: Rotation) -> DrainPolicy:
     return DrainPolicy(
         client_ttl=rot.client_ttl or 0.0, quiet=rot.quiet, min_drain=rot.min_drain or 0.0
     )
+
+
+def watch_steps(ctx: Context, user: str) -> list[Step]:
+    """The statements that make *user*'s logins countable, where the instances can count them."""
+    group = ctx.state.group
+    return ctx.observer.plan_watch(user, group) if ctx.fleet.can_count(user, group) else []
 
 
 def watch(
@@ -57,7 +64,7 @@ def watch(
         stored = Evidence()
     # Standbys count the old user's logins once they replayed this far: the
     # position when the watch began, kept for the later runs of this drain.
-    position = (stored.position or ctx.engine.position()) if counting else None
+    position = (stored.position or ctx.observer.position()) if counting else None
     announce(ctx, old)
     now = time.monotonic()
     tracker = _tracker(ctx, stored, since, now)
@@ -109,7 +116,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
     switched = (start if start is not None else now + offset) - offset
     # A command-line run past the timeout goes on while nothing uses the old user,
     # long enough for one whole window; a scheduled one until its deadline.
-    window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
+    window = stored.needed_quiet(policy)
     run_until = (
         None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
     )

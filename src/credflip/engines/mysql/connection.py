@@ -14,16 +14,10 @@ from typing import Any
 import pymysql
 import pymysql.cursors
 
-from ...errors import (
-    AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
-    EngineError,
-    InsufficientPrivilege,
-    is_auth_failure,
-)
+from ...errors import AuthenticationFailed, EngineError, InsufficientPrivilege, is_auth_failure
 from ...urls import DbUrl, pymysql_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal, connect_error
 
 __all__ = ["MysqlConnection"]
 
@@ -53,25 +47,8 @@ class MysqlConnection(Engine):
             raise self._connect_error(exc, url, what) from exc
 
     def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
-        code = _errno(exc)
-        message = self._diag(exc)
-        where = f"{url.host}:{url.port or 3306}"
-        if is_auth_failure(exc):
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; check the user and password, or "
-                f"whether the account is locked"
-            )
-        if code == 1044:
-            return InsufficientPrivilege(
-                f"{what} was refused at {where}: {message}; grant that user access to the "
-                f"database, or name another one in the URL"
-            )
-        if code == 1049:
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to MySQL at {where}: {message}; check host, port and that "
-            f"the server is running"
-        )
+        message, where = self._diag(exc), f"{url.host}:{url.port or 3306}"
+        return connect_error("MySQL", what, where, message, _refusal(exc))
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
@@ -135,3 +112,20 @@ def _errno(exc: BaseException) -> int:
     """The server's error number of a PyMySQL error (0 when it has none)."""
     args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     return args[0] if args and isinstance(args[0], int) else 0
+
+
+def _refusal(exc: BaseException) -> Refusal | None:
+    """What the server refused when a connect failed with *exc* (None: not reached)."""
+    code = _errno(exc)
+    if is_auth_failure(exc):
+        return Refusal(
+            AuthenticationFailed, "check the user and password, or whether the account is locked"
+        )
+    if code == 1044:
+        return Refusal(
+            InsufficientPrivilege,
+            "grant that user access to the database, or name another one in the URL",
+        )
+    if code == 1049:
+        return Refusal.no_database()
+    return None

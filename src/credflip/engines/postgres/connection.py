@@ -22,14 +22,13 @@ from psycopg import sql
 
 from ...errors import (
     AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
     is_auth_failure,
 )
 from ...urls import DbUrl, libpq_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal, connect_error
 from . import catalog
 
 __all__ = ["PgConnection"]
@@ -63,26 +62,9 @@ class PgConnection(Engine):
         except psycopg.Error as exc:
             raise self._connect_error(exc, url, what) from exc
 
-    def _connect_error(self, exc: psycopg.Error, url: DbUrl, what: str) -> EngineError:
-        message = self._diag(exc)
-        low = message.lower()
-        where = f"{url.host}:{url.port or 5432}"
-        if is_auth_failure(exc):
-            if exc.sqlstate == "28P01" or "password authentication failed" in low:
-                return AuthenticationFailed(
-                    f"{what} was refused: password authentication failed for user {url.user!r} "
-                    f"at {where}; check the user and password"
-                )
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; the user is locked, lacks LOGIN or "
-                f"does not exist"
-            )
-        if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
-            f"that the server is running"
-        )
+    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
+        message, where = self._diag(exc), f"{url.host}:{url.port or 5432}"
+        return connect_error("PostgreSQL", what, where, message, _refusal(exc, url, message))
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
@@ -175,6 +157,23 @@ class PgConnection(Engine):
     def client_connect(cls, url: DbUrl, *, timeout: float = 5.0) -> Any:
         """A psycopg connection as an application would open it."""
         return psycopg.connect(**libpq_kwargs(url), connect_timeout=max(1, int(timeout)))
+
+
+def _refusal(exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
+    """What the server refused when a connect with *url* failed with *exc* (*message*:
+    its scrubbed first line); None when it was not reached."""
+    low, sqlstate = message.lower(), getattr(exc, "sqlstate", None)
+    if is_auth_failure(exc):
+        if sqlstate == "28P01" or "password authentication failed" in low:
+            return Refusal(
+                AuthenticationFailed,
+                "check the user and password",
+                said=f"password authentication failed for user {url.user!r}",
+            )
+        return Refusal(AuthenticationFailed, "the user is locked, lacks LOGIN or does not exist")
+    if sqlstate == "3D000" or ("database" in low and "does not exist" in low):
+        return Refusal.no_database()
+    return None
 
 
 def _where(conn: Any) -> str:

@@ -3,18 +3,18 @@
 The writer took the new password synchronously and must accept it at once.
 A replica may not have replayed it yet: PostgreSQL standbys are waited for
 up to their replay position, and any replica's refused login is retried
-until ``--replica-lag-timeout``. Any other failure stops the rotation here,
-with the pointer untouched.
+until ``--replica-lag-timeout`` (a :class:`~credflip.waiting.Wait`, which also
+ends at the run's deadline: the rotation then stops resumably in verify). Any
+other failure stops the rotation here, with the pointer untouched.
 """
 
 from __future__ import annotations
-
-import time
 
 from ...errors import AuthenticationFailed, CredflipError, DatabaseUnavailable, RotationError
 from ...instances import Fleet, format_address
 from ...state import Phase
 from ...urls import DbUrl
+from ...waiting import Wait
 from .. import messages
 from ..context import Context
 from ..plan import Login, PhasePlan
@@ -45,39 +45,40 @@ def plan(ctx: Context) -> PhasePlan:
 
 
 def run(ctx: Context) -> bool:
-    """Log in everywhere the plan says; wait for replicas within the lag timeout."""
+    """Log in everywhere the plan says; wait for replicas within the lag timeout (and the
+    deadline: then stop resumably, still in verify, with the same password)."""
     ctx.redo_prepare = True
     writer, *others = plan(ctx).logins
-    _login(ctx, writer, retry_until=None)
+    _login(ctx, writer, wait=None)
     ctx.redo_prepare = False
-    lag = ctx.options.replica_lag_timeout
-    retry_until = time.monotonic() + lag
+    wait = Wait(ctx.options.replica_lag_timeout, deadline=ctx.options.deadline)
     ctx.fleet.wait_replayed(
-        ctx.rot.position,
-        timeout=lag,
-        why=f"the new password of {ctx.new_user!r}",
-        notice=ctx.notice,
+        ctx.rot.position, wait=wait, why=f"the new password of {ctx.new_user!r}", notice=ctx.notice
     )
     for login in others:
-        _login(ctx, login, retry_until=retry_until)
+        if not _login(ctx, login, wait=wait):
+            ctx.notice(messages.verify_deadline_stop(login.label))
+            return False
     return True
 
 
-def _login(ctx: Context, login: Login, *, retry_until: float | None) -> None:
-    """Log in with *login*; on a replica, retry a refused login until *retry_until*."""
-    last_note = time.monotonic()
+def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
+    """Log in with *login*; on a replica, retry a refused login while *wait* lasts.
+
+    False when the caller's deadline ended the wait before the login went through.
+    """
     while True:
         try:
-            ctx.engine.verify(login.url, probe=ctx.options.probe)
-            return
+            ctx.connector.verify(login.url, probe=ctx.options.probe)
+            return True
         except AuthenticationFailed as exc:
-            now = time.monotonic()
-            if retry_until is None or now >= retry_until:
+            if wait is None or not wait.left():
+                if wait is not None and wait.by_deadline:
+                    return False
                 raise _failed(ctx, login, exc) from exc
-            if now - last_note >= 2.0:
-                ctx.notice(messages.waiting_for_replica(login.label, retry_until - now))
-                last_note = now
-            time.sleep(0.2)
+            if wait.note_due():
+                ctx.notice(messages.waiting_for_replica(login.label, wait.left()))
+            wait.pause()
         except DatabaseUnavailable:
             raise  # the server, not the password: the phase is tried again
         except CredflipError as exc:
