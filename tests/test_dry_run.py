@@ -70,7 +70,7 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     mark = len(app.server_log())
     assert rotate(
         store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2)
-    )
+    ).finished
     assert logged_sql(app, mark) == planned
 
 

@@ -237,11 +237,12 @@ def test_default_group_names() -> None:
 
 def test_admin_needs_createdb_to_move_a_database(cluster: Cluster) -> None:
     app = make_app(cluster, rich=False)
-    cluster.create_role("admin_nodb", "admin-nodb-pw", "CREATEROLE")
+    nodb, password = f"{app.user}_nodb", new_password()  # its own name: repeatable
+    cluster.create_role(nodb, password, "CREATEROLE")
     if cluster.version >= 16:
         with cluster.su() as conn:
-            conn.execute(f"GRANT {app.user} TO admin_nodb WITH ADMIN OPTION")
-    admin = cluster.pg.url("admin_nodb", "admin-nodb-pw", app.database)
+            conn.execute(f"GRANT {app.user} TO {nodb} WITH ADMIN OPTION")
+    admin = cluster.pg.url(nodb, password, app.database)
     with engine_for(admin) as eng, pytest.raises(InsufficientPrivilege, match="CREATEDB"):
         eng.adopt(active=app.user, inactive=app.green, group=None)
     with cluster.su() as conn:
