@@ -201,12 +201,23 @@ def drain_timeout(
 ) -> DrainTimeout:
     # The clients that do not follow the pointer, by name: what the operator must fix.
     named = f"; legacy clients: {legacy.names()}" if legacy else ""
-    if status.reasons:
+    # The last use this run saw past the timeout (maybe between the last run and
+    # this one), then whatever else this sample saw.
+    reasons = (*status.used_late, *(r for r in status.reasons if r not in status.used_late))
+    if reasons:
         message = (
             f"drain timed out ({waited:.0f}s in this run, {status.waited:.0f}s since the "
             f"switch): user {old!r} is still in use; the old user keeps its login; find those "
             f"clients ('credflip status --env {env}' names them), then run 'credflip rotate "
-            f"--env {env}' to continue the drain ({'; '.join(status.reasons)}){named}"
+            f"--env {env}' to continue the drain ({'; '.join(reasons)}){named}"
+        )
+    elif status.stuck:
+        message = (
+            f"drain timed out ({status.waited:.0f}s since the switch): user {old!r} shows no "
+            f"use for two quiet windows ({format_duration(2 * status.needed_quiet)}), but the "
+            f"window started over in this run and cannot carry over to the next "
+            f"({'; '.join(status.stuck)}); the old user keeps its login; fix that, then run "
+            f"'credflip rotate --env {env}' to continue the drain{named}"
         )
     else:
         message = (

@@ -7,7 +7,11 @@ state), the evidence kept in the state between runs, the progress events, and
 what to do at a timeout or a deadline: past the drain timeout a run reports
 it (exit 4, ``drain_timeout``) and keeps the old user; a scheduled run (with
 a deadline) keeps sampling until its deadline first, so that the evidence
-keeps growing and a later run can finish.
+keeps growing and a later run can finish. At its deadline, past the timeout,
+a scheduled run that has not finished reports ``drain_timeout`` when it saw
+use (in its samples, or between the last run and this one), an instance it
+could not read, or a quiet window that cannot carry over (the tracker's
+``stuck``); otherwise it pauses, and the next run continues the window.
 """
 
 from __future__ import annotations
@@ -94,11 +98,12 @@ def watch(
                     old, ctx.layout.env, status, readings, now - begin, legacy.report()
                 )
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
-            if timed_out is not None:
-                # A scheduled run that saw use past the timeout: the alarm, with the
-                # last use it saw. A quiet one only pauses: the window goes on.
+            # Past the timeout, use (in its samples or since the last run) or a window
+            # that cannot carry over: the alarm. Else it pauses: the window goes on.
+            alarm = timed_out or (status if status.used_late or status.stuck else None)
+            if alarm is not None:
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, timed_out, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, alarm, readings, now - begin, legacy.report()
                 )
             ctx.notice(messages.drain_deadline_stop())
             return False
