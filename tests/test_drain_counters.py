@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apps import ENGINES, AnyApp, engine_app, make_app, make_my_app, my_hash
+from apps import ENGINES, AnyApp, App, engine_app, make_app, make_my_app, my_hash
 from clusters import PG_VERSIONS, Cluster, Mariadb, start_cluster
 from helpers import FAST, command, connects, dump, fresh, login_error, rotate_args
 from servers import PrivateMariadb
 
 from credflip import commands
 from credflip.layout import Color, Layout
-from credflip.rotation import new_password
+from credflip.rotation import RotateOptions, new_password, rollback, rotate
 from credflip.state import load_state
 from credflip.stores.sqlite import SqliteStore
 
@@ -317,3 +317,27 @@ def test_init_creates_the_extension_when_the_admin_may(
         assert conn.execute(
             "SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'"
         ).fetchone()
+
+
+def test_after_a_rollback_rotate_refuses_when_the_predrained_user_cannot_be_counted(
+    app: App, sqlite_store: SqliteStore, layout: Layout, cli: Any
+) -> None:
+    """The next rotation drains green first; when green's logins cannot be told apart (a
+    role setting of its own), that predrain would run on open sessions alone. Refused
+    like the drain, before anything changes, with --sessions-only as the way out."""
+    commands.init(sqlite_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    options = RotateOptions(client_ttl=0.2, quiet=0.2)
+    assert rotate(sqlite_store, layout, admin_url=app.admin_url, options=options).finished
+    assert rollback(sqlite_store, layout, admin_url=app.admin_url).flipped
+    app.admin_sql(f'ALTER ROLE "{app.green}" SET role = "{app.green}"')
+    before = unchanged(app, sqlite_store)
+    for extra in ((), ("--dry-run",)):
+        result = cli(*rotate_args(app, sqlite_store, layout, *FAST, *extra))
+        assert result.code == 1, result.err
+        (line,) = [x for x in result.err.splitlines() if x.startswith("credflip: error:")]
+        assert line.startswith("credflip: error: no login counter"), line
+        assert f"{app.green!r} logs in as role {app.green!r}" in line and "--sessions-only" in line
+        assert unchanged(app, sqlite_store) == before
+    run = cli(*rotate_args(app, sqlite_store, layout, *FAST, "--sessions-only"))
+    assert run.code == 0, run.err
+    assert fresh(sqlite_store, layout).color is Color.GREEN

@@ -11,6 +11,8 @@ interval, so only a cumulative per-user counter sees them.
 from __future__ import annotations
 
 import json
+import re
+import time
 from typing import Any
 
 import pytest
@@ -22,8 +24,16 @@ from credflip import commands
 from credflip.drain import Verdict
 from credflip.errors import CredflipError
 from credflip.layout import Color, Layout
-from credflip.rotation import DrainProgress, Event, RotateOptions, rollback, rotate
-from credflip.state import load_state
+from credflip.rotation import (
+    DrainProgress,
+    Event,
+    Notice,
+    RotateOptions,
+    RotationResult,
+    rollback,
+    rotate,
+)
+from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
@@ -225,3 +235,110 @@ def test_after_a_rollback_the_rolled_back_color_is_drained_before_its_password_c
     result = rotate(sqlite_store, layout, admin_url=app.admin_url, options=pre)
     assert result.finished and result.to_color is Color.GREEN
     assert fresh(sqlite_store, layout).color is Color.GREEN
+
+
+def rolled_back(app: AnyApp, store: SqliteStore, layout: Layout) -> str | None:
+    """Rotate to green and roll back after the switch: green's URL, as its clients keep it."""
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    options = RotateOptions(client_ttl=0.2, quiet=0.2)
+    assert rotate(store, layout, admin_url=app.admin_url, options=options).finished
+    assert rollback(store, layout, admin_url=app.admin_url).flipped
+    return store.get(layout.url(Color.GREEN, "writer"))
+
+
+def paused_in_the_predrain(app: AnyApp, store: SqliteStore, layout: Layout) -> RotationResult:
+    """A rotate that stops at its deadline in the predrain: the window is far longer."""
+    notes: list[str] = []
+    result = rotate(
+        store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=60.0, deadline=time.monotonic() + 8.0),
+        on_event=lambda e: notes.append(e.message) if isinstance(e, Notice) else None,
+    )
+    assert not result.finished and result.stopped_in is Phase.PREPARE
+    assert any(f"{app.green!r}" in n and "rolled back" in n for n in notes), notes
+    return result
+
+
+def test_a_rollback_of_a_rotation_paused_in_the_predrain_keeps_the_predrain_due(
+    any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """The operator abandons a rotation that was still draining the rolled-back color: the
+    pointer never moved, but green's clients from before the first rollback may still be
+    there. The next rotation drains green again before it changes green's password."""
+    app = any_app
+    green = rolled_back(app, sqlite_store, layout)
+    paused_in_the_predrain(app, sqlite_store, layout)
+    assert sqlite_store.get(layout.url(Color.GREEN, "writer")) == green
+    abandoned = rollback(sqlite_store, layout, admin_url=app.admin_url)
+    assert not abandoned.flipped
+    assert load_state(sqlite_store, layout).current is None
+    # Again: drains green first (and stops at the deadline), green's password unchanged.
+    paused_in_the_predrain(app, sqlite_store, layout)
+    assert sqlite_store.get(layout.url(Color.GREEN, "writer")) == green
+    assert connects(DbUrl.parse(green or "", what="green"))
+
+
+def test_the_predrain_counts_from_the_rollback_on_the_primarys_clock(
+    any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollback ran on a machine whose clock is an hour ahead of the primary's: the
+    next rotation (here, on the primary's time) drains green from the rollback as the
+    primary saw it, not from an hour from now, as the drain reads every kept instant."""
+    app = any_app
+    machine = time.time
+    with monkeypatch.context() as m:
+        m.setattr(time, "time", lambda: machine() + 3600.0)
+        rolled_back(app, sqlite_store, layout)
+    last = load_state(sqlite_store, layout).last
+    progress: list[str] = []
+    result = rotate(
+        sqlite_store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=0.3, deadline=time.monotonic() + 30.0),
+        on_event=lambda e: progress.append(e.user) if isinstance(e, DrainProgress) else None,
+    )
+    assert result.finished and result.to_color is Color.GREEN
+    assert progress[0] == app.green  # drained first
+    assert last is not None and last.predrain_since is not None
+    assert abs(last.predrain_since - machine()) < 30  # the servers run here
+
+
+def test_status_names_the_legacy_clients_of_the_color_being_predrained(
+    any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout, cli: Any
+) -> None:
+    """A client keeps green's URL after the rollback: the predrain names it as it names
+    the drain's, in the state, so that status says who still uses green."""
+    app = any_app
+    green = DbUrl.parse(rolled_back(app, sqlite_store, layout) or "", what="green writer URL")
+    legacy = Legacy(app, green, 0.3)
+
+    def start(event: Event) -> None:
+        # Once the rotation passed its checks: a session caught open there refuses at once.
+        if isinstance(event, DrainProgress) and not legacy.ok:
+            legacy.__enter__()
+
+    try:
+        with pytest.raises(CredflipError, match=f"drain timed out.*{app.green}"):
+            rotate(
+                sqlite_store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(
+                    client_ttl=0.2, quiet=60.0, drain_timeout=1.0, deadline=time.monotonic() + 8
+                ),
+                on_event=start,
+            )
+    finally:
+        legacy.__exit__()
+    assert legacy.errors == [] and legacy.ok > 3
+    current = load_state(sqlite_store, layout).current
+    assert current is not None and current.legacy
+    report = json.loads(cli(*command("status", app, sqlite_store, layout, "--json")).out)
+    assert report["drain"]["legacy_count"] >= 1
+    assert report["drain"]["legacy_user"] == app.green and current.predraining
+    text = cli(*command("status", app, sqlite_store, layout)).out
+    assert f"draining {app.green!r} (green) before its password changes" in text
+    assert re.search(rf"legacy clients? used {app.green!r} \(green\) after the cache wait:", text)

@@ -6,7 +6,8 @@ instances is, and that ``--unwatched-ok`` does not accept, stops a rotation
 twice over: before the pointer moves (nothing changed yet: exit 1), and again
 right before the retire, for a replica attached after the switch (exit 4; the
 old user keeps its login and the next run drains again, watching what was
-added).
+added). The predrain asks the same before it ends idle sessions (``--terminate``);
+its rotation stays in prepare, where the pointer has not moved.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ def before_switch(
         notice(note)
 
 
-def check_unwatched(ctx: Context) -> None:
-    """Right before the retire: refuse (:class:`~credflip.errors.DrainBlocked`, exit 4)
-    while a replica is unwatched. The journal records the rotation as back in the drain,
-    so that the next run watches what the operator adds before it retires."""
+def check_unwatched(ctx: Context, user: str | None = None) -> None:
+    """Right before *user* (default: the old user) is retired or its sessions are ended:
+    refuse (:class:`~credflip.errors.DrainBlocked`, exit 4) while a replica is unwatched.
+    The journal records a rotation in drain or retire as back in the drain, so that the
+    next run watches what the operator adds before it retires; a predrain stays in
+    prepare."""
     blocking = ctx.fleet.unwatched(ctx.options.unwatched_ok, retry=True)
     if blocking:
-        raise messages.unwatched_at_retire(ctx.old_user, blocking, ctx.layout.env)
+        old = ctx.old_user if user is None else user
+        predrain = old != ctx.old_user
+        raise messages.unwatched_at_retire(old, blocking, ctx.layout.env, predrain=predrain)

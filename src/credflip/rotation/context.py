@@ -24,7 +24,14 @@ from .options import RotateOptions
 from .params import parse_urls, read_pointer
 from .plan import Write
 
-__all__ = ["Context"]
+__all__ = ["Context", "clock_skew"]
+
+
+def clock_skew(observer: UsageObserver) -> float:
+    """The primary's clock minus this machine's, in seconds (one round trip)."""
+    before = time.time()
+    server = observer.server_time()
+    return server - (before + time.time()) / 2
 
 
 @dataclass
@@ -53,9 +60,7 @@ class Context:
         (the scheduled rotator after an operator's run) measures its window on
         the same clock whatever the two machines' own clocks say."""
         if self._skew is None:
-            before = time.time()
-            server = self.observer.server_time()
-            self._skew = server - (before + time.time()) / 2
+            self._skew = clock_skew(self.observer)
         return time.time() + self._skew
 
     # The primary's engine, by the role a phase needs of it.

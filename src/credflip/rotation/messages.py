@@ -235,9 +235,12 @@ def drain_timeout(
     return DrainTimeout(message)
 
 
-def unwatched_at_retire(old: str, blocking: Sequence[str], env: str) -> DrainBlocked:
+def unwatched_at_retire(
+    old: str, blocking: Sequence[str], env: str, *, predrain: bool = False
+) -> DrainBlocked:
+    what = "preparing" if predrain else "retiring"
     return DrainBlocked(
-        f"not retiring {old!r}: {_UNWATCHED}: {'; '.join(blocking)}; it keeps its login; "
+        f"not {what} {old!r}: {_UNWATCHED}: {'; '.join(blocking)}; it keeps its login; "
         f"run 'credflip rotate --env {env}' again with the option named (the "
         f"drain resumes, watching what was added)"
     )

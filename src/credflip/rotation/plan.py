@@ -55,7 +55,7 @@ class Predrain:
 
     user: str
     color: Color
-    #: When the rollback moved the pointer back (wall clock): the drain counts from it.
+    #: When the pointer left it (a rollback; the primary's clock): the drain counts from it.
     since: float
     #: The quiet window it needs (the rotation's, as for the drain).
     window: float

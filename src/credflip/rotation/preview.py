@@ -112,8 +112,8 @@ def plan_rotation(
             pointer = read_pointer(store, layout)
             accepted: list[str] = []
             preflight(fleet, state, pointer, options, accepted.append)
-            state.current = new_rotation(pointer, options)  # not saved
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            state.current = new_rotation(ctx, pointer)  # not saved
             plans: dict[Phase, PhasePlan] = {}
             for phase, handler in HANDLERS.items():
                 plans[phase] = planned = handler.plan(ctx)

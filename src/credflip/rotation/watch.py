@@ -75,11 +75,11 @@ def watch(
     begin = saved = now
     timed_out: DrainStatus | None = None
     # Who uses the old user after the cache wait, continued from earlier runs.
-    legacy = LegacyLog.from_list(rot.legacy if user is None else [])
+    legacy = LegacyLog.from_list(rot.legacy)
     while True:
         readings = ctx.fleet.read(old, counting=counting, position=position)
         now = time.monotonic()
-        status = _observe(ctx, tracker, legacy, now, readings, old, position, keep=user is None)
+        status = _observe(ctx, tracker, legacy, now, readings, old, position)
         if now - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
             saved = now
@@ -87,7 +87,7 @@ def watch(
             if status.held:
                 # A replica attached meanwhile stops the retire: check it before
                 # anything is ended.
-                check_unwatched(ctx)
+                check_unwatched(ctx, old)
                 terminate(ctx, readings, user=old)
             rot.drain_seconds = now - tracker.switched_at
             return True
@@ -145,18 +145,15 @@ def _observe(
     readings: list[Reading],
     old: str,
     position: str | None,
-    *,
-    keep: bool,
 ) -> DrainStatus:
     """Feed one sample to the tracker and the legacy log; record both in the rotation
-    (the legacy clients only when *keep*) and report the progress."""
+    and report the progress."""
     rot = ctx.rot
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
     legacy.update(now + tracker.offset, readings, record=status.caches_in == 0)
-    if keep:
-        rot.legacy = legacy.to_list()
+    rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
     return status
 

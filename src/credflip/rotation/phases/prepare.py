@@ -2,15 +2,16 @@
 
 The active user is never touched. The new color's URLs are written only after
 the database accepted the change; the primary's write position is recorded
-so that verify can wait for the replicas to replay it. After a rollback that
-had switched, the plan starts with a predrain: the rolled-back color is
-drained like an old user before its password changes.
+so that verify can wait for the replicas to replay it. When the new color was
+active since it was last drained (a rollback after the switch, see
+:func:`~credflip.state.predrain_due`), the plan starts with a predrain: it is
+drained like an old user before its password changes, from the instant the
+rotation recorded when it started.
 """
 
 from __future__ import annotations
 
-from ...layout import Color
-from ...state import Phase, State, save_state
+from ...state import Phase, save_state
 from .. import messages
 from ..context import Context
 from ..params import new_password
@@ -22,8 +23,8 @@ __all__ = ["HANDLER"]
 
 
 def plan(ctx: Context) -> PhasePlan:
-    """The predrain (after a rollback that had switched), the statements that prepare the
-    new user, and its URLs with the fresh password."""
+    """The predrain (when one is due), the statements that prepare the new user, and its
+    URLs with the fresh password."""
     first = plan_predrain(ctx)
     rot = ctx.rot
     password = new_password()
@@ -40,24 +41,16 @@ def plan(ctx: Context) -> PhasePlan:
     return PhasePlan(Phase.PREPARE, steps=steps, writes=writes, predrain=first)
 
 
-def rolled_back_since(state: State, to_color: Color) -> float | None:
-    """When the last rotation was rolled back after its switch, if *to_color* was the
-    color it had switched to (clients used it), wall clock; else None."""
-    last = state.last
-    if last is None or last.result != "rolled_back" or not last.switched:
-        return None
-    return last.finished_at if last.from_color is to_color else None
-
-
 def plan_predrain(ctx: Context) -> Predrain | None:
-    """The drain of the rolled-back color before its password changes, when one is due.
+    """The drain of the new color before its password changes, when one is due.
 
-    Clients moved to it during the rotation that was rolled back; those that
-    do not follow the pointer may still use it. It is drained like an old
-    user, counting from the rollback.
+    Clients used it while the pointer named it (before a rollback); those that
+    do not follow the pointer may still use it. It is drained like an old user,
+    counting from when it stopped being active, as recorded when the rotation
+    started (a resumed rotation never derives it again).
     """
     rot = ctx.rot
-    since = None if rot.predrained else rolled_back_since(ctx.state, rot.to_color)
+    since = None if rot.predrained else rot.predrain_since
     if since is None:
         return None
     policy = drain_policy(rot)
@@ -84,7 +77,9 @@ def predrain(ctx: Context, planned: Predrain) -> bool:
     # What late sessions created meanwhile goes to the group, as at retire.
     ctx.observer.end_watch(user, group)
     ctx.rot.predrained = True
+    # The drain of the old user starts its own evidence and legacy clients.
     ctx.rot.evidence = {}
+    ctx.rot.legacy = []
     return True
 
 
