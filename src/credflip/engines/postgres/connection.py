@@ -24,6 +24,7 @@ from ...errors import (
     AuthenticationFailed,
     EngineError,
     InsufficientPrivilege,
+    LockTimeout,
     is_auth_failure,
 )
 from ...urls import DbUrl, libpq_kwargs, scrub
@@ -43,6 +44,9 @@ class PgConnection(Engine):
     """The admin's connections to PostgreSQL through psycopg 3, and statements run on them."""
 
     driver_error = psycopg.Error
+    #: While a plan runs (:class:`~.locks.PgPlanRunner`): its connections to other
+    #: databases, kept open between its steps.
+    _held: dict[str, psycopg.Connection[tuple[Any, ...]]] | None = None
 
     # -- connections -----------------------------------------------------
 
@@ -83,8 +87,15 @@ class PgConnection(Engine):
         if dbname == self._main:
             yield self.conn
             return
+        if self._held is not None and dbname in self._held and not self._held[dbname].closed:
+            yield self._held[dbname]  # a plan's, kept open until it ends
+            return
         url = dataclasses.replace(self.admin_url, database=dbname)
         conn = self._connect(url, what=f"the admin to database {dbname!r}")
+        if self._held is not None:
+            self._held[dbname] = conn
+            yield conn
+            return
         try:
             yield conn
         finally:
@@ -105,6 +116,8 @@ class PgConnection(Engine):
             with self._guard(target) as late:
                 cur = target.execute(query, params)
                 return cur.fetchall() if cur.description else []
+        except psycopg.errors.LockNotAvailable as exc:
+            raise LockTimeout(f"PostgreSQL stopped a statement: {self._diag(exc)}") from exc
         except psycopg.errors.InsufficientPrivilege as exc:
             admin = self.admin_url.user
             raise InsufficientPrivilege(
@@ -127,10 +140,6 @@ class PgConnection(Engine):
         if getattr(exc, "sqlstate", None) in _GOING_AWAY:
             return True
         return isinstance(exc, psycopg.OperationalError) and bool(conn.closed)
-
-    def _execute(self, step: Step) -> None:
-        with self._database(step.database or self._main) as conn:
-            self._run(step.sql, step.params, conn=conn, hint=step.hint)
 
     def render(self, step: Step) -> str:
         """The statement as sent, with the password, verifier and admin password masked."""
@@ -198,7 +207,10 @@ def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
     libpq has no client-side timeout for a statement, and a stopped server
     keeps its socket open (the kernel still acknowledges our packets). A
     timer shuts the socket down, so the waiting call fails at once with
-    "server closed the connection" instead of hanging.
+    "server closed the connection" instead of hanging. It then asks the server
+    to cancel the statement too: a backend waiting for a lock does not notice
+    that its client left, and would keep its place in the lock queue (and run
+    the statement once it got the lock).
     """
     late: list[bool] = []
     fd = _socket_of(conn)
@@ -208,12 +220,19 @@ def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
 
     def give_up() -> None:
         late.append(True)
+        try:
+            cancel = conn.pgconn.get_cancel()
+        except psycopg.Error:
+            cancel = None
         with contextlib.suppress(OSError):
             sock = socket.socket(fileno=os.dup(fd))
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             finally:
                 sock.close()
+        if cancel is not None:
+            with contextlib.suppress(psycopg.Error):
+                cancel.cancel()
 
     timer = threading.Timer(timeout, give_up)
     timer.daemon = True
