@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -199,10 +200,23 @@ def gave_up(*, spent: float, tries: int, database: str, blockers: list[Blocker])
     )
 
 
+@dataclass
+class _Watched:
+    """The statement being watched: its session, and who was seen blocking it."""
+
+    waiter: Any
+    seen: list[Blocker] = field(default_factory=list)
+
+
 class BlockerWatch:
     """Who holds the lock a statement waits for, sampled every *every* seconds from a second
     admin connection (``connect()``, opened only when a statement runs that long) while the
-    statement runs: the waiting itself says nothing until it times out."""
+    statement runs: the waiting itself says nothing until it times out.
+
+    One thread per watch (a plan) does the sampling, started with the first statement, so
+    that a statement costs no thread of its own. It gives up for good at its first failure
+    (naming the holder is best effort) and closes its connection when the watch closes.
+    """
 
     def __init__(
         self,
@@ -213,38 +227,71 @@ class BlockerWatch:
         self._connect = connect
         self._find = find
         self._every = every
-        self._conn: Any = None
+        self._cond = threading.Condition()
+        self._current: _Watched | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
     @contextlib.contextmanager
     def during(self, waiter: Any) -> Iterator[list[Blocker]]:
         """While the block runs, sample who blocks session *waiter*; yields the last
         non-empty answer (a list that stays empty while nothing blocks it)."""
-        seen: list[Blocker] = []
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.wait(self._every):
-                try:
-                    if self._conn is None:
-                        self._conn = self._connect()
-                    found = self._find(self._conn, waiter)
-                except Exception:  # naming the holder is best effort
-                    self.close()
-                    return
-                if found:
-                    seen[:] = found
-
-        thread = threading.Thread(target=sample, name="credflip-lock-watch", daemon=True)
-        thread.start()
+        watched = _Watched(waiter)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._sample, name="credflip-lock-watch", daemon=True
+                )
+                self._thread.start()
+            self._current = watched
+            self._cond.notify_all()
         try:
-            yield seen
+            yield watched.seen
         finally:
-            stop.set()
-            thread.join()
+            with self._cond:
+                self._current = None
+                self._cond.notify_all()
+
+    def _moved_on(self, watched: _Watched) -> bool:
+        return self._current is not watched or self._closed
+
+    def _busy_or_closed(self) -> bool:
+        return self._current is not None or self._closed
+
+    def _next(self) -> _Watched | None:
+        """The statement to sample once it has run *every* seconds; None once closed."""
+        with self._cond:
+            while True:
+                self._cond.wait_for(self._busy_or_closed)
+                watched = self._current
+                if self._closed or watched is None:
+                    return None
+                if not self._cond.wait_for(functools.partial(self._moved_on, watched), self._every):
+                    return watched
+
+    def _sample(self) -> None:
+        conn: Any = None
+        try:
+            while (watched := self._next()) is not None:
+                moved_on = functools.partial(self._moved_on, watched)
+                while True:
+                    if conn is None:
+                        conn = self._connect()
+                    found = self._find(conn, watched.waiter)
+                    if found:
+                        watched.seen[:] = found
+                    with self._cond:
+                        if self._cond.wait_for(moved_on, self._every):
+                            break
+        except Exception:  # naming the holder is best effort: stop trying
+            log.debug("credflip: cannot name the holder of a lock", exc_info=True)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
     def close(self) -> None:
-        """Close the watching connection."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+        """Stop sampling; the thread closes its connection (once a query under way ends)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -14,7 +14,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -133,7 +133,8 @@ class PgConnection(Engine):
     @contextlib.contextmanager
     def _guard(self, conn: Any) -> Iterator[list[bool]]:
         """Give up on *conn* when the server stays silent past the statement timeout."""
-        with _silence_guard(conn, self.statement_timeout) as late:
+        admin = functools.partial(self._connect, self.admin_url, what="the admin (to cancel)")
+        with _silence_guard(conn, self.statement_timeout, admin) as late:
             yield late
 
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
@@ -201,38 +202,33 @@ def _socket_of(conn: Any) -> int | None:
 
 
 @contextlib.contextmanager
-def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
+def _silence_guard(conn: Any, timeout: float, admin: Callable[[], Any]) -> Iterator[list[bool]]:
     """Give up on *conn* when the server stays silent past the statement timeout.
 
     libpq has no client-side timeout for a statement, and a stopped server
     keeps its socket open (the kernel still acknowledges our packets). A
     timer shuts the socket down, so the waiting call fails at once with
-    "server closed the connection" instead of hanging. It then asks the server
-    to cancel the statement too: a backend waiting for a lock does not notice
-    that its client left, and would keep its place in the lock queue (and run
-    the statement once it got the lock).
+    "server closed the connection" instead of hanging. It then has the server
+    cancel the statement too (see :func:`_cancel_in_background`): a backend
+    waiting for a lock does not notice that its client left, and would keep
+    its place in the lock queue (and run the statement once it got the lock).
     """
     late: list[bool] = []
     fd = _socket_of(conn)
     if fd is None:  # already closed: the call fails by itself
         yield late
         return
+    pid = conn.info.backend_pid
 
     def give_up() -> None:
         late.append(True)
-        try:
-            cancel = conn.pgconn.get_cancel()
-        except psycopg.Error:
-            cancel = None
         with contextlib.suppress(OSError):
             sock = socket.socket(fileno=os.dup(fd))
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             finally:
                 sock.close()
-        if cancel is not None:
-            with contextlib.suppress(psycopg.Error):
-                cancel.cancel()
+        _cancel_in_background(admin, pid)
 
     timer = threading.Timer(timeout, give_up)
     timer.daemon = True
@@ -241,3 +237,15 @@ def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
         yield late
     finally:
         timer.cancel()
+
+
+def _cancel_in_background(admin: Callable[[], Any], pid: int) -> None:
+    """``pg_cancel_backend(pid)`` from a new admin connection (``admin()``), in a thread of
+    its own: libpq's own cancel request blocks (holding the interpreter) for as long as a
+    frozen server does not answer, and a new connection times out."""
+
+    def cancel() -> None:
+        with contextlib.suppress(Exception), contextlib.closing(admin()) as other:
+            other.execute("SELECT pg_cancel_backend(%s)", [pid])
+
+    threading.Thread(target=cancel, name="credflip-cancel", daemon=True).start()
