@@ -15,7 +15,11 @@ from credflip.rotation import RotateOptions, rotate
 from credflip.state import read_lock
 from credflip.stores.base import Store
 
-DDL = re.compile(r"(ALTER|GRANT|REVOKE|CREATE|DROP|REASSIGN) ")
+# SET: each plan's connection gets its lock and statement timeouts first.
+DDL = re.compile(
+    r"(ALTER|GRANT|REVOKE|CREATE|DROP|REASSIGN|SET lock_timeout|SET statement_timeout"
+    r"|SET SESSION lock_wait_timeout) "
+)
 # What the servers log instead of the dry run's ***: verifier or hash.
 LOGGED_SECRET = re.compile(r"'(SCRAM-SHA-256\$[^']*|\*[0-9A-F]{40})'")
 
@@ -63,6 +67,9 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     assert "pg_stat_statements" in result.out or "user_statistics" in result.out
     planned = printed_sql(result.out)
     assert planned and any("PASSWORD" in s for s in planned)
+    assert "SET lock_timeout = '1000ms'" in planned or any(
+        s.startswith("SET SESSION lock_wait_timeout = 1,") for s in planned
+    )
     assert (dump(store), catalog(app)) == before
     assert read_lock(store, layout) is None
     assert logged_sql(app, mark) == []  # the dry run sent no change at all

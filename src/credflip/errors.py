@@ -21,6 +21,7 @@ __all__ = [
     "EngineError",
     "InsufficientPrivilege",
     "LockHeld",
+    "LockTimeout",
     "NotInitialized",
     "ParameterExists",
     "RotationError",
@@ -81,6 +82,14 @@ class DatabaseUnavailable(ConnectFailed):
 
     Raised for a refused or timed-out connection and for a connection lost
     (or silent past its timeout) in the middle of a statement.
+    """
+
+
+class LockTimeout(EngineError):
+    """A statement waited longer than ``--lock-timeout`` for a lock another session holds.
+
+    The server cancelled (and so rolled back) that statement; a plan retries it
+    within its budget, then stops naming the holder.
     """
 
 

@@ -104,6 +104,7 @@ def plan_rotation(
         raise messages.dry_run_under_way(state.current.id, state.current.phase, layout.env)
     own = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    eng.lock_wait = options.lock_wait(eng.lock_wait)
     try:
         require_engine(state, eng.name, layout)
         state.instances = instance_list(state.instances, options)  # not saved
@@ -186,4 +187,5 @@ def _parameter(write: Write, when: str) -> PlannedParameter:
 
 
 def _rendered(engine: Engine, steps: list[Step]) -> list[tuple[str, str]]:
-    return [(step.database, engine.render(step)) for step in steps]
+    """The statements as the engine executes them (each connection's timeouts first)."""
+    return [(step.database, engine.render(step)) for step in engine.with_limits(steps)]

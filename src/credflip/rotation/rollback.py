@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -29,17 +30,21 @@ def rollback(
     probe: str | None = None,
     engine: Engine | None = None,
     on_event: OnEvent = None,
+    lock_timeout: float | None = None,
 ) -> RollbackResult:
     """Restore the color that was active before the last (or current) rotation.
 
     Before the switch this abandons the rotation and locks the half-prepared
     user. After it, the old user is unlocked if needed, its URLs are verified,
     and only then does the pointer move back. Refused when the old user was
-    dropped or its URLs no longer connect.
+    dropped or its URLs no longer connect. *lock_timeout*: how long one statement
+    may wait for a lock (default: the engine's, 1 s).
     """
     load_state(store, layout)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    if lock_timeout is not None:
+        eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
 
     def notice(message: str) -> None:
         emit(on_event, Notice(message))

@@ -52,6 +52,7 @@ def rotate(
     load_state(store, layout)  # a clear error before taking the lock
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    eng.lock_wait = options.lock_wait(eng.lock_wait)
 
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
