@@ -29,6 +29,8 @@ from credflip.demo import Worker
 
 #: Lines of a dead server's stderr shown.
 TAIL = 20
+#: Seconds a child that closed its end is given to exit before it is ended.
+EXIT_WAIT = 5.0
 
 
 class ChildDied(RuntimeError):
@@ -109,7 +111,7 @@ class Child:
         self.pipe.close()
 
     def _died(self, error: str | None) -> ChildDied:
-        self.proc.join(5)
+        self.proc.join(EXIT_WAIT)
         code = self.proc.exitcode
         how = (
             "its pipe closed, it still runs"
@@ -165,13 +167,18 @@ class Server:
         self.log.close()
 
     def _died(self, when: str) -> ChildDied:
-        code = self.proc.wait()
+        try:
+            how = f"exited {when} with code {self.proc.wait(EXIT_WAIT)}"
+        except subprocess.TimeoutExpired:
+            # It closed its output but runs on: no use to anyone, and stop() reaps it.
+            self.proc.kill()
+            how = f"closed its output {when} and was killed ({EXIT_WAIT:g}s without exiting)"
         self.log.seek(0)
         lines = self.log.read().decode(errors="replace").strip().splitlines() or ["(silent)"]
         if not self._shown:  # what its stderr would have shown, once
             self._shown = True
             print(f"{self.what}, stderr:", *lines[-TAIL:], sep="\n  ", file=sys.stderr)
-        return ChildDied(f"{self.what} exited {when} with code {code}: {lines[-1]}")
+        return ChildDied(f"{self.what} {how}: {lines[-1]}")
 
 
 def join_all(workers: Sequence[Worker], poll: float = 0.2) -> None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import itertools
 import random
 import sys
 import tempfile
@@ -47,32 +46,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from children import join_all
-from psycopg import sql
+from private_servers import Mariadb, Postgres
 
 from credflip import commands
 from credflip.demo import Worker
-from credflip.demo.cluster import EmbeddedPostgres
 from credflip.engines import engine_class
-from credflip.engines.mysql import native_password_hash
 from credflip.errors import DrainTimeout
 from credflip.layout import Layout
-from credflip.rotation import RotateOptions, new_password, rotate
+from credflip.rotation import RotateOptions, rotate
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
-from credflip.urls import libpq_kwargs as connect_kwargs
-
-# The private MariaDB of the tests (tests/servers.py).
-sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from servers import PrivateMariadb
 
 TTL = 1.0
 #: Seconds from the switch after which a drain that still sees use stops.
 DRAIN_TIMEOUT = 75.0
 #: After a wrong retire the client runs on for this many mean pauses, at most SHOW_MAX s.
 SHOW_PAUSES, SHOW_MAX = 2.5, 25.0
-_n = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -192,100 +182,6 @@ class Legacy:
         self.check()
 
 
-# -- servers ------------------------------------------------------------------
-
-
-class Postgres:
-    name = "postgresql"
-    counter = "pg_stat_statements"
-
-    def __init__(self) -> None:
-        # Entries evicted from pg_stat_statements count as use for every drain:
-        # room for every trial's statements keeps evictions out of the numbers.
-        self.pg = EmbeddedPostgres(
-            log_statement="none",
-            settings={
-                "shared_preload_libraries": "pg_stat_statements",
-                "pg_stat_statements.max": "50000",
-            },
-        ).start()
-        self.admin_password = new_password()
-        self.pg.create_role("credflip_admin", self.admin_password, "CREATEROLE CREATEDB")
-        with self.su() as conn:
-            conn.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
-
-    def su(self, database: str = "postgres") -> psycopg.Connection[Any]:
-        url = self.pg.url("postgres", self.pg.superuser_password, database)
-        return psycopg.connect(**connect_kwargs(url), autocommit=True)
-
-    def app(self, counters: bool = True) -> tuple[DbUrl, DbUrl]:
-        """A new app database and user: ``(admin URL, app URL)``."""
-        name = f"bench{next(_n)}"
-        password = new_password()
-        self.pg.create_role(name, password)
-        with self.su() as conn:
-            conn.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(name)
-                )
-            )
-        if counters:
-            with self.su(name) as conn:
-                conn.execute("CREATE EXTENSION pg_stat_statements")
-        return self.pg.url("credflip_admin", self.admin_password, name), self.pg.url(
-            name, password, name
-        )
-
-    def close(self) -> None:
-        self.pg.stop()
-
-
-class Mariadb:
-    """A private MariaDB with ``userstat`` on; every user and database it makes starts
-    with *prefix*."""
-
-    name = "mysql"
-    counter = "user_statistics"
-
-    def __init__(self, prefix: str = "cfb") -> None:
-        self.prefix = prefix
-        self.admin = f"{prefix}_admin"
-        self.server = PrivateMariadb("--userstat=ON", "--max-connections=500").start()
-        try:
-            self.admin_password = new_password()
-            self.sql(
-                "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
-                args=(self.admin, native_password_hash(self.admin_password)),
-            )
-            self.sql(f"GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO '{self.admin}'@'%'")
-            self.sql(f"GRANT SELECT ON mysql.* TO '{self.admin}'@'%'")
-        except BaseException:
-            self.server.stop()
-            raise
-
-    def sql(self, statement: str, args: Any = None) -> list[Any]:
-        return self.server.sql(statement, args=args)
-
-    def url(self, user: str, password: str, database: str) -> DbUrl:
-        return DbUrl("mysql", "127.0.0.1", user, password, self.server.port, database)
-
-    def app(self, counters: bool = True) -> tuple[DbUrl, DbUrl]:
-        """A new app database and user: ``(admin URL, app URL)`` (userstat is always on)."""
-        name = f"{self.prefix}_app{next(_n)}"
-        password = new_password()
-        self.sql(f"CREATE DATABASE `{name}`")
-        self.sql(
-            "CREATE USER %s@'%%' IDENTIFIED BY PASSWORD %s",
-            args=(name, native_password_hash(password)),
-        )
-        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{name}'@'%'")
-        self.sql(f"GRANT ALL PRIVILEGES ON `{name}`.* TO '{self.admin}'@'%' WITH GRANT OPTION")
-        return self.url(self.admin, self.admin_password, name), self.url(name, password, name)
-
-    def close(self) -> None:
-        self.server.stop()
-
-
 # -- trials -------------------------------------------------------------------
 
 
@@ -398,7 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown --rows {','.join(unknown)}: use {','.join(by_key)}")
     clients = [by_key[k] for k in keys] if keys else ROWS
-    makers: dict[str, Callable[[], Any]] = {"postgresql": Postgres, "mysql": Mariadb}
+    makers: dict[str, Callable[[], Any]] = {
+        # Entries evicted from pg_stat_statements count as use for every drain:
+        # room for every trial's statements keeps evictions out of the numbers.
+        "postgresql": functools.partial(Postgres, **{"pg_stat_statements.max": "50000"}),
+        "mysql": Mariadb,
+    }
     rows: list[list[Cell]] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,26 +24,33 @@ user over time, switches, failures; one panel per scenario).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import http.client
-import json
-import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy
-from children import ChildDied, Server
+from children import ChildDied
+from load_clients import (
+    ASYNC_POOL,
+    POOL,
+    WORKERS,
+    AsyncApp,
+    AsyncTraffic,
+    async_app,
+    django_request,
+    django_site,
+    lambda_request,
+    server_request,
+)
+from load_report import Scenario, plot, report
+from private_servers import Postgres
 from psycopg import sql
+from sqlalchemy.ext.asyncio import create_async_engine as plain_async_engine
 
 from credflip import commands
 from credflip.demo import CRASHES, Traffic, Worker
@@ -52,65 +59,13 @@ from credflip.engines.postgres import scram_verifier
 from credflip.errors import DrainTimeout
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
-from credflip.rotation import (
-    Event,
-    PhaseFinished,
-    RotateOptions,
-    new_password,
-    rotate,
-)
-from credflip.sqlalchemy import create_engine
+from credflip.rotation import RotateOptions, new_password, rotate
+from credflip.sqlalchemy import create_async_engine, create_engine
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 from credflip.urls import libpq_kwargs as connect_kwargs
 
 OUT = Path(__file__).parent / "out"
-HERE = Path(__file__).parent
-#: Workers (threads, or tasks for async) per client kind.
-WORKERS = 4
-KINDS = ("lambda", "server", "django", "async")
-#: The kinds whose connections outlive a request: their old-color sessions are timed.
-POOLED = ("server", "django", "async")
-#: The server-like workers' pool, the same in every scenario.
-POOL: dict[str, Any] = {
-    "pool_size": WORKERS,
-    "max_overflow": 0,
-    "connect_args": {"application_name": "server"},
-}
-ASYNC_POOL: dict[str, Any] = {**POOL, "connect_args": {"application_name": "async"}}
-
-
-@dataclass
-class Scenario:
-    name: str
-    traffic: dict[str, Traffic | AsyncTraffic] = field(default_factory=dict)
-    switches: list[float] = field(default_factory=list)
-    retires: list[float] = field(default_factory=list)
-    windows: list[tuple[float, float]] = field(default_factory=list)
-    rows: int = 0
-    samples: list[tuple[float, dict[tuple[str, str], int]]] = field(default_factory=list)
-    users: tuple[str, ...] = ()
-    began: float = 0.0
-    ended: float = 0.0
-    note: str = ""
-    #: Whatever else must stay alive (the Django site, the monitor): each raises if not.
-    checks: list[Callable[[], None]] = field(default_factory=list)
-
-    def check(self) -> None:
-        """Raise when a client worker crashed or a process or thread it needs died."""
-        for traffic in self.traffic.values():
-            traffic.check()
-        for check in self.checks:
-            check()
-
-    def on_event(self, event: Event) -> None:
-        """Record when the pointer moved and when the old user was retired; and stop
-        the rotation (within a drain sample) when something it measures died."""
-        self.check()
-        if isinstance(event, PhaseFinished) and event.phase.value == "switch":
-            self.switches.append(time.monotonic())
-        if isinstance(event, PhaseFinished) and event.phase.value == "retire":
-            self.retires.append(time.monotonic())
 
 
 class Monitor:
@@ -144,188 +99,13 @@ class Monitor:
         self.thread.join()
 
 
-def make_app(pg: EmbeddedPostgres, name: str) -> tuple[DbUrl, DbUrl]:
-    """A database owned by its single user; returns (admin URL, app URL)."""
-    password = new_password()
-    pg.create_role(name, password)
-    with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
-        su.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(name)
-            )
-        )
-    # The drain's login counter, as on RDS/Aurora (the server preloads it).
-    su_url = pg.url("postgres", pg.superuser_password, name)
-    with psycopg.connect(**connect_kwargs(su_url), autocommit=True) as su:
-        su.execute("CREATE EXTENSION pg_stat_statements")
-    app_url = pg.url(name, password, name)
+def make_app(server: Postgres, name: str) -> tuple[DbUrl, DbUrl]:
+    """A database owned by its single user, with the orders table; returns (admin URL,
+    app URL)."""
+    admin, app_url = server.app(name=name)
     with psycopg.connect(**connect_kwargs(app_url), autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, worker int, kind text)")
-    return pg.url("credflip_admin", ADMIN_PW, name), app_url
-
-
-ADMIN_PW = new_password()
-
-
-def lambda_request(get_url: Any) -> Any:
-    def request(worker: int) -> str:
-        url = DbUrl.parse(get_url())
-        with psycopg.connect(
-            **connect_kwargs(url), connect_timeout=5, application_name="lambda"
-        ) as conn:
-            conn.execute("INSERT INTO orders (worker, kind) VALUES (%s, 'lambda')", (worker,))
-        return url.user
-
-    return request
-
-
-def server_request(engine: sqlalchemy.Engine) -> Any:
-    def request(worker: int) -> str:
-        with engine.begin() as conn:
-            conn.execute(
-                sqlalchemy.text("INSERT INTO orders (worker, kind) VALUES (:w, 'server')"),
-                {"w": worker},
-            )
-            return str(conn.execute(sqlalchemy.text("SELECT session_user")).scalar())
-
-    return request
-
-
-def django_request(port: int, site: Callable[[], None]) -> Any:
-    """HTTP GET on the Django site, one keep-alive connection per worker thread.
-
-    A request that fails because the site's process died raises the site's
-    error (:class:`ChildDied`, a crash for :class:`Traffic`), not a failure.
-    """
-    local = threading.local()
-
-    def request(worker: int) -> str:
-        conn = getattr(local, "conn", None) or http.client.HTTPConnection(
-            "127.0.0.1", port, timeout=10
-        )
-        local.conn = conn
-        try:
-            conn.request("GET", f"/order?worker={worker}")
-            response = conn.getresponse()
-            body = response.read()
-        except Exception:
-            conn.close()
-            local.conn = None
-            site()
-            raise
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}")
-        return str(json.loads(body)["writer"])
-
-    return request
-
-
-@contextmanager
-def django_site(mode: str, env: dict[str, str]) -> Iterator[tuple[int, Callable[[], None]]]:
-    """bench/django_site.py in a process of its own; yields its port and a check that
-    raises :class:`ChildDied` with its error once it exited."""
-    site = Server(
-        [sys.executable, str(HERE / "django_site.py"), mode],
-        what=f"the Django site ({mode})",
-        env={**os.environ, **env},
-    )
-    try:
-        line = site.first_line(timeout=60)
-        if not line.isdigit():
-            raise ChildDied(f"{site.what} printed {line!r}, not its port")
-        yield int(line), site.check
-    finally:
-        site.stop()
-
-
-class AsyncApp:
-    """An event loop in a thread of its own, with the app's async engine."""
-
-    def __init__(self, make_engine: Callable[[], Any]) -> None:
-        self.engine = make_engine()  # at "import", before the loop runs
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    async def order(self, worker: int) -> str:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sqlalchemy.text("INSERT INTO orders (worker, kind) VALUES (:w, 'async')"),
-                {"w": worker},
-            )
-            return str((await conn.execute(sqlalchemy.text("SELECT session_user"))).scalar())
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.engine.dispose(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join()
-        self.loop.close()
-
-
-class AsyncTraffic:
-    """Traffic's interface for an async app: its workers are tasks on the app's loop
-    (no thread hands requests over, so latencies are the loop's own)."""
-
-    def __init__(self, app: AsyncApp, *, workers: int, pause: float) -> None:
-        self.app = app
-        self.workers = workers
-        self.pause = pause
-        self.ok = 0
-        self.failed = 0
-        self.by_color: Counter[str] = Counter()
-        self.errors: Counter[str] = Counter()
-        self.samples: list[tuple[float, float, bool]] = []
-        self._stop = False
-        self._future: Any = None
-
-    async def _work(self, worker: int) -> None:
-        while not self._stop:
-            began = time.monotonic()
-            try:
-                user = await self.app.order(worker)
-            except CRASHES:
-                raise
-            except Exception as exc:
-                self.failed += 1
-                self.errors[type(exc).__name__] += 1
-                ok = False
-            else:
-                self.ok += 1
-                self.by_color[user] += 1
-                ok = True
-            self.samples.append((began, time.monotonic() - began, ok))
-            await asyncio.sleep(self.pause)
-
-    async def _all(self) -> None:
-        await asyncio.gather(*(self._work(n) for n in range(self.workers)))
-
-    def start(self) -> None:
-        self._future = asyncio.run_coroutine_threadsafe(self._all(), self.app.loop)
-        deadline = time.monotonic() + 30
-        while self.ok == 0:
-            self.check()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the async app could not complete a request: {self.errors}")
-            time.sleep(0.01)
-
-    def check(self) -> None:
-        """Raise the error a worker task died of (they only end on stop())."""
-        if self._future is not None and self._future.done() and not self._stop:
-            self._future.result()  # raises what ended it
-            raise RuntimeError("the async app's workers ended before stop()")
-
-    def stop(self) -> None:
-        self._stop = True
-        self._future.result(30)
-
-
-@contextmanager
-def async_app(make_engine: Callable[[], Any]) -> Iterator[AsyncApp]:
-    app = AsyncApp(make_engine)
-    try:
-        yield app
-    finally:
-        app.close()
+    return admin, app_url
 
 
 #: Seconds of steady load before the first and after the last rotation, so that
@@ -380,8 +160,6 @@ def following_clients(
     ttl: float,
 ) -> dict[str, Any]:
     """The four client kinds, each following the store through credflip."""
-    from credflip.sqlalchemy import create_async_engine
-
     engine = create_engine(layout.env, resolver=resolver, **POOL)
     stack.callback(engine.dispose)
     port, site = stack.enter_context(django_site("follow", site_env(store, layout, ttl)))
@@ -397,14 +175,22 @@ def following_clients(
     }
 
 
-def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
+def env_store(stack: ExitStack, env: str) -> tuple[SqliteStore, Layout]:
+    """A store of its own in a temporary folder, for one scenario's *env*; both go with
+    *stack*."""
+    tmp = stack.enter_context(tempfile.TemporaryDirectory())
+    store = SqliteStore(Path(tmp) / "params.db")
+    stack.callback(store.close)
+    return store, Layout(env)
+
+
+def run_credflip(server: Postgres, rotations: int, ttl: float) -> Scenario:
+    pg = server.pg
     scenario = Scenario("a) credflip")
-    admin, app = make_app(pg, "bench_credflip")
+    admin, app = make_app(server, "bench_credflip")
     scenario.users = (app.user, f"{app.user}_green")
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        store = SqliteStore(Path(tmp) / "params.db")
-        stack.callback(store.close)
-        layout = Layout("bench")
+    with ExitStack() as stack:
+        store, layout = env_store(stack, "bench")
         commands.init(store, layout, admin_url=admin, writer_url=app)
         resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
         requests = following_clients(scenario, stack, store, layout, resolver, ttl)
@@ -419,14 +205,13 @@ def run_credflip(pg: EmbeddedPostgres, rotations: int, ttl: float) -> Scenario:
     return scenario
 
 
-def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -> Scenario:
+def run_naive(server: Postgres, rotations: int, ttl: float, period: float) -> Scenario:
+    pg = server.pg
     scenario = Scenario("b) naive in place")
-    _admin, app = make_app(pg, "bench_naive")
+    _admin, app = make_app(server, "bench_naive")
     scenario.users = (app.user,)
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        store = SqliteStore(Path(tmp) / "params.db")
-        stack.callback(store.close)
-        layout = Layout("naive")
+    with ExitStack() as stack:
+        store, layout = env_store(stack, "naive")
         # Same store layout and clients as credflip, but only ever one user.
         for role in ("writer", "reader"):
             store.put(layout.url(Color.BLUE, role), app.secret, secure=True)  # type: ignore[arg-type]
@@ -462,14 +247,13 @@ def run_naive(pg: EmbeddedPostgres, rotations: int, ttl: float, period: float) -
     return scenario
 
 
-def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
+def run_original(server: Postgres, ttl: float, budget: float) -> Scenario:
+    pg = server.pg
     scenario = Scenario("c) resolve once")
-    admin, app = make_app(pg, "bench_original")
+    admin, app = make_app(server, "bench_original")
     scenario.users = (app.user, f"{app.user}_green")
-    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        store = SqliteStore(Path(tmp) / "params.db")
-        stack.callback(store.close)
-        layout = Layout("original")
+    with ExitStack() as stack:
+        store, layout = env_store(stack, "original")
         commands.init(store, layout, admin_url=admin, writer_url=app)
         # Clients read the URL once at start (cold start) and never again.
         once = Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env).writer_url
@@ -478,8 +262,6 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
         stack.callback(engine.dispose)
         port, site = stack.enter_context(django_site("static", {"BENCH_DB_URL": once}))
         scenario.checks.append(site)
-        from sqlalchemy.ext.asyncio import create_async_engine as plain_async_engine
-
         aio = stack.enter_context(async_app(lambda: plain_async_engine(driver_url, **ASYNC_POOL)))
         requests = {
             "lambda": lambda_request(lambda: once),
@@ -509,139 +291,21 @@ def run_original(pg: EmbeddedPostgres, ttl: float, budget: float) -> Scenario:
     return scenario
 
 
-def percentiles(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    ordered = sorted(values)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-def latency(scenario: Scenario, kind: str, *, during: bool) -> tuple[float, float]:
-    samples = []
-    for began, took, ok in scenario.traffic[kind].samples:
-        inside = any(a <= began <= b for a, b in scenario.windows)
-        if ok and inside == during:
-            samples.append(took * 1000)
-    return percentiles(samples)
-
-
-def old_sessions_gone(scenario: Scenario, app: str) -> list[float]:
-    """Seconds from each switch until the old user has no session of *app*."""
-    gone = []
-    for n, switched in enumerate(scenario.switches):
-        old = scenario.users[n % len(scenario.users)] if len(scenario.users) > 1 else None
-        if old is None:
-            continue
-        for at, counts in scenario.samples:
-            if at >= switched and counts.get((old, app), 0) == 0:
-                gone.append(at - switched)
-                break
-        else:
-            gone.append(float("inf"))
-    return gone
-
-
-def report(scenarios: list[Scenario], ttl: float) -> list[str]:
-    head = (
-        f"{'scenario':<18} {'kind':<7} {'ok':>7} {'failed':>7} "
-        f"{'p50 out':>8} {'p99 out':>8} {'p50 rot':>8} {'p99 rot':>8} {'old gone':>10}"
-    )
-    lines = [head, "-" * len(head)]
-    for sc in scenarios:
-        for n, (kind, traffic) in enumerate(sc.traffic.items()):
-            out50, out99 = latency(sc, kind, during=False)
-            in50, in99 = latency(sc, kind, during=True)
-            gone = old_sessions_gone(sc, kind) if kind in POOLED else []
-            gone_text = (
-                "-"
-                if not gone
-                else "never"
-                if max(gone) == float("inf")
-                else f"max {max(gone):.1f}s"
-            )
-            lines.append(
-                f"{sc.name if n == 0 else '':<18} {kind:<7} {traffic.ok:>7} {traffic.failed:>7} "
-                f"{out50:>7.1f}ms {out99:>7.1f}ms {in50:>7.1f}ms {in99:>7.1f}ms {gone_text:>10}"
-            )
-    lines.append("")
-    for sc in scenarios:
-        ok = sum(t.ok for t in sc.traffic.values())
-        if sc.retires and sc.switches and sc.name.startswith("a"):
-            valid = max(r - s for s, r in zip(sc.switches, sc.retires, strict=False))
-            valid_text = f"at most {valid:.1f}s after each switch"
-        elif sc.name.startswith("b"):
-            valid_text = "0s (dies at the change)"
-        else:
-            valid_text = f"> {sc.ended - sc.switches[0]:.0f}s (to the end)" if sc.switches else "-"
-        errors = {k: dict(t.errors) for k, t in sc.traffic.items() if t.errors}
-        lines.append(
-            f"{sc.name}: {len(sc.windows)} rotation(s); rows {sc.rows}, "
-            f"lost {max(0, ok - sc.rows)}; old password valid {valid_text}"
-            + (f"; errors {errors}" if errors else "")
-            + (f"; {sc.note}" if sc.note else "")
-        )
-    lines.append(
-        f"client TTL {ttl:g}s; {WORKERS} workers per kind; old gone: seconds from a switch "
-        f"until that kind holds no session of the old user (acceptance: TTL + 2 s = {ttl + 2:g}s)"
-    )
-    return lines
-
-
-def plot(scenarios: list[Scenario], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(scenarios), 1, figsize=(12, 3.2 * len(scenarios)), sharex=False)
-    for ax, sc in zip(axes, scenarios, strict=True):
-        t0 = sc.began
-        for user in sc.users:
-            color = "tab:green" if user.endswith("_green") else "tab:blue"
-            xs = [at - t0 for at, _ in sc.samples]
-            ys = [sum(n for (u, _a), n in counts.items() if u == user) for _, counts in sc.samples]
-            ax.plot(xs, ys, color=color, label=f"sessions of {user}")
-        for switched in sc.switches:
-            ax.axvline(switched - t0, color="grey", linestyle="--", linewidth=0.8)
-        fails = [
-            began - t0
-            for traffic in sc.traffic.values()
-            for began, _took, ok in traffic.samples
-            if not ok
-        ]
-        if fails:
-            ax.plot(
-                fails, [0] * len(fails), "x", color="red", label=f"failed requests ({len(fails)})"
-            )
-        ax.set_title(sc.name + (f" — {sc.note}" if sc.note else ""), fontsize=10)
-        ax.set_ylabel("sessions")
-        ax.legend(loc="upper right", fontsize=8)
-    axes[-1].set_xlabel("seconds (dashed: switch / password change)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rotations", type=int, default=10)
     parser.add_argument("--ttl", type=float, default=2.0)
     args = parser.parse_args()
-    pg = EmbeddedPostgres(
-        log_statement="none", settings={"shared_preload_libraries": "pg_stat_statements"}
-    ).start()
+    server = Postgres()
     try:
-        pg.create_role("credflip_admin", ADMIN_PW, "CREATEROLE CREATEDB")
-        with psycopg.connect(**connect_kwargs(pg.superuser_url), autocommit=True) as su:
-            su.execute("GRANT pg_read_all_stats, pg_signal_backend TO credflip_admin")
-        a = run_credflip(pg, args.rotations, args.ttl)
+        a = run_credflip(server, args.rotations, args.ttl)
         period = (a.windows[-1][1] - a.windows[0][0]) / len(a.windows)
-        b = run_naive(pg, args.rotations, args.ttl, period)
-        c = run_original(pg, args.ttl, budget=min(60.0, 4 * period))
+        b = run_naive(server, args.rotations, args.ttl, period)
+        c = run_original(server, args.ttl, budget=min(60.0, 4 * period))
     except ChildDied as exc:
         sys.exit(f"rotation_under_load: error: {exc}")
     finally:
-        pg.stop()
+        server.close()
     scenarios = [a, b, c]
     print("\n".join(report(scenarios, args.ttl)))
     png = OUT / "rotation_under_load.png"

@@ -50,8 +50,9 @@ LAYER_MODULES = (
     "stores/ssm.py",
 )
 #: Left out of the rotator: the command line, the demo and the client integrations
-#: (a name ending in "/" leaves out that folder).
-ROTATOR_SKIP = ("cli/", "__main__.py", "demo/", "sqlalchemy.py", "psycopg.py")
+#: (SQLAlchemy, psycopg's pool, Django), which the handler never imports (a name
+#: ending in "/" leaves out that folder).
+ROTATOR_SKIP = ("cli/", "__main__.py", "demo/", "django/", "sqlalchemy.py", "psycopg.py")
 
 
 def write_zip(path: Path, files: dict[str, Path]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import App, MyApp
+from apps import App, MyApp, my_hash
 from faults import wait_for
 
 from credflip import commands
@@ -152,7 +152,6 @@ def change_password_behind_the_back(
     """What a hand-made rotation does: a new password for the active (blue) user and
     its URLs stored; with *end_sessions* every session of the user is ended too, so
     clients must log in anew."""
-    from conftest import my_hash
     from psycopg import sql
 
     from credflip.engines.postgres import scram_verifier

@@ -148,3 +148,12 @@ def command(cmd: str, app: Any, store: Store, layout: Layout, *extra: str) -> li
         app.admin_url.secret,
         *extra,
     ]
+
+
+#: Short waits, where the drain's length is not what a test is about.
+FAST = ("--client-ttl", "200ms", "--quiet", "200ms")
+
+
+def rotate_args(app: Any, store: Store, layout: Layout, *extra: str) -> list[str]:
+    """``credflip rotate --yes`` for *app*'s env, with *extra* options."""
+    return command("rotate", app, store, layout, "--yes", *extra)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy
-from conftest import App, MyApp, make_app, make_my_app
+from apps import App, MyApp, make_app, make_my_app
 from faults import reopen, wait_for
 from following import Rotations, SessionMonitor, change_password_behind_the_back, initialised
 

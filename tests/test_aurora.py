@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import App
+from apps import App
 from helpers import dump
 from psycopg import sql
 
@@ -246,3 +246,46 @@ def test_aurora_behind_a_cname_without_the_rds_api_refuses_before_anything_chang
         options = RotateOptions(client_ttl=0.3, quiet=1.0, unwatched_ok=("shop-1", "shop-2"))
         result = rotate(store, layout, admin_url=app.admin_url, options=options)
         assert result.finished
+
+
+def test_a_reader_cname_into_the_cluster_is_not_watched_and_a_new_member_is_named(
+    rds: tuple[Any, str], app: App, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader URL at a name of one's own reaches one member at random: the members
+    are watched at their own endpoints instead. A member that joins later (autoscaling)
+    is named as unwatched."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    _client, cluster = rds
+    members = [f"{cluster}-1", f"{cluster}-2", f"{cluster}-3"]
+    looks_like_aurora(app, members)
+    with app.su() as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION public.aurora_db_instance_identifier() RETURNS text "
+                "LANGUAGE sql AS {}"
+            ).format(sql.Literal(f"SELECT {sql.Literal(members[1]).as_string(conn)}::text"))
+        )
+    reader = DbUrl("postgresql", "localhost", app.user, app.password, app.url.port, app.database)
+    notes: list[str] = []
+    with engine_for(app.admin_url) as eng:
+        fleet = Fleet.of(eng, urls=[("reader URL", reader)], notice=notes.append)
+        try:
+            assert [i.source for i in fleet.instances] == ["admin URL"] + ["Aurora"] * 3
+            assert f"localhost:{app.url.port} (reader URL) leads to Aurora instance " in "".join(
+                notes
+            )
+            # (The members' endpoints are moto's made-up ones: unreachable.)
+            assert fleet.new_members() == []
+            with app.su() as conn:
+                conn.execute("DROP FUNCTION public.aurora_replica_status()")
+            looks_like_aurora(app, [*members, f"{cluster}-4"])
+            (new,) = fleet.new_members()
+            assert new.advice() == (
+                f"Aurora instance {cluster}-4 of the cluster at 127.0.0.1:{app.admin_url.port} "
+                f"(it joined after the drain began): add --instance with its endpoint, or "
+                f"--unwatched-ok {cluster}-4"
+            )
+            assert new.advice() in fleet.unwatched()
+        finally:
+            fleet.close()

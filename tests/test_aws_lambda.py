@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import App, Cluster, make_app
+from apps import App, make_app
+from clusters import Cluster
 from helpers import dump, login_error
 
 from credflip import commands
@@ -197,6 +198,57 @@ def test_without_a_counter_the_event_must_accept_sessions_only(
         assert load_state(store, layout).sessions_only is False
     finally:
         store.close()
+
+
+def test_a_sessions_only_drain_longer_than_one_invocation_finishes(
+    cluster: Cluster, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No login counter, the risk accepted (init --sessions-only), and a quiet window
+    (3 s) longer than one invocation's drain (1.5 s): each invocation carries on the
+    window the last one began, and the drain finishes; no invocation starts it over."""
+    app = make_app(cluster, rich=False, counters=False)
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    try:
+        commands.init(
+            store, layout, admin_url=app.admin_url, writer_url=app.url, sessions_only=True
+        )
+        monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+        monkeypatch.setenv("CREDFLIP_STORE", store.url)
+        event = {"env": layout.env, "client_ttl": "200ms", "quiet": "3s", "margin": "500ms"}
+        statuses = []
+        for _ in range(10):
+            statuses.append(handler(event, LambdaContext(2.0))["status"])
+            if statuses[-1] != "paused":
+                break
+        # A window of 3 s in runs of at most 1.5 s each, back to back: done from the
+        # second on (the first one also prepares, verifies and switches); before,
+        # every invocation began the window anew and none ever finished.
+        assert statuses[-1] == "done" and len(statuses) >= 2, statuses
+        assert app.locked_marker in login_error(app.url)
+    finally:
+        store.close()
+
+
+def test_a_login_between_two_invocations_past_the_timeout_raises_the_alarm(
+    app: App, env: dict[str, Any]
+) -> None:
+    """A client whose logins fall between invocations: the invocation after one, past the
+    timeout and unable to finish its window within its own time, answers drain_timeout
+    (not paused); once the client is gone, the drain finishes."""
+    event = {**env, "quiet": "3s", "drain_timeout": "1s"}
+    first = handler(event, LambdaContext(2.0))
+    assert first["status"] == "paused" and first["stopped_in"] == "drain", first
+    app.execute(app.url, "SELECT 1")  # blue, between two invocations
+    alarm = handler(event, LambdaContext(2.0))
+    assert alarm["status"] == "drain_timeout", alarm
+    assert "changed since the last run" in alarm["reason"] and "still in use" in alarm["reason"]
+    statuses = []
+    for _ in range(8):
+        statuses.append(handler(event, LambdaContext(2.0))["status"])
+        if statuses[-1] != "paused":
+            break
+    assert statuses[-1] == "done" and "drain_timeout" not in statuses, statuses
+    assert app.locked_marker in login_error(app.url)
 
 
 def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from credflip.backoff import Backoff, Wait
+from credflip.backoff import Backoff
 from credflip.errors import ConfigurationError, CredflipError, DatabaseUnavailable
 from credflip.rotation.runner import RetryPolicy
 
@@ -32,17 +32,6 @@ def test_backoff_doubles_up_to_the_cap_within_the_budget() -> None:
     assert delays == [1, 2, 4, 3]  # the last one ends with the budget
     backoff.reset()
     assert backoff.next_delay() == 1
-
-
-def test_a_wait_ends_at_its_timeout_or_the_deadline_and_says_which() -> None:
-    own = Wait(start=10, timeout=5)
-    assert own.end == 15 and not own.over(14.9) and own.over(15)
-    assert not own.cut_short(20) and own.left(12) == 3
-    cut = Wait(start=10, timeout=5, deadline=13)
-    assert cut.end == 13 and not cut.cut_short(12.9) and cut.cut_short(13)
-    later = Wait(start=10, timeout=5, deadline=30)
-    assert later.end == 15 and later.over(15) and not later.cut_short(16)
-    assert later.left(16) == 0
 
 
 def failing(times: int, exc: CredflipError) -> tuple[list[int], Callable[[], str]]:

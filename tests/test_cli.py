@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import App, MyApp, my_hash
+from apps import App, MyApp, my_hash
 from helpers import command, dump, stored_url
 
 from credflip.layout import Color, Layout

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import App, MyApp, make_app, make_my_app
+from apps import App, MyApp, make_app, make_my_app
 from following import (
     HttpLoad,
     Rotations,

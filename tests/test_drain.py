@@ -17,6 +17,7 @@ from credflip.drain import (
     Verdict,
     random_client_factor,
 )
+from credflip.drain.policy import share
 from credflip.engines import SessionGroup, Sessions
 
 TTL = 1.0
@@ -155,15 +156,16 @@ def test_a_periodic_client_is_not_retired_in_its_pause() -> None:
     assert trk.longest_gap == pytest.approx(3.0)
     assert verdicts[-1][1] is Verdict.TIMEOUT or verdicts[-1][0] == 60.0
 
-    # Once it stops, the drain needs the quiet its pauses call for: at least twice
-    # the pause, and (from 5 pauses of 3 s) what a random client would need.
+    # Once it stops, the drain needs the quiet its pauses call for: twice the pause.
+    # Five pauses of exactly 3 s are too alike for a client arriving at random.
     trk = tracker(min_drain=7.0)
     stop = 20.0
     verdicts = run(trk, 200, lambda t: readings(min(t, stop)))
     seen = 17.6  # the sample that saw the last login (17.5)
     assert trk.pauses == 5 and trk.pause_sum == pytest.approx(15.0)
-    needed = 3.0 * random_client_factor(5, 1e-3)
-    assert needed > 2 * 3.0
+    assert trk.shortest == pytest.approx(3.0) and trk.policy.regular(5, 3.0, 3.0)
+    needed = 2 * 3.0
+    assert trk.needed() == pytest.approx(needed)
     done = first(verdicts, Verdict.DONE)
     assert done is not None and seen + needed < done <= seen + needed + 2 * STEP
 
@@ -229,16 +231,26 @@ def test_policy_arithmetic() -> None:
     assert policy.needed_quiet(10.0, 2, 20.0) == pytest.approx(10.0 * random_client_factor(2, 1e-3))
 
 
+def test_evidence_asks_the_policy_with_the_pauses_it_kept() -> None:
+    policy = DrainPolicy(client_ttl=60.0, quiet=60.0)
+    seen = Evidence(longest_gap=10.0, pauses=2, pause_sum=20.0)
+    assert seen.needed_quiet(policy) == policy.needed_quiet(10.0, 2, 20.0) > 600.0
+    assert seen.earliest_done(policy, 1000.0) == policy.earliest_done(1000.0, 10.0, 2, 20.0)
+    assert Evidence().needed_quiet(policy) == 60.0
+
+
 def test_the_random_client_factor() -> None:
-    assert random_client_factor(2, 1e-3) == pytest.approx(61.2, abs=0.1)
-    assert random_client_factor(5, 1e-3) == pytest.approx(14.9, abs=0.1)
-    assert random_client_factor(20, 1e-3) == pytest.approx(8.25, abs=0.05)
-    assert random_client_factor(100_000, 1e-3) == pytest.approx(6.91, abs=0.01)
+    assert random_client_factor(2, 1e-3) == pytest.approx(87.4, abs=0.1)
+    assert random_client_factor(5, 1e-3) == pytest.approx(31.2, abs=0.1)
+    assert random_client_factor(20, 1e-3) == pytest.approx(18.0, abs=0.1)
+    assert random_client_factor(100, 1e-3) == pytest.approx(17.5, abs=0.1)
     # The promise it encodes, checked by its own arithmetic: with the mean of n
-    # exponential pauses, (1 + k/n)^-n is the chance the next one is longer.
+    # exponential pauses, (1 + k/n)^-n is the chance the next one is longer, and
+    # the drain spends odds / (n (n - 1)) of its budget at n pauses: all of it in all.
     for n in (2, 5, 20):
         k = random_client_factor(n, 1e-3)
-        assert (1 + k / n) ** -n == pytest.approx(1e-3)
+        assert (1 + k / n) ** -n == pytest.approx(1e-3 / (n * (n - 1)))
+    assert sum(share(n, 1e-3) for n in range(2, 100_000)) == pytest.approx(1e-3, rel=1e-4)
 
 
 def test_a_random_client_stretches_the_window() -> None:
@@ -302,14 +314,17 @@ def test_an_instance_the_earlier_run_did_not_see_has_no_baseline() -> None:
     assert status.reasons == ("db-2:5432: logins has no earlier sample to compare with",)
 
 
-def test_a_server_restart_between_runs_is_use() -> None:
+def test_a_server_restart_between_runs_starts_the_window_over() -> None:
     trk = DrainTracker(DrainPolicy(client_ttl=TTL, quiet=10.0), switched_at=-100.0, timeout_at=1e3)
     run(trk, 4.0, lambda t: [Reading("db-1:5432", NONE, {"logins": 3}, started=5000.0)])
     later = resumed(trk.evidence("app_blue"))
-    # Restarted: its counters started over, and happen to show the same value.
+    # Restarted: its counters started over, and happen to show the same value. Not a
+    # use (nothing says anyone logged in), but unknown: the window starts over.
     status = later.observe(600.0, [Reading("db-1:5432", NONE, {"logins": 3}, started=5590.0)])
-    assert status.verdict is Verdict.IN_USE
-    assert "db-1:5432 restarted since the last sample" in status.reasons
+    assert status.verdict is Verdict.IN_USE and not status.used_late
+    assert status.reasons == ("db-1:5432 restarted since the last sample",)
+    again = later.observe(600.2, [Reading("db-1:5432", NONE, {"logins": 3}, started=5590.0)])
+    assert again.verdict is Verdict.QUIET and again.quiet == 0.0
     # A start time read a second apart is the same start.
     same = resumed(trk.evidence("app_blue"))
     reading_again = Reading("db-1:5432", NONE, {"logins": 3}, started=5001.0)
@@ -328,7 +343,9 @@ def test_the_evidence_is_small() -> None:
         for i in range(16)
     ]
     trk.observe(0.0, many)
-    text = str(trk.evidence("app_blue").to_dict())
+    evidence = trk.evidence("app_blue")
+    evidence.pause_min, evidence.idle_since, evidence.quiet_since = 3599.87, 1.7e9, 1.7e9
+    text = str(evidence.to_dict())
     assert len(text) < 1800, len(text)
     assert Evidence.from_dict({"i": "damaged"}) == Evidence()
 
@@ -403,8 +420,7 @@ def test_done_only_after_a_full_quiet_window(
             assert t >= policy.cache_wait + ttl - 1e-9
             assert t >= min_drain - 1e-9
             assert last_seen is not None
-            needed = policy.needed_quiet(trk.longest_gap, trk.pauses, trk.pause_sum)
-            assert t - last_seen >= needed - 1e-9
+            assert t - last_seen >= trk.needed() - 1e-9
             assert not [x for x in logins if last_seen < x <= t]  # nothing used it since
             break
         t = round(t + STEP, 6)

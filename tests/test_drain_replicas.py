@@ -13,17 +13,8 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import (
-    PG_VERSIONS,
-    App,
-    Cluster,
-    Mariadb,
-    make_app,
-    make_my_app,
-    mariadb_pair,
-    pg_id,
-    start_cluster,
-)
+from apps import App, make_app, make_my_app
+from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
 from faults import Invariant
 from helpers import assert_pointer_connects, command, connects, login_error, stored_url
 from servers import PrivateMariadb

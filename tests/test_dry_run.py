@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from conftest import App, MyApp
+from apps import AnyApp
 from helpers import command, dump, stored_url
 
 from credflip import commands
@@ -15,8 +15,11 @@ from credflip.rotation import RotateOptions, rotate
 from credflip.state import read_lock
 from credflip.stores.base import Store
 
-AnyApp = App | MyApp
-DDL = re.compile(r"(ALTER|GRANT|REVOKE|CREATE|DROP|REASSIGN) ")
+# SET: each plan's connection gets its lock and statement timeouts first.
+DDL = re.compile(
+    r"(ALTER|GRANT|REVOKE|CREATE|DROP|REASSIGN|SET lock_timeout|SET statement_timeout"
+    r"|SET SESSION lock_wait_timeout) "
+)
 # What the servers log instead of the dry run's ***: verifier or hash.
 LOGGED_SECRET = re.compile(r"'(SCRAM-SHA-256\$[^']*|\*[0-9A-F]{40})'")
 
@@ -64,6 +67,9 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     assert "pg_stat_statements" in result.out or "user_statistics" in result.out
     planned = printed_sql(result.out)
     assert planned and any("PASSWORD" in s for s in planned)
+    assert "SET lock_timeout = '1000ms'" in planned or any(
+        s.startswith("SET SESSION lock_wait_timeout = 1,") for s in planned
+    )
     assert (dump(store), catalog(app)) == before
     assert read_lock(store, layout) is None
     assert logged_sql(app, mark) == []  # the dry run sent no change at all
@@ -71,7 +77,7 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     mark = len(app.server_log())
     assert rotate(
         store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2)
-    )
+    ).finished
     assert logged_sql(app, mark) == planned
 
 
@@ -106,3 +112,29 @@ def test_dry_run_refuses_what_the_real_run_would(
         real = cli(*command("rotate", app, store, layout, "--yes"))
     assert planned.code == real.code == 1
     assert planned.err == real.err and "still has 1 session(s)" in planned.err
+
+
+def test_dry_run_after_a_rollback_that_switched_names_the_predrain(
+    any_app: AnyApp, store: Store, layout: Layout, cli: Any
+) -> None:
+    """Clients moved to green before the rollback: the next rotation drains green before it
+    changes green's password, and its dry run says so, with the window, before prepare."""
+    app = any_app
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    fast = ("--client-ttl", "200ms", "--quiet", "300ms")
+    assert cli(*command("rotate", app, store, layout, "--yes", *fast)).code == 0
+    assert cli(*command("rollback", app, store, layout, "--yes")).code == 0
+    before = dump(store)
+    planned = cli(*command("rotate", app, store, layout, "--dry-run", *fast))
+    assert planned.code == 0, planned.err
+    assert dump(store) == before
+    out = planned.out
+    first = f"1. prepare: first drain {app.green!r} (green) like an old user"
+    assert first in out and "rolled back at" in out
+    assert "quiet window 300ms, at the earliest" in out
+    assert out.index(first) < out.index("SQL when that drain starts") < out.index("then SQL")
+    # The real run drains green first, then rotates; after it, nothing is left to predrain.
+    options = RotateOptions(client_ttl=0.2, quiet=0.3)
+    assert rotate(store, layout, admin_url=app.admin_url, options=options).finished
+    again = cli(*command("rotate", app, store, layout, "--dry-run", *fast))
+    assert again.code == 0 and "first drain" not in again.out

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pymysql
 import pytest
-from conftest import MY_ADMIN, Mariadb, MyApp, make_my_app
+from apps import MyApp, make_my_app
+from clusters import Mariadb
 from faults import wait_for
 from helpers import connects, fresh, login_error, stored_url
-from servers import PrivateMariadb
+from servers import MY_ADMIN, PrivateMariadb
 
 from credflip import commands
 from credflip.drain import Verdict

@@ -10,7 +10,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import App, Clusters, make_app
+from apps import App, make_app
+from clusters import Clusters
 from faults import wait_for
 from following import HttpLoad, Rotations, SessionMonitor, initialised
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
-from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app, start_cluster
+from clusters import Cluster, Mariadb, start_cluster
 from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
 from helpers import assert_pointer_connects, connects, login_error, stored_url
 from servers import PrivateMariadb
@@ -528,23 +529,66 @@ def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(
     """The drain's evidence survives between runs only while the server does: a
     restart loses what its counters saw (MariaDB's userstat starts from zero;
     PostgreSQL keeps pg_stat_statements over a clean restart, but a login during the
-    restart would not be in it), so the next run starts the window over."""
+    restart would not be in it), so the next run starts the window over. A restart
+    is not use, though: past the timeout it raises no alarm (patching, a reboot), the
+    run pauses, and the next one continues the window it began."""
     app = server.new_app()
     store = SqliteStore(tmp_path / "params.db")
     layout = initialised(app, store, "restart-between-runs")
 
     def options(run_for: float) -> RotateOptions:
         return RotateOptions(
-            client_ttl=0.2, quiet=7.0, drain_timeout=2.0, deadline=time.monotonic() + run_for
+            client_ttl=0.2, quiet=10.0, drain_timeout=2.0, deadline=time.monotonic() + run_for
         )
 
     first = rotate(store, layout, admin_url=app.admin_url, options=options(6.0))
     assert not first.finished and first.stopped_in is Phase.DRAIN
     server.halt()
     server.resume()
-    with pytest.raises(DrainTimeout, match="restarted since the last sample"):
-        rotate(store, layout, admin_url=app.admin_url, options=options(3.0))
+    events: list[Event] = []
+    second = rotate(
+        store, layout, admin_url=app.admin_url, options=options(3.0), on_event=events.append
+    )
+    assert not second.finished and second.stopped_in is Phase.DRAIN  # paused: no alarm
+    progress = [e.status for e in events if isinstance(e, DrainProgress)]
+    assert "restarted since the last sample" in progress[0].reasons[0]
+    assert not progress[0].used_late and progress[-1].quiet > 1.0
     assert connects(app.url)  # blue kept
-    done = rotate(store, layout, admin_url=app.admin_url, options=options(12.0))
+    done = rotate(store, layout, admin_url=app.admin_url, options=options(15.0))
     assert done.finished
     assert app.locked_marker in login_error(app.url)
+
+
+def test_a_window_that_starts_over_at_every_run_raises_drain_timeout(
+    pg_server: Server, tmp_path: Path
+) -> None:
+    """The server restarts before every run, and the quiet window (8 s) is longer than
+    a run (6 s): no run can finish, though nobody uses the old user. Past the
+    timeout, once quiet for two windows, a run reports it (naming the restart) rather
+    than pause forever; the old user keeps its login. (Runs of 6 s: two start times
+    less than 5 s apart are taken for the same one.)"""
+    app = pg_server.new_app()
+    store = SqliteStore(tmp_path / "params.db")
+    layout = initialised(app, store, "restart-every-run")
+
+    def options(run_for: float) -> RotateOptions:
+        return RotateOptions(
+            client_ttl=0.2, quiet=8.0, drain_timeout=1.0, deadline=time.monotonic() + run_for
+        )
+
+    first = rotate(store, layout, admin_url=app.admin_url, options=options(6.0))
+    assert not first.finished and first.stopped_in is Phase.DRAIN
+    outcomes: list[str] = []
+    for _ in range(6):
+        pg_server.halt()
+        pg_server.resume()
+        try:
+            result = rotate(store, layout, admin_url=app.admin_url, options=options(6.0))
+        except DrainTimeout as exc:
+            outcomes.append(str(exc))
+            break
+        outcomes.append("done" if result.finished else "paused")
+    assert outcomes[:-1] == ["paused"] * (len(outcomes) - 1), outcomes
+    assert "restarted since the last sample" in outcomes[-1], outcomes
+    assert "cannot carry over" in outcomes[-1] and "shows no use" in outcomes[-1]
+    assert connects(app.url)  # blue kept

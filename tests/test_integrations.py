@@ -8,7 +8,8 @@ import psycopg
 import pymysql
 import pytest
 import sqlalchemy
-from conftest import App, Mariadb
+from apps import App
+from clusters import Mariadb
 from following import change_password_behind_the_back
 from helpers import fresh
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Hashable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from credflip.drain import Evidence, Reading
 from credflip.engines import SessionGroup, Sessions
+from credflip.engines.postgres.query_text import safe_text
 from credflip.layout import Color
 from credflip.legacy import KEEP, LegacyClient, LegacyLog, shorten, shrink
 from credflip.state import HistoryEntry, Phase, Rotation, State
@@ -327,3 +329,26 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
     (last,) = back.clients
     assert last.instance == instances[-1][:59] + "…" and last.statements
     assert state.history == history  # the state itself is left as it was
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        (
+            "/* don't */ ALTER USER MAPPING FOR x SERVER y OPTIONS (password 'hunter2')",
+            "ALTER USER …",
+        ),
+        ("SET app.k = E'a\\'hunter2'", "SET …"),
+        ("SET app.api_key = sk_live_hunter2", "SET …"),
+        ("ALTER ROLE \"app\" PASSWORD 'hunter2'", "ALTER ROLE …"),
+        ("SELECT * FROM t WHERE a = $1 /* pw hunter2 */", "SELECT * FROM t WHERE a = $1"),
+        ("SELECT E'a\\'hunter2' || 'c''hunter2', $q$hunter2$q$", "SELECT '…' || '…', $$…$$"),
+        ("select * from x -- token hunter2", "select * from x"),
+        ("SELECT password, $1 FROM users", "SELECT password …"),
+        ("SELECT 'hunter2", "SELECT '…'"),  # cut inside the literal
+        ('"hunter2" x', "…"),
+    ],
+)
+def test_a_kept_statement_text_holds_no_value(sent: str, kept: str) -> None:
+    assert safe_text(sent) == kept
+    assert "hunter2" not in safe_text(sent)

@@ -11,16 +11,17 @@ PostgreSQL its logins after the switch run as the old user itself, so
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pymysql
 import pytest
-from conftest import PG_VERSIONS, App, Mariadb, MyApp, engine_app, make_my_app
+from apps import App, MyApp, engine_app, make_my_app
+from clusters import PG_VERSIONS, Mariadb
 from helpers import command, connects, fresh
+from legacy_clients import LegacyJob
 from servers import PrivateMariadb
 
 from credflip import commands
@@ -35,43 +36,6 @@ from credflip.urls import DbUrl, libpq_kwargs, pymysql_kwargs
 PROGRAM = "billing-cron"
 PG_QUERY = "SELECT count(*) FROM billing.invoices WHERE total > 10"
 MY_QUERY = "SELECT count(*) FROM invoices WHERE total > 10"
-
-
-class LegacyJob:
-    """Runs *session* over and over until stopped: one connection, a few requests."""
-
-    def __init__(self, session: Callable[[LegacyJob], None]) -> None:
-        self.session = session
-        self.ok = 0
-        self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._first = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def served(self) -> None:
-        self.ok += 1
-        self._first.set()
-
-    def pause(self, seconds: float) -> bool:
-        """Wait; True when the job is being stopped."""
-        return self._stop.wait(seconds)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.session(self)
-            except Exception as exc:
-                self.errors.append(str(exc).splitlines()[0])
-                self._stop.wait(0.5)
-
-    def __enter__(self) -> LegacyJob:
-        self._thread.start()
-        assert self._first.wait(30), self.errors[:3]
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 def pg_job(url: DbUrl) -> LegacyJob:
@@ -124,13 +88,6 @@ def rotate_args(app: App | MyApp, store: SqliteStore, layout: Layout, *extra: st
     """``credflip rotate`` with the short drain of these tests."""
     short = ("--client-ttl", "300ms", "--quiet", "1s")
     return command("rotate", app, store, layout, "--yes", *short, *extra)
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "params.db")
-    yield store
-    store.close()
 
 
 @pytest.fixture(scope="module")

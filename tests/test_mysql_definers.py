@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Mariadb, MyApp, make_my_app
+from apps import MyApp, make_my_app
+from clusters import Mariadb
 from helpers import assert_pointer_connects, command, fresh, stored_url
 from test_dry_run import printed_sql
 

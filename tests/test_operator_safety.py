@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 import pytest
-from conftest import App, MyApp
+from apps import App, MyApp
 from helpers import dump, fresh
 from test_store_ssm import inject_error
 

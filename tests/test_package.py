@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import engine_app
+from apps import engine_app
 from helpers import assert_pointer_connects, login_error
 
 from credflip import commands
@@ -99,6 +99,18 @@ def test_the_layer_holds_the_client_side_only(dist: Path) -> None:
     assert "python/credflip/resolver.py" in names and "python/credflip/stores/ssm.py" in names
     for left_out in ("cli/", "rotation/", "engines/", "demo", "sqlalchemy.py"):
         assert not any(left_out in n for n in names), left_out
+
+
+def test_the_rotator_holds_the_handler_and_its_drivers_not_the_client_integrations(
+    dist: Path,
+) -> None:
+    names = zipfile.ZipFile(dist / "credflip-rotator.zip").namelist()
+    for needed in ("credflip/aws_lambda.py", "credflip/rotation/", "credflip/engines/"):
+        assert any(n.startswith(needed) for n in names), needed
+    assert any(n.startswith("psycopg/") for n in names)
+    assert any(n.startswith("pymysql/") for n in names)
+    for left_out in ("cli/", "demo/", "django/", "sqlalchemy.py", "psycopg.py", "__main__.py"):
+        assert not any(n.startswith("credflip/" + left_out) for n in names), left_out
 
 
 def test_the_layer_resolves_from_ssm_on_python_312(

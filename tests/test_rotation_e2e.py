@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import App, MyApp
+from apps import App, MyApp
 from helpers import assert_pointer_connects, connects, fresh, login_error, stored_url
 
 from credflip import commands

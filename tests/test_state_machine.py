@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from conftest import Cluster, make_app, start_cluster
+from apps import make_app
+from clusters import Cluster, start_cluster
 from helpers import assert_pointer_connects, connects, stored_url
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st

@@ -15,8 +15,8 @@ from typing import Any
 
 import boto3
 import pytest
+from apps import App
 from botocore.awsrequest import AWSResponse
-from conftest import App
 from helpers import connects
 
 from credflip import commands

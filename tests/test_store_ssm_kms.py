@@ -11,7 +11,8 @@ from urllib.parse import quote
 
 import boto3
 import pytest
-from conftest import Mariadb, make_my_app
+from apps import make_my_app
+from clusters import Mariadb
 
 from credflip.layout import Color, Layout
 from credflip.stores import open_store

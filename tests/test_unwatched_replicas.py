@@ -18,18 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import (
-    PG_VERSIONS,
-    App,
-    Cluster,
-    Mariadb,
-    MyApp,
-    make_app,
-    make_my_app,
-    mariadb_pair,
-    pg_id,
-    start_cluster,
-)
+from apps import App, MyApp, make_app, make_my_app
+from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
 from helpers import command, connects, dump, login_error
 from servers import MY_ADMIN, PrivateMariadb
 
@@ -37,8 +27,16 @@ from credflip import commands
 from credflip.aws_lambda import handler
 from credflip.demo.cluster import EmbeddedPostgres
 from credflip.errors import ConfigurationError, DrainBlocked, DrainTimeout
-from credflip.layout import Layout
-from credflip.rotation import Event, Notice, PhaseStarted, RotateOptions, rotate
+from credflip.layout import Color, Layout
+from credflip.rotation import (
+    DrainProgress,
+    Event,
+    Notice,
+    PhaseStarted,
+    RotateOptions,
+    rollback,
+    rotate,
+)
 from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -257,6 +255,70 @@ def test_a_standby_attached_after_the_switch_blocks_the_retire_until_it_is_watch
         replayed(cl, new)
         assert app.locked_marker in login_error(on(app.url, new.port))
     finally:
+        for extra in late:
+            extra.stop()
+        streaming(cl, 1)
+
+
+def test_a_standby_attached_during_the_predrain_leaves_the_rotation_in_prepare(
+    pg_pair: tuple[Cluster, EmbeddedPostgres], store: SqliteStore
+) -> None:
+    """After a rollback the next rotation drains green first; with --terminate, an idle
+    session of green held for the whole window would be ended, but a standby attached
+    meanwhile stops that. The pointer never moved: the rotation stays in prepare (not
+    the drain, whose next run would refuse to go on), and the next run, watching the
+    standby, drains green again and finishes."""
+    cl, standby = pg_pair
+    app = make_app(cl)
+    layout = Layout("predrainpg")
+    managed(app, store, layout)
+    replayed(cl, standby)
+    watched = (f"127.0.0.1:{standby.port}",)
+    assert rotate(
+        store, layout, admin_url=app.admin_url, options=RotateOptions(**FAST, instances=watched)
+    ).finished
+    assert rollback(store, layout, admin_url=app.admin_url).flipped
+    green = store.get(layout.url(Color.GREEN, "writer"))
+    assert green is not None
+    late: list[EmbeddedPostgres] = []
+    idle: list[Any] = []
+
+    def attach(event: Event) -> None:
+        if isinstance(event, DrainProgress) and not late:
+            assert event.user == app.green  # the predrain
+            idle.append(app.open(green))  # a client of green, idle from now on
+            late.append(cl.pg.standby())
+            streaming(cl, 2)
+
+    try:
+        with pytest.raises(DrainBlocked) as caught:
+            rotate(
+                store,
+                layout,
+                admin_url=app.admin_url,
+                options=RotateOptions(**FAST, instances=watched, terminate=True),
+                on_event=attach,
+            )
+        state = load_state(store, layout)
+        assert state.current is not None and state.current.phase is Phase.PREPARE
+        assert not state.current.predrained
+        message = str(caught.value)
+        assert message.startswith(f"not preparing {app.green!r}: "), message
+        assert f"standby 127.0.0.1 of 127.0.0.1:{cl.pg.port}: add --instance" in message
+        assert store.get(layout.url(Color.GREEN, "writer")) == green
+        assert connects(DbUrl.parse(green))  # nothing ended, nothing changed
+        (new,) = late
+        result = rotate(
+            store,
+            layout,
+            admin_url=app.admin_url,
+            options=RotateOptions(**FAST, instances=(f"127.0.0.1:{new.port}",), terminate=True),
+        )
+        assert result.finished and result.resumed and result.to_color is Color.GREEN
+        assert result.terminated >= 1  # the idle session of green, before its password changed
+    finally:
+        for conn in idle:
+            conn.close()
         for extra in late:
             extra.stop()
         streaming(cl, 1)

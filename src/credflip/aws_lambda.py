@@ -14,8 +14,12 @@ Event (all but ``env`` optional)::
      "retire": "lock", "probe": null, "margin": "30s",
      "min_drain": "0s", "replica_lag_timeout": "30s",
      "sessions_only": false, "require_counters": false,
-     "reconnect_timeout": "60s", "unwatched_ok": [],
+     "reconnect_timeout": "60s", "lock_timeout": "1s", "unwatched_ok": [],
      "mode": "rotate", "min_interval": "30d"}
+
+``lock_timeout`` bounds how long one statement waits for a lock an application
+session holds (requests queue behind it meanwhile); it is retried within
+``reconnect_timeout`` and the invocation's time.
 
 Where an instance counts no logins the rotation is refused (the invocation
 fails, nothing changes) unless ``sessions_only`` is true or the env stored
@@ -144,6 +148,7 @@ def _options(event: dict[str, Any], *, deadline: float) -> RotateOptions:
         min_drain=_seconds(event, "min_drain", "0s"),
         replica_lag_timeout=_seconds(event, "replica_lag_timeout", "30s"),
         reconnect_timeout=_seconds(event, "reconnect_timeout", "60s"),
+        lock_timeout=_seconds(event, "lock_timeout", "1s"),
         sessions_only=_flag(event, "sessions_only"),
         require_counters=_flag(event, "require_counters"),
         unwatched_ok=_hosts(event, "unwatched_ok"),

@@ -1,11 +1,10 @@
-"""How long a phase keeps trying while the database is unavailable, and how long a wait lasts.
+"""How long a phase keeps trying while the database is unavailable.
 
 A restart takes seconds and an Aurora failover about half a minute. A rotation
 that loses its connection in the middle of a phase waits and runs the phase
 again (every phase is safe to repeat) instead of stopping, until the budget
 (``--reconnect-timeout``) or the caller's deadline (a Lambda's time) runs out.
-A :class:`Wait` (for a replica to replay, say) likewise ends at its timeout or
-at the caller's deadline, whichever comes first, and says which.
+A wait for a replica to replay is :class:`credflip.waiting.Wait`.
 The clock is injected, so the policy is tested without sleeping.
 """
 
@@ -15,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Wait"]
+__all__ = ["Backoff"]
 
 
 @dataclass
@@ -58,31 +57,3 @@ class Backoff:
     def reset(self) -> None:
         """A try succeeded: the next failure starts a fresh budget."""
         self._since = None
-
-
-@dataclass(frozen=True)
-class Wait:
-    """A wait of *timeout* seconds from *start*, cut short by the caller's *deadline*
-    (monotonic instants)."""
-
-    start: float
-    timeout: float
-    deadline: float | None = None
-
-    @property
-    def end(self) -> float:
-        """When the wait ends: its timeout, or the deadline when sooner."""
-        own = self.start + self.timeout
-        return own if self.deadline is None else min(own, self.deadline)
-
-    def over(self, now: float) -> bool:
-        """Whether the wait has ended at *now*."""
-        return now >= self.end
-
-    def cut_short(self, now: float) -> bool:
-        """Whether the wait has ended at *now* because of the deadline, before its timeout."""
-        return self.over(now) and self.end < self.start + self.timeout
-
-    def left(self, now: float) -> float:
-        """Seconds until the wait ends (0 once it has)."""
-        return max(0.0, self.end - now)

@@ -23,6 +23,7 @@ __all__ = [
     "InsufficientPrivilege",
     "LockHeld",
     "LockLost",
+    "LockTimeout",
     "NotInitialized",
     "ParameterExists",
     "RotationError",
@@ -86,6 +87,14 @@ class DatabaseUnavailable(ConnectFailed):
     silent past its timeout) in the middle of a statement, and for a server
     that refuses writes because it is read-only: during a failover the
     writer's endpoint still reaches the old writer, now a reader, for a while.
+    """
+
+
+class LockTimeout(EngineError):
+    """A statement waited longer than ``--lock-timeout`` for a lock another session holds.
+
+    The server cancelled (and so rolled back) that statement; a plan retries it
+    within its budget, then stops naming the holder.
     """
 
 

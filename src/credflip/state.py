@@ -4,7 +4,9 @@
 color, the group role, the rotation under way (its phase, colors and
 timings) and the last rotations. It is written at every phase boundary, so a
 crashed rotation resumes from where it stopped. It stays under the 4 KB of a
-standard SSM parameter by dropping the oldest history first.
+standard SSM parameter by dropping the oldest history first (never the newest
+entry: it says whether the inactive color must be drained before its password
+changes).
 
 The lock (``/db/{env}/rotation-lock``) is :mod:`credflip.lock`; its names are
 also importable from here.
@@ -13,13 +15,16 @@ also importable from here.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError, NotInitialized
 from .layout import Color, Layout
+from .legacy import shrink
 from .lock import LockInfo, hold_lock, pid_space, read_lock
 from .stores.base import MAX_VALUE_BYTES, Store
 
@@ -32,6 +37,7 @@ __all__ = [
     "hold_lock",
     "load_state",
     "pid_space",
+    "predrain_due",
     "read_lock",
     "require_engine",
     "save_state",
@@ -95,7 +101,11 @@ class Rotation:
     drain_gap: float = 0.0
     #: The quiet window the rotation was started with (a resume never waits less).
     quiet: float | None = None
-    #: After a rollback: the color about to be prepared was drained first.
+    #: When the color about to be prepared stopped being active, on the primary's
+    #: clock: it is drained from then, like an old user, before its password changes
+    #: (:func:`predrain_due`, fixed when the rotation starts). None: no predrain due.
+    predrain_since: float | None = None
+    #: The predrain is over: the color about to be prepared showed no use.
     predrained: bool = False
     #: Prepare began changing the new color (its password may have changed).
     prepared: bool = False
@@ -104,6 +114,12 @@ class Rotation:
     #: The clients seen using the old user after the cache wait, most recent
     #: last (:class:`credflip.legacy.LegacyClient` as dicts).
     legacy: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def predraining(self) -> bool:
+        """Prepare still drains the new color first (see :attr:`predrain_since`)."""
+        due = self.predrain_since is not None and not self.predrained
+        return due and self.phase is Phase.PREPARE
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -133,6 +149,7 @@ class Rotation:
             position=None if data.get("position") is None else str(data["position"]),
             drain_gap=float(data.get("drain_gap") or 0.0),
             quiet=_maybe_float(data, "quiet"),
+            predrain_since=_maybe_float(data, "predrain_since"),
             predrained=bool(data.get("predrained")),
             prepared=bool(data.get("prepared")),
             evidence=dict(data.get("evidence") or {}),
@@ -155,10 +172,17 @@ class HistoryEntry:
     terminated: int = 0
     #: A rollback: whether the pointer had moved (clients used the color left).
     switched: bool = True
+    #: A rollback: from when (the primary's clock) the color it left, *from_color*, is
+    #: drained before its password changes again; None when it need not be.
+    predrain_since: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with times rounded to what is worth keeping."""
         extra: dict[str, Any] = {} if self.switched else {"switched": False}
+        if self.result == "rolled_back":
+            # Written even when None: an entry without it predates it (see _history).
+            since = self.predrain_since
+            extra["predrain_since"] = None if since is None else round(since, 3)
         return {
             **extra,
             "id": self.id,
@@ -186,6 +210,7 @@ class HistoryEntry:
             drain_seconds=_maybe_float(data, "drain_seconds"),
             terminated=int(data.get("terminated") or 0),
             switched=bool(data.get("switched", True)),
+            predrain_since=_maybe_float(data, "predrain_since"),
         )
 
 
@@ -206,12 +231,13 @@ class State:
     sessions_only: bool = False
 
     def to_json(self) -> str:
-        """Serialise, dropping the oldest history until it fits a standard parameter,
-        then the legacy clients seen longest ago (still counted), then the recorded
-        error's detail, and last the drain's evidence (a later run then starts its
-        quiet window over: slower, never less safe)."""
-        from .legacy import shrink
-
+        """Serialise so that it fits a standard parameter, dropping in this order: the
+        oldest history down to the newest entry (never dropped: it says whether the
+        inactive color must be drained before its password changes, see
+        :func:`predrain_due`), the recorded error's detail (the legacy clients it names
+        are kept apart), the legacy clients seen longest ago (still counted), and last
+        the drain's evidence (a later run then starts its quiet window over: slower,
+        never less safe)."""
         history = self.history[-_MAX_HISTORY:]
         legacy = self.current.legacy if self.current else []
         error_chars: int | None = None
@@ -241,14 +267,12 @@ class State:
             )
             if len(text.encode()) <= MAX_VALUE_BYTES:
                 return text
-            if history:
+            if len(history) > 1:
                 history = history[1:]
-                continue
-            smaller = shrink(legacy)
-            if smaller is not None:
-                legacy = smaller
             elif error_chars is None and current is not None and current.get("error"):
                 error_chars = 80
+            elif (smaller := shrink(legacy)) is not None:
+                legacy = smaller
             elif keep_evidence and current is not None and current.get("evidence"):
                 keep_evidence = False
             else:
@@ -264,13 +288,14 @@ class State:
                     f"{where} was written by a newer credflip (state version "
                     f"{data['version']}); upgrade credflip"
                 )
+            history = _history(data.get("history") or [])
             return cls(
                 engine=str(data["engine"]),
                 users={Color(c): str(u) for c, u in dict(data["users"]).items()},
                 group=data.get("group"),
                 managed_since=float(data.get("managed_since") or 0.0),
-                current=Rotation.from_dict(data["current"]) if data.get("current") else None,
-                history=[HistoryEntry.from_dict(h) for h in data.get("history") or []],
+                current=_current(data.get("current"), history),
+                history=history,
                 instances=[str(i) for i in data.get("instances") or []],
                 sessions_only=bool(data.get("sessions_only")),
             )
@@ -286,6 +311,57 @@ class State:
     def last(self) -> HistoryEntry | None:
         """The most recent history entry, if any."""
         return self.history[-1] if self.history else None
+
+
+def predrain_due(
+    history: Sequence[HistoryEntry], color: Color, now: Callable[[], float]
+) -> float | None:
+    """From when *color*, inactive and about to be prepared, must be drained like an old
+    user before its password changes (the primary's clock); None when nothing can still
+    use it.
+
+    The newest entry tells, as each records what it left its colors in: a finished
+    rotation drained and retired the color it left (None); a rollback, when the color it
+    left stopped being active (None when its password changed after a drain: prepared
+    before a rollback that never switched). An entry that left *color* active, while
+    the pointer now names the other color, means the pointer moved without a record (a
+    rollback killed after moving it back): from *now()*.
+    """
+    if not history:
+        return None
+    last = history[-1]
+    if last.to_color is color:
+        return now()
+    return last.predrain_since
+
+
+def _history(items: Sequence[Any]) -> list[HistoryEntry]:
+    """Parse the history. A rollback recorded before ``predrain_since`` was gets it as
+    that version decided: from the rollback when it had switched, else from the entries
+    before it (or, with none left, from the rollback: the safe side)."""
+    out: list[HistoryEntry] = []
+    for data in items:
+        entry = HistoryEntry.from_dict(data)
+        if entry.result == "rolled_back" and "predrain_since" not in data:
+            if entry.switched or not out:
+                entry.predrain_since = entry.finished_at
+            else:
+                at = functools.partial(float, entry.finished_at)
+                entry.predrain_since = predrain_due(out, entry.from_color, at)
+        out.append(entry)
+    return out
+
+
+def _current(data: dict[str, Any] | None, history: Sequence[HistoryEntry]) -> Rotation | None:
+    """Parse the rotation under way. One recorded before ``predrain_since`` was, and not
+    yet changing the new color, takes it from the history, as that version derived it
+    on every run."""
+    if not data:
+        return None
+    rot = Rotation.from_dict(data)
+    if "predrain_since" not in data and rot.phase is Phase.PREPARE and not rot.prepared:
+        rot.predrain_since = predrain_due(history, rot.to_color, lambda: rot.started_at)
+    return rot
 
 
 def load_state(store: Store, layout: Layout) -> State:

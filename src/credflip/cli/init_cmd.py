@@ -11,7 +11,7 @@ from ..layout import Layout
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import render
-from .options import common, given_path, instance_option, url_option
+from .options import common, given_path, instance_option, lock_timeout_option, url_option
 from .progress import Progress
 
 
@@ -23,6 +23,7 @@ from .progress import Progress
 @click.option("--green-user", default=None, help="Name of the green user (default <user>_green).")
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
 @instance_option
+@lock_timeout_option
 @click.option(
     "--sessions-only",
     is_flag=True,
@@ -47,6 +48,7 @@ def init(
     green_user: str | None,
     group_role: str | None,
     instance: tuple[str, ...],
+    lock_timeout: float,
     sessions_only: bool,
     save_admin_url: bool,
 ) -> None:
@@ -63,6 +65,7 @@ def init(
         instances=instance,
         sessions_only=sessions_only,
         on_event=Progress().handle,
+        lock_timeout=lock_timeout,
     )
     if save_admin_url:
         commands.save_admin_url(store, layout, admin_url=admin)

@@ -185,6 +185,28 @@ def duration_option(name: str, default: str | None, help_text: str) -> Callable[
     )
 
 
+def _positive_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float:
+    seconds = _duration(f"--{(param.name or '').replace('_', '-')}")(ctx, param, value)
+    if seconds is None or not seconds > 0:
+        raise UsageError(f"--{(param.name or '').replace('_', '-')} must be positive, like 1s")
+    return seconds
+
+
+def lock_timeout_option(func: F) -> F:
+    """Add ``--lock-timeout`` (seconds, default 1 s; refused before anything runs unless
+    positive)."""
+    return click.option(
+        "--lock-timeout",
+        default="1s",
+        show_default=True,
+        callback=_positive_duration,
+        help="How long one statement may wait for a lock another session holds (an "
+        "application idle in a transaction); requests queue behind a waiting statement. The "
+        "server cancels it; it is tried again after a pause, and when the phase's budget runs "
+        "out credflip stops naming that session.",
+    )(func)
+
+
 def instance_option(func: F) -> F:
     """Add ``--instance HOST[:PORT]`` (repeatable)."""
     return click.option(

@@ -122,7 +122,20 @@ def print_plan(plan: RotationPlan) -> None:
         f"dry run of the next rotation of env {plan.env}: {plan.from_color} ({plan.from_user}) → "
         f"{plan.to_color} ({plan.to_user}); nothing was changed and no lock taken"
     )
-    out.print("1. prepare: SQL, in order")
+    first = plan.predrain
+    if first is not None:
+        out.print(
+            f"1. prepare: first drain {first.user!r} ({first.color}) like an old user: the last "
+            f"rotation moved clients to it and was rolled back at "
+            f"{commands.describe_time(first.since)}; no use on any instance for the quiet "
+            f"window {format_duration(first.window)}, at the earliest "
+            f"{format_duration(first.earliest_after)} after the rollback"
+        )
+        out.print("   SQL when that drain starts:")
+        sql(first.watch)
+        out.print("   then SQL, in order")
+    else:
+        out.print("1. prepare: SQL, in order")
     sql(plan.prepare)
     out.print("   parameters written:")
     for param in plan.parameters:
@@ -252,15 +265,22 @@ def _print_rotation(report: commands.Status) -> None:
             f"the old user is retired at the earliest at "
             f"{commands.describe_time(report.earliest_retire)}, once it shows no use"
         )
-    _print_legacy(report.legacy)
+    who = "the old user"
+    if rot.predraining and rot.predrain_since is not None:
+        who = f"{report.legacy_user!r} ({rot.to_color})"
+        out.print(
+            f"draining {who} before its password changes: it was active until "
+            f"{commands.describe_time(rot.predrain_since)} (a rollback)"
+        )
+    _print_legacy(report.legacy, who)
 
 
-def _print_legacy(legacy: LegacyReport) -> None:
-    """The clients that still used the old user after the cache wait, one line each."""
+def _print_legacy(legacy: LegacyReport, who: str) -> None:
+    """The clients that still used *who* after the cache wait, one line each."""
     if not legacy:
         return
     noun = "client" if legacy.count == 1 else "clients"
-    out.print(f"{legacy.count} legacy {noun} used the old user after the cache wait:")
+    out.print(f"{legacy.count} legacy {noun} used {who} after the cache wait:")
     for c in legacy.clients:
         seen = (
             f"seen {commands.describe_time(c.first_seen)} to {commands.describe_time(c.last_seen)}"

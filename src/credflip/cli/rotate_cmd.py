@@ -15,6 +15,7 @@ from .options import (
     confirm,
     duration_option,
     instance_option,
+    lock_timeout_option,
     unwatched_ok_option,
     yes_option,
 )
@@ -62,8 +63,9 @@ from .progress import Progress
     "--reconnect-timeout",
     "60s",
     "How long the start and each phase retry while the database restarts, fails over or is "
-    "read-only (then exit 1, resumable).",
+    "read-only, or a statement waits for a lock (then exit 1, resumable).",
 )
+@lock_timeout_option
 @click.option(
     "--sessions-only",
     is_flag=True,
@@ -105,6 +107,7 @@ def rotate_cmd(
     min_drain: float,
     replica_lag_timeout: float,
     reconnect_timeout: float,
+    lock_timeout: float,
     sessions_only: bool,
     require_counters: bool,
     instance: tuple[str, ...],
@@ -125,6 +128,7 @@ def rotate_cmd(
         min_drain=min_drain,
         replica_lag_timeout=replica_lag_timeout,
         reconnect_timeout=reconnect_timeout,
+        lock_timeout=lock_timeout,
         sessions_only=sessions_only,
         require_counters=require_counters,
         instances=instance,
@@ -147,12 +151,26 @@ def rotate_cmd(
 @common
 @admin_option
 @click.option("--probe", default=None, help="Extra SQL that must succeed with the old URLs.")
+@lock_timeout_option
 @yes_option
 def rollback_cmd(
-    *, store: Store, layout: Layout, admin_url: str | None, probe: str | None, yes: bool
+    *,
+    store: Store,
+    layout: Layout,
+    admin_url: str | None,
+    probe: str | None,
+    lock_timeout: float,
+    yes: bool,
 ) -> None:
     """Point clients back at the color that was active before the last rotation."""
     admin = commands.admin_url_for(store, layout, admin_url)
     confirm(f"roll back env {layout.env} ({store.url})?", yes=yes)
-    result = rollback(store, layout, admin_url=admin, probe=probe, on_event=Progress().handle)
+    result = rollback(
+        store,
+        layout,
+        admin_url=admin,
+        probe=probe,
+        on_event=Progress().handle,
+        lock_timeout=lock_timeout,
+    )
     render.print_rollback(color=result.color, user=result.user, flipped=result.flipped)

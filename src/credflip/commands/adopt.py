@@ -50,6 +50,7 @@ def init(
     sessions_only: bool = False,
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
+    lock_timeout: float | None = None,
 ) -> InitResult:
     """Start managing an environment.
 
@@ -62,7 +63,9 @@ def init(
     Init turns on the login counters the admin may turn on, on every
     instance. *sessions_only* stores the operator's acceptance of draining on
     open sessions alone where an instance still has none (``rotate`` refuses
-    there otherwise).
+    there otherwise). *lock_timeout*: how long one statement may wait for a lock an
+    application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
+    needs one on every table it moves.
     """
     names = [*layout.resolver_names, layout.state]
     existing = store.get_many(names)
@@ -77,6 +80,8 @@ def init(
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
+        if lock_timeout is not None:
+            eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
         hand_made = layout.pointer in existing and all(
             layout.url(c, "writer") in existing for c in Color
         )

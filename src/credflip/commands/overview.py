@@ -106,6 +106,7 @@ class Status:
                 "sessions_only": self.sessions_only,
                 "earliest_retire": self.earliest_retire,
                 "unwatched": self.unwatched,
+                "legacy_user": self.legacy_user,
                 "legacy_count": self.legacy.count,
                 "legacy_clients": self.legacy.to_json(),
             },
@@ -113,8 +114,19 @@ class Status:
 
     @property
     def legacy(self) -> LegacyReport:
-        """The clients the rotation's drain saw using the old user after the cache wait."""
+        """The clients the rotation's drain (or predrain) saw using :attr:`legacy_user`
+        after the cache wait."""
         return LegacyLog.from_list(self.rotation.legacy if self.rotation else []).report()
+
+    @property
+    def legacy_user(self) -> str | None:
+        """Whom the rotation drains: the old user, or while prepare drains the new color
+        first (after a rollback), the new one."""
+        rot = self.rotation
+        if rot is None:
+            return None
+        color = rot.to_color if rot.predraining else rot.from_color
+        return next(c.user for c in self.colors if c.color is color)
 
 
 def earliest_retire(rotation: Rotation | None) -> float | None:
@@ -123,15 +135,12 @@ def earliest_retire(rotation: Rotation | None) -> float | None:
         return None
     policy = drain_policy(rotation)
     evidence = Evidence.from_dict(rotation.evidence)
-    earliest = policy.earliest_done(
-        rotation.switched_at, evidence.longest_gap, evidence.pauses, evidence.pause_sum
-    )
+    earliest = evidence.earliest_done(policy, rotation.switched_at)
     # The window began when the quiet did; in use at the last sample, it starts
     # over from there at the earliest.
     began = evidence.quiet_since if evidence.quiet_since is not None else evidence.sampled_at
     if began is not None:
-        needed = policy.needed_quiet(evidence.longest_gap, evidence.pauses, evidence.pause_sum)
-        earliest = max(earliest, began + needed)
+        earliest = max(earliest, began + evidence.needed_quiet(policy))
     return earliest
 
 

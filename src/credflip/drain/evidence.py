@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from .policy import DrainPolicy
+
+#: The digest kept for an instance watched on open sessions alone (no counter).
+UNCOUNTED = "-"
 
 
 def digest(value: Hashable) -> str:
@@ -17,8 +23,9 @@ def digest(value: Hashable) -> str:
 class Evidence:
     """What a drain learned, kept in the state between runs (all times wall-clock).
 
-    ``counters`` maps an instance to the digest of all its counters at the
-    last sample, ``started`` to its server's start time then.
+    ``counters`` maps an instance of the fleet to the digest of all its
+    counters at the last sample (:data:`UNCOUNTED` for one watched on open
+    sessions alone), ``started`` to its server's start time then.
     """
 
     user: str = ""
@@ -29,21 +36,44 @@ class Evidence:
     longest_gap: float = 0.0
     pauses: int = 0
     pause_sum: float = 0.0
+    #: The shortest of the pauses (0: none, or not known).
+    pause_min: float = 0.0
+    #: Since when nothing used the old user (the first sample after the last use).
+    idle_since: float | None = None
     sampled_at: float | None = None
     #: The primary's write position when the watch began (PostgreSQL LSN):
     #: standbys count the old user's logins once they replayed it.
     position: str | None = None
+
+    def needed_quiet(self, policy: DrainPolicy) -> float:
+        """The quiet window *policy* asks for, given the pauses seen so far."""
+        return policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum, self.pause_min)
+
+    def earliest_done(self, policy: DrainPolicy, switched_at: float) -> float:
+        """The earliest instant the drain can finish after *switched_at*, if nothing uses
+        the old user, given the pauses seen so far."""
+        pauses = (self.longest_gap, self.pauses, self.pause_sum, self.pause_min)
+        return policy.earliest_done(switched_at, *pauses)
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON: the record must fit 4 KB with 16 instances."""
         out: dict[str, Any] = {
             "user": self.user,
             "i": {k: [v, round(self.started.get(k, 0.0))] for k, v in self.counters.items()},
-            "gap": round(self.longest_gap, 2),
+            # Rounded up: a longer pause only lengthens the window.
+            "gap": math.ceil(self.longest_gap * 100 - 1e-6) / 100,
             "n": self.pauses,
             "sum": round(self.pause_sum, 2),
         }
-        for key, value in (("q", self.quiet_since), ("u", self.last_use), ("at", self.sampled_at)):
+        if self.pause_min:
+            # Rounded down: a pause kept shorter only makes the pauses look less alike.
+            out["lo"] = math.floor(self.pause_min * 100 + 1e-6) / 100
+        for key, value in (
+            ("q", self.quiet_since),
+            ("u", self.last_use),
+            ("at", self.sampled_at),
+            ("idle", self.idle_since),
+        ):
             if value is not None:
                 out[key] = round(value, 2)
         if self.position is not None:
@@ -64,6 +94,8 @@ class Evidence:
                 longest_gap=float(data.get("gap") or 0.0),
                 pauses=int(data.get("n") or 0),
                 pause_sum=float(data.get("sum") or 0.0),
+                pause_min=float(data.get("lo") or 0.0),
+                idle_since=None if data.get("idle") is None else float(data["idle"]),
                 sampled_at=None if data.get("at") is None else float(data["at"]),
                 position=None if data.get("p") is None else str(data["p"]),
             )

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..engines.base import SessionGroup, Sessions
-from .evidence import Evidence, digest
+from .evidence import UNCOUNTED, Evidence, digest
 from .policy import RESTART_TOLERANCE, DrainPolicy
 from .values import Reading
 
@@ -19,9 +19,14 @@ class Sample:
     unknown: list[str] = field(default_factory=list)
     #: Uses between the last run and this one (a counter that moved meanwhile).
     earlier: list[str] = field(default_factory=list)
+    #: Why an instance that is neither used nor unknown cannot carry the window an
+    #: earlier run kept over into this one.
+    unvouched: list[str] = field(default_factory=list)
     #: Sessions idle for the whole window (``terminate``).
     held: int = 0
-    #: Every instance compared its counters with the ones an earlier run kept.
+    #: Every instance vouched for the time since the earlier run: its counters
+    #: compared with the ones that run kept, or (``sessions_only`` accepted) it was
+    #: watched on open sessions alone then and now.
     vouched: bool = True
     #: Some instance could not be compared yet (a standby still replaying).
     waiting: bool = False
@@ -33,7 +38,9 @@ class Baseline:
     """Each instance's counters and start time at the last sample, to compare the next with.
 
     *evidence* is what an earlier run kept: each instance's digest of all its
-    counters, compared once with this run's first sample of that instance.
+    counters (or :data:`UNCOUNTED`), compared once with this run's first sample
+    of that instance. Every sample reads every instance of the fleet (those it
+    cannot reach too): what is kept for the next run is for those only.
     """
 
     def __init__(
@@ -47,17 +54,20 @@ class Baseline:
         self.policy = policy
         self.terminate = terminate
         self.sessions_only = sessions_only
+        kept = {} if evidence is None else evidence.counters
+        # From an earlier run: each instance's digest of all its counters.
+        self._restored = dict(kept)
+        #: Instances this drain has read (in this run, or the one that kept the evidence).
+        self._watched = set(kept)
         #: Instances whose counters this drain has read: losing them is not quiet.
-        self._counted: set[str] = set()
+        self._counted = {k for k, v in kept.items() if v != UNCOUNTED}
+        self._started = {} if evidence is None else dict(evidence.started)
+        #: Instances read without any counter in this run.
+        self._uncounted: set[str] = set()
+        #: The instances of the fleet, as the last sample read them.
+        self._fleet: set[str] | None = None
         self._pending_since: dict[str, float] = {}
         self._counters: dict[tuple[str, str], str] = {}
-        self._started: dict[str, float] = {}
-        # From an earlier run: each instance's digest of all its counters.
-        self._restored: dict[str, str] = {}
-        if evidence is not None:
-            self._restored = dict(evidence.counters)
-            self._counted = set(evidence.counters)
-            self._started = dict(evidence.started)
 
     def kept(self) -> tuple[dict[str, str], dict[str, float]]:
         """Each instance's digest of all its counters, and its start time, for the evidence."""
@@ -65,9 +75,13 @@ class Baseline:
         for (where, name), value in sorted(self._counters.items()):
             by_instance.setdefault(where, []).append((name, value))
         counters = {k: digest(tuple(v)) for k, v in by_instance.items()}
-        # An instance not sampled again in this run keeps its earlier digest.
+        counters.update(dict.fromkeys(sorted(self._uncounted - set(counters)), UNCOUNTED))
+        # An instance not compared again in this run (unreachable, replaying) keeps
+        # its earlier digest; one the fleet no longer has is forgotten.
         for where, value in self._restored.items():
             counters.setdefault(where, value)
+        if self._fleet is not None:
+            counters = {k: v for k, v in counters.items() if k in self._fleet}
         return counters, {k: v for k, v in self._started.items() if k in counters}
 
     def _held(self, group: SessionGroup, needed: float) -> bool:
@@ -78,6 +92,7 @@ class Baseline:
         """What one sample shows, instance by instance."""
         out = Sample()
         seen: set[tuple[str, str]] = set()
+        self._fleet = {r.instance for r in readings}
         for reading in readings:
             self._instance(now, reading, needed, out, seen)
         # A counter that vanished (instance gone, signal lost) has no baseline
@@ -102,12 +117,7 @@ class Baseline:
         out.held += reading.sessions.count - active.count
         if active.count:
             out.used.append(f"{active.count} session(s) on {where} ({active.describe()})")
-        if reading.started is not None:
-            before = self._started.get(where)
-            self._started[where] = reading.started
-            if before is not None and abs(before - reading.started) > RESTART_TOLERANCE:
-                out.used.append(f"{where} restarted since the last sample")
-                self._restored.pop(where, None)
+        restarted = self._restarted(reading, out)
         if reading.pending is not None:
             out.unknown.append(f"{where}: {reading.pending}")
             since = self._pending_since.setdefault(where, now)
@@ -115,22 +125,46 @@ class Baseline:
             out.waiting = True
             return
         self._pending_since.pop(where, None)
-        self._counters_of(reading, out, seen)
+        self._counters_of(reading, out, seen, restarted=restarted)
 
-    def _counters_of(self, reading: Reading, out: Sample, seen: set[tuple[str, str]]) -> None:
+    def _restarted(self, reading: Reading, out: Sample) -> bool:
+        """Whether the server restarted since the last sample (or the earlier run's last).
+
+        Not a use: nothing says anyone logged in. But its counters started over
+        (or missed the logins during the restart), so they are compared from here
+        on, and the quiet window starts over: *unknown*.
+        """
+        where = reading.instance
+        if reading.started is None:
+            return False
+        before = self._started.get(where)
+        self._started[where] = reading.started
+        if before is None or abs(before - reading.started) <= RESTART_TOLERANCE:
+            return False
+        out.unknown.append(f"{where} restarted since the last sample")
+        out.vouched = False
+        self._restored.pop(where, None)
+        for key in [k for k in self._counters if k[0] == where]:
+            del self._counters[key]
+        return True
+
+    def _counters_of(
+        self, reading: Reading, out: Sample, seen: set[tuple[str, str]], *, restarted: bool
+    ) -> None:
         """One instance's counters against the last sample's (or an earlier run's)."""
         where = reading.instance
         digests = {name: digest(value) for name, value in reading.counters.items()}
         restored = self._restored.pop(where, None)
+        watched = where in self._watched
+        self._watched.add(where)
         if not digests:
-            out.vouched = False
-            if where in self._counted and not self.sessions_only:
-                # userstat off again after a restart, an extension dropped: the
-                # drain would be blind to short logins there.
-                out.unknown.append(f"{where}: its login counter is gone")
+            self._uncounted.add(where)
+            accepted, counted = self.sessions_only, where in self._counted
+            _vouch_uncounted(where, out, accepted=accepted, counted=counted, watched=watched)
             return
+        self._uncounted.discard(where)
         self._counted.add(where)
-        if restored is not None:
+        if restored is not None and restored != UNCOUNTED:
             # The first sample of this run against the last one of an earlier run.
             if digest(tuple(sorted(digests.items()))) != restored:
                 out.earlier.append(f"the counters on {where} changed since the last run")
@@ -140,10 +174,35 @@ class Baseline:
             return
         for name, value in digests.items():
             key = (where, name)
-            out.vouched &= key in self._counters
             seen.add(key)
             if key not in self._counters:
-                out.unknown.append(f"{where}: {name} has no earlier sample to compare with")
+                out.vouched = False
+                if not restarted:  # a restart says so already
+                    out.unknown.append(f"{where}: {name} has no earlier sample to compare with")
             elif self._counters[key] != value:
                 out.used.append(f"{name} changed on {where}")
             self._counters[key] = value
+
+
+def _vouch_uncounted(
+    where: str, out: Sample, *, accepted: bool, counted: bool, watched: bool
+) -> None:
+    """An instance read without any counter: watched on open sessions alone.
+
+    With ``sessions_only`` *accepted* it vouches for the time since the earlier
+    run when that run *watched* it too: a login between two runs is then missed
+    the way one between two samples is, the risk accepted. Without it, or not
+    watched then, the window that run kept does not carry over; and an instance
+    whose counter this drain had read (*counted*) is not quiet at all.
+    """
+    if not accepted:
+        out.vouched = False
+        if counted:
+            # userstat off again after a restart, an extension dropped: the
+            # drain would be blind to short logins there.
+            out.unknown.append(f"{where}: its login counter is gone")
+        else:
+            out.unvouched.append(f"{where} counts no logins")
+    elif not watched:
+        out.vouched = False
+        out.unvouched.append(f"{where} was not watched by the last run")

@@ -8,6 +8,7 @@ from .evidence import Evidence
 from .policy import DrainPolicy
 from .sample import Baseline, Sample
 from .values import DrainStatus, Reading, Verdict
+from .window import QuietWindow
 
 
 class DrainTracker:
@@ -18,9 +19,11 @@ class DrainTracker:
     or an instance that cannot be read or trusted, ends the run with TIMEOUT;
     a quiet drain past the timeout goes on, so that a run started after the
     clients left finishes, but not past *run_until* (this run's own end, None
-    for none): the evidence carries the window on into the next run. *evidence* is what
-    an earlier run of the same drain learned (wall-clock); *offset* is
-    ``time.time() - time.monotonic()`` to translate it.
+    for none): the evidence carries the window on into the next run. A use
+    since the last run, past the timeout, lets the run go on (it may finish),
+    but a run that ends unfinished reports it (:attr:`DrainStatus.used_late`).
+    *evidence* is what an earlier run of the same drain learned (wall-clock);
+    *offset* is ``time.time() - time.monotonic()`` to translate it.
     """
 
     def __init__(
@@ -45,21 +48,28 @@ class DrainTracker:
         self._baseline = Baseline(
             policy, terminate=terminate, sessions_only=sessions_only, evidence=evidence
         )
-        self._quiet_since: float | None = None
         self._last_use: float | None = None
         self._last_sample: float | None = None
         self._used_before = False
-        self.longest_gap = 0.0
+        self._used_late: tuple[str, ...] = ()
+        self.longest_gap = self.pause_sum = self.shortest = 0.0
         self.pauses = 0
-        self.pause_sum = 0.0
-        self._restored_quiet: float | None = None
+        self._window = QuietWindow()
         if evidence is not None:
-            self.longest_gap = evidence.longest_gap
+            self.longest_gap, self.shortest = evidence.longest_gap, evidence.pause_min
             self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
             # Not the last use: a pause measured across the time between two runs
             # would be the operator's schedule, not a client's.
-            if evidence.quiet_since is not None:
-                self._restored_quiet = evidence.quiet_since - offset
+            self._window = QuietWindow(
+                restored=_local(evidence.quiet_since, offset),
+                idle_since=_local(evidence.idle_since, offset),
+            )
+
+    def needed(self) -> float:
+        """The quiet window the pauses seen so far call for."""
+        return self.policy.needed_quiet(
+            self.longest_gap, self.pauses, self.pause_sum, self.shortest
+        )
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
@@ -72,11 +82,13 @@ class DrainTracker:
             user=user,
             counters=counters,
             started=started,
-            quiet_since=wall(self._quiet_since),
+            quiet_since=wall(self._window.since),
             last_use=wall(self._last_use),
             longest_gap=self.longest_gap,
             pauses=self.pauses,
             pause_sum=self.pause_sum,
+            pause_min=self.shortest,
+            idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
         )
@@ -85,22 +97,22 @@ class DrainTracker:
         """Take one sample (all instances, read at about *now*); return the verdict."""
         policy = self.policy
         self._last_sample = now
-        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
-        sample = self._baseline.compare(now, readings, needed)
+        sample = self._baseline.compare(now, readings, self.needed())
         caches_expired = now - self.switched_at >= policy.cache_wait
-        self._learn(now, sample, caches_expired)
-        self._window(now, sample, caches_expired)
-        quiet = 0.0 if self._quiet_since is None else now - self._quiet_since
-        needed = policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum)
+        self._learn(now, sample)
+        self._window.update(now, sample, caches_expired)
+        past = now >= self.timeout_at
+        if past and (sample.used or sample.earlier):
+            self._used_late = tuple(sample.used + sample.earlier)
+        quiet, needed = self._window.quiet(now), self.needed()
         # The quiet window started, or starts at the next clean sample.
-        window_from = (
-            self._quiet_since
-            if self._quiet_since is not None
-            else max(now, self.switched_at + policy.cache_wait)
-        )
+        window_from = self._window.since
+        if window_from is None:
+            window_from = max(now, self.switched_at + policy.cache_wait)
         earliest = max(self.switched_at + policy.min_drain, window_from + needed)
+        verdict = self._verdict(now, sample, earliest, caches_expired)
         return DrainStatus(
-            verdict=self._verdict(now, sample, earliest, caches_expired),
+            verdict=verdict,
             waited=now - self.switched_at,
             caches_in=max(0.0, self.switched_at + policy.cache_wait - now),
             quiet=quiet,
@@ -111,46 +123,35 @@ class DrainTracker:
             reasons=tuple(sample.used + sample.earlier + sample.unknown),
             longest_gap=self.longest_gap,
             held=sample.held,
+            used_late=self._used_late,
+            stuck=self._window.stuck(now, needed) if past and verdict is not Verdict.DONE else (),
         )
 
-    def _learn(self, now: float, sample: Sample, caches_expired: bool) -> None:
+    def _learn(self, now: float, sample: Sample) -> None:
         """The pauses between two uses, which lengthen the window."""
         if sample.used:
-            if self._last_use is not None:
-                pause = now - self._last_use
+            last = self._last_use
+            if last is not None:
+                pause = now - last
                 self.longest_gap = max(self.longest_gap, pause)
-                # A pause is time with a quiet sample in it: uses in consecutive
-                # samples are one busy stretch, not a client that came back.
-                if caches_expired and not self._used_before:
+                # A pause is time with a quiet sample in it, between two uses after the
+                # cache wait: uses in consecutive samples are one busy stretch, and one
+                # before the cache wait may be a client that follows the pointer.
+                if last - self.switched_at >= self.policy.cache_wait and not self._used_before:
                     self.pauses += 1
                     self.pause_sum += pause
+                    self.shortest = min(self.shortest or pause, pause)
             self._last_use = now
         elif sample.earlier:
             # Used at some unknown moment since the last run: no pause to learn.
             self._last_use = None
         self._used_before = bool(sample.used)
 
-    def _window(self, now: float, sample: Sample, caches_expired: bool) -> None:
-        """Start, continue or restart the quiet window (or take an earlier run's)."""
-        if sample.used or sample.earlier or not sample.vouched:
-            # The window an earlier run began holds only while every instance
-            # compared its counters with the ones that run kept, unchanged.
-            self._restored_quiet = None
-        if caches_expired:
-            if sample.used or sample.unknown or sample.earlier:
-                self._quiet_since = None
-            elif self._quiet_since is None:
-                restored = self._restored_quiet
-                self._quiet_since = now if restored is None else min(now, restored)
-        if not sample.waiting:
-            # Every instance compared: the restored window was taken or dropped.
-            self._restored_quiet = None
-
     def _verdict(
         self, now: float, sample: Sample, earliest: float, caches_expired: bool
     ) -> Verdict:
         """What the drain should do now."""
-        if self._quiet_since is not None and now >= earliest:
+        if self._window.since is not None and now >= earliest:
             return Verdict.DONE
         run_over = self.run_until is not None and now >= self.run_until
         if now >= self.timeout_at and (sample.blocked or run_over):
@@ -160,3 +161,8 @@ class DrainTracker:
         if sample.used or sample.earlier or sample.unknown:
             return Verdict.IN_USE
         return Verdict.QUIET
+
+
+def _local(t: float | None, offset: float) -> float | None:
+    """A kept wall-clock instant on this run's monotonic clock."""
+    return None if t is None else t - offset

@@ -70,3 +70,11 @@ class DrainStatus:
     longest_gap: float
     #: Sessions idle for longer than the window, ended at the finish (``terminate``).
     held: int = 0
+    #: Past the timeout, the uses this run saw (the last sample that saw one), in its
+    #: samples or between the last run and this one: a run that ends unfinished
+    #: reports them (``drain_timeout``).
+    used_late: tuple[str, ...] = ()
+    #: Past the timeout, nothing used the old user for two windows, yet the window
+    #: began in this run and is not over: what restarted it (empty otherwise). A run
+    #: that ends there reports it rather than pause: the window cannot carry over.
+    stuck: tuple[str, ...] = ()

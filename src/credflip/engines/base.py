@@ -15,10 +15,11 @@ An engine plays three roles, each its own interface: it connects
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .connector import DB_TIMEOUT_ENV, Connector
+from .locks import LockWait
 from .usage_observer import UsageObserver
 from .user_admin import UserAdmin
 from .values import Observation, SessionGroup, Sessions, Signal, Step, UserState
@@ -46,3 +47,5 @@ class Engine(Connector, UserAdmin, UsageObserver):
     name: ClassVar[str]
     #: URL schemes (without driver suffix) this engine serves.
     schemes: ClassVar[tuple[str, ...]]
+    #: How the statements of a plan wait for locks other sessions hold (``--lock-timeout``).
+    lock_wait: LockWait = field(default_factory=LockWait)

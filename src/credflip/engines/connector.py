@@ -13,14 +13,14 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
-from ..errors import DatabaseUnavailable, EngineError, UsageError, is_read_only
+from ..errors import ConnectFailed, DatabaseUnavailable, EngineError, UsageError, is_read_only
 from ..urls import DbUrl, scrub
 
 T = TypeVar("T")
 
-__all__ = ["DB_TIMEOUT_ENV", "Connector"]
+__all__ = ["DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one
@@ -46,6 +46,37 @@ def _connect_timeout() -> float:
 
 def _statement_timeout() -> float:
     return _timeout(30.0)
+
+
+class Refusal(NamedTuple):
+    """What a server refused at connect, as its engine reads the driver's error."""
+
+    #: :class:`~credflip.errors.AuthenticationFailed`, ``InsufficientPrivilege``, or
+    #: ``ConnectFailed`` (no such database).
+    error: type[EngineError]
+    #: What to do about it.
+    advice: str
+    #: Said instead of the driver's own message, when that is unhelpful.
+    said: str | None = None
+
+    @classmethod
+    def no_database(cls) -> Refusal:
+        """The URL names a database the server does not have."""
+        return cls(ConnectFailed, "check the database name in the URL")
+
+
+def connect_error(
+    product: str, what: str, where: str, message: str, refusal: Refusal | None
+) -> EngineError:
+    """The error of a failed connect, worded alike for every engine: *refusal* is what the
+    server refused (None: it could not be reached); *message* the driver's, scrubbed."""
+    if refusal is None:
+        return DatabaseUnavailable(
+            f"cannot connect {what} to {product} at {where}: {message}; check host, port "
+            f"and that the server is running"
+        )
+    said = message if refusal.said is None else refusal.said
+    return refusal.error(f"{what} was refused at {where}: {said}; {refusal.advice}")
 
 
 @dataclass

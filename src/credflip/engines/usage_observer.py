@@ -89,6 +89,10 @@ class UsageObserver(abc.ABC):
         """Aurora: the instance identifiers of the cluster; None when not on Aurora."""
         return None
 
+    def aurora_instance(self) -> str | None:
+        """Aurora: the identifier of the cluster member this connection reached; else None."""
+        return None
+
     def known_replicas(self) -> list[tuple[str, int | None]]:
         """The replicas that stream from this server, as ``(host, port)`` (port None when
         unknown), so that the drain can tell when one of them is not watched.

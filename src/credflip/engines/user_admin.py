@@ -5,15 +5,20 @@ changes to it.
 *retire* :meth:`UserAdmin.plan_retire` (or :meth:`UserAdmin.lock_user`); a
 rollback and ``unlock`` :meth:`UserAdmin.unlock_user`. Every change runs
 through :meth:`UserAdmin.execute`; ``--dry-run`` prints the same plans with
-:meth:`UserAdmin.render`.
+:meth:`UserAdmin.render`, both as :meth:`UserAdmin.with_limits` puts them: each
+connection's lock and statement timeouts first (see :mod:`.locks`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ..errors import EngineError
+from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
 from .values import Step, UserState
 
 __all__ = ["UserAdmin"]
@@ -60,28 +65,65 @@ class UserAdmin(abc.ABC):
 
     # -- plans -----------------------------------------------------------
 
+    lock_wait: LockWait
+
     def execute(self, steps: Sequence[Step]) -> None:
         """Run *steps* in order: the one place an engine changes a database.
 
-        At the first refusal the remaining cleanup steps still run (their own
-        failures ignored), then the refusal is raised.
+        They run as :meth:`with_limits` puts them. A step that waited longer than
+        the lock timeout was rolled back by the server and is tried again
+        within the lock budget (steps already done stay done: each is safe to
+        repeat); past it the plan stops there, naming the lock's holder. At the
+        first refusal the remaining cleanup steps still run (their own failures
+        ignored), then the refusal is raised.
         """
         failure: EngineError | None = None
-        for step in steps:
-            if failure is not None and not step.cleanup:
-                continue
-            try:
-                self._execute(step)
-            except EngineError as exc:
-                if step.cleanup:
+        backoff = self.lock_wait.backoff()
+        watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
+        with self._plan_scope(), contextlib.closing(watch):
+            for step in self.with_limits(steps):
+                if failure is not None and not step.cleanup:
                     continue
-                failure = exc
+                try:
+                    run = functools.partial(self._execute, step, watch)
+                    run_waiting(run, step, backoff, self.lock_wait)
+                except EngineError as exc:
+                    if step.cleanup:
+                        continue
+                    failure = exc
         if failure is not None:
             raise failure
 
+    def with_limits(self, steps: Sequence[Step]) -> list[Step]:
+        """*steps* as :meth:`execute` runs them: before the first step on each connection,
+        the statements that set its lock and statement timeouts. The dry run prints this."""
+        return with_limits(steps, self._connection_of, self._limit_steps)
+
+    def _connection_of(self, step: Step) -> str:
+        """Which of the admin's connections *step* runs on."""
+        return step.database
+
     @abc.abstractmethod
-    def _execute(self, step: Step) -> None:
-        """Run one step as the admin; translate driver errors (naming ``step.hint``)."""
+    def _limit_steps(self) -> list[Step]:
+        """The statements that set a connection's lock and statement timeouts."""
+
+    @contextlib.contextmanager
+    def _plan_scope(self) -> Iterator[None]:
+        """While a plan runs: keep the connections its steps use open between steps."""
+        yield
+
+    @abc.abstractmethod
+    def _execute(self, step: Step, watch: BlockerWatch) -> None:
+        """Run one step as the admin, *watch* naming who blocks it; translate driver errors
+        (naming ``step.hint``); a lock timeout raises :class:`~.locks.StatementWaited`."""
+
+    @abc.abstractmethod
+    def _watch_connection(self) -> Any:
+        """A second admin connection, to see who holds a lock a step waits for."""
+
+    @abc.abstractmethod
+    def _blockers(self, conn: Any, waiter: Any) -> list[Blocker]:
+        """The sessions that hold what session *waiter* waits for, asked on *conn*."""
 
     @abc.abstractmethod
     def render(self, step: Step) -> str:

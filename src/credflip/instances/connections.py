@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
-from ..backoff import Wait
 from ..drain import Reading
 from ..engines import Engine, Sessions, engine_class
 from ..errors import ConfigurationError, CredflipError, DeadlineReached, RotationError
+from ..waiting import Wait
 from .addresses import Instance
 
 
@@ -37,6 +36,13 @@ class Connections:
             )
             self._engines[instance.address] = eng
         return eng
+
+    def forget(self, instance: Instance) -> None:
+        """Stop watching *instance* (never the primary), closing its connection."""
+        eng = self._engines.pop(instance.address, None)
+        if eng is not None:
+            eng.close()
+        self.instances.remove(instance)
 
     @property
     def replicas(self) -> list[Instance]:
@@ -103,25 +109,20 @@ class Connections:
         self,
         position: str | None,
         *,
-        timeout: float,
+        wait: Wait,
         why: str,
         notice: Callable[[str], None],
-        interval: float = 0.1,
-        deadline: float | None = None,
     ) -> None:
-        """Wait until every standby has replayed *position*, at most *timeout* seconds.
+        """Wait until every standby has replayed *position*, as long as *wait* lasts.
 
         Standbys that cannot report a position (MySQL, Aurora) are not waited
         for here; their callers retry instead. Raises :class:`RotationError`
-        naming the standby that is still behind or cannot be reached, and
-        :class:`DeadlineReached` when *deadline* (a monotonic instant: the
-        caller's, a Lambda's) comes first.
+        naming the standby that is still behind or cannot be reached.
         """
         if position is None:
             return
-        wait = Wait(time.monotonic(), timeout, deadline)
         for inst in self.replicas:
-            _wait_standby(inst, self.engine(inst), position, wait, why, notice, interval)
+            _wait_standby(inst, self.engine(inst), position, wait, why, notice)
 
     def terminate(self, user: str) -> int:
         """End *user*'s sessions on every instance; raise if one cannot be reached."""
@@ -148,10 +149,8 @@ def _wait_standby(
     wait: Wait,
     why: str,
     notice: Callable[[str], None],
-    interval: float,
 ) -> None:
     """Wait until standby *inst* replayed *position* (:meth:`Connections.wait_replayed`)."""
-    last_note = 0.0
     while True:
         try:
             gap = eng.replay_gap(position)
@@ -163,23 +162,23 @@ def _wait_standby(
                 f"{inst.address}"
             ) from exc
         if not gap:
-            break
-        now = time.monotonic()
-        if wait.cut_short(now):
-            raise DeadlineReached(
-                f"standby {inst.address} ({inst.source}) had not yet replayed {why} ({gap} "
-                f"bytes behind)"
+            return
+        if not wait.left():
+            when = (
+                "at the deadline of this run (run again to resume)"
+                if wait.by_deadline
+                else f"after {wait.timeout:g}s"
             )
-        if wait.over(now):
-            raise RotationError(
+            # At the run's deadline the run stops resumably (a Lambda's time).
+            error = DeadlineReached if wait.by_deadline else RotationError
+            raise error(
                 f"standby {inst.address} ({inst.source}) is still {gap} bytes behind "
-                f"after {wait.timeout:g}s and has not replayed {why}; check its replication, "
+                f"{when} and has not replayed {why}; check its replication, "
                 f"or allow more time with --replica-lag-timeout"
             )
-        if now - last_note >= 2.0:
+        if wait.note_due():
             notice(
                 f"waiting for standby {inst.address} to replay {why} ({gap} bytes behind, "
-                f"{wait.left(now):.0f}s left)"
+                f"{wait.left():.0f}s left)"
             )
-            last_note = now
-        time.sleep(interval)
+        wait.pause()

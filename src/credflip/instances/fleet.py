@@ -11,7 +11,7 @@ from ..replicas import KnownReplica, ReplicaCheck, match
 from ..urls import DbUrl
 from .addresses import Instance, gather, parse_address
 from .connections import Connections
-from .discovery import with_aurora
+from .discovery import drop_routes, new_members, with_aurora
 
 
 class Fleet(Connections):
@@ -56,7 +56,15 @@ class Fleet(Connections):
             if strict:
                 raise
             notice(str(exc))
-        return cls(primary, instances, unlocated=unlocated)
+        fleet = cls(primary, instances, unlocated=unlocated)
+        for inst in drop_routes(fleet, unlocated, notice):
+            fleet.forget(inst)
+        return fleet
+
+    def new_members(self) -> list[KnownReplica]:
+        """Aurora members that joined after the fleet was found (autoscaling, a new
+        reader): the drain never watched them. [] when not on Aurora."""
+        return new_members(self.primary, self.instances, self.unlocated)
 
     def signals(self) -> list[tuple[Instance, list[Signal] | CredflipError]]:
         """Each instance's signals, or the error that kept it from answering.
@@ -123,6 +131,12 @@ class Fleet(Connections):
         """
         found = list(self.unlocated)
         problems: list[str] = []
+        try:
+            found += self.new_members()
+        except CredflipError as exc:
+            if retry and isinstance(exc, DatabaseUnavailable):
+                raise
+            problems.append(f"cannot list the Aurora members of {self.instances[0].address}: {exc}")
         kind = "standby" if self.primary.name == "postgresql" else "replica"
         for inst, res in self._each(lambda e: e.known_replicas()):
             if retry and isinstance(res, DatabaseUnavailable):

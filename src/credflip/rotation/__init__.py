@@ -35,7 +35,7 @@ from .events import (
 from .fleet import env_fleet, instance_list
 from .options import RetireMode, RotateOptions
 from .params import new_password, read_pointer, read_urls
-from .preview import PlannedParameter, RotationPlan, plan_rotation
+from .preview import PlannedParameter, PlannedPredrain, RotationPlan, plan_rotation
 from .rollback import rollback
 from .start import preflight, rotate
 
@@ -46,6 +46,7 @@ __all__ = [
     "PhaseFinished",
     "PhaseStarted",
     "PlannedParameter",
+    "PlannedPredrain",
     "RetireMode",
     "RollbackResult",
     "RotateOptions",

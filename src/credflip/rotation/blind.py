@@ -6,22 +6,21 @@ instances is, and that ``--unwatched-ok`` does not accept, stops a rotation
 twice over: before the pointer moves (nothing changed yet: exit 1), and again
 right before the retire, for a replica attached after the switch (exit 4; the
 old user keeps its login and the next run drains again, watching what was
-added).
+added). The predrain asks the same before it ends idle sessions (``--terminate``);
+its rotation stays in prepare, where the pointer has not moved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import ConfigurationError, DrainBlocked
 from ..instances import Fleet
-from ..state import Phase, Rotation
+from ..state import Rotation
+from . import messages
 from .context import Context
 from .options import RotateOptions
 
 __all__ = ["before_switch", "check_unwatched"]
-
-_WHAT = "the drain would not see clients of the old user on replicas that no instance watches"
 
 
 def before_switch(
@@ -30,7 +29,8 @@ def before_switch(
     options: RotateOptions,
     notice: Callable[[str], None],
 ) -> None:
-    """Refuse (:class:`ConfigurationError`) while the pointer has not moved; note accepted ones.
+    """Refuse (:class:`~credflip.errors.ConfigurationError`) while the pointer has not moved;
+    note accepted ones.
 
     Past the switch it is the retire's check that counts (:func:`check_unwatched`).
     """
@@ -39,22 +39,19 @@ def before_switch(
     check = fleet.replica_check(options.unwatched_ok)
     blocking = check.blocking()
     if blocking:
-        unchanged = "nothing was changed" if current is None else "the pointer was not moved"
-        raise ConfigurationError(f"{_WHAT}: {'; '.join(blocking)}; {unchanged}")
+        raise messages.unwatched_before_switch(blocking, started=current is not None)
     for note in check.notes():
         notice(note)
 
 
-def check_unwatched(ctx: Context) -> None:
-    """Right before the retire: refuse (:class:`DrainBlocked`, exit 4) while a replica is
-    unwatched, and send the rotation back to the drain so that the next run watches
-    what the operator adds before it retires."""
+def check_unwatched(ctx: Context, user: str | None = None) -> None:
+    """Right before *user* (default: the old user) is retired or its sessions are ended:
+    refuse (:class:`~credflip.errors.DrainBlocked`, exit 4) while a replica is unwatched.
+    The journal records a rotation in drain or retire as back in the drain, so that the
+    next run watches what the operator adds before it retires; a predrain stays in
+    prepare."""
     blocking = ctx.fleet.unwatched(ctx.options.unwatched_ok, retry=True)
-    if not blocking:
-        return
-    ctx.rot.phase = Phase.DRAIN
-    raise DrainBlocked(
-        f"not retiring {ctx.old_user!r}: {_WHAT}: {'; '.join(blocking)}; it keeps its login; "
-        f"run 'credflip rotate --env {ctx.layout.env}' again with the option named (the "
-        f"drain resumes, watching what was added)"
-    )
+    if blocking:
+        old = ctx.old_user if user is None else user
+        predrain = old != ctx.old_user
+        raise messages.unwatched_at_retire(old, blocking, ctx.layout.env, predrain=predrain)

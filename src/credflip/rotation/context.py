@@ -12,19 +12,26 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..engines import Engine
+from ..engines import Connector, UsageObserver, UserAdmin
 from ..instances import Fleet
 from ..layout import Color, Layout, Role
-from ..state import Phase, Rotation, State
+from ..state import Rotation, State
 from ..stores.base import Store
 from ..urls import DbUrl, scrub
 from . import messages
 from .events import Event, Notice, OnEvent, emit
 from .options import RotateOptions
 from .params import parse_urls, read_pointer
-from .plan import PhasePlan, Write
+from .plan import Write
 
-__all__ = ["Context"]
+__all__ = ["Context", "clock_skew"]
+
+
+def clock_skew(observer: UsageObserver) -> float:
+    """The primary's clock minus this machine's, in seconds (one round trip)."""
+    before = time.time()
+    server = observer.server_time()
+    return server - (before + time.time()) / 2
 
 
 @dataclass
@@ -43,8 +50,6 @@ class Context:
     secrets: list[str] = field(default_factory=list, repr=False)
     #: Set while a failure in verify means the prepared password itself is wrong.
     redo_prepare: bool = True
-    #: The plans made so far in this run, by phase.
-    plans: dict[Phase, PhasePlan] = field(default_factory=dict, repr=False)
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
     #: The primary's clock minus this machine's, once measured.
     _skew: float | None = field(default=None, repr=False)
@@ -55,14 +60,24 @@ class Context:
         (the scheduled rotator after an operator's run) measures its window on
         the same clock whatever the two machines' own clocks say."""
         if self._skew is None:
-            before = time.time()
-            server = self.engine.server_time()
-            self._skew = server - (before + time.time()) / 2
+            self._skew = clock_skew(self.observer)
         return time.time() + self._skew
 
+    # The primary's engine, by the role a phase needs of it.
+
     @property
-    def engine(self) -> Engine:
-        """The primary's engine: the one that changes users and rights."""
+    def admin(self) -> UserAdmin:
+        """What changes users and rights (prepare, retire, ``--terminate``'s lock)."""
+        return self.fleet.primary
+
+    @property
+    def observer(self) -> UsageObserver:
+        """What observes use: the drain's watch, the counters, the write position."""
+        return self.fleet.primary
+
+    @property
+    def connector(self) -> Connector:
+        """What logs in with a URL as a client would (verify)."""
         return self.fleet.primary
 
     @property

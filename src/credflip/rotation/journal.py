@@ -11,7 +11,7 @@ import contextlib
 import secrets
 import time
 
-from ..errors import CredflipError
+from ..errors import CredflipError, DrainBlocked
 from ..layout import Color, Layout
 from ..state import HistoryEntry, Phase, Rotation, State, save_state
 from ..stores.base import Store
@@ -60,6 +60,11 @@ class Journal:
             # the same password instead of setting a new one that must
             # replicate all over again.
             self.rot.phase = Phase.PREPARE
+        elif isinstance(exc, DrainBlocked) and phase in (Phase.DRAIN, Phase.RETIRE):
+            # A replica nobody watches stopped the retire: the next run drains
+            # again, watching what the operator added, before it retires. (In
+            # prepare's predrain the pointer never moved: prepare resumes it.)
+            self.rot.phase = Phase.DRAIN
         # Best effort: when the store itself failed, the phase recorded at the
         # last boundary is still a safe place to resume from.
         with contextlib.suppress(CredflipError):
@@ -102,8 +107,11 @@ def record_rollback(
     started_at: float,
     *,
     switched: bool = True,
+    predrain_since: float | None = None,
 ) -> None:
-    """Close the rotation (if any) as rolled back to *back*."""
+    """Close the rotation (if any) as rolled back to *back*; *predrain_since* is from when
+    *away* must be drained before its password changes (the primary's clock), if it must
+    (:func:`~credflip.state.predrain_due`)."""
     rid = state.current.id if state.current else "rollback-" + secrets.token_hex(2)
     state.history.append(
         HistoryEntry(
@@ -114,6 +122,7 @@ def record_rollback(
             started_at=started_at,
             finished_at=time.time(),
             switched=switched,
+            predrain_since=predrain_since,
         )
     )
     state.current = None

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 from ..drain import DrainStatus, Reading
 from ..durations import format_duration
-from ..errors import ConfigurationError, CredflipError, DrainTimeout, RotationError
+from ..errors import (
+    ConfigurationError,
+    CredflipError,
+    DrainBlocked,
+    DrainTimeout,
+    RotationError,
+)
 from ..instances import Instance
 from ..layout import Color
 from ..legacy import LegacyReport
@@ -117,6 +123,14 @@ def inactive_in_use(
     )
 
 
+_UNWATCHED = "the drain would not see clients of the old user on replicas that no instance watches"
+
+
+def unwatched_before_switch(blocking: Sequence[str], *, started: bool) -> ConfigurationError:
+    unchanged = "the pointer was not moved" if started else "nothing was changed"
+    return ConfigurationError(f"{_UNWATCHED}: {'; '.join(blocking)}; {unchanged}")
+
+
 # -- prepare and verify ----------------------------------------------------
 
 
@@ -136,6 +150,13 @@ def waiting_for_replica(label: str, left: float) -> str:
     return (
         f"waiting for the {label} to accept the new password (a replica that "
         f"has not replayed it yet); {left:.0f}s left"
+    )
+
+
+def verify_deadline_stop(label: str) -> str:
+    return (
+        f"stopping in verify to respect the deadline: the {label} has not accepted the new "
+        f"password yet; run again to resume (the same password is verified)"
     )
 
 
@@ -199,12 +220,23 @@ def drain_timeout(
 ) -> DrainTimeout:
     # The clients that do not follow the pointer, by name: what the operator must fix.
     named = f"; legacy clients: {legacy.names()}" if legacy else ""
-    if status.reasons:
+    # The last use this run saw past the timeout (maybe between the last run and
+    # this one), then whatever else this sample saw.
+    reasons = (*status.used_late, *(r for r in status.reasons if r not in status.used_late))
+    if reasons:
         message = (
             f"drain timed out ({waited:.0f}s in this run, {status.waited:.0f}s since the "
             f"switch): user {old!r} is still in use; the old user keeps its login; find those "
             f"clients ('credflip status --env {env}' names them), then run 'credflip rotate "
-            f"--env {env}' to continue the drain ({'; '.join(status.reasons)}){named}"
+            f"--env {env}' to continue the drain ({'; '.join(reasons)}){named}"
+        )
+    elif status.stuck:
+        message = (
+            f"drain timed out ({status.waited:.0f}s since the switch): user {old!r} shows no "
+            f"use for two quiet windows ({format_duration(2 * status.needed_quiet)}), but the "
+            f"window started over in this run and cannot carry over to the next "
+            f"({'; '.join(status.stuck)}); the old user keeps its login; fix that, then run "
+            f"'credflip rotate --env {env}' to continue the drain{named}"
         )
     else:
         message = (
@@ -220,6 +252,17 @@ def drain_timeout(
             f"{env} --forget-instance {down[0]}'"
         )
     return DrainTimeout(message)
+
+
+def unwatched_at_retire(
+    old: str, blocking: Sequence[str], env: str, *, predrain: bool = False
+) -> DrainBlocked:
+    what = "preparing" if predrain else "retiring"
+    return DrainBlocked(
+        f"not {what} {old!r}: {_UNWATCHED}: {'; '.join(blocking)}; it keeps its login; "
+        f"run 'credflip rotate --env {env}' again with the option named (the "
+        f"drain resumes, watching what was added)"
+    )
 
 
 def cannot_terminate(old: str, down: Sequence[str]) -> RotationError:

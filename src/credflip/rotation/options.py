@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
+from ..engines.locks import DEFAULT_LOCK_TIMEOUT, LockWait
 from ..errors import UsageError
 from ..instances import parse_address
 
@@ -56,6 +58,9 @@ class RotateOptions:
     #: while the database is unreachable, restarting or failing over (read-only),
     #: before the rotation stops (resumable).
     reconnect_timeout: float = 60.0
+    #: Seconds one statement may wait for a lock another session holds; a statement
+    #: that waited this long is tried again within ``reconnect_timeout``.
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
 
     def __post_init__(self) -> None:
         for name in (
@@ -73,6 +78,8 @@ class RotateOptions:
             parse_address(text)
         for text in self.unwatched_ok:
             parse_address(text, what="--unwatched-ok")
+        if not self.lock_timeout > 0:
+            raise UsageError("--lock-timeout must be positive, like 1s or 500ms")
         if self.retire not in ("lock", "drop"):
             raise UsageError(f"invalid --retire {self.retire!r}: use lock or drop")
         if not 0 < self.sample_interval <= 0.25:
@@ -82,6 +89,17 @@ class RotateOptions:
                 "--sessions-only accepts draining without a login counter and "
                 "--require-counters refuses it: pass one of them"
             )
+
+    def lock_wait(self, current: LockWait) -> LockWait:
+        """How an engine's statements wait for locks in this run: *current* with
+        ``lock_timeout`` per wait, retried within the phase's budget
+        (``reconnect_timeout``) and the deadline."""
+        return dataclasses.replace(
+            current,
+            timeout=self.lock_timeout,
+            budget=self.reconnect_timeout,
+            deadline=self.deadline,
+        )
 
     def accepts_sessions_only(self, stored: bool) -> bool:
         """Whether this run may drain on open sessions alone where an instance counts no logins.

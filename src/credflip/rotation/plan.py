@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engines.base import Step
+from ..layout import Color
 from ..state import Phase
 from ..urls import DbUrl, mask_url
 
-__all__ = ["Login", "PhasePlan", "Write"]
+__all__ = ["Login", "PhasePlan", "Predrain", "Write"]
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,33 @@ class Login:
     replica: bool = False
 
 
+@dataclass(frozen=True)
+class Predrain:
+    """Before prepare changes its password: the color a rollback moved clients away from,
+    drained like an old user (clients that do not follow the pointer may still use it)."""
+
+    user: str
+    color: Color
+    #: When the pointer left it (a rollback; the primary's clock): the drain counts from it.
+    since: float
+    #: The quiet window it needs (the rotation's, as for the drain).
+    window: float
+    #: The earliest it can end, in seconds after *since*, when nothing uses it.
+    shortest: float
+    #: The statements that make its logins countable (the drain's watch).
+    steps: list[Step] = field(default_factory=list)
+
+
 @dataclass
 class PhasePlan:
-    """What one phase would do, in order: statements, then writes; logins for verify."""
+    """What one phase would do, in order: statements, then writes; logins for verify.
+
+    Prepare's plan starts with a :class:`Predrain` after a rollback that had
+    switched; its statements are then planned as the catalog is now.
+    """
 
     phase: Phase
     steps: list[Step] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
+    predrain: Predrain | None = None

@@ -25,12 +25,12 @@ from .context import Context
 from .fleet import env_fleet, instance_list
 from .options import RotateOptions
 from .params import read_pointer
-from .plan import Write
+from .plan import PhasePlan, Write
 from .runner import HANDLERS
 from .start import new_rotation, preflight
 from .watch import drain_policy
 
-__all__ = ["PlannedParameter", "RotationPlan", "plan_rotation"]
+__all__ = ["PlannedParameter", "PlannedPredrain", "RotationPlan", "plan_rotation"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,20 @@ class PlannedParameter:
 
 
 @dataclass(frozen=True)
+class PlannedPredrain:
+    """After a rollback that had switched: the rolled-back color, drained before prepare."""
+
+    user: str
+    color: str
+    #: When the rollback moved the pointer back (wall clock): the drain counts from it.
+    since: float
+    window: float
+    #: Seconds after *since* it can end at the earliest, when nothing uses it.
+    earliest_after: float
+    watch: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class RotationPlan:
     """Everything ``rotate --dry-run`` prints, in the order a rotation does it."""
 
@@ -54,6 +68,8 @@ class RotationPlan:
     to_user: str
     #: The admin URL's database: statements elsewhere say where they run.
     main_database: str
+    #: Drained first, when the last rotation was rolled back after its switch.
+    predrain: PlannedPredrain | None = None
     prepare: list[tuple[str, str]] = field(default_factory=list)  # (database, SQL)
     parameters: list[PlannedParameter] = field(default_factory=list)
     verify: list[str] = field(default_factory=list)
@@ -88,6 +104,7 @@ def plan_rotation(
         raise messages.dry_run_under_way(state.current.id, state.current.phase, layout.env)
     own = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    eng.lock_wait = options.lock_wait(eng.lock_wait)
     try:
         require_engine(state, eng.name, layout)
         state.instances = instance_list(state.instances, options)  # not saved
@@ -96,12 +113,13 @@ def plan_rotation(
             pointer = read_pointer(store, layout)
             accepted: list[str] = []
             preflight(fleet, state, pointer, options, accepted.append)
-            state.current = new_rotation(pointer, options)  # not saved
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            state.current = new_rotation(ctx, pointer)  # not saved
+            plans: dict[Phase, PhasePlan] = {}
             for phase, handler in HANDLERS.items():
-                ctx.plans[phase] = planned = handler.plan(ctx)
+                plans[phase] = planned = handler.plan(ctx)
                 ctx.write(planned.writes)
-            plan = _describe(ctx, eng)
+            plan = _describe(ctx, eng, plans)
             plan.unwatched.extend(accepted)
             return plan
         finally:
@@ -111,10 +129,11 @@ def plan_rotation(
             eng.close()
 
 
-def _describe(ctx: Context, eng: Engine) -> RotationPlan:
+def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> RotationPlan:
     """The dry run's report of the phases' plans."""
-    rot, opts, plans = ctx.rot, ctx.options, ctx.plans
+    rot, opts = ctx.rot, ctx.options
     policy = drain_policy(rot)
+    first = plans[Phase.PREPARE].predrain
     plan = RotationPlan(
         env=ctx.layout.env,
         from_color=rot.from_color.value,
@@ -122,6 +141,16 @@ def _describe(ctx: Context, eng: Engine) -> RotationPlan:
         from_user=ctx.old_user,
         to_user=ctx.new_user,
         main_database=eng.admin_url.database or eng.admin_url.user,
+        predrain=None
+        if first is None
+        else PlannedPredrain(
+            first.user,
+            first.color.value,
+            first.since,
+            first.window,
+            first.shortest,
+            _rendered(eng, first.steps),
+        ),
         retire_mode=opts.retire,
         client_ttl=opts.client_ttl,
         min_drain=opts.min_drain,
@@ -158,4 +187,5 @@ def _parameter(write: Write, when: str) -> PlannedParameter:
 
 
 def _rendered(engine: Engine, steps: list[Step]) -> list[tuple[str, str]]:
-    return [(step.database, engine.render(step)) for step in steps]
+    """The statements as the engine executes them (each connection's timeouts first)."""
+    return [(step.database, engine.render(step)) for step in engine.with_limits(steps)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from ..state import Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages
+from .context import clock_skew
 from .events import Notice, OnEvent, RollbackResult, emit
 from .journal import record_rollback
 from .params import read_pointer, read_urls
@@ -28,17 +30,21 @@ def rollback(
     probe: str | None = None,
     engine: Engine | None = None,
     on_event: OnEvent = None,
+    lock_timeout: float | None = None,
 ) -> RollbackResult:
     """Restore the color that was active before the last (or current) rotation.
 
     Before the switch this abandons the rotation and locks the half-prepared
     user. After it, the old user is unlocked if needed, its URLs are verified,
     and only then does the pointer move back. Refused when the old user was
-    dropped or its URLs no longer connect.
+    dropped or its URLs no longer connect. *lock_timeout*: how long one statement
+    may wait for a lock (default: the engine's, 1 s).
     """
     load_state(store, layout)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    if lock_timeout is not None:
+        eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
 
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
@@ -52,30 +58,52 @@ def rollback(
             cur = state.current
             started_at = cur.started_at if cur else time.time()
             if cur is not None and not cur.phase.switched and pointer is cur.from_color:
-                # The pointer never moved: abandon, and put the half-prepared
-                # user back to the locked state an inactive color has. Not one
-                # prepare never touched: after an earlier rollback its clients
-                # may still use it (prepare drains it first).
-                if cur.prepared:
-                    eng.lock_user(state.users[cur.to_color])
-                record_rollback(
-                    store, layout, state, cur.from_color, cur.to_color, started_at, switched=False
-                )
-                return RollbackResult(cur.from_color, state.users[cur.from_color], False, False)
+                return _abandon(store, layout, state, eng, cur)
             back, away = _colors(cur, state)
             if pointer is not away and pointer is not back:
                 raise messages.rollback_pointer_moved(pointer, away)
+            # The primary's clock, read before anything changes: the next rotation
+            # drains *away* from when the pointer left it, on the clock the drain
+            # reads (and the steps below cannot do without the database anyway).
+            skew = clock_skew(eng)
             # pointer is back: an earlier rollback moved it and stopped before
             # recording; finish it (the steps below are safe to repeat).
             unlocked = _restore(store, layout, state, eng, back, away, probe, notice)
             flipped = pointer is not back
             if flipped:
                 store.put(layout.pointer, back.value, secure=False)
-            record_rollback(store, layout, state, back, away, started_at)
+            since = time.time() + skew  # after the move: never before it
+            record_rollback(store, layout, state, back, away, started_at, predrain_since=since)
             return RollbackResult(back, state.users[back], flipped, unlocked)
     finally:
         if own_engine:
             eng.close()
+
+
+def _abandon(
+    store: Store, layout: Layout, state: State, eng: Engine, cur: Rotation
+) -> RollbackResult:
+    """The pointer never moved: abandon *cur*, and put the half-prepared user back to the
+    locked state an inactive color has.
+
+    Not one prepare never touched: after an earlier rollback its clients may still
+    use it, and the next rotation drains it first, from the same instant (the one
+    *cur* recorded when it started).
+    """
+    if cur.prepared:
+        eng.lock_user(state.users[cur.to_color])
+    since = None if cur.prepared else cur.predrain_since
+    record_rollback(
+        store,
+        layout,
+        state,
+        cur.from_color,
+        cur.to_color,
+        cur.started_at,
+        switched=False,
+        predrain_since=since,
+    )
+    return RollbackResult(cur.from_color, state.users[cur.from_color], False, False)
 
 
 def _colors(cur: Rotation | None, state: State) -> tuple[Color, Color]:

@@ -19,7 +19,7 @@ from ..errors import CredflipError, DatabaseUnavailable
 from ..instances import Fleet
 from ..layout import Color, Layout
 from ..lock import FencedStore, hold_lock
-from ..state import Phase, Rotation, State, load_state, require_engine, save_state
+from ..state import Phase, Rotation, State, load_state, predrain_due, require_engine, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import messages
@@ -59,6 +59,7 @@ def rotate(
     load_state(store, layout)  # a clear error before taking the lock
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
+    eng.lock_wait = options.lock_wait(eng.lock_wait)
 
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
@@ -141,6 +142,11 @@ def preflight(
     # An instance that does not answer is no missing counter: the drain counts
     # it as in use, and a new rotation is refused below when it cannot look.
     gaps = fleet.counter_gaps(state.users[from_color], state.group, unreachable=False)
+    # The predrain drains the new user the same way: its logins must count too.
+    first = _predrained(state, pointer)
+    if first is not None:
+        more = fleet.counter_gaps(first, state.group, unreachable=False)
+        gaps += [gap for gap in more if gap not in gaps]
     if gaps and not options.accepts_sessions_only(state.sessions_only):
         raise messages.missing_counters(gaps, required=options.require_counters, revoked=revoked)
     if current is not None:
@@ -167,8 +173,21 @@ def _primary_answers(fleet: Fleet) -> None:
         raise signals
 
 
-def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
-    """The record of a rotation away from *pointer*, about to prepare."""
+def _predrained(state: State, pointer: Color) -> str | None:
+    """The user a rotation (new, or resumed in prepare) drains before it prepares it, if
+    it still must."""
+    cur = state.current
+    if cur is None:
+        due = predrain_due(state.history, pointer.other, time.time) is not None
+        return state.users[pointer.other] if due else None
+    return state.users[cur.to_color] if cur.predraining else None
+
+
+def new_rotation(ctx: Context, pointer: Color) -> Rotation:
+    """The record of a rotation away from *pointer*, about to prepare: with when the
+    color it prepares stopped being active, if it must be drained first (on the
+    primary's clock, like every instant the drain reads)."""
+    options = ctx.options
     return Rotation(
         id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(2),
         from_color=pointer,
@@ -178,6 +197,7 @@ def new_rotation(pointer: Color, options: RotateOptions) -> Rotation:
         client_ttl=options.client_ttl,
         min_drain=options.min_drain,
         quiet=quiet_window(options),
+        predrain_since=predrain_due(ctx.state.history, pointer.other, ctx.wall),
     )
 
 
@@ -204,7 +224,7 @@ def _start_or_resume(ctx: Context) -> bool:
     preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked)
     resumed = current is not None
     if current is None:
-        state.current = new_rotation(pointer, options)
+        state.current = new_rotation(ctx, pointer)
     else:
         ctx.notice(
             messages.resuming(current.id, current.from_color, current.to_color, current.phase)

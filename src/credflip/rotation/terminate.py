@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..drain import Reading
+from ..waiting import Wait
 from . import messages
 from .context import Context
 
@@ -24,13 +25,12 @@ def terminate(ctx: Context, readings: Sequence[Reading], *, user: str | None = N
     down = [r.instance for r in readings if r.error is not None]
     if down:
         raise messages.cannot_terminate(old, down)
-    ctx.engine.lock_user(old)
+    ctx.admin.lock_user(old)
     ctx.fleet.wait_replayed(
-        ctx.engine.position(),
-        timeout=ctx.options.replica_lag_timeout,
+        ctx.observer.position(),
+        wait=Wait(ctx.options.replica_lag_timeout, deadline=ctx.options.deadline),
         why=f"the lock of {old!r}",
         notice=ctx.notice,
-        deadline=ctx.options.deadline,
     )
     ended = ctx.fleet.terminate(old)
     ctx.rot.terminated += ended

@@ -7,7 +7,11 @@ state), the evidence kept in the state between runs, the progress events, and
 what to do at a timeout or a deadline: past the drain timeout a run reports
 it (exit 4, ``drain_timeout``) and keeps the old user; a scheduled run (with
 a deadline) keeps sampling until its deadline first, so that the evidence
-keeps growing and a later run can finish.
+keeps growing and a later run can finish. At its deadline, past the timeout,
+a scheduled run that has not finished reports ``drain_timeout`` when it saw
+use (in its samples, or between the last run and this one), an instance it
+could not read, or a quiet window that cannot carry over (the tracker's
+``stuck``); otherwise it pauses, and the next run continues the window.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
+from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -24,7 +29,7 @@ from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
 
-__all__ = ["drain_policy", "watch"]
+__all__ = ["drain_policy", "watch", "watch_steps"]
 
 #: Seconds between two writes of the drain's evidence to the store.
 SAVE_EVERY = 30.0
@@ -35,6 +40,12 @@ def drain_policy(rot: Rotation) -> DrainPolicy:
     return DrainPolicy(
         client_ttl=rot.client_ttl or 0.0, quiet=rot.quiet, min_drain=rot.min_drain or 0.0
     )
+
+
+def watch_steps(ctx: Context, user: str) -> list[Step]:
+    """The statements that make *user*'s logins countable, where the instances can count them."""
+    group = ctx.state.group
+    return ctx.observer.plan_watch(user, group) if ctx.fleet.can_count(user, group) else []
 
 
 def watch(
@@ -57,18 +68,18 @@ def watch(
         stored = Evidence()
     # Standbys count the old user's logins once they replayed this far: the
     # position when the watch began, kept for the later runs of this drain.
-    position = (stored.position or ctx.engine.position()) if counting else None
+    position = (stored.position or ctx.observer.position()) if counting else None
     announce(ctx, old)
     now = time.monotonic()
     tracker = _tracker(ctx, stored, since, now)
     begin = saved = now
     timed_out: DrainStatus | None = None
     # Who uses the old user after the cache wait, continued from earlier runs.
-    legacy = LegacyLog.from_list(rot.legacy if user is None else [])
+    legacy = LegacyLog.from_list(rot.legacy)
     while True:
         readings = ctx.fleet.read(old, counting=counting, position=position)
         now = time.monotonic()
-        status = _observe(ctx, tracker, legacy, now, readings, old, position, keep=user is None)
+        status = _observe(ctx, tracker, legacy, now, readings, old, position)
         if now - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
             saved = now
@@ -76,7 +87,7 @@ def watch(
             if status.held:
                 # A replica attached meanwhile stops the retire, and so does a lock
                 # taken over (the fence of this write): both before anything ends.
-                check_unwatched(ctx)
+                check_unwatched(ctx, old)
                 save_state(ctx.store, ctx.layout, ctx.state)
                 terminate(ctx, readings, user=old)
             rot.drain_seconds = now - tracker.switched_at
@@ -88,11 +99,12 @@ def watch(
                     old, ctx.layout.env, status, readings, now - begin, legacy.report()
                 )
         if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
-            if timed_out is not None:
-                # A scheduled run that saw use past the timeout: the alarm, with the
-                # last use it saw. A quiet one only pauses: the window goes on.
+            # Past the timeout, use (in its samples or since the last run) or a window
+            # that cannot carry over: the alarm. Else it pauses: the window goes on.
+            alarm = timed_out or (status if status.used_late or status.stuck else None)
+            if alarm is not None:
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, timed_out, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, alarm, readings, now - begin, legacy.report()
                 )
             ctx.notice(messages.drain_deadline_stop())
             return False
@@ -110,7 +122,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
     switched = (start if start is not None else now + offset) - offset
     # A command-line run past the timeout goes on while nothing uses the old user,
     # long enough for one whole window; a scheduled one until its deadline.
-    window = policy.needed_quiet(stored.longest_gap, stored.pauses, stored.pause_sum)
+    window = stored.needed_quiet(policy)
     run_until = (
         None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
     )
@@ -134,18 +146,15 @@ def _observe(
     readings: list[Reading],
     old: str,
     position: str | None,
-    *,
-    keep: bool,
 ) -> DrainStatus:
     """Feed one sample to the tracker and the legacy log; record both in the rotation
-    (the legacy clients only when *keep*) and report the progress."""
+    and report the progress."""
     rot = ctx.rot
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
     legacy.update(now + tracker.offset, readings, record=status.caches_in == 0)
-    if keep:
-        rot.legacy = legacy.to_list()
+    rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
     return status
 

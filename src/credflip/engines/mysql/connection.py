@@ -16,14 +16,16 @@ import pymysql.cursors
 
 from ...errors import (
     AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
+    LockTimeout,
     is_auth_failure,
 )
 from ...urls import DbUrl, pymysql_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal, connect_error
+from ..locks import Blocker, BlockerWatch, StatementWaited, server_timeout
+from . import locks as my_locks
 
 __all__ = ["MysqlConnection"]
 
@@ -32,6 +34,10 @@ _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370, 1410, 1698, 1095}
 # shutting down (1053), a killed connection (1927) and too many connections
 # (1040, 1203): the statement did not fail, the connection did.
 _LOST_ERRORS = {1040, 1053, 1203, 1927, 2002, 2003, 2006, 2013, 2055}
+#: A lock wait timeout (metadata or row lock), and the server's statement timeout
+#: (MariaDB max_statement_time, MySQL max_execution_time).
+_LOCK_WAIT_TIMEOUT = 1205
+_STATEMENT_TIMEOUT = {1969, 3024}
 
 
 class MysqlConnection(Engine):
@@ -53,25 +59,8 @@ class MysqlConnection(Engine):
             raise self._connect_error(exc, url, what) from exc
 
     def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
-        code = _errno(exc)
-        message = self._diag(exc)
-        where = f"{url.host}:{url.port or 3306}"
-        if is_auth_failure(exc):
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; check the user and password, or "
-                f"whether the account is locked"
-            )
-        if code == 1044:
-            return InsufficientPrivilege(
-                f"{what} was refused at {where}: {message}; grant that user access to the "
-                f"database, or name another one in the URL"
-            )
-        if code == 1049:
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to MySQL at {where}: {message}; check host, port and that "
-            f"the server is running"
-        )
+        message, where = self._diag(exc), f"{url.host}:{url.port or 3306}"
+        return connect_error("MySQL", what, where, message, _refusal(exc))
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
@@ -82,13 +71,24 @@ class MysqlConnection(Engine):
         args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
         return str(args[1]) if len(args) > 1 else str(exc)
 
-    def _run(self, query: str, args: Sequence[Any] | None = None, *, hint: str = "") -> list[Any]:
-        """Execute one statement as admin; translate driver errors."""
+    def _run(
+        self, query: str, args: Sequence[Any] | None = None, *, hint: str = "", conn: Any = None
+    ) -> list[Any]:
+        """Execute one statement as admin (on *conn*, else the admin connection); translate
+        driver errors."""
+        target = conn if conn is not None else self.conn
         try:
-            with self.conn.cursor() as cur:
+            with target.cursor() as cur:
                 cur.execute(query, args)
                 return list(cur.fetchall()) if cur.description else []
         except pymysql.err.MySQLError as exc:
+            if _errno(exc) == 2013 and "timed out" in str(exc):
+                # The client gave up: have the server stop the statement too.
+                my_locks.kill_later(self._watch_connection, target.thread_id())
+            if _errno(exc) == _LOCK_WAIT_TIMEOUT:
+                raise LockTimeout(
+                    f"MySQL stopped a statement that waited for a lock: {self._diag(exc)}"
+                ) from exc
             url = self.admin_url
             lost = self._lost(exc, None, late=False, where=f"{url.host}:{url.port or 3306}")
             if lost is not None:
@@ -100,8 +100,33 @@ class MysqlConnection(Engine):
                 ) from exc
             raise EngineError(f"MySQL refused a statement: {self._diag(exc)}") from exc
 
-    def _execute(self, step: Step) -> None:
-        self._run(step.sql, step.params, hint=step.hint)
+    def _execute(self, step: Step, watch: BlockerWatch) -> None:
+        with watch.during(self.conn.thread_id()) as seen:
+            try:
+                self._run(step.sql, step.params, hint=step.hint)
+            except LockTimeout as exc:
+                raise StatementWaited(str(exc), list(seen)) from exc
+            except EngineError as exc:
+                # MariaDB's account statements wait for the grant tables' locks past
+                # lock_wait_timeout; the statement timeout stops them.
+                if seen and exc.__cause__ and _errno(exc.__cause__) in _STATEMENT_TIMEOUT:
+                    raise StatementWaited(str(exc), list(seen)) from exc
+                raise
+
+    def _limit_steps(self) -> list[Step]:
+        return my_locks.limit_steps(
+            self.lock_wait.timeout, server_timeout(self.statement_timeout), mariadb=self.is_mariadb
+        )
+
+    def _blockers(self, conn: Any, waiter: Any) -> list[Blocker]:
+        def run(query: str, args: Sequence[Any]) -> list[Any]:
+            return self._run(query, args, conn=conn)
+
+        mariadb = "mariadb" in str(conn.get_server_info()).lower()
+        return my_locks.blockers(run, int(waiter), mariadb=mariadb)
+
+    def _watch_connection(self) -> Any:
+        return self._connect(self.admin_url, what="another admin connection")
 
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
         # A read timeout is error 2013 "Lost connection ... (timed out)".
@@ -135,3 +160,20 @@ def _errno(exc: BaseException) -> int:
     """The server's error number of a PyMySQL error (0 when it has none)."""
     args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
     return args[0] if args and isinstance(args[0], int) else 0
+
+
+def _refusal(exc: BaseException) -> Refusal | None:
+    """What the server refused when a connect failed with *exc* (None: not reached)."""
+    code = _errno(exc)
+    if is_auth_failure(exc):
+        return Refusal(
+            AuthenticationFailed, "check the user and password, or whether the account is locked"
+        )
+    if code == 1044:
+        return Refusal(
+            InsufficientPrivilege,
+            "grant that user access to the database, or name another one in the URL",
+        )
+    if code == 1049:
+        return Refusal.no_database()
+    return None

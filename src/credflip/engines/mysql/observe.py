@@ -91,6 +91,11 @@ class MysqlObserver(MysqlCatalog):
             started=self.per_connection("started", lambda: my_signals.server_started(self._run)),
         )
 
+    def aurora_instance(self) -> str | None:
+        """Aurora MySQL: ``@@aurora_server_id``."""
+        rows = self._run("SHOW VARIABLES LIKE 'aurora_server_id'")
+        return str(rows[0][1]) if rows else None
+
     def cluster_members(self) -> list[str] | None:
         """Aurora MySQL: instance identifiers from ``information_schema.replica_host_status``."""
         exists = self._run(

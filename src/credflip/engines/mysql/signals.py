@@ -101,8 +101,14 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
             [user],
         )[0]
         # When the accounts table is full, new accounts go uncounted ("lost"):
-        # a rise there may be this user.
-        lost = run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+        # a rise there may be this user. The count is server-wide, so other
+        # users' churn moves it too: left out where USER_STATISTICS counts
+        # every login of the user anyway.
+        lost = (
+            []
+            if US in available
+            else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+        )
         out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
     if US in available:
         rows = run(

@@ -14,7 +14,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -22,14 +22,14 @@ from psycopg import sql
 
 from ...errors import (
     AuthenticationFailed,
-    ConnectFailed,
-    DatabaseUnavailable,
     EngineError,
     InsufficientPrivilege,
+    LockTimeout,
     is_auth_failure,
 )
 from ...urls import DbUrl, libpq_kwargs, scrub
 from ..base import Engine, Step
+from ..connector import Refusal, connect_error
 from . import catalog
 
 __all__ = ["PgConnection"]
@@ -44,6 +44,9 @@ class PgConnection(Engine):
     """The admin's connections to PostgreSQL through psycopg 3, and statements run on them."""
 
     driver_error = psycopg.Error
+    #: While a plan runs (:class:`~.locks.PgPlanRunner`): its connections to other
+    #: databases, kept open between its steps.
+    _held: dict[str, psycopg.Connection[tuple[Any, ...]]] | None = None
 
     # -- connections -----------------------------------------------------
 
@@ -63,26 +66,9 @@ class PgConnection(Engine):
         except psycopg.Error as exc:
             raise self._connect_error(exc, url, what) from exc
 
-    def _connect_error(self, exc: psycopg.Error, url: DbUrl, what: str) -> EngineError:
-        message = self._diag(exc)
-        low = message.lower()
-        where = f"{url.host}:{url.port or 5432}"
-        if is_auth_failure(exc):
-            if exc.sqlstate == "28P01" or "password authentication failed" in low:
-                return AuthenticationFailed(
-                    f"{what} was refused: password authentication failed for user {url.user!r} "
-                    f"at {where}; check the user and password"
-                )
-            return AuthenticationFailed(
-                f"{what} was refused at {where}: {message}; the user is locked, lacks LOGIN or "
-                f"does not exist"
-            )
-        if exc.sqlstate == "3D000" or ("database" in low and "does not exist" in low):
-            return ConnectFailed(f"{what}: {message}; check the database name in the URL")
-        return DatabaseUnavailable(
-            f"cannot connect {what} to PostgreSQL at {where}: {message}; check host, port and "
-            f"that the server is running"
-        )
+    def _connect_error(self, exc: BaseException, url: DbUrl, what: str) -> EngineError:
+        message, where = self._diag(exc), f"{url.host}:{url.port or 5432}"
+        return connect_error("PostgreSQL", what, where, message, _refusal(exc, url, message))
 
     @staticmethod
     def _is_open(conn: Any) -> bool:
@@ -101,8 +87,15 @@ class PgConnection(Engine):
         if dbname == self._main:
             yield self.conn
             return
+        if self._held is not None and dbname in self._held and not self._held[dbname].closed:
+            yield self._held[dbname]  # a plan's, kept open until it ends
+            return
         url = dataclasses.replace(self.admin_url, database=dbname)
         conn = self._connect(url, what=f"the admin to database {dbname!r}")
+        if self._held is not None:
+            self._held[dbname] = conn
+            yield conn
+            return
         try:
             yield conn
         finally:
@@ -123,6 +116,8 @@ class PgConnection(Engine):
             with self._guard(target) as late:
                 cur = target.execute(query, params)
                 return cur.fetchall() if cur.description else []
+        except psycopg.errors.LockNotAvailable as exc:
+            raise LockTimeout(f"PostgreSQL stopped a statement: {self._diag(exc)}") from exc
         except psycopg.errors.InsufficientPrivilege as exc:
             admin = self.admin_url.user
             raise InsufficientPrivilege(
@@ -138,17 +133,14 @@ class PgConnection(Engine):
     @contextlib.contextmanager
     def _guard(self, conn: Any) -> Iterator[list[bool]]:
         """Give up on *conn* when the server stays silent past the statement timeout."""
-        with _silence_guard(conn, self.statement_timeout) as late:
+        admin = functools.partial(self._connect, self.admin_url, what="the admin (to cancel)")
+        with _silence_guard(conn, self.statement_timeout, admin) as late:
             yield late
 
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
         if getattr(exc, "sqlstate", None) in _GOING_AWAY:
             return True
         return isinstance(exc, psycopg.OperationalError) and bool(conn.closed)
-
-    def _execute(self, step: Step) -> None:
-        with self._database(step.database or self._main) as conn:
-            self._run(step.sql, step.params, conn=conn, hint=step.hint)
 
     def render(self, step: Step) -> str:
         """The statement as sent, with the password, verifier and admin password masked."""
@@ -177,6 +169,23 @@ class PgConnection(Engine):
         return psycopg.connect(**libpq_kwargs(url), connect_timeout=max(1, int(timeout)))
 
 
+def _refusal(exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
+    """What the server refused when a connect with *url* failed with *exc* (*message*:
+    its scrubbed first line); None when it was not reached."""
+    low, sqlstate = message.lower(), getattr(exc, "sqlstate", None)
+    if is_auth_failure(exc):
+        if sqlstate == "28P01" or "password authentication failed" in low:
+            return Refusal(
+                AuthenticationFailed,
+                "check the user and password",
+                said=f"password authentication failed for user {url.user!r}",
+            )
+        return Refusal(AuthenticationFailed, "the user is locked, lacks LOGIN or does not exist")
+    if sqlstate == "3D000" or ("database" in low and "does not exist" in low):
+        return Refusal.no_database()
+    return None
+
+
 def _where(conn: Any) -> str:
     """``host:port`` of *conn*, even when it broke."""
     try:
@@ -193,19 +202,23 @@ def _socket_of(conn: Any) -> int | None:
 
 
 @contextlib.contextmanager
-def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
+def _silence_guard(conn: Any, timeout: float, admin: Callable[[], Any]) -> Iterator[list[bool]]:
     """Give up on *conn* when the server stays silent past the statement timeout.
 
     libpq has no client-side timeout for a statement, and a stopped server
     keeps its socket open (the kernel still acknowledges our packets). A
     timer shuts the socket down, so the waiting call fails at once with
-    "server closed the connection" instead of hanging.
+    "server closed the connection" instead of hanging. It then has the server
+    cancel the statement too (see :func:`_cancel_in_background`): a backend
+    waiting for a lock does not notice that its client left, and would keep
+    its place in the lock queue (and run the statement once it got the lock).
     """
     late: list[bool] = []
     fd = _socket_of(conn)
     if fd is None:  # already closed: the call fails by itself
         yield late
         return
+    pid = conn.info.backend_pid
 
     def give_up() -> None:
         late.append(True)
@@ -215,6 +228,7 @@ def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
                 sock.shutdown(socket.SHUT_RDWR)
             finally:
                 sock.close()
+        _cancel_in_background(admin, pid)
 
     timer = threading.Timer(timeout, give_up)
     timer.daemon = True
@@ -223,3 +237,15 @@ def _silence_guard(conn: Any, timeout: float) -> Iterator[list[bool]]:
         yield late
     finally:
         timer.cancel()
+
+
+def _cancel_in_background(admin: Callable[[], Any], pid: int) -> None:
+    """``pg_cancel_backend(pid)`` from a new admin connection (``admin()``), in a thread of
+    its own: libpq's own cancel request blocks (holding the interpreter) for as long as a
+    frozen server does not answer, and a new connection times out."""
+
+    def cancel() -> None:
+        with contextlib.suppress(Exception), contextlib.closing(admin()) as other:
+            other.execute("SELECT pg_cancel_backend(%s)", [pid])
+
+    threading.Thread(target=cancel, name="credflip-cancel", daemon=True).start()

@@ -18,7 +18,8 @@ computed on the client, so ``log_statement=all`` never records a plaintext
 password.
 
 The engine is composed of its parts: :mod:`.connection` (connections, errors,
-the statement guard), :mod:`.admin_rights` (what the admin may do and lends
+the statement guard), :mod:`.locks` (where a plan's steps run: lock and
+statement timeouts, who blocks a step), :mod:`.admin_rights` (what the admin may do and lends
 itself), :mod:`.grants` (users and their rights), :mod:`.adopt` (``init``),
 :mod:`.observe` (sessions, the drain's signals) and :mod:`.standbys` (replicas,
 Aurora members).
@@ -32,8 +33,8 @@ from .. import register
 from ..base import Step
 from .admin_rights import PgAdminRights
 from .adopt import PgAdopt, default_group
-from .connection import PgConnection
 from .grants import PgGrants, scram_verifier
+from .locks import PgPlanRunner
 from .observe import PgObserver
 from .standbys import PgStandbys
 
@@ -42,7 +43,7 @@ __all__ = ["PostgresEngine", "default_group", "scram_verifier"]
 
 @register
 @dataclass
-class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgStandbys, PgAdminRights, PgConnection):
+class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgStandbys, PgAdminRights, PgPlanRunner):
     """PostgreSQL through psycopg 3, with a CREATEROLE admin."""
 
     name = "postgresql"

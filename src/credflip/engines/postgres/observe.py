@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from ...errors import EngineError
+from ...errors import ConnectFailed, EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal, Step
 from . import catalog, plan
 from . import signals as pg_signals
@@ -113,10 +113,15 @@ class PgObserver(PgAdminRights):
         if missing:
             if len(self._texts) > TEXTS_KEPT:
                 self._texts.clear()
-            self._texts.update(source.texts(self._run, user, missing))
+            try:
+                self._texts.update(source.texts(self._run, user, missing))
+            except ConnectFailed:
+                raise  # the instance itself is gone
+            except EngineError:
+                pass  # the texts only name the clients: the counts stand without them
         by_text: dict[str, int] = {}
         for entry in top:
-            text = self._texts.get(entry, "<evicted before its text was read>")
+            text = self._texts.get(entry, "<text not read>")
             by_text[text] = by_text.get(text, 0) + grown[entry]
         return tuple(sorted(by_text.items(), key=lambda tc: (-tc[1], tc[0])))
 

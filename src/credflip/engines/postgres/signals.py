@@ -8,16 +8,19 @@ runs is counted under the old user. What stays invisible: a login that runs
 no statement at all.
 
 The fingerprint of the count is the old user's whole set of entries (database,
-query id, top level, calls, and on 17+ the entry's creation time), so a new
-entry, a grown count, an evicted entry and a re-created one all differ. Before
-17 an entry evicted and re-created between two samples with the same count
-would look unchanged, so the number of evictions and the last reset time
-(``pg_stat_statements_info``, 14+) are part of the fingerprint too.
+query id, top level, calls, total execution time, and on 17+ the entry's
+creation time), so a new entry, a grown count, an evicted entry and a
+re-created one all differ (one evicted and re-created between two samples
+with the same count still differs by its execution time). The last reset
+time (``pg_stat_statements_info``, 14+) is part of it too: a reset may hide a
+use made just before it. The server-wide count of evictions is not: other
+users' churn would look like use of this one, and the drain would never
+settle; an eviction of one of the old user's own entries is a change of its
+set, counted once (its last use may have come just before).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,7 @@ from psycopg import sql
 
 from ...errors import EngineError
 from ..base import Signal
+from .query_text import safe_text
 
 __all__ = [
     "AURORA_MEMBERS_SQL",
@@ -64,8 +68,11 @@ AURORA_MEMBERS_SQL = (
     "OR extract(epoch FROM (now() - last_update_timestamp)) <= 300 ORDER BY 1"
 )
 
+#: The columns that name an entry of pg_stat_statements (besides the user).
+ENTRY_KEY = frozenset({"dbid", "queryid", "toplevel", "stats_since"})
+
 SIGNAL = "pg_stat_statements"
-EVICTIONS = "pg_stat_statements evictions/reset"
+EVICTIONS = "pg_stat_statements reset"
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,6 @@ class Statements:
     schema: str
     columns: tuple[str, ...]
     has_info: bool
-    #: Entries carry their creation time (17+): evictions need no global count.
-    has_since: bool
 
     def fingerprint(self, run: Run, user: str) -> dict[str, Hashable]:
         """The counters of *user* as the drain compares them between samples."""
@@ -91,19 +96,24 @@ class Statements:
         out: dict[str, Hashable] = {SIGNAL: tuple(sorted(tuple(map(str, r)) for r in rows))}
         if self.has_info:
             info = run(
-                sql.SQL(
-                    "SELECT dealloc::text, stats_reset::text FROM {}.pg_stat_statements_info"
-                ).format(sql.Identifier(self.schema))
+                sql.SQL("SELECT stats_reset::text FROM {}.pg_stat_statements_info").format(
+                    sql.Identifier(self.schema)
+                )
             )
-            dealloc, reset = info[0] if info else ("", "")
-            out[EVICTIONS] = (reset,) if self.has_since else (dealloc, reset)
+            out[EVICTIONS] = (info[0][0] if info else "",)
         return out
 
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The columns that name an entry (the others count)."""
+        return tuple(c for c in self.columns if c in ENTRY_KEY)
+
     def calls(self, fingerprint: Hashable) -> dict[tuple[str, ...], int]:
-        """Calls by entry (the fingerprint's other columns) in a :meth:`fingerprint`."""
+        """Calls by entry (its :attr:`keys` columns) in a :meth:`fingerprint`."""
         at = self.columns.index("calls")
+        key = [self.columns.index(c) for c in self.keys]
         rows: Iterable[tuple[str, ...]] = fingerprint  # type: ignore[assignment]
-        return {row[:at] + row[at + 1 :]: int(row[at]) for row in rows}
+        return {tuple(row[i] for i in key): int(row[at]) for row in rows}
 
     def texts(
         self, run: Run, user: str, entries: Collection[tuple[str, ...]]
@@ -114,7 +124,7 @@ class Statements:
         Without ``pg_read_all_stats`` the server shows ``<insufficient
         privilege>`` instead of the text: kept as it is.
         """
-        keys = [c for c in self.columns if c != "calls"]
+        keys = list(self.keys)
         at = keys.index("queryid") if "queryid" in keys else None
         ids = {e[at] for e in entries} if at is not None else set()
         queryids = sorted(int(q) for q in ids if q.lstrip("-").isdigit())
@@ -133,7 +143,7 @@ class Statements:
         for row in rows:
             entry = tuple(str(v) for v in row[:-1])
             if entry in wanted:
-                out[entry] = _without_secret(str(row[-1]))
+                out[entry] = safe_text(str(row[-1]))
         return out
 
 
@@ -152,21 +162,6 @@ def grown(
         if more > 0:
             out[entry] = more
     return out
-
-
-def _without_secret(text: str) -> str:
-    """*text* with every literal blanked (a utility statement's text is kept verbatim:
-    ``ALTER ROLE x PASSWORD '...'``, a ``CONNECTION 'postgresql://u:pw@...'``), and
-    cut before a password it may still spell out."""
-    text = _LITERAL.sub("'…'", _DOLLAR.sub("$$…$$", text))
-    found = _SECRET.search(text)
-    return text if found is None else text[: found.end()] + " …"
-
-
-_SECRET = re.compile(r"(password|identified\s+by|encrypted|secret|token)", re.IGNORECASE)
-# A quoted literal (E'..', doubled quotes inside), one the truncation left open too.
-_LITERAL = re.compile(r"[EeBbXxUu]?'(?:[^']|'')*(?:'|$)")
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?(?:\$\1\$|$)", re.DOTALL)
 
 
 def extension_state(run: Run) -> tuple[bool, str | None]:
@@ -215,7 +210,8 @@ def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]
         for r in run(
             "SELECT attname FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped AND "
             "attrelid = to_regclass(quote_ident(%s) || '.pg_stat_statements') "
-            "AND attname IN ('dbid', 'queryid', 'toplevel', 'calls', 'stats_since')",
+            "AND attname IN ('dbid', 'queryid', 'toplevel', 'calls', 'stats_since', "
+            "'total_exec_time', 'total_time')",
             [schema],
         )
     ]
@@ -224,7 +220,6 @@ def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]
         schema=schema,
         columns=tuple(sorted(columns)),
         has_info=bool(info and info[0][0]),
-        has_since="stats_since" in columns,
     )
     if "calls" not in columns:
         raise EngineError(f"{schema}.pg_stat_statements has no calls column: update the extension")

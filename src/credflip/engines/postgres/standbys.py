@@ -40,6 +40,12 @@ class PgStandbys(PgConnection):
             return None
         return [str(r[0]) for r in self._run(pg_signals.AURORA_MEMBERS_SQL)]
 
+    def aurora_instance(self) -> str | None:
+        """Aurora PostgreSQL: ``aurora_db_instance_identifier()``."""
+        if not self._run("SELECT to_regproc('aurora_db_instance_identifier') IS NOT NULL")[0][0]:
+            return None
+        return str(self._run("SELECT aurora_db_instance_identifier()")[0][0])
+
     def known_replicas(self) -> list[tuple[str, int | None]]:
         """The standbys streaming from this server (``pg_stat_replication``); ports unknown."""
         return replication.known_replicas(

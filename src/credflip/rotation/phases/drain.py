@@ -10,7 +10,7 @@ from __future__ import annotations
 from ...state import Phase
 from ..context import Context
 from ..plan import PhasePlan
-from ..watch import watch
+from ..watch import watch, watch_steps
 from . import PhaseHandler
 
 __all__ = ["HANDLER"]
@@ -18,17 +18,15 @@ __all__ = ["HANDLER"]
 
 def plan(ctx: Context) -> PhasePlan:
     """The statements that make the old user's logins countable, where they can be."""
-    old, group = ctx.old_user, ctx.state.group
-    steps = ctx.engine.plan_watch(old, group) if ctx.fleet.can_count(old, group) else []
-    return PhasePlan(Phase.DRAIN, steps=steps)
+    return PhasePlan(Phase.DRAIN, steps=watch_steps(ctx, ctx.old_user))
 
 
 def run(ctx: Context) -> bool:
     """Start watching, then sample until the old user may be retired (or a safe stop)."""
     ctx.require_switched()
     # Asked before the watch changes what it looks at.
-    counting = ctx.engine.count_problem(ctx.old_user, ctx.state.group) is None
-    ctx.engine.execute(plan(ctx).steps)
+    counting = ctx.observer.count_problem(ctx.old_user, ctx.state.group) is None
+    ctx.observer.execute(plan(ctx).steps)
     return watch(ctx, counting=counting)
 
 

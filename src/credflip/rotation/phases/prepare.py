@@ -2,31 +2,34 @@
 
 The active user is never touched. The new color's URLs are written only after
 the database accepted the change; the primary's write position is recorded
-so that verify can wait for the replicas to replay it.
+so that verify can wait for the replicas to replay it. When the new color was
+active since it was last drained (a rollback after the switch, see
+:func:`~credflip.state.predrain_due`), the plan starts with a predrain: it is
+drained like an old user before its password changes, from the instant the
+rotation recorded when it started.
 """
 
 from __future__ import annotations
 
-from ...layout import Color
-from ...state import Phase, State, save_state
+from ...state import Phase, save_state
 from .. import messages
 from ..context import Context
 from ..params import new_password
-from ..plan import PhasePlan, Write
-from ..watch import watch
+from ..plan import PhasePlan, Predrain, Write
+from ..watch import drain_policy, watch, watch_steps
 from . import PhaseHandler
 
 __all__ = ["HANDLER"]
 
 
 def plan(ctx: Context) -> PhasePlan:
-    """The statements that prepare the new user, and its URLs with the fresh password."""
+    """The predrain (when one is due), the statements that prepare the new user, and its
+    URLs with the fresh password."""
+    first = plan_predrain(ctx)
     rot = ctx.rot
     password = new_password()
     ctx.secrets.append(password)
-    steps = ctx.engine.plan_prepare(
-        ctx.new_user, password, like=ctx.old_user, group=ctx.state.group
-    )
+    steps = ctx.admin.plan_prepare(ctx.new_user, password, like=ctx.old_user, group=ctx.state.group)
     writes = [
         Write(
             ctx.layout.url(rot.to_color, role),
@@ -35,55 +38,70 @@ def plan(ctx: Context) -> PhasePlan:
         )
         for role, url in ctx.urls(rot.from_color).items()
     ]
-    return PhasePlan(Phase.PREPARE, steps=steps, writes=writes)
+    return PhasePlan(Phase.PREPARE, steps=steps, writes=writes, predrain=first)
 
 
-def rolled_back_since(state: State, to_color: Color) -> float | None:
-    """When the last rotation was rolled back after its switch, if *to_color* was the
-    color it had switched to (clients used it), wall clock; else None."""
-    last = state.last
-    if last is None or last.result != "rolled_back" or not last.switched:
-        return None
-    return last.finished_at if last.from_color is to_color else None
+def plan_predrain(ctx: Context) -> Predrain | None:
+    """The drain of the new color before its password changes, when one is due.
 
-
-def predrain(ctx: Context, since: float) -> bool:
-    """Drain the rolled-back color like an old user before its password changes.
-
-    Clients moved to it during the rotation that was rolled back; those that
-    do not follow the pointer may still use it. Its logins are made countable
-    as the drain does; prepare then gives it the active user's settings back.
+    Clients used it while the pointer named it (before a rollback); those that
+    do not follow the pointer may still use it. It is drained like an old user,
+    counting from when it stopped being active, as recorded when the rotation
+    started (a resumed rotation never derives it again).
     """
-    user, group = ctx.new_user, ctx.state.group
-    counting = ctx.engine.count_problem(user, group) is None
-    if ctx.fleet.can_count(user, group):
-        ctx.engine.execute(ctx.engine.plan_watch(user, group))
-    ctx.notice(messages.predraining(user, ctx.rot.to_color))
-    if not watch(ctx, counting=counting, user=user, since=since):
+    rot = ctx.rot
+    since = None if rot.predrained else rot.predrain_since
+    if since is None:
+        return None
+    policy = drain_policy(rot)
+    return Predrain(
+        user=ctx.new_user,
+        color=rot.to_color,
+        since=since,
+        window=policy.window,
+        shortest=policy.shortest,
+        steps=watch_steps(ctx, ctx.new_user),
+    )
+
+
+def predrain(ctx: Context, planned: Predrain) -> bool:
+    """Run *planned*: make the user's logins countable, drain it, then undo the watch
+    (prepare then gives it the active user's settings back)."""
+    user, group = planned.user, ctx.state.group
+    # Asked before the watch changes what it looks at.
+    counting = ctx.observer.count_problem(user, group) is None
+    ctx.observer.execute(planned.steps)
+    ctx.notice(messages.predraining(user, planned.color))
+    if not watch(ctx, counting=counting, user=user, since=planned.since):
         return False
     # What late sessions created meanwhile goes to the group, as at retire.
-    ctx.engine.end_watch(user, group)
+    ctx.observer.end_watch(user, group)
     ctx.rot.predrained = True
+    # The drain of the old user starts its own evidence and legacy clients.
     ctx.rot.evidence = {}
+    ctx.rot.legacy = []
     return True
 
 
 def run(ctx: Context) -> bool:
-    """Prepare the new user, note the write position, then write its URLs."""
+    """Predrain when the plan says so; prepare the new user, note the write position, then
+    write its URLs."""
     pointer = ctx.pointer()
     if pointer is not ctx.rot.from_color:
         raise messages.pointer_moved(pointer, ctx.rot.from_color, ctx.layout.env)
-    since = None if ctx.rot.predrained else rolled_back_since(ctx.state, ctx.rot.to_color)
-    if since is not None and not predrain(ctx, since):
+    first = plan_predrain(ctx)
+    if first is not None and not predrain(ctx, first):
         return False
+    # Planned after the predrain, on the catalog as the predrain left it (a plan
+    # without a predrain now: it is recorded as done).
     planned = plan(ctx)
     # Recorded before the first statement: a rollback from here on locks the new
     # color again, whatever step a crash stopped at.
     ctx.rot.prepared = True
     save_state(ctx.store, ctx.layout, ctx.state)
-    ctx.engine.execute(planned.steps)
+    ctx.admin.execute(planned.steps)
     # Replicas have the new password once they replayed this far.
-    ctx.rot.position = ctx.engine.position()
+    ctx.rot.position = ctx.observer.position()
     ctx.write(planned.writes)
     return True
 

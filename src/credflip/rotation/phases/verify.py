@@ -3,25 +3,18 @@
 The writer took the new password synchronously and must accept it at once.
 A replica may not have replayed it yet: PostgreSQL standbys are waited for
 up to their replay position, and any replica's refused login is retried
-until ``--replica-lag-timeout``. Any other failure stops the rotation here,
-with the pointer untouched.
+until ``--replica-lag-timeout`` (a :class:`~credflip.waiting.Wait`, which also
+ends at the run's deadline: the rotation then stops resumably in verify). Any
+other failure stops the rotation here, with the pointer untouched.
 """
 
 from __future__ import annotations
 
-import time
-
-from ...backoff import Wait
-from ...errors import (
-    AuthenticationFailed,
-    CredflipError,
-    DatabaseUnavailable,
-    DeadlineReached,
-    RotationError,
-)
+from ...errors import AuthenticationFailed, CredflipError, DatabaseUnavailable, RotationError
 from ...instances import Fleet, format_address
 from ...state import Phase
 from ...urls import DbUrl
+from ...waiting import Wait
 from .. import messages
 from ..context import Context
 from ..plan import Login, PhasePlan
@@ -52,44 +45,40 @@ def plan(ctx: Context) -> PhasePlan:
 
 
 def run(ctx: Context) -> bool:
-    """Log in everywhere the plan says; wait for replicas within the lag timeout."""
+    """Log in everywhere the plan says; wait for replicas within the lag timeout (and the
+    deadline: then stop resumably, still in verify, with the same password)."""
     ctx.redo_prepare = True
     writer, *others = plan(ctx).logins
-    _login(ctx, writer)
+    _login(ctx, writer, wait=None)
     ctx.redo_prepare = False
-    opts = ctx.options
-    # Replicas are waited for until the lag timeout, or the caller's deadline
-    # (then the run stops resumably, here, with the same password).
-    lag = Wait(time.monotonic(), opts.replica_lag_timeout, opts.deadline)
+    wait = Wait(ctx.options.replica_lag_timeout, deadline=ctx.options.deadline)
     ctx.fleet.wait_replayed(
-        ctx.rot.position,
-        timeout=opts.replica_lag_timeout,
-        why=f"the new password of {ctx.new_user!r}",
-        notice=ctx.notice,
-        deadline=opts.deadline,
+        ctx.rot.position, wait=wait, why=f"the new password of {ctx.new_user!r}", notice=ctx.notice
     )
     for login in others:
-        _login(ctx, login, lag=lag)
+        if not _login(ctx, login, wait=wait):
+            ctx.notice(messages.verify_deadline_stop(login.label))
+            return False
     return True
 
 
-def _login(ctx: Context, login: Login, *, lag: Wait | None = None) -> None:
-    """Log in with *login*; on a replica, retry a refused login while *lag* lasts."""
-    last_note = time.monotonic()
+def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
+    """Log in with *login*; on a replica, retry a refused login while *wait* lasts.
+
+    False when the caller's deadline ended the wait before the login went through.
+    """
     while True:
         try:
-            ctx.engine.verify(login.url, probe=ctx.options.probe)
-            return
+            ctx.connector.verify(login.url, probe=ctx.options.probe)
+            return True
         except AuthenticationFailed as exc:
-            now = time.monotonic()
-            if lag is not None and lag.cut_short(now):
-                raise DeadlineReached(f"{login.label} did not yet accept the new password") from exc
-            if lag is None or lag.over(now):
+            if wait is None or not wait.left():
+                if wait is not None and wait.by_deadline:
+                    return False
                 raise _failed(ctx, login, exc) from exc
-            if now - last_note >= 2.0:
-                ctx.notice(messages.waiting_for_replica(login.label, lag.left(now)))
-                last_note = now
-            time.sleep(0.2)
+            if wait.note_due():
+                ctx.notice(messages.waiting_for_replica(login.label, wait.left()))
+            wait.pause()
         except DatabaseUnavailable:
             raise  # the server, not the password: the phase is tried again
         except CredflipError as exc:

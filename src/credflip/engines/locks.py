@@ -1,0 +1,297 @@
+"""Statements that may wait for an application's locks: how long, how often, and who holds them.
+
+A statement that waits for a lock (``REASSIGN OWNED`` needs an exclusive lock on
+every table it moves) puts every later request for that table in the queue
+behind it: an application session idle in a transaction would hold the whole
+application up for as long as credflip waits. So every statement of a plan runs
+with a server-side lock timeout (``--lock-timeout``, default 1 s) and a
+server-side statement timeout just under the client's guard. A statement that
+hits the lock timeout was cancelled, and so rolled back, by the server; the
+plan tries it again after a pause (:class:`~credflip.backoff.Backoff`) until its
+budget runs out, then stops with one line naming the session that holds the
+lock, as a second admin connection saw it while the statement waited
+(:class:`BlockerWatch`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backoff import Backoff
+from ..durations import format_duration
+from ..errors import LockTimeout, UsageError
+from .values import Step
+
+__all__ = [
+    "DEFAULT_LOCK_BUDGET",
+    "DEFAULT_LOCK_TIMEOUT",
+    "Blocker",
+    "BlockerWatch",
+    "LockWait",
+    "StatementWaited",
+    "gave_up",
+    "run_waiting",
+    "server_timeout",
+    "with_limits",
+]
+
+log = logging.getLogger("credflip.engines")
+
+#: Seconds one statement may wait for one lock (``--lock-timeout``).
+DEFAULT_LOCK_TIMEOUT = 1.0
+#: Seconds a plan keeps retrying a statement that timed out (``--reconnect-timeout``).
+DEFAULT_LOCK_BUDGET = 60.0
+
+
+@dataclass(frozen=True)
+class LockWait:
+    """How the statements of a plan wait for locks that other sessions hold.
+
+    The budget counts from a plan's first lock timeout; a delay never runs
+    past *deadline* (a ``time.monotonic()`` instant: a Lambda's end).
+    """
+
+    timeout: float = DEFAULT_LOCK_TIMEOUT
+    budget: float = DEFAULT_LOCK_BUDGET
+    deadline: float | None = None
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise UsageError("--lock-timeout must be positive, like 1s or 500ms")
+        if self.budget < 0:
+            raise UsageError("the lock wait budget must not be negative")
+
+    def backoff(self) -> Backoff:
+        """The pauses between tries: at least as long as one wait, so the application
+        runs at least half the time while credflip retries."""
+        first = max(0.5, self.timeout)
+        return Backoff(self.budget, first=first, cap=max(5.0, first), clock=self.clock)
+
+    @property
+    def watch_every(self) -> float:
+        """How often, while a statement runs, :class:`BlockerWatch` asks who blocks it."""
+        return max(0.05, self.timeout / 4)
+
+
+def with_limits(
+    steps: Sequence[Step], connection_of: Callable[[Step], str], limits: Callable[[], list[Step]]
+) -> list[Step]:
+    """*steps* with *limits* (the statements that set a session's lock and statement
+    timeouts) before the first step on each connection (``connection_of(step)``)."""
+    out: list[Step] = []
+    seen: set[str] = set()
+    for step in steps:
+        where = connection_of(step)
+        if where not in seen:
+            seen.add(where)
+            out += [
+                dataclasses.replace(limit, database=step.database, cleanup=step.cleanup)
+                for limit in limits()
+            ]
+        out.append(step)
+    return out
+
+
+def run_waiting(execute: Callable[[], None], step: Step, backoff: Backoff, wait: LockWait) -> None:
+    """``execute()`` *step*; after a lock timeout (the server rolled the statement back)
+    try again after *backoff*'s pause while its budget lasts, then raise the one line
+    that names the holder."""
+    tries, started = 0, wait.clock()
+    while True:
+        tries += 1
+        try:
+            execute()
+            return
+        except StatementWaited as exc:
+            delay = backoff.next_delay(deadline=wait.deadline)
+            if delay is None:
+                raise LockTimeout(
+                    gave_up(
+                        spent=wait.clock() - started,
+                        tries=tries,
+                        database=step.database,
+                        blockers=exc.blockers,
+                    )
+                ) from exc
+            log.info(
+                "credflip: a statement waited for a lock%s; trying again in %.1fs",
+                f" held by {exc.blockers[0].describe()}" if exc.blockers else "",
+                delay,
+            )
+            wait.sleep(delay)
+
+
+def server_timeout(guard: float) -> float:
+    """The server-side statement timeout for a client guard of *guard* seconds: just under
+    it, so the server stops the statement before the client gives up on the connection."""
+    return max(guard * 0.9, guard - 1.0)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session that holds a lock a statement of credflip waits for."""
+
+    #: ``pid 4242`` (PostgreSQL), ``thread 17`` (MySQL).
+    session: str
+    user: str
+    #: The client's program (``application_name``); '' when unknown.
+    application: str
+    #: ``idle in transaction``, ``Sleep``... ('' when the server does not say).
+    state: str
+    #: Seconds its transaction has been open (None: none, or not shown to the admin).
+    open_for: float | None
+    #: What ends it, e.g. ``SELECT pg_terminate_backend(4242)``.
+    end: str
+    #: The client's address, where the server names no program ('' when not shown).
+    client: str = ""
+
+    def describe(self) -> str:
+        """``pid 4242 of user 'app' (application 'report-job', idle in transaction,
+        transaction open for 12.3s)``, on one line."""
+        parts = []
+        if self.application or not self.client:
+            parts.append(f"application {_one_line(self.application) or '-'!r}")
+        if self.client:
+            parts.append(f"from {_one_line(self.client)}")
+        parts.append(_one_line(self.state) or "state -")
+        if self.open_for is not None:
+            parts.append(f"transaction open for {format_duration(self.open_for)}")
+        return f"{self.session} of user {self.user!r} ({', '.join(parts)})"
+
+
+class StatementWaited(LockTimeout):
+    """One statement hit the lock timeout; *blockers* are the sessions seen holding the lock."""
+
+    def __init__(self, message: str, blockers: list[Blocker]) -> None:
+        super().__init__(message)
+        self.blockers = blockers
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:64]
+
+
+def gave_up(*, spent: float, tries: int, database: str, blockers: list[Blocker]) -> str:
+    """The one line a plan stops with when its lock budget ran out."""
+    where = f" in database {database}" if database else ""
+    if blockers:
+        first = blockers[0]
+        held = f"{first.describe()} holds it"
+        if len(blockers) > 1:
+            held += f" (and {len(blockers) - 1} more session(s) wait for or hold it)"
+        todo = f"end that session's transaction or lock ({first.end}) or let it finish"
+    else:
+        held = "credflip could not see which session holds it"
+        todo = "end the long transaction on that database or let it finish"
+    return (
+        f"gave up after {format_duration(spent)} ({tries} {'try' if tries == 1 else 'tries'}) "
+        f"on a statement{where} that waits for a lock: {held}; {todo}, then run the command "
+        f"again; credflip changed nothing more"
+    )
+
+
+@dataclass
+class _Watched:
+    """The statement being watched: its session, and who was seen blocking it."""
+
+    waiter: Any
+    seen: list[Blocker] = field(default_factory=list)
+
+
+class BlockerWatch:
+    """Who holds the lock a statement waits for, sampled every *every* seconds from a second
+    admin connection (``connect()``, opened only when a statement runs that long) while the
+    statement runs: the waiting itself says nothing until it times out.
+
+    One thread per watch (a plan) does the sampling, started with the first statement, so
+    that a statement costs no thread of its own. It gives up for good at its first failure
+    (naming the holder is best effort) and closes its connection when the watch closes.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        find: Callable[[Any, Any], list[Blocker]],
+        every: float,
+    ) -> None:
+        self._connect = connect
+        self._find = find
+        self._every = every
+        self._cond = threading.Condition()
+        self._current: _Watched | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def during(self, waiter: Any) -> Iterator[list[Blocker]]:
+        """While the block runs, sample who blocks session *waiter*; yields the last
+        non-empty answer (a list that stays empty while nothing blocks it)."""
+        watched = _Watched(waiter)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._sample, name="credflip-lock-watch", daemon=True
+                )
+                self._thread.start()
+            self._current = watched
+            self._cond.notify_all()
+        try:
+            yield watched.seen
+        finally:
+            with self._cond:
+                self._current = None
+                self._cond.notify_all()
+
+    def _moved_on(self, watched: _Watched) -> bool:
+        return self._current is not watched or self._closed
+
+    def _busy_or_closed(self) -> bool:
+        return self._current is not None or self._closed
+
+    def _next(self) -> _Watched | None:
+        """The statement to sample once it has run *every* seconds; None once closed."""
+        with self._cond:
+            while True:
+                self._cond.wait_for(self._busy_or_closed)
+                watched = self._current
+                if self._closed or watched is None:
+                    return None
+                if not self._cond.wait_for(functools.partial(self._moved_on, watched), self._every):
+                    return watched
+
+    def _sample(self) -> None:
+        conn: Any = None
+        try:
+            while (watched := self._next()) is not None:
+                moved_on = functools.partial(self._moved_on, watched)
+                while True:
+                    if conn is None:
+                        conn = self._connect()
+                    found = self._find(conn, watched.waiter)
+                    if found:
+                        watched.seen[:] = found
+                    with self._cond:
+                        if self._cond.wait_for(moved_on, self._every):
+                            break
+        except Exception:  # naming the holder is best effort: stop trying
+            log.debug("credflip: cannot name the holder of a lock", exc_info=True)
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def close(self) -> None:
+        """Stop sampling; the thread closes its connection (once a query under way ends)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

@@ -1,0 +1,159 @@
+"""MySQL's and MariaDB's side of :mod:`..locks`: the session settings a plan runs with, and
+who holds the lock a statement waits for.
+
+``lock_wait_timeout`` bounds metadata-lock waits and ``innodb_lock_wait_timeout``
+row-lock waits, in whole seconds. MariaDB's account statements wait for a lock
+on the grant tables (a backup's ``LOCK TABLES`` or ``FLUSH TABLES WITH READ
+LOCK``) without heeding ``lock_wait_timeout``: there ``max_statement_time``,
+just under the client's guard, is what stops them. MySQL's
+``max_execution_time`` covers SELECT only, so MySQL has no server-side
+statement timeout for them.
+
+The holder comes from ``information_schema.INNODB_LOCK_WAITS`` (row locks),
+MariaDB's ``METADATA_LOCK_INFO`` (when the plugin is installed) or MySQL's
+``performance_schema.metadata_locks``, and failing those the oldest open
+transactions; ``PROCESSLIST`` describes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from ..base import Step
+from ..locks import Blocker
+
+__all__ = ["blockers", "kill_later", "limit_steps"]
+
+Run = Callable[..., Sequence[Sequence[Any]]]
+
+
+def limit_steps(lock_timeout: float, statement_timeout: float, *, mariadb: bool) -> list[Step]:
+    """``SET SESSION`` of the lock timeouts (whole seconds, at least 1) and, on MariaDB,
+    ``max_statement_time``."""
+    lock = max(1, math.ceil(min(lock_timeout, statement_timeout)))
+    if mariadb:
+        return [
+            Step(
+                "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s, "
+                "max_statement_time = %s",
+                (lock, lock, Decimal(f"{statement_timeout:.3f}".rstrip("0").rstrip("."))),
+            )
+        ]
+    return [Step("SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (lock, lock))]
+
+
+# Metadata lock modes that stop a writer: a backup's LOCK TABLES ... READ, FLUSH TABLES
+# WITH READ LOCK, an ALTER TABLE.
+_STRONG = (
+    "MDL_SHARED_READ_ONLY",
+    "MDL_SHARED_NO_WRITE",
+    "MDL_SHARED_NO_READ_WRITE",
+    "MDL_SHARED_UPGRADABLE",
+    "MDL_EXCLUSIVE",
+    "MDL_BACKUP_FTWRL1",
+    "MDL_BACKUP_FTWRL2",
+    "MDL_BACKUP_WAIT_FLUSH",
+    "MDL_BACKUP_BLOCK_DDL",
+)
+
+_ROW_LOCKS = """
+SELECT b.trx_mysql_thread_id FROM information_schema.INNODB_LOCK_WAITS w
+JOIN information_schema.INNODB_TRX r ON r.trx_id = w.requesting_trx_id
+JOIN information_schema.INNODB_TRX b ON b.trx_id = w.blocking_trx_id
+WHERE r.trx_mysql_thread_id = %s
+"""
+# MariaDB lists granted metadata locks only: a holder of a lock that stops writers, or of
+# one on a table the waiting statement opened (a grant table it waits to lock).
+_MARIADB_METADATA = """
+SELECT DISTINCT o.THREAD_ID FROM information_schema.METADATA_LOCK_INFO o
+WHERE o.THREAD_ID <> %s AND (o.LOCK_MODE IN ({}) OR (
+  o.LOCK_TYPE = 'Table metadata lock' AND EXISTS (
+    SELECT 1 FROM information_schema.METADATA_LOCK_INFO m WHERE m.THREAD_ID = %s
+    AND m.TABLE_SCHEMA = o.TABLE_SCHEMA AND m.TABLE_NAME = o.TABLE_NAME)))
+"""
+_MYSQL_METADATA = """
+SELECT DISTINCT h.PROCESSLIST_ID FROM performance_schema.metadata_locks w
+JOIN performance_schema.threads me ON me.THREAD_ID = w.OWNER_THREAD_ID
+JOIN performance_schema.metadata_locks g ON g.OBJECT_TYPE = w.OBJECT_TYPE
+  AND g.OBJECT_SCHEMA <=> w.OBJECT_SCHEMA AND g.OBJECT_NAME <=> w.OBJECT_NAME
+  AND g.LOCK_STATUS = 'GRANTED' AND g.OWNER_THREAD_ID <> w.OWNER_THREAD_ID
+JOIN performance_schema.threads h ON h.THREAD_ID = g.OWNER_THREAD_ID
+WHERE w.LOCK_STATUS = 'PENDING' AND me.PROCESSLIST_ID = %s
+"""
+_OPEN_TRANSACTIONS = (
+    "SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX "
+    "WHERE trx_mysql_thread_id <> %s ORDER BY trx_started"
+)
+_DESCRIBE = (
+    "SELECT p.ID, p.USER, p.HOST, p.COMMAND, p.STATE, "
+    "TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
+    "FROM information_schema.PROCESSLIST p "
+    "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
+    "WHERE p.ID IN ({})"
+)
+
+
+def _ids(run: Run, query: str, args: Sequence[Any]) -> list[int]:
+    """Thread ids *query* returns; none when the admin may not read that view (or the
+    server has none)."""
+    try:
+        return [int(row[0]) for row in run(query, list(args)) if row[0] is not None]
+    except Exception:  # each source is optional
+        return []
+
+
+def blockers(run: Run, thread: int, *, mariadb: bool) -> list[Blocker]:
+    """The sessions thread *thread* waits for, when it waits for a lock now."""
+    rows = run("SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = %s", [thread])
+    state = str(rows[0][0] or "").lower() if rows else ""
+    if not state.startswith("waiting for"):
+        return []
+    if mariadb:
+        metadata = _MARIADB_METADATA.format(", ".join(["%s"] * len(_STRONG)))
+        metadata_args: Sequence[Any] = (thread, *_STRONG, thread)
+    else:
+        metadata, metadata_args = _MYSQL_METADATA, (thread,)
+    ids = _ids(run, _ROW_LOCKS, (thread,)) or _ids(run, metadata, metadata_args)
+    if not ids and "metadata lock" in state:
+        # Without a view of metadata locks: an open transaction holds them.
+        ids = _ids(run, _OPEN_TRANSACTIONS, (thread,))
+    ids = list(dict.fromkeys(i for i in ids if i != thread))
+    if not ids:
+        return []
+    found = {int(row[0]): row for row in run(_DESCRIBE.format(", ".join(["%s"] * len(ids))), ids)}
+    return [_blocker(found[i]) for i in ids if i in found]
+
+
+def _blocker(row: Sequence[Any]) -> Blocker:
+    thread, user, host, command, state, age = row
+    return Blocker(
+        session=f"thread {thread}",
+        user=str(user or "?"),
+        application="",
+        state=": ".join(str(p) for p in (command, state) if p),
+        open_for=None if age is None else float(age),
+        end=f"KILL {int(thread)}",
+        client=str(host or ""),
+    )
+
+
+def kill_later(connect: Callable[[], Any], thread: int) -> None:
+    """``KILL QUERY`` *thread* from a new connection (``connect()``), in the background: the
+    client gave up on its statement, which must not wait on (and run) in the server. A
+    server too silent to answer holds up nobody."""
+
+    def kill() -> None:
+        with contextlib.suppress(Exception):
+            conn = connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("KILL QUERY %s", (thread,))
+            finally:
+                conn.close()
+
+    threading.Thread(target=kill, name="credflip-kill-query", daemon=True).start()

@@ -1,0 +1,191 @@
+"""Lock waits without a server: the settings a plan runs with, and the retry policy of the one
+place that executes plans (a fake clock: nothing sleeps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from psycopg import sql
+
+from credflip.aws_lambda import _options
+from credflip.cli import main
+from credflip.engines.base import Step
+from credflip.engines.locks import (
+    Blocker,
+    BlockerWatch,
+    LockWait,
+    StatementWaited,
+    gave_up,
+    server_timeout,
+)
+from credflip.engines.mysql import locks as my_locks
+from credflip.engines.postgres import PostgresEngine
+from credflip.errors import LockTimeout, UsageError
+from credflip.rotation import RotateOptions
+from credflip.urls import DbUrl
+
+BLOCKER = Blocker(
+    session="pid 4242",
+    user="app",
+    application="report-job",
+    state="idle in transaction",
+    open_for=12.34,
+    end="SELECT pg_terminate_backend(4242)",
+)
+
+
+@dataclass
+class Clock:
+    now: float = 100.0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class Scripted(PostgresEngine):
+    """A PostgreSQL engine whose steps fail as scripted instead of reaching a server."""
+
+    def __init__(self, clock: Clock, waits: dict[str, int], *, budget: float) -> None:
+        super().__init__(DbUrl.parse("postgresql://admin:secret@db.example/shop"))
+        self.statement_timeout = 30.0
+        self.lock_wait = LockWait(timeout=1.0, budget=budget, clock=clock, sleep=clock.sleep)
+        self.clock, self.waits, self.ran = clock, waits, []
+
+    def _execute(self, step: Step, watch: BlockerWatch) -> None:
+        text = step.sql.as_string(None) if not isinstance(step.sql, str) else step.sql
+        if self.waits.get(text, 0) > 0:
+            self.waits[text] -= 1
+            self.clock.now += self.lock_wait.timeout  # the wait itself
+            raise StatementWaited("lock timeout", [BLOCKER])
+        self.ran.append(text)
+
+
+def texts(steps: list[Step]) -> list[tuple[str, str]]:
+    return [(s.database, s.sql.as_string(None)) for s in steps]
+
+
+def test_every_connection_gets_its_timeouts_before_its_first_step() -> None:
+    eng = Scripted(Clock(), {}, budget=60)
+    steps = [
+        Step(sql.SQL("GRANT a TO b")),
+        Step(sql.SQL("REASSIGN OWNED BY b TO a"), database="other"),
+        Step(sql.SQL("REASSIGN OWNED BY b TO a"), database="shop"),  # the admin's own
+        Step(sql.SQL("DROP OWNED BY b"), database="other"),
+        Step(sql.SQL("REVOKE a FROM CURRENT_USER"), cleanup=True),
+    ]
+    limits = [
+        "SET lock_timeout = '1000ms'",
+        "SET statement_timeout = '29000ms'",
+    ]
+    assert texts(eng.with_limits(steps)) == [
+        *(("", s) for s in limits),
+        ("", "GRANT a TO b"),
+        *(("other", s) for s in limits),
+        ("other", "REASSIGN OWNED BY b TO a"),
+        ("shop", "REASSIGN OWNED BY b TO a"),
+        ("other", "DROP OWNED BY b"),
+        ("", "REVOKE a FROM CURRENT_USER"),
+    ]
+    assert eng.with_limits([]) == []
+    # A lock wait never outlasts the statement; a short guard keeps both under it.
+    eng.statement_timeout = 0.5
+    assert texts(eng.with_limits(steps[:1]))[:2] == [
+        ("", "SET lock_timeout = '450ms'"),
+        ("", "SET statement_timeout = '450ms'"),
+    ]
+
+
+def test_mysql_settings_are_whole_seconds_and_mariadb_bounds_the_statement() -> None:
+    (mariadb,) = my_locks.limit_steps(0.25, server_timeout(30), mariadb=True)
+    assert mariadb.params is not None and mariadb.params[:2] == (1, 1)
+    assert str(mariadb.params[2]) == "29" and "max_statement_time" in mariadb.sql
+    (mysql,) = my_locks.limit_steps(2.5, 27.0, mariadb=False)
+    assert mysql.params == (3, 3) and "max_statement_time" not in mysql.sql
+
+
+def test_a_step_that_timed_out_is_retried_after_growing_pauses() -> None:
+    clock = Clock()
+    eng = Scripted(clock, {"REASSIGN OWNED BY b TO a": 3}, budget=60)
+    eng.execute([Step(sql.SQL("GRANT a TO b")), Step(sql.SQL("REASSIGN OWNED BY b TO a"))])
+    assert eng.ran[-2:] == ["GRANT a TO b", "REASSIGN OWNED BY b TO a"]
+    assert eng.ran.count("GRANT a TO b") == 1  # steps done stay done
+    # The application runs at least as long as each wait held it up.
+    assert clock.slept == [1.0, 2.0, 4.0]
+
+
+def test_past_the_budget_the_plan_stops_naming_the_holder() -> None:
+    clock = Clock()
+    eng = Scripted(clock, {"REASSIGN OWNED BY b TO a": 99}, budget=3)
+    plan = [
+        Step(sql.SQL("GRANT a TO CURRENT_USER")),
+        Step(sql.SQL("REASSIGN OWNED BY b TO a"), database="other"),
+        Step(sql.SQL("ALTER ROLE b SET role = a")),
+        Step(sql.SQL("REVOKE a FROM CURRENT_USER"), cleanup=True),
+    ]
+    with pytest.raises(LockTimeout) as info:
+        eng.execute(plan)
+    line = str(info.value)
+    assert line == (
+        "gave up after 5.0s (3 tries) on a statement in database other that waits for a lock: "
+        "pid 4242 of user 'app' (application 'report-job', idle in transaction, transaction "
+        "open for 12.3s) holds it; end that session's transaction or lock (SELECT "
+        "pg_terminate_backend(4242)) or let it finish, then run the command again; credflip "
+        "changed nothing more"
+    )
+    assert "secret" not in line
+    # Nothing after the step that gave up ran, but the admin's lease was taken back.
+    assert "ALTER ROLE b SET role = a" not in eng.ran
+    assert eng.ran[-1] == "REVOKE a FROM CURRENT_USER"
+
+
+def test_a_lambda_deadline_ends_the_retries() -> None:
+    clock = Clock()
+    eng = Scripted(clock, {"GRANT a TO b": 99}, budget=60)
+    eng.lock_wait = LockWait(
+        timeout=1.0, budget=60, deadline=clock.now + 2.5, clock=clock, sleep=clock.sleep
+    )
+    with pytest.raises(LockTimeout, match="2 tries"):
+        eng.execute([Step(sql.SQL("GRANT a TO b"))])
+    assert clock.now <= 100.0 + 2.5 + 1.0
+
+
+def test_no_holder_seen_still_says_what_to_do() -> None:
+    line = gave_up(spent=3, tries=2, database="", blockers=[])
+    assert "could not see which session holds it" in line and "changed nothing more" in line
+
+
+def test_lock_timeout_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UsageError, match="--lock-timeout must be positive"):
+        LockWait(timeout=0)
+    with pytest.raises(UsageError, match="--lock-timeout must be positive"):
+        RotateOptions(lock_timeout=0)
+    store = tmp_path / "params.db"
+    code = main(
+        ["init", "--env", "e", "--store", f"sqlite:///{store}", "--lock-timeout", "0s",
+         "--admin-url", "postgresql://a@127.0.0.1:1/d", "--writer-url", "postgresql://b@h/d"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err == "credflip: error: --lock-timeout must be positive, like 1s\n"
+    assert not store.exists()  # refused before anything
+
+
+def test_rotate_options_carry_the_lock_wait_to_the_engine() -> None:
+    opts = RotateOptions(lock_timeout=0.25, reconnect_timeout=7, deadline=123.0)
+    wait = opts.lock_wait(LockWait())
+    assert (wait.timeout, wait.budget, wait.deadline) == (0.25, 7, 123.0)
+
+
+def test_the_lambda_event_names_the_lock_timeout() -> None:
+    event: dict[str, Any] = {"env": "prod", "lock_timeout": "250ms"}
+    assert _options(event, deadline=1.0).lock_timeout == 0.25
+    assert _options({"env": "prod"}, deadline=1.0).lock_timeout == 1.0
+    with pytest.raises(UsageError, match="--lock-timeout must be positive"):
+        _options({"env": "prod", "lock_timeout": "0s"}, deadline=1.0)
