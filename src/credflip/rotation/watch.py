@@ -66,8 +66,7 @@ def watch(
     stored = Evidence.from_dict(rot.evidence)
     if stored.user != old:
         stored = Evidence()
-    # Standbys count the old user's logins once they replayed this far: the
-    # position when the watch began, kept for the later runs of this drain.
+    # Standbys count the old user's logins once replayed this far (kept across runs).
     position = (stored.position or ctx.observer.position()) if counting else None
     announce(ctx, old)
     now = time.monotonic()

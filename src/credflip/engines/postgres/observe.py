@@ -3,19 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from ...errors import ConnectFailed, EngineError
+from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal, Step
 from . import catalog, plan
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
+from .growth import StatementGrowth
 
 __all__ = ["PgObserver"]
-
-#: Query texts kept in memory at most (beyond, the cache starts over).
-TEXTS_KEPT = 1000
 
 
 @dataclass
@@ -25,10 +22,7 @@ class PgObserver(PgAdminRights):
     _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
         default=None, repr=False
     )
-    #: Calls by pg_stat_statements entry at the previous observation, by user.
-    _calls: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict, repr=False)
-    #: Query texts already read, by entry (the query file is read whole each time).
-    _texts: dict[tuple[str, ...], str] = field(default_factory=dict, repr=False)
+    _growth: StatementGrowth = field(default_factory=StatementGrowth, repr=False)
 
     # -- sessions ----------------------------------------------------------
 
@@ -89,41 +83,9 @@ class PgObserver(PgAdminRights):
         return Observation(
             sessions,
             counters,
-            statements=self._grown_statements(source, user, counters[pg_signals.SIGNAL]),
+            statements=self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL]),
             started=float(started),
         )
-
-    def _grown_statements(
-        self, source: pg_signals.Statements, user: str, fingerprint: Hashable
-    ) -> tuple[tuple[str, int], ...]:
-        """*user*'s statements whose calls grew since the previous observation, most first.
-
-        Growth is ranked by entry before any text is read; only the top
-        entries' texts are fetched, once each (texts equal once shortened
-        are summed).
-        """
-        calls = source.calls(fingerprint)
-        before = self._calls.get(user)
-        self._calls[user] = calls
-        if before is None:
-            return ()
-        grown = pg_signals.grown(before, calls)
-        top = sorted(grown, key=lambda e: (-grown[e], e))[: pg_signals.TOP_STATEMENTS]
-        missing = [e for e in top if e not in self._texts]
-        if missing:
-            if len(self._texts) > TEXTS_KEPT:
-                self._texts.clear()
-            try:
-                self._texts.update(source.texts(self._run, user, missing))
-            except ConnectFailed:
-                raise  # the instance itself is gone
-            except EngineError:
-                pass  # the texts only name the clients: the counts stand without them
-        by_text: dict[str, int] = {}
-        for entry in top:
-            text = self._texts.get(entry, "<text not read>")
-            by_text[text] = by_text.get(text, 0) + grown[entry]
-        return tuple(sorted(by_text.items(), key=lambda tc: (-tc[1], tc[0])))
 
     def server_time(self) -> float:
         """``clock_timestamp()``: now on the server's clock."""
