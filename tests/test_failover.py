@@ -27,7 +27,8 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from conftest import App, Cluster, Mariadb, MyApp, make_app, make_my_app, start_cluster
+from apps import App, MyApp, make_app, make_my_app
+from clusters import Cluster, Mariadb, start_cluster
 from faults import Clients, Invariant, wait_for
 from helpers import assert_pointer_connects, login_error
 from servers import PrivateMariadb
