@@ -48,6 +48,7 @@ LAYER_MODULES = (
     "stores/base.py",
     "stores/sqlite.py",
     "stores/ssm.py",
+    "stores/ssm_keys.py",
 )
 #: Left out of the rotator: the command line, the demo and the client integrations
 #: (SQLAlchemy, psycopg's pool, Django), which the handler never imports (a name
