@@ -121,41 +121,33 @@ class SqliteStore(Store):
             raise ParameterExists(f"parameter {name} already exists")
 
     def _delete(self, name: str) -> bool:
-        with self._lock:
-            try:
-                cur = self._conn.execute("DELETE FROM params WHERE name = ?", (name,))
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot delete {name} from the store {self.path}: {_reason(exc)}"
-                ) from exc
-        return cur.rowcount == 1
+        return self._changed(
+            "DELETE FROM params WHERE name = ?", (name,), f"cannot delete {name} from"
+        )
 
     def delete_if(self, name: str, value: str) -> bool:
         """Delete *name* only while it still holds *value*: one conditional ``DELETE``."""
-        with self._lock:
-            try:
-                cur = self._conn.execute(
-                    "DELETE FROM params WHERE name = ? AND value = ?", (name, value)
-                )
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot delete {name} from the store {self.path}: {_reason(exc)}"
-                ) from exc
-        return cur.rowcount == 1
+        return self._changed(
+            "DELETE FROM params WHERE name = ? AND value = ?",
+            (name, value),
+            f"cannot delete {name} from",
+        )
 
     def replace_if(self, name: str, expected: str, value: str) -> bool:
         """Write *value* only while *name* holds *expected*: one conditional ``UPDATE``."""
+        return self._changed(
+            "UPDATE params SET value = ?, secure = 0, updated_at = ? WHERE name = ? AND value = ?",
+            (value, time.time(), name, expected),
+            f"cannot write {name} to",
+        )
+
+    def _changed(self, statement: str, args: tuple[object, ...], failed: str) -> bool:
+        """Run one change; True when it changed a row. *failed* begins the error line."""
         with self._lock:
             try:
-                cur = self._conn.execute(
-                    "UPDATE params SET value = ?, secure = 0, updated_at = ? "
-                    "WHERE name = ? AND value = ?",
-                    (value, time.time(), name, expected),
-                )
+                cur = self._conn.execute(statement, args)
             except sqlite3.Error as exc:
-                raise StoreError(
-                    f"cannot write {name} to the store {self.path}: {_reason(exc)}"
-                ) from exc
+                raise StoreError(f"{failed} the store {self.path}: {_reason(exc)}") from exc
         return cur.rowcount == 1
 
     def drop_claim(self, name: str, expected: str) -> None:
