@@ -39,9 +39,12 @@ demo: $(STAMP)
 	@tools/system-deps demo
 	$(BIN)/credflip demo
 
-# Two workers: most tests wait on servers and drains, not on the CPU.
+# Four workers on two cores: most tests wait on servers and drains, not on the
+# CPU (a whole run uses under one core on average). Worksteal lets an idle
+# worker take queued tests from a busy one, so the long drain tests do not
+# pile up on one worker at the end. Measured: -n 2 937 s, -n 4 508 s.
 test: $(DEV) $(NEWEST_STAMP)
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 4 --dist worksteal
 	$(MAKE) --no-print-directory test-newest
 
 # Debian packages the tests need (mysqlclient's build dependencies, server
