@@ -8,7 +8,8 @@ from credflip.engines.base import Step
 from credflip.engines.mysql import plan as my
 from credflip.engines.mysql import rights
 from credflip.engines.postgres import plan as pg
-from credflip.engines.postgres.catalog import Attributes, Grant, Membership
+from credflip.engines.postgres import plan_defaults as pg_defaults
+from credflip.engines.postgres.catalog import Attributes, DefaultGrant, Grant, Membership
 from credflip.errors import EngineError
 
 
@@ -79,6 +80,44 @@ def test_role_statements() -> None:
     ]
     with pytest.raises(EngineError):
         pg.revoke_self("g", "ADMIN; DROP")
+
+
+def test_colors_get_the_groups_default_privileges_by_difference() -> None:
+    def d(kind: str, grantee: str, *privs: str, schema: str = "", option: bool = False) -> set:
+        return {DefaultGrant(schema, kind, grantee, p, option) for p in privs}
+
+    # The group's defaults: its own rights as owner, SELECT for reporting, no PUBLIC
+    # EXECUTE on new functions, and a grant in one schema.
+    group = (
+        d("r", "app_owner", "SELECT", "INSERT")
+        | d("r", "reporting", "SELECT")
+        | d("f", "app_owner", "EXECUTE")
+        | d("S", "reporting", "USAGE", schema="my schema")
+        | d("r", "app", "DELETE")  # to the user itself: it owns what it creates
+    )
+    want = pg_defaults.like_group(group, "app")
+    # The user's: the built-in ones, its own rights, and one the group does not give.
+    have = (
+        pg_defaults.BUILT_IN
+        | d("r", "app", "SELECT", "INSERT", "DELETE")
+        | d("r", "reporting", "SELECT", "UPDATE", option=True)
+    )
+    steps = pg_defaults.sync_default_acl(want, have, "app", "shop")
+    head = 'ALTER DEFAULT PRIVILEGES FOR ROLE "app" '
+    assert text(steps) == [
+        f'{head}GRANT EXECUTE ON FUNCTIONS TO "app_owner"',
+        f'{head}GRANT INSERT, SELECT ON TABLES TO "app_owner"',
+        f'{head}IN SCHEMA "my schema" GRANT USAGE ON SEQUENCES TO "reporting"',
+        f'{head}REVOKE GRANT OPTION FOR SELECT ON TABLES FROM "reporting"',
+        f"{head}REVOKE USAGE ON TYPES FROM PUBLIC",
+        f"{head}REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+        f'{head}REVOKE UPDATE ON TABLES FROM "reporting"',
+    ]
+    assert {s.database for s in steps} == {"shop"}
+    # Equal: no statement at all.
+    assert pg_defaults.sync_default_acl(want, want | d("r", "app", "SELECT"), "app", "shop") == []
+    with pytest.raises(EngineError, match="unknown privilege"):
+        pg_defaults.sync_default_acl(d("r", "g", "ALL; DROP"), set(), "app", "shop")
 
 
 def _p(kind: str, db: str, name: str, privilege: str, column: str = "") -> rights.Privilege:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...errors import ConfigurationError, InsufficientPrivilege
-from . import catalog, plan
+from . import catalog, plan, plan_defaults
 from .grants import PgGrants
 
 __all__ = ["PgAdopt", "default_group"]
@@ -60,7 +60,7 @@ class PgAdopt(PgGrants):
                 steps.append(plan.grant_create_on_schema(schema, group, dbname))
             steps.append(plan.reassign_owned(users, group, dbname))
             for user in users:
-                steps += plan.copy_default_acl(
+                steps += plan_defaults.copy_default_acl(
                     self._in(dbname, catalog.default_acl, user), group, dbname
                 )
         self.execute([*steps, *(step for _, step in after)])
@@ -72,6 +72,8 @@ class PgAdopt(PgGrants):
             steps.append(plan.create_role(inactive))
         self.execute(steps)
         self.execute(self._plan_sync_rights(active, inactive))
+        # What either color creates as itself (a late session) is the group's to use.
+        self.execute(self._plan_group_defaults([active, inactive], group))
         return group
 
     def _check_can_move_databases(self, users: Sequence[str]) -> None:

@@ -14,12 +14,14 @@ from ...errors import ConfigurationError
 
 __all__ = [
     "Attributes",
+    "DefaultGrant",
     "Grant",
     "Membership",
     "attributes",
     "database_grants",
     "databases_of",
     "default_acl",
+    "default_privileges",
     "exists",
     "grants_in",
     "memberships",
@@ -80,6 +82,30 @@ SELECT coalesce(n.nspname, ''), d.defaclobjtype, coalesce(g.rolname, ''),
    AND a.grantee <> d.defaclrole
 """
 
+# What the objects each role creates in the current database get: per kind the
+# global entry or, without one, the built-in default (acldefault, whose kind
+# letter for sequences is 's'); then the per-schema entries, which only add.
+# The role itself is listed too, as the owner.
+_DEFAULT_PRIVILEGES_SQL = """
+WITH r AS (SELECT oid, rolname FROM pg_roles WHERE rolname = ANY(%(roles)s)),
+acls AS (
+  SELECT r.rolname, r.oid AS owner, '' AS nsp, k.kind,
+         coalesce(d.defaclacl, acldefault(k.builtin::"char", r.oid)) AS acl
+    FROM r CROSS JOIN (VALUES ('r', 'r'), ('S', 's'), ('f', 'f'), ('T', 'T'), ('n', 'n'))
+         AS k(kind, builtin)
+    LEFT JOIN pg_default_acl d ON d.defaclrole = r.oid AND d.defaclnamespace = 0
+         AND d.defaclobjtype = k.kind::"char"
+  UNION ALL
+  SELECT r.rolname, r.oid, n.nspname, d.defaclobjtype::text, d.defaclacl
+    FROM pg_default_acl d JOIN r ON r.oid = d.defaclrole
+    JOIN pg_namespace n ON n.oid = d.defaclnamespace
+)
+SELECT acls.rolname, acls.nsp, acls.kind, coalesce(g.rolname, ''), a.privilege_type,
+       a.is_grantable
+  FROM acls CROSS JOIN LATERAL aclexplode(acls.acl) a
+  LEFT JOIN pg_roles g ON g.oid = a.grantee
+"""
+
 # Schemas the users own, directly or (public) as owner of the database.
 _SCHEMAS_OF_SQL = """
 SELECT n.nspname FROM pg_namespace n
@@ -121,6 +147,16 @@ class Grant(NamedTuple):
         kind = "table" if self.kind == "COLUMN" else self.kind.lower()
         where = f" in database {self.database}" if self.database else ""
         return f"{self.privilege} on {kind} {target}{where}"
+
+
+class DefaultGrant(NamedTuple):
+    """One privilege that new objects of one kind get, by default, from their creator."""
+
+    schema: str  # '' for every schema (the global entry)
+    kind: str  # pg_default_acl.defaclobjtype: r, S, f, T, n
+    grantee: str  # '' for PUBLIC
+    privilege: str
+    grantable: bool
 
 
 class Attributes(NamedTuple):
@@ -217,11 +253,15 @@ def databases_of(
 
 
 def owns_objects(run: Run, role: str) -> list[str]:
-    """The databases (and shared objects) in which *role* owns something, by name."""
+    """The databases (and shared objects) in which *role* owns something, by name.
+
+    Its default privileges are not objects: each color keeps the group's.
+    """
     rows = run(
         "SELECT DISTINCT coalesce(d.datname, '(shared)') FROM pg_shdepend s "
         "LEFT JOIN pg_database d ON d.oid = s.dbid "
         "WHERE s.refclassid = 'pg_authid'::regclass AND s.deptype = 'o' "
+        "AND s.classid <> 'pg_default_acl'::regclass "
         "AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1",
         [role],
     )
@@ -241,6 +281,18 @@ def database_grants(run: Run, role: str) -> set[Grant]:
 def default_acl(run: Run, role: str) -> list[tuple[Any, ...]]:
     """``ALTER DEFAULT PRIVILEGES FOR ROLE role`` entries in the bound database."""
     return run(_DEFAULT_ACL_SQL, {"role": role})
+
+
+def default_privileges(run: Run, roles: Sequence[str]) -> dict[str, set[DefaultGrant]]:
+    """What objects each of *roles* creates in the bound database get, as grants (a role
+    that does not exist is left out)."""
+    out: dict[str, set[DefaultGrant]] = {}
+    for role, *grant in run(_DEFAULT_PRIVILEGES_SQL, {"roles": list(roles)}):
+        schema, kind, grantee, privilege, grantable = grant
+        out.setdefault(str(role), set()).add(
+            DefaultGrant(str(schema), str(kind), str(grantee), str(privilege), bool(grantable))
+        )
+    return out
 
 
 def schemas_of(run: Run, users: Sequence[str]) -> list[str]:

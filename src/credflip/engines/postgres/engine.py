@@ -4,25 +4,30 @@ Rights model: a NOLOGIN *group role* owns the schema objects and holds the
 privileges. Both colors are members of it and carry the role setting
 ``role = <group>``, so every session starts with ``SET ROLE <group>`` and
 whatever either color creates is owned by the group: the other color can
-ALTER or DROP it after the next rotation.
+ALTER or DROP it after the next rotation. A session that runs as a color
+itself (the drain's watch makes the old user's new logins do so) creates
+objects that color owns; the colors' default privileges, kept equal to the
+group's (:mod:`.group_defaults`), make them usable by the group at once, and
+retire hands them to it.
 
 The admin needs CREATEROLE, not SUPERUSER (as on RDS); on 16+ also ADMIN
 OPTION on the application's users. It gives itself the privileges of the group
 (to grant on the group's objects) and, for the few statements that need it
-(``REASSIGN OWNED``, ``DROP OWNED``), briefly those of the login users.
+(``REASSIGN OWNED``, ``DROP OWNED``, the users' default privileges), briefly
+those of the login users.
 
-Every change is planned first (:mod:`.catalog` reads, :mod:`.plan` builds the
-statements) and then executed in one place, so ``rotate --dry-run`` prints
-exactly what a rotation runs. Passwords are sent only as SCRAM verifiers
-computed on the client, so ``log_statement=all`` never records a plaintext
-password.
+Every change is planned first (:mod:`.catalog` reads, :mod:`.plan` and
+:mod:`.plan_defaults` build the statements) and then executed in one place,
+so ``rotate --dry-run`` prints exactly what a rotation runs. Passwords are
+sent only as SCRAM verifiers computed on the client, so ``log_statement=all``
+never records a plaintext password.
 
 The engine is composed of its parts: :mod:`.connection` (connections, errors,
 the statement guard), :mod:`.locks` (where a plan's steps run: lock and
-statement timeouts, who blocks a step), :mod:`.admin_rights` (what the admin may do and lends
-itself), :mod:`.grants` (users and their rights), :mod:`.adopt` (``init``),
-:mod:`.observe` (sessions, the drain's signals) and :mod:`.standbys` (replicas,
-Aurora members).
+statement timeouts, who blocks a step), :mod:`.admin_rights` (what the admin
+may do and lends itself), :mod:`.grants` (users and their rights, with
+:mod:`.group_defaults`), :mod:`.adopt` (``init``), :mod:`.observe` (sessions,
+the drain's signals) and :mod:`.standbys` (replicas, Aurora members).
 """
 
 from __future__ import annotations

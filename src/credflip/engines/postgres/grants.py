@@ -14,12 +14,12 @@ import psycopg
 from ...errors import RotationError
 from ..base import Step, UserState
 from . import catalog, plan
-from .admin_rights import PgAdminRights
+from .group_defaults import PgGroupDefaults
 
 __all__ = ["PgGrants", "scram_verifier"]
 
 
-class PgGrants(PgAdminRights):
+class PgGrants(PgGroupDefaults):
     """Login users: their state, their rights, locking and dropping them."""
 
     # -- users -----------------------------------------------------------
@@ -34,8 +34,11 @@ class PgGrants(PgAdminRights):
     def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:
         """Create or update *user*: the rights of *like* first, then password and LOGIN.
 
-        One snapshot of the catalog suffices: the steps change only *user*
-        and the group, never what they are computed from.
+        Both colors get the group's default privileges (:mod:`.group_defaults`):
+        *like* is the user the coming drain watches, whose late sessions create
+        objects of their own. One snapshot of the catalog suffices: the steps
+        change only *user*, the group and the colors' default privileges, never
+        what they are computed from.
         """
         if user == like:
             raise RotationError(f"refusing to change {user!r}: it is the active user")
@@ -50,6 +53,8 @@ class PgGrants(PgAdminRights):
             # holds it too. Adding it is what the operator meant.
             steps += self._plan_copy_to_group(like, group)
         steps += self._plan_sync_rights(like, user)
+        if group:
+            steps += self._plan_group_defaults([like, user], group)
         verifier = scram_verifier(self.conn, user, password)
         self.remember_secret(verifier)
         steps.append(plan.set_password(user, verifier))

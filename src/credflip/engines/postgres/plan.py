@@ -47,14 +47,6 @@ _LIST_SETTINGS = frozenset(
     }
 )
 
-_DEFAULT_ACL_KINDS = {
-    "r": "TABLES",
-    "S": "SEQUENCES",
-    "f": "FUNCTIONS",
-    "T": "TYPES",
-    "n": "SCHEMAS",
-}
-
 _MEMBERSHIP_HINT = (
     "on PostgreSQL 16+ the admin needs ADMIN OPTION on that role: as a superuser run "
     "GRANT <role> TO <admin> WITH ADMIN OPTION"
@@ -290,28 +282,8 @@ def sync_grants(
     return steps
 
 
-def copy_default_acl(rows: Iterable[Sequence[object]], target: str, database: str) -> list[Step]:
-    """Repeat ``ALTER DEFAULT PRIVILEGES FOR ROLE source`` entries for *target*."""
-    steps: list[Step] = []
-    for schema, objtype, grantee, privilege, grantable in rows:
-        _check_privilege(str(privilege))
-        steps.append(
-            Step(
-                sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {}{} GRANT {} ON {} TO {}{}").format(
-                    _id(target),
-                    sql.SQL(" IN SCHEMA {}").format(_id(str(schema))) if schema else sql.SQL(""),
-                    sql.SQL(str(privilege)),
-                    sql.SQL(_DEFAULT_ACL_KINDS[str(objtype)]),
-                    _id(str(grantee)) if grantee else sql.SQL("PUBLIC"),
-                    sql.SQL(" WITH GRANT OPTION" if grantable else ""),
-                ),
-                database=database,
-            )
-        )
-    return steps
-
-
-def _check_privilege(privilege: str) -> None:
+def check_privilege(privilege: str) -> None:
+    """Refuse a privilege name this module does not know (it is pasted as SQL)."""
     if privilege not in _PRIVILEGES:
         raise EngineError(f"unknown privilege {privilege!r} reported by the server")
 
@@ -353,7 +325,7 @@ def _split_list(value: str) -> list[str]:
 
 def grant_sql(grant: Grant, role: str, *, revoke: bool, option_only: bool = False) -> sql.Composed:
     """``GRANT priv ON kind object TO role`` (or the matching REVOKE), fully quoted."""
-    _check_privilege(grant.privilege)
+    check_privilege(grant.privilege)
     obj: sql.Composable
     if grant.kind in {"TABLE", "SEQUENCE", "COLUMN", "TYPE", "DOMAIN"}:
         obj = sql.Identifier(grant.schema, grant.name)

@@ -1,8 +1,10 @@
 """prepare: give the inactive user a fresh password and the active user's rights.
 
-The active user is never touched. The new color's URLs are written only after
-the database accepted the change; the primary's write position is recorded
-so that verify can wait for the replicas to replay it. When the new color was
+The active user's rights are never changed (only its default privileges follow
+the group's, for what its late sessions create in the coming drain). The new
+color's URLs are written only after the database accepted the change; the
+primary's write position is recorded so that verify can wait for the replicas
+to replay it. When the new color was
 active since it was last drained (a rollback after the switch, see
 :func:`~credflip.state.predrain_due`), the plan starts with a predrain: it is
 drained like an old user before its password changes, from the instant the
