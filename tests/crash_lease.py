@@ -6,7 +6,8 @@ Usage: python tests/crash_lease.py rotate STORE ENV N
 The admin URL comes from CREDFLIP_ADMIN_URL (and init's writer URL from
 CREDFLIP_WRITER_URL). The process kills itself with SIGKILL right after the
 N-th statement that lends the admin a right ran (N = 0: right before the first
-one, its lease already recorded), so nothing is cleaned up.
+one, its lease already recorded), so nothing is cleaned up; a rotation counts
+only those of its retire.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Any
 from credflip import commands
 from credflip.engines import engine_class
 from credflip.layout import Layout
-from credflip.rotation import RotateOptions, rotate
+from credflip.rotation import Event, PhaseStarted, RotateOptions, rotate
 from credflip.stores import open_store
 from credflip.urls import DbUrl
 
 
-def die_between_grant_and_revoke(admin_url: DbUrl, count: int) -> None:
-    """SIGKILL this process once *count* of the admin's grants to itself ran."""
+def die_between_grant_and_revoke(admin_url: DbUrl, count: int, armed: list[bool]) -> None:
+    """SIGKILL this process once *count* of the admin's grants to itself ran (counted once
+    *armed* holds a value)."""
     cls: Any = engine_class(admin_url.scheme)
     run = cls._execute
     lent: list[object] = []
@@ -34,10 +36,11 @@ def die_between_grant_and_revoke(admin_url: DbUrl, count: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
     def execute(self: Any, step: Any, *args: Any) -> None:
-        if step.lends is not None and count == 0:
+        lends = armed and step.lends is not None
+        if lends and count == 0:
             kill()
         run(self, step, *args)
-        if step.lends is not None:
+        if lends:
             lent.append(step)
             if len(lent) == count:
                 kill()
@@ -48,13 +51,20 @@ def die_between_grant_and_revoke(admin_url: DbUrl, count: int) -> None:
 def main() -> None:
     command, spec, env, count = sys.argv[1:5]
     admin_url = DbUrl.parse(os.environ["CREDFLIP_ADMIN_URL"])
-    die_between_grant_and_revoke(admin_url, int(count))
+    armed: list[bool] = [True] if command == "init" else []
+    die_between_grant_and_revoke(admin_url, int(count), armed)
     store, layout = open_store(spec), Layout(env)
+
+    def hook(event: Event) -> None:
+        if isinstance(event, PhaseStarted) and event.phase == "retire":
+            armed.append(True)
+
     if command == "init":
         writer = DbUrl.parse(os.environ["CREDFLIP_WRITER_URL"])
         commands.init(store, layout, admin_url=admin_url, writer_url=writer)
     else:
-        rotate(store, layout, admin_url=admin_url, options=RotateOptions(client_ttl=0.2, quiet=0.2))
+        options = RotateOptions(client_ttl=0.2, quiet=0.2)
+        rotate(store, layout, admin_url=admin_url, options=options, on_event=hook)
     sys.exit(0)  # the admin lent itself nothing, or fewer rights than asked
 
 
