@@ -8,6 +8,7 @@ With prefix ``/db`` and env ``prod`` the parameters are::
     /db/prod/rotation                  credflip's state (JSON)
     /db/prod/rotation-lock             present only while a rotation runs
     /db/prod/admin-db-url              optional SecureString admin URL
+    /db/prod/admin-lease               present only while the admin lends itself rights
 
 The first five are the contract with existing readers and must never change.
 """
@@ -130,6 +131,12 @@ class Layout:
         """The optional parameter holding the admin URL."""
         return f"{self.base}/admin-db-url"
 
+    @property
+    def lease(self) -> str:
+        """The parameter that exists only while the admin holds rights it lent itself
+        (a run that died before taking them back leaves it)."""
+        return f"{self.base}/admin-lease"
+
     @functools.cached_property
     def resolver_names(self) -> tuple[str, ...]:
         """The five names a client reads in one call: pointer, then URLs."""
@@ -138,4 +145,4 @@ class Layout:
     @property
     def all_names(self) -> tuple[str, ...]:
         """Every parameter credflip reads when it manages this environment."""
-        return (*self.resolver_names, self.state, self.lock)
+        return (*self.resolver_names, self.state, self.lock, self.lease)

@@ -122,6 +122,9 @@ def print_plan(plan: RotationPlan) -> None:
         f"dry run of the next rotation of env {plan.env}: {plan.from_color} ({plan.from_user}) → "
         f"{plan.to_color} ({plan.to_user}); nothing was changed and no lock taken"
     )
+    if plan.lease is not None:
+        out.print(f"0. first take back what a run that died lent the admin ({plan.lease}): SQL")
+        sql(plan.take_back)
     first = plan.predrain
     if first is not None:
         out.print(
@@ -207,6 +210,11 @@ def print_status(report: commands.Status, *, has_admin: bool) -> None:
     out.print(sessions_only_line(report.sessions_only, bool(report.counter_gaps)))
     _print_rotation(report)
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
+    if report.lease is not None:
+        out.print(
+            f"lease: {report.lease.describe()}, not taken back (a run died before it could): "
+            f"the next init, rotate or rollback takes it back first"
+        )
     if report.history:
         print_history(report.history, title="last rotations")
 

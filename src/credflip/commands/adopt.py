@@ -11,6 +11,7 @@ from ..errors import ConfigurationError, CredflipError, UsageError
 from ..instances import normalize as normalize_instances
 from ..layout import ROLES, Color, Layout
 from ..rotation import Event, Notice
+from ..rotation.lease import keeping_leases
 from ..state import State, load_state, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -67,15 +68,7 @@ def init(
     application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
     needs one on every table it moves.
     """
-    names = [*layout.resolver_names, layout.state]
-    existing = store.get_many(names)
-    if layout.state in existing:
-        raise ConfigurationError(
-            f"env {layout.env!r} is already managed by credflip in {store.url}; use "
-            f"'credflip status' or 'credflip rotate'"
-        )
-    if on_event is not None:
-        _warn_other_keys(store, layout, on_event)
+    existing = _unmanaged(store, layout, on_event)
     stored = normalize_instances([], instances)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
@@ -85,16 +78,40 @@ def init(
         hand_made = layout.pointer in existing and all(
             layout.url(c, "writer") in existing for c in Color
         )
-        if hand_made:
-            result = _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
-        else:
-            result = _adopt_single_user(
-                store, layout, eng, existing, writer_url, reader_url, green_user, group_role, stored
-            )
+        with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as leases:
+            leases.settle(eng)  # what an init that died lent the admin
+            if hand_made:
+                result = _adopt_hand_made(
+                    store, layout, eng, existing, group_role, stored, on_event
+                )
+            else:
+                result = _adopt_single_user(
+                    store, layout, eng, existing, writer_url, reader_url, green_user,
+                    group_role, stored,
+                )  # fmt: skip
         return _survey(store, layout, eng, result, sessions_only)
     finally:
         if own_engine:
             eng.close()
+
+
+def _unmanaged(
+    store: Store, layout: Layout, on_event: Callable[[Event], None] | None
+) -> dict[str, str]:
+    """The env's parameters; refused when credflip already manages it."""
+    existing = store.get_many([*layout.resolver_names, layout.state])
+    if layout.state in existing:
+        raise ConfigurationError(
+            f"env {layout.env!r} is already managed by credflip in {store.url}; use "
+            f"'credflip status' or 'credflip rotate'"
+        )
+    if on_event is not None:
+        _warn_other_keys(store, layout, on_event)
+    return existing
+
+
+def _noticer(on_event: Callable[[Event], None] | None) -> Callable[[str], None]:
+    return (lambda _m: None) if on_event is None else (lambda m: on_event(Notice(m)))
 
 
 def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], None]) -> None:

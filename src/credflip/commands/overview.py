@@ -7,12 +7,13 @@ from typing import Any
 
 from ..drain import Evidence
 from ..engines import Engine, Sessions, UserState, engine_for
-from ..errors import CredflipError
+from ..errors import CredflipError, NotInitialized
 from ..instances import format_address, parse_address
 from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo, read_lock
 from ..rotation import read_pointer
+from ..rotation.lease import Lease, read_lease
 from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Rotation, State, load_state
 from ..stores.base import Store
@@ -71,6 +72,8 @@ class Status:
     unwatched: list[str] = field(default_factory=list)
     #: The env accepts draining on open sessions alone (``init --sessions-only``).
     sessions_only: bool = False
+    #: Rights the admin lent itself in a run that died, not taken back yet.
+    lease: Lease | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -94,6 +97,7 @@ class Status:
                 else None
             ),
             "history": [h.to_dict() for h in self.history],
+            "lease": self.lease.to_dict() if self.lease else None,
             "database_error": self.database_error,
             "drain": {
                 "signals": [
@@ -153,8 +157,9 @@ def status(
     last: int = 5,
 ) -> Status:
     """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
-    state = load_state(store, layout)
-    values = store.get_many(layout.resolver_names)
+    state = _load(store, layout)
+    values = store.get_many([*layout.resolver_names, layout.lease])
+    lease = values.pop(layout.lease, None)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
     db: dict[Color, UserState] = {}
@@ -195,7 +200,22 @@ def status(
         earliest_retire=earliest_retire(state.current),
         unwatched=blind,
         sessions_only=state.sessions_only,
+        lease=None if lease is None else Lease.from_json(lease, where=layout.lease),
     )
+
+
+def _load(store: Store, layout: Layout) -> State:
+    """The env's state; when there is none, say so naming a lease an ``init`` that died left."""
+    try:
+        return load_state(store, layout)
+    except NotInitialized as exc:
+        lease = read_lease(store, layout)
+        if lease is None:
+            raise
+        raise NotInitialized(
+            f"{exc}; an init that died left a lease: {lease.describe()}; run 'credflip init' "
+            f"again with that admin: it takes it back first"
+        ) from exc
 
 
 def _colors(

@@ -15,6 +15,8 @@ from ..urls import DbUrl
 from .base import (
     Connector,
     Engine,
+    LeaseBook,
+    Lent,
     Observation,
     SessionGroup,
     Sessions,
@@ -27,6 +29,8 @@ from .base import (
 __all__ = [
     "Connector",
     "Engine",
+    "LeaseBook",
+    "Lent",
     "Observation",
     "SessionGroup",
     "Sessions",

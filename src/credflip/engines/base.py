@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .connector import DB_TIMEOUT_ENV, Connector
+from .lease import LeaseBook
 from .locks import LockWait
 from .usage_observer import UsageObserver
 from .user_admin import UserAdmin
-from .values import Observation, SessionGroup, Sessions, Signal, Step, UserState
+from .values import Lent, Observation, SessionGroup, Sessions, Signal, Step, UserState
 
 __all__ = [
     "DB_TIMEOUT_ENV",
     "Connector",
     "Engine",
+    "LeaseBook",
+    "Lent",
     "Observation",
     "SessionGroup",
     "Sessions",
@@ -49,3 +52,5 @@ class Engine(Connector, UserAdmin, UsageObserver):
     schemes: ClassVar[tuple[str, ...]]
     #: How the statements of a plan wait for locks other sessions hold (``--lock-timeout``).
     lock_wait: LockWait = field(default_factory=LockWait)
+    #: Where the rights a plan lends the admin are recorded while a command runs.
+    leases: LeaseBook | None = field(default=None, repr=False)

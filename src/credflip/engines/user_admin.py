@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import EngineError
+from .lease import LeaseBook, Lending
 from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
-from .values import Step, UserState
+from .values import Lent, Step, UserState
 
 __all__ = ["UserAdmin"]
 
@@ -66,6 +67,8 @@ class UserAdmin(abc.ABC):
     # -- plans -----------------------------------------------------------
 
     lock_wait: LockWait
+    #: Where the rights a plan lends the admin are recorded (None: nowhere).
+    leases: LeaseBook | None
 
     def execute(self, steps: Sequence[Step]) -> None:
         """Run *steps* in order: the one place an engine changes a database.
@@ -75,12 +78,15 @@ class UserAdmin(abc.ABC):
         within the lock budget (steps already done stay done: each is safe to
         repeat); past it the plan stops there, naming the lock's holder. At the
         first refusal the remaining cleanup steps still run (their own failures
-        ignored), then the refusal is raised.
+        ignored), then the refusal is raised. What the steps lend the admin is
+        recorded in :attr:`leases` before the first one runs, and cleared once
+        all ran (see :mod:`.lease`).
         """
         failure: EngineError | None = None
         backoff = self.lock_wait.backoff()
         watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
-        with self._plan_scope(), contextlib.closing(watch):
+        lease = Lending(self.leases, steps)
+        with lease, self._plan_scope(), contextlib.closing(watch):
             for step in self.with_limits(steps):
                 if failure is not None and not step.cleanup:
                     continue
@@ -89,10 +95,11 @@ class UserAdmin(abc.ABC):
                     run_waiting(run, step, backoff, self.lock_wait)
                 except EngineError as exc:
                     if step.cleanup:
+                        lease.failed(step)
                         continue
                     failure = exc
-        if failure is not None:
-            raise failure
+            if failure is not None:
+                raise failure
 
     def with_limits(self, steps: Sequence[Step]) -> list[Step]:
         """*steps* as :meth:`execute` runs them: before the first step on each connection,
@@ -149,3 +156,10 @@ class UserAdmin(abc.ABC):
         *watched*: plan as if the drain had (True) or had not (False) made
         the user's logins countable; None reads the current state.
         """
+
+    def plan_take_back(self, rights: Sequence[Lent]) -> list[Step]:
+        """The statements that take back what a lease recorded (:mod:`.lease`) and the
+        admin still holds: nothing for a right the catalog does not show (its grant never
+        ran, or was taken back already). Engines whose admin lends itself nothing plan
+        nothing."""
+        return []

@@ -7,7 +7,28 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Observation", "SessionGroup", "Sessions", "Signal", "Step", "UserState"]
+__all__ = ["Lent", "Observation", "SessionGroup", "Sessions", "Signal", "Step", "UserState"]
+
+#: The options of a membership the admin may lend itself alone (PostgreSQL 16+).
+_LENT_OPTIONS = ("", "INHERIT", "SET")
+
+
+@dataclass(frozen=True)
+class Lent:
+    """A right the admin lends itself for one plan and takes back at its end: its own
+    membership in *role* (*option* ""), or only the INHERIT or SET option of a
+    membership it had granted itself before (PostgreSQL 16+)."""
+
+    role: str
+    option: str = ""
+
+    def __post_init__(self) -> None:
+        if self.option not in _LENT_OPTIONS:
+            raise ValueError(f"unknown membership option {self.option!r}")
+
+    def describe(self) -> str:
+        """``membership in app_blue`` or ``SET on app_owner`` — for messages."""
+        return f"{self.option} on {self.role}" if self.option else f"membership in {self.role}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +50,10 @@ class Step:
     #: Cleanup (the admin taking back a right it gave itself): runs even when
     #: an earlier step failed, and its own failure is ignored.
     cleanup: bool = False
+    #: What this step lends the admin (a grant to itself that a cleanup step of the
+    #: same plan takes back): recorded as a lease before the plan's first step, so
+    #: that a run that dies before the cleanup leaves it to the next one to take back.
+    lends: Lent | None = None
 
 
 @dataclass(frozen=True)

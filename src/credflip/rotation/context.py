@@ -20,6 +20,7 @@ from ..stores.base import Store
 from ..urls import DbUrl, scrub
 from . import messages
 from .events import Event, Notice, OnEvent, emit
+from .lease import LeaseKeeper
 from .options import RotateOptions
 from .params import parse_urls, read_pointer
 from .plan import Write
@@ -44,6 +45,8 @@ class Context:
     state: State
     options: RotateOptions
     on_event: OnEvent = None
+    #: The env's lease, as this run keeps it (None: a dry run lends nothing).
+    leases: LeaseKeeper | None = None
     #: Plan only: writes are staged, nothing runs.
     dry_run: bool = False
     #: Secrets made in this run, scrubbed from every message.
@@ -62,6 +65,12 @@ class Context:
         if self._skew is None:
             self._skew = clock_skew(self.observer)
         return time.time() + self._skew
+
+    def settle_leases(self) -> None:
+        """Take back what a failed try of a phase lent the admin and did not take back, so
+        that the next try plans from the catalog as it was before."""
+        if self.leases is not None and self.leases.outstanding:
+            self.leases.settle(self.admin)
 
     # The primary's engine, by the role a phase needs of it.
 

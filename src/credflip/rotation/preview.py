@@ -11,6 +11,7 @@ fail the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from ..engines import Engine, engine_for
@@ -23,6 +24,7 @@ from ..urls import DbUrl
 from . import messages
 from .context import Context
 from .fleet import env_fleet, instance_list
+from .lease import read_lease, require_lessee
 from .options import RotateOptions
 from .params import read_pointer
 from .plan import PhasePlan, Write
@@ -70,6 +72,10 @@ class RotationPlan:
     main_database: str
     #: Drained first, when the last rotation was rolled back after its switch.
     predrain: PlannedPredrain | None = None
+    #: Rights a run that died lent the admin (:class:`~.lease.Lease`), and the SQL
+    #: that takes back what the admin still holds of them, before anything else.
+    lease: str | None = None
+    take_back: list[tuple[str, str]] = field(default_factory=list)
     prepare: list[tuple[str, str]] = field(default_factory=list)  # (database, SQL)
     parameters: list[PlannedParameter] = field(default_factory=list)
     verify: list[str] = field(default_factory=list)
@@ -107,6 +113,9 @@ def plan_rotation(
     eng.lock_wait = options.lock_wait(eng.lock_wait)
     try:
         require_engine(state, eng.name, layout)
+        lease = read_lease(store, layout)
+        if lease is not None:
+            require_lessee(lease, eng.admin_url, layout)
         state.instances = instance_list(state.instances, options)  # not saved
         fleet = env_fleet(store, layout, state, eng)
         try:
@@ -121,7 +130,10 @@ def plan_rotation(
                 ctx.write(planned.writes)
             plan = _describe(ctx, eng, plans)
             plan.unwatched.extend(accepted)
-            return plan
+            if lease is None:
+                return plan
+            plan.take_back.extend(_rendered(eng, eng.plan_take_back(lease.rights)))
+            return dataclasses.replace(plan, lease=lease.describe())
         finally:
             fleet.close()
     finally:

@@ -17,6 +17,7 @@ from . import messages
 from .context import clock_skew
 from .events import Notice, OnEvent, RollbackResult, emit
 from .journal import record_rollback
+from .lease import keeping_leases
 from .params import read_pointer, read_urls
 
 __all__ = ["rollback"]
@@ -38,7 +39,8 @@ def rollback(
     user. After it, the old user is unlocked if needed, its URLs are verified,
     and only then does the pointer move back. Refused when the old user was
     dropped or its URLs no longer connect. *lock_timeout*: how long one statement
-    may wait for a lock (default: the engine's, 1 s).
+    may wait for a lock (default: the engine's, 1 s). What a run that died lent the
+    admin is taken back first.
     """
     load_state(store, layout)
     own_engine = engine is None
@@ -52,32 +54,41 @@ def rollback(
     try:
         with hold_lock(store, layout, purpose="rollback", notice=notice) as mine:
             # Every write first checks that the lock is still ours.
-            store = FencedStore(store, layout, mine)
-            state = load_state(store, layout)
-            pointer = read_pointer(store, layout)
-            cur = state.current
-            started_at = cur.started_at if cur else time.time()
-            if cur is not None and not cur.phase.switched and pointer is cur.from_color:
-                return _abandon(store, layout, state, eng, cur)
-            back, away = _colors(cur, state)
-            if pointer is not away and pointer is not back:
-                raise messages.rollback_pointer_moved(pointer, away)
-            # The primary's clock, read before anything changes: the next rotation
-            # drains *away* from when the pointer left it, on the clock the drain
-            # reads (and the steps below cannot do without the database anyway).
-            skew = clock_skew(eng)
-            # pointer is back: an earlier rollback moved it and stopped before
-            # recording; finish it (the steps below are safe to repeat).
-            unlocked = _restore(store, layout, state, eng, back, away, probe, notice)
-            flipped = pointer is not back
-            if flipped:
-                store.put(layout.pointer, back.value, secure=False)
-            since = time.time() + skew  # after the move: never before it
-            record_rollback(store, layout, state, back, away, started_at, predrain_since=since)
-            return RollbackResult(back, state.users[back], flipped, unlocked)
+            fenced = FencedStore(store, layout, mine)
+            with keeping_leases(eng, fenced, layout, by="rollback", notice=notice) as leases:
+                leases.settle(eng)
+                return _roll_back(fenced, layout, eng, probe, notice)
     finally:
         if own_engine:
             eng.close()
+
+
+def _roll_back(
+    store: Store, layout: Layout, eng: Engine, probe: str | None, notice: Callable[[str], None]
+) -> RollbackResult:
+    """The rollback, with the lock held."""
+    state = load_state(store, layout)
+    pointer = read_pointer(store, layout)
+    cur = state.current
+    started_at = cur.started_at if cur else time.time()
+    if cur is not None and not cur.phase.switched and pointer is cur.from_color:
+        return _abandon(store, layout, state, eng, cur)
+    back, away = _colors(cur, state)
+    if pointer is not away and pointer is not back:
+        raise messages.rollback_pointer_moved(pointer, away)
+    # The primary's clock, read before anything changes: the next rotation
+    # drains *away* from when the pointer left it, on the clock the drain
+    # reads (and the steps below cannot do without the database anyway).
+    skew = clock_skew(eng)
+    # pointer is back: an earlier rollback moved it and stopped before
+    # recording; finish it (the steps below are safe to repeat).
+    unlocked = _restore(store, layout, state, eng, back, away, probe, notice)
+    flipped = pointer is not back
+    if flipped:
+        store.put(layout.pointer, back.value, secure=False)
+    since = time.time() + skew  # after the move: never before it
+    record_rollback(store, layout, state, back, away, started_at, predrain_since=since)
+    return RollbackResult(back, state.users[back], flipped, unlocked)
 
 
 def _abandon(

@@ -115,6 +115,7 @@ def run_phases(
         first = False
         started = time.monotonic()
         try:
+            ctx.settle_leases()
             finished = journal.finish() if phase is Phase.DONE else HANDLERS[phase].run(ctx)
         except DeadlineReached as exc:
             ctx.notice(messages.deadline_in(phase, exc))

@@ -28,6 +28,7 @@ from .context import Context
 from .events import Notice, OnEvent, RotationResult, emit
 from .fleet import env_fleet, instance_list
 from .journal import Journal
+from .lease import LeaseKeeper, keeping_leases
 from .options import RotateOptions
 from .params import read_pointer
 from .runner import RetryPolicy, run_phases
@@ -70,12 +71,13 @@ def rotate(
         ) as mine:
             fenced = FencedStore(store, layout, mine)
             policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
-            ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy)
-            try:
-                journal = Journal(fenced, layout, ctx.state)
-                return run_phases(ctx, journal, resumed=resumed, policy=policy)
-            finally:
-                ctx.fleet.close()
+            with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
+                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases)
+                try:
+                    journal = Journal(fenced, layout, ctx.state)
+                    return run_phases(ctx, journal, resumed=resumed, policy=policy)
+                finally:
+                    ctx.fleet.close()
     finally:
         if own_engine:
             eng.close()
@@ -88,8 +90,10 @@ def _begin(
     options: RotateOptions,
     on_event: OnEvent,
     policy: RetryPolicy,
+    leases: LeaseKeeper,
 ) -> tuple[Context, bool]:
-    """Find the fleet, pass the checks and record the rotation; True when resumed.
+    """Take back what a run that died lent the admin, find the fleet, pass the checks and
+    record the rotation; True when resumed.
 
     The first connections are retried like a phase: a failover under way when
     the rotation (re)starts is waited out within ``--reconnect-timeout`` (and
@@ -101,10 +105,11 @@ def _begin(
         state = load_state(store, layout)
         recorded[:] = [state.current is not None]
         require_engine(state, eng.name, layout)
+        leases.settle(eng)
         state.instances = instance_list(state.instances, options)
         fleet = env_fleet(store, layout, state, eng, notice=lambda m: emit(on_event, Notice(m)))
         try:
-            ctx = Context(store, layout, fleet, state, options, on_event)
+            ctx = Context(store, layout, fleet, state, options, on_event, leases)
             return ctx, _start_or_resume(ctx)
         except BaseException:
             fleet.close()

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ...errors import ConfigurationError, InsufficientPrivilege
-from ..base import Step
+from ..base import Lent, Step
 from . import catalog, plan
 from .connection import PgConnection
 
@@ -101,24 +101,58 @@ class PgAdminRights(PgConnection):
         right to SET ROLE to *to* (giving it a database needs that). The admin
         grants itself only those options and afterwards takes back exactly
         what it added: an option of a grant of its own that existed before,
-        or the whole grant. It keeps INHERIT on the group.
+        or the whole grant; each grant says so (:attr:`Step.lends`), so that
+        it is recorded as a lease before it runs. It keeps INHERIT on the group.
+        A membership it held before is never granted again nor taken back.
         """
         options = self._options_on_memberships
         before: list[Step] = []
         after: list[tuple[str, Step]] = []
+
+        def lend(step: Step, lent: Lent) -> None:
+            before.append(dataclasses.replace(step, lends=lent))
+            after.append((lent.role, _cleanup(plan.revoke_self(lent.role, lent.option))))
+
         for role in roles:
-            if not catalog.admin_has(self._run, role, "USAGE"):
-                existed = options and catalog.admin_granted_itself(self._run, role)
-                before.append(plan.grant_self(role, options=options))
-                after.append((role, _cleanup(plan.revoke_self(role, "INHERIT" if existed else ""))))
+            if catalog.admin_has(self._run, role, "USAGE"):
+                continue
+            if not options:
+                # Before 16 a member without USAGE is a NOINHERIT admin: its own
+                # membership, which a REVOKE would end.
+                if not catalog.admin_has(self._run, role, "MEMBER"):
+                    lend(plan.grant_self(role, options=False), Lent(role))
+                continue
+            held = catalog.self_grant(self._run, role, options=True) is not None
+            lent = Lent(role, "INHERIT" if held else "")
+            lend(plan.grant_self(role, options=True, held=held), lent)
         if to is not None:
             kept = self._admin_privileges_of(to)
             before += kept
             if options and not catalog.admin_has(self._run, to, "SET"):
-                existed = bool(kept) or catalog.admin_granted_itself(self._run, to)
-                before.append(plan.grant_self_set(to))
-                after.append((to, _cleanup(plan.revoke_self(to, "SET" if existed else ""))))
+                held = bool(kept) or catalog.self_grant(self._run, to, options=True) is not None
+                lend(plan.grant_self_set(to), Lent(to, "SET" if held else ""))
         return before, after
+
+    def plan_take_back(self, rights: Sequence[Lent]) -> list[Step]:
+        """Revoke what a lease names and the catalog shows the admin still holds of it: a
+        grant of its own (never one another role made), or the one option of it that was
+        lent. A right whose grant never ran, or that is gone already, plans nothing."""
+        options = self._options_on_memberships
+        rights = list(dict.fromkeys(rights))
+        whole = {lent.role for lent in rights if not lent.option}
+        steps: list[Step] = []
+        for lent in rights:
+            if lent.option and lent.role in whole:
+                continue  # the whole grant goes
+            held = catalog.self_grant(self._run, lent.role, options=options)
+            if held is None:
+                continue
+            if (lent.option == "INHERIT" and not held.inherit) or (
+                lent.option == "SET" and not held.set
+            ):
+                continue
+            steps.append(plan.revoke_self(lent.role, lent.option))
+        return steps
 
 
 def _cleanup(step: Step) -> Step:

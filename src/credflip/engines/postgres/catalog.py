@@ -321,14 +321,18 @@ def admin_has(run: Run, role: str, privilege: str) -> bool:
     return bool(rows and rows[0][0])
 
 
-def admin_granted_itself(run: Run, role: str) -> bool:
-    """Whether the admin holds a membership in *role* that it granted itself."""
-    return bool(
-        run(
-            "SELECT 1 FROM pg_auth_members WHERE roleid = (SELECT oid FROM pg_roles "
-            "WHERE rolname = %s) AND member = (SELECT oid FROM pg_roles WHERE rolname = "
-            "current_user) AND grantor = (SELECT oid FROM pg_roles WHERE rolname = "
-            "current_user)",
-            [role],
-        )
+def self_grant(run: Run, role: str, *, options: bool) -> Membership | None:
+    """The membership in *role* the admin granted itself, with its options; None when it
+    holds none (or *role* does not exist). *options*: the server has INHERIT/SET (16+)."""
+    columns = "m.inherit_option, m.set_option" if options else "NULL::bool, NULL::bool"
+    rows = run(
+        f"SELECT m.admin_option, {columns} FROM pg_auth_members m "
+        "WHERE m.roleid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+        "AND m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user) "
+        "AND m.grantor = m.member",
+        [role],
     )
+    if not rows:
+        return None
+    admin, inherit, set_ = rows[0]
+    return Membership(bool(admin), inherit, set_)

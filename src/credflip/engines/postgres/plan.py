@@ -93,16 +93,21 @@ def grant_role(role: str, member: str) -> Step:
     return Step(sql.SQL("GRANT {} TO {}").format(_id(role), _id(member)), hint=_MEMBERSHIP_HINT)
 
 
-def grant_self(role: str, *, options: bool) -> Step:
-    """The admin's own membership in *role* for its privileges: INHERIT, never SET (16+)."""
+def grant_self(role: str, *, options: bool, held: bool = False) -> Step:
+    """The admin's own membership in *role* for its privileges: INHERIT, never SET (16+).
+
+    *held*: the admin already holds a grant of its own in *role* (16+); then only its
+    INHERIT option is set, and its SET option stays as it was.
+    """
     hint = (
         f"on PostgreSQL 16+ run as a superuser (RDS/Aurora: the master user): GRANT {role} TO "
         f"<admin> WITH ADMIN OPTION"
     )
     if not options:
         return Step(sql.SQL("GRANT {} TO CURRENT_USER").format(_id(role)), hint=hint)
+    with_options = "INHERIT TRUE" if held else "INHERIT TRUE, SET FALSE"
     return Step(
-        sql.SQL("GRANT {} TO CURRENT_USER WITH INHERIT TRUE, SET FALSE").format(_id(role)),
+        sql.SQL("GRANT {} TO CURRENT_USER WITH {}").format(_id(role), sql.SQL(with_options)),
         hint=hint,
     )
 

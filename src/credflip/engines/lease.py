@@ -1,0 +1,62 @@
+"""The rights the admin lends itself, as a lease someone records for it.
+
+A plan that grants the admin a right for a moment (PostgreSQL: a membership
+for ``REASSIGN OWNED``) marks those grants (:attr:`~.values.Step.lends`).
+:meth:`~.user_admin.UserAdmin.execute` has them recorded in a
+:class:`LeaseBook` before the plan's first step and cleared once the plan
+ran through, its cleanup steps included. A run that dies in between leaves
+the lease recorded: the next command takes back what it names
+(:meth:`~.user_admin.UserAdmin.plan_take_back`), by what the catalog shows,
+so that a grant that never ran is no reason to fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol
+
+from .values import Lent, Step
+
+__all__ = ["LeaseBook", "Lending"]
+
+
+class LeaseBook(Protocol):
+    """Where the admin's temporary rights are recorded (the env's store)."""
+
+    def record(self, rights: Sequence[Lent]) -> None:
+        """Record *rights* as lent, before any of them is granted."""
+
+    def clear(self, rights: Sequence[Lent]) -> None:
+        """*rights* were taken back (or never granted): forget them."""
+
+
+class Lending:
+    """One plan's lease, around its execution: recorded on entry, cleared on a clean exit.
+
+    It stays recorded when the plan stops with an error or one of its cleanup
+    steps failed: then the catalog may still show what the plan lent.
+    """
+
+    def __init__(self, book: LeaseBook | None, steps: Sequence[Step]) -> None:
+        self.book = book
+        self.rights = tuple(dict.fromkeys(s.lends for s in steps if s.lends is not None))
+        self.kept = False
+
+    def failed(self, step: Step) -> None:
+        """*step* failed and the plan goes on (a cleanup step): keep the lease."""
+        self.kept = True
+
+    def __enter__(self) -> Lending:
+        if self.book is not None and self.rights:
+            self.book.record(self.rights)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None and not self.kept and self.book is not None and self.rights:
+            self.book.clear(self.rights)
