@@ -54,10 +54,13 @@ class DrainTracker:
         self._used_late: tuple[str, ...] = ()
         self.longest_gap = self.pause_sum = self.shortest = 0.0
         self.pauses = 0
+        #: A use after the cache wait was seen: a client that does not follow the pointer.
+        self.legacy = False
         self._window = QuietWindow()
         if evidence is not None:
             self.longest_gap, self.shortest = evidence.longest_gap, evidence.pause_min
             self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
+            self.legacy = evidence.legacy
             # Not the last use: a pause measured across the time between two runs
             # would be the operator's schedule, not a client's.
             self._window = QuietWindow(
@@ -68,7 +71,7 @@ class DrainTracker:
     def needed(self) -> float:
         """The quiet window the pauses seen so far call for."""
         return self.policy.needed_quiet(
-            self.longest_gap, self.pauses, self.pause_sum, self.shortest
+            self.longest_gap, self.pauses, self.pause_sum, self.shortest, legacy=self.legacy
         )
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
@@ -91,6 +94,7 @@ class DrainTracker:
             idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
+            legacy=self.legacy,
         )
 
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
@@ -130,6 +134,7 @@ class DrainTracker:
     def _learn(self, now: float, sample: Sample) -> None:
         """The pauses between two uses, which lengthen the window."""
         if sample.used:
+            self.legacy |= now - self.switched_at >= self.policy.cache_wait
             last = self._last_use
             if last is not None:
                 pause = now - last
