@@ -97,6 +97,9 @@ def test_a_use_after_the_cache_wait_lengthens_the_window_until_two_pauses_are_kn
     before the cache wait (a follower not yet moved) is not; the next run keeps it."""
     early = run(tracker(), 10, lambda t: [reading(counter=int(t >= 0.6))])
     assert first(early, Verdict.DONE) == pytest.approx(2.2)  # one window after the caches
+    # Seen by the first sample past the cache wait (1.2 s): it may have come before it.
+    edge = run(tracker(), 10, lambda t: [reading(counter=int(t >= 1.05))])
+    assert first(edge, Verdict.DONE) == pytest.approx(1.4 + TTL)
     trk = tracker()
     late = run(trk, 10, lambda t: [reading(counter=int(t >= 1.5))])
     assert first(late, Verdict.DONE) == pytest.approx(1.8 + LEGACY_WINDOWS * TTL)

@@ -100,10 +100,10 @@ class DrainTracker:
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
         """Take one sample (all instances, read at about *now*); return the verdict."""
         policy = self.policy
-        self._last_sample = now
+        previous, self._last_sample = self._last_sample, now
         sample = self._baseline.compare(now, readings, self.needed())
         caches_expired = now - self.switched_at >= policy.cache_wait
-        self._learn(now, sample)
+        self._learn(now, sample, previous)
         self._window.update(now, sample, caches_expired)
         past = now >= self.timeout_at
         if past and (sample.used or sample.earlier):
@@ -131,10 +131,12 @@ class DrainTracker:
             stuck=self._window.stuck(now, needed) if past and verdict is not Verdict.DONE else (),
         )
 
-    def _learn(self, now: float, sample: Sample) -> None:
-        """The pauses between two uses, which lengthen the window."""
+    def _learn(self, now: float, sample: Sample, previous: float | None) -> None:
+        """The pauses between two uses, which lengthen the window; whether a use came
+        after the cache wait (*previous*: the sample before, already past it)."""
         if sample.used:
-            self.legacy |= now - self.switched_at >= self.policy.cache_wait
+            cache_wait = self.policy.cache_wait
+            self.legacy |= previous is not None and previous - self.switched_at >= cache_wait
             last = self._last_use
             if last is not None:
                 pause = now - last
