@@ -44,6 +44,7 @@ def print_init(
     *,
     saved_admin: DbUrl | None,
     next_step: str,
+    pooler: DbUrl | None = None,
 ) -> None:
     """What ``init`` set up, what the drain sees, and the ``next:`` line."""
     how = "adopted the existing blue/green setup" if result.adopted else "initialised"
@@ -57,6 +58,8 @@ def print_init(
         out.print(f"  {line}")
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
+    if pooler is not None:
+        out.print(f"  PgBouncer console stored in {layout.pooler_url} ({pooler})")
     print_drain_view(result.instances, result.counter_gaps, result.unwatched)
     out.print("  " + sessions_only_line(result.sessions_only, bool(result.counter_gaps)))
     out.print(next_step)

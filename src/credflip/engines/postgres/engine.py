@@ -32,7 +32,7 @@ the drain's signals) and :mod:`.standbys` (replicas, Aurora members).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import register
 from ..base import Step
@@ -53,6 +53,8 @@ class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgStandbys, PgAdminRights, P
 
     name = "postgresql"
     schemes = ("postgresql", "postgres", "psql")
+
+    _verifiers: dict[str, str] = field(default_factory=dict, repr=False)
 
     def plan_retire(
         self, user: str, *, keep: str, group: str | None, drop: bool, watched: bool | None = None
