@@ -181,7 +181,8 @@ class PrivatePgbouncer:
             except psycopg.OperationalError:
                 if self.process.poll() is not None:
                     self.process = None
-                    raise AssertionError(f"pgbouncer exited at start: {self.log()[-500:]}")
+                    log = self.log()[-500:]
+                    raise AssertionError(f"pgbouncer exited at start: {log}") from None
                 assert time.monotonic() < deadline, "pgbouncer did not answer within 30s"
                 time.sleep(0.05)
 
