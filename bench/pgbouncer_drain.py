@@ -5,9 +5,9 @@ Per mode: a private PostgreSQL and a private PgBouncer in front of it
 PgBouncer's defaults otherwise, so ``server_idle_timeout`` is 600 s), an app
 whose colors' URLs go through PgBouncer, and clients that follow the pointer
 (resolver TTL 1 s: three keep a connection, two open one per request). Each
-rotation runs with ``--client-ttl 1s`` and the command line's default quiet
-window (10 TTLs); the script prints each drain's seconds and the failed
-requests.
+rotation runs with ``--client-ttl 1s --quiet 10s``; the script prints each
+drain's seconds and the failed requests. The shortest drain those options
+allow is the cache wait (1.1 s) plus the quiet window: 11.1 s.
 
 ``--without-pooler`` does not register PgBouncer with the env (``init`` without
 ``--pooler``): credflip then takes PgBouncer's server connections of the old

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -156,9 +157,35 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
         secure = conn.execute("SELECT secure FROM params WHERE name = ?", (layout.pooler_url,))
         assert secure.fetchone() == (1,)
     # PgBouncer's address is the pooler, not an instance the drain logs in to.
-    assert f"{pgbouncer.host}:{pgbouncer.port}" not in result.out.replace(str(console), "")
+    address = f"{pgbouncer.host}:{pgbouncer.port}"
+    drain_view = result.out.split("drain signals:")[1].splitlines()
+    assert [line for line in drain_view if address in line] == [
+        f"  {address} (pgbouncer pooler): pgbouncer clients, pgbouncer server requests"
+    ]
+    status = cli("status", "--env", layout.env, "--store", sqlite_store.url, "--json")
+    assert status.code == 0, status.err
+    found = json.loads(status.out)["drain"]["instances"]
+    assert [(i["address"], i["role"]) for i in found] == [
+        (f"{pg_app.admin_url.host}:{pg_app.admin_url.port}", "primary"),
+        (address, "pooler"),
+    ]
     for secret in (pgbouncer.stats_password, pg_app.password, pg_app.cluster.admin_password):
-        assert secret not in result.text
+        assert secret not in result.text + status.text
+
+    def blue_sessions() -> list[tuple[str, int]]:
+        shown = cli("status", "--env", layout.env, "--store", sqlite_store.url, "--json")
+        return [
+            (i["role"], i["sessions"]["blue"]) for i in json.loads(shown.out)["drain"]["instances"]
+        ]
+
+    # A client connected to PgBouncer is a session there; the server connection PgBouncer
+    # opened for it (idle between transactions) is not one on the server.
+    with client(pooled(pgbouncer, pg_app)) as conn:
+        conn.execute("SELECT 1")
+        assert len(pgbouncer.servers_of(pg_app.user)) == 1
+        assert blue_sessions() == [("primary", 0), ("pooler", 1)]
+    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept by PgBouncer
+    assert blue_sessions() == [("primary", 0), ("pooler", 0)]
 
 
 def test_init_refuses_a_console_that_does_not_let_it_in_and_changes_nothing(

@@ -91,7 +91,7 @@ def print_drain_view(
             out.print(f"  {inst.address} ({inst.source}): unreachable: {inst.error}")
             continue
         have = ", ".join(s.name for s in inst.signals if s.available) or "-"
-        role = "" if inst.standby is None else (" standby" if inst.standby else " primary")
+        role = "" if inst.role is None else f" {inst.role}"
         out.print(f"  {inst.address} ({inst.source}{role}): {have}")
         for sig in inst.signals:
             if not sig.available:
@@ -168,6 +168,8 @@ def print_plan(plan: RotationPlan) -> None:
     sql(plan.watch)
     out.print(f"5. retire ({plan.retire_mode}): SQL")
     sql(plan.retire)
+    for line in plan.retire_notes:
+        out.print(f"   {line}")
 
 
 def print_result(result: RotationResult) -> None:
@@ -251,7 +253,7 @@ def _print_instances(report: commands.Status) -> None:
         table.add_row(
             inst.address,
             inst.source,
-            "standby" if inst.standby else "primary",
+            inst.role or "primary",
             *(str(inst.sessions[c.color].count) for c in report.colors),
             ", ".join(s.name for s in inst.signals if s.available),
         )
