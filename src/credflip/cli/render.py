@@ -9,7 +9,7 @@ passwords in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -148,6 +148,14 @@ def print_plan(plan: RotationPlan) -> None:
         out.print(f"    {param.name}  {param.kind}  {param.value}  ({param.when})")
     out.print("2. verify: log in with " + "; ".join(plan.verify))
     out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
+    _print_drain_plan(plan, sql)
+    notes = "".join(f"{note}, then " for note in plan.retire_notes)
+    out.print(f"5. retire ({plan.retire_mode}): {notes}SQL")
+    sql(plan.retire)
+
+
+def _print_drain_plan(plan: RotationPlan, sql: Callable[[list[tuple[str, str]]], None]) -> None:
+    """The dry run's drain: how long, what it watches, the SQL that starts it."""
     out.print(
         f"4. drain: watch {plan.from_user!r} for client TTL {format_duration(plan.client_ttl)}, "
         f"then no use on any instance for the quiet window {format_duration(plan.quiet)} "
@@ -166,10 +174,6 @@ def print_plan(plan: RotationPlan) -> None:
         out.print("    draining on open sessions alone there: a risk accepted with --sessions-only")
     out.print("   SQL when the drain starts:")
     sql(plan.watch)
-    out.print(f"5. retire ({plan.retire_mode}): SQL")
-    sql(plan.retire)
-    for line in plan.retire_notes:
-        out.print(f"   {line}")
 
 
 def print_result(result: RotationResult) -> None:

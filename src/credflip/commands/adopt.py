@@ -68,9 +68,8 @@ def init(
     open sessions alone where an instance still has none (``rotate`` refuses
     there otherwise). *lock_timeout*: how long one statement may wait for a lock an
     application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
-    needs one on every table it moves. *pooler_url* registers the PgBouncer the
-    colors' URLs go through (its console: ``pgbouncer://USER:PASSWORD@HOST:PORT/pgbouncer``),
-    kept as a SecureString like the admin URL; its console must answer first.
+    needs one on every table it moves. *pooler_url*: the console of the PgBouncer the
+    colors' URLs go through, kept as a SecureString once it answers.
     """
     existing = _unmanaged(store, layout, on_event)
     stored = normalize_instances([], instances)
@@ -95,9 +94,7 @@ def init(
                     store, layout, eng, existing, writer_url, reader_url, green_user,
                     group_role, stored,
                 )  # fmt: skip
-        if pooler_url is not None:
-            store.put(layout.pooler_url, pooler_url.secret, secure=True)
-        return _survey(store, layout, eng, result, sessions_only)
+        return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
@@ -141,9 +138,17 @@ def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], N
 
 
 def _survey(
-    store: Store, layout: Layout, eng: Engine, result: InitResult, sessions_only: bool
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    result: InitResult,
+    sessions_only: bool,
+    pooler_url: DbUrl | None,
 ) -> InitResult:
-    """After the adoption: record *sessions_only*, then what the drain will see."""
+    """After the adoption: record *sessions_only* and the pooler, then what the drain will
+    see."""
+    if pooler_url is not None:
+        store.put(layout.pooler_url, pooler_url.secret, secure=True)
     state = load_state(store, layout)
     if sessions_only:
         state.sessions_only = True

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..drain import Reading
-from ..engines import Engine, PooledBackend, Sessions, engine_class
+from ..engines import Engine, Sessions, engine_class
 from ..errors import ConfigurationError, CredflipError, DeadlineReached, RotationError
 from ..poolers import PgBouncer
 from ..waiting import Wait
 from .addresses import Instance
+from .pooled import pooler_reading, pooler_sessions
 
 
 class Connections:
@@ -74,17 +75,9 @@ class Connections:
     def sessions(self, user: str) -> list[tuple[Instance, Sessions | CredflipError]]:
         """*user*'s open sessions on each instance, or the error; behind a pooler, its
         clients there (last) and not its server connections."""
-        pooled: tuple[PooledBackend, ...] = ()
-        extra: list[tuple[Instance, Sessions | CredflipError]] = []
-        if self.pooler is not None:
-            where = Instance(self.pooler.host, self.pooler.port, self.pooler.name)
-            try:
-                seen = self.pooler.view(user)
-                pooled, extra = seen.backends, [(where, seen.clients)]
-            except CredflipError as exc:
-                extra = [(where, exc)]
+        pooled, at_pooler = pooler_sessions(self.pooler, user)
         found = self._each(lambda e: e.sessions(user, pooled=pooled))
-        return [*found, *extra]  # type: ignore[list-item]
+        return [*found, *at_pooler]  # type: ignore[list-item]
 
     def read(self, user: str, *, counting: bool, position: str | None) -> list[Reading]:
         """One drain sample of *user* on every instance (and its pooler, read first).
@@ -93,7 +86,7 @@ class Connections:
         at all; *position* is the primary's write position once they do: a
         standby's counters are trusted only after it replayed that far.
         """
-        pooled, at_pooler = _pooler_reading(self.pooler, user)
+        pooled, at_pooler = pooler_reading(self.pooler, user)
         readings: list[Reading] = []
         for inst in self.instances:
             eng = self.engine(inst)
@@ -153,30 +146,6 @@ class Connections:
             ended += int(res)  # type: ignore[call-overload]
         return ended
 
-    def end_pooled(self, user: str, *, wait: Wait) -> tuple[int, int]:
-        """End the server connections the pooler keeps of *user* (from the server side:
-        PgBouncer can end none of one user alone), then wait while it still lists some.
-
-        Returns how many sessions ended and how many connections PgBouncer still
-        lists when *wait* is over (0 once it let go of all of them).
-        """
-        if self.pooler is None:
-            return 0, 0
-        backends = self.pooler.backends(user)
-        ended = 0
-        if backends:
-            for inst, res in self._each(lambda e: e.terminate(user, only=backends)):
-                if isinstance(res, CredflipError):
-                    raise RotationError(
-                        f"cannot end the PgBouncer connections of {user!r} on {inst.address}: {res}"
-                    ) from res
-                ended += int(res)  # type: ignore[call-overload]
-        while True:
-            left = len(self.pooler.backends(user))
-            if not left or not wait.left():
-                return ended, left
-            wait.pause()
-
     def close(self) -> None:
         """Close every connection but the primary's (its owner closes it), and the pooler's."""
         for address, eng in self._engines.items():
@@ -184,21 +153,6 @@ class Connections:
                 eng.close()
         if self.pooler is not None:
             self.pooler.close()
-
-
-def _pooler_reading(
-    pooler: PgBouncer | None, user: str
-) -> tuple[tuple[PooledBackend, ...], list[Reading]]:
-    """The pooler's server connections of *user* and its reading (a one-item list), or
-    nothing without a pooler. A pooler that cannot be read is a reading with its error
-    (the drain counts it as in use), and no connection is left out of the servers'."""
-    if pooler is None:
-        return (), []
-    try:
-        obs, backends = pooler.observe(user)
-    except CredflipError as exc:
-        return (), [Reading(pooler.label, error=str(exc))]
-    return backends, [Reading(pooler.label, obs.sessions, obs.counters, started=obs.started)]
 
 
 def _wait_standby(

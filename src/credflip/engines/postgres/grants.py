@@ -22,8 +22,7 @@ __all__ = ["PgGrants", "scram_verifier"]
 class PgGrants(PgGroupDefaults):
     """Login users: their state, their rights, locking and dropping them."""
 
-    #: The SCRAM verifier the last plan_prepare gives each user (a field of the engine).
-    _verifiers: dict[str, str]
+    _verifiers: dict[str, str]  # see PostgresEngine.planned_secret
 
     # -- users -----------------------------------------------------------
 
@@ -63,10 +62,6 @@ class PgGrants(PgGroupDefaults):
         self._verifiers[user] = verifier
         steps.append(plan.set_password(user, verifier))
         return steps
-
-    def planned_secret(self, user: str) -> str | None:
-        """The SCRAM verifier the last :meth:`plan_prepare` gives *user*."""
-        return self._verifiers.get(user)
 
     def _plan_copy_to_group(self, source: str, group: str) -> list[Step]:
         want = {k: v for k, v in self._memberships(source).items() if k != group}

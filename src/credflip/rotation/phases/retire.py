@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...instances import pooled
 from ...state import Phase
 from ...waiting import Wait
 from .. import messages
@@ -48,19 +49,18 @@ def run(ctx: Context) -> bool:
     ctx.require_switched()
     check_unwatched(ctx)
     if ctx.fleet.pooler is not None:
-        end_pooled(ctx, ctx.old_user)
+        end_pooler_connections(ctx, ctx.old_user)
     ctx.admin.execute(plan(ctx).steps)
     return True
 
 
-def end_pooled(ctx: Context, user: str) -> None:
+def end_pooler_connections(ctx: Context, user: str) -> None:
     """Lock *user* and end the server connections PgBouncer keeps of it."""
     pooler = ctx.fleet.pooler
     assert pooler is not None  # noqa: S101 - only called behind a pooler
     ctx.admin.lock_user(user)
-    ended, left = ctx.fleet.end_pooled(
-        user, wait=Wait(POOLER_LETS_GO, deadline=ctx.options.deadline, interval=0.1)
-    )
+    wait = Wait(POOLER_LETS_GO, deadline=ctx.options.deadline, interval=0.1)
+    ended, left = pooled.end_pooled(ctx.fleet, user, wait=wait)
     ctx.notice(messages.pooled_ended(user, pooler.label, ended, left))
 
 
