@@ -19,12 +19,13 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationFailed, ConfigurationError, DatabaseUnavailable, EngineError
 from ..urls import DbUrl, libpq_kwargs, scrub
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["Console"]
 
@@ -49,6 +50,8 @@ class Console:
 
     def show(self, what: str) -> list[Row]:
         """``SHOW what`` (a fixed word such as ``CLIENTS``), one dict per row by column name."""
+        import psycopg  # loaded with the first console, as the engines load their drivers
+
         conn = self._connection()
         late: list[bool] = []
         try:
@@ -73,6 +76,8 @@ class Console:
             ) from exc
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+
         if self._conn is not None and not self._conn.closed:
             return self._conn
         kwargs = libpq_kwargs(self.url)
@@ -91,7 +96,7 @@ class Console:
             raise self._connect_error(exc) from exc
         return self._conn
 
-    def _connect_error(self, exc: psycopg.Error) -> Exception:
+    def _connect_error(self, exc: BaseException) -> Exception:
         said = self._said(exc)
         low = said.lower()
         user = self.url.user
@@ -125,6 +130,8 @@ class Console:
 def _silence_guard(conn: Any, timeout: float, late: list[bool]) -> Iterator[None]:
     """Shut *conn*'s socket down when the console stays silent past *timeout*: the
     waiting call then fails at once instead of hanging."""
+    import psycopg
+
     try:
         fd = int(conn.pgconn.socket)
     except psycopg.Error:
