@@ -317,3 +317,54 @@ def test_pooler_userlist_before_and_after_rotations(
         f'"{pg_app.user}" "{authid(pg_app, pg_app.user)}"',
         f'"{pg_app.green}" "{authid(pg_app, pg_app.green)}"',
     ]
+
+
+def test_the_server_leaves_out_a_poolers_connection_only_by_pid_and_port(
+    pg_app: App, pgbouncer: PrivatePgbouncer
+) -> None:
+    from credflip.engines import engine_for
+
+    with client(pooled(pgbouncer, pg_app)) as conn:
+        conn.execute("SELECT 1")
+    [server] = pgbouncer.servers_of(pg_app.user)
+    pid, port = int(server["remote_pid"]), int(server["local_port"])
+    mine = PooledBackend(pid, port)
+    with engine_for(pg_app.admin_url) as eng:
+        assert eng.sessions(pg_app.user).count == 1
+        assert eng.sessions(pg_app.user, pooled=[mine]).count == 0
+        # Another port (a NAT between them) or another pid: not PgBouncer's.
+        for other in (PooledBackend(pid, port + 1), PooledBackend(pid + 1, port)):
+            assert eng.sessions(pg_app.user, pooled=[other]).count == 1
+        assert eng.terminate(pg_app.user, only=[]) == 0
+        assert eng.terminate(pg_app.user, only=[other]) == 0
+        assert eng.terminate(pg_app.user, only=[mine]) == 1
+        assert eng.sessions(pg_app.user).count == 0
+
+
+def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
+    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+) -> None:
+    common = ["--env", layout.env, "--store", sqlite_store.url]
+    assert cli(
+        "init", *common, "--admin-url", pg_app.admin_url.secret,
+        "--writer-url", pooled(pgbouncer, pg_app).secret,
+        "--pooler", pgbouncer.console_url().secret, "--group-role", pg_app.group,
+    ).code == 0  # fmt: skip
+    with client(pooled(pgbouncer, pg_app)) as conn:
+        conn.execute("SELECT 1")
+    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept after its client left
+    rotate = ["rotate", *common, "--admin-url", pg_app.admin_url.secret, "--client-ttl", "0s"]
+    plan = cli(*rotate, "--retire", "drop", "--dry-run")
+    assert plan.code == 0, plan.err
+    pooler = f"pgbouncer {pgbouncer.host}:{pgbouncer.port}"
+    assert f"writer URL directly on {pg_app.admin_url.host}:{pg_app.admin_url.port}" in plan.out
+    assert f"writer URL through {pooler}" in plan.out
+    assert (
+        f"5. retire (drop): first: lock {pg_app.user!r} and end the server connections {pooler}"
+        in plan.out
+    )
+    done = cli(*rotate, "--retire", "drop", "--quiet", "1s", "--yes")
+    assert done.code == 0, done.err
+    assert f"ended the 1 server connection(s) {pooler} kept of {pg_app.user!r}" in done.err
+    assert not pg_app.user_exists(pg_app.user)
+    assert pgbouncer.servers_of(pg_app.user) == []
