@@ -186,6 +186,11 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
         assert blue_sessions() == [("primary", 0), ("pooler", 1)]
     assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept by PgBouncer
     assert blue_sessions() == [("primary", 0), ("pooler", 0)]
+    # Without the admin URL status names what the URLs name: PgBouncer.
+    monkeypatch.delenv("CREDFLIP_ADMIN_URL")
+    shown = cli("status", "--env", layout.env, "--store", sqlite_store.url, "--json")
+    instances = json.loads(shown.out)["drain"]["instances"]
+    assert [(i["address"], i["role"]) for i in instances] == [(address, "pooler")]
 
 
 def test_init_refuses_a_console_that_does_not_let_it_in_and_changes_nothing(

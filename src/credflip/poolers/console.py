@@ -112,7 +112,8 @@ class Console:
             )
         return DatabaseUnavailable(
             f"cannot connect to the PgBouncer console at {self.address}: {said}; check the "
-            f"pooler URL's host and port and that PgBouncer is running"
+            f"pooler URL's host and port, that PgBouncer is running and that its auth_file "
+            f"has the user"
         )
 
     def _said(self, exc: BaseException) -> str:
