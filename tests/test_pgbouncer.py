@@ -33,14 +33,16 @@ def row(user: str, request: str, **more: Any) -> dict[str, Any]:
     return {"user": user, "request_time": f"2026-11-30 {request} UTC", **more}
 
 
-def test_a_request_in_the_poolers_current_second_keeps_the_user_busy() -> None:
-    me = row("stats", "10:00:05")  # the console's own SHOW CLIENTS: the pooler's clock
-    servers = [row("app", "10:00:05", remote_pid=7, addr="10.0.0.2", local_port=4000)]
-    busy = user_view("app", [me], servers, wall_now=0.0)
-    assert busy.busy and busy.newest == dt.datetime(2026, 11, 30, 10, 0, 5)
-    later = user_view("app", [row("stats", "10:00:06")], servers, wall_now=0.0)
-    assert not later.busy  # the second is over: whatever happened in it was seen
-    assert not user_view("app", [me], [], wall_now=0.0).busy
+def test_the_newest_request_on_the_users_server_connections_and_the_poolers_clock() -> None:
+    me = row("stats", "10:00:06")  # the console's own SHOW CLIENTS: the pooler's clock
+    servers = [
+        row("app", "10:00:05", remote_pid=7, addr="10.0.0.2", local_port=4000),
+        row("app", "09:59:00", remote_pid=8, addr="10.0.0.2", local_port=4001),
+    ]
+    view = user_view("app", [me], servers, wall_now=0.0)
+    assert view.newest == dt.datetime(2026, 11, 30, 10, 0, 5)
+    assert view.now == dt.datetime(2026, 11, 30, 10, 0, 6)
+    assert user_view("app", [me], [], wall_now=0.0).newest is None
 
 
 def test_server_connections_are_named_as_the_server_sees_them() -> None:

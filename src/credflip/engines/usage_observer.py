@@ -38,9 +38,10 @@ class UsageObserver(abc.ABC):
         """What this server can show of a user's use, available or not (with how to enable)."""
 
     @abc.abstractmethod
-    def observe(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Observation:
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Sample *user*: open sessions (but those in *pooled*, see :meth:`sessions`) and
-        the fingerprints of every available counter."""
+        the fingerprints of every available counter; behind a pooler (*pooled* not
+        None, maybe empty), also of the requests on its connections of *user*."""
 
     def enable_signals(self) -> list[str]:
         """Turn on what the admin may turn on without a restart; say what was done."""

@@ -27,16 +27,17 @@ __all__ = ["end_pooled", "pooler_reading", "pooler_sessions"]
 
 def pooler_reading(
     pooler: PgBouncer | None, user: str
-) -> tuple[tuple[PooledBackend, ...], list[Reading]]:
+) -> tuple[tuple[PooledBackend, ...] | None, list[Reading]]:
     """The pooler's server connections of *user* and its drain reading (a one-item list),
-    or nothing without a pooler. A pooler that cannot be read is a reading with its error
-    (the drain counts it as in use), and no session is left out of the servers'."""
+    or None and nothing without a pooler. A pooler that cannot be read is a reading with
+    its error (the drain counts it as in use), and no session is left out of the
+    servers' (None)."""
     if pooler is None:
-        return (), []
+        return None, []
     try:
         obs, backends = pooler.observe(user)
     except CredflipError as exc:
-        return (), [Reading(pooler.label, error=str(exc))]
+        return None, [Reading(pooler.label, error=str(exc))]
     return backends, [Reading(pooler.label, obs.sessions, obs.counters, started=obs.started)]
 
 

@@ -58,7 +58,6 @@ class PgBouncer:
         #: The newest request seen on each user's server connections in this run: a
         #: connection PgBouncer closes (idle timeout) takes no use back.
         self._newest: dict[str, str] = {}
-        self._samples = 0
 
     @property
     def host(self) -> str:
@@ -132,22 +131,16 @@ class PgBouncer:
         ]
 
     def observe(self, user: str) -> tuple[Observation, tuple[PooledBackend, ...]]:
-        """*user*'s clients (its sessions here) and the fingerprint of the requests on its
-        server connections; and those connections, for the server to leave out.
-
-        The fingerprint is the newest request seen, and while the user is busy (a
-        request in the pooler's current second) a mark of this very sample: every
-        such sample is use, so a client that keeps coming back is one busy stretch,
-        and the quiet window starts after its last second, not between its requests.
-        """
+        """*user*'s clients (its sessions here) and the newest request PgBouncer stamped on
+        its server connections (to the second; the newest seen in this run); and those
+        connections, for the server to leave out of its sessions and to time their
+        requests to the microsecond (:mod:`credflip.engines.postgres.pooled`)."""
         seen = self.view(user)
-        self._samples += 1
         newest = self._newest.get(user, "")
         if seen.newest is not None:
             newest = max(newest, seen.newest.isoformat())
         self._newest[user] = newest
-        mark = self._samples if seen.busy else None
-        counters: dict[str, Hashable] = {SIGNAL: (newest, mark)}
+        counters: dict[str, Hashable] = {SIGNAL: newest}
         return Observation(seen.clients, counters), seen.backends
 
     def close(self) -> None:

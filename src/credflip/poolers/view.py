@@ -10,12 +10,12 @@
   connection comes from), left out of the server's session view.
 - A request on one of them is use, even by a client that connected and left
   between two samples: PgBouncer stamps ``request_time`` on a server connection
-  whenever the server answers on it. PgBouncer prints times to the second, so a
-  second use within the same second as the newest one seen changes nothing:
-  the user is *busy* while its newest request is in the pooler's current
-  second, and the quiet window can only begin once that second is over. The
-  pooler's clock is read off the same ``SHOW CLIENTS``: the console's own
-  request is the latest one PgBouncer stamped.
+  whenever the server answers on it, but prints it to the second only; the
+  server times the same requests to the microsecond (``state_change`` of those
+  backends), which is what the drain compares.
+
+PgBouncer's clock is read off the same ``SHOW CLIENTS``: the console's own
+request is the latest one PgBouncer stamped (it dates the clients).
 """
 
 from __future__ import annotations
@@ -64,14 +64,6 @@ class UserView:
     newest: dt.datetime | None
     #: The pooler's clock at this sample, to the second (None when unknown).
     now: dt.datetime | None
-
-    @property
-    def busy(self) -> bool:
-        """A request on one of its server connections in the pooler's current second
-        (or a clock that cannot tell): another one may follow unseen."""
-        if self.newest is None:
-            return False
-        return self.now is None or self.newest >= self.now.replace(microsecond=0)
 
 
 def user_view(

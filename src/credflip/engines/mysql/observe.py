@@ -84,9 +84,9 @@ class MysqlObserver(MysqlCatalog):
         self._signals = None
         return [my_signals.USERSTAT_ENABLED]
 
-    def observe(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Observation:
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
-        _no_pooler(pooled)
+        _no_pooler(pooled or ())
         available = {s.name for s in self.signals() if s.cumulative and s.available}
         return Observation(
             self.sessions(user),

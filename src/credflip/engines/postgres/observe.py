@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 
 from ...errors import EngineError
 from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal, Step
 from . import catalog, plan
+from . import pooled as pooled_activity
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
 from .growth import StatementGrowth
+from .pooled import PooledActivity
 
 __all__ = ["PgObserver"]
 
@@ -24,6 +26,7 @@ class PgObserver(PgAdminRights):
         default=None, repr=False
     )
     _growth: StatementGrowth = field(default_factory=StatementGrowth, repr=False)
+    _pooled: PooledActivity = field(default_factory=PooledActivity, repr=False)
 
     # -- sessions ----------------------------------------------------------
 
@@ -78,15 +81,19 @@ class PgObserver(PgAdminRights):
             self._statements_source()[0],
         ]
 
-    def observe(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Observation:
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Open sessions of *user* (but *pooled*) and, where available, its
-        pg_stat_statements entries."""
-        sessions = self.sessions(user, pooled=pooled)
+        pg_stat_statements entries; behind a pooler (*pooled* not None) the newest
+        request on its connections of *user* too (:mod:`.pooled`)."""
+        sessions = self.sessions(user, pooled=pooled or ())
         started = self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
+        counters: dict[str, Hashable] = {}
+        if pooled is not None:
+            counters[pooled_activity.SIGNAL] = self._pooled.newest(self._run, user, pooled)
         source = self._statements_source()[1]
         if source is None:
-            return Observation(sessions, started=float(started))
-        counters = source.fingerprint(self._run, user)
+            return Observation(sessions, counters, started=float(started))
+        counters.update(source.fingerprint(self._run, user))
         return Observation(
             sessions,
             counters,
