@@ -2,8 +2,9 @@
 
 The colors' URLs go through a private PgBouncer (auth_query through a SECURITY
 DEFINER lookup function) in front of a private PostgreSQL. Clients follow the
-pointer with a 1 s TTL; during the first rotation a legacy client keeps blue's
-URL (one short connection per request) until a few seconds after the switch.
+pointer with a 1 s TTL (the rotation's --client-ttl is 1.2 s); during the first
+rotation a legacy client keeps blue's URL (one short connection per request) until
+a few seconds after the switch.
 Every request must succeed; each drain ends within the cache wait and its quiet
 window (+2 s) once the legacy client is gone, not at PgBouncer's
 ``server_idle_timeout`` (600 s): the window asked for (10 s) without a legacy
@@ -39,9 +40,15 @@ from credflip.rotation import (
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
+#: The clients' TTL.
 TTL = 1.0
+#: The rotation's --client-ttl: the clients' plus one drain sample (0.2 s). A follower's
+#: last request on the old color, at the very end of its cache, is seen at the next
+#: sample; without the margin that sample may fall after the cache wait, and the
+#: drain takes the follower for a client that does not follow (its window doubles).
+ROTATION_TTL = TTL + 0.2
 QUIET = 10.0
-CACHE_WAIT = TTL * (1 + TTL_JITTER)
+CACHE_WAIT = ROTATION_TTL * (1 + TTL_JITTER)
 #: How late a drain may end after the rules allow it (sampling, the retire's start).
 SLACK = 2.0
 #: Requests the legacy client makes after the first switch before it leaves.
@@ -110,7 +117,7 @@ def test_three_rotations_under_load_through_pgbouncer(
         store, layout, admin_url=app.admin_url, writer_url=blue, pooler_url=pgb.console_url()
     )
     timeline = Timeline()
-    options = RotateOptions(client_ttl=TTL, quiet=QUIET, drain_timeout=120)
+    options = RotateOptions(client_ttl=ROTATION_TTL, quiet=QUIET, drain_timeout=120)
 
     def rotation() -> RotationResult:
         return rotate(store, layout, admin_url=app.admin_url, options=options, on_event=timeline)
