@@ -8,10 +8,18 @@ import click
 
 from .. import commands
 from ..layout import Layout
+from ..poolers import parse_pooler_url
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import render
-from .options import common, given_path, instance_option, lock_timeout_option, url_option
+from .options import (
+    common,
+    given_path,
+    instance_option,
+    lock_timeout_option,
+    pooler_option,
+    url_option,
+)
 from .progress import Progress
 
 
@@ -22,6 +30,7 @@ from .progress import Progress
 @url_option("--reader-url", "The reader-endpoint URL (default: the writer URL).")
 @click.option("--green-user", default=None, help="Name of the green user (default <user>_green).")
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
+@pooler_option
 @instance_option
 @lock_timeout_option
 @click.option(
@@ -47,6 +56,7 @@ def init(
     reader_url: str | None,
     green_user: str | None,
     group_role: str | None,
+    pooler: str | None,
     instance: tuple[str, ...],
     lock_timeout: float,
     sessions_only: bool,
@@ -54,6 +64,7 @@ def init(
 ) -> None:
     """Start managing an env: the existing user becomes blue, green is created."""
     admin = DbUrl.parse(admin_url, what="--admin-url")
+    pooler_url = parse_pooler_url(pooler) if pooler else None
     result = commands.init(
         store,
         layout,
@@ -66,6 +77,7 @@ def init(
         sessions_only=sessions_only,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        pooler_url=pooler_url,
     )
     if save_admin_url:
         commands.save_admin_url(store, layout, admin_url=admin)
@@ -74,6 +86,7 @@ def init(
         layout,
         store.url,
         saved_admin=admin if save_admin_url else None,
+        pooler=pooler_url,
         next_step=_next_step(ctx, layout, store, saved=save_admin_url),
     )
 

@@ -15,6 +15,7 @@ from ..rotation.lease import keeping_leases
 from ..state import State, load_state, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
+from .pooler import check_pooler
 from .signals import InstanceStatus, drain_report, enable_signals
 
 
@@ -52,6 +53,7 @@ def init(
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
     lock_timeout: float | None = None,
+    pooler_url: DbUrl | None = None,
 ) -> InitResult:
     """Start managing an environment.
 
@@ -66,7 +68,8 @@ def init(
     open sessions alone where an instance still has none (``rotate`` refuses
     there otherwise). *lock_timeout*: how long one statement may wait for a lock an
     application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
-    needs one on every table it moves.
+    needs one on every table it moves. *pooler_url*: the console of the PgBouncer the
+    colors' URLs go through, kept as a SecureString once it answers.
     """
     existing = _unmanaged(store, layout, on_event)
     stored = normalize_instances([], instances)
@@ -75,6 +78,8 @@ def init(
     try:
         if lock_timeout is not None:
             eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
+        if pooler_url is not None:
+            check_pooler(pooler_url, engine=eng.name, admin_url=admin_url)
         hand_made = layout.pointer in existing and all(
             layout.url(c, "writer") in existing for c in Color
         )
@@ -89,7 +94,7 @@ def init(
                     store, layout, eng, existing, writer_url, reader_url, green_user,
                     group_role, stored,
                 )  # fmt: skip
-        return _survey(store, layout, eng, result, sessions_only)
+        return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
@@ -133,9 +138,17 @@ def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], N
 
 
 def _survey(
-    store: Store, layout: Layout, eng: Engine, result: InitResult, sessions_only: bool
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    result: InitResult,
+    sessions_only: bool,
+    pooler_url: DbUrl | None,
 ) -> InitResult:
-    """After the adoption: record *sessions_only*, then what the drain will see."""
+    """After the adoption: record *sessions_only* and the pooler, then what the drain will
+    see."""
+    if pooler_url is not None:
+        store.put(layout.pooler_url, pooler_url.secret, secure=True)
     state = load_state(store, layout)
     if sessions_only:
         state.sessions_only = True

@@ -12,7 +12,8 @@ from ..instances import format_address, parse_address
 from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo, read_lock
-from ..rotation import read_pointer
+from ..poolers import PgBouncer
+from ..rotation import env_pooler, read_pointer
 from ..rotation.lease import Lease, read_lease
 from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Rotation, State, load_state
@@ -158,8 +159,9 @@ def status(
 ) -> Status:
     """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
     state = _load(store, layout)
-    values = store.get_many([*layout.resolver_names, layout.lease])
+    values = store.get_many([*layout.resolver_names, layout.lease, layout.pooler_url])
     lease = values.pop(layout.lease, None)
+    pooler = env_pooler(layout, values.pop(layout.pooler_url, None))
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
     db: dict[Color, UserState] = {}
@@ -184,7 +186,7 @@ def status(
             error = str(exc)
     colors = _colors(layout, values, state, active, db, instances)
     if not instances:
-        instances = _known_instances(colors, state)
+        instances = _known_instances(colors, state, pooler)
     return Status(
         env=layout.env,
         store=store.url,
@@ -248,11 +250,14 @@ def _colors(
     return colors
 
 
-def _known_instances(colors: list[ColorStatus], state: State) -> list[InstanceStatus]:
-    """Without the database: the instances the URLs and ``--instance`` name."""
+def _known_instances(
+    colors: list[ColorStatus], state: State, pooler: PgBouncer | None
+) -> list[InstanceStatus]:
+    """Without the database: the instances the URLs and ``--instance`` name (a URL through
+    the env's PgBouncer names PgBouncer)."""
     out: list[InstanceStatus] = []
     pairs = [
-        (f"{c.color} {role} URL", url)
+        (pooler.name if pooler and pooler.serves(url) else f"{c.color} {role} URL", url)
         for c in colors
         for role, url in (("writer", c.writer_url), ("reader", c.reader_url))
         if url is not None

@@ -7,7 +7,16 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Lent", "Observation", "SessionGroup", "Sessions", "Signal", "Step", "UserState"]
+__all__ = [
+    "Lent",
+    "Observation",
+    "PooledBackend",
+    "SessionGroup",
+    "Sessions",
+    "Signal",
+    "Step",
+    "UserState",
+]
 
 #: The options of a membership the admin may lend itself alone (PostgreSQL 16+).
 _LENT_OPTIONS = ("", "INHERIT", "SET")
@@ -79,6 +88,16 @@ class SessionGroup:
     #: Seconds every session of the group has been idle (no statement running);
     #: None when one of them is active or the server does not say.
     idle_for: float | None = None
+
+
+@dataclass(frozen=True)
+class PooledBackend:
+    """A server connection a pooler (PgBouncer) holds, as the server sees it: the
+    backend's process id and the TCP port it was opened from (None over a Unix
+    socket), so that a session is taken for the pooler's only when both match."""
+
+    pid: int
+    port: int | None
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,13 @@ from ..engines import Engine
 from ..instances import Fleet
 from ..instances import normalize as instances_normalize
 from ..layout import ROLES, Color, Layout
+from ..poolers import PgBouncer, parse_pooler_url
 from ..state import State
 from ..stores.base import Store
 from ..urls import DbUrl
 from .options import RotateOptions
 
-__all__ = ["env_fleet", "instance_list"]
+__all__ = ["env_fleet", "env_pooler", "instance_list"]
 
 
 def env_fleet(
@@ -25,8 +26,10 @@ def env_fleet(
     strict: bool = True,
     notice: Callable[[str], None] = lambda _m: None,
 ) -> Fleet:
-    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members."""
-    values = store.get_many([layout.url(c, r) for c in Color for r in ROLES])
+    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members;
+    and the env's PgBouncer, when it has one."""
+    values = store.get_many([*(layout.url(c, r) for c in Color for r in ROLES), layout.pooler_url])
+    pooler = env_pooler(layout, values.get(layout.pooler_url))
     urls: list[tuple[str, DbUrl]] = []
     for color in Color:
         for role in ROLES:
@@ -35,7 +38,16 @@ def env_fleet(
                 urls.append(
                     (f"{color} {role} URL", DbUrl.parse(text, what=layout.url(color, role)))
                 )
-    return Fleet.of(engine, urls=urls, stored=state.instances, strict=strict, notice=notice)
+    return Fleet.of(
+        engine, urls=urls, stored=state.instances, strict=strict, notice=notice, pooler=pooler
+    )
+
+
+def env_pooler(layout: Layout, stored: str | None) -> PgBouncer | None:
+    """The env's PgBouncer from its stored console URL (None when it has none)."""
+    if not stored:
+        return None
+    return PgBouncer(parse_pooler_url(stored, what=layout.pooler_url))
 
 
 def instance_list(stored: list[str], options: RotateOptions) -> list[str]:

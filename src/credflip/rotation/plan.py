@@ -46,6 +46,10 @@ class Login:
     url: DbUrl
     #: True for a replica, which may not have replayed the new password yet.
     replica: bool = False
+    #: True for a login through the env's pooler (PgBouncer), which must know the new
+    #: password too (auth_query reads it from the server; an auth_file must be
+    #: regenerated and reloaded); tried again like a replica's.
+    pooler: bool = False
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,8 @@ class RotationPlan:
     sessions_only: bool = False
     watch: list[tuple[str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
+    #: What the retire does besides its SQL (behind PgBouncer: its connections ended).
+    retire_notes: list[str] = field(default_factory=list)
     retire_mode: str = "lock"
     client_ttl: float = 0.0
     min_drain: float = 0.0
@@ -191,6 +193,13 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
             else [s.name for s in sigs if s.available]
         )
         plan.instances.append((inst.address, inst.source, names))
+    pooler = ctx.fleet.pooler
+    if pooler is not None:
+        plan.instances.append((pooler.address, pooler.name, [s.name for s in pooler.signals()]))
+        plan.retire_notes.append(
+            f"first: lock {ctx.old_user!r} and end the server connections {pooler.label} "
+            f"keeps of it (pg_terminate_backend of their backends)"
+        )
     return plan
 
 

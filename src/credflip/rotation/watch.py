@@ -168,6 +168,9 @@ def announce(ctx: Context, user: str) -> None:
             else ", ".join(s.name for s in sigs if s.available) or "nothing"
         )
         parts.append(f"{inst.address} ({inst.source}) [{names}]")
+    pooler = ctx.fleet.pooler
+    if pooler is not None:
+        parts.append(f"{pooler.label} [{', '.join(s.name for s in pooler.signals())}]")
     ctx.notice(messages.watching(user, parts))
     gaps = ctx.fleet.counter_gaps(user, ctx.state.group)
     if gaps:

@@ -40,6 +40,10 @@ def plan(ctx: Context) -> PhasePlan:
         )
         for role, url in ctx.urls(rot.from_color).items()
     ]
+    secret = ctx.admin.planned_secret(ctx.new_user)
+    if ctx.fleet.pooler is not None and secret is not None:
+        # What an auth_file must hold for the new color (pooler-userlist prints it).
+        writes.append(Write(ctx.layout.verifier(rot.to_color), secret, secure=True))
     return PhasePlan(Phase.PREPARE, steps=steps, writes=writes, predrain=first)
 
 
