@@ -14,14 +14,10 @@ call fails as unreachable, as the engines' statement guard does.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import AuthenticationFailed, ConfigurationError, DatabaseUnavailable, EngineError
+from ..silence import libpq_socket, silence_guard
 from ..urls import DbUrl, libpq_kwargs, scrub
 
 if TYPE_CHECKING:
@@ -55,7 +51,7 @@ class Console:
         conn = self._connection()
         late: list[bool] = []
         try:
-            with _silence_guard(conn, self.statement_timeout, late):
+            with silence_guard(libpq_socket(conn), self.statement_timeout) as late:
                 cur = conn.execute(f"SHOW {what}")
                 names = [c.name for c in cur.description or ()]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -125,33 +121,3 @@ class Console:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             conn.close()
-
-
-@contextlib.contextmanager
-def _silence_guard(conn: Any, timeout: float, late: list[bool]) -> Iterator[None]:
-    """Shut *conn*'s socket down when the console stays silent past *timeout*: the
-    waiting call then fails at once instead of hanging."""
-    import psycopg
-
-    try:
-        fd = int(conn.pgconn.socket)
-    except psycopg.Error:
-        yield  # already closed: the call fails by itself
-        return
-
-    def give_up() -> None:
-        late.append(True)
-        with contextlib.suppress(OSError):
-            sock = socket.socket(fileno=os.dup(fd))
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
-
-    timer = threading.Timer(timeout, give_up)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()

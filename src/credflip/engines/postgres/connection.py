@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import os
-import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +25,7 @@ from ...errors import (
     LockTimeout,
     is_auth_failure,
 )
+from ...silence import libpq_socket, silence_guard
 from ...urls import DbUrl, libpq_kwargs, scrub
 from ..base import Engine, Step
 from ..connector import Refusal, connect_error
@@ -201,49 +200,17 @@ def _where(conn: Any) -> str:
         return "?"
 
 
-def _socket_of(conn: Any) -> int | None:
-    try:
-        return int(conn.pgconn.socket)
-    except psycopg.Error:
-        return None
-
-
 @contextlib.contextmanager
 def _silence_guard(conn: Any, timeout: float, admin: Callable[[], Any]) -> Iterator[list[bool]]:
-    """Give up on *conn* when the server stays silent past the statement timeout.
-
-    libpq has no client-side timeout for a statement, and a stopped server
-    keeps its socket open (the kernel still acknowledges our packets). A
-    timer shuts the socket down, so the waiting call fails at once with
-    "server closed the connection" instead of hanging. It then has the server
-    cancel the statement too (see :func:`_cancel_in_background`): a backend
-    waiting for a lock does not notice that its client left, and would keep
-    its place in the lock queue (and run the statement once it got the lock).
-    """
-    late: list[bool] = []
-    fd = _socket_of(conn)
-    if fd is None:  # already closed: the call fails by itself
+    """Give up on *conn* when the server stays silent past the statement timeout
+    (:func:`~credflip.silence.silence_guard`), then have the server cancel the
+    statement too (see :func:`_cancel_in_background`): a backend waiting for a lock
+    does not notice that its client left, and would keep its place in the lock queue
+    (and run the statement once it got the lock)."""
+    fd = libpq_socket(conn)
+    pid = conn.info.backend_pid if fd is not None else 0
+    with silence_guard(fd, timeout, lambda: _cancel_in_background(admin, pid)) as late:
         yield late
-        return
-    pid = conn.info.backend_pid
-
-    def give_up() -> None:
-        late.append(True)
-        with contextlib.suppress(OSError):
-            sock = socket.socket(fileno=os.dup(fd))
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
-        _cancel_in_background(admin, pid)
-
-    timer = threading.Timer(timeout, give_up)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield late
-    finally:
-        timer.cancel()
 
 
 def _cancel_in_background(admin: Callable[[], Any], pid: int) -> None:
