@@ -291,7 +291,13 @@ def test_a_random_client_stretches_the_window() -> None:
     assert trk.policy.needed_quiet(trk.longest_gap, trk.pauses, trk.pause_sum) > 6.5 * 3.0 * 0.8
 
 
-def resumed(evidence: Evidence, *, switched_at: float = -100.0, **policy: float) -> DrainTracker:
+def resumed(
+    evidence: Evidence,
+    *,
+    switched_at: float = -100.0,
+    sessions_only: bool = False,
+    **policy: float,
+) -> DrainTracker:
     policy.setdefault("client_ttl", TTL)
     policy.setdefault("quiet", 10.0)
     return DrainTracker(
@@ -299,6 +305,7 @@ def resumed(evidence: Evidence, *, switched_at: float = -100.0, **policy: float)
         switched_at=switched_at,
         timeout_at=1000.0,
         evidence=Evidence.from_dict(evidence.to_dict()),  # as stored and read back
+        sessions_only=sessions_only,
     )
 
 
@@ -473,8 +480,8 @@ def test_past_the_timeout_a_replaying_standby_ends_a_run_only_after_a_grace() ->
 
 def test_an_instance_without_a_kept_fingerprint_voids_the_kept_window() -> None:
     evidence = first_run(4.0).evidence("app_blue")
-    # A replica added between the runs, watched on sessions alone.
-    later = resumed(evidence)
+    # A replica added between the runs, watched on sessions alone (the risk accepted).
+    later = resumed(evidence, sessions_only=True)
     bare = Reading("db-2:5432", NONE, {})
     assert later.observe(600.0, [reading(counter=3), bare]).verdict is Verdict.QUIET
     assert later.observe(600.2, [reading(counter=3), bare]).verdict is Verdict.QUIET

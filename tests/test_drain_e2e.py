@@ -10,6 +10,7 @@ interval, so only a cumulative per-user counter sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -28,6 +29,7 @@ from credflip.rotation import (
     DrainProgress,
     Event,
     Notice,
+    PhaseStarted,
     RotateOptions,
     RotationResult,
     rollback,
@@ -87,11 +89,13 @@ def test_a_later_run_continues_the_drain_from_the_kept_evidence(
     evidence = load_state(sqlite_store, layout).current
     assert evidence is not None and evidence.evidence["i"]
     progress: list[Verdict] = []
+    # Past its drain timeout a run stops once it sampled that long (or two windows); the
+    # client's pauses stretched the window beyond: a timeout that lets this run wait it.
     result = rotate(
         sqlite_store,
         layout,
         admin_url=app.admin_url,
-        options=RotateOptions(client_ttl=0.3, quiet=3.0, drain_timeout=2.0),
+        options=RotateOptions(client_ttl=0.3, quiet=3.0, drain_timeout=120.0),
         on_event=lambda e: (
             progress.append(e.status.verdict) if isinstance(e, DrainProgress) else None
         ),
@@ -99,6 +103,38 @@ def test_a_later_run_continues_the_drain_from_the_kept_evidence(
     assert result.finished and result.resumed
     # The first sample had a baseline from the earlier run: it was never "unknown".
     assert progress[0] in (Verdict.IN_USE, Verdict.QUIET)
+    assert app.locked_marker in login_error(app.url)
+
+
+def test_a_login_right_before_the_retire_sends_the_rotation_back_to_the_drain(
+    any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """After the drain's last sample, the retire writes the phase, checks the pointer and
+    the replicas and plans its statements. A legacy client that logs in meanwhile (here:
+    as the retire starts) is seen by the retire's last look: the old user is not locked
+    under it, the run drains again and retires once it is gone."""
+    app = any_app
+    commands.init(sqlite_store, layout, admin_url=app.admin_url, writer_url=app.url)
+    events: list[Event] = []
+    late: list[bool] = []
+
+    def straggle(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, PhaseStarted) and event.phase is Phase.RETIRE and not late:
+            late.append(connects(app.url))  # blue's URL, one short login and query
+
+    result = rotate(
+        sqlite_store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=0.3),
+        on_event=straggle,
+    )
+    assert result.finished and late == [True]
+    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
+    assert phases[-5:] == [Phase.DRAIN, Phase.RETIRE, Phase.DRAIN, Phase.RETIRE, Phase.DONE]
+    warned = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert any(w.startswith(f"not retiring '{app.user}': one last reading") for w in warned)
     assert app.locked_marker in login_error(app.url)
 
 
@@ -232,7 +268,10 @@ def test_after_a_rollback_the_rolled_back_color_is_drained_before_its_password_c
     assert legacy.errors == [] and legacy.ok > 3
     state = load_state(sqlite_store, layout)
     assert state.current is not None and state.current.phase.value == "prepare"
-    result = rotate(sqlite_store, layout, admin_url=app.admin_url, options=pre)
+    # The client's pauses stretched the window past what a run waits after its drain
+    # timeout (that or two windows): a timeout that lets this run wait it.
+    later = dataclasses.replace(pre, drain_timeout=120.0)
+    result = rotate(sqlite_store, layout, admin_url=app.admin_url, options=later)
     assert result.finished and result.to_color is Color.GREEN
     assert fresh(sqlite_store, layout).color is Color.GREEN
 

@@ -1,4 +1,5 @@
-"""The window the pauses call for, on a fake clock: periodic jobs and clients at random.
+"""The window the pauses call for, on a fake clock: periodic jobs and clients at random;
+and the default window before any pause, which a short client TTL does not shorten.
 
 A periodic job gets twice its longest pause once its pauses are too alike for a
 client arriving at random; a client arriving at random gets the random window,
@@ -14,7 +15,10 @@ import random
 
 import pytest
 
+from credflip.aws_lambda import _options
 from credflip.drain import (
+    MIN_DEFAULT_QUIET,
+    QUIET_TTLS,
     DrainPolicy,
     DrainTracker,
     Evidence,
@@ -24,6 +28,8 @@ from credflip.drain import (
 )
 from credflip.drain.policy import random_like, share
 from credflip.engines import Sessions
+from credflip.rotation import RotateOptions
+from credflip.rotation.start import quiet_window
 
 NONE = Sessions()
 HOUR = 3600.0
@@ -106,6 +112,57 @@ def test_a_ten_minute_job_seen_three_times_needs_the_default_window() -> None:
     uses = [600.0, 1200.0, 1800.0]
     done = finish(uses, until=5 * HOUR)
     assert 1800.0 + 2400.0 < done <= 1800.0 + 2400.0 + 2 * 5.0  # 40 min > twice 10 min
+
+
+def test_the_default_window_is_at_least_forty_seconds_a_given_one_is_kept() -> None:
+    """Clients that do not follow the pointer have no TTL: --client-ttl 0 (or 200ms)
+    shortens the cache wait, not the window that protects them."""
+    assert MIN_DEFAULT_QUIET == QUIET_TTLS * 1.0 == 40.0
+    assert DrainPolicy(client_ttl=0.0).window == 40.0
+    assert DrainPolicy(client_ttl=0.2).window == 40.0
+    assert DrainPolicy(client_ttl=2.0).window == 80.0
+    assert DrainPolicy(client_ttl=0.0, quiet=0.0).window == 0.0
+    assert DrainPolicy(client_ttl=0.0, quiet=3.0).window == 3.0
+    # A client every 30 s, with --client-ttl 0 and nothing else: never retired.
+    trk = DrainTracker(DrainPolicy(client_ttl=0.0), switched_at=0.0, timeout_at=math.inf)
+    readings = counter_at([30.0 * k for k in range(1, 11)])
+    verdicts = {trk.observe(t / 5, readings(t / 5)).verdict for t in range(1500)}  # type: ignore[operator]
+    assert Verdict.DONE not in verdicts
+
+
+def test_the_default_window_floor_reaches_the_rotation_and_the_lambda() -> None:
+    assert quiet_window(RotateOptions(client_ttl=0.0)) == 40.0
+    assert quiet_window(RotateOptions(client_ttl=0.0, quiet=0.0)) == 0.0
+    assert quiet_window(_options({"client_ttl": "0s"}, deadline=1e9)) == 40.0
+    assert quiet_window(_options({"client_ttl": "0s", "quiet": "2s"}, deadline=1e9)) == 2.0
+
+
+def drain_every(step: float, uses: list[float], until: float) -> tuple[DrainTracker, float | None]:
+    """A default drain (TTL 60 s) sampled every *step* until *until* or DONE."""
+    trk = DrainTracker(DrainPolicy(client_ttl=60.0), switched_at=0.0, timeout_at=math.inf)
+    readings = counter_at(uses)
+    for k in range(int(until / step) + 1):
+        if trk.observe(k * step, readings(k * step)).verdict is Verdict.DONE:  # type: ignore[operator]
+            return trk, k * step
+    return trk, None
+
+
+def test_a_ten_minute_job_gets_the_default_window_only_if_its_pauses_agree() -> None:
+    """What the README and the policy's docstring claim, sampled every 0.5 s: seen 3
+    times, the default 40 min only when its two pauses agree within 0.6 s (0.1 %);
+    a second apart (a start that jitters by +-0.5 s), the random window, 87 mean pauses
+    (14.6 h), until a 4th use whose three pauses agree within 2.8 %: 40 min again."""
+    alike = [600.0, 1200.5, 1800.5]  # pauses of 600.5 s and 600 s
+    trk, done = drain_every(0.5, alike, 4300.0)
+    assert trk.pauses == 2 and done == 1801.0 + 2400.0  # the quiet began at 1801
+    apart = [600.0, 1201.0, 1801.0]  # pauses of 601 s and 600 s
+    trk, done = drain_every(0.5, apart, 2 * HOUR)
+    assert done is None and trk.pauses == 2
+    assert trk.needed() == pytest.approx(600.5 * random_client_factor(2, 1e-3))
+    assert trk.needed() == pytest.approx(14.6 * HOUR, rel=0.01)
+    fourth = [*apart, 2400.5]  # then pauses of 601, 600 and 599.5 s
+    trk, done = drain_every(0.5, fourth, 5000.0)
+    assert trk.pauses == 3 and done == 2401.0 + 2400.0
 
 
 def test_a_use_before_the_cache_wait_starts_no_pause() -> None:

@@ -136,7 +136,11 @@ def test_without_sessions_only_an_uncounted_instance_never_carries_and_raises_it
     schedule = Schedule(lambda t, k: [counted(t, k), bare()])
     outcomes = [schedule.invoke(k) for k in range(7)]
     assert outcomes == ["paused"] * 5 + ["drain_timeout"] * 2
-    assert schedule.last is not None and schedule.last.stuck == ("db-2:5432 counts no logins",)
+    assert schedule.last is not None
+    assert schedule.last.stuck == (
+        "db-2:5432 counts no logins: enable a counter there, or accept draining on open "
+        'sessions alone with --sessions-only (Lambda: "sessions_only": true)',
+    )
 
 
 def test_a_one_off_restart_past_the_timeout_only_puts_the_window_off() -> None:

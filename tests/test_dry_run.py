@@ -65,6 +65,7 @@ def test_dry_run_changes_nothing_then_the_rotation_runs_what_it_printed(
     assert "nothing was changed and no lock taken" in result.out
     assert "/green/writer-db-url  SecureString" in result.out and "***" in result.out
     assert "pg_stat_statements" in result.out or "user_statistics" in result.out
+    assert "5. retire (lock): one last reading of every instance" in result.out
     planned = printed_sql(result.out)
     assert planned and any("PASSWORD" in s for s in planned)
     assert "SET lock_timeout = '1000ms'" in planned or any(

@@ -367,8 +367,9 @@ def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
     assert f"writer URL directly on {pg_app.admin_url.host}:{pg_app.admin_url.port}" in plan.out
     assert f"writer URL through {pooler}" in plan.out
     assert (
-        f"5. retire (drop): first: lock {pg_app.user!r} and end the server connections {pooler}"
-        in plan.out
+        "5. retire (drop): one last reading of every instance, as the drain reads them (any "
+        f"use there: back to the drain), then lock {pg_app.user!r} and end the server "
+        f"connections {pooler}" in plan.out
     )
     done = cli(*rotate, "--retire", "drop", "--quiet", "1s", "--yes")
     assert done.code == 0, done.err

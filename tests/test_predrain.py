@@ -1,5 +1,6 @@
 """When the color about to be prepared must first be drained (the predrain), on a made-up
-history: the rule, states written before it was recorded, and the 4 KB shrink. No database.
+history: the rule, states written before it was recorded, the 4 KB shrink, and whom
+`status` looks at meanwhile. No database.
 
 The end-to-end runs are test_drain_e2e.py's (and test_drain_counters.py's,
 test_unwatched_replicas.py's).
@@ -8,15 +9,17 @@ test_unwatched_replicas.py's).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from credflip.drain import Evidence, Reading
-from credflip.engines import SessionGroup, Sessions
-from credflip.layout import Color
+from credflip.engines import SessionGroup, Sessions, UserState
+from credflip.layout import Color, Layout
 from credflip.legacy import LegacyLog
-from credflip.state import HistoryEntry, Phase, Rotation, State, predrain_due
+from credflip.state import HistoryEntry, Phase, Rotation, State, predrain_due, save_state
 from credflip.stores.base import MAX_VALUE_BYTES
+from credflip.stores.sqlite import SqliteStore
 
 BLUE, GREEN = Color.BLUE, Color.GREEN
 T0 = 1_700_000_000.0
@@ -210,3 +213,42 @@ def test_after_an_abandoned_predrain_the_crowded_state_still_says_green_is_due()
     current = Rotation("r" * 12, BLUE, GREEN, Phase.PREPARE, T0 + 50, predrain_since=T0 + 1)
     back = State.from_json(crowded_state(history, current).to_json(), where="test")
     assert predrain_due(back.history, GREEN, lambda: NOW) == T0 + 1
+
+
+def test_status_during_a_predrain_looks_at_the_predrained_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prepare drains green (rolled back from) before it changes its password: `status`
+    reports the counter gaps and the legacy clients of green's user, not blue's."""
+    from credflip.commands import overview
+
+    layout = Layout("predrain")
+    store = SqliteStore(tmp_path / "params.db")
+    store.put(layout.pointer, "blue")
+    current = Rotation("r1", BLUE, GREEN, Phase.PREPARE, T0 + 10, predrain_since=T0 + 1)
+    assert current.predraining
+    save_state(
+        store, layout, State("postgresql", {BLUE: "app", GREEN: "app_green"}, current=current)
+    )
+    watched: list[str] = []
+
+    def report(*_args: object, watch: str) -> tuple[list[object], list[str], list[str]]:
+        watched.append(watch)
+        return [], [f"db-1:5432 counts no logins (for {watch})"], []
+
+    class Admin:
+        def user_state(self, user: str) -> UserState:
+            return UserState(user, exists=True, can_login=True)
+
+    monkeypatch.setattr(overview, "drain_report", report)
+    seen = overview.status(store, layout, engine=Admin())  # type: ignore[arg-type]
+    assert watched == ["app_green"] and seen.legacy_user == "app_green"
+    assert seen.counter_gaps == ["db-1:5432 counts no logins (for app_green)"]
+    # Once the predrain is over, the drain of the old user: blue's.
+    current.predrained = True
+    save_state(
+        store, layout, State("postgresql", {BLUE: "app", GREEN: "app_green"}, current=current)
+    )
+    seen = overview.status(store, layout, engine=Admin())  # type: ignore[arg-type]
+    assert watched[-1] == "app" and seen.legacy_user == "app"
+    store.close()

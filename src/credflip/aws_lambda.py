@@ -28,8 +28,8 @@ choice and clears it.
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
-continue an unfinished one). The quiet window defaults to 40 client TTLs and
-the drain timeout to the shortest drain plus 15 minutes, counted from the
+continue an unfinished one). The quiet window defaults to 40 client TTLs (at
+least 40 s) and the drain timeout to the shortest drain plus 15 minutes, counted from the
 switch, across invocations. Past it, each invocation keeps draining until its
 own end and answers ``drain_timeout`` (the alarm) while the old user is kept;
 the drain's evidence is in the state, so the first invocation after the

@@ -31,6 +31,7 @@ __all__ = [
     "StoreError",
     "StoreThrottled",
     "UsageError",
+    "UsedAtRetire",
     "is_auth_failure",
     "is_read_only",
 ]
@@ -142,6 +143,15 @@ class DrainBlocked(DrainTimeout):
 
     Exit 4 like a timeout: the old user is kept and the rotation resumes
     (from the drain) once the replica is watched or accepted.
+    """
+
+
+class UsedAtRetire(DrainBlocked):
+    """The last reading right before the retire's statements saw the old user in use.
+
+    The old user keeps its login. The rotation runner takes the rotation back to
+    the drain in the same run; anywhere else it is a blocked drain (exit 4, the
+    next run drains again).
     """
 
 

@@ -108,6 +108,12 @@ def print_drain_view(
 # -- rotate / rollback ---------------------------------------------------------
 
 
+#: What the retire does before its statements (rotation/watch.py's last_look).
+LAST_LOOK = (
+    "one last reading of every instance, as the drain reads them (any use there: back to the drain)"
+)
+
+
 def print_plan(plan: RotationPlan) -> None:
     """``rotate --dry-run``: what the rotation would do, in its order."""
 
@@ -149,7 +155,7 @@ def print_plan(plan: RotationPlan) -> None:
     out.print("2. verify: log in with " + "; ".join(plan.verify))
     out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
     _print_drain_plan(plan, sql)
-    notes = "".join(f"{note}, then " for note in plan.retire_notes)
+    notes = "".join(f"{note}, then " for note in (LAST_LOOK, *plan.retire_notes))
     out.print(f"5. retire ({plan.retire_mode}): {notes}SQL")
     sql(plan.retire)
 

@@ -30,7 +30,8 @@ from .progress import Progress
     "--quiet",
     None,
     "Retire the old user only after no use on any instance for this long "
-    "[default: 40 x --client-ttl].",
+    "[default: 40 x --client-ttl, at least 40s: clients that do not follow the pointer "
+    "have no TTL; a value given is used as is].",
 )
 @duration_option(
     "--drain-timeout",
@@ -76,8 +77,9 @@ from .progress import Progress
 @click.option(
     "--require-counters",
     is_flag=True,
-    help="Refuse (before any change) unless every instance counts logins per user, and clear "
-    "the env's stored init --sessions-only.",
+    help="Clear the env's stored init --sessions-only first (kept even when this run is "
+    "refused), then refuse, before the rotation changes anything else, unless every "
+    "instance counts logins per user.",
 )
 @instance_option
 @click.option(

@@ -130,8 +130,17 @@ class Status:
         rot = self.rotation
         if rot is None:
             return None
-        color = rot.to_color if rot.predraining else rot.from_color
+        color = drained_color(rot, self.active)
         return next(c.user for c in self.colors if c.color is color)
+
+
+def drained_color(rotation: Rotation | None, active: Color) -> Color:
+    """The color whose user a drain watches: the rotation's old one, or while prepare
+    drains the new color first (after a rollback), the new one; with no rotation, the
+    active one (the next rotation's old user)."""
+    if rotation is None:
+        return active
+    return rotation.to_color if rotation.predraining else rotation.from_color
 
 
 def earliest_retire(rotation: Rotation | None) -> float | None:
@@ -169,8 +178,8 @@ def status(
     gaps: list[str] = []
     blind: list[str] = []
     error: str | None = None
-    cur = state.current
-    watch = state.users[cur.from_color if cur is not None else active]
+    # The counter gaps that matter are those of the user being drained.
+    watch = state.users[drained_color(state.current, active)]
     if admin_url is not None or engine is not None:
         own = engine is None
         try:

@@ -22,14 +22,14 @@ replayed the change that makes the old user's logins countable. Unknown
 restarts the quiet window like use does, but past the timeout only an
 instance that cannot be read ends a run: a restart is not use.
 
-The quiet window (``quiet``, default :data:`QUIET_TTLS` client TTLs) is the
-one rule a user can check: *a client that uses the old user at least once
-per window is never cut off*. On top of it the drain lengthens the window
-from what it saw: to ``gap_factor`` times the longest pause between two
-uses (a periodic job), and, unless the pauses are too alike for a client
-arriving at random, to the pause such a client exceeds only with a share of
-``miss_odds`` (:mod:`.policy` has the arithmetic). ``min_drain`` is a floor on
-the whole drain.
+The quiet window (``quiet``, default :data:`QUIET_TTLS` client TTLs, at least
+:data:`MIN_DEFAULT_QUIET`) is the one rule a user can check: *a client that
+uses the old user at least once per window is never cut off*. On top of it
+the drain lengthens the window from what it saw: to ``gap_factor`` times the
+longest pause between two uses (a periodic job), and, unless the pauses are
+too alike for a client arriving at random, to the pause such a client
+exceeds only with a share of ``miss_odds`` (:mod:`.policy` has the
+arithmetic). ``min_drain`` is a floor on the whole drain.
 
 The evidence (each instance's last counter fingerprint and start time, when
 the quiet began, the pauses seen) is :class:`Evidence`: the rotation keeps
@@ -55,11 +55,19 @@ window across runs) and :mod:`.tracker`.
 from __future__ import annotations
 
 from .evidence import Evidence
-from .policy import QUIET_TTLS, RESTART_TOLERANCE, TIMEOUT_SLACK, DrainPolicy, random_client_factor
+from .policy import (
+    MIN_DEFAULT_QUIET,
+    QUIET_TTLS,
+    RESTART_TOLERANCE,
+    TIMEOUT_SLACK,
+    DrainPolicy,
+    random_client_factor,
+)
 from .tracker import DrainTracker
 from .values import DrainStatus, Reading, Verdict
 
 __all__ = [
+    "MIN_DEFAULT_QUIET",
     "QUIET_TTLS",
     "RESTART_TOLERANCE",
     "TIMEOUT_SLACK",

@@ -1,5 +1,11 @@
 """How long a drain waits: the quiet window and its arithmetic over the options.
 
+**The window before anything was seen** is ``quiet`` when given (as given, even
+0), else :data:`QUIET_TTLS` client TTLs but at least :data:`MIN_DEFAULT_QUIET`
+(40 s): the clients the window protects are those that do not follow the
+pointer, and they have no TTL, so a short ``client_ttl`` (even 0) only
+shortens the cache wait.
+
 **The window the pauses call for.** After the cache wait, every use of the old
 user comes from a client that does not follow the pointer. The drain measures
 the pauses between two such uses (both after the cache wait, with a quiet
@@ -42,7 +48,11 @@ after 3, 10 % after 4, 21 % after 5, 2x after 10 (:meth:`DrainPolicy.regular`).
 An hourly job seen 3 times (two pauses of an hour, within 3.6 s of each other)
 or 4 times (three, within 100 s), then fixed: the window is 2 h after its last
 use (the random window would be 87 or 52 hours; before, 61 or 27). A job every 10 minutes seen 3
-times: the default 40 minutes (twice 10 minutes is less).
+times gets the default 40 minutes (twice 10 minutes is less) only when its two pauses agree
+within 0.6 s (0.1 %): pauses further apart (a start that jitters by +-0.5 s can put them a
+second apart) are taken for a random client, and the window is 87 mean pauses, about 14.6
+hours, until a fourth use; three pauses within 17 s (2.8 %) of each other make it 40 minutes
+again.
 """
 
 from __future__ import annotations
@@ -59,6 +69,10 @@ QUIET_TTLS = 40.0
 #: Once a use after the cache wait showed a client that does not follow the pointer,
 #: the window is this many times longer until two of its pauses tell its rhythm.
 LEGACY_WINDOWS = 2.0
+#: The least default quiet window (no explicit ``quiet``): :data:`QUIET_TTLS` x 1 s.
+#: Clients that never heard of credflip have no TTL, so a short (or zero)
+#: ``client_ttl`` shortens the cache wait but not their protection below this.
+MIN_DEFAULT_QUIET = QUIET_TTLS * 1.0
 #: A default ``--drain-timeout`` gives the shortest possible drain this long.
 TIMEOUT_SLACK = 900.0
 #: Two readings of a server's start time this far apart mean it restarted.
@@ -101,7 +115,8 @@ class DrainPolicy:
 
     #: The clients' cache TTL.
     client_ttl: float
-    #: The quiet window; None: :data:`QUIET_TTLS` x ``client_ttl``.
+    #: The quiet window; None: :data:`QUIET_TTLS` x ``client_ttl``, at least
+    #: :data:`MIN_DEFAULT_QUIET`.
     quiet: float | None = None
     #: Never retire sooner than this after the switch.
     min_drain: float = 0.0
@@ -117,8 +132,11 @@ class DrainPolicy:
 
     @property
     def window(self) -> float:
-        """The quiet window before anything was seen."""
-        return QUIET_TTLS * self.client_ttl if self.quiet is None else self.quiet
+        """The quiet window before anything was seen: ``quiet`` as given, or by default
+        :data:`QUIET_TTLS` client TTLs but never less than :data:`MIN_DEFAULT_QUIET`."""
+        if self.quiet is not None:
+            return self.quiet
+        return max(QUIET_TTLS * self.client_ttl, MIN_DEFAULT_QUIET)
 
     @property
     def cache_wait(self) -> float:

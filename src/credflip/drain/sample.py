@@ -160,7 +160,7 @@ class Baseline:
         if not digests:
             self._uncounted.add(where)
             accepted, counted = self.sessions_only, where in self._counted
-            _vouch_uncounted(where, out, accepted=accepted, counted=counted, watched=watched)
+            _vouch_uncounted(reading, out, accepted=accepted, counted=counted, watched=watched)
             return
         self._uncounted.discard(where)
         self._counted.add(where)
@@ -185,24 +185,30 @@ class Baseline:
 
 
 def _vouch_uncounted(
-    where: str, out: Sample, *, accepted: bool, counted: bool, watched: bool
+    reading: Reading, out: Sample, *, accepted: bool, counted: bool, watched: bool
 ) -> None:
     """An instance read without any counter: watched on open sessions alone.
 
     With ``sessions_only`` *accepted* it vouches for the time since the earlier
     run when that run *watched* it too: a login between two runs is then missed
-    the way one between two samples is, the risk accepted. Without it, or not
-    watched then, the window that run kept does not carry over; and an instance
-    whose counter this drain had read (*counted*) is not quiet at all.
+    the way one between two samples is, the risk accepted. Without it the
+    instance is *unknown* (never quiet): a login shorter than one sample would
+    go unseen there. The start refuses such an instance, but not one it could
+    not reach, which may come back without a counter; and one whose counter
+    this drain had read (*counted*) lost it (``userstat`` off again after a
+    restart, an extension dropped).
     """
+    where = reading.instance
     if not accepted:
         out.vouched = False
         if counted:
-            # userstat off again after a restart, an extension dropped: the
-            # drain would be blind to short logins there.
             out.unknown.append(f"{where}: its login counter is gone")
         else:
-            out.unvouched.append(f"{where} counts no logins")
+            how = f" ({reading.enable})" if reading.enable else ""
+            out.unknown.append(
+                f"{where} counts no logins{how}: enable a counter there, or accept draining "
+                f'on open sessions alone with --sessions-only (Lambda: "sessions_only": true)'
+            )
     elif not watched:
         out.vouched = False
         out.unvouched.append(f"{where} was not watched by the last run")

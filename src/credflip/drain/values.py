@@ -43,6 +43,9 @@ class Reading:
     statements: tuple[tuple[str, int], ...] = ()
     #: Wall-clock time the server (re)started; None when unknown.
     started: float | None = None
+    #: Read without any counter: what would enable one there (the exact statement or
+    #: setting; empty when not known).
+    enable: str = ""
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class Connections:
                         pending,
                         statements=obs.statements,
                         started=obs.started,
+                        enable=_enable(eng) if counting and not counters else "",
                     )
                 )
             except CredflipError as exc:
@@ -153,6 +154,15 @@ class Connections:
                 eng.close()
         if self.pooler is not None:
             self.pooler.close()
+
+
+def _enable(eng: Engine) -> str:
+    """What would enable a login counter on *eng*'s server (its signals say; cached there)."""
+    try:
+        signals = eng.signals()
+    except CredflipError:
+        return ""  # the sample itself says what it could read
+    return "; or ".join(s.detail for s in signals if s.cumulative and not s.available)
 
 
 def _wait_standby(

@@ -48,6 +48,12 @@ class Journal:
         self.rot.error = None
         self.save()
 
+    def back_to(self, phase: Phase) -> None:
+        """Resume from the earlier *phase* (a retire that saw use goes back to the drain)."""
+        self.rot.phase = phase
+        self.rot.error = None
+        self.save()
+
     def failed(
         self, phase: Phase, exc: CredflipError, *, hide: list[str], redo_prepare: bool
     ) -> None:

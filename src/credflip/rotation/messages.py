@@ -16,6 +16,7 @@ from ..errors import (
     DrainBlocked,
     DrainTimeout,
     RotationError,
+    UsedAtRetire,
 )
 from ..instances import Instance
 from ..layout import Color
@@ -232,7 +233,11 @@ def counter_gaps(gaps: Sequence[str], sample_interval: float, *, accepted: bool 
             f"draining on open sessions alone, a risk accepted with --sessions-only: "
             f"{'; '.join(gaps)}; {missed}"
         )
-    return f"no login counter: {'; '.join(gaps)}; {missed}"
+    return (
+        f"no login counter: {'; '.join(gaps)}; the drain does not finish while an instance "
+        f"it reads counts no logins (there {missed}): enable a counter, or accept the risk "
+        f"with --sessions-only"
+    )
 
 
 def drain_deadline_stop() -> str:
@@ -291,6 +296,14 @@ def unwatched_at_retire(
         f"not {what} {old!r}: {_UNWATCHED}: {'; '.join(blocking)}; it keeps its login; "
         f"run 'credflip rotate --env {env}' again with the option named (the "
         f"drain resumes, watching what was added)"
+    )
+
+
+def used_at_retire(old: str, reasons: Sequence[str]) -> UsedAtRetire:
+    return UsedAtRetire(
+        f"not retiring {old!r}: one last reading right before the retire saw use or could "
+        f"not rule it out ({'; '.join(reasons) or 'no answer'}); it keeps its login and the "
+        f"drain goes on"
     )
 
 

@@ -22,11 +22,14 @@ class RotateOptions:
     #: The clients' cache TTL; the drain waits for it (plus jitter) after the switch.
     client_ttl: float = 60.0
     #: Seconds after the switch past which the drain reports a timeout (exit 4,
-    #: ``drain_timeout``) while it keeps the old user; each run also waits at
-    #: most this long. None: the shortest possible drain plus 15 minutes.
+    #: ``drain_timeout``) while it keeps the old user; each run without a
+    #: ``deadline`` also waits at most this long, or if longer the cache wait and
+    #: two quiet windows (so that one run can finish a window). None: the
+    #: shortest possible drain plus 15 minutes.
     drain_timeout: float | None = None
     #: The quiet window: no use on any instance for this long before the old
-    #: user is retired. None: 40 x ``client_ttl``.
+    #: user is retired. None: 40 x ``client_ttl``, at least 40 s (clients that do
+    #: not follow the pointer have no TTL); an explicit value is used as given.
     quiet: float | None = None
     #: End the old user's idle sessions once the drain could otherwise finish.
     terminate: bool = False

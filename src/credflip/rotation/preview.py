@@ -197,7 +197,7 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
     if pooler is not None:
         plan.instances.append((pooler.address, pooler.name, [s.name for s in pooler.signals()]))
         plan.retire_notes.append(
-            f"first: lock {ctx.old_user!r} and end the server connections {pooler.label} "
+            f"lock {ctx.old_user!r} and end the server connections {pooler.label} "
             f"keeps of it (pg_terminate_backend of their backends)"
         )
     return plan

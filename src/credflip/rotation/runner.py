@@ -5,7 +5,9 @@ state. A phase that fails with an error the :class:`RetryPolicy` retries
 (the database went away: a restart, a failover) runs again after a pause;
 any other error is recorded and raised. A phase that returns False stops the
 run resumably (a Lambda's deadline), and so does a wait inside a phase that
-the deadline cuts short (:class:`~credflip.errors.DeadlineReached`).
+the deadline cuts short (:class:`~credflip.errors.DeadlineReached`). A retire
+whose last look saw the old user in use (:class:`~credflip.errors.UsedAtRetire`)
+sends the rotation back to the drain, in the same run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from types import MappingProxyType
 from typing import NoReturn, TypeVar
 
 from ..backoff import Backoff
-from ..errors import CredflipError, DatabaseUnavailable, DeadlineReached
+from ..errors import CredflipError, DatabaseUnavailable, DeadlineReached, UsedAtRetire
 from ..state import Phase
 from . import messages
 from .context import Context
@@ -120,6 +122,13 @@ def run_phases(
         except DeadlineReached as exc:
             ctx.notice(messages.deadline_in(phase, exc))
             finished = False
+        except UsedAtRetire as exc:
+            # The last look before the retire saw use: the old user keeps its login,
+            # and this run drains again.
+            ctx.notice(str(exc), level="warning")
+            journal.spent(phase, time.monotonic() - started)
+            journal.back_to(Phase.DRAIN)
+            continue
         except CredflipError as exc:
             delay = policy.delay(exc)
             if delay is not None:

@@ -1,17 +1,23 @@
 """The drain's I/O shell: sample every instance, feed the pure tracker, act on its verdict.
 
-Samples come from the fleet every ``sample_interval``; the decision is
+Samples come from the fleet every ``sample_interval``, each stamped when its
+read began (the instances are read one after another, so the quiet a sample
+shows is known only up to then); the decision is
 :class:`~credflip.drain.DrainTracker`'s. What this module adds is time (the
 monotonic clock, translated once from the wall-clock switch instant in the
-state), the evidence kept in the state between runs, the progress events, and
-what to do at a timeout or a deadline: past the drain timeout a run reports
-it (exit 4, ``drain_timeout``) and keeps the old user; a scheduled run (with
-a deadline) keeps sampling until its deadline first, so that the evidence
-keeps growing and a later run can finish. At its deadline, past the timeout,
-a scheduled run that has not finished reports ``drain_timeout`` when it saw
-use (in its samples, or between the last run and this one), an instance it
-could not read, or a quiet window that cannot carry over (the tracker's
-``stuck``); otherwise it pauses, and the next run continues the window.
+state), the evidence kept in the state between runs, the progress events, the
+retire's last look (:func:`last_look`), and what to do at a timeout or a
+deadline: past the drain timeout a run reports it (exit 4, ``drain_timeout``)
+and keeps the old user. A command-line run stops there at the latest once it
+has sampled for its drain timeout (or, if longer, the longest window the
+options ask for: two windows after a legacy client, not one its pauses
+stretched); a scheduled run (with a deadline) keeps sampling until its deadline
+first, so that the evidence keeps growing and a later run can finish. At its
+deadline, past the timeout, a scheduled run that has not finished reports
+``drain_timeout`` when it saw use (in its samples, or between the last run and
+this one), an instance it could not read, or a quiet window that cannot carry
+over (the tracker's ``stuck``); otherwise it pauses, and the next run
+continues the window.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
+from ..drain.evidence import UNCOUNTED
 from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
@@ -29,10 +36,13 @@ from .context import Context
 from .events import DrainProgress
 from .terminate import terminate
 
-__all__ = ["drain_policy", "watch", "watch_steps"]
+__all__ = ["drain_policy", "last_look", "watch", "watch_steps"]
 
 #: Seconds between two writes of the drain's evidence to the store.
 SAVE_EVERY = 30.0
+#: How far a window kept in the evidence may fall short by the rounding of its instants
+#: (kept to 0.01 s) when the retire's last look resumes it right after the drain's end.
+KEPT_ROUNDING = 0.05
 
 
 def drain_policy(rot: Rotation) -> DrainPolicy:
@@ -63,9 +73,7 @@ def watch(
     """
     opts, rot = ctx.options, ctx.rot
     old = ctx.old_user if user is None else user
-    stored = Evidence.from_dict(rot.evidence)
-    if stored.user != old:
-        stored = Evidence()
+    stored = _stored(rot, old)
     # Standbys count the old user's logins once replayed this far (kept across runs).
     position = (stored.position or ctx.observer.position()) if counting else None
     announce(ctx, old)
@@ -76,38 +84,86 @@ def watch(
     # Who uses the old user after the cache wait, continued from earlier runs.
     legacy = LegacyLog.from_list(rot.legacy)
     while True:
-        readings = ctx.fleet.read(old, counting=counting, position=position)
+        # A sample's instant is when its read began: the instances are read one after
+        # another, and the quiet it shows is known only up to the first of them.
         now = time.monotonic()
+        readings = ctx.fleet.read(old, counting=counting, position=position)
         status = _observe(ctx, tracker, legacy, now, readings, old, position)
-        if now - saved >= SAVE_EVERY:
+        after = time.monotonic()
+        if after - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
-            saved = now
+            saved = after
         if status.verdict is Verdict.DONE:
-            if status.held:
-                # A replica attached meanwhile stops the retire, and so does a lock
-                # taken over (the fence of this write): both before anything ends.
-                check_unwatched(ctx, old)
-                save_state(ctx.store, ctx.layout, ctx.state)
-                terminate(ctx, readings, user=old)
+            _done(ctx, status, readings, old)
             rot.drain_seconds = now - tracker.switched_at
             return True
         if status.verdict is Verdict.TIMEOUT:
             timed_out = status
             if opts.deadline is None:
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, status, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, status, readings, after - begin, legacy.report()
                 )
-        if opts.deadline is not None and now + opts.sample_interval >= opts.deadline:
+        if opts.deadline is not None and after + opts.sample_interval >= opts.deadline:
             # Past the timeout, use (in its samples or since the last run) or a window
             # that cannot carry over: the alarm. Else it pauses: the window goes on.
             alarm = timed_out or (status if status.used_late or status.stuck else None)
             if alarm is not None:
                 raise messages.drain_timeout(
-                    old, ctx.layout.env, alarm, readings, now - begin, legacy.report()
+                    old, ctx.layout.env, alarm, readings, after - begin, legacy.report()
                 )
             ctx.notice(messages.drain_deadline_stop())
             return False
         time.sleep(opts.sample_interval)
+
+
+def _done(ctx: Context, status: DrainStatus, readings: list[Reading], old: str) -> None:
+    """With ``terminate``, end the sessions idle for the whole window (locking *old* first)."""
+    if status.held:
+        # A replica attached meanwhile stops the retire, and so does a lock
+        # taken over (the fence of this write): both before anything ends.
+        check_unwatched(ctx, old)
+        save_state(ctx.store, ctx.layout, ctx.state)
+        terminate(ctx, readings, user=old)
+
+
+def last_look(ctx: Context) -> None:
+    """One last sample of the old user on every instance, right before the retire's
+    statements; raise :class:`~credflip.errors.UsedAtRetire` unless it still says DONE.
+
+    Between the drain's last sample and the retire, the phase boundary is written,
+    the pointer and the replicas are checked (queries, DNS) and the retire planned.
+    This is the drain's next sample: a tracker resumed from the evidence the drain
+    kept, reading what it read (counters only where it did), so whatever the drain
+    counts as use or unknown keeps the old user. What it saw then goes into the
+    evidence and the legacy clients, and the runner takes the rotation back to the
+    drain. A read, not a change: the retire's plan stays the statements it runs.
+    """
+    rot, old = ctx.rot, ctx.old_user
+    stored = _stored(rot, old)
+    # The drain read the servers' counters only when they tell the old user apart: it
+    # kept a digest, not UNCOUNTED, for some server then (a pooler's are always read).
+    servers = {inst.address for inst in ctx.fleet.instances}
+    counting = any(v != UNCOUNTED for k, v in stored.counters.items() if k in servers)
+    position = stored.position if counting else None
+    now = time.monotonic()
+    tracker = _tracker(ctx, stored, None, now)
+    readings = ctx.fleet.read(old, counting=counting, position=position)
+    status = tracker.observe(now, readings)
+    # Still DONE, but for the rounding of the instants the evidence keeps.
+    done = status.verdict is Verdict.QUIET and status.done_in <= KEPT_ROUNDING
+    if done or status.verdict is Verdict.DONE:
+        return
+    rot.evidence = tracker.evidence(old, position).to_dict()
+    legacy = LegacyLog.from_list(rot.legacy)
+    legacy.update(now + tracker.offset, readings)
+    rot.legacy = legacy.to_list()
+    raise messages.used_at_retire(old, status.reasons)
+
+
+def _stored(rot: Rotation, user: str) -> Evidence:
+    """The evidence an earlier sample of *user*'s drain kept (none for another user)."""
+    stored = Evidence.from_dict(rot.evidence)
+    return stored if stored.user == user else Evidence()
 
 
 def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) -> DrainTracker:
@@ -119,12 +175,13 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
     offset = ctx.wall() - now
     start = since if since is not None else rot.switched_at
     switched = (start if start is not None else now + offset) - offset
-    # A command-line run past the timeout goes on while nothing uses the old user,
-    # long enough for one whole window; a scheduled one until its deadline.
-    window = stored.needed_quiet(policy)
-    run_until = (
-        None if opts.deadline is not None else now + max(drain_timeout, policy.cache_wait + window)
-    )
+    # A command-line run past the timeout goes on while nothing uses the old user, for
+    # its drain timeout, or if longer the longest window the options ask for (two
+    # windows once a legacy client was seen), so that a run after the clients left
+    # finishes; not for a window their pauses stretched (hours): the evidence carries
+    # that one into the next run. A scheduled run goes on until its deadline.
+    longest = policy.cache_wait + policy.needed_quiet(0.0, legacy=True)
+    run_until = None if opts.deadline is not None else now + max(drain_timeout, longest)
     return DrainTracker(
         policy,
         switched_at=switched,

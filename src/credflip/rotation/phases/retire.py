@@ -1,4 +1,11 @@
-"""retire: lock the old user (reversible) or drop it, once the drain let it go."""
+"""retire: lock the old user (reversible) or drop it, once the drain let it go.
+
+Right before its statements, the retire reads every instance once more, as the
+drain's next sample would (:func:`~credflip.rotation.watch.last_look`): what it
+did before them (the phase boundary written, the pointer and the replicas
+checked, the plan) takes time the drain did not watch. Use there sends the
+rotation back to the drain; the plan is still the statements the retire runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from .. import messages
 from ..blind import check_unwatched
 from ..context import Context
 from ..plan import PhasePlan
-from ..watch import watch_steps
+from ..watch import last_look, watch_steps
 from . import PhaseHandler
 
 __all__ = ["HANDLER"]
@@ -38,7 +45,9 @@ def plan(ctx: Context) -> PhasePlan:
 
 
 def run(ctx: Context) -> bool:
-    """Retire the old user, only while the pointer names the new one.
+    """Retire the old user, only while the pointer names the new one and one last look
+    at every instance, after the checks and right before the first lock, shows no use
+    (else the rotation goes back to the drain: :func:`~credflip.rotation.watch.last_look`).
 
     Behind PgBouncer the old user is locked first, then the server connections
     PgBouncer still keeps of it are ended (its clients left: the drain saw to
@@ -48,9 +57,14 @@ def run(ctx: Context) -> bool:
     """
     ctx.require_switched()
     check_unwatched(ctx)
-    if ctx.fleet.pooler is not None:
+    if ctx.fleet.pooler is None:
+        steps = plan(ctx).steps
+        last_look(ctx)
+    else:
+        last_look(ctx)
         end_pooler_connections(ctx, ctx.old_user)
-    ctx.admin.execute(plan(ctx).steps)
+        steps = plan(ctx).steps
+    ctx.admin.execute(steps)
     return True
 
 
