@@ -43,6 +43,12 @@ class Reading:
     statements: tuple[tuple[str, int], ...] = ()
     #: Wall-clock time the server (re)started; None when unknown.
     started: float | None = None
+    #: The counters of this instance that count nothing now: why, and how to turn
+    #: each on again, by name (one that counted before in this drain is no quiet).
+    silent: Mapping[str, str] = field(default_factory=dict)
+    #: Which admin connection read it (numbered as they are opened; None: unknown):
+    #: a new one may have reached a server that restarted since the last sample.
+    connection: int | None = None
 
 
 @dataclass(frozen=True)

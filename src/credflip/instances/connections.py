@@ -53,9 +53,11 @@ class Connections:
         """``127.0.0.1:5432 (admin URL), 10.0.0.7:5432 (reader URL)``."""
         return ", ".join(f"{i.address} ({i.source})" for i in self.instances)
 
-    def _each(self, func: Callable[[Engine], object]) -> list[tuple[Instance, object]]:
+    def _each(
+        self, func: Callable[[Engine], object], instances: Sequence[Instance] | None = None
+    ) -> list[tuple[Instance, object]]:
         out: list[tuple[Instance, object]] = []
-        for inst in self.instances:
+        for inst in self.instances if instances is None else instances:
             eng = self.engine(inst)
             try:
                 out.append((inst, func(eng)))
@@ -89,15 +91,16 @@ class Connections:
                             f"standby has not yet replayed the start of the drain ({gap} bytes "
                             f"behind), so its counters cannot see {user!r} yet"
                         )
-                counters = obs.counters if counting else {}
                 readings.append(
                     Reading(
                         inst.address,
                         obs.sessions,
-                        counters,
+                        obs.counters if counting else {},
                         pending,
                         statements=obs.statements,
                         started=obs.started,
+                        silent=obs.silent if counting else {},
+                        connection=obs.connection,
                     )
                 )
             except CredflipError as exc:

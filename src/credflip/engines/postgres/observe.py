@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from ...errors import EngineError
 from ..base import Observation, SessionGroup, Sessions, Signal, Step
-from . import catalog, plan
+from ..connector import CONNECTIONS
+from . import catalog, counting, plan
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
 from .growth import StatementGrowth
@@ -19,9 +20,6 @@ __all__ = ["PgObserver"]
 class PgObserver(PgAdminRights):
     """Sessions, and the drain's signals and watch."""
 
-    _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
-        default=None, repr=False
-    )
     _growth: StatementGrowth = field(default_factory=StatementGrowth, repr=False)
 
     # -- sessions ----------------------------------------------------------
@@ -61,9 +59,11 @@ class PgObserver(PgAdminRights):
     # -- the drain ---------------------------------------------------------
 
     def _statements_source(self) -> tuple[Signal, pg_signals.Statements | None]:
-        if self._statements is None:
-            self._statements = pg_signals.find_statements(self._run, self._main)
-        return self._statements
+        """Found once per admin connection: a restart ends it, and may change the preload."""
+        return self.per_connection(
+            "statements",
+            lambda: pg_signals.find_statements(self._run, self._main, self.admin_url.user),
+        )
 
     def signals(self) -> list[Signal]:
         """``pg_stat_activity`` (open sessions) and ``pg_stat_statements`` (cumulative)."""
@@ -75,16 +75,27 @@ class PgObserver(PgAdminRights):
     def observe(self, user: str) -> Observation:
         """Open sessions of *user* and, where available, its pg_stat_statements entries."""
         sessions = self.sessions(user)
-        started = self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
-        source = self._statements_source()[1]
-        if source is None:
-            return Observation(sessions, started=float(started))
+        started = float(
+            self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
+        )
+        number = self.per_connection("number", lambda: next(CONNECTIONS))
+        signal, source = self._statements_source()
+        # A reload may have stopped the count since (track = none, compute_query_id = off).
+        gap = (
+            signal.detail
+            if source is None
+            else counting.server_gap(self._run, admin=self.admin_url.user, database=self._main)
+        )
+        if source is None or gap is not None:
+            silent = {pg_signals.SIGNAL: gap or ""}
+            return Observation(sessions, started=started, silent=silent, connection=number)
         counters = source.fingerprint(self._run, user)
         return Observation(
             sessions,
             counters,
             statements=self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL]),
-            started=float(started),
+            started=started,
+            connection=number,
         )
 
     def server_time(self) -> float:
@@ -100,7 +111,7 @@ class PgObserver(PgAdminRights):
             self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         except EngineError:
             return []  # signals() says who must run it
-        self._statements = None
+        self._memo.pop("statements", None)
         return [f"created extension pg_stat_statements in database {self._main}"]
 
     def count_problem(self, user: str, group: str | None) -> str | None:
