@@ -8,6 +8,7 @@ and is deleted afterwards. PostgreSQL standbys come from
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -36,6 +37,11 @@ class PrivateMariadb:
     def start(self) -> PrivateMariadb:
         self.root_dir = Path(tempfile.mkdtemp(prefix="credflip-mariadb-"))
         shutil.chown(self.root_dir, user="mysql")
+        # A temporary folder of its own: servers installed at the same moment by two
+        # test processes otherwise share /tmp, where their bootstrap's temporary
+        # tables can collide ("Could not remove temporary table ... Aborting").
+        (self.root_dir / "tmp").mkdir()
+        shutil.chown(self.root_dir / "tmp", user="mysql")
         installed = subprocess.run(
             [
                 "mariadb-install-db",
@@ -48,6 +54,7 @@ class PrivateMariadb:
             check=False,
             capture_output=True,
             text=True,
+            env=self._env(),
         )
         assert installed.returncode == 0, (
             f"mariadb-install-db exited {installed.returncode}: "
@@ -55,6 +62,11 @@ class PrivateMariadb:
         )
         self.port = free_port()
         return self._launch()
+
+    def _env(self) -> dict[str, str]:
+        """The environment of its install and server: TMPDIR inside its own folder."""
+        assert self.root_dir is not None
+        return {**os.environ, "TMPDIR": str(self.root_dir / "tmp")}
 
     def _launch(self) -> PrivateMariadb:
         assert self.root_dir is not None
@@ -72,6 +84,7 @@ class PrivateMariadb:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=self._env(),
         )
         deadline = time.monotonic() + 30
         while True:  # poll until it answers

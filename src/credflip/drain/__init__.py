@@ -16,8 +16,11 @@ use** on every instance for the *quiet window*, before it may be retired.
 
 Some samples cannot be trusted either way (*unknown*): an instance that could
 not be reached, a counter seen for the first time (nothing to compare it
-with), a server that restarted since the previous sample (nobody is known to
-have logged in, but its counters started over), a standby that has not yet
+with), a counter read before that counts nothing now (``userstat`` turned off
+or lost in a restart, ``pg_stat_statements`` stopped by a reload: unknown for
+as long as it stays so), a server that restarted since the previous sample, or
+was read through a new admin connection (nobody is known to have logged in,
+but its counters may have started over), a standby that has not yet
 replayed the change that makes the old user's logins countable. Unknown
 restarts the quiet window like use does, but past the timeout only an
 instance that cannot be read ends a run: a restart is not use.

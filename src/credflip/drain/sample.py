@@ -61,13 +61,15 @@ class Baseline:
         self._watched = set(kept)
         #: Instances whose counters this drain has read: losing them is not quiet.
         self._counted = {k for k, v in kept.items() if v != UNCOUNTED}
-        self._started = {} if evidence is None else dict(evidence.started)
+        self._restarts = Restarts({} if evidence is None else dict(evidence.started))
         #: Instances read without any counter in this run.
         self._uncounted: set[str] = set()
         #: The instances of the fleet, as the last sample read them.
         self._fleet: set[str] | None = None
         self._pending_since: dict[str, float] = {}
         self._counters: dict[tuple[str, str], str] = {}
+        #: The counters each instance showed in this run: one that goes is no quiet.
+        self._names: dict[str, set[str]] = {}
 
     def kept(self) -> tuple[dict[str, str], dict[str, float]]:
         """Each instance's digest of all its counters, and its start time, for the evidence."""
@@ -82,7 +84,7 @@ class Baseline:
             counters.setdefault(where, value)
         if self._fleet is not None:
             counters = {k: v for k, v in counters.items() if k in self._fleet}
-        return counters, {k: v for k, v in self._started.items() if k in counters}
+        return counters, {k: v for k, v in self._restarts.started.items() if k in counters}
 
     def _held(self, group: SessionGroup, needed: float) -> bool:
         """With ``terminate``: sessions idle for the whole window are held, not used."""
@@ -128,23 +130,19 @@ class Baseline:
         self._counters_of(reading, out, seen, restarted=restarted)
 
     def _restarted(self, reading: Reading, out: Sample) -> bool:
-        """Whether the server restarted since the last sample (or the earlier run's last).
+        """Whether the server may have restarted since the last sample (:class:`Restarts`).
 
         Not a use: nothing says anyone logged in. But its counters started over
         (or missed the logins during the restart), so they are compared from here
         on, and the quiet window starts over: *unknown*.
         """
-        where = reading.instance
-        if reading.started is None:
+        why = self._restarts.why(reading)
+        if why is None:
             return False
-        before = self._started.get(where)
-        self._started[where] = reading.started
-        if before is None or abs(before - reading.started) <= RESTART_TOLERANCE:
-            return False
-        out.unknown.append(f"{where} restarted since the last sample")
+        out.unknown.append(why)
         out.vouched = False
-        self._restored.pop(where, None)
-        for key in [k for k in self._counters if k[0] == where]:
+        self._restored.pop(reading.instance, None)
+        for key in [k for k in self._counters if k[0] == reading.instance]:
             del self._counters[key]
         return True
 
@@ -157,10 +155,14 @@ class Baseline:
         restored = self._restored.pop(where, None)
         watched = where in self._watched
         self._watched.add(where)
+        gone = _gone(self._names.setdefault(where, set()), reading, out, self.sessions_only)
         if not digests:
             self._uncounted.add(where)
             accepted, counted = self.sessions_only, where in self._counted
-            _vouch_uncounted(reading, out, accepted=accepted, counted=counted, watched=watched)
+            why = _why(reading, gone or sorted(reading.silent))
+            _vouch_uncounted(
+                reading, out, accepted=accepted, counted=counted, watched=watched, why=why
+            )
             return
         self._uncounted.discard(where)
         self._counted.add(where)
@@ -184,8 +186,60 @@ class Baseline:
             self._counters[key] = value
 
 
+class Restarts:
+    """Each instance's start time and admin connection at the last sample that read them.
+
+    Two start times further apart than :data:`RESTART_TOLERANCE` mean a restart
+    (also across runs: *started* is what an earlier run kept). Within a run, an
+    instance read through a new admin connection may have restarted however
+    quickly: the old one broke, and a restart breaks it.
+    """
+
+    def __init__(self, started: dict[str, float]) -> None:
+        self.started = started
+        self._connections: dict[str, int] = {}
+
+    def why(self, reading: Reading) -> str | None:
+        """Why *reading*'s counters cannot be compared with the last ones; None when they can."""
+        where = reading.instance
+        before, link = self.started.get(where), self._connections.get(where)
+        if reading.started is not None:
+            self.started[where] = reading.started
+        if reading.connection is not None:
+            self._connections[where] = reading.connection
+        now = reading.started
+        if before is not None and now is not None and abs(before - now) > RESTART_TOLERANCE:
+            return f"{where} restarted since the last sample"
+        if link is not None and reading.connection not in (None, link):
+            return (
+                f"{where} was read through a new admin connection, so its counters are "
+                f"compared from here on (the server may have restarted)"
+            )
+        return None
+
+
+def _gone(names: set[str], reading: Reading, out: Sample, accepted: bool) -> list[str]:
+    """Which of the counters the instance showed in this run (*names*, updated) *reading*
+    lacks. While another goes on, each is *unknown* unless the risk is *accepted*: the
+    one gone (userstat turned off) may be the one that sees a login the other misses."""
+    gone = sorted(names - set(reading.counters))
+    names.update(reading.counters)
+    if gone and reading.counters and not accepted:
+        out.vouched = False
+        out.unknown.append(
+            f"{reading.instance}: its login counter {', '.join(gone)} is gone{_why(reading, gone)}"
+        )
+    return gone
+
+
+def _why(reading: Reading, names: Sequence[str]) -> str:
+    """What the instance says of why counters *names* count nothing, in parentheses."""
+    whys = dict.fromkeys(reading.silent[n] for n in names if reading.silent.get(n))
+    return f" ({'; '.join(whys)})" if whys else ""
+
+
 def _vouch_uncounted(
-    reading: Reading, out: Sample, *, accepted: bool, counted: bool, watched: bool
+    reading: Reading, out: Sample, *, accepted: bool, counted: bool, watched: bool, why: str = ""
 ) -> None:
     """An instance read without any counter: watched on open sessions alone.
 
@@ -202,9 +256,11 @@ def _vouch_uncounted(
     if not accepted:
         out.vouched = False
         if counted:
-            out.unknown.append(f"{where}: its login counter is gone")
+            # userstat off again after a restart, an extension dropped: the
+            # drain would be blind to short logins there.
+            out.unknown.append(f"{where}: its login counter is gone{why}")
         else:
-            how = f" ({reading.enable})" if reading.enable else ""
+            how = f" ({reading.enable})" if reading.enable else why
             out.unknown.append(
                 f"{where} counts no logins{how}: enable a counter there, or accept draining "
                 f'on open sessions alone with --sessions-only (Lambda: "sessions_only": true)'

@@ -46,6 +46,12 @@ class Reading:
     #: Read without any counter: what would enable one there (the exact statement or
     #: setting; empty when not known).
     enable: str = ""
+    #: The counters of this instance that count nothing now: why, and how to turn
+    #: each on again, by name (one that counted before in this drain is no quiet).
+    silent: Mapping[str, str] = field(default_factory=dict)
+    #: Which admin connection read it (numbered as they are opened; None: unknown):
+    #: a new one may have reached a server that restarted since the last sample.
+    connection: int | None = None
 
 
 @dataclass(frozen=True)

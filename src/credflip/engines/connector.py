@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from ..urls import DbUrl, scrub
 
 T = TypeVar("T")
 
-__all__ = ["DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
+#: Numbers for admin connections, as observations name the one that read them.
+CONNECTIONS = itertools.count(1)
+
+__all__ = ["CONNECTIONS", "DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one

@@ -161,3 +161,9 @@ class Observation:
     #: Wall-clock time the server (re)started, so that evidence kept across
     #: runs is not trusted past a restart (None when unknown).
     started: float | None = None
+    #: The cumulative signals of this server that count nothing now, each with why and
+    #: how to turn it on again (a counter that stops during a drain is no quiet).
+    silent: Mapping[str, str] = field(default_factory=dict)
+    #: Which admin connection read it (they are numbered as they are opened): a new
+    #: one may have reached a server that restarted since the last observation.
+    connection: int | None = None

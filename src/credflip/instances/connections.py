@@ -60,9 +60,11 @@ class Connections:
         """``127.0.0.1:5432 (admin URL), 10.0.0.7:5432 (reader URL)``."""
         return ", ".join(f"{i.address} ({i.source})" for i in self.instances)
 
-    def _each(self, func: Callable[[Engine], object]) -> list[tuple[Instance, object]]:
+    def _each(
+        self, func: Callable[[Engine], object], instances: Sequence[Instance] | None = None
+    ) -> list[tuple[Instance, object]]:
         out: list[tuple[Instance, object]] = []
-        for inst in self.instances:
+        for inst in self.instances if instances is None else instances:
             eng = self.engine(inst)
             try:
                 out.append((inst, func(eng)))
@@ -110,6 +112,8 @@ class Connections:
                         statements=obs.statements,
                         started=obs.started,
                         enable=_enable(eng) if counting and not counters else "",
+                        silent=obs.silent if counting else {},
+                        connection=obs.connection,
                     )
                 )
             except CredflipError as exc:

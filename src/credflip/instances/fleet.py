@@ -33,7 +33,8 @@ class Fleet(Connections):
         super().__init__(primary, instances, pooler)
         #: Aurora members whose endpoints could not be found: never watched.
         self.unlocated = list(unlocated)
-        self._signals: list[tuple[Instance, list[Signal] | CredflipError]] | None = None
+        #: The instances that did not answer when asked for their signals, and why.
+        self._unanswered: dict[str, CredflipError] = {}
 
     @classmethod
     def of(
@@ -80,12 +81,20 @@ class Fleet(Connections):
     def signals(self) -> list[tuple[Instance, list[Signal] | CredflipError]]:
         """Each instance's signals, or the error that kept it from answering.
 
-        Read once per fleet: signals do not change during a command, and an
-        instance that does not answer is not waited for again.
+        Each engine finds its signals once per admin connection (a restart ends
+        it, and may turn a counter off); an instance that did not answer is not
+        waited for again in this command.
         """
-        if self._signals is None:
-            self._signals = [(i, r) for i, r in self._each(lambda e: e.signals())]  # type: ignore[misc]
-        return list(self._signals)
+        out: list[tuple[Instance, list[Signal] | CredflipError]] = []
+        for inst in self.instances:
+            if inst.address not in self._unanswered:
+                ((_inst, res),) = self._each(lambda e: e.signals(), [inst])
+                if not isinstance(res, CredflipError):
+                    out.append((inst, cast("list[Signal]", res)))
+                    continue
+                self._unanswered[inst.address] = res
+            out.append((inst, self._unanswered[inst.address]))
+        return out
 
     def can_count(self, user: str, group: str | None) -> bool:
         """Whether some instance counts logins and the counts can tell *user* apart."""

@@ -8,6 +8,7 @@ from collections.abc import Collection
 
 from ...errors import ConfigurationError, EngineError
 from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal
+from ..connector import CONNECTIONS
 from . import replication
 from . import signals as my_signals
 from .catalog import MysqlCatalog
@@ -19,7 +20,6 @@ __all__ = ["MysqlObserver"]
 class MysqlObserver(MysqlCatalog):
     """Threads of a user, the drain's signals, and the cluster's members."""
 
-    _signals: list[Signal] | None = dataclasses.field(default=None, repr=False)
     _connect_attrs: bool | None = dataclasses.field(default=None, repr=False)
 
     # -- sessions ----------------------------------------------------------
@@ -56,15 +56,22 @@ class MysqlObserver(MysqlCatalog):
     # -- the drain ---------------------------------------------------------
 
     def signals(self) -> list[Signal]:
-        """The processlist, and the cumulative login counts this server keeps."""
-        if self._signals is None:
-            self._signals = my_signals.find_signals(
-                self._run,
-                admin=self.admin_url.user,
-                privileges=self._global_privileges(),
-                mariadb=self.is_mariadb,
+        """The processlist, and the cumulative login counts this server keeps.
+
+        Found once per admin connection: a restart ends the connection, and may
+        lose what ``SET GLOBAL`` turned on (MariaDB's userstat).
+        """
+        return list(
+            self.per_connection(
+                "signals",
+                lambda: my_signals.find_signals(
+                    self._run,
+                    admin=self.admin_url.user,
+                    privileges=self._global_privileges(),
+                    mariadb=self.is_mariadb,
+                ),
             )
-        return list(self._signals)
+        )
 
     def server_time(self) -> float:
         """``UNIX_TIMESTAMP(SYSDATE(6))``: now on the server's clock."""
@@ -81,17 +88,22 @@ class MysqlObserver(MysqlCatalog):
             self._run(my_signals.ENABLE_USERSTAT)
         except EngineError:
             return []
-        self._signals = None
+        self._memo.pop("signals", None)
         return [my_signals.USERSTAT_ENABLED]
 
     def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
         _no_pooler(pooled or ())
-        available = {s.name for s in self.signals() if s.cumulative and s.available}
+        cumulative = [s for s in self.signals() if s.cumulative]
+        counters, silent = my_signals.counters(
+            self._run, user, {s.name for s in cumulative if s.available}
+        )
         return Observation(
             self.sessions(user),
-            my_signals.counters(self._run, user, available),
+            counters,
             started=self.per_connection("started", lambda: my_signals.server_started(self._run)),
+            silent={**{s.name: s.detail for s in cumulative if not s.available}, **silent},
+            connection=self.per_connection("number", lambda: next(CONNECTIONS)),
         )
 
     def aurora_instance(self) -> str | None:

@@ -42,6 +42,12 @@ USERSTAT_ENABLED = (
     f"restart: {KEEP_USERSTAT}"
 )
 
+#: Why userstat counts nothing, and how to turn it on.
+USERSTAT_OFF = (
+    f"userstat is OFF: as an admin with SUPER run {ENABLE_USERSTAT}, and {KEEP_USERSTAT} to "
+    f"keep it after a restart"
+)
+
 Run = Callable[..., list[Any]]
 
 
@@ -80,20 +86,32 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
     out.append(ps)
     if mariadb:
         userstat = bool(run("SELECT @@userstat")[0][0])
-        if not userstat:
-            detail = (
-                f"as an admin with SUPER run {ENABLE_USERSTAT}, and {KEEP_USERSTAT} to keep it "
-                f"after a restart"
-            )
-        else:
-            detail = "logins per user" if process else need_process
+        detail = ("logins per user" if process else need_process) if userstat else USERSTAT_OFF
         out.append(Signal(US, cumulative=True, available=userstat and process, detail=detail))
     return out
 
 
-def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
-    """Fingerprints of *user*'s login counts in the *available* signals."""
+def counters(
+    run: Run, user: str, available: set[str]
+) -> tuple[dict[str, Hashable], dict[str, str]]:
+    """Fingerprints of *user*'s login counts in the *available* signals, and those of them
+    that count nothing now (with how to turn them on again).
+
+    ``userstat`` is read with the count: ``SET GLOBAL userstat = OFF`` stops the count
+    and leaves the rows as they were, so a count read alone would look quiet.
+    """
     out: dict[str, Hashable] = {}
+    silent: dict[str, str] = {}
+    if US in available:
+        on, count = run(
+            "SELECT @@userstat, (SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS "
+            "WHERE USER = %s LIMIT 1)",
+            [user],
+        )[0]
+        if on:
+            out[US] = None if count is None else int(count)
+        else:
+            silent[US] = USERSTAT_OFF
     if PS in available:
         row = run(
             "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0), COUNT(*) "
@@ -102,21 +120,13 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
         )[0]
         # When the accounts table is full, new accounts go uncounted ("lost"):
         # a rise there may be this user. The count is server-wide, so other
-        # users' churn moves it too: left out where USER_STATISTICS counts
+        # users' churn moves it too: left out while USER_STATISTICS counts
         # every login of the user anyway.
         lost = (
-            []
-            if US in available
-            else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
+            [] if US in out else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
         )
         out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
-    if US in available:
-        rows = run(
-            "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
-            [user],
-        )
-        out[US] = int(rows[0][0]) if rows else None
-    return out
+    return out, silent
 
 
 def sessions_sql(*, program: bool) -> str:

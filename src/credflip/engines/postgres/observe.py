@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from ...errors import EngineError
 from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal, Step
-from . import catalog, plan
+from ..connector import CONNECTIONS
+from . import catalog, counting, plan
 from . import pooled as pooled_activity
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
@@ -22,9 +23,6 @@ __all__ = ["PgObserver"]
 class PgObserver(PgAdminRights):
     """Sessions, and the drain's signals and watch."""
 
-    _statements: tuple[Signal, pg_signals.Statements | None] | None = field(
-        default=None, repr=False
-    )
     _growth: StatementGrowth = field(default_factory=StatementGrowth, repr=False)
     _pooled: PooledActivity = field(default_factory=PooledActivity, repr=False)
 
@@ -70,9 +68,11 @@ class PgObserver(PgAdminRights):
     # -- the drain ---------------------------------------------------------
 
     def _statements_source(self) -> tuple[Signal, pg_signals.Statements | None]:
-        if self._statements is None:
-            self._statements = pg_signals.find_statements(self._run, self._main)
-        return self._statements
+        """Found once per admin connection: a restart ends it, and may change the preload."""
+        return self.per_connection(
+            "statements",
+            lambda: pg_signals.find_statements(self._run, self._main, self.admin_url.user),
+        )
 
     def signals(self) -> list[Signal]:
         """``pg_stat_activity`` (open sessions) and ``pg_stat_statements`` (cumulative)."""
@@ -86,19 +86,32 @@ class PgObserver(PgAdminRights):
         pg_stat_statements entries; behind a pooler (*pooled* not None) the newest
         request on its connections of *user* too (:mod:`.pooled`)."""
         sessions = self.sessions(user, pooled=pooled or ())
-        started = self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
+        started = float(
+            self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
+        )
+        number = self.per_connection("number", lambda: next(CONNECTIONS))
         counters: dict[str, Hashable] = {}
         if pooled is not None:
             counters[pooled_activity.SIGNAL] = self._pooled.newest(self._run, user, pooled)
-        source = self._statements_source()[1]
-        if source is None:
-            return Observation(sessions, counters, started=float(started))
+        signal, source = self._statements_source()
+        # A reload may have stopped the count since (track = none, compute_query_id = off).
+        gap = (
+            signal.detail
+            if source is None
+            else counting.server_gap(self._run, admin=self.admin_url.user, database=self._main)
+        )
+        if source is None or gap is not None:
+            silent = {pg_signals.SIGNAL: gap or ""}
+            return Observation(
+                sessions, counters, started=started, silent=silent, connection=number
+            )
         counters.update(source.fingerprint(self._run, user))
         return Observation(
             sessions,
             counters,
             statements=self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL]),
-            started=float(started),
+            started=started,
+            connection=number,
         )
 
     def server_time(self) -> float:
@@ -114,7 +127,7 @@ class PgObserver(PgAdminRights):
             self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         except EngineError:
             return []  # signals() says who must run it
-        self._statements = None
+        self._memo.pop("statements", None)
         return [f"created extension pg_stat_statements in database {self._main}"]
 
     def count_problem(self, user: str, group: str | None) -> str | None:

@@ -29,6 +29,7 @@ from psycopg import sql
 
 from ...errors import EngineError
 from ..base import PooledBackend, Signal
+from . import counting
 from .query_text import safe_text
 
 __all__ = [
@@ -194,8 +195,9 @@ def extension_state(run: Run) -> tuple[bool, str | None]:
     return loaded, str(rows[0][0]) if rows else None
 
 
-def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]:
-    """The pg_stat_statements signal of this server; the source when it is usable."""
+def find_statements(run: Run, database: str, admin: str) -> tuple[Signal, Statements | None]:
+    """The pg_stat_statements signal of this server; the source when it is usable (it may
+    still count nothing now and then: :func:`~.counting.server_gap`, at each sample)."""
     loaded, schema = extension_state(run)
     what = "statements per user: sees logins that ran a statement"
     if not loaded:
@@ -215,15 +217,9 @@ def find_statements(run: Run, database: str) -> tuple[Signal, Statements | None]
             detail=f"preloaded but not created: as a superuser (RDS/Aurora: the master user) "
             f"run CREATE EXTENSION pg_stat_statements in database {database}",
         ), None
-    track = run("SELECT setting FROM pg_settings WHERE name = 'pg_stat_statements.track'")
-    if track and str(track[0][0]) == "none":
-        return Signal(
-            SIGNAL,
-            cumulative=True,
-            available=False,
-            detail="pg_stat_statements.track is 'none': set it to 'top' (ALTER SYSTEM, or the "
-            "DB parameter group on RDS/Aurora)",
-        ), None
+    gap = counting.server_gap(run, admin=admin, database=database)
+    if gap is not None:
+        return Signal(SIGNAL, cumulative=True, available=False, detail=gap), None
     columns = [
         str(r[0])
         for r in run(
@@ -257,29 +253,56 @@ def role_settings(run: Run, user: str) -> list[tuple[str, str]]:
 
 
 def watch_problem(run: Run, user: str, group: str | None) -> str | None:
-    """Why *user*'s logins cannot be made to count as its own, or None."""
+    """Why *user*'s logins cannot be made to count as its own, or None.
+
+    With a *group*, the drain resets *user*'s own ``role`` setting (the group)
+    at the switch; the settings of every role, and its own for one database,
+    stay. Without one, its own setting stays too.
+    """
+    settings = counting.settings_of(run, user)
+    problems = [*_own_role_problems(run, settings, user, group)]
+    problems += counting.setting_problems(settings, user, watched=group is not None)
+    return "; ".join(problems) or None
+
+
+def _own_role_problems(
+    run: Run, settings: dict[counting.Key, dict[str, str]], user: str, group: str | None
+) -> list[str]:
+    """What *user*'s own ``role`` settings keep the drain from counting, with the fix."""
+    own = {db: v["role"] for (mine, db), v in settings.items() if mine and "role" in v}
+
+    def counted(target: str) -> bool:
+        return target.strip().lower() == "none" or target == user
+
+    problems = [
+        f"{user!r} has a per-database role setting, so its sessions run as another role and "
+        f"pg_stat_statements cannot tell them apart; set the role for all databases instead: "
+        f"run {counting.reset((True, db), user, 'role')}"
+        for db, target in sorted(own.items())
+        if db and (group is not None or not counted(target))
+    ]
+    target = own.get("")
+    if problems or target is None:
+        return problems
     if group is None:
-        return None
-    settings = role_settings(run, user)
-    if any(db for db, _ in settings):
-        return (
-            f"{user!r} has a per-database role setting, so its sessions run as another role and "
-            f"pg_stat_statements cannot tell them apart; set the role for all databases instead"
-        )
-    if not settings:
-        return None
-    if settings[0][1] != group:
-        return (
-            f"{user!r} logs in as role {settings[0][1]!r} (its role setting), not as the group "
+        if counted(target):
+            return []
+        return [
+            f"{user!r} logs in as role {target!r} (its role setting), so pg_stat_statements "
+            f"counts its statements for that role: run {counting.reset((True, ''), user, 'role')}"
+        ]
+    if target != group:
+        return [
+            f"{user!r} logs in as role {target!r} (its role setting), not as the group "
             f"{group!r}, so pg_stat_statements counts its statements for that role"
-        )
+        ]
     rows = run("SELECT pg_has_role(%s, %s, 'USAGE')", [user, group])
     if not rows or not rows[0][0]:
-        return (
+        return [
             f"{user!r} does not inherit the rights of {group!r} (NOINHERIT), so its logins "
             f"cannot run as itself during the drain; make it INHERIT to let the drain count them"
-        )
-    return None
+        ]
+    return []
 
 
 def standby_gap(run: Run, position: str) -> int | None:
