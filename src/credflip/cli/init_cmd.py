@@ -11,7 +11,14 @@ from ..layout import Layout
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import render
-from .options import common, given_path, instance_option, lock_timeout_option, url_option
+from .options import (
+    common,
+    given_path,
+    instance_option,
+    lock_timeout_option,
+    rds_proxy_options,
+    url_option,
+)
 from .progress import Progress
 
 
@@ -24,6 +31,7 @@ from .progress import Progress
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
 @instance_option
 @lock_timeout_option
+@rds_proxy_options
 @click.option(
     "--sessions-only",
     is_flag=True,
@@ -49,6 +57,8 @@ def init(
     group_role: str | None,
     instance: tuple[str, ...],
     lock_timeout: float,
+    rds_proxy: str | None,
+    rds_proxy_endpoint: str | None,
     sessions_only: bool,
     save_admin_url: bool,
 ) -> None:
@@ -66,6 +76,8 @@ def init(
         sessions_only=sessions_only,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        rds_proxy=rds_proxy,
+        rds_proxy_endpoint=rds_proxy_endpoint,
     )
     if save_admin_url:
         commands.save_admin_url(store, layout, admin_url=admin)

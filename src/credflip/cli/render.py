@@ -24,9 +24,10 @@ from ..rotation import RotationPlan, RotationResult
 from ..state import HistoryEntry
 from ..urls import DbUrl
 
-# markup=False: user names, URLs and server messages must print as they are.
-out = Console(highlight=False, markup=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+# markup=False, emoji=False: user names, URLs, ARNs (":secret:") and server messages must
+# print as they are.
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -57,6 +58,12 @@ def print_init(
         out.print(f"  {line}")
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
+    if result.rds_proxy:
+        names = ", ".join(result.proxy_secrets[c] for c in sorted(result.proxy_secrets))
+        out.print(
+            f"  behind RDS Proxy {result.rds_proxy}: it logs in with secrets {names} (both in "
+            f"its Auth list); the drain goes by counters, not by the proxy's idle sessions"
+        )
     print_drain_view(result.instances, result.counter_gaps, result.unwatched)
     out.print("  " + sessions_only_line(result.sessions_only, bool(result.counter_gaps)))
     out.print(next_step)

@@ -9,6 +9,7 @@ from ..engines import Engine, Sessions, Signal
 from ..errors import CredflipError
 from ..instances import Fleet, Instance
 from ..layout import Color, Layout
+from ..poolers.rds_proxy import read_setting
 from ..rotation import env_fleet
 from ..state import State
 from ..stores.base import Store
@@ -75,7 +76,8 @@ def drain_report(
     fleet = env_fleet(store, layout, state, engine, strict=False, notice=notes.append)
     try:
         out = [_instance_status(fleet, inst, state) for inst in fleet.instances]
-        gaps = fleet.counter_gaps(watch, state.group)
+        pooled = read_setting(store, layout) is not None  # behind RDS Proxy: statements count
+        gaps = fleet.counter_gaps(watch, state.group, statements=pooled)
         blind = fleet.unwatched()
     finally:
         fleet.close()

@@ -14,6 +14,12 @@ use** on every instance for the *quiet window*, before it may be retired.
   *down* (a reset, an eviction) changed too, so it counts as use, never as
   quiet.
 
+Behind a pooler that keeps the old user's connections open after its clients
+left (RDS Proxy, *pooled*), an idle session is not use; a session that ran
+anything since the last sample is (:mod:`.pooled`), and so are the counters,
+which then must count statements. The idle ones are ended when the drain
+finishes, as ``terminate`` ends held sessions.
+
 Some samples cannot be trusted either way (*unknown*): an instance that could
 not be reached, a counter seen for the first time (nothing to compare it
 with), a server that restarted since the previous sample (nobody is known to
@@ -48,8 +54,8 @@ unit tests feed it a fake clock.
 
 The package: :mod:`.policy` (how long to wait), :mod:`.values` (readings in,
 verdicts out), :mod:`.evidence` (what carries over between runs),
-:mod:`.sample` (one sample against the last), :mod:`.window` (the quiet
-window across runs) and :mod:`.tracker`.
+:mod:`.sample` (one sample against the last), :mod:`.pooled` (behind a pooler),
+:mod:`.window` (the quiet window across runs) and :mod:`.tracker`.
 """
 
 from __future__ import annotations

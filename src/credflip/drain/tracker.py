@@ -37,17 +37,15 @@ class DrainTracker:
         offset: float = 0.0,
         terminate: bool = False,
         sessions_only: bool = False,
+        pooled: bool = False,
     ) -> None:
         self.policy = policy
-        self.sessions_only = sessions_only
         self.switched_at = switched_at
         self.timeout_at = timeout_at
         self.run_until = run_until
         self.offset = offset
-        self.terminate = terminate
-        self._baseline = Baseline(
-            policy, terminate=terminate, sessions_only=sessions_only, evidence=evidence
-        )
+        rules = {"terminate": terminate, "sessions_only": sessions_only, "pooled": pooled}
+        self._baseline = Baseline(policy, evidence=evidence, **rules)
         self._last_use: float | None = None
         self._last_sample: float | None = None
         self._used_before = False
@@ -73,7 +71,7 @@ class DrainTracker:
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
-        counters, started = self._baseline.kept()
+        counters, started, activity = self._baseline.kept()
 
         def wall(t: float | None) -> float | None:
             return None if t is None else t + self.offset
@@ -91,6 +89,7 @@ class DrainTracker:
             idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
+            activity=activity,
         )
 
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:

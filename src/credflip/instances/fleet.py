@@ -83,13 +83,17 @@ class Fleet(Connections):
             for _inst, sigs in self.signals()
         )
 
-    def counter_gaps(self, user: str, group: str | None, *, unreachable: bool = True) -> list[str]:
+    def counter_gaps(
+        self, user: str, group: str | None, *, unreachable: bool = True, statements: bool = False
+    ) -> list[str]:
         """Why the drain could miss a short login of *user*: one phrase per gap, [] when none.
 
         A gap is an instance with no cumulative signal available, or (for the
         whole env) a setup in which the counters cannot tell *user* from the
         other color. An instance that does not answer is one too, unless
-        *unreachable* is False (the drain counts it as in use anyway).
+        *unreachable* is False (the drain counts it as in use anyway). With
+        *statements* (behind RDS Proxy, where a client reuses connections the
+        proxy keeps open) only a signal that counts statements closes a gap.
         """
         gaps: list[str] = []
         problem = self.primary.count_problem(user, group)
@@ -100,13 +104,17 @@ class Fleet(Connections):
                 if unreachable:
                     gaps.append(f"{inst.address} cannot be read ({sigs})")
                 continue
-            cumulative = [s for s in sigs if s.cumulative]
+            cumulative = [s for s in sigs if s.cumulative and (s.statements or not statements)]
             if not any(s.available for s in cumulative):
-                how = "; or ".join(s.detail for s in cumulative)
-                gaps.append(
-                    f"{inst.address} counts no logins"
-                    + (f" ({how})" if how else " (this server keeps no per-user count)")
+                how = "; or ".join(s.detail for s in cumulative if not s.available)
+                what = "statements per user" if statements else "logins"
+                none = (
+                    "no per-user statement count the admin can read; see 'Behind a pooler' in "
+                    "the README"
+                    if statements
+                    else "this server keeps no per-user count"
                 )
+                gaps.append(f"{inst.address} counts no {what} ({how or none})")
         return gaps
 
     def require_session_views(self) -> None:

@@ -28,6 +28,7 @@ from .lease import read_lease, require_lessee
 from .options import RotateOptions
 from .params import read_pointer
 from .plan import PhasePlan, Write
+from .proxy import dry_run_proxy
 from .runner import HANDLERS
 from .start import new_rotation, preflight
 from .watch import drain_policy
@@ -121,8 +122,10 @@ def plan_rotation(
         try:
             pointer = read_pointer(store, layout)
             accepted: list[str] = []
-            preflight(fleet, state, pointer, options, accepted.append)
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            dry_run_proxy(ctx)
+            pooled = None if ctx.rds_proxy is None else ctx.rds_proxy.name
+            preflight(fleet, state, pointer, options, accepted.append, pooled=pooled)
             state.current = new_rotation(ctx, pointer)  # not saved
             plans: dict[Phase, PhasePlan] = {}
             for phase, handler in HANDLERS.items():
@@ -177,6 +180,10 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
+    plan.parameters.extend(
+        PlannedParameter(x.name, "Secrets Manager secret", x.shown, "prepare, before verify")
+        for x in plans[Phase.PREPARE].secrets
+    )
     plan.parameters.extend(
         [
             PlannedParameter(ctx.layout.lock, "String", "who holds it", "first, create-only"),

@@ -16,10 +16,11 @@ could not read, or a quiet window that cannot carry over (the tracker's
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
-from ..engines.base import Step
+from ..engines.base import Sessions, Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -134,6 +135,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
         offset=offset,
         terminate=opts.terminate,
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
+        pooled=ctx.rds_proxy is not None,
     )
 
 
@@ -152,10 +154,20 @@ def _observe(
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
-    legacy.update(now + tracker.offset, readings, record=status.caches_in == 0)
+    # Behind RDS Proxy the old user's idle sessions are the proxy's pool, not clients.
+    shown = readings if ctx.rds_proxy is None else [_busy(r) for r in readings]
+    legacy.update(now + tracker.offset, shown, record=status.caches_in == 0)
     rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
     return status
+
+
+def _busy(reading: Reading) -> Reading:
+    """*reading* without its idle sessions."""
+    if reading.sessions is None:
+        return reading
+    groups = tuple(g for g in reading.sessions.groups if g.idle_for is None)
+    return dataclasses.replace(reading, sessions=Sessions(groups))
 
 
 def announce(ctx: Context, user: str) -> None:

@@ -85,9 +85,10 @@ class MysqlObserver(MysqlCatalog):
     def observe(self, user: str) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
         available = {s.name for s in self.signals() if s.cumulative and s.available}
+        statements = {s.name for s in self.signals() if s.available and s.statements}
         return Observation(
             self.sessions(user),
-            my_signals.counters(self._run, user, available),
+            my_signals.counters(self._run, user, available, statements),
             started=self.per_connection("started", lambda: my_signals.server_started(self._run)),
         )
 

@@ -3,13 +3,17 @@
 ``performance_schema.accounts`` (MySQL 8, Aurora MySQL, MariaDB with
 performance_schema) counts logins per account; MariaDB's ``USER_STATISTICS``
 (``userstat=1``) per user. Both count at login, so a client that connected and
-left between two samples still moved the count. Without ``PROCESS`` the admin
+left between two samples still moved the count. Their fingerprints also hold
+the user's statement counts (``USER_STATISTICS``' commands, performance_schema's
+statement summary by user), updated as each statement ends: behind a pooler
+that keeps the old user's connections open (RDS Proxy), a client reusing one
+logs in no more, and only its statements show. Without ``PROCESS`` the admin
 silently sees only its own rows in both the processlist and USER_STATISTICS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from ...errors import EngineError
@@ -27,6 +31,8 @@ __all__ = [
 
 PS = "performance_schema.accounts"
 US = "user_statistics"
+#: Statements per account (MySQL 8 and MariaDB with performance_schema).
+STATEMENTS_TABLE = "performance_schema.events_statements_summary_by_user_by_event_name"
 
 #: What lets an admin set a global variable (MariaDB: SUPER; MySQL 8 also
 #: SYSTEM_VARIABLES_ADMIN).
@@ -69,7 +75,14 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
     else:
         try:
             run("SELECT 1 FROM performance_schema.accounts LIMIT 0")
-            ps = Signal(PS, cumulative=True, available=True, detail="logins per account")
+            statements = _counts_statements(run)
+            ps = Signal(
+                PS,
+                cumulative=True,
+                available=True,
+                detail="logins and statements per account" if statements else "logins per account",
+                statements=statements,
+            )
         except EngineError:
             ps = Signal(
                 PS,
@@ -86,13 +99,41 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
                 f"after a restart"
             )
         else:
-            detail = "logins per user" if process else need_process
-        out.append(Signal(US, cumulative=True, available=userstat and process, detail=detail))
+            detail = "logins and statements per user" if process else need_process
+        out.append(
+            Signal(
+                US,
+                cumulative=True,
+                available=userstat and process,
+                detail=detail,
+                statements=True,
+            )
+        )
     return out
 
 
-def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
-    """Fingerprints of *user*'s login counts in the *available* signals."""
+def _counts_statements(run: Run) -> bool:
+    """Whether the admin may read the statements per account, and the server counts them
+    (statement instruments on, and per-thread aggregation: ``thread_instrumentation``)."""
+    try:
+        run(f"SELECT 1 FROM {STATEMENTS_TABLE} LIMIT 0")
+        rows = run(
+            "SELECT (SELECT COUNT(*) FROM performance_schema.setup_consumers "
+            "WHERE NAME = 'thread_instrumentation' AND ENABLED = 'YES') * "
+            "(SELECT COUNT(*) FROM performance_schema.setup_instruments "
+            "WHERE NAME = 'statement/sql/select' AND ENABLED = 'YES')"
+        )
+    except EngineError:
+        return False
+    return bool(rows and rows[0][0])
+
+
+def counters(
+    run: Run, user: str, available: set[str], statements: Collection[str] = ()
+) -> dict[str, Hashable]:
+    """Fingerprints of *user*'s login counts in the *available* signals, with its statement
+    counts in those of them that also count *statements* (a client that reuses a
+    connection a pooler keeps open logs in no more: only its statements show)."""
     out: dict[str, Hashable] = {}
     if PS in available:
         row = run(
@@ -100,6 +141,14 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
             "FROM performance_schema.accounts WHERE USER = %s",
             [user],
         )[0]
+        ran = (
+            run(
+                f"SELECT COALESCE(SUM(COUNT_STAR), 0) FROM {STATEMENTS_TABLE} WHERE USER = %s",
+                [user],
+            )[0][0]
+            if PS in statements
+            else 0
+        )
         # When the accounts table is full, new accounts go uncounted ("lost"):
         # a rise there may be this user. The count is server-wide, so other
         # users' churn moves it too: left out where USER_STATISTICS counts
@@ -109,13 +158,14 @@ def counters(run: Run, user: str, available: set[str]) -> dict[str, Hashable]:
             if US in available
             else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
         )
-        out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
+        out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "", int(ran))
     if US in available:
         rows = run(
-            "SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS WHERE USER = %s",
+            "SELECT TOTAL_CONNECTIONS, SELECT_COMMANDS + UPDATE_COMMANDS + OTHER_COMMANDS "
+            "FROM information_schema.USER_STATISTICS WHERE USER = %s",
             [user],
         )
-        out[US] = int(rows[0][0]) if rows else None
+        out[US] = (int(rows[0][0]), int(rows[0][1])) if rows else None
     return out
 
 

@@ -24,14 +24,15 @@ __all__ = ["HANDLER"]
 
 
 def plan(ctx: Context) -> PhasePlan:
-    """The logins: the writer URL, then the reader URL and each instance, once per address."""
+    """The logins: the writer URL, then (behind RDS Proxy) through the proxy, then the reader
+    URL and each instance, once per address."""
     to, user = ctx.rot.to_color, ctx.new_user
     urls = ctx.urls(to)
     for role, url in urls.items():
         if url.user != user:
             raise messages.wrong_user(ctx.layout.url(to, role), url.user, user)
-    logins = [Login("writer URL", urls["writer"])]
-    seen = {_address(urls["writer"], ctx.fleet)}
+    logins = _first(ctx, urls["writer"])
+    seen = {_address(login.url, ctx.fleet) for login in logins}
     candidates = [("reader URL", urls["reader"])] + [
         (f"instance {inst.address} ({inst.source})", inst.on(urls["reader"]))
         for inst in ctx.fleet.instances
@@ -42,6 +43,28 @@ def plan(ctx: Context) -> PhasePlan:
             seen.add(address)
             logins.append(Login(label, url, replica=True))
     return PhasePlan(Phase.VERIFY, logins=logins)
+
+
+def _first(ctx: Context, writer: DbUrl) -> list[Login]:
+    """The writer's login (direct: it must accept the new password at once), then behind
+    RDS Proxy the same login through the proxy's endpoint.
+
+    The proxy logs in to the database with the secret prepare wrote; a refusal is
+    retried like a replica's, within ``--replica-lag-timeout``, in case the proxy
+    has not read the new version yet.
+    """
+    proxy = ctx.rds_proxy
+    if proxy is None:
+        return [Login("writer URL", writer)]
+    why = f"RDS Proxy {proxy.name} may not have read the new secret yet"
+    if not proxy.setting.is_endpoint(writer.host):
+        through = Login(f"RDS Proxy {proxy.name}", proxy.via(writer), replica=True, why=why)
+        return [Login("writer URL", writer), through]
+    primary = ctx.fleet.instances[0]
+    return [
+        Login(f"writer URL directly at {primary.address}", primary.on(writer)),
+        Login(f"writer URL through RDS Proxy {proxy.name}", writer, replica=True, why=why),
+    ]
 
 
 def run(ctx: Context) -> bool:
@@ -77,12 +100,20 @@ def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
                     return False
                 raise _failed(ctx, login, exc) from exc
             if wait.note_due():
-                ctx.notice(messages.waiting_for_replica(login.label, wait.left()))
+                ctx.notice(_waiting(login, wait.left()))
             wait.pause()
         except DatabaseUnavailable:
             raise  # the server, not the password: the phase is tried again
         except CredflipError as exc:
             raise _failed(ctx, login, exc) from exc
+
+
+def _waiting(login: Login, left: float) -> str:
+    if not login.why:
+        return messages.waiting_for_replica(login.label, left)
+    return (
+        f"waiting for the {login.label} to accept the new password ({login.why}); {left:.0f}s left"
+    )
 
 
 def _failed(ctx: Context, login: Login, exc: CredflipError) -> RotationError:
