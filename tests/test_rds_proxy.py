@@ -145,6 +145,11 @@ def test_each_rotation_writes_the_new_colors_secret_before_verify_logs_in_throug
         assert aws.secret(layout, to.other) == old
         assert aws.described(layout, to)["KmsKeyId"] == aws.key
     assert len(seen) == 2
+    assert commands.status(store, layout).to_dict()["rds_proxy"] == {
+        "name": name,
+        "endpoint": f"localhost:{app.url.port}",
+        "secrets": [f"credflip/db/{layout.env}/blue", f"credflip/db/{layout.env}/green"],
+    }
 
 
 def test_verify_really_logs_in_through_the_proxy(app: App, aws: Aws, layout: Layout) -> None:
@@ -196,6 +201,8 @@ def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(
     done = cli(*args)
     assert done.code == 0, done.text
     assert read_pointer(store, layout) is Color.GREEN
+    shown = cli("status", "--env", layout.env, "--store", store.url)
+    assert f"behind RDS Proxy {name} at localhost:{app.url.port}: it logs in with " in shown.out
     assert app.password not in refused.text + done.text
 
 

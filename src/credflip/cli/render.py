@@ -215,6 +215,12 @@ def print_status(report: commands.Status, *, has_admin: bool) -> None:
     if has_admin and not report.database_error:
         _print_instances(report)
     out.print(sessions_only_line(report.sessions_only, bool(report.counter_gaps)))
+    if report.rds_proxy is not None:
+        out.print(
+            f"behind RDS Proxy {report.rds_proxy.name} at {report.rds_proxy.endpoint}: it logs "
+            f"in with {', '.join(report.proxy_secrets)}; the drain goes by counters and by what "
+            f"the old user's sessions run, not by the proxy's idle sessions"
+        )
     _print_rotation(report)
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
     if report.lease is not None:
