@@ -1,8 +1,8 @@
 """Back-to-back rotations under continuous mixed load: nothing fails, nothing is lost.
 
-One private server (PostgreSQL: the embedded one, scram-sha-256,
-pg_stat_statements; MySQL: the machine's MariaDB at 127.0.0.1:3306 with
-``userstat`` on), one app and one env, N rotations in a row with client TTL
+One private server on a random port (bench/private_servers.py; PostgreSQL: the
+embedded one, scram-sha-256, pg_stat_statements; MySQL: a MariaDB of its own
+with ``userstat`` on), one app and one env, N rotations in a row with client TTL
 ``--client-ttl``. A client process runs, the whole time, clients that follow
 the pointer:
 
@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from children import Child, ChildDied
-from drain_detection import Mariadb, Postgres
+from private_servers import Mariadb, Postgres
 from soak_clients import ENV, clients, rss_mib
 
 from credflip import commands

@@ -1,4 +1,5 @@
-"""Running a benchmark as a process, with a module it imports replaced by a broken one."""
+"""Running a benchmark as a process (out of reach of the machine's own servers), with a
+module it imports replaced by a broken one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+from shared_servers import guarded_env
+
 BENCH = Path(__file__).parent.parent / "bench"
 
 
@@ -17,12 +20,13 @@ def shadowing(folder: Path, package: str, code: str) -> dict[str, str]:
     """An environment whose ``import package`` runs *code* instead of the real package.
 
     Only processes that import *package* meet it: the tests give a benchmark's
-    child a package that its parent never imports.
+    child a package that its parent never imports. Like :func:`guarded_env`'s, its
+    processes cannot reach the machine's own servers.
     """
     (folder / package).mkdir(parents=True)
     (folder / package / "__init__.py").write_text(code)
     paths = [str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    return guarded_env(folder / "guard", {**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
 
 
 def run_bench(

@@ -17,6 +17,7 @@ from typing import Any
 
 import pymysql
 import pytest
+import shared_servers
 from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
 from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id
 from servers import MY_ADMIN, PrivateMariadb
@@ -94,6 +95,18 @@ os.environ.update(
     AWS_EC2_METADATA_DISABLED="true",
 )
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+# The machine's own MariaDB and PostgreSQL are no test's: refused in every test process.
+shared_servers.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_server() -> Iterator[None]:
+    """Fail a test that tried to reach a server of the machine (it was refused)."""
+    before = len(shared_servers.REACHED)
+    yield
+    reached = shared_servers.REACHED[before:]
+    assert not reached, f"the test tried to reach the machine's own servers: {reached}"
 
 
 @pytest.fixture(scope="session")

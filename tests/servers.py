@@ -36,7 +36,7 @@ class PrivateMariadb:
     def start(self) -> PrivateMariadb:
         self.root_dir = Path(tempfile.mkdtemp(prefix="credflip-mariadb-"))
         shutil.chown(self.root_dir, user="mysql")
-        subprocess.run(
+        installed = subprocess.run(
             [
                 "mariadb-install-db",
                 "--no-defaults",
@@ -45,8 +45,13 @@ class PrivateMariadb:
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
+        )
+        assert installed.returncode == 0, (
+            f"mariadb-install-db exited {installed.returncode}: "
+            f"{(installed.stderr or installed.stdout)[-1500:]}"
         )
         self.port = free_port()
         return self._launch()

@@ -17,7 +17,7 @@ from credflip.drain import (
     Verdict,
     random_client_factor,
 )
-from credflip.drain.policy import share
+from credflip.drain.policy import LEGACY_WINDOWS, share
 from credflip.engines import SessionGroup, Sessions
 
 TTL = 1.0
@@ -80,14 +80,35 @@ def test_waits_for_caches_then_one_quiet_ttl() -> None:
 def test_an_open_session_keeps_it_in_use() -> None:
     verdicts = run(tracker(), 10, lambda t: [reading(held() if t < 5 else NONE)])
     assert first(verdicts, Verdict.QUIET) == pytest.approx(5.0)
-    assert first(verdicts, Verdict.DONE) == pytest.approx(6.0)
+    # Used after the cache wait, with no pause seen: LEGACY_WINDOWS windows.
+    assert first(verdicts, Verdict.DONE) == pytest.approx(5.0 + LEGACY_WINDOWS * TTL)
 
 
 def test_a_counter_that_moves_between_samples_is_use() -> None:
     # Nothing is ever open at a sample, but a login count rises until t = 4.
     verdicts = run(tracker(), 20, lambda t: [reading(counter=min(int(t * 10), 40))])
     assert all(v is not Verdict.QUIET for t, v in verdicts if 1.1 < t <= 4.0)
-    assert first(verdicts, Verdict.DONE) == pytest.approx(4.2 + TTL)
+    assert first(verdicts, Verdict.DONE) == pytest.approx(4.2 + LEGACY_WINDOWS * TTL)
+
+
+def test_a_use_after_the_cache_wait_lengthens_the_window_until_two_pauses_are_known() -> None:
+    """A use after the cache wait is a client that does not follow the pointer: until two
+    of its pauses tell its rhythm, the window is LEGACY_WINDOWS times longer; a use
+    before the cache wait (a follower not yet moved) is not; the next run keeps it."""
+    early = run(tracker(), 10, lambda t: [reading(counter=int(t >= 0.6))])
+    assert first(early, Verdict.DONE) == pytest.approx(2.2)  # one window after the caches
+    # Seen by the first sample past the cache wait (1.2 s): it may have come before it.
+    edge = run(tracker(), 10, lambda t: [reading(counter=int(t >= 1.05))])
+    assert first(edge, Verdict.DONE) == pytest.approx(1.4 + TTL)
+    trk = tracker()
+    late = run(trk, 10, lambda t: [reading(counter=int(t >= 1.5))])
+    assert first(late, Verdict.DONE) == pytest.approx(1.8 + LEGACY_WINDOWS * TTL)
+    kept = Evidence.from_dict(trk.evidence("app").to_dict())
+    assert kept.legacy and kept.needed_quiet(trk.policy) == LEGACY_WINDOWS * TTL
+    # Two pauses of 0.6 s, alike: a periodic client; twice its pause, no longer two windows.
+    uses = {1.4, 2.0, 2.6}
+    steady = run(tracker(), 10, lambda t: [reading(counter=sum(u <= t for u in uses))])
+    assert first(steady, Verdict.DONE) == pytest.approx(2.8 + 2 * 0.6)
 
 
 @pytest.mark.parametrize("change", ["down", "reset", "gone"])

@@ -23,6 +23,7 @@ from servers import PrivateMariadb
 
 from credflip import commands
 from credflip.drain import DrainPolicy, DrainTracker, Evidence, Reading, Verdict
+from credflip.drain.policy import LEGACY_WINDOWS
 from credflip.engines import SessionGroup, Sessions, engine_for
 from credflip.errors import ConfigurationError, DrainTimeout
 from credflip.layout import Color, Layout
@@ -52,9 +53,9 @@ def test_behind_a_pooler_idle_sessions_are_held_and_a_statement_on_one_is_use() 
     policy = DrainPolicy(client_ttl=1.0, quiet=3.0)
 
     def drain(
-        last_change: Any, *, pooled_: bool = True, busy: float | None = None
+        last_change: Any, *, proxied: bool = True, busy: float | None = None
     ) -> tuple[float | None, DrainTracker]:
-        trk = DrainTracker(policy, switched_at=0.0, timeout_at=60.0, pooled=pooled_)
+        trk = DrainTracker(policy, switched_at=0.0, timeout_at=60.0, proxied=proxied)
         t = 0.0
         while t < 60:
             status = trk.observe(t, [pooled(t, last_change(t), busy=t == busy)])
@@ -66,19 +67,21 @@ def test_behind_a_pooler_idle_sessions_are_held_and_a_statement_on_one_is_use() 
 
     # Opened before the switch and never used since: the window runs from the cache wait.
     assert drain(lambda t: -5.0)[0] == pytest.approx(1.1 + 3.0, abs=0.5)
-    # A sample that sees them run a statement starts the window over.
-    assert drain(lambda t: -5.0, busy=4.0)[0] == pytest.approx(4.0 + 0.5 + 3.0)
+    # A sample that sees them run a statement starts the window over (a legacy client's:
+    # LEGACY_WINDOWS times as long until its rhythm is known).
+    done = drain(lambda t: -5.0, busy=4.0)[0]
+    assert done == pytest.approx(4.0 + 0.5 + LEGACY_WINDOWS * 3.0)
     # Without the pooler the same sessions are use until the timeout.
-    assert drain(lambda t: -5.0, pooled_=False)[0] is None
+    assert drain(lambda t: -5.0, proxied=False)[0] is None
     # A client reuses a pooled session every 2 s until 10 s, between two samples.
     done, trk = drain(lambda t: min(t, 10.0) // 2 * 2)
     assert done is not None and done >= 10.0 + 3.0
     # What the next run compares its first sample with.
     kept = Evidence.from_dict(trk.evidence("app_blue").to_dict())
     assert kept.activity == {"db-1:5432": 10.0}
-    again = DrainTracker(policy, switched_at=-100.0, timeout_at=60.0, evidence=kept, pooled=True)
+    again = DrainTracker(policy, switched_at=-100.0, timeout_at=60.0, evidence=kept, proxied=True)
     assert again.observe(0.0, [pooled(0.0, 10.0)]).reasons == ()
-    moved = DrainTracker(policy, switched_at=-100.0, timeout_at=60.0, evidence=kept, pooled=True)
+    moved = DrainTracker(policy, switched_at=-100.0, timeout_at=60.0, evidence=kept, proxied=True)
     reasons = moved.observe(0.0, [pooled(0.0, 12.5)]).reasons
     assert reasons == ("a session on db-1:5432 ran a statement since the last run",)
 

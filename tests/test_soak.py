@@ -1,16 +1,18 @@
-"""The soak, short: 10 back-to-back rotations under mixed load on each engine."""
+"""The soak, short: 10 back-to-back rotations under mixed load on each engine.
+
+The soak runs its own servers (bench/private_servers.py): its processes run out of
+reach of the machine's own MariaDB and PostgreSQL (shared_servers.py).
+"""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from benches import run_bench, shadowing
+from shared_servers import guarded_env
 
-BENCH = Path(__file__).parent.parent / "bench" / "soak.py"
 LAST = re.compile(
     r"^soak: (\d+) rotations, (\d+) requests, (\d+) failed, (\d+) lost, rss (\d+)→(\d+) MiB$"
 )
@@ -19,13 +21,14 @@ LAST = re.compile(
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 def test_ten_rotations_under_load_fail_and_lose_nothing(engine: str, tmp_path: Path) -> None:
     plot = tmp_path / "soak.png"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--engine", engine, "--rotations", "10", "--plot", str(plot)],
-        capture_output=True,
-        text=True,
+    guard = tmp_path / "guard"
+    proc, _seconds = run_bench(
+        "soak.py",
+        *("--engine", engine, "--rotations", "10", "--plot", str(plot)),
+        env=guarded_env(guard),
         timeout=600,
-        check=False,
     )
+    assert not (guard / "reached").exists(), (guard / "reached").read_text()
     lines = proc.stdout.strip().splitlines()
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     found = LAST.match(lines[-1])

@@ -47,7 +47,9 @@ A replica they stream to that none of them is blocks the retire
 (``drain_timeout``) unless ``unwatched_ok`` lists its host (every invocation:
 it is not stored).
 The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
-``/db/{env}/admin-db-url``, never from the event.
+``/db/{env}/admin-db-url``, never from the event; so does the env's PgBouncer
+console, from ``/db/{env}/pooler-url`` (``init --pooler``, ``save-pooler-url``):
+the function must reach it as it reaches the database.
 """
 
 from __future__ import annotations

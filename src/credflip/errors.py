@@ -147,12 +147,14 @@ class DrainBlocked(DrainTimeout):
 
 # How drivers say "these credentials are refused"; no driver is imported here,
 # errors are recognised by their attributes. PostgreSQL: SQLSTATE 28P01/28000
-# (psycopg reports connection failures in the message only). MySQL: 1045
-# access denied; 3118 (MySQL) and 4151 (MariaDB) account is locked.
+# (psycopg reports connection failures in the message only); PgBouncer says "SASL
+# authentication failed" when a SCRAM login fails there. MySQL: 1045 access
+# denied; 3118 (MySQL) and 4151 (MariaDB) account is locked.
 _PG_SQLSTATES = frozenset({"28P01", "28000"})
 _MYSQL_ERRNOS = frozenset({1045, 3118, 4151})
 _PG_MESSAGES = re.compile(
-    r"password authentication failed|is not permitted to log in|role \".*\" does not exist"
+    r"password authentication failed|SASL authentication failed|is not permitted to log in"
+    r"|role \".*\" does not exist"
 )
 
 

@@ -9,6 +9,9 @@ With prefix ``/db`` and env ``prod`` the parameters are::
     /db/prod/rotation-lock             present only while a rotation runs
     /db/prod/admin-db-url              optional SecureString admin URL
     /db/prod/admin-lease               present only while the admin lends itself rights
+    /db/prod/pooler-url                optional SecureString: the env's PgBouncer console
+    /db/prod/{color}/scram-verifier    SecureString, behind PgBouncer: the SCRAM secret
+                                       credflip gave that color (for an auth_file)
     /db/prod/rds-proxy                 optional: the env's RDS Proxy (JSON)
 
 and, for an env behind RDS Proxy, one Secrets Manager secret per color in the
@@ -134,6 +137,16 @@ class Layout:
     def admin_url(self) -> str:
         """The optional parameter holding the admin URL."""
         return f"{self.base}/admin-db-url"
+
+    @property
+    def pooler_url(self) -> str:
+        """The optional parameter holding the console URL of the env's PgBouncer."""
+        return f"{self.base}/pooler-url"
+
+    def verifier(self, color: Color) -> str:
+        """The parameter holding the SCRAM secret credflip last gave *color* (kept only
+        behind PgBouncer, whose ``auth_file`` needs exactly the server's)."""
+        return f"{self.base}/{color.value}/scram-verifier"
 
     @property
     def lease(self) -> str:

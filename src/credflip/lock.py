@@ -189,6 +189,10 @@ def _acquire(
             break
     if held_text is None:
         raise _held(layout, None)
+    if held_text == text:
+        # Our own write: the store applied it but its reply was lost, and the
+        # client's retry (botocore's) found the lock it had just created.
+        return None
     held = LockInfo.from_json(held_text)
     if not held.is_stale_here():
         raise _held(layout, held)

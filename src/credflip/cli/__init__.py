@@ -18,7 +18,7 @@ import traceback
 import click
 
 from ..errors import CredflipError
-from . import admin_cmd, init_cmd, rotate_cmd, status_cmd
+from . import admin_cmd, init_cmd, pooler_cmd, rotate_cmd, status_cmd
 from .render import err
 
 __all__ = ["cli", "main"]
@@ -43,6 +43,8 @@ for _command in (
     rotate_cmd.rollback_cmd,
     admin_cmd.unlock_cmd,
     admin_cmd.save_admin_url_cmd,
+    pooler_cmd.save_pooler_url_cmd,
+    pooler_cmd.pooler_userlist_cmd,
     admin_cmd.demo_cmd,
 ):
     cli.add_command(_command)

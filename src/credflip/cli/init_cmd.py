@@ -8,6 +8,7 @@ import click
 
 from .. import commands
 from ..layout import Layout
+from ..poolers import parse_pooler_url
 from ..stores.base import Store
 from ..urls import DbUrl
 from . import render
@@ -16,6 +17,7 @@ from .options import (
     given_path,
     instance_option,
     lock_timeout_option,
+    pooler_option,
     rds_proxy_options,
     url_option,
 )
@@ -29,6 +31,7 @@ from .progress import Progress
 @url_option("--reader-url", "The reader-endpoint URL (default: the writer URL).")
 @click.option("--green-user", default=None, help="Name of the green user (default <user>_green).")
 @click.option("--group-role", default=None, help="Group role owning the objects (<user>_owner).")
+@pooler_option
 @instance_option
 @lock_timeout_option
 @rds_proxy_options
@@ -55,6 +58,7 @@ def init(
     reader_url: str | None,
     green_user: str | None,
     group_role: str | None,
+    pooler: str | None,
     instance: tuple[str, ...],
     lock_timeout: float,
     rds_proxy: str | None,
@@ -64,6 +68,7 @@ def init(
 ) -> None:
     """Start managing an env: the existing user becomes blue, green is created."""
     admin = DbUrl.parse(admin_url, what="--admin-url")
+    pooler_url = parse_pooler_url(pooler) if pooler else None
     result = commands.init(
         store,
         layout,
@@ -78,6 +83,7 @@ def init(
         lock_timeout=lock_timeout,
         rds_proxy=rds_proxy,
         rds_proxy_endpoint=rds_proxy_endpoint,
+        pooler_url=pooler_url,
     )
     if save_admin_url:
         commands.save_admin_url(store, layout, admin_url=admin)
@@ -86,6 +92,7 @@ def init(
         layout,
         store.url,
         saved_admin=admin if save_admin_url else None,
+        pooler=pooler_url,
         next_step=_next_step(ctx, layout, store, saved=save_admin_url),
     )
 

@@ -80,6 +80,7 @@ _URL_ENV = {
     "admin_url": "CREDFLIP_ADMIN_URL",
     "writer_url": "CREDFLIP_WRITER_URL",
     "reader_url": "CREDFLIP_READER_URL",
+    "pooler": "CREDFLIP_POOLER_URL",
 }
 
 
@@ -155,6 +156,15 @@ def url_option(name: str, help_text: str, *, required: bool = False) -> Callable
         callback=_url_value,
         help=f"{help_text} '-' reads a line of standard input, @PATH a file's first line [${env}].",
     )
+
+
+def pooler_option(func: F) -> F:
+    """Add ``--pooler`` (PgBouncer's console URL, a secret like the other URLs)."""
+    return url_option(
+        "--pooler",
+        "PgBouncer's console, pgbouncer://USER:PASSWORD@HOST:PORT/pgbouncer (a stats_users "
+        "user), when the colors' URLs go through PgBouncer; stored as {prefix}/{env}/pooler-url.",
+    )(func)
 
 
 def admin_option(func: F) -> F:

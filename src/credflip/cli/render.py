@@ -9,7 +9,7 @@ passwords in.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -45,6 +45,7 @@ def print_init(
     *,
     saved_admin: DbUrl | None,
     next_step: str,
+    pooler: DbUrl | None = None,
 ) -> None:
     """What ``init`` set up, what the drain sees, and the ``next:`` line."""
     how = "adopted the existing blue/green setup" if result.adopted else "initialised"
@@ -58,6 +59,8 @@ def print_init(
         out.print(f"  {line}")
     if saved_admin is not None:
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
+    if pooler is not None:
+        out.print(f"  PgBouncer console stored in {layout.pooler_url} ({pooler})")
     if result.rds_proxy:
         names = ", ".join(result.proxy_secrets[c] for c in sorted(result.proxy_secrets))
         out.print(
@@ -95,7 +98,7 @@ def print_drain_view(
             out.print(f"  {inst.address} ({inst.source}): unreachable: {inst.error}")
             continue
         have = ", ".join(s.name for s in inst.signals if s.available) or "-"
-        role = "" if inst.standby is None else (" standby" if inst.standby else " primary")
+        role = "" if inst.role is None else f" {inst.role}"
         out.print(f"  {inst.address} ({inst.source}{role}): {have}")
         for sig in inst.signals:
             if not sig.available:
@@ -152,6 +155,14 @@ def print_plan(plan: RotationPlan) -> None:
         out.print(f"    {param.name}  {param.kind}  {param.value}  ({param.when})")
     out.print("2. verify: log in with " + "; ".join(plan.verify))
     out.print(f"3. switch: {plan.parameters[-1].name} = {plan.to_color}")
+    _print_drain_plan(plan, sql)
+    notes = "".join(f"{note}, then " for note in plan.retire_notes)
+    out.print(f"5. retire ({plan.retire_mode}): {notes}SQL")
+    sql(plan.retire)
+
+
+def _print_drain_plan(plan: RotationPlan, sql: Callable[[list[tuple[str, str]]], None]) -> None:
+    """The dry run's drain: how long, what it watches, the SQL that starts it."""
     out.print(
         f"4. drain: watch {plan.from_user!r} for client TTL {format_duration(plan.client_ttl)}, "
         f"then no use on any instance for the quiet window {format_duration(plan.quiet)} "
@@ -170,8 +181,6 @@ def print_plan(plan: RotationPlan) -> None:
         out.print("    draining on open sessions alone there: a risk accepted with --sessions-only")
     out.print("   SQL when the drain starts:")
     sql(plan.watch)
-    out.print(f"5. retire ({plan.retire_mode}): SQL")
-    sql(plan.retire)
 
 
 def print_result(result: RotationResult) -> None:
@@ -261,7 +270,7 @@ def _print_instances(report: commands.Status) -> None:
         table.add_row(
             inst.address,
             inst.source,
-            "standby" if inst.standby else "primary",
+            inst.role or "primary",
             *(str(inst.sessions[c.color].count) for c in report.colors),
             ", ".join(s.name for s in inst.signals if s.available),
         )

@@ -16,6 +16,7 @@ from ..rotation.lease import keeping_leases
 from ..state import State, load_state, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
+from .pooler import check_pooler
 from .signals import InstanceStatus, drain_report, enable_signals
 
 
@@ -59,6 +60,7 @@ def init(
     lock_timeout: float | None = None,
     rds_proxy: str | None = None,
     rds_proxy_endpoint: str | None = None,
+    pooler_url: DbUrl | None = None,
 ) -> InitResult:
     """Start managing an environment.
 
@@ -73,36 +75,44 @@ def init(
     open sessions alone where an instance still has none (``rotate`` refuses
     there otherwise). *lock_timeout*: how long one statement may wait for a lock an
     application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
-    needs one on every table it moves. *rds_proxy*: see :func:`_behind_proxy`.
+    needs one on every table it moves. *pooler_url*: the console of the PgBouncer the
+    colors' URLs go through, kept as a SecureString once it answers. *rds_proxy*: see
+    :func:`_behind_proxy`.
     """
     existing = _unmanaged(store, layout, on_event)
     stored = normalize_instances([], instances)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
-        if lock_timeout is not None:
-            eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
+        _ready(eng, lock_timeout, pooler_url, admin_url)
         hand_made = _hand_made(layout, existing)
-        proxy = _behind_proxy(
-            store, layout, eng, existing, hand_made, writer_url, green_user,
-            (rds_proxy, rds_proxy_endpoint),
-        )  # fmt: skip
+        proxy = _behind_proxy(store, layout, eng, existing, hand_made, writer_url, green_user,
+                              (rds_proxy, rds_proxy_endpoint))  # fmt: skip
         with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as leases:
             leases.settle(eng)  # what an init that died lent the admin
-            if hand_made:
-                result = _adopt_hand_made(
-                    store, layout, eng, existing, group_role, stored, on_event
-                )
-            else:
-                result = _adopt_single_user(
+            result = (
+                _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+                if hand_made
+                else _adopt_single_user(
                     store, layout, eng, existing, writer_url, reader_url, green_user,
                     group_role, stored,
-                )  # fmt: skip
+                )
+            )  # fmt: skip
         result = _record_proxy(store, layout, proxy, result)
-        return _survey(store, layout, eng, result, sessions_only)
+        return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
+
+
+def _ready(
+    eng: Engine, lock_timeout: float | None, pooler_url: DbUrl | None, admin_url: DbUrl
+) -> None:
+    """Give the engine the lock timeout asked for, and check the PgBouncer console named."""
+    if lock_timeout is not None:
+        eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
+    if pooler_url is not None:
+        check_pooler(pooler_url, engine=eng.name, admin_url=admin_url)
 
 
 def _unmanaged(
@@ -212,9 +222,17 @@ def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], N
 
 
 def _survey(
-    store: Store, layout: Layout, eng: Engine, result: InitResult, sessions_only: bool
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    result: InitResult,
+    sessions_only: bool,
+    pooler_url: DbUrl | None,
 ) -> InitResult:
-    """After the adoption: record *sessions_only*, then what the drain will see."""
+    """After the adoption: record *sessions_only* and the pooler, then what the drain will
+    see."""
+    if pooler_url is not None:
+        store.put(layout.pooler_url, pooler_url.secret, secure=True)
     state = load_state(store, layout)
     if sessions_only:
         state.sessions_only = True

@@ -12,8 +12,9 @@ from ..instances import format_address, parse_address
 from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo, read_lock
+from ..poolers import PgBouncer
 from ..poolers.rds_proxy import ProxySetting, read_setting
-from ..rotation import read_pointer
+from ..rotation import env_pooler, read_pointer
 from ..rotation.lease import Lease, read_lease
 from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Rotation, State, load_state
@@ -167,8 +168,10 @@ def status(
 ) -> Status:
     """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
     state = _load(store, layout)
-    values = store.get_many([*layout.resolver_names, layout.lease, layout.rds_proxy])
+    names = [*layout.resolver_names, layout.lease, layout.pooler_url, layout.rds_proxy]
+    values = store.get_many(names)
     lease = values.pop(layout.lease, None)
+    pooler = env_pooler(layout, values.pop(layout.pooler_url, None))
     proxy = read_setting(store, layout, values)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
@@ -194,7 +197,7 @@ def status(
             error = str(exc)
     colors = _colors(layout, values, state, active, db, instances)
     if not instances:
-        instances = _known_instances(colors, state)
+        instances = _known_instances(colors, state, pooler)
     return Status(
         env=layout.env,
         store=store.url,
@@ -260,11 +263,14 @@ def _colors(
     return colors
 
 
-def _known_instances(colors: list[ColorStatus], state: State) -> list[InstanceStatus]:
-    """Without the database: the instances the URLs and ``--instance`` name."""
+def _known_instances(
+    colors: list[ColorStatus], state: State, pooler: PgBouncer | None
+) -> list[InstanceStatus]:
+    """Without the database: the instances the URLs and ``--instance`` name (a URL through
+    the env's PgBouncer names PgBouncer)."""
     out: list[InstanceStatus] = []
     pairs = [
-        (f"{c.color} {role} URL", url)
+        (pooler.name if pooler and pooler.serves(url) else f"{c.color} {role} URL", url)
         for c in colors
         for role, url in (("writer", c.writer_url), ("reader", c.reader_url))
         if url is not None

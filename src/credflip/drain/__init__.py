@@ -15,8 +15,8 @@ use** on every instance for the *quiet window*, before it may be retired.
   quiet.
 
 Behind a pooler that keeps the old user's connections open after its clients
-left (RDS Proxy, *pooled*), an idle session is not use; a session that ran
-anything since the last sample is (:mod:`.pooled`), and so are the counters,
+left (RDS Proxy, *proxied*), an idle session is not use; a session that ran
+anything since the last sample is (:mod:`.proxied`), and so are the counters,
 which then must count statements. The idle ones are ended when the drain
 finishes, as ``terminate`` ends held sessions.
 
@@ -54,7 +54,7 @@ unit tests feed it a fake clock.
 
 The package: :mod:`.policy` (how long to wait), :mod:`.values` (readings in,
 verdicts out), :mod:`.evidence` (what carries over between runs),
-:mod:`.sample` (one sample against the last), :mod:`.pooled` (behind a pooler),
+:mod:`.sample` (one sample against the last), :mod:`.proxied` (behind RDS Proxy),
 :mod:`.window` (the quiet window across runs) and :mod:`.tracker`.
 """
 

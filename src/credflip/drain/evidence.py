@@ -47,16 +47,20 @@ class Evidence:
     #: Behind a pooler (RDS Proxy): each instance's latest state change of an old user's
     #: session at the last sample (server clock, rounded up to the millisecond).
     activity: dict[str, float] = field(default_factory=dict)
+    #: A use after the cache wait was seen: a client that does not follow the pointer.
+    legacy: bool = False
 
     def needed_quiet(self, policy: DrainPolicy) -> float:
         """The quiet window *policy* asks for, given the pauses seen so far."""
-        return policy.needed_quiet(self.longest_gap, self.pauses, self.pause_sum, self.pause_min)
+        return policy.needed_quiet(
+            self.longest_gap, self.pauses, self.pause_sum, self.pause_min, legacy=self.legacy
+        )
 
     def earliest_done(self, policy: DrainPolicy, switched_at: float) -> float:
         """The earliest instant the drain can finish after *switched_at*, if nothing uses
         the old user, given the pauses seen so far."""
         pauses = (self.longest_gap, self.pauses, self.pause_sum, self.pause_min)
-        return policy.earliest_done(switched_at, *pauses)
+        return policy.earliest_done(switched_at, *pauses, legacy=self.legacy)
 
     def to_dict(self) -> dict[str, Any]:
         """Compact JSON: the record must fit 4 KB with 16 instances."""
@@ -81,6 +85,8 @@ class Evidence:
                 out[key] = round(value, 2)
         if self.position is not None:
             out["p"] = self.position
+        if self.legacy:
+            out["l"] = 1
         return out
 
     def _instance(self, where: str, digest: str) -> list[Any]:
@@ -109,6 +115,7 @@ class Evidence:
                 idle_since=None if data.get("idle") is None else float(data["idle"]),
                 sampled_at=None if data.get("at") is None else float(data["at"]),
                 position=None if data.get("p") is None else str(data["p"]),
+                legacy=bool(data.get("l")),
             )
         except (TypeError, ValueError, IndexError, AttributeError):
             return cls()

@@ -23,13 +23,19 @@ so by the union bound, over a whole drain however long, a client arriving at
 random is taken for a periodic one with odds <= ``miss_odds``, and outlasts
 the random window at some pause with odds <= ``miss_odds``: **cut off with
 odds <= 2 x miss_odds = 0.2 %** once the drain has seen two of its pauses.
-Before that only the window itself protects it: a client with a mean pause of
-*m* outlasts a window *w* with odds e^(-w/m) per gap (e^-8, 1 in 3000, for
-the default window and a mean of 5 TTLs). On the fake clock (a client at
-0.2/s, TTL 1 s, default window, 600 s drains, 20 000 seeds:
-tests/test_drain_pauses.py with CREDFLIP_DRAIN_SEEDS=20000): 17 cut off, all
-before its second pause; the per-pause factor used before (odds 1e-3 at
-*every* pause, so growing with the drain's length) cut off 322.
+Before that only the window protects it: a client with a mean pause of *m*
+outlasts a window *w* with odds e^(-w/m) per gap (e^-8, 1 in 3000, for the
+default window and a mean of 5 TTLs). So once a use after the cache wait has
+shown such a client, the window is :data:`LEGACY_WINDOWS` (2) windows until
+two of its pauses are known (e^-16 there). What is left is a client whose
+first use after the cache wait comes more than a window later: nothing tells
+it from no client. On the fake clock (600 s drains, TTL 1 s, default window:
+tests/test_drain_pauses.py with CREDFLIP_DRAIN_SEEDS): a client at 0.2/s,
+20000 seeds, is cut off in 8 (all unseen after the cache wait: e^-8 x 20000 =
+7); with one window after a first use, 17; with the per-pause factor used
+before (odds 1e-3 at *every* pause, growing with the drain's length), 322. At
+0.1/s (a mean pause of a quarter window), 5000 seeds: 86 (e^-4 x 5000 = 92),
+against 259 with one window.
 
 What a periodic client gets: pauses alike within 0.1 % after 2 pauses, 2.8 %
 after 3, 10 % after 4, 21 % after 5, 2x after 10 (:meth:`DrainPolicy.regular`).
@@ -50,6 +56,9 @@ from ..layout import TTL_JITTER
 #: at random with a mean pause of 5 TTLs through in 4 drains out of 10
 #: (bench/drain_detection.py); forty make that 1 in 3000.
 QUIET_TTLS = 40.0
+#: Once a use after the cache wait showed a client that does not follow the pointer,
+#: the window is this many times longer until two of its pauses tell its rhythm.
+LEGACY_WINDOWS = 2.0
 #: A default ``--drain-timeout`` gives the shortest possible drain this long.
 TIMEOUT_SLACK = 900.0
 #: Two readings of a server's start time this far apart mean it restarted.
@@ -135,11 +144,21 @@ class DrainPolicy:
         return random_like(pauses, spread) <= share(pauses, self.miss_odds)
 
     def needed_quiet(
-        self, longest_gap: float, pauses: int = 0, pause_sum: float = 0.0, shortest: float = 0.0
+        self,
+        longest_gap: float,
+        pauses: int = 0,
+        pause_sum: float = 0.0,
+        shortest: float = 0.0,
+        *,
+        legacy: bool = False,
     ) -> float:
         """The quiet window, given the pauses seen between two uses (*shortest*: the
-        shortest of them; 0, unknown, takes the client for a random one)."""
+        shortest of them; 0, unknown, takes the client for a random one). *legacy*: a use
+        after the cache wait was seen, a client that does not follow the pointer; until
+        two of its pauses are known, the window is :data:`LEGACY_WINDOWS` times longer."""
         needed = max(self.window, self.gap_factor * longest_gap)
+        if legacy and pauses < 2:
+            needed = max(needed, LEGACY_WINDOWS * self.window)
         if pauses >= 2 and not self.regular(pauses, longest_gap, shortest):
             needed = max(needed, pause_sum / pauses * random_client_factor(pauses, self.miss_odds))
         return needed
@@ -151,7 +170,9 @@ class DrainPolicy:
         pauses: int = 0,
         pause_sum: float = 0.0,
         shortest: float = 0.0,
+        *,
+        legacy: bool = False,
     ) -> float:
         """The earliest instant the drain can finish, if nothing uses the old user."""
-        quiet = self.needed_quiet(longest_gap, pauses, pause_sum, shortest)
+        quiet = self.needed_quiet(longest_gap, pauses, pause_sum, shortest, legacy=legacy)
         return switched_at + max(self.cache_wait + quiet, self.min_drain)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..engines.base import SessionGroup, Sessions
 from .evidence import UNCOUNTED, Evidence, digest
 from .policy import RESTART_TOLERANCE, DrainPolicy
-from .pooled import PooledSessions
+from .proxied import ProxiedSessions
 from .values import Reading
 
 
@@ -52,7 +52,7 @@ class Baseline:
         terminate: bool,
         sessions_only: bool,
         evidence: Evidence | None,
-        pooled: bool = False,
+        proxied: bool = False,
     ) -> None:
         self.policy = policy
         self.terminate = terminate
@@ -72,7 +72,7 @@ class Baseline:
         self._pending_since: dict[str, float] = {}
         self._counters: dict[tuple[str, str], str] = {}
         #: Behind a pooler (RDS Proxy): which idle sessions ran anything.
-        self._pool = PooledSessions(evidence.activity if evidence else {}) if pooled else None
+        self._pool = ProxiedSessions(evidence.activity if evidence else {}) if proxied else None
 
     def kept(self) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
         """Each instance's digest of all its counters, its start time and (behind a pooler)
@@ -187,7 +187,7 @@ class Baseline:
 
 
 def _held(
-    group: SessionGroup, *, needed: float, terminate: bool, pool: PooledSessions | None
+    group: SessionGroup, *, needed: float, terminate: bool, pool: ProxiedSessions | None
 ) -> bool:
     """Idle sessions not counted as use: with *terminate* those idle for the whole window
     (*needed*); behind a pooler all (its *pool* sees those that ran anything)."""

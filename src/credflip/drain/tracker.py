@@ -37,14 +37,14 @@ class DrainTracker:
         offset: float = 0.0,
         terminate: bool = False,
         sessions_only: bool = False,
-        pooled: bool = False,
+        proxied: bool = False,
     ) -> None:
         self.policy = policy
         self.switched_at = switched_at
         self.timeout_at = timeout_at
         self.run_until = run_until
         self.offset = offset
-        rules = {"terminate": terminate, "sessions_only": sessions_only, "pooled": pooled}
+        rules = {"terminate": terminate, "sessions_only": sessions_only, "proxied": proxied}
         self._baseline = Baseline(policy, evidence=evidence, **rules)
         self._last_use: float | None = None
         self._last_sample: float | None = None
@@ -52,10 +52,13 @@ class DrainTracker:
         self._used_late: tuple[str, ...] = ()
         self.longest_gap = self.pause_sum = self.shortest = 0.0
         self.pauses = 0
+        #: A use after the cache wait was seen: a client that does not follow the pointer.
+        self.legacy = False
         self._window = QuietWindow()
         if evidence is not None:
             self.longest_gap, self.shortest = evidence.longest_gap, evidence.pause_min
             self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
+            self.legacy = evidence.legacy
             # Not the last use: a pause measured across the time between two runs
             # would be the operator's schedule, not a client's.
             self._window = QuietWindow(
@@ -66,7 +69,7 @@ class DrainTracker:
     def needed(self) -> float:
         """The quiet window the pauses seen so far call for."""
         return self.policy.needed_quiet(
-            self.longest_gap, self.pauses, self.pause_sum, self.shortest
+            self.longest_gap, self.pauses, self.pause_sum, self.shortest, legacy=self.legacy
         )
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
@@ -90,15 +93,16 @@ class DrainTracker:
             sampled_at=wall(self._last_sample),
             position=position,
             activity=activity,
+            legacy=self.legacy,
         )
 
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:
         """Take one sample (all instances, read at about *now*); return the verdict."""
         policy = self.policy
-        self._last_sample = now
+        previous, self._last_sample = self._last_sample, now
         sample = self._baseline.compare(now, readings, self.needed())
         caches_expired = now - self.switched_at >= policy.cache_wait
-        self._learn(now, sample)
+        self._learn(now, sample, previous)
         self._window.update(now, sample, caches_expired)
         past = now >= self.timeout_at
         if past and (sample.used or sample.earlier):
@@ -126,9 +130,12 @@ class DrainTracker:
             stuck=self._window.stuck(now, needed) if past and verdict is not Verdict.DONE else (),
         )
 
-    def _learn(self, now: float, sample: Sample) -> None:
-        """The pauses between two uses, which lengthen the window."""
+    def _learn(self, now: float, sample: Sample, previous: float | None) -> None:
+        """The pauses between two uses, which lengthen the window; whether a use came
+        after the cache wait (*previous*: the sample before, already past it)."""
         if sample.used:
+            cache_wait = self.policy.cache_wait
+            self.legacy |= previous is not None and previous - self.switched_at >= cache_wait
             last = self._last_use
             if last is not None:
                 pause = now - last

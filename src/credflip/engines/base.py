@@ -23,7 +23,16 @@ from .lease import LeaseBook
 from .locks import LockWait
 from .usage_observer import UsageObserver
 from .user_admin import UserAdmin
-from .values import Lent, Observation, SessionGroup, Sessions, Signal, Step, UserState
+from .values import (
+    Lent,
+    Observation,
+    PooledBackend,
+    SessionGroup,
+    Sessions,
+    Signal,
+    Step,
+    UserState,
+)
 
 __all__ = [
     "DB_TIMEOUT_ENV",
@@ -32,6 +41,7 @@ __all__ = [
     "LeaseBook",
     "Lent",
     "Observation",
+    "PooledBackend",
     "SessionGroup",
     "Sessions",
     "Signal",

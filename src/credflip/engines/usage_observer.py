@@ -9,9 +9,9 @@ replicas' :meth:`UsageObserver.replay_gap`); ``status`` and ``--end-sessions``
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from .values import Observation, Sessions, Signal, Step
+from .values import Observation, PooledBackend, Sessions, Signal, Step
 
 __all__ = ["UsageObserver"]
 
@@ -22,12 +22,14 @@ class UsageObserver(abc.ABC):
     # -- sessions ----------------------------------------------------------
 
     @abc.abstractmethod
-    def sessions(self, user: str) -> Sessions:
-        """Sample the open sessions of *user*."""
+    def sessions(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Sessions:
+        """Sample the open sessions of *user*, leaving out those a pooler holds (*pooled*:
+        its server connections, which its own view accounts for)."""
 
     @abc.abstractmethod
-    def terminate(self, user: str) -> int:
-        """End every session of *user*; return how many were ended."""
+    def terminate(self, user: str, *, only: Collection[PooledBackend] | None = None) -> int:
+        """End every session of *user* (or only those of *only*: a pooler's server
+        connections); return how many were ended."""
 
     # -- the drain ---------------------------------------------------------
 
@@ -36,8 +38,10 @@ class UsageObserver(abc.ABC):
         """What this server can show of a user's use, available or not (with how to enable)."""
 
     @abc.abstractmethod
-    def observe(self, user: str) -> Observation:
-        """Sample *user*: open sessions and the fingerprints of every available counter."""
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
+        """Sample *user*: open sessions (but those in *pooled*, see :meth:`sessions`) and
+        the fingerprints of every available counter; behind a pooler (*pooled* not
+        None, maybe empty), also of the requests on its connections of *user*."""
 
     def enable_signals(self) -> list[str]:
         """Turn on what the admin may turn on without a restart; say what was done."""

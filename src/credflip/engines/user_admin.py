@@ -140,6 +140,12 @@ class UserAdmin(abc.ABC):
     def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:
         """The statements :meth:`prepare_user` runs."""
 
+    def planned_secret(self, user: str) -> str | None:
+        """What the last :meth:`plan_prepare` gives the server for *user*'s password (on
+        PostgreSQL its SCRAM verifier), for a pooler's ``auth_file``, which must hold
+        exactly the server's; None where the engine sends the server no such secret."""
+        return None
+
     def prepare_user(self, user: str, password: str, *, like: str, group: str | None) -> None:
         """Create or update *user* with *password*, allow login, and give it the rights of *like*.
 

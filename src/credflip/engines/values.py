@@ -7,7 +7,16 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Lent", "Observation", "SessionGroup", "Sessions", "Signal", "Step", "UserState"]
+__all__ = [
+    "Lent",
+    "Observation",
+    "PooledBackend",
+    "SessionGroup",
+    "Sessions",
+    "Signal",
+    "Step",
+    "UserState",
+]
 
 #: The options of a membership the admin may lend itself alone (PostgreSQL 16+).
 _LENT_OPTIONS = ("", "INHERIT", "SET")
@@ -83,6 +92,16 @@ class SessionGroup:
     #: server's clock (PostgreSQL ``state_change``): it moves whenever one of them runs
     #: anything. None when the server does not say.
     last_change: float | None = None
+
+
+@dataclass(frozen=True)
+class PooledBackend:
+    """A server connection a pooler (PgBouncer) holds, as the server sees it: the
+    backend's process id and the TCP port it was opened from (None over a Unix
+    socket), so that a session is taken for the pooler's only when both match."""
+
+    pid: int
+    port: int | None
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ streams to but none of them is (:mod:`credflip.replicas`) makes the drain blind 
 
 The package: :mod:`.addresses` (where each instance is), :mod:`.discovery`
 (Aurora members), :mod:`.connections` (one admin connection each, and the
-drain's reads through them) and :mod:`.fleet` (:class:`Fleet`: finding the
-instances, and what they can show the drain).
+drain's reads through them), :mod:`.pooled` (what the env's PgBouncer changes
+in those reads, and ending its connections of a user) and :mod:`.fleet`
+(:class:`Fleet`: finding the instances, and what they can show the drain).
+A URL that goes through the env's PgBouncer names the pooler, not an instance.
 """
 
 from __future__ import annotations

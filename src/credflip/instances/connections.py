@@ -7,21 +7,28 @@ from collections.abc import Callable, Sequence
 from ..drain import Reading
 from ..engines import Engine, Sessions, engine_class
 from ..errors import ConfigurationError, CredflipError, DeadlineReached, RotationError
+from ..poolers import PgBouncer
 from ..waiting import Wait
 from .addresses import Instance
+from .pooled import pooler_reading, pooler_sessions
 
 
 class Connections:
     """The instances of one env, with one admin connection each (opened on first use).
 
-    The first instance is the primary, reached with *primary* itself.
+    The first instance is the primary, reached with *primary* itself. *pooler* is
+    the PgBouncer in front of them, if the env has one: its clients are use, its
+    server connections are left out of the instances' sessions.
     """
 
-    def __init__(self, primary: Engine, instances: Sequence[Instance]) -> None:
+    def __init__(
+        self, primary: Engine, instances: Sequence[Instance], pooler: PgBouncer | None = None
+    ) -> None:
         if not instances:
             raise ConfigurationError("an env has at least the admin URL's instance")
         self.primary = primary
         self.instances = list(instances)
+        self.pooler = pooler
         self._engines: dict[str, Engine] = {self.instances[0].address: primary}
 
     def engine(self, instance: Instance) -> Engine:
@@ -66,21 +73,25 @@ class Connections:
         return out
 
     def sessions(self, user: str) -> list[tuple[Instance, Sessions | CredflipError]]:
-        """*user*'s open sessions on each instance, or the error."""
-        return [(inst, res) for inst, res in self._each(lambda e: e.sessions(user))]  # type: ignore[misc]
+        """*user*'s open sessions on each instance, or the error; behind a pooler, its
+        clients there (last) and not its server connections."""
+        pooled, at_pooler = pooler_sessions(self.pooler, user)
+        found = self._each(lambda e: e.sessions(user, pooled=pooled))
+        return [*found, *at_pooler]  # type: ignore[list-item]
 
     def read(self, user: str, *, counting: bool, position: str | None) -> list[Reading]:
-        """One drain sample of *user* on every instance.
+        """One drain sample of *user* on every instance (and its pooler, read first).
 
         *counting* says whether the counters attribute *user*'s logins to it
         at all; *position* is the primary's write position once they do: a
         standby's counters are trusted only after it replayed that far.
         """
+        pooled, at_pooler = pooler_reading(self.pooler, user)
         readings: list[Reading] = []
         for inst in self.instances:
             eng = self.engine(inst)
             try:
-                obs = eng.observe(user)
+                obs = eng.observe(user, pooled=pooled)
                 pending = None
                 if counting and position is not None and inst is not self.instances[0]:
                     gap = eng.replay_gap(position)
@@ -103,7 +114,7 @@ class Connections:
             except CredflipError as exc:
                 eng.close()
                 readings.append(Reading(inst.address, error=str(exc)))
-        return readings
+        return readings + at_pooler
 
     def wait_replayed(
         self,
@@ -136,10 +147,12 @@ class Connections:
         return ended
 
     def close(self) -> None:
-        """Close every connection but the primary's (its owner closes it)."""
+        """Close every connection but the primary's (its owner closes it), and the pooler's."""
         for address, eng in self._engines.items():
             if address != self.instances[0].address:
                 eng.close()
+        if self.pooler is not None:
+            self.pooler.close()
 
 
 def _wait_standby(

@@ -7,6 +7,7 @@ from typing import cast
 
 from ..engines import Engine, Signal
 from ..errors import ConfigurationError, CredflipError, DatabaseUnavailable
+from ..poolers import PgBouncer
 from ..replicas import KnownReplica, ReplicaCheck, match
 from ..urls import DbUrl
 from .addresses import Instance, gather, parse_address
@@ -27,8 +28,9 @@ class Fleet(Connections):
         instances: Sequence[Instance],
         *,
         unlocated: Sequence[KnownReplica] = (),
+        pooler: PgBouncer | None = None,
     ) -> None:
-        super().__init__(primary, instances)
+        super().__init__(primary, instances, pooler)
         #: Aurora members whose endpoints could not be found: never watched.
         self.unlocated = list(unlocated)
         self._signals: list[tuple[Instance, list[Signal] | CredflipError]] | None = None
@@ -42,12 +44,21 @@ class Fleet(Connections):
         stored: Iterable[str] = (),
         strict: bool = True,
         notice: Callable[[str], None] = lambda _m: None,
+        pooler: PgBouncer | None = None,
     ) -> Fleet:
         """The admin's instance, the URLs' hosts, *stored* ones and, on Aurora, every member.
 
         When the Aurora members cannot be listed, *strict* raises (a drain
-        must not run blind to readers); otherwise a notice says so.
+        must not run blind to readers); otherwise a notice says so. A URL that
+        goes through *pooler* names the pooler, not an instance.
         """
+        if pooler is not None:
+            if pooler.serves(primary.admin_url):
+                raise ConfigurationError(
+                    f"the admin URL goes through PgBouncer ({pooler.address}): give the "
+                    f"admin URL of the server itself, which the drain and retire work on"
+                )
+            urls = [(label, url) for label, url in urls if not pooler.serves(url)]
         instances = gather(primary.admin_url, urls, stored)
         unlocated: list[KnownReplica] = []
         try:
@@ -56,7 +67,7 @@ class Fleet(Connections):
             if strict:
                 raise
             notice(str(exc))
-        fleet = cls(primary, instances, unlocated=unlocated)
+        fleet = cls(primary, instances, unlocated=unlocated, pooler=pooler)
         for inst in drop_routes(fleet, unlocated, notice):
             fleet.forget(inst)
         return fleet
@@ -104,17 +115,9 @@ class Fleet(Connections):
                 if unreachable:
                     gaps.append(f"{inst.address} cannot be read ({sigs})")
                 continue
-            cumulative = [s for s in sigs if s.cumulative and (s.statements or not statements)]
-            if not any(s.available for s in cumulative):
-                how = "; or ".join(s.detail for s in cumulative if not s.available)
-                what = "statements per user" if statements else "logins"
-                none = (
-                    "no per-user statement count the admin can read; see 'Behind a pooler' in "
-                    "the README"
-                    if statements
-                    else "this server keeps no per-user count"
-                )
-                gaps.append(f"{inst.address} counts no {what} ({how or none})")
+            gap = _gap(inst.address, sigs, statements=statements)
+            if gap:
+                gaps.append(gap)
         return gaps
 
     def require_session_views(self) -> None:
@@ -162,3 +165,19 @@ class Fleet(Connections):
         """One phrase per replica that may serve the old user unseen, naming the
         ``--instance`` to add (or ``--unwatched-ok`` to accept it); [] when none."""
         return self.replica_check(ok, retry=retry).blocking()
+
+
+def _gap(address: str, sigs: list[Signal], *, statements: bool) -> str | None:
+    """Why *address* (its signals *sigs*) could miss a short login, or None. With
+    *statements* only a signal that counts statements counts."""
+    cumulative = [s for s in sigs if s.cumulative and (s.statements or not statements)]
+    if any(s.available for s in cumulative):
+        return None
+    how = "; or ".join(s.detail for s in cumulative if not s.available)
+    what = "statements per user" if statements else "logins"
+    none = (
+        "no per-user statement count the admin can read; see 'Behind a pooler' in the README"
+        if statements
+        else "this server keeps no per-user count"
+    )
+    return f"{address} counts no {what} ({how or none})"

@@ -33,7 +33,7 @@ from .events import (
     RollbackResult,
     RotationResult,
 )
-from .fleet import env_fleet, instance_list
+from .fleet import env_fleet, env_pooler, instance_list
 from .options import RetireMode, RotateOptions
 from .params import new_password, read_pointer, read_urls
 from .preview import PlannedParameter, PlannedPredrain, RotationPlan, plan_rotation
@@ -54,6 +54,7 @@ __all__ = [
     "RotationPlan",
     "RotationResult",
     "env_fleet",
+    "env_pooler",
     "instance_list",
     "new_password",
     "plan_rotation",

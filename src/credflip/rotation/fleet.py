@@ -8,13 +8,14 @@ from ..engines import Engine
 from ..instances import Fleet
 from ..instances import normalize as instances_normalize
 from ..layout import ROLES, Color, Layout
+from ..poolers import PgBouncer, parse_pooler_url
 from ..poolers.rds_proxy.setting import read_setting
 from ..state import State
 from ..stores.base import Store
 from ..urls import DbUrl
 from .options import RotateOptions
 
-__all__ = ["env_fleet", "instance_list"]
+__all__ = ["env_fleet", "env_pooler", "instance_list"]
 
 
 def env_fleet(
@@ -26,12 +27,15 @@ def env_fleet(
     strict: bool = True,
     notice: Callable[[str], None] = lambda _m: None,
 ) -> Fleet:
-    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members.
+    """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members;
+    and the env's PgBouncer, when it has one.
 
     A URL through the env's RDS Proxy names no instance: the proxy's sessions are
     on the instances behind it, and the admin may not log in through it.
     """
-    values = store.get_many([*(layout.url(c, r) for c in Color for r in ROLES), layout.rds_proxy])
+    names = [*(layout.url(c, r) for c in Color for r in ROLES), layout.pooler_url]
+    values = store.get_many([*names, layout.rds_proxy])
+    pooler = env_pooler(layout, values.get(layout.pooler_url))
     proxy = read_setting(store, layout, values)
     urls: list[tuple[str, DbUrl]] = []
     for color in Color:
@@ -42,7 +46,16 @@ def env_fleet(
             url = DbUrl.parse(text, what=layout.url(color, role))
             if proxy is None or not proxy.is_endpoint(url.host):
                 urls.append((f"{color} {role} URL", url))
-    return Fleet.of(engine, urls=urls, stored=state.instances, strict=strict, notice=notice)
+    return Fleet.of(
+        engine, urls=urls, stored=state.instances, strict=strict, notice=notice, pooler=pooler
+    )
+
+
+def env_pooler(layout: Layout, stored: str | None) -> PgBouncer | None:
+    """The env's PgBouncer from its stored console URL (None when it has none)."""
+    if not stored:
+        return None
+    return PgBouncer(parse_pooler_url(stored, what=layout.pooler_url))
 
 
 def instance_list(stored: list[str], options: RotateOptions) -> list[str]:

@@ -153,6 +153,25 @@ def waiting_for_replica(label: str, left: float) -> str:
     )
 
 
+def waiting_for_pooler(label: str, left: float) -> str:
+    return (
+        f"waiting for the {label} to accept the new password (PgBouncer may retry a failed "
+        f"server login only after server_login_retry); {left:.0f}s left"
+    )
+
+
+def pooler_refused(
+    to_color: Color, from_color: Color, label: str, url: DbUrl, exc: CredflipError, env: str
+) -> RotationError:
+    return RotationError(
+        f"verify failed for the {to_color} {label} ({url}): {exc}; the server itself accepts "
+        f"the new password, PgBouncer does not: with auth_query, check its auth_user and lookup "
+        f"function; with an auth_file, put the lines of 'credflip pooler-userlist --env {env}' "
+        f"in it and RELOAD PgBouncer; then run 'credflip rotate' again (the same password is "
+        f"verified). The pointer still names {from_color}"
+    )
+
+
 def verify_deadline_stop(label: str) -> str:
     return (
         f"stopping in verify to respect the deadline: the {label} has not accepted the new "
@@ -171,6 +190,16 @@ def verify_failed(
 
 
 # -- drain and retire ------------------------------------------------------
+
+
+def pooled_ended(user: str, pooler: str, ended: int, left: int) -> str:
+    if left:
+        return (
+            f"{pooler} still lists {left} server connection(s) of {user!r} after ending "
+            f"{ended}: the user is locked, so PgBouncer cannot open new ones, and it drops "
+            f"these the next time it uses them (or at server_idle_timeout)"
+        )
+    return f"ended the {ended} server connection(s) {pooler} kept of {user!r}"
 
 
 def predraining(user: str, color: Color) -> str:

@@ -63,6 +63,10 @@ class Login:
     replica: bool = False
     #: Why a refused login is retried (default: a replica that has not replayed it yet).
     why: str = ""
+    #: True for a login through the env's pooler (PgBouncer), which must know the new
+    #: password too (auth_query reads it from the server; an auth_file must be
+    #: regenerated and reloaded); tried again like a replica's.
+    pooler: bool = False
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ class RotationPlan:
     sessions_only: bool = False
     watch: list[tuple[str, str]] = field(default_factory=list)
     retire: list[tuple[str, str]] = field(default_factory=list)
+    #: What the retire does besides its SQL (behind PgBouncer: its connections ended).
+    retire_notes: list[str] = field(default_factory=list)
     retire_mode: str = "lock"
     client_ttl: float = 0.0
     min_drain: float = 0.0
@@ -179,11 +181,7 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
         counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
-    plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
-    plan.parameters.extend(
-        PlannedParameter(x.name, "Secrets Manager secret", x.shown, "prepare, before verify")
-        for x in plans[Phase.PREPARE].secrets
-    )
+    plan.parameters.extend(_prepared(plans[Phase.PREPARE]))
     plan.parameters.extend(
         [
             PlannedParameter(ctx.layout.lock, "String", "who holds it", "first, create-only"),
@@ -198,7 +196,24 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
             else [s.name for s in sigs if s.available]
         )
         plan.instances.append((inst.address, inst.source, names))
+    pooler = ctx.fleet.pooler
+    if pooler is not None:
+        plan.instances.append((pooler.address, pooler.name, [s.name for s in pooler.signals()]))
+        plan.retire_notes.append(
+            f"first: lock {ctx.old_user!r} and end the server connections {pooler.label} "
+            f"keeps of it (pg_terminate_backend of their backends)"
+        )
     return plan
+
+
+def _prepared(planned: PhasePlan) -> list[PlannedParameter]:
+    """What prepare writes: the URLs, then (behind RDS Proxy) the new color's secret."""
+    out = [_parameter(w, "prepare") for w in planned.writes]
+    when = "prepare, before verify"
+    out += [
+        PlannedParameter(x.name, "Secrets Manager secret", x.shown, when) for x in planned.secrets
+    ]
+    return out
 
 
 def _parameter(write: Write, when: str) -> PlannedParameter:

@@ -135,7 +135,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
         offset=offset,
         terminate=opts.terminate,
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
-        pooled=ctx.rds_proxy is not None,
+        proxied=ctx.rds_proxy is not None,
     )
 
 
@@ -180,6 +180,9 @@ def announce(ctx: Context, user: str) -> None:
             else ", ".join(s.name for s in sigs if s.available) or "nothing"
         )
         parts.append(f"{inst.address} ({inst.source}) [{names}]")
+    pooler = ctx.fleet.pooler
+    if pooler is not None:
+        parts.append(f"{pooler.label} [{', '.join(s.name for s in pooler.signals())}]")
     ctx.notice(messages.watching(user, parts))
     gaps = ctx.fleet.counter_gaps(user, ctx.state.group)
     if gaps:

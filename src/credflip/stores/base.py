@@ -90,11 +90,18 @@ class Store(abc.ABC):
         stays, so that a caller that read *expected* late (or from a replica of
         the store that lags) still loses; :meth:`drop_claim` removes it when no
         such caller can be left.
+
+        *value* must be the caller's own (a lock's carries a random token): a
+        claim that already holds it is this caller's, written by a create-only
+        write the store applied but whose reply was lost and which the client
+        then retried.
         """
+        claim = claim_name(name, expected)
         try:
-            self.put(claim_name(name, expected), value, secure=False, overwrite=False)
+            self.put(claim, value, secure=False, overwrite=False)
         except ParameterExists:
-            return False
+            if self.get(claim) != value:
+                return False
         if self.get(name) != expected:
             # Replaced before we claimed it (and that claim dropped): ours guards nothing.
             with contextlib.suppress(CredflipError):

@@ -4,9 +4,10 @@ cumulative login counts the drain watches, and Aurora MySQL's members."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 
-from ...errors import EngineError
-from ..base import Observation, SessionGroup, Sessions, Signal
+from ...errors import ConfigurationError, EngineError
+from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal
 from . import replication
 from . import signals as my_signals
 from .catalog import MysqlCatalog
@@ -23,8 +24,9 @@ class MysqlObserver(MysqlCatalog):
 
     # -- sessions ----------------------------------------------------------
 
-    def sessions(self, user: str) -> Sessions:
+    def sessions(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Sessions:
         """Threads of *user* in the processlist, by client host, program and database."""
+        _no_pooler(pooled)
         rows = self._run(
             my_signals.sessions_sql(program=self._has_connect_attrs()),
             [user],
@@ -82,8 +84,9 @@ class MysqlObserver(MysqlCatalog):
         self._signals = None
         return [my_signals.USERSTAT_ENABLED]
 
-    def observe(self, user: str) -> Observation:
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Threads of *user*, and its login counts where the server keeps them."""
+        _no_pooler(pooled or ())
         available = {s.name for s in self.signals() if s.cumulative and s.available}
         statements = {s.name for s in self.signals() if s.available and s.statements}
         return Observation(
@@ -118,8 +121,9 @@ class MysqlObserver(MysqlCatalog):
             self._run, host=self.admin_url.host, mariadb=self.is_mariadb
         )
 
-    def terminate(self, user: str) -> int:
+    def terminate(self, user: str, *, only: Collection[PooledBackend] | None = None) -> int:
         """``KILL CONNECTION`` every thread of *user*."""
+        _no_pooler(only or ())
         ids = self._run(
             "SELECT ID FROM information_schema.PROCESSLIST "
             "WHERE USER = %s AND ID <> CONNECTION_ID()",
@@ -139,3 +143,9 @@ class MysqlObserver(MysqlCatalog):
                 if "Unknown thread id" not in str(exc):
                     raise
         return ended
+
+
+def _no_pooler(pooled: Collection[PooledBackend]) -> None:
+    """PgBouncer pools PostgreSQL: no MySQL session is ever a pooler's."""
+    if pooled:
+        raise ConfigurationError("a PgBouncer pooler serves PostgreSQL only, not MySQL")

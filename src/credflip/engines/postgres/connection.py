@@ -180,6 +180,13 @@ def _refusal(exc: BaseException, url: DbUrl, message: str) -> Refusal | None:
                 "check the user and password",
                 said=f"password authentication failed for user {url.user!r}",
             )
+        if "sasl authentication failed" in low:  # PgBouncer's word for a refused SCRAM login
+            return Refusal(
+                AuthenticationFailed,
+                "PgBouncer does not know this password for the user (its auth_query finds no "
+                "login user of that name, or its auth_file holds another secret)",
+                said=f"SASL authentication failed for user {url.user!r} at PgBouncer",
+            )
         return Refusal(AuthenticationFailed, "the user is locked, lacks LOGIN or does not exist")
     if sqlstate == "3D000" or ("database" in low and "does not exist" in low):
         return Refusal.no_database()

@@ -32,7 +32,7 @@ the drain's signals) and :mod:`.standbys` (replicas, Aurora members).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import register
 from ..base import Step
@@ -53,6 +53,13 @@ class PostgresEngine(PgAdopt, PgGrants, PgObserver, PgStandbys, PgAdminRights, P
 
     name = "postgresql"
     schemes = ("postgresql", "postgres", "psql")
+
+    #: The SCRAM verifier the last plan_prepare gives each user.
+    _verifiers: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def planned_secret(self, user: str) -> str | None:
+        """The SCRAM verifier the last :meth:`plan_prepare` gives *user*."""
+        return self._verifiers.get(user)
 
     def plan_retire(
         self, user: str, *, keep: str, group: str | None, drop: bool, watched: bool | None = None

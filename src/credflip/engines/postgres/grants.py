@@ -22,6 +22,8 @@ __all__ = ["PgGrants", "scram_verifier"]
 class PgGrants(PgGroupDefaults):
     """Login users: their state, their rights, locking and dropping them."""
 
+    _verifiers: dict[str, str]  # see PostgresEngine.planned_secret
+
     # -- users -----------------------------------------------------------
 
     def user_state(self, user: str) -> UserState:
@@ -57,6 +59,7 @@ class PgGrants(PgGroupDefaults):
             steps += self._plan_group_defaults([like, user], group)
         verifier = scram_verifier(self.conn, user, password)
         self.remember_secret(verifier)
+        self._verifiers[user] = verifier
         steps.append(plan.set_password(user, verifier))
         return steps
 

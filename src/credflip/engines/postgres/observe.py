@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 
 from ...errors import EngineError
-from ..base import Observation, SessionGroup, Sessions, Signal, Step
+from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal, Step
 from . import catalog, plan
+from . import pooled as pooled_activity
 from . import signals as pg_signals
 from .admin_rights import PgAdminRights
 from .growth import StatementGrowth
+from .pooled import PooledActivity
 
 __all__ = ["PgObserver"]
 
@@ -23,12 +26,14 @@ class PgObserver(PgAdminRights):
         default=None, repr=False
     )
     _growth: StatementGrowth = field(default_factory=StatementGrowth, repr=False)
+    _pooled: PooledActivity = field(default_factory=PooledActivity, repr=False)
 
     # -- sessions ----------------------------------------------------------
 
-    def sessions(self, user: str) -> Sessions:
-        """Sessions of *user* in ``pg_stat_activity``, by client address, application, database."""
-        rows = self._run(pg_signals.SESSIONS_SQL, [user])
+    def sessions(self, user: str, *, pooled: Collection[PooledBackend] = ()) -> Sessions:
+        """Sessions of *user* in ``pg_stat_activity``, by client address, application,
+        database; a pooler's server connections (*pooled*) left out."""
+        rows = self._run(*pg_signals.sessions_query(user, pooled))
         return Sessions(
             tuple(
                 SessionGroup(
@@ -44,17 +49,21 @@ class PgObserver(PgAdminRights):
             )
         )
 
-    def terminate(self, user: str) -> int:
-        """``pg_terminate_backend`` every session of *user*, waiting until each has exited.
+    def terminate(self, user: str, *, only: Collection[PooledBackend] | None = None) -> int:
+        """``pg_terminate_backend`` every session of *user* (or of those in *only*),
+        waiting until each has exited.
 
         The signal alone returns before the backend is gone; from 14 on the
         function waits (up to 5 s each) so the count is of sessions that ended.
         """
+        if only is not None and not only:
+            return 0
         wait = ", 5000" if int(self.conn.info.server_version) >= 140000 else ""
+        which = "" if only is None else f"AND {pg_signals.POOLED}"
         rows = self._run(
             f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid{wait})) "
-            "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid()",
-            [user],
+            f"FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() {which}",
+            [user, *([] if only is None else pg_signals.pooled_params(only))],
             hint=f"grant it pg_signal_backend: GRANT pg_signal_backend TO {self.admin_url.user}",
         )
         return int(rows[0][0])
@@ -73,14 +82,19 @@ class PgObserver(PgAdminRights):
             self._statements_source()[0],
         ]
 
-    def observe(self, user: str) -> Observation:
-        """Open sessions of *user* and, where available, its pg_stat_statements entries."""
-        sessions = self.sessions(user)
+    def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
+        """Open sessions of *user* (but *pooled*) and, where available, its
+        pg_stat_statements entries; behind a pooler (*pooled* not None) the newest
+        request on its connections of *user* too (:mod:`.pooled`)."""
+        sessions = self.sessions(user, pooled=pooled or ())
         started = self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
+        counters: dict[str, Hashable] = {}
+        if pooled is not None:
+            counters[pooled_activity.SIGNAL] = self._pooled.newest(self._run, user, pooled)
         source = self._statements_source()[1]
         if source is None:
-            return Observation(sessions, started=float(started))
-        counters = source.fingerprint(self._run, user)
+            return Observation(sessions, counters, started=float(started))
+        counters.update(source.fingerprint(self._run, user))
         return Observation(
             sessions,
             counters,

@@ -28,11 +28,12 @@ from typing import Any
 from psycopg import sql
 
 from ...errors import EngineError
-from ..base import Signal
+from ..base import PooledBackend, Signal
 from .query_text import safe_text
 
 __all__ = [
     "AURORA_MEMBERS_SQL",
+    "POOLED",
     "SESSIONS_SQL",
     "STARTED_SQL",
     "Statements",
@@ -51,9 +52,27 @@ SESSIONS_SQL = (
     "CASE WHEN bool_and(state IS NOT DISTINCT FROM 'idle') THEN "
     "greatest(0, extract(epoch FROM clock_timestamp() - max(state_change)))::float8 END, "
     "extract(epoch FROM max(greatest(state_change, backend_start)))::float8 "
-    "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() "
+    "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() {pooled}"
     "GROUP BY 1, 2, 4 ORDER BY 3 DESC, 1, 2, 4"
 )
+
+# A pooler's server connections, by backend pid and the port they come from (-1
+# over a Unix socket, as pg_stat_activity says): two arrays, pids and ports.
+POOLED = "(pid, coalesce(client_port, -1)) IN (SELECT * FROM unnest(%s::int[], %s::int[])) "
+
+
+def pooled_params(pooled: Collection[PooledBackend]) -> list[list[int]]:
+    """The two arrays :data:`POOLED` takes."""
+    ordered = sorted(pooled, key=lambda b: (b.pid, b.port or -1))
+    return [[b.pid for b in ordered], [-1 if b.port is None else b.port for b in ordered]]
+
+
+def sessions_query(user: str, pooled: Collection[PooledBackend]) -> tuple[str, list[Any]]:
+    """:data:`SESSIONS_SQL` and its parameters: *user*'s sessions but those in *pooled*."""
+    if not pooled:
+        return SESSIONS_SQL.format(pooled=""), [user]
+    return SESSIONS_SQL.format(pooled=f"AND NOT {POOLED}"), [user, *pooled_params(pooled)]
+
 
 #: When the server (re)started, wall clock.
 STARTED_SQL = "SELECT extract(epoch FROM pg_postmaster_start_time())::float8"

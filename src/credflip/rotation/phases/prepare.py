@@ -43,11 +43,18 @@ def plan(ctx: Context) -> PhasePlan:
         )
         for role, url in ctx.urls(rot.from_color).items()
     ]
-    secrets = []
+    secret = ctx.admin.planned_secret(ctx.new_user)
+    if ctx.fleet.pooler is not None and secret is not None:
+        # What an auth_file must hold for the new color (pooler-userlist prints it).
+        writes.append(Write(ctx.layout.verifier(rot.to_color), secret, secure=True))
+    proxy_secrets = []
     if ctx.rds_proxy is not None:
         login = ctx.urls(rot.from_color)["writer"].with_credentials(ctx.new_user, password)
-        secrets.append(SecretWrite(rot.to_color, ctx.layout.proxy_secret(rot.to_color), login))
-    return PhasePlan(Phase.PREPARE, steps=steps, writes=writes, predrain=first, secrets=secrets)
+        name = ctx.layout.proxy_secret(rot.to_color)
+        proxy_secrets.append(SecretWrite(rot.to_color, name, login))
+    return PhasePlan(
+        Phase.PREPARE, steps=steps, writes=writes, predrain=first, secrets=proxy_secrets
+    )
 
 
 def plan_predrain(ctx: Context) -> Predrain | None:

@@ -6,12 +6,21 @@ up to their replay position, and any replica's refused login is retried
 until ``--replica-lag-timeout`` (a :class:`~credflip.waiting.Wait`, which also
 ends at the run's deadline: the rotation then stops resumably in verify). Any
 other failure stops the rotation here, with the pointer untouched.
+
+Behind PgBouncer, the new color logs in on the server itself first (so that a
+refusal there means the password, and prepare runs again), then through
+PgBouncer: a refusal only there stops the rotation in verify, naming what
+PgBouncer lacks, and the next run verifies the same password again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from ...errors import AuthenticationFailed, CredflipError, DatabaseUnavailable, RotationError
 from ...instances import Fleet, format_address
+from ...layout import Role
+from ...poolers import PgBouncer
 from ...state import Phase
 from ...urls import DbUrl
 from ...waiting import Wait
@@ -24,22 +33,34 @@ __all__ = ["HANDLER"]
 
 
 def plan(ctx: Context) -> PhasePlan:
-    """The logins: the writer URL, then (behind RDS Proxy) through the proxy, then the reader
-    URL and each instance, once per address."""
+    """The logins: the writer URL, then the reader URL and each instance, once per address.
+
+    Behind PgBouncer the first login goes to the primary directly (the server took
+    the password), then every URL through PgBouncer (or the writer URL moved onto
+    it, when none goes through it), then the rest as without it. Behind RDS Proxy
+    the writer's login is made through the proxy too (:func:`_first`).
+    """
     to, user = ctx.rot.to_color, ctx.new_user
     urls = ctx.urls(to)
     for role, url in urls.items():
         if url.user != user:
             raise messages.wrong_user(ctx.layout.url(to, role), url.user, user)
-    logins = _first(ctx, urls["writer"])
-    seen = {_address(login.url, ctx.fleet) for login in logins}
-    candidates = [("reader URL", urls["reader"])] + [
+    pooler = ctx.fleet.pooler
+    if pooler is None:
+        logins = _first(ctx, urls["writer"])
+        candidates = [("reader URL", urls["reader"])]
+    else:
+        logins = _pooled_logins(ctx, pooler, urls)
+        urls = {role: _direct(pooler, url) for role, url in urls.items()}
+        candidates = [(f"{role} URL", url) for role, url in urls.items()]
+    seen = {_address(login.url, ctx.fleet) for login in logins if not login.pooler}
+    candidates += [
         (f"instance {inst.address} ({inst.source})", inst.on(urls["reader"]))
         for inst in ctx.fleet.instances
     ]
     for label, url in candidates:
         address = _address(url, ctx.fleet)
-        if address not in seen:
+        if address not in seen and (pooler is None or not pooler.serves(url)):
             seen.add(address)
             logins.append(Login(label, url, replica=True))
     return PhasePlan(Phase.VERIFY, logins=logins)
@@ -65,6 +86,30 @@ def _first(ctx: Context, writer: DbUrl) -> list[Login]:
         Login(f"writer URL directly at {primary.address}", primary.on(writer)),
         Login(f"writer URL through RDS Proxy {proxy.name}", writer, replica=True, why=why),
     ]
+
+
+def _pooled_logins(ctx: Context, pooler: PgBouncer, urls: dict[Role, DbUrl]) -> list[Login]:
+    """Behind PgBouncer: the writer on the primary itself, then each URL through PgBouncer."""
+    primary = ctx.fleet.instances[0]
+    writer = urls["writer"]
+    first = writer if not pooler.serves(writer) else primary.on(_direct(pooler, writer))
+    label = "writer URL" if first is writer else f"writer URL directly on {primary.address}"
+    logins = [Login(label, first)]
+    through = {(role, url.database): url for role, url in urls.items() if pooler.serves(url)}
+    if not through:
+        moved = dataclasses.replace(writer, host=pooler.host, port=pooler.port)
+        through = {("writer", writer.database): moved}
+    for (role, _db), url in through.items():
+        if all(url != login.url for login in logins):
+            logins.append(Login(f"{role} URL through {pooler.label}", url, pooler=True))
+    return logins
+
+
+def _direct(pooler: PgBouncer, url: DbUrl) -> DbUrl:
+    """*url* with the server's name of the database that PgBouncer's database names."""
+    if not pooler.serves(url):
+        return url
+    return dataclasses.replace(url, database=pooler.backend_database(url.database))
 
 
 def run(ctx: Context) -> bool:
@@ -109,6 +154,8 @@ def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
 
 
 def _waiting(login: Login, left: float) -> str:
+    if login.pooler:
+        return messages.waiting_for_pooler(login.label, left)
     if not login.why:
         return messages.waiting_for_replica(login.label, left)
     return (
@@ -118,6 +165,10 @@ def _waiting(login: Login, left: float) -> str:
 
 def _failed(ctx: Context, login: Login, exc: CredflipError) -> RotationError:
     rot = ctx.rot
+    if login.pooler and isinstance(exc, AuthenticationFailed):
+        return messages.pooler_refused(
+            rot.to_color, rot.from_color, login.label, login.url, exc, ctx.layout.env
+        )
     return messages.verify_failed(rot.to_color, rot.from_color, login.label, login.url, exc)
 
 

@@ -1,12 +1,12 @@
-"""Behind a pooler (RDS Proxy): which of the old user's idle sessions ran anything.
+"""Behind RDS Proxy: which of the old user's idle sessions ran anything.
 
-The pooler keeps the old user's database connections open after its clients
+The proxy keeps the old user's database connections open after its clients
 left, so an open, idle session is no use. A client that reuses one of them
 is: the latest state change of the user's sessions on an instance (PostgreSQL
 ``state_change``) moves whenever one of them begins or ends a statement, and a
 new session's is later than any before it; sessions that close only lower it,
 so the highest seen is kept. This sees a client that reuses a connection the
-pooler opened before the drain's watch began, whose statements PostgreSQL
+proxy opened before the drain's watch began, whose statements PostgreSQL
 counts for the group role, not for the old user.
 """
 
@@ -23,7 +23,7 @@ class _Out(Protocol):
     earlier: list[str]
 
 
-class PooledSessions:
+class ProxiedSessions:
     """Each instance's latest state change of the user's sessions, sample after sample.
 
     *restored* is what an earlier run kept (:attr:`Evidence.activity`): the first
@@ -45,7 +45,7 @@ class PooledSessions:
                 self._high.setdefault(where, restored)
             return
         if before is not None and mark > before:
-            out.used.append(f"a session on {where} ran a statement or logged in (pooled)")
+            out.used.append(f"a session on {where} ran a statement or logged in")
         elif before is None and restored is not None and mark > restored:
             out.earlier.append(f"a session on {where} ran a statement since the last run")
         self._high[where] = max(x for x in (mark, before, restored) if x is not None)
