@@ -64,6 +64,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         "LogRetentionDays": "30",
         # moto cannot evaluate Fn::If to AWS::NoValue in a list: take the other branch.
         "AuroraDiscovery": "true",
+        "RdsProxyName": "app-proxy",
     }
     cfn.create_stack(
         StackName=stack_name,
@@ -118,6 +119,25 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         "rds:DescribeDBClusters",
         "rds:DescribeDBInstances",
     ]
+    # Behind RDS Proxy: the env's two secrets only, the proxy's Auth list, the key via
+    # Secrets Manager only; and the schedule names the proxy.
+    proxy_secrets = statements["CredflipProxySecretsOfOneEnv"]
+    assert sorted(proxy_secrets["Action"]) == [
+        "secretsmanager:CreateSecret",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:TagResource",
+    ]
+    assert proxy_secrets["Resource"].endswith(f":secret:credflip/db/{env}/*")
+    assert statements["CredflipDescribeTheProxy"]["Action"] == "rds:DescribeDBProxies"
+    proxy_key = statements["CredflipProxySecretsKey"]
+    assert proxy_key["Resource"] == key
+    assert sorted(proxy_key["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert proxy_key["Condition"] == {
+        "StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}
+    }
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    assert outputs["RdsProxySecretNames"] == f"credflip/db/{env}/blue credflip/db/{env}/green"
 
     groups = client("logs", moto_endpoint).describe_log_groups(
         logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
@@ -140,10 +160,15 @@ def _as_dict(document: Any) -> dict[str, Any]:
 
 def test_the_template_declares_what_moto_cannot_deploy() -> None:
     # A SafeLoader that reads intrinsic functions as None.
-    resources = yaml.load(TEMPLATE.read_text(), Loader=_Loader)["Resources"]  # noqa: S506
+    template = yaml.load(TEMPLATE.read_text(), Loader=_Loader)  # noqa: S506
+    resources = template["Resources"]
     schedule = resources["RotationSchedule"]
     assert schedule["Type"] == "AWS::Scheduler::Schedule"
     assert schedule["Properties"]["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    # Without a proxy name nothing of the proxy's is deployed.
+    assert template["Parameters"]["RdsProxyName"]["Default"] == ""
+    assert resources["RotatorRdsProxyPolicy"]["Condition"] == "HasRdsProxy"
+    assert template["Outputs"]["RdsProxySecretNames"]["Condition"] == "HasRdsProxy"
     alarms = {
         name: r["Properties"]
         for name, r in resources.items()

@@ -15,6 +15,7 @@ Event (all but ``env`` optional)::
      "min_drain": "0s", "replica_lag_timeout": "30s",
      "sessions_only": false, "require_counters": false,
      "reconnect_timeout": "60s", "lock_timeout": "1s", "unwatched_ok": [],
+     "rds_proxy": null, "rds_proxy_endpoint": null,
      "mode": "rotate", "min_interval": "30d"}
 
 ``lock_timeout`` bounds how long one statement waits for a lock an application
@@ -25,6 +26,12 @@ Where an instance counts no logins the rotation is refused (the invocation
 fails, nothing changes) unless ``sessions_only`` is true or the env stored
 ``init --sessions-only``; ``require_counters`` refuses despite the stored
 choice and clears it.
+
+``rds_proxy`` names the env's RDS Proxy (``rotate --rds-proxy``): an env not
+yet behind it is put behind it (its two secrets written; nothing else changes
+until the proxy lists them, the invocation failing with the command that
+registers them); an env behind another proxy is refused. Empty: the env's own
+(``init --rds-proxy``), if any.
 
 ``mode`` is ``"rotate"`` (start a rotation when none is under way, unless the
 last one finished less than ``min_interval`` ago) or ``"resume"`` (only
@@ -91,6 +98,16 @@ def _hosts(event: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+def _text(event: dict[str, Any], key: str) -> str | None:
+    """An optional string key; empty (a template parameter left blank) is None."""
+    value = event.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise UsageError(f"invalid {key} {value!r}: use a string")
+    return value
+
+
 def _flag(event: dict[str, Any], key: str) -> bool:
     """A true/false event key; a string such as ``"false"`` is refused, not taken as true."""
     value = event.get(key, False)
@@ -154,6 +171,8 @@ def _options(event: dict[str, Any], *, deadline: float) -> RotateOptions:
         sessions_only=_flag(event, "sessions_only"),
         require_counters=_flag(event, "require_counters"),
         unwatched_ok=_hosts(event, "unwatched_ok"),
+        rds_proxy=_text(event, "rds_proxy"),
+        rds_proxy_endpoint=_text(event, "rds_proxy_endpoint"),
     )
 
 

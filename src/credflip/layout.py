@@ -12,6 +12,10 @@ With prefix ``/db`` and env ``prod`` the parameters are::
     /db/prod/pooler-url                optional SecureString: the env's PgBouncer console
     /db/prod/{color}/scram-verifier    SecureString, behind PgBouncer: the SCRAM secret
                                        credflip gave that color (for an auth_file)
+    /db/prod/rds-proxy                 optional: the env's RDS Proxy (JSON)
+
+and, for an env behind RDS Proxy, one Secrets Manager secret per color in the
+proxy's format: ``credflip/db/prod/blue`` and ``credflip/db/prod/green``.
 
 The first five are the contract with existing readers and must never change.
 """
@@ -149,6 +153,16 @@ class Layout:
         """The parameter that exists only while the admin holds rights it lent itself
         (a run that died before taking them back leaves it)."""
         return f"{self.base}/admin-lease"
+
+    @property
+    def rds_proxy(self) -> str:
+        """The optional parameter naming the env's RDS Proxy (``init --rds-proxy``)."""
+        return f"{self.base}/rds-proxy"
+
+    def proxy_secret(self, color: Color) -> str:
+        """The Secrets Manager secret through which the env's RDS Proxy logs in as *color*:
+        ``credflip/db/prod/blue`` (the prefix and env as in the parameters' names)."""
+        return f"credflip{self.base}/{color.value}"
 
     @functools.cached_property
     def resolver_names(self) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from .options import (
     instance_option,
     lock_timeout_option,
     pooler_option,
+    rds_proxy_options,
     url_option,
 )
 from .progress import Progress
@@ -33,6 +34,7 @@ from .progress import Progress
 @pooler_option
 @instance_option
 @lock_timeout_option
+@rds_proxy_options
 @click.option(
     "--sessions-only",
     is_flag=True,
@@ -59,6 +61,8 @@ def init(
     pooler: str | None,
     instance: tuple[str, ...],
     lock_timeout: float,
+    rds_proxy: str | None,
+    rds_proxy_endpoint: str | None,
     sessions_only: bool,
     save_admin_url: bool,
 ) -> None:
@@ -77,6 +81,8 @@ def init(
         sessions_only=sessions_only,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        rds_proxy=rds_proxy,
+        rds_proxy_endpoint=rds_proxy_endpoint,
         pooler_url=pooler_url,
     )
     if save_admin_url:

@@ -240,6 +240,24 @@ def unwatched_ok_option(func: F) -> F:
     )(func)
 
 
+def rds_proxy_options(func: F) -> F:
+    """Add ``--rds-proxy NAME`` and ``--rds-proxy-endpoint HOST[:PORT]``."""
+    func = click.option(
+        "--rds-proxy-endpoint",
+        default=None,
+        metavar="HOST[:PORT]",
+        help="Where clients reach the RDS Proxy, when not at the endpoint the RDS API gives "
+        "(a name of your own, a tunnel); verify logs in there.",
+    )(func)
+    return click.option(
+        "--rds-proxy",
+        default=None,
+        metavar="NAME",
+        help="The env is behind this RDS Proxy (kept for the env): one Secrets Manager secret "
+        "per color (credflip/PREFIX/ENV/COLOR), written in prepare; the proxy must list both.",
+    )(func)
+
+
 def json_option(func: F) -> F:
     """Add ``--json`` (as ``as_json``)."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)

@@ -24,9 +24,10 @@ from ..rotation import RotationPlan, RotationResult
 from ..state import HistoryEntry
 from ..urls import DbUrl
 
-# markup=False: user names, URLs and server messages must print as they are.
-out = Console(highlight=False, markup=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+# markup=False, emoji=False: user names, URLs, ARNs (":secret:") and server messages must
+# print as they are.
+out = Console(highlight=False, markup=False, emoji=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, markup=False, emoji=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -60,6 +61,12 @@ def print_init(
         out.print(f"  admin URL stored in {layout.admin_url} ({saved_admin})")
     if pooler is not None:
         out.print(f"  PgBouncer console stored in {layout.pooler_url} ({pooler})")
+    if result.rds_proxy:
+        names = ", ".join(result.proxy_secrets[c] for c in sorted(result.proxy_secrets))
+        out.print(
+            f"  behind RDS Proxy {result.rds_proxy}: it logs in with secrets {names} (both in "
+            f"its Auth list); the drain goes by counters, not by the proxy's idle sessions"
+        )
     print_drain_view(result.instances, result.counter_gaps, result.unwatched)
     out.print("  " + sessions_only_line(result.sessions_only, bool(result.counter_gaps)))
     out.print(next_step)
@@ -223,6 +230,12 @@ def print_status(report: commands.Status, *, has_admin: bool) -> None:
     if has_admin and not report.database_error:
         _print_instances(report)
     out.print(sessions_only_line(report.sessions_only, bool(report.counter_gaps)))
+    if report.rds_proxy is not None:
+        out.print(
+            f"behind RDS Proxy {report.rds_proxy.name} at {report.rds_proxy.endpoint}: it logs "
+            f"in with {', '.join(report.proxy_secrets)}; the drain goes by counters and by what "
+            f"the old user's sessions run, not by the proxy's idle sessions"
+        )
     _print_rotation(report)
     out.print(f"lock: {report.lock.describe() if report.lock else 'free'}")
     if report.lease is not None:

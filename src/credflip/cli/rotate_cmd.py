@@ -16,6 +16,7 @@ from .options import (
     duration_option,
     instance_option,
     lock_timeout_option,
+    rds_proxy_options,
     unwatched_ok_option,
     yes_option,
 )
@@ -89,6 +90,7 @@ from .progress import Progress
     help="Stop watching an instance kept from an earlier --instance. Repeatable.",
 )
 @unwatched_ok_option
+@rds_proxy_options
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -115,6 +117,8 @@ def rotate_cmd(
     instance: tuple[str, ...],
     forget_instance: tuple[str, ...],
     unwatched_ok: tuple[str, ...],
+    rds_proxy: str | None,
+    rds_proxy_endpoint: str | None,
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -136,6 +140,8 @@ def rotate_cmd(
         instances=instance,
         forget_instances=forget_instance,
         unwatched_ok=unwatched_ok,
+        rds_proxy=rds_proxy,
+        rds_proxy_endpoint=rds_proxy_endpoint,
     )
     if dry_run:
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))

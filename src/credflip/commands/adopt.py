@@ -10,7 +10,8 @@ from ..engines import Engine, engine_for
 from ..errors import ConfigurationError, CredflipError, UsageError
 from ..instances import normalize as normalize_instances
 from ..layout import ROLES, Color, Layout
-from ..rotation import Event, Notice
+from ..poolers.rds_proxy import RdsProxy, attach, validate_name
+from ..rotation import Event, Notice, new_password
 from ..rotation.lease import keeping_leases
 from ..state import State, load_state, save_state
 from ..stores.base import Store
@@ -37,6 +38,10 @@ class InitResult:
     unwatched: list[str] = field(default_factory=list)
     #: The env accepts draining on open sessions alone where a counter is missing.
     sessions_only: bool = False
+    #: The env's RDS Proxy (it lists both colors' secrets), or None.
+    rds_proxy: str | None = None
+    #: The Secrets Manager secrets it logs in with, by color.
+    proxy_secrets: dict[Color, str] = field(default_factory=dict)
 
 
 def init(
@@ -53,6 +58,8 @@ def init(
     engine: Engine | None = None,
     on_event: Callable[[Event], None] | None = None,
     lock_timeout: float | None = None,
+    rds_proxy: str | None = None,
+    rds_proxy_endpoint: str | None = None,
     pooler_url: DbUrl | None = None,
 ) -> InitResult:
     """Start managing an environment.
@@ -69,35 +76,43 @@ def init(
     there otherwise). *lock_timeout*: how long one statement may wait for a lock an
     application's session holds (default: the engine's, 1 s); ``REASSIGN OWNED``
     needs one on every table it moves. *pooler_url*: the console of the PgBouncer the
-    colors' URLs go through, kept as a SecureString once it answers.
+    colors' URLs go through, kept as a SecureString once it answers. *rds_proxy*: see
+    :func:`_behind_proxy`.
     """
     existing = _unmanaged(store, layout, on_event)
     stored = normalize_instances([], instances)
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     try:
-        if lock_timeout is not None:
-            eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
-        if pooler_url is not None:
-            check_pooler(pooler_url, engine=eng.name, admin_url=admin_url)
-        hand_made = layout.pointer in existing and all(
-            layout.url(c, "writer") in existing for c in Color
-        )
+        _ready(eng, lock_timeout, pooler_url, admin_url)
+        hand_made = _hand_made(layout, existing)
+        proxy = _behind_proxy(store, layout, eng, existing, hand_made, writer_url, green_user,
+                              (rds_proxy, rds_proxy_endpoint))  # fmt: skip
         with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as leases:
             leases.settle(eng)  # what an init that died lent the admin
-            if hand_made:
-                result = _adopt_hand_made(
-                    store, layout, eng, existing, group_role, stored, on_event
-                )
-            else:
-                result = _adopt_single_user(
+            result = (
+                _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+                if hand_made
+                else _adopt_single_user(
                     store, layout, eng, existing, writer_url, reader_url, green_user,
                     group_role, stored,
-                )  # fmt: skip
+                )
+            )  # fmt: skip
+        result = _record_proxy(store, layout, proxy, result)
         return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
+
+
+def _ready(
+    eng: Engine, lock_timeout: float | None, pooler_url: DbUrl | None, admin_url: DbUrl
+) -> None:
+    """Give the engine the lock timeout asked for, and check the PgBouncer console named."""
+    if lock_timeout is not None:
+        eng.lock_wait = dataclasses.replace(eng.lock_wait, timeout=lock_timeout)
+    if pooler_url is not None:
+        check_pooler(pooler_url, engine=eng.name, admin_url=admin_url)
 
 
 def _unmanaged(
@@ -113,6 +128,75 @@ def _unmanaged(
     if on_event is not None:
         _warn_other_keys(store, layout, on_event)
     return existing
+
+
+def _logins(
+    layout: Layout,
+    existing: dict[str, str],
+    hand_made: bool,
+    writer_url: DbUrl | None,
+    green_user: str | None,
+) -> tuple[dict[Color, DbUrl], list[Color]]:
+    """Each color's login for its RDS Proxy secret, and the colors whose login works today:
+    the hand-made URLs (both), or the existing user as blue and green with a password
+    nobody uses (green is locked until its first rotation writes its own)."""
+    if hand_made:
+        urls = {c: layout.url(c, "writer") for c in Color}
+        return {c: DbUrl.parse(existing[n], what=n) for c, n in urls.items()}, list(Color)
+    if writer_url is None:
+        raise UsageError("--writer-url is required: the URL the application uses today")
+    green = writer_url.with_credentials(green_user or f"{writer_url.user}_green", new_password())
+    return {Color.BLUE: writer_url, Color.GREEN: green}, [Color.BLUE]
+
+
+def _hand_made(layout: Layout, existing: dict[str, str]) -> bool:
+    """Whether the pointer and both colors' writer URLs were set up by hand."""
+    return layout.pointer in existing and all(layout.url(c, "writer") in existing for c in Color)
+
+
+def _behind_proxy(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    existing: dict[str, str],
+    hand_made: bool,
+    writer_url: DbUrl | None,
+    green_user: str | None,
+    proxy: tuple[str | None, str | None],
+) -> RdsProxy | None:
+    """With RDS Proxy *proxy* (name, endpoint clients reach it at: None for its own):
+    before the adoption changes anything, write both colors' secrets and check that the
+    proxy lists them (else stop with the ``aws rds modify-db-proxy`` that registers
+    them). The logins that work today are proven first: a secret the proxy already
+    lists must never get a wrong password."""
+    name, endpoint = proxy
+    if name is None:
+        return None
+    validate_name(name)
+    logins, working = _logins(layout, existing, hand_made, writer_url, green_user)
+    for color in working:
+        eng.verify(logins[color])
+    return attach(
+        store,
+        layout,
+        name,
+        engine=eng.name,
+        endpoint=endpoint,
+        urls=logins,
+        direct=eng.admin_url,
+        done="its secrets were written; nothing else was changed",
+    )
+
+
+def _record_proxy(
+    store: Store, layout: Layout, proxy: RdsProxy | None, result: InitResult
+) -> InitResult:
+    """Keep the env's proxy (if any) once the adoption is done, and say so in *result*."""
+    if proxy is None:
+        return result
+    store.put(layout.rds_proxy, proxy.setting.to_json(), secure=False)
+    secrets = {c: proxy.secrets.name(c) for c in Color}
+    return dataclasses.replace(result, rds_proxy=proxy.name, proxy_secrets=secrets)
 
 
 def _noticer(on_event: Callable[[Event], None] | None) -> Callable[[str], None]:

@@ -13,6 +13,7 @@ from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo, read_lock
 from ..poolers import PgBouncer
+from ..poolers.rds_proxy import ProxySetting, read_setting
 from ..rotation import env_pooler, read_pointer
 from ..rotation.lease import Lease, read_lease
 from ..rotation.watch import drain_policy
@@ -75,6 +76,9 @@ class Status:
     sessions_only: bool = False
     #: Rights the admin lent itself in a run that died, not taken back yet.
     lease: Lease | None = None
+    #: The env's RDS Proxy (``init --rds-proxy``), and the secrets it logs in with.
+    rds_proxy: ProxySetting | None = None
+    proxy_secrets: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -99,6 +103,11 @@ class Status:
             ),
             "history": [h.to_dict() for h in self.history],
             "lease": self.lease.to_dict() if self.lease else None,
+            "rds_proxy": (
+                {"name": p.name, "endpoint": p.endpoint, "secrets": self.proxy_secrets}
+                if (p := self.rds_proxy)
+                else None
+            ),
             "database_error": self.database_error,
             "drain": {
                 "signals": [
@@ -168,9 +177,11 @@ def status(
 ) -> Status:
     """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
     state = _load(store, layout)
-    values = store.get_many([*layout.resolver_names, layout.lease, layout.pooler_url])
+    names = [*layout.resolver_names, layout.lease, layout.pooler_url, layout.rds_proxy]
+    values = store.get_many(names)
     lease = values.pop(layout.lease, None)
     pooler = env_pooler(layout, values.pop(layout.pooler_url, None))
+    proxy = read_setting(store, layout, values)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
     db: dict[Color, UserState] = {}
@@ -212,6 +223,8 @@ def status(
         unwatched=blind,
         sessions_only=state.sessions_only,
         lease=None if lease is None else Lease.from_json(lease, where=layout.lease),
+        rds_proxy=proxy,
+        proxy_secrets=[layout.proxy_secret(c) for c in Color] if proxy else [],
     )
 
 

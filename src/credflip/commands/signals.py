@@ -10,6 +10,7 @@ from ..errors import CredflipError
 from ..instances import Fleet, Instance
 from ..layout import Color, Layout
 from ..poolers import PgBouncer
+from ..poolers.rds_proxy import read_setting
 from ..rotation import env_fleet
 from ..state import State
 from ..stores.base import Store
@@ -84,7 +85,9 @@ def drain_report(
     try:
         pooler, pooled = _pooler_status(fleet, state)
         out = [_instance_status(fleet, inst, state, pooled) for inst in fleet.instances]
-        gaps = fleet.counter_gaps(watch, state.group)
+        # Behind RDS Proxy only a counter of statements closes a gap.
+        behind_proxy = read_setting(store, layout) is not None
+        gaps = fleet.counter_gaps(watch, state.group, statements=behind_proxy)
         blind = fleet.unwatched()
     finally:
         fleet.close()

@@ -14,6 +14,12 @@ use** on every instance for the *quiet window*, before it may be retired.
   *down* (a reset, an eviction) changed too, so it counts as use, never as
   quiet.
 
+Behind a pooler that keeps the old user's connections open after its clients
+left (RDS Proxy, *proxied*), an idle session is not use; a session that ran
+anything since the last sample is (:mod:`.proxied`), and so are the counters,
+which then must count statements. The idle ones are ended when the drain
+finishes, as ``terminate`` ends held sessions.
+
 Some samples cannot be trusted either way (*unknown*): an instance that could
 not be reached, a counter seen for the first time (nothing to compare it
 with), a counter read before that counts nothing now (``userstat`` turned off
@@ -51,8 +57,8 @@ unit tests feed it a fake clock.
 
 The package: :mod:`.policy` (how long to wait), :mod:`.values` (readings in,
 verdicts out), :mod:`.evidence` (what carries over between runs),
-:mod:`.sample` (one sample against the last), :mod:`.window` (the quiet
-window across runs) and :mod:`.tracker`.
+:mod:`.sample` (one sample against the last), :mod:`.proxied` (behind RDS Proxy),
+:mod:`.window` (the quiet window across runs) and :mod:`.tracker`.
 """
 
 from __future__ import annotations

@@ -44,6 +44,9 @@ class Evidence:
     #: The primary's write position when the watch began (PostgreSQL LSN):
     #: standbys count the old user's logins once they replayed it.
     position: str | None = None
+    #: Behind a pooler (RDS Proxy): each instance's latest state change of an old user's
+    #: session at the last sample (server clock, rounded up to the millisecond).
+    activity: dict[str, float] = field(default_factory=dict)
     #: A use after the cache wait was seen: a client that does not follow the pointer.
     legacy: bool = False
 
@@ -63,7 +66,7 @@ class Evidence:
         """Compact JSON: the record must fit 4 KB with 16 instances."""
         out: dict[str, Any] = {
             "user": self.user,
-            "i": {k: [v, round(self.started.get(k, 0.0))] for k, v in self.counters.items()},
+            "i": {k: self._instance(k, v) for k, v in self.counters.items()},
             # Rounded up: a longer pause only lengthens the window.
             "gap": math.ceil(self.longest_gap * 100 - 1e-6) / 100,
             "n": self.pauses,
@@ -86,6 +89,13 @@ class Evidence:
             out["l"] = 1
         return out
 
+    def _instance(self, where: str, digest: str) -> list[Any]:
+        """``[digest, start time]``, and the pooled sessions' latest change when kept."""
+        out: list[Any] = [digest, round(self.started.get(where, 0.0))]
+        if where in self.activity:
+            out.append(math.ceil(self.activity[where] * 1000) / 1000)
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
         """The inverse of :meth:`to_dict`; an empty or damaged record is no evidence."""
@@ -95,6 +105,7 @@ class Evidence:
                 user=str(data.get("user") or ""),
                 counters={str(k): str(v[0]) for k, v in items.items()},
                 started={str(k): float(v[1]) for k, v in items.items() if v[1]},
+                activity={str(k): float(v[2]) for k, v in items.items() if len(v) > 2},
                 quiet_since=None if data.get("q") is None else float(data["q"]),
                 last_use=None if data.get("u") is None else float(data["u"]),
                 longest_gap=float(data.get("gap") or 0.0),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..engines.base import SessionGroup, Sessions
 from .evidence import UNCOUNTED, Evidence, digest
 from .policy import RESTART_TOLERANCE, DrainPolicy
+from .proxied import ProxiedSessions
 from .values import Reading
 
 
@@ -50,6 +52,7 @@ class Baseline:
         terminate: bool,
         sessions_only: bool,
         evidence: Evidence | None,
+        proxied: bool = False,
     ) -> None:
         self.policy = policy
         self.terminate = terminate
@@ -70,25 +73,21 @@ class Baseline:
         self._counters: dict[tuple[str, str], str] = {}
         #: The counters each instance showed in this run: one that goes is no quiet.
         self._names: dict[str, set[str]] = {}
+        #: Behind a pooler (RDS Proxy): which idle sessions ran anything.
+        self._pool = ProxiedSessions(evidence.activity if evidence else {}) if proxied else None
 
-    def kept(self) -> tuple[dict[str, str], dict[str, float]]:
-        """Each instance's digest of all its counters, and its start time, for the evidence."""
-        by_instance: dict[str, list[tuple[str, str]]] = {}
-        for (where, name), value in sorted(self._counters.items()):
-            by_instance.setdefault(where, []).append((name, value))
-        counters = {k: digest(tuple(v)) for k, v in by_instance.items()}
-        counters.update(dict.fromkeys(sorted(self._uncounted - set(counters)), UNCOUNTED))
+    def kept(self) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
+        """Each instance's digest of all its counters, its start time and (behind a pooler)
+        its sessions' latest state change, for the evidence."""
+        counters = _digests(self._counters, self._uncounted)
         # An instance not compared again in this run (unreachable, replaying) keeps
         # its earlier digest; one the fleet no longer has is forgotten.
         for where, value in self._restored.items():
             counters.setdefault(where, value)
         if self._fleet is not None:
             counters = {k: v for k, v in counters.items() if k in self._fleet}
-        return counters, {k: v for k, v in self._restarts.started.items() if k in counters}
-
-    def _held(self, group: SessionGroup, needed: float) -> bool:
-        """With ``terminate``: sessions idle for the whole window are held, not used."""
-        return self.terminate and group.idle_for is not None and group.idle_for >= needed
+        activity = {} if self._pool is None else self._pool.kept()
+        return counters, _only(self._restarts.started, counters), _only(activity, counters)
 
     def compare(self, now: float, readings: Sequence[Reading], needed: float) -> Sample:
         """What one sample shows, instance by instance."""
@@ -115,10 +114,13 @@ class Baseline:
             out.blocked = True
             out.vouched = False
             return
-        active = Sessions(tuple(g for g in reading.sessions.groups if not self._held(g, needed)))
+        held = functools.partial(_held, needed=needed, terminate=self.terminate, pool=self._pool)
+        active = Sessions(tuple(g for g in reading.sessions.groups if not held(g)))
         out.held += reading.sessions.count - active.count
         if active.count:
             out.used.append(f"{active.count} session(s) on {where} ({active.describe()})")
+        if self._pool is not None:
+            self._pool.compare(reading.sessions, where, out)
         restarted = self._restarted(reading, out)
         if reading.pending is not None:
             out.unknown.append(f"{where}: {reading.pending}")
@@ -236,6 +238,30 @@ def _why(reading: Reading, names: Sequence[str]) -> str:
     """What the instance says of why counters *names* count nothing, in parentheses."""
     whys = dict.fromkeys(reading.silent[n] for n in names if reading.silent.get(n))
     return f" ({'; '.join(whys)})" if whys else ""
+
+
+def _held(
+    group: SessionGroup, *, needed: float, terminate: bool, pool: ProxiedSessions | None
+) -> bool:
+    """Idle sessions not counted as use: with *terminate* those idle for the whole window
+    (*needed*); behind a pooler all (its *pool* sees those that ran anything)."""
+    if group.idle_for is None:
+        return False
+    return pool is not None or (terminate and group.idle_for >= needed)
+
+
+def _digests(counters: dict[tuple[str, str], str], uncounted: set[str]) -> dict[str, str]:
+    """Each instance's digest of all its counters (:data:`UNCOUNTED` for one without)."""
+    by_instance: dict[str, list[tuple[str, str]]] = {}
+    for (where, name), value in sorted(counters.items()):
+        by_instance.setdefault(where, []).append((name, value))
+    out = {k: digest(tuple(v)) for k, v in by_instance.items()}
+    out.update(dict.fromkeys(sorted(uncounted - set(out)), UNCOUNTED))
+    return out
+
+
+def _only(values: dict[str, float], keys: dict[str, str]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if k in keys}
 
 
 def _vouch_uncounted(

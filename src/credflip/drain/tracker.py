@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from .evidence import Evidence
@@ -37,36 +38,29 @@ class DrainTracker:
         offset: float = 0.0,
         terminate: bool = False,
         sessions_only: bool = False,
+        proxied: bool = False,
     ) -> None:
         self.policy = policy
-        self.sessions_only = sessions_only
         self.switched_at = switched_at
         self.timeout_at = timeout_at
         self.run_until = run_until
         self.offset = offset
-        self.terminate = terminate
-        self._baseline = Baseline(
-            policy, terminate=terminate, sessions_only=sessions_only, evidence=evidence
-        )
+        rules = {"terminate": terminate, "sessions_only": sessions_only, "proxied": proxied}
+        self._baseline = Baseline(policy, evidence=evidence, **rules)
         self._last_use: float | None = None
         self._last_sample: float | None = None
         self._used_before = False
         self._used_late: tuple[str, ...] = ()
-        self.longest_gap = self.pause_sum = self.shortest = 0.0
-        self.pauses = 0
+        kept = Evidence() if evidence is None else evidence
+        self.longest_gap, self.shortest = kept.longest_gap, kept.pause_min
+        self.pauses, self.pause_sum = kept.pauses, kept.pause_sum
         #: A use after the cache wait was seen: a client that does not follow the pointer.
-        self.legacy = False
-        self._window = QuietWindow()
-        if evidence is not None:
-            self.longest_gap, self.shortest = evidence.longest_gap, evidence.pause_min
-            self.pauses, self.pause_sum = evidence.pauses, evidence.pause_sum
-            self.legacy = evidence.legacy
-            # Not the last use: a pause measured across the time between two runs
-            # would be the operator's schedule, not a client's.
-            self._window = QuietWindow(
-                restored=_local(evidence.quiet_since, offset),
-                idle_since=_local(evidence.idle_since, offset),
-            )
+        self.legacy = kept.legacy
+        # Not the last use: a pause measured across the time between two runs
+        # would be the operator's schedule, not a client's.
+        self._window = QuietWindow(
+            restored=_local(kept.quiet_since, offset), idle_since=_local(kept.idle_since, offset)
+        )
 
     def needed(self) -> float:
         """The quiet window the pauses seen so far call for."""
@@ -76,11 +70,8 @@ class DrainTracker:
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
-        counters, started = self._baseline.kept()
-
-        def wall(t: float | None) -> float | None:
-            return None if t is None else t + self.offset
-
+        counters, started, activity = self._baseline.kept()
+        wall = functools.partial(_local, offset=-self.offset)
         return Evidence(
             user=user,
             counters=counters,
@@ -94,6 +85,7 @@ class DrainTracker:
             idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
+            activity=activity,
             legacy=self.legacy,
         )
 
@@ -171,5 +163,6 @@ class DrainTracker:
 
 
 def _local(t: float | None, offset: float) -> float | None:
-    """A kept wall-clock instant on this run's monotonic clock."""
+    """A kept wall-clock instant on this run's monotonic clock (with ``-offset``, the
+    other way)."""
     return None if t is None else t - offset

@@ -88,6 +88,10 @@ class SessionGroup:
     #: Seconds every session of the group has been idle (no statement running);
     #: None when one of them is active or the server does not say.
     idle_for: float | None = None
+    #: When a session of the group last began or ended a statement (or logged in), on the
+    #: server's clock (PostgreSQL ``state_change``): it moves whenever one of them runs
+    #: anything. None when the server does not say.
+    last_change: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class Signal:
     available: bool
     #: What it sees when available; otherwise the exact step that enables it.
     detail: str = ""
+    #: A cumulative signal that counts statements, not only logins: it sees a client
+    #: that reuses a connection a pooler keeps open (RDS Proxy).
+    statements: bool = False
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""

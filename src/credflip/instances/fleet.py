@@ -53,14 +53,7 @@ class Fleet(Connections):
         must not run blind to readers); otherwise a notice says so. A URL that
         goes through *pooler* names the pooler, not an instance.
         """
-        if pooler is not None:
-            if pooler.serves(primary.admin_url):
-                raise ConfigurationError(
-                    f"the admin URL goes through PgBouncer ({pooler.address}): give the "
-                    f"admin URL of the server itself, which the drain and retire work on"
-                )
-            urls = [(label, url) for label, url in urls if not pooler.serves(url)]
-        instances = gather(primary.admin_url, urls, stored)
+        instances = gather(primary.admin_url, _past(pooler, primary, urls), stored)
         unlocated: list[KnownReplica] = []
         try:
             instances = with_aurora(primary, instances, notice, unlocated)
@@ -103,13 +96,17 @@ class Fleet(Connections):
             for _inst, sigs in self.signals()
         )
 
-    def counter_gaps(self, user: str, group: str | None, *, unreachable: bool = True) -> list[str]:
+    def counter_gaps(
+        self, user: str, group: str | None, *, unreachable: bool = True, statements: bool = False
+    ) -> list[str]:
         """Why the drain could miss a short login of *user*: one phrase per gap, [] when none.
 
         A gap is an instance with no cumulative signal available, or (for the
         whole env) a setup in which the counters cannot tell *user* from the
         other color. An instance that does not answer is one too, unless
-        *unreachable* is False (the drain counts it as in use anyway).
+        *unreachable* is False (the drain counts it as in use anyway). With
+        *statements* (behind RDS Proxy, where a client reuses connections the
+        proxy keeps open) only a signal that counts statements closes a gap.
         """
         gaps: list[str] = []
         problem = self.primary.count_problem(user, group)
@@ -120,13 +117,9 @@ class Fleet(Connections):
                 if unreachable:
                     gaps.append(f"{inst.address} cannot be read ({sigs})")
                 continue
-            cumulative = [s for s in sigs if s.cumulative]
-            if not any(s.available for s in cumulative):
-                how = "; or ".join(s.detail for s in cumulative)
-                gaps.append(
-                    f"{inst.address} counts no logins"
-                    + (f" ({how})" if how else " (this server keeps no per-user count)")
-                )
+            gap = _gap(inst.address, sigs, statements=statements)
+            if gap:
+                gaps.append(gap)
         return gaps
 
     def require_session_views(self) -> None:
@@ -157,15 +150,7 @@ class Fleet(Connections):
             if retry and isinstance(exc, DatabaseUnavailable):
                 raise
             problems.append(f"cannot list the Aurora members of {self.instances[0].address}: {exc}")
-        kind = "standby" if self.primary.name == "postgresql" else "replica"
-        for inst, res in self._each(lambda e: e.known_replicas()):
-            if retry and isinstance(res, DatabaseUnavailable):
-                raise res
-            if isinstance(res, CredflipError):
-                problems.append(f"cannot list the replicas of {inst.address}: {res}")
-                continue
-            pairs = cast("list[tuple[str, int | None]]", res)
-            found += [KnownReplica(h, p, (inst.host, inst.port), kind) for h, p in pairs]
+        found += _replicas(self, problems, retry=retry)
         accepted = [parse_address(text, what="--unwatched-ok") for text in ok]
         watched = [(i.host, i.port) for i in self.instances]
         return match(found, watched, accepted, problems=problems)
@@ -174,3 +159,50 @@ class Fleet(Connections):
         """One phrase per replica that may serve the old user unseen, naming the
         ``--instance`` to add (or ``--unwatched-ok`` to accept it); [] when none."""
         return self.replica_check(ok, retry=retry).blocking()
+
+
+def _past(
+    pooler: PgBouncer | None, primary: Engine, urls: Iterable[tuple[str, DbUrl]]
+) -> Iterable[tuple[str, DbUrl]]:
+    """*urls* but those through *pooler* (they name the pooler, not an instance); refuse
+    an admin URL through it."""
+    if pooler is None:
+        return urls
+    if pooler.serves(primary.admin_url):
+        raise ConfigurationError(
+            f"the admin URL goes through PgBouncer ({pooler.address}): give the "
+            f"admin URL of the server itself, which the drain and retire work on"
+        )
+    return [(label, url) for label, url in urls if not pooler.serves(url)]
+
+
+def _replicas(fleet: Fleet, problems: list[str], *, retry: bool) -> list[KnownReplica]:
+    """The replicas each instance of *fleet* lists; one that cannot adds to *problems*
+    (with *retry*, one that is away raises)."""
+    kind = "standby" if fleet.primary.name == "postgresql" else "replica"
+    found: list[KnownReplica] = []
+    for inst, res in fleet._each(lambda e: e.known_replicas()):
+        if retry and isinstance(res, DatabaseUnavailable):
+            raise res
+        if isinstance(res, CredflipError):
+            problems.append(f"cannot list the replicas of {inst.address}: {res}")
+            continue
+        pairs = cast("list[tuple[str, int | None]]", res)
+        found += [KnownReplica(h, p, (inst.host, inst.port), kind) for h, p in pairs]
+    return found
+
+
+def _gap(address: str, sigs: list[Signal], *, statements: bool) -> str | None:
+    """Why *address* (its signals *sigs*) could miss a short login, or None. With
+    *statements* only a signal that counts statements counts."""
+    cumulative = [s for s in sigs if s.cumulative and (s.statements or not statements)]
+    if any(s.available for s in cumulative):
+        return None
+    how = "; or ".join(s.detail for s in cumulative if not s.available)
+    what = "statements per user" if statements else "logins"
+    none = (
+        "no per-user statement count the admin can read; see 'Behind a pooler' in the README"
+        if statements
+        else "this server keeps no per-user count"
+    )
+    return f"{address} counts no {what} ({how or none})"

@@ -5,6 +5,10 @@ An env names at most one pooler (``init --pooler``, kept as the SecureString
 its console (:mod:`.console`) shows which clients use a user and which of
 its server connections are only kept idle (:mod:`.view`), and the SCRAM lines
 of an ``auth_file`` come from :mod:`.userlist`.
+
+RDS Proxy (:mod:`.rds_proxy`) is named apart (``init --rds-proxy``, kept as
+``{prefix}/{env}/rds-proxy``): its two Secrets Manager secrets, its ``Auth``
+list, and a drain that leaves its idle sessions be.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ The package, by job:
 - :mod:`.runner` — the table ``Phase → handler``, the retry policy, the loop;
 - :mod:`.phases` — one module per phase, each a ``plan(ctx)`` and a ``run(ctx)``;
 - :mod:`.watch` and :mod:`.terminate` — the drain's sampling loop and ``--terminate``;
+- :mod:`.proxy` — behind RDS Proxy: which proxy, and its checks before any change;
 - :mod:`.journal` — the rotation record: boundaries, failures, history;
 - :mod:`.context`, :mod:`.options`, :mod:`.events`, :mod:`.params`, :mod:`.plan`;
 - :mod:`.messages` — every operator message;

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..engines import Connector, UsageObserver, UserAdmin
 from ..instances import Fleet
@@ -24,6 +25,9 @@ from .lease import LeaseKeeper
 from .options import RotateOptions
 from .params import parse_urls, read_pointer
 from .plan import Write
+
+if TYPE_CHECKING:
+    from ..poolers.rds_proxy import RdsProxy
 
 __all__ = ["Context", "clock_skew"]
 
@@ -53,6 +57,9 @@ class Context:
     secrets: list[str] = field(default_factory=list, repr=False)
     #: Set while a failure in verify means the prepared password itself is wrong.
     redo_prepare: bool = True
+    #: The env's RDS Proxy (None: the env has none): prepare writes the new color's
+    #: secret, verify logs in through it, the drain leaves its idle sessions be.
+    rds_proxy: RdsProxy | None = None
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
     #: The primary's clock minus this machine's, once measured.
     _skew: float | None = field(default=None, repr=False)

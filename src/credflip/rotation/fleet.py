@@ -9,6 +9,7 @@ from ..instances import Fleet
 from ..instances import normalize as instances_normalize
 from ..layout import ROLES, Color, Layout
 from ..poolers import PgBouncer, parse_pooler_url
+from ..poolers.rds_proxy.setting import read_setting
 from ..state import State
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -27,17 +28,24 @@ def env_fleet(
     notice: Callable[[str], None] = lambda _m: None,
 ) -> Fleet:
     """The instances an env's drain watches: admin host, URL hosts, stored, Aurora members;
-    and the env's PgBouncer, when it has one."""
-    values = store.get_many([*(layout.url(c, r) for c in Color for r in ROLES), layout.pooler_url])
+    and the env's PgBouncer, when it has one.
+
+    A URL through the env's RDS Proxy names no instance: the proxy's sessions are
+    on the instances behind it, and the admin may not log in through it.
+    """
+    names = [*(layout.url(c, r) for c in Color for r in ROLES), layout.pooler_url]
+    values = store.get_many([*names, layout.rds_proxy])
     pooler = env_pooler(layout, values.get(layout.pooler_url))
+    proxy = read_setting(store, layout, values)
     urls: list[tuple[str, DbUrl]] = []
     for color in Color:
         for role in ROLES:
             text = values.get(layout.url(color, role))
-            if text:
-                urls.append(
-                    (f"{color} {role} URL", DbUrl.parse(text, what=layout.url(color, role)))
-                )
+            if not text:
+                continue
+            url = DbUrl.parse(text, what=layout.url(color, role))
+            if proxy is None or not proxy.is_endpoint(url.host):
+                urls.append((f"{color} {role} URL", url))
     return Fleet.of(
         engine, urls=urls, stored=state.instances, strict=strict, notice=notice, pooler=pooler
     )

@@ -9,6 +9,7 @@ from typing import Literal
 from ..engines.locks import DEFAULT_LOCK_TIMEOUT, LockWait
 from ..errors import UsageError
 from ..instances import parse_address
+from ..poolers.rds_proxy.setting import validate_name
 
 __all__ = ["RetireMode", "RotateOptions"]
 
@@ -64,6 +65,10 @@ class RotateOptions:
     #: Seconds one statement may wait for a lock another session holds; a statement
     #: that waited this long is tried again within ``reconnect_timeout``.
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    #: Put the env behind this RDS Proxy (kept for the env), or check that it is the env's.
+    rds_proxy: str | None = None
+    #: Where clients reach that proxy (``HOST[:PORT]``; default: its endpoint).
+    rds_proxy_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -81,6 +86,12 @@ class RotateOptions:
             parse_address(text)
         for text in self.unwatched_ok:
             parse_address(text, what="--unwatched-ok")
+        if self.rds_proxy is not None:
+            validate_name(self.rds_proxy)
+        if self.rds_proxy_endpoint is not None:
+            if self.rds_proxy is None:
+                raise UsageError("--rds-proxy-endpoint goes with --rds-proxy NAME")
+            parse_address(self.rds_proxy_endpoint, what="--rds-proxy-endpoint")
         if not self.lock_timeout > 0:
             raise UsageError("--lock-timeout must be positive, like 1s or 500ms")
         if self.retire not in ("lock", "drop"):

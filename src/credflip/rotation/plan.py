@@ -15,7 +15,7 @@ from ..layout import Color
 from ..state import Phase
 from ..urls import DbUrl, mask_url
 
-__all__ = ["Login", "PhasePlan", "Predrain", "Write"]
+__all__ = ["Login", "PhasePlan", "Predrain", "SecretWrite", "Write"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,21 @@ class Write:
 
 
 @dataclass(frozen=True)
+class SecretWrite:
+    """A Secrets Manager secret the phase writes: how RDS Proxy logs in as *color*."""
+
+    color: Color
+    name: str
+    #: The login it holds (its user and password, on the database behind the proxy).
+    url: DbUrl
+
+    @property
+    def shown(self) -> str:
+        """What the secret holds, its password masked."""
+        return f'{{"username": "{self.url.user}", "password": "***", ...}}'
+
+
+@dataclass(frozen=True)
 class Login:
     """A login verify makes: *label* names it, *url* is exactly what clients will use."""
 
@@ -46,6 +61,8 @@ class Login:
     url: DbUrl
     #: True for a replica, which may not have replayed the new password yet.
     replica: bool = False
+    #: Why a refused login is retried (default: a replica that has not replayed it yet).
+    why: str = ""
     #: True for a login through the env's pooler (PgBouncer), which must know the new
     #: password too (auth_query reads it from the server; an auth_file must be
     #: regenerated and reloaded); tried again like a replica's.
@@ -82,3 +99,5 @@ class PhasePlan:
     writes: list[Write] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
     predrain: Predrain | None = None
+    #: Behind RDS Proxy: the new color's secret, written after the store writes.
+    secrets: list[SecretWrite] = field(default_factory=list)

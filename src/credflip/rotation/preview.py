@@ -28,6 +28,7 @@ from .lease import read_lease, require_lessee
 from .options import RotateOptions
 from .params import read_pointer
 from .plan import PhasePlan, Write
+from .proxy import dry_run_proxy
 from .runner import HANDLERS
 from .start import new_rotation, preflight
 from .watch import drain_policy
@@ -123,8 +124,10 @@ def plan_rotation(
         try:
             pointer = read_pointer(store, layout)
             accepted: list[str] = []
-            preflight(fleet, state, pointer, options, accepted.append)
             ctx = Context(store, layout, fleet, state, options, dry_run=True)
+            dry_run_proxy(ctx)
+            pooled = None if ctx.rds_proxy is None else ctx.rds_proxy.name
+            preflight(fleet, state, pointer, options, accepted.append, pooled=pooled)
             state.current = new_rotation(ctx, pointer)  # not saved
             plans: dict[Phase, PhasePlan] = {}
             for phase, handler in HANDLERS.items():
@@ -178,7 +181,7 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
         counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
-    plan.parameters.extend(_parameter(w, "prepare") for w in plans[Phase.PREPARE].writes)
+    plan.parameters.extend(_prepared(plans[Phase.PREPARE]))
     plan.parameters.extend(
         [
             PlannedParameter(ctx.layout.lock, "String", "who holds it", "first, create-only"),
@@ -201,6 +204,16 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
             f"keeps of it (pg_terminate_backend of their backends)"
         )
     return plan
+
+
+def _prepared(planned: PhasePlan) -> list[PlannedParameter]:
+    """What prepare writes: the URLs, then (behind RDS Proxy) the new color's secret."""
+    out = [_parameter(w, "prepare") for w in planned.writes]
+    when = "prepare, before verify"
+    out += [
+        PlannedParameter(x.name, "Secrets Manager secret", x.shown, when) for x in planned.secrets
+    ]
+    return out
 
 
 def _parameter(write: Write, when: str) -> PlannedParameter:

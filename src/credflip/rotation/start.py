@@ -31,6 +31,7 @@ from .journal import Journal
 from .lease import LeaseKeeper, keeping_leases
 from .options import RotateOptions
 from .params import read_pointer
+from .proxy import counters_required, proxy_name, settle_proxy
 from .runner import RetryPolicy, run_phases
 
 __all__ = ["preflight", "rotate"]
@@ -132,13 +133,16 @@ def preflight(
     notice: Callable[[str], None] = lambda _m: None,
     *,
     revoked: bool = False,
+    pooled: str | None = None,
 ) -> None:
     """What must hold before a rotation (or its dry run) changes anything.
 
     A resumed rotation is checked too: where the counters vanished since it
     started, nothing goes on until the operator enables one again or accepts
     the risk for this run. *revoked* says the run just cleared the env's
-    stored ``sessions_only`` (the one change a refused run makes).
+    stored ``sessions_only`` (the one change a refused run makes). *pooled*
+    names the env's RDS Proxy: the counters must then count statements, and
+    open sessions alone are never enough.
     """
     _primary_answers(fleet)
     fleet.require_session_views()
@@ -146,12 +150,16 @@ def preflight(
     from_color = current.from_color if current is not None else pointer
     # An instance that does not answer is no missing counter: the drain counts
     # it as in use, and a new rotation is refused below when it cannot look.
-    gaps = fleet.counter_gaps(state.users[from_color], state.group, unreachable=False)
+    gaps = fleet.counter_gaps(
+        state.users[from_color], state.group, unreachable=False, statements=bool(pooled)
+    )
     # The predrain drains the new user the same way: its logins must count too.
     first = _predrained(state, pointer)
     if first is not None:
-        more = fleet.counter_gaps(first, state.group, unreachable=False)
+        more = fleet.counter_gaps(first, state.group, unreachable=False, statements=bool(pooled))
         gaps += [gap for gap in more if gap not in gaps]
+    if gaps and pooled:
+        raise counters_required(pooled, gaps, revoked=revoked)
     if gaps and not options.accepts_sessions_only(state.sessions_only):
         raise messages.missing_counters(gaps, required=options.require_counters, revoked=revoked)
     if current is not None:
@@ -226,7 +234,9 @@ def _start_or_resume(ctx: Context) -> bool:
         stored.sessions_only = False
         save_state(ctx.store, ctx.layout, stored)
         ctx.notice(messages.sessions_only_revoked(ctx.layout.env))
-    preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked)
+    pooled = proxy_name(ctx)
+    preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked, pooled=pooled)
+    attached = settle_proxy(ctx, pointer, revoked=revoked)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(ctx, pointer)
@@ -244,5 +254,8 @@ def _start_or_resume(ctx: Context) -> bool:
             if recorded is not None and recorded > given:
                 ctx.notice(messages.using_recorded(name, recorded, given))
             setattr(current, name, max(recorded or 0.0, given))
+    if attached and ctx.rds_proxy is not None:
+        ctx.store.put(ctx.layout.rds_proxy, ctx.rds_proxy.setting.to_json(), secure=False)
+        ctx.notice(f"env {ctx.layout.env} is now behind RDS Proxy {ctx.rds_proxy.name}")
     save_state(ctx.store, ctx.layout, state)
     return resumed

@@ -22,11 +22,12 @@ continues the window.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from ..drain.evidence import UNCOUNTED
-from ..engines.base import Step
+from ..engines.base import Sessions, Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -155,7 +156,7 @@ def last_look(ctx: Context) -> None:
         return
     rot.evidence = tracker.evidence(old, position).to_dict()
     legacy = LegacyLog.from_list(rot.legacy)
-    legacy.update(now + tracker.offset, readings)
+    legacy.update(now + tracker.offset, _clients(ctx, readings))
     rot.legacy = legacy.to_list()
     raise messages.used_at_retire(old, status.reasons)
 
@@ -191,6 +192,7 @@ def _tracker(ctx: Context, stored: Evidence, since: float | None, now: float) ->
         offset=offset,
         terminate=opts.terminate,
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
+        proxied=ctx.rds_proxy is not None,
     )
 
 
@@ -209,10 +211,24 @@ def _observe(
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
-    legacy.update(now + tracker.offset, readings, record=status.caches_in == 0)
+    legacy.update(now + tracker.offset, _clients(ctx, readings), record=status.caches_in == 0)
     rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
     return status
+
+
+def _clients(ctx: Context, readings: list[Reading]) -> list[Reading]:
+    """*readings* as the legacy log sees them: behind RDS Proxy the old user's idle
+    sessions are the proxy's pool, not clients."""
+    return readings if ctx.rds_proxy is None else [_busy(r) for r in readings]
+
+
+def _busy(reading: Reading) -> Reading:
+    """*reading* without its idle sessions."""
+    if reading.sessions is None:
+        return reading
+    groups = tuple(g for g in reading.sessions.groups if g.idle_for is None)
+    return dataclasses.replace(reading, sessions=Sessions(groups))
 
 
 def announce(ctx: Context, user: str) -> None:

@@ -95,9 +95,9 @@ class MysqlObserver(MysqlCatalog):
         """Threads of *user*, and its login counts where the server keeps them."""
         _no_pooler(pooled or ())
         cumulative = [s for s in self.signals() if s.cumulative]
-        counters, silent = my_signals.counters(
-            self._run, user, {s.name for s in cumulative if s.available}
-        )
+        available = {s.name for s in cumulative if s.available}
+        statements = {s.name for s in cumulative if s.available and s.statements}
+        counters, silent = my_signals.counters(self._run, user, available, statements)
         return Observation(
             self.sessions(user),
             counters,

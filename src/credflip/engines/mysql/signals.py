@@ -3,13 +3,17 @@
 ``performance_schema.accounts`` (MySQL 8, Aurora MySQL, MariaDB with
 performance_schema) counts logins per account; MariaDB's ``USER_STATISTICS``
 (``userstat=1``) per user. Both count at login, so a client that connected and
-left between two samples still moved the count. Without ``PROCESS`` the admin
+left between two samples still moved the count. Their fingerprints also hold
+the user's statement counts (``USER_STATISTICS``' commands, performance_schema's
+statement summary by user), updated as each statement ends: behind a pooler
+that keeps the old user's connections open (RDS Proxy), a client reusing one
+logs in no more, and only its statements show. Without ``PROCESS`` the admin
 silently sees only its own rows in both the processlist and USER_STATISTICS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from ...errors import EngineError
@@ -27,6 +31,8 @@ __all__ = [
 
 PS = "performance_schema.accounts"
 US = "user_statistics"
+#: Statements per account (MySQL 8 and MariaDB with performance_schema).
+STATEMENTS_TABLE = "performance_schema.events_statements_summary_by_user_by_event_name"
 
 #: What lets an admin set a global variable (MariaDB: SUPER; MySQL 8 also
 #: SYSTEM_VARIABLES_ADMIN).
@@ -75,7 +81,14 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
     else:
         try:
             run("SELECT 1 FROM performance_schema.accounts LIMIT 0")
-            ps = Signal(PS, cumulative=True, available=True, detail="logins per account")
+            statements = _counts_statements(run)
+            ps = Signal(
+                PS,
+                cumulative=True,
+                available=True,
+                detail="logins and statements per account" if statements else "logins per account",
+                statements=statements,
+            )
         except EngineError:
             ps = Signal(
                 PS,
@@ -86,16 +99,42 @@ def find_signals(run: Run, *, admin: str, privileges: str, mariadb: bool) -> lis
     out.append(ps)
     if mariadb:
         userstat = bool(run("SELECT @@userstat")[0][0])
-        detail = ("logins per user" if process else need_process) if userstat else USERSTAT_OFF
-        out.append(Signal(US, cumulative=True, available=userstat and process, detail=detail))
+        detail = (
+            ("logins and statements per user" if process else need_process)
+            if userstat
+            else USERSTAT_OFF
+        )
+        out.append(
+            Signal(
+                US, cumulative=True, available=userstat and process, detail=detail, statements=True
+            )
+        )
     return out
 
 
+def _counts_statements(run: Run) -> bool:
+    """Whether the admin may read the statements per account, and the server counts them
+    (statement instruments on, and per-thread aggregation: ``thread_instrumentation``)."""
+    try:
+        run(f"SELECT 1 FROM {STATEMENTS_TABLE} LIMIT 0")
+        rows = run(
+            "SELECT (SELECT COUNT(*) FROM performance_schema.setup_consumers "
+            "WHERE NAME = 'thread_instrumentation' AND ENABLED = 'YES') * "
+            "(SELECT COUNT(*) FROM performance_schema.setup_instruments "
+            "WHERE NAME = 'statement/sql/select' AND ENABLED = 'YES')"
+        )
+    except EngineError:
+        return False
+    return bool(rows and rows[0][0])
+
+
 def counters(
-    run: Run, user: str, available: set[str]
+    run: Run, user: str, available: set[str], statements: Collection[str] = ()
 ) -> tuple[dict[str, Hashable], dict[str, str]]:
-    """Fingerprints of *user*'s login counts in the *available* signals, and those of them
-    that count nothing now (with how to turn them on again).
+    """Fingerprints of *user*'s login counts in the *available* signals, with its statement
+    counts in those of them that also count *statements* (a client that reuses a
+    connection a pooler keeps open logs in no more: only its statements show); and those
+    of the signals that count nothing now (with how to turn them on again).
 
     ``userstat`` is read with the count: ``SET GLOBAL userstat = OFF`` stops the count
     and leaves the rows as they were, so a count read alone would look quiet.
@@ -103,21 +142,34 @@ def counters(
     out: dict[str, Hashable] = {}
     silent: dict[str, str] = {}
     if US in available:
-        on, count = run(
-            "SELECT @@userstat, (SELECT TOTAL_CONNECTIONS FROM information_schema.USER_STATISTICS "
-            "WHERE USER = %s LIMIT 1)",
+        # One row, userstat and the user's counts (NULL without a row yet) together.
+        commands = "s.SELECT_COMMANDS + s.UPDATE_COMMANDS + s.OTHER_COMMANDS"
+        on, count, ran = run(
+            f"SELECT @@userstat, s.TOTAL_CONNECTIONS, {commands if US in statements else 0} "
+            "FROM (SELECT 1) AS one "
+            "LEFT JOIN information_schema.USER_STATISTICS AS s ON s.USER = %s LIMIT 1",
             [user],
         )[0]
-        if on:
-            out[US] = None if count is None else int(count)
-        else:
+        if not on:
             silent[US] = USERSTAT_OFF
+        elif count is None:
+            out[US] = None
+        else:
+            out[US] = (int(count), int(ran)) if US in statements else int(count)
     if PS in available:
         row = run(
             "SELECT COALESCE(SUM(TOTAL_CONNECTIONS), 0), COUNT(*) "
             "FROM performance_schema.accounts WHERE USER = %s",
             [user],
         )[0]
+        done = (
+            run(
+                f"SELECT COALESCE(SUM(COUNT_STAR), 0) FROM {STATEMENTS_TABLE} WHERE USER = %s",
+                [user],
+            )[0][0]
+            if PS in statements
+            else 0
+        )
         # When the accounts table is full, new accounts go uncounted ("lost"):
         # a rise there may be this user. The count is server-wide, so other
         # users' churn moves it too: left out while USER_STATISTICS counts
@@ -125,7 +177,7 @@ def counters(
         lost = (
             [] if US in out else run("SHOW GLOBAL STATUS LIKE 'Performance_schema_accounts_lost'")
         )
-        out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "")
+        out[PS] = (int(row[0]), int(row[1]), str(lost[0][1]) if lost else "", int(done))
     return out, silent
 
 

@@ -41,8 +41,9 @@ class PgObserver(PgAdminRights):
                     database=str(d),
                     started=None if t is None else float(t),
                     idle_for=None if idle is None else float(idle),
+                    last_change=None if changed is None else float(changed),
                 )
-                for c, a, n, d, t, idle in rows
+                for c, a, n, d, t, idle, changed in rows
             )
         )
 

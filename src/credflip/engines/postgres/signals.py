@@ -44,13 +44,15 @@ __all__ = [
 Run = Callable[..., list[tuple[Any, ...]]]
 
 # By client address, application and database: how many, since when (the
-# oldest), and for how long all of them have been idle (NULL while one is not).
+# oldest), for how long all of them have been idle (NULL while one is not), and
+# when one of them last changed state (began or ended a statement, logged in).
 SESSIONS_SQL = (
     "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
     "ELSE 'hidden' END), coalesce(application_name, ''), count(*), coalesce(datname, ''), "
     "extract(epoch FROM min(backend_start))::float8, "
     "CASE WHEN bool_and(state IS NOT DISTINCT FROM 'idle') THEN "
-    "greatest(0, extract(epoch FROM clock_timestamp() - max(state_change)))::float8 END "
+    "greatest(0, extract(epoch FROM clock_timestamp() - max(state_change)))::float8 END, "
+    "extract(epoch FROM max(greatest(state_change, backend_start)))::float8 "
     "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() {pooled}"
     "GROUP BY 1, 2, 4 ORDER BY 3 DESC, 1, 2, 4"
 )
@@ -205,6 +207,7 @@ def find_statements(run: Run, database: str, admin: str) -> tuple[Signal, Statem
             SIGNAL,
             cumulative=True,
             available=False,
+            statements=True,
             detail="add pg_stat_statements to shared_preload_libraries and restart the server "
             "(RDS/Aurora: it is in the DB parameter group by default), then CREATE EXTENSION "
             f"pg_stat_statements in database {database}",
@@ -214,12 +217,13 @@ def find_statements(run: Run, database: str, admin: str) -> tuple[Signal, Statem
             SIGNAL,
             cumulative=True,
             available=False,
+            statements=True,
             detail=f"preloaded but not created: as a superuser (RDS/Aurora: the master user) "
             f"run CREATE EXTENSION pg_stat_statements in database {database}",
         ), None
     gap = counting.server_gap(run, admin=admin, database=database)
     if gap is not None:
-        return Signal(SIGNAL, cumulative=True, available=False, detail=gap), None
+        return Signal(SIGNAL, cumulative=True, available=False, statements=True, detail=gap), None
     columns = [
         str(r[0])
         for r in run(
@@ -238,7 +242,7 @@ def find_statements(run: Run, database: str, admin: str) -> tuple[Signal, Statem
     )
     if "calls" not in columns:
         raise EngineError(f"{schema}.pg_stat_statements has no calls column: update the extension")
-    return Signal(SIGNAL, cumulative=True, available=True, detail=what), source
+    return Signal(SIGNAL, cumulative=True, available=True, detail=what, statements=True), source
 
 
 def role_settings(run: Run, user: str) -> list[tuple[str, str]]:

@@ -1,5 +1,8 @@
 """prepare: give the inactive user a fresh password and the active user's rights.
 
+Behind RDS Proxy the new color's secret is written last, so that the proxy
+can log in as it by the time verify logs in through the proxy.
+
 The active user's rights are never changed (only its default privileges follow
 the group's, for what its late sessions create in the coming drain). The new
 color's URLs are written only after the database accepted the change; the
@@ -17,7 +20,7 @@ from ...state import Phase, save_state
 from .. import messages
 from ..context import Context
 from ..params import new_password
-from ..plan import PhasePlan, Predrain, Write
+from ..plan import PhasePlan, Predrain, SecretWrite, Write
 from ..watch import drain_policy, watch, watch_steps
 from . import PhaseHandler
 
@@ -44,7 +47,14 @@ def plan(ctx: Context) -> PhasePlan:
     if ctx.fleet.pooler is not None and secret is not None:
         # What an auth_file must hold for the new color (pooler-userlist prints it).
         writes.append(Write(ctx.layout.verifier(rot.to_color), secret, secure=True))
-    return PhasePlan(Phase.PREPARE, steps=steps, writes=writes, predrain=first)
+    proxy_secrets = []
+    if ctx.rds_proxy is not None:
+        login = ctx.urls(rot.from_color)["writer"].with_credentials(ctx.new_user, password)
+        name = ctx.layout.proxy_secret(rot.to_color)
+        proxy_secrets.append(SecretWrite(rot.to_color, name, login))
+    return PhasePlan(
+        Phase.PREPARE, steps=steps, writes=writes, predrain=first, secrets=proxy_secrets
+    )
 
 
 def plan_predrain(ctx: Context) -> Predrain | None:
@@ -109,6 +119,11 @@ def run(ctx: Context) -> bool:
     # Replicas have the new password once they replayed this far.
     ctx.rot.position = ctx.observer.position()
     ctx.write(planned.writes)
+    # RDS Proxy logs in with the secret: written before verify logs in through it.
+    for secret in planned.secrets:
+        assert ctx.rds_proxy is not None  # noqa: S101 - planned only with a proxy
+        engine, direct = ctx.state.engine, ctx.fleet.primary.admin_url
+        ctx.rds_proxy.write_secret(secret.color, secret.url, engine=engine, direct=direct)
     return True
 
 

@@ -37,7 +37,8 @@ def plan(ctx: Context) -> PhasePlan:
 
     Behind PgBouncer the first login goes to the primary directly (the server took
     the password), then every URL through PgBouncer (or the writer URL moved onto
-    it, when none goes through it), then the rest as without it.
+    it, when none goes through it), then the rest as without it. Behind RDS Proxy
+    the writer's login is made through the proxy too (:func:`_first`).
     """
     to, user = ctx.rot.to_color, ctx.new_user
     urls = ctx.urls(to)
@@ -46,7 +47,7 @@ def plan(ctx: Context) -> PhasePlan:
             raise messages.wrong_user(ctx.layout.url(to, role), url.user, user)
     pooler = ctx.fleet.pooler
     if pooler is None:
-        logins = [Login("writer URL", urls["writer"])]
+        logins = _first(ctx, urls["writer"])
         candidates = [("reader URL", urls["reader"])]
     else:
         logins = _pooled_logins(ctx, pooler, urls)
@@ -63,6 +64,28 @@ def plan(ctx: Context) -> PhasePlan:
             seen.add(address)
             logins.append(Login(label, url, replica=True))
     return PhasePlan(Phase.VERIFY, logins=logins)
+
+
+def _first(ctx: Context, writer: DbUrl) -> list[Login]:
+    """The writer's login (direct: it must accept the new password at once), then behind
+    RDS Proxy the same login through the proxy's endpoint.
+
+    The proxy logs in to the database with the secret prepare wrote; a refusal is
+    retried like a replica's, within ``--replica-lag-timeout``, in case the proxy
+    has not read the new version yet.
+    """
+    proxy = ctx.rds_proxy
+    if proxy is None:
+        return [Login("writer URL", writer)]
+    why = f"RDS Proxy {proxy.name} may not have read the new secret yet"
+    if not proxy.setting.is_endpoint(writer.host):
+        through = Login(f"RDS Proxy {proxy.name}", proxy.via(writer), replica=True, why=why)
+        return [Login("writer URL", writer), through]
+    primary = ctx.fleet.instances[0]
+    return [
+        Login(f"writer URL directly at {primary.address}", primary.on(writer)),
+        Login(f"writer URL through RDS Proxy {proxy.name}", writer, replica=True, why=why),
+    ]
 
 
 def _pooled_logins(ctx: Context, pooler: PgBouncer, urls: dict[Role, DbUrl]) -> list[Login]:
@@ -122,15 +145,22 @@ def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
                     return False
                 raise _failed(ctx, login, exc) from exc
             if wait.note_due():
-                waiting = (
-                    messages.waiting_for_pooler if login.pooler else messages.waiting_for_replica
-                )
-                ctx.notice(waiting(login.label, wait.left()))
+                ctx.notice(_waiting(login, wait.left()))
             wait.pause()
         except DatabaseUnavailable:
             raise  # the server, not the password: the phase is tried again
         except CredflipError as exc:
             raise _failed(ctx, login, exc) from exc
+
+
+def _waiting(login: Login, left: float) -> str:
+    if login.pooler:
+        return messages.waiting_for_pooler(login.label, left)
+    if not login.why:
+        return messages.waiting_for_replica(login.label, left)
+    return (
+        f"waiting for the {login.label} to accept the new password ({login.why}); {left:.0f}s left"
+    )
 
 
 def _failed(ctx: Context, login: Login, exc: CredflipError) -> RotationError:
