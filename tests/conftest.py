@@ -19,7 +19,7 @@ import pymysql
 import pytest
 import shared_servers
 from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
-from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id
+from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id, start_cluster
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip.cli import main
@@ -44,6 +44,16 @@ def clusters() -> Iterator[Clusters]:
 def cluster(request: pytest.FixtureRequest, clusters: Clusters) -> Cluster:
     """The session's cluster of each PostgreSQL version: every test using it runs on both."""
     return clusters.get(request.param)
+
+
+@pytest.fixture(scope="module", params=PG_VERSIONS, ids=pg_id)
+def own_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A cluster of the requesting module's own, for tests that change server-wide settings."""
+    cl = start_cluster(request.param)
+    try:
+        yield cl
+    finally:
+        cl.pg.stop()
 
 
 @pytest.fixture

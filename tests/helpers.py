@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -12,6 +14,19 @@ from credflip.layout import Color, Layout
 from credflip.resolver import Endpoints, Resolver
 from credflip.stores.base import Store
 from credflip.urls import DbUrl
+
+
+def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    """Poll *check* until it holds; fail with "no *what* within N s" after *within* seconds.
+
+    For effects a server makes visible asynchronously (a reload, a statistic
+    written after the reply went out), never as a stand-in for synchronisation
+    the test could have.
+    """
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {within:g}s"
+        time.sleep(0.05)
 
 
 def dump(store: Store) -> list[tuple[str, str]]:

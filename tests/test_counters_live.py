@@ -6,15 +6,14 @@ counter is gone and how to turn it on, and ``status`` names the gap like any oth
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 from apps import App, MyApp, make_app, make_my_app
-from clusters import PG_VERSIONS, Cluster, Mariadb, pg_id, start_cluster
-from helpers import connects
+from clusters import Cluster, Mariadb
+from helpers import connects, wait_until
 from legacy_clients import Legacy
 from psycopg import sql
 from servers import MY_ADMIN, PrivateMariadb
@@ -101,16 +100,6 @@ def test_userstat_stopped_mid_drain_keeps_the_old_user(
     assert any("counts no logins" in g and "SET GLOBAL userstat = ON" in g for g in gaps), gaps
 
 
-@pytest.fixture(scope="module", params=PG_VERSIONS, ids=pg_id)
-def own_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """A cluster of this module's own: the tests change server-wide settings."""
-    cl = start_cluster(request.param)
-    try:
-        yield cl
-    finally:
-        cl.pg.stop()
-
-
 def reload_with(cluster: Cluster, name: str, value: str | None) -> None:
     """``ALTER SYSTEM SET name = value`` (RESET for None) and a reload, waited for."""
     with cluster.su() as su:
@@ -130,14 +119,6 @@ def setting(cluster: Cluster, name: str) -> str:
         row = conn.execute("SELECT current_setting(%s)", [name]).fetchone()
         assert row is not None
         return str(row[0])
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    """Poll *check* for up to 10 s: a reload reaches new sessions asynchronously."""
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} within 10s"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,15 @@ rotation goes through."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from apps import App, make_app
-from clusters import PG_VERSIONS, Cluster, pg_id, start_cluster
-from helpers import FAST, connects, dump, rotate_args
+from clusters import Cluster
+from helpers import FAST, connects, dump, rotate_args, wait_until
 from psycopg import sql
 
 from credflip import commands
@@ -82,16 +81,6 @@ def test_a_role_setting_of_every_role_hides_the_old_user_from_the_drain() -> Non
 # -- on a server --------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=PG_VERSIONS, ids=pg_id)
-def own_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """A cluster of this module's own: the tests change server-wide settings."""
-    cl = start_cluster(request.param)
-    try:
-        yield cl
-    finally:
-        cl.pg.stop()
-
-
 def superuser(cluster: Cluster, *statements: sql.Composable) -> None:
     with cluster.su() as su:
         for statement in statements:
@@ -101,14 +90,13 @@ def superuser(cluster: Cluster, *statements: sql.Composable) -> None:
 def reloaded(cluster: Cluster, app: App, value: str) -> None:
     """Wait until a new session of the admin sees compute_query_id = *value* (a reload
     reaches the server's processes asynchronously)."""
-    deadline = time.monotonic() + 10
-    while True:
+
+    def seen() -> bool:
         with psycopg.connect(**libpq_kwargs(app.admin_url)) as conn:
             row = conn.execute("SELECT current_setting('compute_query_id')").fetchone()
-        if row == (value,):
-            return
-        assert time.monotonic() < deadline, f"compute_query_id is not {value} after the reload"
-        time.sleep(0.05)
+        return row == (value,)
+
+    wait_until(seen, f"compute_query_id = {value} after the reload")
 
 
 def ids(user: str, database: str, group: str) -> dict[str, sql.Identifier]:
