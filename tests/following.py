@@ -8,12 +8,12 @@ import http.client
 import json
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apps import App, MyApp, my_hash
+from client_threads import ClientThreads
 from faults import wait_for
 
 from credflip import commands
@@ -207,46 +207,23 @@ def get(port: int, worker: int, conn: http.client.HTTPConnection | None = None) 
     return result
 
 
-class HttpLoad:
+class HttpLoad(ClientThreads):
     """Client threads with keep-alive HTTP connections to a test app, counting
     outcomes and the login users that served them."""
 
     def __init__(self, port: int, workers: int = 8) -> None:
         self.port = port
-        self.ok = 0
-        self.failed: list[str] = []
-        self.users: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._work, args=(n,), daemon=True) for n in range(workers)
-        ]
+        super().__init__(workers)
 
-    def _work(self, worker: int) -> None:
+    def work(self, worker: int) -> None:
         conn = connection(self.port)
-        while not self._stop.wait(0.005):
+        while self.running(0.005):
             try:
                 body = get(self.port, worker, conn)
             except Exception as exc:
                 conn.close()
                 conn = connection(self.port)
-                with self._lock:
-                    self.failed.append(f"{type(exc).__name__}: {exc}")
+                self.failure(f"{type(exc).__name__}: {exc}")
             else:
-                with self._lock:
-                    self.ok += 1
-                    for alias in ("writer", "reader"):
-                        if alias in body:
-                            self.users[body[alias]] += 1
+                self.served(*(body[alias] for alias in ("writer", "reader") if alias in body))
         conn.close()
-
-    def __enter__(self) -> HttpLoad:
-        for thread in self._threads:
-            thread.start()
-        wait_for(lambda: self.ok > 0 or bool(self.failed), what="a first request")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()

@@ -19,15 +19,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from client_threads import ClientThreads
 from clusters import Cluster
-from faults import wait_for
 from psycopg import sql
 
 from credflip.demo.binaries import free_port
@@ -296,7 +294,7 @@ def client(url: DbUrl | str) -> psycopg.Connection[Any]:
     )
 
 
-class Followers:
+class Followers(ClientThreads):
     """Client threads that follow the pointer through PgBouncer (a resolver with TTL *ttl*).
 
     *kept* threads keep one connection, made anew when the active color changes (a
@@ -304,25 +302,21 @@ class Followers:
     Each request inserts a row and reads ``session_user``; every failure is kept.
     """
 
+    join_timeout = 30.0
+
     def __init__(
         self, store: Store, layout: Layout, ttl: float, *, kept: int = 3, short: int = 2
     ) -> None:
         self.resolver = Resolver(store=store, prefix=layout.prefix, ttl=ttl)
         self.env = layout.env
-        self.ok = 0
-        self.failed: list[str] = []
-        self.users: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._work, args=(n, n < kept), daemon=True)
-            for n in range(kept + short)
-        ]
+        self.kept = kept
+        super().__init__(kept + short)
 
-    def _work(self, worker: int, keep: bool) -> None:
+    def work(self, worker: int) -> None:
+        keep = worker < self.kept
         conn: psycopg.Connection[Any] | None = None
         color = None
-        while not self._stop.wait(0.01):
+        while self.running(0.01):
             try:
                 ends = self.resolver.resolve(self.env)
                 if conn is None or color is not ends.color or not keep:
@@ -331,25 +325,11 @@ class Followers:
                     conn, color = client(ends.writer_url), ends.color
                 conn.execute("INSERT INTO orders (worker, color) VALUES (%s, %s)", (worker, color))
                 row = conn.execute("SELECT session_user").fetchone()
-                with self._lock:
-                    self.ok += 1
-                    self.users[str(row[0] if row else "")] += 1
+                self.served(row[0] if row else "")
             except Exception as exc:
-                with self._lock:
-                    self.failed.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+                self.failure(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
                 if conn is not None:
                     conn.close()
                 conn = None
         if conn is not None:
             conn.close()
-
-    def __enter__(self) -> Followers:
-        for thread in self._threads:
-            thread.start()
-        wait_for(lambda: self.ok > 0 or bool(self.failed), what="a first request")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)

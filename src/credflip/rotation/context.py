@@ -116,6 +116,13 @@ class Context:
         """The user the rotation moves clients to."""
         return self.user(self.rot.to_color)
 
+    def counter_gaps(self, user: str) -> list[str]:
+        """Why the drain could miss a short use of *user* (see :meth:`Fleet.counter_gaps`):
+        behind RDS Proxy only a counter of statements closes a gap, as at the start."""
+        return self.fleet.counter_gaps(
+            user, self.state.group, statements=self.rds_proxy is not None
+        )
+
     def emit(self, event: Event) -> None:
         """Tell the caller."""
         emit(self.on_event, event)

@@ -178,7 +178,7 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
         watch=_rendered(eng, plans[Phase.DRAIN].steps),
         retire=_rendered(eng, plans[Phase.RETIRE].steps),
         verify=[f"{login.label} ({login.url})" for login in plans[Phase.VERIFY].logins],
-        counter_gaps=ctx.fleet.counter_gaps(ctx.old_user, ctx.state.group),
+        counter_gaps=ctx.counter_gaps(ctx.old_user),
         sessions_only=opts.accepts_sessions_only(ctx.state.sessions_only),
     )
     plan.parameters.extend(_prepared(plans[Phase.PREPARE]))

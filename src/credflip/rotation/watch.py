@@ -245,7 +245,7 @@ def announce(ctx: Context, user: str) -> None:
     if pooler is not None:
         parts.append(f"{pooler.label} [{', '.join(s.name for s in pooler.signals())}]")
     ctx.notice(messages.watching(user, parts))
-    gaps = ctx.fleet.counter_gaps(user, ctx.state.group)
+    gaps = ctx.counter_gaps(user)
     if gaps:
         accepted = ctx.options.accepts_sessions_only(ctx.state.sessions_only)
         ctx.notice(

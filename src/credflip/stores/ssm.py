@@ -11,13 +11,11 @@ import :mod:`credflip`) never load it.
 from __future__ import annotations
 
 import functools
-import logging
-import os
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+from ..aws_clients import THROTTLING, error_code, make_client, mask_in_botocore_logs
 from ..errors import (
     ConfigurationError,
     ParameterExists,
@@ -37,14 +35,6 @@ __all__ = ["DEFAULT_KEY", "SsmStore"]
 #: GetParameters accepts at most this many names per call.
 _BATCH = 10
 
-_THROTTLING = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "TooManyUpdates",
-    "RequestThrottledException",
-}
 _KMS_ERRORS = {
     "InvalidKeyId",
     "KMSAccessDeniedException",
@@ -54,29 +44,7 @@ _KMS_ERRORS = {
 }
 
 
-class _MaskParameterValues(logging.Filter):
-    """Masks parameter values in botocore's DEBUG logs of requests and responses.
-
-    botocore logs whole request and response bodies at DEBUG, decrypted
-    SecureString values included; an operator turning on debug logging must
-    not find database passwords in it.
-    """
-
-    # "Value": "...", up to the closing quote that is not escaped and is
-    # followed by the next field or the end of the object.
-    _VALUE = re.compile(r"""(["']Value["']\s*:\s*)(["']).*?(?<!\\)\2(?=\s*[,}])""")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "Value" in message:
-            record.msg = self._VALUE.sub(r"\1\2***\2", message)
-            record.args = None
-        return True
-
-
-_MASK = _MaskParameterValues()
-for _name in ("botocore.endpoint", "botocore.parsers"):
-    logging.getLogger(_name).addFilter(_MASK)
+mask_in_botocore_logs("Value")  # decrypted SecureStrings
 
 
 class SsmStore(Store):
@@ -157,7 +125,7 @@ class SsmStore(Store):
         try:
             self._client.delete_parameter(Name=name)
         except Exception as exc:
-            if _error_code(exc) == "ParameterNotFound":
+            if error_code(exc) == "ParameterNotFound":
                 return False
             raise self._translate(exc, "ssm:DeleteParameter", name) from exc
         return True
@@ -194,9 +162,9 @@ class SsmStore(Store):
 
     def _client_error(self, exc: ClientError, action: str, name: str) -> Exception:
         """An error SSM answered with (its code) as credflip's own, naming what to do."""
-        code = _error_code(exc)
+        code = error_code(exc)
         arn = f"arn:aws:ssm:{self.region or '*'}:*:parameter{name}"
-        if code in _THROTTLING:
+        if code in THROTTLING:
             return StoreThrottled(
                 f"SSM throttled {action} on {name} (rate exceeded): retry later, raise the "
                 f"client TTL, or enable higher throughput for Parameter Store"
@@ -230,22 +198,8 @@ class SsmStore(Store):
 
 
 def _make_client(region: str | None, endpoint_url: str | None, service: str = "ssm") -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # botocore's "standard" mode retries throttling with backoff; respect an
-    # operator's explicit choice through the usual environment variables.
-    retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE", "standard")}
-    if os.environ.get("AWS_MAX_ATTEMPTS"):
-        retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
-    # SSM answers in milliseconds; botocore's 60 s defaults would let one
-    # silent endpoint hold a rotation (or a Lambda) for minutes per attempt.
-    config = Config(retries=retries, connect_timeout=5, read_timeout=10)  # type: ignore[arg-type]
     try:
-        # A session of its own: boto3's default session caches credentials and
-        # region for the whole process, which would outlive a changed environment.
-        session = boto3.session.Session(region_name=region)
-        return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
+        return make_client(service, region, endpoint_url)
     except Exception as exc:
         from botocore.exceptions import NoRegionError
 
@@ -254,13 +208,6 @@ def _make_client(region: str | None, endpoint_url: str | None, service: str = "s
                 "no AWS region set: use --store ssm://REGION or set AWS_REGION"
             ) from exc
         raise StoreError(f"cannot create an {service.upper()} client: {exc}") from exc
-
-
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 def _error_message(exc: BaseException) -> str:

@@ -10,11 +10,9 @@ request: a filter masks ``SecretString`` values before they are written.
 
 from __future__ import annotations
 
-import logging
-import os
-import re
 from typing import Any
 
+from ...aws_clients import THROTTLING, error_code, make_client, mask_in_botocore_logs
 from ...errors import (
     ConfigurationError,
     CredflipError,
@@ -25,54 +23,18 @@ from ...errors import (
 
 __all__ = ["client", "error_code", "translate"]
 
-_THROTTLING = {
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-}
 _DENIED = {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"}
 
 
-class _MaskSecretStrings(logging.Filter):
-    """Masks ``SecretString`` values in botocore's DEBUG logs of requests and responses."""
-
-    _VALUE = re.compile(r"""(["']SecretString["']\s*:\s*)(["']).*?(?<!\\)\2(?=\s*[,}])""")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "SecretString" in message:
-            record.msg = self._VALUE.sub(r"\1\2***\2", message)
-            record.args = None
-        return True
-
-
-_MASK = _MaskSecretStrings()
-for _name in ("botocore.endpoint", "botocore.parsers"):
-    logging.getLogger(_name).addFilter(_MASK)
+mask_in_botocore_logs("SecretString")
 
 
 def client(service: str, region: str) -> Any:
     """A boto3 client of *service* in *region*, bounded like the SSM store's."""
-    import boto3
-    from botocore.config import Config
-
-    retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE", "standard")}
-    if os.environ.get("AWS_MAX_ATTEMPTS"):
-        retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
-    config = Config(retries=retries, connect_timeout=5, read_timeout=10)  # type: ignore[arg-type]
     try:
-        return boto3.session.Session(region_name=region).client(service, config=config)  # type: ignore[call-overload]
+        return make_client(service, region)
     except Exception as exc:
         raise StoreError(f"cannot create an AWS {service} client: {exc}") from exc
-
-
-def error_code(exc: BaseException) -> str:
-    """The code AWS answered with (``ResourceNotFoundException``), or ''."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
 
 
 def translate(exc: Exception, action: str, what: str, *, key: str | None = None) -> Exception:
@@ -102,7 +64,7 @@ def translate(exc: Exception, action: str, what: str, *, key: str | None = None)
         return exc
     code = error_code(exc)
     message = str(exc.response.get("Error", {}).get("Message", ""))
-    if code in _THROTTLING:
+    if code in THROTTLING:
         return StoreThrottled(f"AWS throttled {action} on {what} (rate exceeded): retry later")
     if "KMS" in code or (code in _DENIED and "kms" in message.lower()):
         return StoreAccessDenied(
