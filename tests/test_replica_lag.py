@@ -27,8 +27,10 @@ from credflip.rotation import Notice, RotateOptions, rotate
 from credflip.stores.sqlite import SqliteStore
 
 #: Seconds the replica applies each event after the primary wrote it. MariaDB
-#: stamps events to the second: the replica lags between DELAY - 1 and DELAY s.
-DELAY = 2
+#: stamps events to the second: the replica lags between DELAY - 1 and DELAY s,
+#: and verify must reach it within DELAY - 1 s of prepare's last statement to be
+#: refused: a margin a busy 2-core machine (load 20) may eat with DELAY 2.
+DELAY = 5
 
 Pair = tuple[Mariadb, PrivateMariadb, PrivateMariadb]
 
@@ -63,8 +65,8 @@ def test_verify_retries_the_lagging_replica_and_readers_never_fail(
     for result in results:
         assert result.finished, notes
         # The replica refused the new password at first, and verify waited for it
-        # (more than DELAY - 1 s after prepare; half a second is bound enough).
-        assert result.timings["verify"] >= 0.5, result.timings
+        # (until DELAY - 1 s after prepare at least; a second is bound enough).
+        assert result.timings["verify"] >= 1.0, (result.timings, notes)
     assert len(waiting) >= 2, notes  # one per rotation, at the first refusal
     assert "(a replica that has not replayed it yet)" in waiting[0]
     assert traffic.failed == 0, dict(traffic.errors)
