@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -27,6 +28,25 @@ def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> No
     while not check():
         assert time.monotonic() < deadline, f"no {what} within {within:g}s"
         time.sleep(0.05)
+
+
+def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:
+    """Where any of *secrets* shows in *texts*: each place with 60 characters around it and
+    the secret itself written ``<secret N>`` (N its position), so that a failing test
+    does not print it either (``found = leaks(...)`` then ``assert not found, found``:
+    an assertion on the call itself would print its arguments). Empty when none shows."""
+    wanted = list(secrets)
+    assert all(wanted), "an empty secret is in every text"
+    found: list[str] = []
+    for text in texts:
+        for secret in wanted:
+            at = text.find(secret)
+            if at >= 0:
+                around = text[max(0, at - 60) : at + len(secret) + 60]
+                for m, other in enumerate(wanted):
+                    around = around.replace(other, f"<secret {m}>")
+                found.append(around)
+    return found
 
 
 def dump(store: Store) -> list[tuple[str, str]]:
@@ -58,6 +78,11 @@ def stored_url(store: Store, layout: Layout, color: Color, role: str = "writer")
     value = store.get(layout.url(color, role))  # type: ignore[arg-type]
     assert value is not None, f"{color} {role} URL missing"
     return DbUrl.parse(value)
+
+
+def on(url: DbUrl, port: int) -> DbUrl:
+    """*url* on another port of the same host: a replica's."""
+    return dataclasses.replace(url, port=port)
 
 
 def _client(url: DbUrl | str) -> Any:
