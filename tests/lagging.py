@@ -4,6 +4,7 @@ follow the pointer meanwhile, and the run after verify gave up waiting for it.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from helpers import assert_pointer_connects, on, stored_url
@@ -25,10 +26,17 @@ def adopt_reading_on(app: Any, store: Store, layout: Layout, port: int) -> None:
 
 
 def rotate_while_reading(
-    app: Any, store: Store, layout: Layout, options: RotateOptions, *, times: int
+    app: Any,
+    store: Store,
+    layout: Layout,
+    options: RotateOptions,
+    *,
+    times: int,
+    watch: Callable[[Event], None] | None = None,
 ) -> tuple[list[RotationResult], list[Event], Traffic]:
     """Rotate *times* while three threads read through the reader URL the pointer names
-    (cached 0.3 s, as a client would); returns the results, the events and the reads."""
+    (cached 0.3 s, as a client would); returns the results, the events and the reads.
+    *watch* sees each event as it comes."""
     resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
 
     def read(_worker: int) -> str:
@@ -38,13 +46,17 @@ def rotate_while_reading(
 
     traffic = Traffic(read, workers=3, pause=0.01)
     events: list[Event] = []
+
+    def seen(event: Event) -> None:
+        events.append(event)
+        if watch is not None:
+            watch(event)
+
     results = []
     traffic.start()
     try:
         for _ in range(times):
-            result = rotate(
-                store, layout, admin_url=app.admin_url, options=options, on_event=events.append
-            )
+            result = rotate(store, layout, admin_url=app.admin_url, options=options, on_event=seen)
             results.append(result)
     finally:
         traffic.stop()
