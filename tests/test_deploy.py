@@ -138,8 +138,20 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     assert outputs["RdsProxySecretNames"] == f"credflip/db/{env}/blue credflip/db/{env}/green"
-    # On-call's read-only policy: list the prefix (status --all), read the env (history).
-    policy = iam.get_policy(PolicyArn=outputs["StatusPolicyArn"])["Policy"]
+    check_status_policy(iam, outputs["StatusPolicyArn"], env)
+
+    groups = client("logs", moto_endpoint).describe_log_groups(
+        logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
+    )["logGroups"]
+    assert [g["retentionInDays"] for g in groups] == [30]
+
+    topics = client("sns", moto_endpoint).list_topics()["Topics"]
+    assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
+
+
+def check_status_policy(iam: Any, arn: str, env: str) -> None:
+    """On-call's read-only policy: list the prefix (status --all), read the env (history)."""
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
     assert policy["PolicyName"] == f"credflip-status-{env}"
     version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])[
         "PolicyVersion"
@@ -151,14 +163,6 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     assert status["CredflipReadTheEnv"]["Action"] == "ssm:GetParameters"
     assert status["CredflipReadTheEnv"]["Resource"].endswith(f":parameter/db/{env}/*")
     assert len(status) == 2  # no write, no KMS
-
-    groups = client("logs", moto_endpoint).describe_log_groups(
-        logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
-    )["logGroups"]
-    assert [g["retentionInDays"] for g in groups] == [30]
-
-    topics = client("sns", moto_endpoint).list_topics()["Topics"]
-    assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
 
 
 def _as_dict(document: Any) -> dict[str, Any]:

@@ -262,10 +262,12 @@ def test_counted_once_whatever_the_order(samples: list[list[int]]) -> None:
     assert len(log.clients) == min(KEEP, len(seen))
 
 
+#: Who ran a rotation, as long as a user@host and an ARN can be.
+PERSON = Actor("person", "u" * 200, "arn:aws:sts::123456789012:assumed-role/" + "r" * 200)
+SCHEDULE = Actor("schedule", None, "arn:aws:sts::123456789012:assumed-role/" + "s" * 200)
+
+
 def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> None:
-    # Who ran each rotation, as long as an ARN and a user@host can be.
-    person = Actor("person", "u" * 200, "arn:aws:sts::123456789012:assumed-role/" + "r" * 200)
-    schedule = Actor("schedule", None, "arn:aws:sts::123456789012:assumed-role/" + "s" * 200)
     instances = [
         f"app-prod-reader-{i:02d}.c0abcdefghij.eu-west-1.rds.amazonaws.com:5432" for i in range(16)
     ]
@@ -310,20 +312,11 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
             sampled_at=T0 + 2,
         ).to_dict(),
         legacy=log.to_list(),
-        by=person,
+        by=PERSON,
     )
+    when = (T0, T0 + 1, {"drain": 1.0})
     history = [
-        HistoryEntry(
-            f"h{i}",
-            "done",
-            Color.GREEN,
-            Color.BLUE,
-            T0,
-            T0 + 1,
-            {"drain": 1.0},
-            by=person,
-            done_by=schedule,
-        )
+        HistoryEntry(f"h{i}", "done", Color.GREEN, Color.BLUE, *when, by=PERSON, done_by=SCHEDULE)
         for i in range(20)
     ]
     state = State(
