@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pymysql
@@ -13,8 +16,12 @@ import pymysql
 from credflip.engines import engine_class
 from credflip.layout import Color, Layout
 from credflip.resolver import Endpoints, Resolver
+from credflip.state import Phase, load_state
 from credflip.stores.base import Store
 from credflip.urls import DbUrl
+
+if TYPE_CHECKING:
+    from credflip.stores.ssm import SsmStore
 
 
 def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
@@ -67,6 +74,16 @@ def dump(store: Store) -> list[tuple[str, str]]:
     for page in pages:
         out += [(p["Name"], p["Value"]) for p in page["Parameters"]]
     return sorted(out)
+
+
+def count_calls(store: SsmStore) -> list[str]:
+    """Record every API call the SSM store's client sends (including retries)."""
+    calls: list[str] = []
+    store.client.meta.events.register(
+        "before-send.ssm.*",
+        lambda request, **_: calls.append(request.headers["X-Amz-Target"].decode().split(".")[-1]),
+    )
+    return calls
 
 
 def fresh(store: Store, layout: Layout) -> Endpoints:
@@ -197,3 +214,22 @@ FAST = ("--client-ttl", "200ms", "--quiet", "200ms")
 def rotate_args(app: Any, store: Store, layout: Layout, *extra: str) -> list[str]:
     """``credflip rotate --yes`` for *app*'s env, with *extra* options."""
     return command("rotate", app, store, layout, "--yes", *extra)
+
+
+def rotate_process(app: Any, store: Store, layout: Layout, *extra: str) -> subprocess.Popen[str]:
+    """``credflip rotate --yes`` for *app*'s env in a process of its own, the admin URL in
+    its environment (never its argv), its output piped."""
+    where = ["--env", layout.env, "--prefix", layout.prefix, "--store", store.url]
+    return subprocess.Popen(
+        [sys.executable, "-m", "credflip", "rotate", *where, "--yes", *extra],
+        env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def draining(store: Store, layout: Layout) -> bool:
+    """Whether the env's rotation is in its drain."""
+    current = load_state(store, layout).current
+    return current is not None and current.phase is Phase.DRAIN

@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from .. import commands
+from ..actor import run_by
 from ..layout import Layout
 from ..rotation import RotateOptions, plan_rotation, rollback, rotate
 from ..stores.base import Store
+from ..urls import DbUrl
 from . import render
 from .options import (
     admin_option,
@@ -147,9 +149,17 @@ def rotate_cmd(
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
         return
     confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
+    _rotate(store, layout, admin, options)
+
+
+def _rotate(store: Store, layout: Layout, admin: DbUrl, options: RotateOptions) -> None:
+    """The rotation, its progress on stderr, run by the person at the command line."""
     progress = Progress()
     try:
-        result = rotate(store, layout, admin_url=admin, options=options, on_event=progress.handle)
+        person = run_by(store, "person")
+        result = rotate(
+            store, layout, admin_url=admin, options=options, on_event=progress.handle, actor=person
+        )
     finally:
         progress.stop()
     render.print_result(result)
@@ -180,5 +190,6 @@ def rollback_cmd(
         probe=probe,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        actor=run_by(store, "person"),
     )
     render.print_rollback(color=result.color, user=result.user, flipped=result.flipped)

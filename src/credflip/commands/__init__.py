@@ -4,21 +4,27 @@ Each is a plain function over a store and a layout that returns data and
 raises :class:`~credflip.errors.CredflipError`; the CLI only formats.
 
 The package, by command: :mod:`.adopt` (``init``), :mod:`.overview`
-(``status``), :mod:`.signals` (what the drain sees on each instance, for both),
-:mod:`.admin` (the admin URL, ``history``, ``unlock``) and :mod:`.pooler` (the
-env's PgBouncer, ``pooler-userlist``).
+(``status``), :mod:`.fleet` (``status --all``), :mod:`.signals` (what the
+drain sees on each instance, for both), :mod:`.admin` (the admin URL,
+``history``, ``unlock``) and :mod:`.pooler` (the env's PgBouncer,
+``pooler-userlist``).
 """
 
 from __future__ import annotations
 
 from .admin import admin_url_for, describe_time, history, save_admin_url, unlock
 from .adopt import InitResult, init
+from .fleet import DrainView, EnvRow, FleetStatus, Halt, halt_of, status_all
 from .overview import ColorStatus, Status, earliest_retire, status
 from .pooler import UserlistLine, check_pooler, pooler_userlist, save_pooler_url
 from .signals import InstanceStatus, drain_report, enable_signals
 
 __all__ = [
     "ColorStatus",
+    "DrainView",
+    "EnvRow",
+    "FleetStatus",
+    "Halt",
     "InitResult",
     "InstanceStatus",
     "Status",
@@ -29,11 +35,13 @@ __all__ = [
     "drain_report",
     "earliest_retire",
     "enable_signals",
+    "halt_of",
     "history",
     "init",
     "pooler_userlist",
     "save_admin_url",
     "save_pooler_url",
     "status",
+    "status_all",
     "unlock",
 ]
