@@ -34,6 +34,7 @@ from credflip.engines import Engine, engine_for
 from credflip.engines.locks import LockWait
 from credflip.errors import DatabaseUnavailable, LockTimeout
 from credflip.layout import Layout
+from credflip.rotation.lease import read_lease
 from credflip.stores.sqlite import SqliteStore
 
 LOCK_TIMEOUT = 1.0
@@ -258,6 +259,7 @@ def test_init_stops_naming_the_blocker_then_a_second_init_succeeds(
     assert owner(app, "orders") == app.user
     assert admin_acts_as(app) == lease
     assert store.get(Layout("env").state) is None
+    assert read_lease(store, Layout("env")) is None  # every cleanup ran: no lease left
     # The blocker is gone: the same init again finishes what the first one began.
     result = init_call(app, store, engine_for(app.admin_url))()
     assert isinstance(result, commands.InitResult) and result.group == app.group

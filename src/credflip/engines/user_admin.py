@@ -80,7 +80,8 @@ class UserAdmin(abc.ABC):
         first refusal the remaining cleanup steps still run (their own failures
         ignored), then the refusal is raised. What the steps lend the admin is
         recorded in :attr:`leases` before the first one runs, and cleared once
-        all ran (see :mod:`.lease`).
+        every cleanup step ran without failing, the refusal raised or not (see
+        :mod:`.lease`).
         """
         failure: EngineError | None = None
         backoff = self.lock_wait.backoff()
@@ -98,6 +99,7 @@ class UserAdmin(abc.ABC):
                         lease.failed(step)
                         continue
                     failure = exc
+            lease.ran_through()
             if failure is not None:
                 raise failure
 
