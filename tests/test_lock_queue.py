@@ -32,7 +32,7 @@ from servers import MY_ADMIN
 from credflip import commands
 from credflip.engines import Engine, engine_for
 from credflip.engines.locks import LockWait
-from credflip.errors import DatabaseUnavailable, LockTimeout
+from credflip.errors import DatabaseUnavailable, DeadlineReached, LockTimeout
 from credflip.layout import Layout
 from credflip.rotation.lease import read_lease
 from credflip.stores.sqlite import SqliteStore
@@ -287,6 +287,25 @@ def test_retire_moves_late_objects_without_queueing_requests(app: App, tmp_path:
     assert len(run.waits) >= 2  # it did wait, and tried again
     assert traffic.failures == [] and slowest <= LOCK_TIMEOUT + SLACK
     assert owner(app, "late_orders") == app.group
+
+
+def test_retire_waiting_at_the_deadline_stops_resumably_naming_the_blocker(
+    app: App, tmp_path: Path
+) -> None:
+    """A Lambda's deadline that comes while a statement waits for a lock ends the plan as a
+    resumable stop (DeadlineReached), not as a failure, and the admin's lease is settled."""
+    store = SqliteStore(tmp_path / "params.db")
+    init_call(app, store, engine_for(app.admin_url))()
+    app.execute(app.url, "SET ROLE NONE", "CREATE TABLE late_orders (id int)")
+    lease = admin_acts_as(app)
+    with engine_for(app.admin_url) as eng, idle_transaction(app, "late_orders") as hold:
+        eng.lock_wait = LockWait(timeout=LOCK_TIMEOUT, deadline=time.monotonic() + 2.5)
+        with pytest.raises(DeadlineReached) as info:
+            eng.execute(eng.plan_retire(app.user, keep=app.green, group=app.group, drop=False))
+    line = str(info.value)
+    assert line.startswith("stopped at the deadline after") and "\n" not in line
+    assert f"pid {hold.session} of user {app.user!r}" in line
+    assert owner(app, "late_orders") == app.user and admin_acts_as(app) == lease
 
 
 @contextmanager

@@ -17,7 +17,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..errors import EngineError
+from ..errors import DeadlineReached, EngineError
 from .lease import LeaseBook, Lending
 from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
 from .values import Lent, Step, UserState
@@ -76,14 +76,15 @@ class UserAdmin(abc.ABC):
         They run as :meth:`with_limits` puts them. A step that waited longer than
         the lock timeout was rolled back by the server and is tried again
         within the lock budget (steps already done stay done: each is safe to
-        repeat); past it the plan stops there, naming the lock's holder. At the
+        repeat); past it, or at the caller's deadline, the plan stops there,
+        naming the lock's holder. At the
         first refusal the remaining cleanup steps still run (their own failures
         ignored), then the refusal is raised. What the steps lend the admin is
         recorded in :attr:`leases` before the first one runs, and cleared once
         every cleanup step ran without failing, the refusal raised or not (see
         :mod:`.lease`).
         """
-        failure: EngineError | None = None
+        failure: EngineError | DeadlineReached | None = None
         backoff = self.lock_wait.backoff()
         watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
         lease = Lending(self.leases, steps)
@@ -94,7 +95,7 @@ class UserAdmin(abc.ABC):
                 try:
                     run = functools.partial(self._execute, step, watch)
                     run_waiting(run, step, backoff, self.lock_wait)
-                except EngineError as exc:
+                except (EngineError, DeadlineReached) as exc:
                     if step.cleanup:
                         lease.failed(step)
                         continue
