@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import DeadlineReached, EngineError
@@ -69,6 +69,8 @@ class UserAdmin(abc.ABC):
     lock_wait: LockWait
     #: Where the rights a plan lends the admin are recorded (None: nowhere).
     leases: LeaseBook | None
+    #: While a plan runs: the connection each of its sessions got its timeouts on.
+    _sessions: dict[str, Any] | None = None
 
     def execute(self, steps: Sequence[Step]) -> None:
         """Run *steps* in order: the one place an engine changes a database.
@@ -88,6 +90,7 @@ class UserAdmin(abc.ABC):
         backoff = self.lock_wait.backoff()
         watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
         lease = Lending(self.leases, steps)
+        self._sessions = {}
         with lease, self._plan_scope(), contextlib.closing(watch):
             for step in self.with_limits(steps):
                 if failure is not None and not step.cleanup:
@@ -103,6 +106,16 @@ class UserAdmin(abc.ABC):
             lease.ran_through()
             if failure is not None:
                 raise failure
+
+    def _settle(self, step: Step, conn: Any, run: Callable[[Step], object]) -> None:
+        """Before *step* runs on *conn*: if its session's timeouts were set on another
+        connection in this plan (that one broke, e.g. the client guard gave up on it, and
+        *conn* replaced it), *run* the statements that set them on *conn* first."""
+        where = self._connection_of(step)
+        if self._sessions is not None and self._sessions.setdefault(where, conn) is not conn:
+            for limit in self._limit_steps():
+                run(limit)
+            self._sessions[where] = conn
 
     def with_limits(self, steps: Sequence[Step]) -> list[Step]:
         """*steps* as :meth:`execute` runs them: before the first step on each connection,

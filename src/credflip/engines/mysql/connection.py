@@ -101,9 +101,11 @@ class MysqlConnection(Engine):
             raise EngineError(f"MySQL refused a statement: {self._diag(exc)}") from exc
 
     def _execute(self, step: Step, watch: BlockerWatch) -> None:
-        with watch.during(self.conn.thread_id()) as seen:
+        conn = self.conn
+        self._settle(step, conn, lambda s: self._run(s.sql, s.params, conn=conn))
+        with watch.during(conn.thread_id()) as seen:
             try:
-                self._run(step.sql, step.params, hint=step.hint)
+                self._run(step.sql, step.params, hint=step.hint, conn=conn)
             except LockTimeout as exc:
                 raise StatementWaited(str(exc), list(seen)) from exc
             except EngineError as exc:
