@@ -66,8 +66,9 @@ def test_the_client_guard_kills_the_statement_on_mariadb(request: pytest.Fixture
     assert not app.user_exists(late)
 
 
-def test_settings_reach_the_server(any_app: AnyApp) -> None:
-    """Every plan's connection runs with the lock and statement timeouts."""
+def test_settings_reach_the_server(any_app: AnyApp, caplog: pytest.LogCaptureFixture) -> None:
+    """Every plan's connection runs with the lock and statement timeouts; MySQL's lock
+    timeout is whole seconds, which the operator is told once."""
     with engine_for(any_app.admin_url, statement_timeout=10.0) as eng:
         eng.lock_wait = LockWait(timeout=0.25)
         eng.lock_user(any_app.user)
@@ -83,6 +84,15 @@ def test_settings_reach_the_server(any_app: AnyApp) -> None:
                 "SELECT @@lock_wait_timeout, @@innodb_lock_wait_timeout, @@max_statement_time"
             )
             assert tuple(cur.fetchone()) == (1, 1, 9.0)
+    noted = [r.getMessage() for r in caplog.records if "whole seconds" in r.getMessage()]
+    assert noted == (
+        []
+        if isinstance(any_app, App)
+        else [
+            "credflip: warning: MySQL and MariaDB wait for locks in whole seconds: "
+            "--lock-timeout 250ms waits up to 1s there"
+        ]
+    )
 
 
 def test_the_cli_takes_the_lock_timeout(app: App, tmp_path: Path, cli: Any) -> None:

@@ -109,6 +109,9 @@ def test_mysql_settings_are_whole_seconds_and_mariadb_bounds_the_statement() -> 
     assert str(mariadb.params[2]) == "29" and "max_statement_time" in mariadb.sql
     (mysql,) = my_locks.limit_steps(2.5, 27.0, mariadb=False)
     assert mysql.params == (3, 3) and "max_statement_time" not in mysql.sql
+    # Which the operator is told, unless the value is whole seconds.
+    assert my_locks.whole_seconds(1.0) is None and my_locks.whole_seconds(30) is None
+    assert "--lock-timeout 2.5s waits up to 3s there" in str(my_locks.whole_seconds(2.5))
 
 
 def test_a_step_that_timed_out_is_retried_after_growing_pauses() -> None:
