@@ -178,6 +178,7 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         "has_database_privilege(%s, current_database(), 'TEMP')",
         (role, role, role),
     ).fetchone()
+    out.update(_column_privileges(conn, role))
     # With their options: ADMIN, and on PostgreSQL 16+ INHERIT and SET too.
     options = (
         "bool_or(m.admin_option), bool_or(m.inherit_option), bool_or(m.set_option)"
@@ -188,6 +189,34 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         f"SELECT g.rolname, {options} FROM pg_auth_members m JOIN pg_roles g "
         "ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s "
         "GROUP BY 1 ORDER BY 1",
+        (role,),
+    ).fetchall()
+    return out
+
+
+_COLUMN_PRIVS = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+
+
+def _column_privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
+    """What *role* may do with each column (through its table's rights too), by table, and
+    the column rights granted to it directly: a table-level REVOKE takes those too."""
+    out: dict[str, Any] = {}
+    check = "has_column_privilege(%(r)s, c.oid, a.attnum, '{}')"
+    checks = ", ".join(check.format(p) for p in _COLUMN_PRIVS)
+    for name, column, *allowed in conn.execute(
+        f"SELECT n.nspname || '.' || c.relname, a.attname, {checks} FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY 1, a.attnum",
+        {"r": role},
+    ).fetchall():
+        out.setdefault(f"columns {name}", []).append((column, *allowed))
+    out["column grants"] = conn.execute(
+        "SELECT DISTINCT n.nspname || '.' || c.relname, a.attname, x.privilege_type, "
+        "x.is_grantable FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace CROSS JOIN LATERAL aclexplode(a.attacl) x "
+        "WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1, 2, 3, 4",
         (role,),
     ).fetchall()
     return out

@@ -155,7 +155,8 @@ class Connector(abc.ABC):
         """A DBAPI connection with *url*, as an application would open it."""
 
     def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
-        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back)."""
+        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back) with the
+        lock and statement timeouts of a plan (:meth:`_probe_limits`)."""
         if url.password:
             self.remember_secret(url.password)
         what = f"user {url.user!r}"
@@ -167,6 +168,8 @@ class Connector(abc.ABC):
                 if probe:
                     self._begin(conn)
                     try:
+                        for statement, params in self._probe_limits():
+                            cur.execute(statement, params)
                         cur.execute(probe)
                     finally:
                         conn.rollback()
@@ -177,6 +180,11 @@ class Connector(abc.ABC):
             raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
         finally:
             conn.close()
+
+    def _probe_limits(self) -> list[tuple[Any, Any]]:
+        """The statements (and their parameters) that bound how long the probe may wait for
+        a lock and run: the operator's SQL may wait behind the application's locks too."""
+        return []
 
     @abc.abstractmethod
     def _begin(self, conn: Any) -> None:

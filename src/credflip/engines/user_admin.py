@@ -14,10 +14,10 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ..errors import EngineError
+from ..errors import DeadlineReached, EngineError
 from .lease import LeaseBook, Lending
 from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
 from .values import Lent, Step, UserState
@@ -69,6 +69,8 @@ class UserAdmin(abc.ABC):
     lock_wait: LockWait
     #: Where the rights a plan lends the admin are recorded (None: nowhere).
     leases: LeaseBook | None
+    #: While a plan runs: the connection each of its sessions got its timeouts on.
+    _sessions: dict[str, Any] | None = None
 
     def execute(self, steps: Sequence[Step]) -> None:
         """Run *steps* in order: the one place an engine changes a database.
@@ -76,16 +78,19 @@ class UserAdmin(abc.ABC):
         They run as :meth:`with_limits` puts them. A step that waited longer than
         the lock timeout was rolled back by the server and is tried again
         within the lock budget (steps already done stay done: each is safe to
-        repeat); past it the plan stops there, naming the lock's holder. At the
+        repeat); past it, or at the caller's deadline, the plan stops there,
+        naming the lock's holder. At the
         first refusal the remaining cleanup steps still run (their own failures
         ignored), then the refusal is raised. What the steps lend the admin is
         recorded in :attr:`leases` before the first one runs, and cleared once
-        all ran (see :mod:`.lease`).
+        every cleanup step ran without failing, the refusal raised or not (see
+        :mod:`.lease`).
         """
-        failure: EngineError | None = None
+        failure: EngineError | DeadlineReached | None = None
         backoff = self.lock_wait.backoff()
         watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
         lease = Lending(self.leases, steps)
+        self._sessions = {}
         with lease, self._plan_scope(), contextlib.closing(watch):
             for step in self.with_limits(steps):
                 if failure is not None and not step.cleanup:
@@ -93,13 +98,24 @@ class UserAdmin(abc.ABC):
                 try:
                     run = functools.partial(self._execute, step, watch)
                     run_waiting(run, step, backoff, self.lock_wait)
-                except EngineError as exc:
+                except (EngineError, DeadlineReached) as exc:
                     if step.cleanup:
                         lease.failed(step)
                         continue
                     failure = exc
+            lease.ran_through()
             if failure is not None:
                 raise failure
+
+    def _settle(self, step: Step, conn: Any, run: Callable[[Step], object]) -> None:
+        """Before *step* runs on *conn*: if its session's timeouts were set on another
+        connection in this plan (that one broke, e.g. the client guard gave up on it, and
+        *conn* replaced it), *run* the statements that set them on *conn* first."""
+        where = self._connection_of(step)
+        if self._sessions is not None and self._sessions.setdefault(where, conn) is not conn:
+            for limit in self._limit_steps():
+                run(limit)
+            self._sessions[where] = conn
 
     def with_limits(self, steps: Sequence[Step]) -> list[Step]:
         """*steps* as :meth:`execute` runs them: before the first step on each connection,
