@@ -1,19 +1,17 @@
 """Faults inside phases, on real servers, with the invariant checked all along.
 
 Each test breaks something in the middle of a rotation: the writer restarts,
-the database freezes (SIGSTOP), the store refuses a write, the rotator is
-killed at a random moment. An independent checker thread verifies the whole
-time that the color the pointer names has URLs that connect (a refused login
-is a violation; a server that is away is the fault itself), and Lambda-like
-and pooled clients run alongside: none of their logins may be refused.
+the database freezes (SIGSTOP), the store refuses a write (the rotator killed
+at random moments: tests/test_kill_matrix.py). An independent checker thread
+verifies the whole time that the color the pointer names has URLs that connect
+(a refused login is a violation; a server that is away is the fault itself), and
+Lambda-like and pooled clients run alongside: none of their logins may be refused.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +26,7 @@ from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
 from clusters import Cluster, Mariadb, start_cluster
 from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
-from helpers import assert_pointer_connects, connects, login_error, stored_url
+from helpers import assert_pointer_connects, connects, login_error
 from servers import PrivateMariadb
 from test_store_ssm import _Raw
 
@@ -456,71 +454,6 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
         store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL, quiet=TTL)
     )
     assert result.finished
-
-
-# -- SIGKILL at random moments ---------------------------------------------------
-
-
-def kill_after(args: list[str], delay: float, env: dict[str, str]) -> int | None:
-    """Start ``credflip ARGS`` and SIGKILL it after *delay* seconds; its exit code if it
-    finished first."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "credflip", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        return proc.wait(delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        return None
-
-
-def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Path) -> None:
-    """``rotate`` and ``rollback`` killed again and again, at moments spread over a whole
-    run (one random moment in each slice, so every phase is hit), with the same env:
-    the invariant holds after every kill and the next run completes."""
-    seed = int(os.environ.get("CREDFLIP_FAULT_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    app = pg_server.new_app()
-    store = SqliteStore(tmp_path / "params.db")
-    layout = initialised(app, store, "killed")
-    env = {**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret}
-    base = ["--env", layout.env, "--store", store.url]
-    rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms", "--quiet", "500ms"]
-    started = time.monotonic()
-    assert kill_after(rotate_args, 60, env) == 0
-    span = time.monotonic() - started
-    kills = int(os.environ.get("CREDFLIP_FAULT_KILLS", "10"))
-    seen: set[str] = set()
-    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
-        for n in range(kills):
-            args = ["rollback", *base, "--yes"] if n % 3 == 2 else rotate_args
-            delay = span * (n + rng.random()) / kills
-            code = kill_after(args, delay, env)
-            state = load_state(store, layout)
-            seen.add(state.current.phase.value if state.current else "idle")
-            assert code in (None, 0, 1), (seed, n, args[0], code)
-            assert_pointer_connects(store, layout)
-            lock = read_lock(store, layout)
-            assert lock is None or lock.is_stale_here(), (seed, n)
-        last = subprocess.run(
-            [sys.executable, "-m", "credflip", *rotate_args, "--drain-timeout", "20s"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert last.returncode == 0, (seed, last.stderr[-600:])
-    invariant.assert_held()
-    clients.assert_fine()
-    assert len(seen) >= 2, (seed, seen)  # kills landed before the switch and after it
-    assert load_state(store, layout).current is None
-    color = assert_pointer_connects(store, layout)
-    assert app.locked_marker in login_error(stored_url(store, layout, color.other))
 
 
 def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(
