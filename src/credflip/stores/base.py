@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from ..errors import CredflipError, ParameterExists, UsageError
@@ -41,6 +41,21 @@ class Store(abc.ABC):
         if not unique:
             return {}
         return self._get_many(unique)
+
+    def get_pointed(
+        self, pointer: str, targets: Mapping[str, Sequence[str]], *, max_age: float | None = None
+    ) -> tuple[dict[str, str], float]:
+        """The values of *pointer* and of the names *targets* lists under its value, and
+        how many seconds old they may be.
+
+        This is a resolver's read: *targets* maps each value the pointer may hold to
+        the names needed then (a color to its URLs). Stores that read many names in
+        one round trip read them all at once, from the store itself (age 0: this
+        default). A store with a cache in front returns values at most *max_age*
+        old (None: any age; 0: none from a cache).
+        """
+        names = [pointer, *(name for group in targets.values() for name in group)]
+        return self.get_many(names), 0.0
 
     def get(self, name: str) -> str | None:
         """Return the value of *name*, or None when it does not exist."""
