@@ -24,6 +24,34 @@ if TYPE_CHECKING:
     from credflip.stores.ssm import SsmStore
 
 
+#: The password in the URLs :func:`seed` writes: no log, repr or message may show it.
+SECRET = "pw-not-to-be-logged"
+
+
+class Clock:
+    """A clock that moves only when a test sets ``now``."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def seed(store: Store, env: str = "prod", color: Color = Color.BLUE) -> Layout:
+    """Both colors' URLs (password :data:`SECRET`) and the pointer at *color*."""
+    layout = Layout(env)
+    for c in Color:
+        for role in ("writer", "reader"):
+            store.put(
+                layout.url(c, role),
+                f"postgresql://app_{c}:{SECRET}@{role}.db/app",  # type: ignore[arg-type]
+                secure=True,
+            )
+    store.put(layout.pointer, color.value)
+    return layout
+
+
 def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
     """Poll *check* until it holds; fail with "no *what* within N s" after *within* seconds.
 

@@ -183,6 +183,11 @@ class Layout:
         """The five names a client reads in one call: pointer, then URLs."""
         return (self.pointer, *(self.url(c, r) for c in Color for r in ROLES))
 
+    @functools.cached_property
+    def resolver_targets(self) -> dict[str, tuple[str, ...]]:
+        """What a client reads after the pointer: each color's value to its URLs."""
+        return {c.value: tuple(self.url(c, r) for r in ROLES) for c in Color}
+
     @property
     def all_names(self) -> tuple[str, ...]:
         """Every parameter credflip reads when it manages this environment."""

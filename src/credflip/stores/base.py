@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from ..errors import CredflipError, ParameterExists, UsageError
@@ -54,6 +54,21 @@ class Store(abc.ABC):
         folder = validate_prefix(path)
         return self._get_path(folder, secure=secure)
 
+    def get_pointed(
+        self, pointer: str, targets: Mapping[str, Sequence[str]], *, max_age: float | None = None
+    ) -> tuple[dict[str, str], float]:
+        """The values of *pointer* and of the names *targets* lists under its value, and
+        how many seconds old they may be.
+
+        This is a resolver's read: *targets* maps each value the pointer may hold to
+        the names needed then (a color to its URLs). Stores that read many names in
+        one round trip read them all at once, from the store itself (age 0: this
+        default). A store with a cache in front returns values at most *max_age*
+        old (None: any age; 0: none from a cache).
+        """
+        names = [pointer, *(name for group in targets.values() for name in group)]
+        return self.get_many(names), 0.0
+
     def get(self, name: str) -> str | None:
         """Return the value of *name*, or None when it does not exist."""
         return self.get_many([name]).get(name)
@@ -91,22 +106,18 @@ class Store(abc.ABC):
 
     def replace_if(self, name: str, expected: str, value: str) -> bool:
         """Write *value* (a plain value) under *name* only while it holds *expected*;
-        True when written.
+        True when written. Of callers racing to replace one *expected*, at most one
+        ever succeeds; *expected* never comes back once replaced, and *value* is the
+        caller's own (a lock's values carry a random token).
 
-        Of callers that race to replace the same *expected*, at most one ever
-        succeeds; *expected* must never come back once replaced (a lock's value
-        carries a random token). Stores with a conditional write do it in one
-        step. The default builds on create-only writes (SSM has no conditional
-        overwrite): the one caller that creates the claim ``{name}-claim-{hash of
-        expected}`` may overwrite, once it read *expected* again. The claim
-        stays, so that a caller that read *expected* late (or from a replica of
-        the store that lags) still loses; :meth:`drop_claim` removes it when no
-        such caller can be left.
-
-        *value* must be the caller's own (a lock's carries a random token): a
-        claim that already holds it is this caller's, written by a create-only
-        write the store applied but whose reply was lost and which the client
-        then retried.
+        Stores with a conditional write do it in one step. The default builds on
+        create-only writes (SSM has no conditional overwrite): the one caller that
+        creates the claim ``{name}-claim-{hash of expected}`` may overwrite, once it
+        read *expected* again. The claim stays, so that a caller that read *expected*
+        late (or from a lagging replica of the store) still loses; :meth:`drop_claim`
+        removes it when no such caller can be left. A claim that already holds
+        *value* is this caller's: a create-only write the store applied but whose
+        reply was lost, which the client then retried.
         """
         claim = claim_name(name, expected)
         try:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from botocore.exceptions import ClientError
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["DEFAULT_KEY", "SsmStore"]
+__all__ = ["DEFAULT_KEY", "SsmStore", "ssm_url"]
 
 #: GetParameters accepts at most this many names per call.
 _BATCH = 10
@@ -82,9 +82,7 @@ class SsmStore(Store):
     @property
     def url(self) -> str:
         """``ssm://REGION`` plus the endpoint and the KMS key when set: opens this store again."""
-        options = {"endpoint_url": self._endpoint_url, "kms_key_id": self.kms_key_id}
-        query = urlencode({k: v for k, v in options.items() if v}, safe=":/")
-        return f"ssm://{self.region}" + (f"?{query}" if query else "")
+        return ssm_url(self.region, self._endpoint_url, self.kms_key_id)
 
     @property
     def write_key(self) -> str:
@@ -212,6 +210,13 @@ def _client_error(exc: ClientError, action: str, name: str, *, region: str, key:
     if code == "ValidationException":
         return StoreError(f"SSM rejected {action} on {name}: {_error_message(exc)}")
     return StoreError(f"SSM call {action} on {name} failed with {code}: {_error_message(exc)}")
+
+
+def ssm_url(region: str, endpoint_url: str | None, kms_key_id: str | None) -> str:
+    """``ssm://REGION`` plus the endpoint and the KMS key when set."""
+    options = {"endpoint_url": endpoint_url, "kms_key_id": kms_key_id}
+    query = urlencode({k: v for k, v in options.items() if v}, safe=":/")
+    return f"ssm://{region}" + (f"?{query}" if query else "")
 
 
 def _make_client(region: str | None, endpoint_url: str | None, service: str = "ssm") -> Any:
