@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -172,3 +175,55 @@ FAST = ("--client-ttl", "200ms", "--quiet", "200ms")
 def rotate_args(app: Any, store: Store, layout: Layout, *extra: str) -> list[str]:
     """``credflip rotate --yes`` for *app*'s env, with *extra* options."""
     return command("rotate", app, store, layout, "--yes", *extra)
+
+
+class LambdaContext:
+    """Just what the rotation handler reads of AWS's context object: the time left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.until - time.monotonic()) * 1000)
+
+
+class Listener:
+    """A TCP port that accepts connections and never answers: where a URL points to show
+    that nothing connected (:meth:`attempts` counts who did)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=16)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.seen = 0
+
+    def url(self, template: DbUrl) -> DbUrl:
+        """*template* (an admin URL) pointed at this port."""
+        return dataclasses.replace(template, host="127.0.0.1", port=self.port)
+
+    def attempts(self) -> int:
+        """Connections made to the port so far (the kernel queues them for accept)."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return self.seen
+            conn.close()
+            self.seen += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def window_from_now(start_hours: float, end_hours: float) -> str:
+    """A daily UTC rotation window from *start_hours* to *end_hours* after now (negative:
+    before), in whole minutes: open now for (-1, 2), closed for (3, 4)."""
+    now = time.time()
+    first, last = (time.gmtime(now + hours * 3600) for hours in (start_hours, end_hours))
+    return f"daily {time.strftime('%H:%M', first)}-{time.strftime('%H:%M', last)} UTC"
+
+
+def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The embedded-metric-format records and the JSON lines the rotation handler printed."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if "_aws" in r], [r for r in records if "_aws" not in r]

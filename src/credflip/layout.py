@@ -13,6 +13,8 @@ With prefix ``/db`` and env ``prod`` the parameters are::
     /db/prod/{color}/scram-verifier    SecureString, behind PgBouncer: the SCRAM secret
                                        credflip gave that color (for an auth_file)
     /db/prod/rds-proxy                 optional: the env's RDS Proxy (JSON)
+    /db/prod/halted                    present only while the env is halted (JSON)
+    /db/prod/rotation-window           optional: the window new rotations start in
 
 and, for an env behind RDS Proxy, one Secrets Manager secret per color in the
 proxy's format: ``credflip/db/prod/blue`` and ``credflip/db/prod/green``.
@@ -158,6 +160,18 @@ class Layout:
     def rds_proxy(self) -> str:
         """The optional parameter naming the env's RDS Proxy (``init --rds-proxy``)."""
         return f"{self.base}/rds-proxy"
+
+    @property
+    def halted(self) -> str:
+        """The parameter that exists only while the env is halted after repeated failed
+        rotations (``credflip unhalt`` deletes it)."""
+        return f"{self.base}/halted"
+
+    @property
+    def window(self) -> str:
+        """The parameter naming the rotation window of the env's rotator (``rotate --window``),
+        for ``status``."""
+        return f"{self.base}/rotation-window"
 
     def proxy_secret(self, color: Color) -> str:
         """The Secrets Manager secret through which the env's RDS Proxy logs in as *color*:

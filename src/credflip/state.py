@@ -18,7 +18,7 @@ import enum
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -229,6 +229,9 @@ class State:
     #: The operator accepted draining on open sessions alone where an
     #: instance has no cumulative counter (``init --sessions-only``).
     sessions_only: bool = False
+    #: Rotate runs in a row that ended in an error (:mod:`credflip.halt`); any other run
+    #: that takes the lock resets it.
+    failures: int = 0
 
     def to_json(self) -> str:
         """Serialise so that it fits a standard parameter, dropping in this order: the
@@ -250,8 +253,11 @@ class State:
                     current["error"] = str(current["error"])[:error_chars]
                 if not keep_evidence:
                     current["evidence"] = {}
+            # Written only while some: most states never carry it.
+            failures = {"failures": self.failures} if self.failures else {}
             text = json.dumps(
                 {
+                    **failures,
                     "version": STATE_VERSION,
                     "engine": self.engine,
                     "users": {c.value: u for c, u in self.users.items()},
@@ -298,6 +304,7 @@ class State:
                 history=history,
                 instances=[str(i) for i in data.get("instances") or []],
                 sessions_only=bool(data.get("sessions_only")),
+                failures=int(data.get("failures") or 0),
             )
         except ConfigurationError:
             raise
@@ -364,9 +371,11 @@ def _current(data: dict[str, Any] | None, history: Sequence[HistoryEntry]) -> Ro
     return rot
 
 
-def load_state(store: Store, layout: Layout) -> State:
-    """Read the environment's state; raise :class:`NotInitialized` when there is none."""
-    text = store.get(layout.state)
+def load_state(store: Store, layout: Layout, values: Mapping[str, str] | None = None) -> State:
+    """Read the environment's state; raise :class:`NotInitialized` when there is none.
+
+    *values*: the state's parameter is among these, read with others in one call."""
+    text = store.get(layout.state) if values is None else values.get(layout.state)
     if text is None:
         raise NotInitialized(
             f"env {layout.env!r} is not managed by credflip in {store.url} (no {layout.state}): "

@@ -5,9 +5,12 @@ from __future__ import annotations
 import click
 
 from .. import commands
+from ..errors import OutsideWindow
 from ..layout import Layout
 from ..rotation import RotateOptions, plan_rotation, rollback, rotate
+from ..rotation.schedule import check_start
 from ..stores.base import Store
+from ..windows import Windows
 from . import render
 from .options import (
     admin_option,
@@ -21,6 +24,7 @@ from .options import (
     yes_option,
 )
 from .progress import Progress
+from .schedule_cmd import dry_run_notes, window_options
 
 
 @click.command(name="rotate")
@@ -91,6 +95,7 @@ from .progress import Progress
 )
 @unwatched_ok_option
 @rds_proxy_options
+@window_options
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -119,12 +124,15 @@ def rotate_cmd(
     unwatched_ok: tuple[str, ...],
     rds_proxy: str | None,
     rds_proxy_endpoint: str | None,
+    window: Windows | None,
+    halt_after: int,
     dry_run: bool,
     yes: bool,
 ) -> None:
     """Give the inactive user a new password and move every client to it."""
-    admin = commands.admin_url_for(store, layout, admin_url)
     options = RotateOptions(
+        window=window,
+        halt_after=halt_after,
         client_ttl=client_ttl,
         drain_timeout=drain_timeout,
         quiet=quiet,
@@ -144,14 +152,25 @@ def rotate_cmd(
         rds_proxy_endpoint=rds_proxy_endpoint,
     )
     if dry_run:
+        admin = commands.admin_url_for(store, layout, admin_url)
+        dry_run_notes(store, layout, options)
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
         return
-    confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
-    progress = Progress()
     try:
-        result = rotate(store, layout, admin_url=admin, options=options, on_event=progress.handle)
-    finally:
-        progress.stop()
+        # Before asking anything: a halted env refuses, a closed window has nothing to do.
+        check_start(store, layout, options)
+        admin = commands.admin_url_for(store, layout, admin_url)
+        confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
+        progress = Progress()
+        try:
+            result = rotate(
+                store, layout, admin_url=admin, options=options, on_event=progress.handle
+            )
+        finally:
+            progress.stop()
+    except OutsideWindow as exc:
+        render.out.print(f"credflip: {exc}")
+        return
     render.print_result(result)
 
 

@@ -12,6 +12,7 @@ from ..stores.base import Store
 from ..urls import DbUrl
 from . import render
 from .options import admin_option, common, json_option
+from .schedule_cmd import schedule_lines
 
 
 @click.command(name="status")
@@ -30,7 +31,7 @@ def status(*, store: Store, layout: Layout, admin_url: str | None, as_json: bool
     if as_json:
         render.print_json(report.to_dict())
         return
-    render.print_status(report, has_admin=admin is not None)
+    render.print_status(report, has_admin=admin is not None, schedule=schedule_lines(report))
 
 
 @click.command(name="resolve")

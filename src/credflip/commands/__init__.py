@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .admin import admin_url_for, describe_time, history, save_admin_url, unlock
 from .adopt import InitResult, init
-from .overview import ColorStatus, Status, earliest_retire, status
+from .overview import ColorStatus, Status, earliest_retire, status, window_dict
 from .pooler import UserlistLine, check_pooler, pooler_userlist, save_pooler_url
 from .signals import InstanceStatus, drain_report, enable_signals
 
@@ -36,4 +36,5 @@ __all__ = [
     "save_pooler_url",
     "status",
     "unlock",
+    "window_dict",
 ]
