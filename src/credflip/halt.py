@@ -16,9 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from .errors import CredflipError, DrainTimeout, Halted, LockHeld, OutsideWindow, UsageError
@@ -30,9 +29,11 @@ from .urls import scrub
 
 __all__ = [
     "DEFAULT_HALT_AFTER",
+    "NOT_FAILURES",
     "FailureTally",
     "Halt",
     "Unhalted",
+    "counting_failures",
     "halted_error",
     "in_a_row",
     "read_halt",
@@ -42,6 +43,8 @@ __all__ = [
 
 #: Failed runs in a row after which an env halts (``--halt-after``; 0 never halts).
 DEFAULT_HALT_AFTER = 3
+#: Errors that are no failed rotation: the run never took the lock, or lost it.
+NOT_FAILURES: tuple[type[BaseException], ...] = (LockHeld, Halted, OutsideWindow)
 #: How much of the last failure's message the record keeps (as ``Rotation.error``).
 _REASON_CHARS = 300
 
@@ -112,15 +115,8 @@ def validate_halt_after(value: int, *, what: str = "--halt-after") -> int:
 
 
 class FailureTally:
-    """Around one rotate run, inside the env's lock: counts the run's error, halts the env
-    at ``halt_after``, or resets the count when the run ends otherwise.
-
-    Best effort: a store that fails here leaves the count as it was (the run's own
-    error is what the caller sees).
-    """
-
-    #: Errors that are no failed rotation.
-    NOT_FAILURES: tuple[type[BaseException], ...] = (LockHeld, Halted, OutsideWindow)
+    """One rotate run's place in the env's count of failed rotations (see
+    :func:`counting_failures`)."""
 
     def __init__(
         self,
@@ -136,19 +132,14 @@ class FailureTally:
         #: Secrets of the run, scrubbed from the recorded reason (filled as the run goes).
         self.secrets: Sequence[str] = ()
 
-    def __enter__(self) -> FailureTally:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def settle(self, exc: BaseException | None) -> None:
+        """The run ended with *exc* (None: without an error): count it, or start over.
+        Best effort: a store that fails here leaves the count as it was (the run's own
+        error is what the caller sees)."""
         with contextlib.suppress(CredflipError):
             if exc is None or isinstance(exc, DrainTimeout):
                 self._reset()
-            elif isinstance(exc, Exception) and not isinstance(exc, self.NOT_FAILURES):
+            elif isinstance(exc, Exception) and not isinstance(exc, NOT_FAILURES):
                 self._count(exc)
 
     def _reset(self) -> None:
@@ -177,6 +168,21 @@ class FailureTally:
             f"rotates it (the scheduled rotator answers 'halted') until 'credflip unhalt "
             f"--env {env}'"
         )
+
+
+@contextlib.contextmanager
+def counting_failures(
+    store: FencedStore, layout: Layout, halt_after: int, notice: Callable[[str], None]
+) -> Iterator[FailureTally]:
+    """Around one rotate run, inside the env's lock: count the run's error and halt the env
+    at *halt_after*, or start the count over when the run ends otherwise."""
+    tally = FailureTally(store, layout, halt_after, notice)
+    try:
+        yield tally
+    except BaseException as exc:
+        tally.settle(exc)
+        raise
+    tally.settle(None)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from ..backoff import Backoff
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
 from ..errors import CredflipError, DatabaseUnavailable
-from ..halt import FailureTally
+from ..halt import counting_failures
 from ..instances import Fleet
 from ..layout import Color, Layout
 from ..lock import FencedStore, hold_lock
@@ -81,7 +81,7 @@ def rotate(
             hold_lock(
                 store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
             ) as mine,
-            FailureTally(
+            counting_failures(
                 FencedStore(store, layout, mine), layout, options.halt_after, warn
             ) as tally,
         ):
