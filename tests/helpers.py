@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -32,8 +33,22 @@ def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> No
         time.sleep(0.05)
 
 
-def dump(store: Store) -> list[tuple[str, str]]:
-    """Every parameter in the store, sorted: to show that a command changed nothing."""
+#: A rotate run that fails, also one refused before it changes anything, counts itself in
+#: the env's state (``"failures"``, first, for halting: :mod:`credflip.halt`); what shows
+#: that a command changed nothing leaves that count out.
+_TALLY = re.compile(r'^\{"failures":\d+,')
+
+
+def _untallied(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(
+        (name, _TALLY.sub("{", value) if name.endswith("/rotation") else value)
+        for name, value in params
+    )
+
+
+def dump(store: Store, under: str = "/") -> list[tuple[str, str]]:
+    """Every parameter in the store (*under* a path), sorted, but for the count of failed
+    rotations: to show that a command changed nothing."""
     import sqlite3
 
     from credflip.stores.sqlite import SqliteStore
@@ -41,15 +56,21 @@ def dump(store: Store) -> list[tuple[str, str]]:
 
     if isinstance(store, SqliteStore):
         with sqlite3.connect(store.path) as conn:
-            return sorted(conn.execute("SELECT name, value FROM params").fetchall())
+            rows = conn.execute("SELECT name, value FROM params").fetchall()
+        return _untallied([(n, v) for n, v in rows if n.startswith(under)])
     assert isinstance(store, SsmStore)
     out = []
     pages = store.client.get_paginator("get_parameters_by_path").paginate(
-        Path="/", Recursive=True, WithDecryption=True
+        Path=under, Recursive=True, WithDecryption=True
     )
     for page in pages:
         out += [(p["Name"], p["Value"]) for p in page["Parameters"]]
-    return sorted(out)
+    return _untallied(out)
+
+
+def env_params(store: Store, layout: Layout) -> list[tuple[str, str]]:
+    """The env's parameters as :func:`dump` shows them (moto's server holds every test's)."""
+    return dump(store, layout.base)
 
 
 def fresh(store: Store, layout: Layout) -> Endpoints:

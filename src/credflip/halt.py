@@ -131,6 +131,8 @@ class FailureTally:
         self.notice = notice
         #: Secrets of the run, scrubbed from the recorded reason (filled as the run goes).
         self.secrets: Sequence[str] = ()
+        #: The count as the run read it under the lock (None: not read yet).
+        self.failures: int | None = None
 
     def settle(self, exc: BaseException | None) -> None:
         """The run ended with *exc* (None: without an error): count it, or start over.
@@ -143,6 +145,8 @@ class FailureTally:
                 self._count(exc)
 
     def _reset(self) -> None:
+        if self.failures == 0:
+            return  # nothing to start over: no need to read the state again
         state = load_state(self.store, self.layout)
         if state.failures:
             state.failures = 0

@@ -89,7 +89,7 @@ def rotate(
             policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
             with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
                 ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases)
-                tally.secrets = ctx.secrets
+                tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
                 try:
                     journal = Journal(fenced, layout, ctx.state)
                     return run_phases(ctx, journal, resumed=resumed, policy=policy)
