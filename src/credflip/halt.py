@@ -1,10 +1,12 @@
 """Halting an env after repeated failed rotations, and lifting the halt.
 
-A rotate run that ends in an error counts one failure in the env's state
-(:attr:`State.failures <credflip.state.State.failures>`); any other run that
-takes the lock (finished, paused at a deadline, or a drain that timed out:
-the rotation got that far) resets the count. At ``halt_after`` failures in a
-row the run writes ``/db/{env}/halted``, JSON ``{"since", "reason",
+A rotate run with ``halt_after`` (the scheduled rotator's default is 3; the
+command line's ``--halt-after`` is 0 unless given, since a person sees the
+error) that ends in an error counts one failure in the env's state
+(:attr:`State.failures <credflip.state.State.failures>`); any run that
+takes the lock and ends otherwise (finished, paused at a deadline, or a drain
+that timed out: the rotation got that far) resets the count. At ``halt_after``
+failures in a row the run writes ``/db/{env}/halted``, JSON ``{"since", "reason",
 "failures"}``: from then on nothing rotates the env (the scheduled rotator
 answers ``halted`` without touching the database, ``rotate`` refuses) until
 ``credflip unhalt`` deletes it and resets the count. A lock held by another
@@ -153,17 +155,14 @@ class FailureTally:
             save_state(self.store, self.layout, state)
 
     def _count(self, exc: Exception) -> None:
+        if not self.halt_after:
+            return  # this run does not count (a person at the command line)
         state = load_state(self.store, self.layout)
         state.failures += 1
         save_state(self.store, self.layout, state)
         env, count = self.layout.env, state.failures
-        if not 0 < self.halt_after <= count:
-            if self.halt_after:
-                self.notice(
-                    f"env {env}: {in_a_row(count)}; at {self.halt_after} the env halts "
-                    f"(--halt-after)"
-                )
-            return
+        if count < self.halt_after:
+            return  # the run's error is its one line; status shows the count
         reason = " ".join(scrub(str(exc), list(self.secrets)).split())[:_REASON_CHARS]
         halt = Halt(time.time(), reason or type(exc).__name__, count)
         self.store.put(self.layout.halted, halt.to_json(), secure=False)

@@ -33,11 +33,13 @@ def window_options(func: F) -> F:
     func = click.option(
         "--halt-after",
         type=click.IntRange(min=0),
-        default=DEFAULT_HALT_AFTER,
+        default=0,
         show_default=True,
         metavar="N",
-        help="Halt the env after N failed rotations in a row (a drain timeout is none): "
-        "nothing rotates it until 'credflip unhalt'. 0: never.",
+        help="Count this run towards halting the env: after N failed rotations in a row (a "
+        "drain timeout is none) nothing rotates it until 'credflip unhalt'. A scheduled run "
+        f"(cron) should pass it: the rotation Lambda's default is {DEFAULT_HALT_AFTER}. 0: "
+        "this run neither counts nor halts.",
     )(func)
     return click.option(
         "--window",

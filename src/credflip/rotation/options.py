@@ -8,7 +8,7 @@ from typing import Literal
 
 from ..engines.locks import DEFAULT_LOCK_TIMEOUT, LockWait
 from ..errors import UsageError
-from ..halt import DEFAULT_HALT_AFTER, validate_halt_after
+from ..halt import validate_halt_after
 from ..instances import parse_address
 from ..poolers.rds_proxy.setting import validate_name
 from ..windows import Windows
@@ -74,9 +74,10 @@ class RotateOptions:
     #: When a new rotation may start (:mod:`credflip.windows`); one under way continues
     #: outside it. None: any time, and the env's recorded window is left as it is.
     window: Windows | None = None
-    #: Halt the env after this many failed rotations in a row (:mod:`credflip.halt`;
-    #: 0: never).
-    halt_after: int = DEFAULT_HALT_AFTER
+    #: Halt the env after this many failed rotations in a row (:mod:`credflip.halt`).
+    #: 0: this run, should it fail, neither counts nor halts (a person at the command
+    #: line sees the error); the scheduled rotator uses ``DEFAULT_HALT_AFTER``.
+    halt_after: int = 0
 
     def __post_init__(self) -> None:
         for name in (
