@@ -66,6 +66,7 @@ the function must reach it as it reaches the database.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -273,12 +274,13 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     margin = _seconds(event, "margin", f"{DEFAULT_MARGIN:g}s")
     remaining = context.get_remaining_time_in_millis() / 1000.0
     # Every key is checked before the store is read: a bad one changes nothing.
-    options = _options(event, deadline=time.monotonic() + remaining - margin)
+    options = _options(event, deadline=0.0)
     summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
     with open_store(spec) as store:
         answer = _gate(store, layout, mode, event, options.window)
         if answer is not None:
             return {**summary, **answer}
+        options = dataclasses.replace(options, deadline=time.monotonic() + remaining - margin)
         admin_url = admin_url_for(store, layout)
         engine = _bounded_engine(admin_url, margin)
         report = RotationReport(layout.env)
