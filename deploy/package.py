@@ -43,6 +43,7 @@ LAYER_MODULES = (
     "durations.py",
     "resolver.py",
     "retry.py",
+    "aws_clients.py",
     "py.typed",
     "stores/__init__.py",
     "stores/base.py",

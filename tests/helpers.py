@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pymysql
@@ -16,8 +19,12 @@ import pymysql
 from credflip.engines import engine_class
 from credflip.layout import Color, Layout
 from credflip.resolver import Endpoints, Resolver
+from credflip.state import Phase, load_state
 from credflip.stores.base import Store
 from credflip.urls import DbUrl
+
+if TYPE_CHECKING:
+    from credflip.stores.ssm import SsmStore
 
 
 def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
@@ -31,6 +38,25 @@ def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> No
     while not check():
         assert time.monotonic() < deadline, f"no {what} within {within:g}s"
         time.sleep(0.05)
+
+
+def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:
+    """Where any of *secrets* shows in *texts*: each place with 60 characters around it and
+    the secret itself written ``<secret N>`` (N its position), so that a failing test
+    does not print it either (``found = leaks(...)`` then ``assert not found, found``:
+    an assertion on the call itself would print its arguments). Empty when none shows."""
+    wanted = list(secrets)
+    assert all(wanted), "an empty secret is in every text"
+    found: list[str] = []
+    for text in texts:
+        for secret in wanted:
+            at = text.find(secret)
+            if at >= 0:
+                around = text[max(0, at - 60) : at + len(secret) + 60]
+                for m, other in enumerate(wanted):
+                    around = around.replace(other, f"<secret {m}>")
+                found.append(around)
+    return found
 
 
 #: A rotate run that fails, also one refused before it changes anything, counts itself in
@@ -73,6 +99,16 @@ def env_params(store: Store, layout: Layout) -> list[tuple[str, str]]:
     return dump(store, layout.base)
 
 
+def count_calls(store: SsmStore) -> list[str]:
+    """Record every API call the SSM store's client sends (including retries)."""
+    calls: list[str] = []
+    store.client.meta.events.register(
+        "before-send.ssm.*",
+        lambda request, **_: calls.append(request.headers["X-Amz-Target"].decode().split(".")[-1]),
+    )
+    return calls
+
+
 def fresh(store: Store, layout: Layout) -> Endpoints:
     """What a client resolving right now (no cache) gets."""
     return Resolver(store=store, prefix=layout.prefix, ttl=0).resolve(layout.env)
@@ -82,6 +118,11 @@ def stored_url(store: Store, layout: Layout, color: Color, role: str = "writer")
     value = store.get(layout.url(color, role))  # type: ignore[arg-type]
     assert value is not None, f"{color} {role} URL missing"
     return DbUrl.parse(value)
+
+
+def on(url: DbUrl, port: int) -> DbUrl:
+    """*url* on another port of the same host: a replica's."""
+    return dataclasses.replace(url, port=port)
 
 
 def _client(url: DbUrl | str) -> Any:
@@ -160,6 +201,7 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         "has_database_privilege(%s, current_database(), 'TEMP')",
         (role, role, role),
     ).fetchone()
+    out.update(_column_privileges(conn, role))
     # With their options: ADMIN, and on PostgreSQL 16+ INHERIT and SET too.
     options = (
         "bool_or(m.admin_option), bool_or(m.inherit_option), bool_or(m.set_option)"
@@ -170,6 +212,34 @@ def privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
         f"SELECT g.rolname, {options} FROM pg_auth_members m JOIN pg_roles g "
         "ON g.oid = m.roleid JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s "
         "GROUP BY 1 ORDER BY 1",
+        (role,),
+    ).fetchall()
+    return out
+
+
+_COLUMN_PRIVS = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+
+
+def _column_privileges(conn: psycopg.Connection[Any], role: str) -> dict[str, Any]:
+    """What *role* may do with each column (through its table's rights too), by table, and
+    the column rights granted to it directly: a table-level REVOKE takes those too."""
+    out: dict[str, Any] = {}
+    check = "has_column_privilege(%(r)s, c.oid, a.attnum, '{}')"
+    checks = ", ".join(check.format(p) for p in _COLUMN_PRIVS)
+    for name, column, *allowed in conn.execute(
+        f"SELECT n.nspname || '.' || c.relname, a.attname, {checks} FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') "
+        "AND c.relkind IN ('r', 'v', 'm', 'p', 'f') AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY 1, a.attnum",
+        {"r": role},
+    ).fetchall():
+        out.setdefault(f"columns {name}", []).append((column, *allowed))
+    out["column grants"] = conn.execute(
+        "SELECT DISTINCT n.nspname || '.' || c.relname, a.attname, x.privilege_type, "
+        "x.is_grantable FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace CROSS JOIN LATERAL aclexplode(a.attacl) x "
+        "WHERE x.grantee = (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY 1, 2, 3, 4",
         (role,),
     ).fetchall()
     return out
@@ -198,8 +268,15 @@ def rotate_args(app: Any, store: Store, layout: Layout, *extra: str) -> list[str
     return command("rotate", app, store, layout, "--yes", *extra)
 
 
+#: The function's ARN in the tests' Lambda context (the history's when STS cannot answer).
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:credflip-rotator-x"
+
+
 class LambdaContext:
-    """Just what the rotation handler reads of AWS's context object: the time left."""
+    """Just what the rotation handler reads of AWS's context object: the time left, the
+    function's ARN."""
+
+    invoked_function_arn = FUNCTION_ARN
 
     def __init__(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
@@ -248,3 +325,22 @@ def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The embedded-metric-format records and the JSON lines the rotation handler printed."""
     records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     return [r for r in records if "_aws" in r], [r for r in records if "_aws" not in r]
+
+
+def rotate_process(app: Any, store: Store, layout: Layout, *extra: str) -> subprocess.Popen[str]:
+    """``credflip rotate --yes`` for *app*'s env in a process of its own, the admin URL in
+    its environment (never its argv), its output piped."""
+    where = ["--env", layout.env, "--prefix", layout.prefix, "--store", store.url]
+    return subprocess.Popen(
+        [sys.executable, "-m", "credflip", "rotate", *where, "--yes", *extra],
+        env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def draining(store: Store, layout: Layout) -> bool:
+    """Whether the env's rotation is in its drain."""
+    current = load_state(store, layout).current
+    return current is not None and current.phase is Phase.DRAIN

@@ -143,6 +143,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     assert outputs["RdsProxySecretNames"] == f"credflip/db/{env}/blue credflip/db/{env}/green"
+    check_status_policy(iam, outputs["StatusPolicyArn"], env)
 
     groups = client("logs", moto_endpoint).describe_log_groups(
         logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
@@ -151,6 +152,22 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
 
     topics = client("sns", moto_endpoint).list_topics()["Topics"]
     assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
+
+
+def check_status_policy(iam: Any, arn: str, env: str) -> None:
+    """On-call's read-only policy: list the prefix (status --all), read the env (history)."""
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    assert policy["PolicyName"] == f"credflip-status-{env}"
+    version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])[
+        "PolicyVersion"
+    ]
+    status = {s["Sid"]: s for s in _as_dict(version["Document"])["Statement"]}
+    listing = status["CredflipListThePrefix"]
+    assert listing["Action"] == "ssm:GetParametersByPath"
+    assert [r.rsplit(":", 1)[1] for r in listing["Resource"]] == ["parameter/db", "parameter/db/*"]
+    assert status["CredflipReadTheEnv"]["Action"] == "ssm:GetParameters"
+    assert status["CredflipReadTheEnv"]["Resource"].endswith(f":parameter/db/{env}/*")
+    assert len(status) == 2  # no write, no KMS
 
 
 def _as_dict(document: Any) -> dict[str, Any]:

@@ -62,6 +62,10 @@ The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
 ``/db/{env}/admin-db-url``, never from the event; so does the env's PgBouncer
 console, from ``/db/{env}/pooler-url`` (``init --pooler``, ``save-pooler-url``):
 the function must reach it as it reaches the database.
+
+The history says a ``schedule`` started (or finished) the rotation, as the
+function's role (``sts:GetCallerIdentity``; the function's own ARN when STS
+does not answer).
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ import os
 import time
 from typing import Any
 
+from .actor import run_by
 from .commands import admin_url_for
 from .durations import parse_duration
 from .engines import Engine, engine_for
@@ -298,6 +303,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 engine=engine,
                 on_event=on_event,
                 lock_expires_at=time.time() + remaining,
+                actor=run_by(
+                    store, "schedule", fallback_arn=getattr(context, "invoked_function_arn", None)
+                ),
             )
         except (Halted, OutsideWindow) as exc:
             # Halted or a rotation finished since the check above: nothing to do.

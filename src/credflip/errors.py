@@ -32,6 +32,7 @@ __all__ = [
     "StoreAccessDenied",
     "StoreError",
     "StoreThrottled",
+    "Unhealthy",
     "UsageError",
     "UsedAtRetire",
     "is_auth_failure",
@@ -107,6 +108,16 @@ class AuthenticationFailed(ConnectFailed):
 
 class InsufficientPrivilege(EngineError):
     """The admin user lacks a right that the operation needs."""
+
+
+class Unhealthy(CredflipError):
+    """``status --all`` ran and found an env halted, failing, or past its drain timeout.
+
+    Exit 5, apart from 1 (the command itself failed), for a cron job or a monitoring
+    check: what is wrong is in the rows printed before.
+    """
+
+    exit_code = 5
 
 
 class RotationError(CredflipError):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 
 from .. import commands
+from ..actor import run_by
 from ..errors import OutsideWindow
 from ..layout import Layout
-from ..rotation import RotateOptions, plan_rotation, rollback, rotate
+from ..rotation import RotateOptions, RotationResult, plan_rotation, rollback, rotate
 from ..rotation.schedule import check_start
 from ..stores.base import Store
+from ..urls import DbUrl
 from ..windows import Windows
 from . import render
 from .options import (
@@ -156,22 +158,36 @@ def rotate_cmd(
         dry_run_notes(store, layout, options)
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
         return
+    _start(store, layout, admin_url, options, yes=yes)
+
+
+def _start(
+    store: Store, layout: Layout, admin_url: str | None, options: RotateOptions, *, yes: bool
+) -> None:
+    """Check, confirm and rotate; outside the window, say so and do nothing."""
     try:
         # Before asking anything: a halted env refuses, a closed window has nothing to do.
         check_start(store, layout, options)
         admin = commands.admin_url_for(store, layout, admin_url)
+        retire = options.retire
         confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
-        progress = Progress()
-        try:
-            result = rotate(
-                store, layout, admin_url=admin, options=options, on_event=progress.handle
-            )
-        finally:
-            progress.stop()
+        result = _rotate(store, layout, admin, options)
     except OutsideWindow as exc:
         render.out.print(f"credflip: {exc}")
         return
     render.print_result(result)
+
+
+def _rotate(store: Store, layout: Layout, admin: DbUrl, options: RotateOptions) -> RotationResult:
+    """The rotation, its progress on stderr, run by the person at the command line."""
+    progress = Progress()
+    try:
+        person = run_by(store, "person")
+        return rotate(
+            store, layout, admin_url=admin, options=options, on_event=progress.handle, actor=person
+        )
+    finally:
+        progress.stop()
 
 
 @click.command(name="rollback")
@@ -199,5 +215,6 @@ def rollback_cmd(
         probe=probe,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        actor=run_by(store, "person"),
     )
     render.print_rollback(color=result.color, user=result.user, flipped=result.flipped)

@@ -78,11 +78,13 @@ def schedule_lines(report: commands.Status, now: float | None = None) -> list[st
             f"{DEFAULT_HALT_AFTER}) the env halts"
         )
     if report.window is not None:
-        lines.append(f"rotation window: {report.window} ({_window_state(report.window, now)})")
+        lines.append(f"rotation window: {report.window} ({window_state(report.window, now)})")
     return lines
 
 
-def _window_state(spec: str, now: float | None) -> str:
+def window_state(spec: str, now: float | None) -> str:
+    """``open now``, ``closed; the next opens Mon 2026-03-09 09:00 KST, in 14h03m``, or that
+    this credflip does not understand *spec*."""
     at = time.time() if now is None else now
     view = commands.window_dict(spec, at)
     opening = view["next_opening"]

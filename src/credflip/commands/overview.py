@@ -207,26 +207,10 @@ def status(
     proxy = read_setting(store, layout, values)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
-    db: dict[Color, UserState] = {}
-    instances: list[InstanceStatus] = []
-    gaps: list[str] = []
-    blind: list[str] = []
-    error: str | None = None
     # The counter gaps that matter are those of the user being drained.
     watch = state.users[drained_color(state.current, active)]
-    if admin_url is not None or engine is not None:
-        own = engine is None
-        try:
-            eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
-            try:
-                for color, user in state.users.items():
-                    db[color] = eng.user_state(user)
-                instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
-            finally:
-                if own:
-                    eng.close()
-        except CredflipError as exc:
-            error = str(exc)
+    asked = _ask_database(store, layout, state, admin_url, engine, watch)
+    db, instances, gaps, blind, error = asked
     colors = _colors(layout, values, state, active, db, instances)
     if not instances:
         instances = _known_instances(colors, state, pooler)
@@ -252,6 +236,37 @@ def status(
         failures=state.failures,
         window=values.get(layout.window),
     )
+
+
+def _ask_database(
+    store: Store,
+    layout: Layout,
+    state: State,
+    admin_url: DbUrl | None,
+    engine: Engine | None,
+    watch: str,
+) -> tuple[dict[Color, UserState], list[InstanceStatus], list[str], list[str], str | None]:
+    """Each user's state and what the drain sees on each instance, when there is an admin
+    URL (or engine); the database's error, if it failed, in place of raising it."""
+    db: dict[Color, UserState] = {}
+    instances: list[InstanceStatus] = []
+    gaps: list[str] = []
+    blind: list[str] = []
+    if admin_url is None and engine is None:
+        return db, instances, gaps, blind, None
+    own = engine is None
+    try:
+        eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
+        try:
+            for color, user in state.users.items():
+                db[color] = eng.user_state(user)
+            instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
+        finally:
+            if own:
+                eng.close()
+    except CredflipError as exc:
+        return db, instances, gaps, blind, str(exc)
+    return db, instances, gaps, blind, None
 
 
 def _load(store: Store, layout: Layout) -> State:

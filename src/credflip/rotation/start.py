@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ..actor import Actor, run_by
 from ..backoff import Backoff
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
@@ -48,24 +49,25 @@ def rotate(
     engine: Engine | None = None,
     on_event: OnEvent = None,
     lock_expires_at: float | None = None,
+    actor: Actor | None = None,
 ) -> RotationResult:
     """Rotate the inactive user's password and move clients to it.
 
     Resumes an unfinished rotation from its recorded phase. Raises
     :class:`~credflip.errors.LockHeld` when another rotation runs,
-    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain
-    (the rotation stays resumable), :class:`~credflip.errors.Halted` on a
-    halted env and :class:`~credflip.errors.OutsideWindow` when no rotation is
-    under way and ``options.window`` is closed (nothing changed). A run that
-    ends in another error counts towards halting the env (:mod:`credflip.halt`).
-    With ``options.deadline`` the call may return early with ``finished=False``;
-    call again to continue.
-    *lock_expires_at* (wall clock) tells other processes when the lock may
-    be considered stale if this one dies without releasing it (Lambda).
+    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain (the rotation
+    stays resumable), :class:`~credflip.errors.Halted` on a halted env and
+    :class:`~credflip.errors.OutsideWindow` when no rotation is under way and ``options.window``
+    is closed (nothing changed). A run that ends in another error counts towards halting the env
+    (:mod:`credflip.halt`). With ``options.deadline`` the call may return early with
+    ``finished=False``; call again to continue. *lock_expires_at* (wall clock) tells other
+    processes when the lock may be considered stale if this one dies without releasing it
+    (Lambda). *actor* is who runs it, for the history (default: this process as a program).
     """
     options = options or RotateOptions()
     # Clear errors before taking the lock: not managed, halted, outside the window.
     check_start(store, layout, options)
+    by = actor if actor is not None else run_by(store, "program")
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     eng.lock_wait = options.lock_wait(eng.lock_wait)
@@ -88,10 +90,10 @@ def rotate(
             fenced = tally.store
             policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
             with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
-                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases)
+                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases, by)
                 tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
                 try:
-                    journal = Journal(fenced, layout, ctx.state)
+                    journal = Journal(fenced, layout, ctx.state, by)
                     return run_phases(ctx, journal, resumed=resumed, policy=policy)
                 finally:
                     ctx.fleet.close()
@@ -108,6 +110,7 @@ def _begin(
     on_event: OnEvent,
     policy: RetryPolicy,
     leases: LeaseKeeper,
+    by: Actor,
 ) -> tuple[Context, bool]:
     """Take back what a run that died lent the admin, find the fleet, pass the checks and
     record the rotation; True when resumed.
@@ -129,7 +132,7 @@ def _begin(
         state.instances = instance_list(state.instances, options)
         fleet = env_fleet(store, layout, state, eng, notice=lambda m: emit(on_event, Notice(m)))
         try:
-            ctx = Context(store, layout, fleet, state, options, on_event, leases)
+            ctx = Context(store, layout, fleet, state, options, on_event, leases, actor=by)
             return ctx, _start_or_resume(ctx)
         except BaseException:
             fleet.close()
@@ -230,6 +233,7 @@ def new_rotation(ctx: Context, pointer: Color) -> Rotation:
         min_drain=options.min_drain,
         quiet=quiet_window(options),
         predrain_since=predrain_due(ctx.state.history, pointer.other, ctx.wall),
+        by=ctx.actor,
     )
 
 

@@ -1,10 +1,11 @@
 """The interface every parameter store offers.
 
 A store holds small named string values. It can read many names in one call,
-write one (plain or secure, overwriting or create-only) and delete one. That is
-all a rotation and a resolver need; create-only writes are what the rotation
-lock is built on, and a conditional replace (built on them where the store has
-no conditional write) is how a stale lock is taken over.
+list the values under a folder (``status --all``), write one (plain or secure,
+overwriting or create-only) and delete one. That is all a rotation and a
+resolver need; create-only writes are what the rotation lock is built on, and
+a conditional replace (built on them where the store has no conditional
+write) is how a stale lock is taken over.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from ..errors import CredflipError, ParameterExists, UsageError
+from ..layout import validate_prefix
 
 __all__ = ["MAX_VALUE_BYTES", "Store", "claim_name"]
 
@@ -41,6 +43,16 @@ class Store(abc.ABC):
         if not unique:
             return {}
         return self._get_many(unique)
+
+    def get_path(self, path: str, *, secure: bool = False) -> dict[str, str]:
+        """Return every parameter under the folder *path*, at any depth, in as few round
+        trips as the store allows (``status --all``).
+
+        Secure values are left out unless *secure*: they are then read (decrypted on
+        SSM, which needs ``kms:Decrypt``) only by a caller that needs them.
+        """
+        folder = validate_prefix(path)
+        return self._get_path(folder, secure=secure)
 
     def get(self, name: str) -> str | None:
         """Return the value of *name*, or None when it does not exist."""
@@ -143,6 +155,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _get_many(self, names: list[str]) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def _get_path(self, folder: str, *, secure: bool) -> dict[str, str]: ...
 
     @abc.abstractmethod
     def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None: ...

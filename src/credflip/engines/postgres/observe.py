@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 
+from psycopg import sql
+
 from ...errors import EngineError
 from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal, Step
 from ..connector import CONNECTIONS
@@ -120,12 +122,13 @@ class PgObserver(PgAdminRights):
         return float(self._run("SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
 
     def enable_signals(self) -> list[str]:
-        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
+        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may (a
+        plan of its own: with the lock and statement timeouts of every plan)."""
         loaded, schema = pg_signals.extension_state(self._run)
         if not loaded or schema is not None:
             return []
         try:
-            self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.execute([Step(sql.SQL("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))])
         except EngineError:
             return []  # signals() says who must run it
         self._memo.pop("statements", None)
