@@ -22,6 +22,7 @@ from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
 from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id, start_cluster
 from servers import MY_ADMIN, PrivateMariadb
 
+from credflip import commands
 from credflip.cli import main
 from credflip.layout import Layout
 from credflip.stores.base import Store
@@ -148,6 +149,21 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     """The local SQLite store alone, for tests that need no second store."""
     store = SqliteStore(tmp_path / "params.db")
     yield store
+    store.close()
+
+
+@pytest.fixture
+def lambda_event(
+    app: App, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    """*app*'s env initialised on moto's SSM, set up as the rotation Lambda finds it; the
+    event that rotates it, with short waits."""
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    # The admin URL comes from the environment (or the store), never the event.
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    monkeypatch.setenv("CREDFLIP_STORE", store.url)
+    yield {"env": layout.env, "client_ttl": "200ms", "quiet": "200ms", "margin": "500ms"}
     store.close()
 
 

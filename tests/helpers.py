@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -84,8 +87,22 @@ def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:
     return found
 
 
-def dump(store: Store) -> list[tuple[str, str]]:
-    """Every parameter in the store, sorted: to show that a command changed nothing."""
+#: A rotate run that fails, also one refused before it changes anything, counts itself in
+#: the env's state (``"failures"``, first, for halting: :mod:`credflip.halt`); what shows
+#: that a command changed nothing leaves that count out.
+_TALLY = re.compile(r'^\{"failures":\d+,')
+
+
+def _untallied(params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(
+        (name, _TALLY.sub("{", value) if name.endswith("/rotation") else value)
+        for name, value in params
+    )
+
+
+def dump(store: Store, under: str = "/") -> list[tuple[str, str]]:
+    """Every parameter in the store (*under* a path), sorted, but for the count of failed
+    rotations: to show that a command changed nothing."""
     import sqlite3
 
     from credflip.stores.sqlite import SqliteStore
@@ -93,15 +110,21 @@ def dump(store: Store) -> list[tuple[str, str]]:
 
     if isinstance(store, SqliteStore):
         with sqlite3.connect(store.path) as conn:
-            return sorted(conn.execute("SELECT name, value FROM params").fetchall())
+            rows = conn.execute("SELECT name, value FROM params").fetchall()
+        return _untallied([(n, v) for n, v in rows if n.startswith(under)])
     assert isinstance(store, SsmStore)
     out = []
     pages = store.client.get_paginator("get_parameters_by_path").paginate(
-        Path="/", Recursive=True, WithDecryption=True
+        Path=under, Recursive=True, WithDecryption=True
     )
     for page in pages:
         out += [(p["Name"], p["Value"]) for p in page["Parameters"]]
-    return sorted(out)
+    return _untallied(out)
+
+
+def env_params(store: Store, layout: Layout) -> list[tuple[str, str]]:
+    """The env's parameters as :func:`dump` shows them (moto's server holds every test's)."""
+    return dump(store, layout.base)
 
 
 def count_calls(store: SsmStore) -> list[str]:
@@ -271,6 +294,65 @@ FAST = ("--client-ttl", "200ms", "--quiet", "200ms")
 def rotate_args(app: Any, store: Store, layout: Layout, *extra: str) -> list[str]:
     """``credflip rotate --yes`` for *app*'s env, with *extra* options."""
     return command("rotate", app, store, layout, "--yes", *extra)
+
+
+#: The function's ARN in the tests' Lambda context (the history's when STS cannot answer).
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:credflip-rotator-x"
+
+
+class LambdaContext:
+    """Just what the rotation handler reads of AWS's context object: the time left, the
+    function's ARN."""
+
+    invoked_function_arn = FUNCTION_ARN
+
+    def __init__(self, seconds: float) -> None:
+        self.until = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.until - time.monotonic()) * 1000)
+
+
+class Listener:
+    """A TCP port that accepts connections and never answers: where a URL points to show
+    that nothing connected (:meth:`attempts` counts who did)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=16)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.seen = 0
+
+    def url(self, template: DbUrl) -> DbUrl:
+        """*template* (an admin URL) pointed at this port."""
+        return dataclasses.replace(template, host="127.0.0.1", port=self.port)
+
+    def attempts(self) -> int:
+        """Connections made to the port so far (the kernel queues them for accept)."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return self.seen
+            conn.close()
+            self.seen += 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def window_from_now(start_hours: float, end_hours: float) -> str:
+    """A daily UTC rotation window from *start_hours* to *end_hours* after now (negative:
+    before), in whole minutes: open now for (-1, 2), closed for (3, 4)."""
+    now = time.time()
+    first, last = (time.gmtime(now + hours * 3600) for hours in (start_hours, end_hours))
+    return f"daily {time.strftime('%H:%M', first)}-{time.strftime('%H:%M', last)} UTC"
+
+
+def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The embedded-metric-format records and the JSON lines the rotation handler printed."""
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    return [r for r in records if "_aws" in r], [r for r in records if "_aws" not in r]
 
 
 def rotate_process(app: Any, store: Store, layout: Layout, *extra: str) -> subprocess.Popen[str]:

@@ -408,5 +408,6 @@ def test_admin_url_from_the_store(
 def test_help_lists_every_command(cli: Any) -> None:
     result = cli("--help")
     assert result.code == 0
-    for name in ("init", "rotate", "status", "rollback", "resolve", "history", "unlock", "demo"):
+    names = ("init", "rotate", "status", "rollback", "resolve", "history", "unlock", "unhalt")
+    for name in (*names, "demo"):
         assert name in result.out

@@ -3,8 +3,9 @@
 The envs' states are made by running credflip, on the local store and on SSM
 (moto): a rotation done from the command line, one held in its drain by a
 process of its own, one whose drain timed out on a client that never follows
-the pointer, one whose verify failed; only the halt record is written by hand
-(the halting itself is another branch's).
+the pointer, one whose verify failed (counting towards a halt), one outside its
+rotation window; only the halt record is written by hand (halting itself is
+tests/test_windows.py's).
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from typing import Any
 import pytest
 from apps import App, make_app, serial
 from clusters import PG_VERSIONS, Cluster, Clusters
-from helpers import FAST, count_calls, draining, rotate_args, rotate_process, wait_until
+from helpers import (
+    FAST,
+    FUNCTION_ARN,
+    LambdaContext,
+    count_calls,
+    draining,
+    rotate_args,
+    rotate_process,
+    wait_until,
+    window_from_now,
+)
 from legacy_clients import Legacy
 
 from credflip import commands
@@ -36,19 +47,6 @@ from credflip.stores.ssm import SsmStore
 
 #: What moto's STS answers for the tests' credentials.
 MOTO_ARN = "arn:aws:sts::123456789012:user/moto"
-FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:credflip-rotator-x"
-
-
-class LambdaContext:
-    """What the handler reads of AWS's context object: the time left, the function's ARN."""
-
-    invoked_function_arn = FUNCTION_ARN
-
-    def __init__(self, seconds: float) -> None:
-        self.until = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.until - time.monotonic()) * 1000)
 
 
 @pytest.fixture
@@ -94,7 +92,9 @@ def run(cli: Any, store: Store, prefix: str, *extra: str) -> Any:
 def test_status_all_over_six_envs_in_six_states(
     pg: Cluster, store: Store, prefix: str, cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _never_app, never = new_env(pg, store, prefix, "never")
+    never_app, never = new_env(pg, store, prefix, "never")
+    outside = rotate_cli(cli, never_app, store, never, "--window", window_from_now(3, 4))
+    assert outside.code == 0 and "outside its rotation window" in outside.out, outside.err
     idle_app, idle = new_env(pg, store, prefix, "idle")
     assert rotate_cli(cli, idle_app, store, idle, *FAST).code == 0
     busy_app, busy = new_env(pg, store, prefix, "busy")
@@ -110,8 +110,9 @@ def test_status_all_over_six_envs_in_six_states(
             timed_out = rotate_cli(cli, legacy_app, store, legacy, *FAST, "--drain-timeout", "1s")
         assert timed_out.code == 4, timed_out.err
         broken_app, broken = new_env(pg, store, prefix, "broken")
-        probe = ("--probe", "SELECT count(*) FROM no_such_table")
-        assert rotate_cli(cli, broken_app, store, broken, *FAST, *probe).code == 1
+        probe = ("--probe", "SELECT count(*) FROM no_such_table", "--halt-after", "3")
+        window = ("--window", window_from_now(-1, 2))
+        assert rotate_cli(cli, broken_app, store, broken, *FAST, *probe, *window).code == 1
         _halted_app, halted = new_env(pg, store, prefix, "halted")
         reason = "failed in verify: the new URL does not connect"
         record = {"since": time.time() - 3600, "reason": reason, "failures": 3}
@@ -137,6 +138,7 @@ def test_status_all_over_six_envs_in_six_states(
     data = json.loads(as_json.out)
     assert data["unhealthy"] == ["broken", "halted", "legacy"]
     assert [e["phase"] for e in data["envs"]] == [r.phase for r in fleet.envs]
+    check_json_schedule({e["env"]: e for e in data["envs"]}, data["checked_at"])
     check_schedule_finishes(legacy_app, store, legacy, cli, monkeypatch)
     assert never.env in text.out
 
@@ -184,9 +186,24 @@ def check_rows(rows: dict[str, Any], store: Store, pid: int) -> None:
     assert broken.rotation.error_kind == "failed"
     assert broken.problems[0].startswith(f"last run failed (resumes in {broken.rotation.phase}): ")
     assert "no_such_table" in broken.problems[0]
+    assert broken.failures == 1 and broken.window is not None and broken.window["open"] is True
     halted = rows["halted"]
     assert halted.halt.failures == 3 and halted.halt.reason.startswith("failed in verify")
-    assert "after 3 failed rotation(s)" in halted.problems[0]
+    assert "after 3 failed rotation(s)" in halted.problems[0] and halted.failures == 0
+    never = rows["never"]
+    assert never.healthy and never.window is not None and never.window["open"] is False
+    assert idle.window is None and idle.failures == 0
+
+
+def check_json_schedule(envs: dict[str, Any], now: float) -> None:
+    """The failures in a row, and the window (open; closed: when it opens next) in JSON."""
+    assert envs["broken"]["failures"] == 1 and envs["idle"]["failures"] == 0
+    assert envs["broken"]["window"]["open"] is True and envs["idle"]["window"] is None
+    window = envs["never"]["window"]
+    assert window["spec"].startswith("daily ") and window["spec"].endswith(" UTC")
+    assert window["open"] is False
+    # Opens about three hours after the test wrote it (whole minutes; a loaded machine).
+    assert 2.5 * 3600 < window["next_opening"] - now <= 3 * 3600, window
 
 
 def check_text(text: Any, prefix: str, pid: int) -> None:
@@ -195,7 +212,7 @@ def check_text(text: Any, prefix: str, pid: int) -> None:
     assert lines[0].startswith(f"6 env(s) under {prefix} in ") and ", 3 unhealthy" in lines[0]
     assert lines[1].split() == [
         *("ENV", "PHASE", "ACTIVE", "LAST", "ROTATION", "NEXT", "DUE"),
-        *("DRAIN", "LOCK", "HEALTH"),
+        *("WINDOW", "DRAIN", "LOCK", "HEALTH"),
     ]
     by_env = {line.split()[0]: line for line in lines[2:8]}
     assert "paused in prepare" in by_env["broken"] or "paused in verify" in by_env["broken"]
@@ -207,9 +224,15 @@ def check_text(text: Any, prefix: str, pid: int) -> None:
         r", \d+ legacy clients?", by_env["legacy"]
     )
     assert by_env["halted"].endswith(" halted") and by_env["never"].split()[4] == "never"
+    assert by_env["broken"].endswith(" failing (1)") and " open " in by_env["broken"]
+    # Due since it was adopted, but its window opens in about three hours.
+    assert re.search(r" in [23]h\d\dm +opens in [23]h\d\dm ", by_env["never"]), by_env["never"]
+    assert by_env["idle"].split()[-4] == "-"  # no window
     assert any(line.startswith("legacy: legacy clients of ") for line in lines[8:])
+    closed = [line for line in lines[8:] if line.startswith("never: rotation window daily ")]
+    assert len(closed) == 1 and " UTC (closed; the next opens " in closed[0], lines
     assert text.err.strip().splitlines()[-1] == (
-        f"credflip: error: 3 of 6 envs under {prefix} unhealthy: broken (failing), "
+        f"credflip: error: 3 of 6 envs under {prefix} unhealthy: broken (failing (1)), "
         f"halted (halted), legacy (drain timeout)"
     )
 

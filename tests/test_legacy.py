@@ -326,11 +326,13 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
         current=rotation,
         history=history,
         instances=instances,
+        failures=2,
     )
     text = state.to_json()
     assert len(text.encode()) <= MAX_VALUE_BYTES
-    kept = State.from_json(text, where="test").current
-    assert kept is not None
+    back_state = State.from_json(text, where="test")
+    kept = back_state.current
+    assert kept is not None and back_state.failures == 2
     back = LegacyLog.from_list(kept.legacy)
     assert back.count == log.count  # the count survives whatever was dropped
     # The most recent client is still named, with its statements.

@@ -118,6 +118,23 @@ def test_the_rotator_holds_the_handler_and_its_drivers_not_the_client_integratio
         assert not any(n.startswith("credflip/" + left_out) for n in names), left_out
 
 
+def test_the_rotator_brings_its_own_time_zones(dist: Path, runtime: Path, tmp_path: Path) -> None:
+    """Rotation windows name IANA zones: the rotator finds them in its own tzdata even
+    where the system has no zone database (zoneinfo's search path emptied here)."""
+    code = unpack(dist / "credflip-rotator.zip", tmp_path / "rotator")
+    script = (
+        "import json, zoneinfo\n"
+        "zoneinfo.reset_tzpath(to=[])\n"
+        "from credflip.windows import parse_windows\n"
+        "office = parse_windows('Mon-Fri 09:00-16:00 Asia/Seoul')\n"
+        "print(json.dumps([str(office), office.describe(1773014400.0)]))\n"
+    )
+    assert run312([code, runtime], script, {}) == [
+        "Mon-Fri 09:00-16:00 Asia/Seoul",
+        "Mon 2026-03-09 09:00 KST",
+    ]
+
+
 def test_the_layer_resolves_from_ssm_on_python_312(
     dist: Path, runtime: Path, tmp_path: Path, moto_endpoint: str
 ) -> None:

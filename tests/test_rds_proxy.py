@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from apps import App, serial
-from helpers import stored_url
+from helpers import env_params, stored_url
 from proxies import REGION, Aws, behind_proxy, command_in, make_aws
 
 from credflip import commands
@@ -32,7 +32,6 @@ from credflip.rotation import (
     rotate,
 )
 from credflip.state import Phase
-from credflip.stores.ssm import SsmStore
 
 
 @pytest.fixture
@@ -41,14 +40,6 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
     monkeypatch.setenv("AWS_REGION", REGION)
     return make_aws(moto_endpoint)
-
-
-def env_params(store: SsmStore, layout: Layout) -> list[tuple[str, str]]:
-    """The env's parameters (moto's server holds every test's)."""
-    pages = store.client.get_paginator("get_parameters_by_path").paginate(
-        Path=layout.base, Recursive=True, WithDecryption=True
-    )
-    return sorted((p["Name"], p["Value"]) for page in pages for p in page["Parameters"])
 
 
 FAST = RotateOptions(client_ttl=0.2, quiet=0.4)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from .layout import Color, Layout
 from .legacy import shrink
 from .lock import LockInfo, hold_lock, pid_space, read_lock
 from .phase import Phase
+from .predrain import predrain_due
 from .stores.base import MAX_VALUE_BYTES, Store
 
 __all__ = [
@@ -225,6 +226,9 @@ class State:
     #: The operator accepted draining on open sessions alone where an
     #: instance has no cumulative counter (``init --sessions-only``).
     sessions_only: bool = False
+    #: Rotate runs in a row that ended in an error (:mod:`credflip.halt`); any other run
+    #: that takes the lock resets it.
+    failures: int = 0
 
     def to_json(self) -> str:
         """Serialise so that it fits a standard parameter, dropping in this order: the
@@ -246,8 +250,11 @@ class State:
                     current["error"] = str(current["error"])[:error_chars]
                 if not keep_evidence:
                     current["evidence"] = {}
+            # Written only while some: most states never carry it.
+            failures = {"failures": self.failures} if self.failures else {}
             text = json.dumps(
                 {
+                    **failures,
                     "version": STATE_VERSION,
                     "engine": self.engine,
                     "users": {c.value: u for c, u in self.users.items()},
@@ -296,6 +303,7 @@ class State:
                 history=history,
                 instances=[str(i) for i in data.get("instances") or []],
                 sessions_only=bool(data.get("sessions_only")),
+                failures=int(data.get("failures") or 0),
             )
         except ConfigurationError:
             raise
@@ -319,28 +327,6 @@ def _entries(history: Sequence[HistoryEntry], *, who: bool) -> list[dict[str, An
         if who and entry.by is not None and entry.by == before.by:
             data["by"] = "="
     return out
-
-
-def predrain_due(
-    history: Sequence[HistoryEntry], color: Color, now: Callable[[], float]
-) -> float | None:
-    """From when *color*, inactive and about to be prepared, must be drained like an old
-    user before its password changes (the primary's clock); None when nothing can still
-    use it.
-
-    The newest entry tells, as each records what it left its colors in: a finished
-    rotation drained and retired the color it left (None); a rollback, when the color it
-    left stopped being active (None when its password changed after a drain: prepared
-    before a rollback that never switched). An entry that left *color* active, while
-    the pointer now names the other color, means the pointer moved without a record (a
-    rollback killed after moving it back): from *now()*.
-    """
-    if not history:
-        return None
-    last = history[-1]
-    if last.to_color is color:
-        return now()
-    return last.predrain_since
 
 
 def _history(items: Sequence[Any]) -> list[HistoryEntry]:
@@ -374,9 +360,11 @@ def _current(data: dict[str, Any] | None, history: Sequence[HistoryEntry]) -> Ro
     return rot
 
 
-def load_state(store: Store, layout: Layout) -> State:
-    """Read the environment's state; raise :class:`NotInitialized` when there is none."""
-    text = store.get(layout.state)
+def load_state(store: Store, layout: Layout, values: Mapping[str, str] | None = None) -> State:
+    """Read the environment's state; raise :class:`NotInitialized` when there is none.
+
+    *values*: the state's parameter is among these, read with others in one call."""
+    text = store.get(layout.state) if values is None else values.get(layout.state)
     if text is None:
         raise NotInitialized(
             f"env {layout.env!r} is not managed by credflip in {store.url} (no {layout.state}): "

@@ -1,4 +1,5 @@
-"""What ``status --all`` prints: one line per env, then what is wrong and who still lingers."""
+"""What ``status --all`` prints: one line per env, then what is wrong, which windows are
+closed and who still lingers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from .. import commands
 from ..commands import EnvRow, FleetStatus
 from ..durations import format_duration
 from .render import out, print_columns
+from .schedule_cmd import window_state
 
 __all__ = ["age", "health", "print_fleet"]
 
@@ -23,7 +25,8 @@ def age(seconds: float) -> str:
 
 def health(row: EnvRow) -> str:
     """``ok``, or what is wrong in a word or two: ``halted``, ``drain timeout``, ``failing``
-    (its last run failed), ``damaged``."""
+    (its last run failed; ``failing (2)``: so did the one before, counting towards a
+    halt), ``damaged``."""
     if row.healthy:
         return "ok"
     if row.halt is not None:
@@ -31,7 +34,9 @@ def health(row: EnvRow) -> str:
     if row.phase == "damaged":
         return "damaged"
     rot = row.rotation
-    return "drain timeout" if rot is not None and rot.error_kind == "drain_timeout" else "failing"
+    if rot is not None and rot.error_kind == "drain_timeout":
+        return "drain timeout"
+    return f"failing ({row.failures})" if row.failures else "failing"
 
 
 def print_fleet(fleet: FleetStatus) -> None:
@@ -45,7 +50,10 @@ def print_fleet(fleet: FleetStatus) -> None:
     if not fleet.envs:
         out.print(f"no env under {fleet.prefix}: check --prefix and --store")
         return
-    header = ("ENV", "PHASE", "ACTIVE", "LAST ROTATION", "NEXT DUE", "DRAIN", "LOCK", "HEALTH")
+    header = (
+        *("ENV", "PHASE", "ACTIVE", "LAST ROTATION", "NEXT DUE"),
+        *("WINDOW", "DRAIN", "LOCK", "HEALTH"),
+    )
     rows = [
         (
             row.env,
@@ -53,6 +61,7 @@ def print_fleet(fleet: FleetStatus) -> None:
             f"{row.active} {row.active_user}" if row.active else "-",
             _last(row, now),
             _due(row, now, fleet.min_interval),
+            _window(row, now),
             _drain(row, now),
             _lock(row, now),
             health(row),
@@ -64,6 +73,9 @@ def print_fleet(fleet: FleetStatus) -> None:
         for problem in row.problems:
             out.print(f"{row.env}: {problem}")
     for row in fleet.envs:
+        if row.window is not None and row.window["open"] is False:
+            spec = row.window["spec"]
+            out.print(f"{row.env}: rotation window {spec} ({window_state(spec, now)})")
         if row.drain is not None and row.drain.legacy:
             out.print(f"{row.env}: legacy clients of {row.drain.user}: {row.drain.legacy.names()}")
 
@@ -92,6 +104,20 @@ def _due(row: EnvRow, now: float, min_interval: float | None) -> str:
     if row.next_due is None or min_interval is None:
         return "-"
     return "now" if row.next_due <= now else f"in {age(row.next_due - now)}"
+
+
+def _window(row: EnvRow, now: float) -> str:
+    """``-`` (none), ``open``, ``opens in 3h00m``, or ``closed`` (nothing opens within eight
+    days), ``unreadable`` (a spec this credflip does not read)."""
+    view = row.window
+    if view is None:
+        return "-"
+    if view["open"] is None:
+        return "unreadable"
+    opening = view["next_opening"]
+    if view["open"] or opening is None:
+        return "open" if view["open"] else "closed"
+    return f"opens in {age(opening - now)}"
 
 
 def _drain(row: EnvRow, now: float) -> str:

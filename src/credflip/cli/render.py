@@ -219,9 +219,12 @@ def print_rollback(*, color: Color, user: str, flipped: bool) -> None:
 # -- status / resolve / history ------------------------------------------------
 
 
-def print_status(report: commands.Status, *, has_admin: bool) -> None:
-    """``status`` as text: colors, instances, the rotation, the lock, the last rotations."""
+def print_status(report: commands.Status, *, has_admin: bool, schedule: Sequence[str] = ()) -> None:
+    """``status`` as text: colors, instances, the rotation, the lock, the last rotations;
+    *schedule*'s lines (a halt, the window) right under the first."""
     out.print(f"env {report.env} ({report.engine}) in {report.store}: active {report.active}")
+    for line in schedule:
+        out.print(line)
     _print_colors(report)
     if not has_admin:
         out.print("(no admin URL: user state and sessions not shown)")

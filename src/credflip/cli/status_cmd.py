@@ -12,6 +12,7 @@ from ..stores.base import Store
 from ..urls import DbUrl
 from . import fleet_view, render
 from .options import admin_option, common, duration_option, json_option
+from .schedule_cmd import schedule_lines
 
 
 @click.command(name="status")
@@ -56,7 +57,7 @@ def status(
     if as_json:
         render.print_json(report.to_dict())
         return
-    render.print_status(report, has_admin=admin is not None)
+    render.print_status(report, has_admin=admin is not None, schedule=schedule_lines(report))
 
 
 def _given(ctx: click.Context) -> bool:

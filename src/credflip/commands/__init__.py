@@ -12,10 +12,11 @@ drain sees on each instance, for both), :mod:`.admin` (the admin URL,
 
 from __future__ import annotations
 
+from ..halt import Halt
 from .admin import admin_url_for, describe_time, history, save_admin_url, unlock
 from .adopt import InitResult, init
-from .fleet import DrainView, EnvRow, FleetStatus, Halt, halt_of, status_all
-from .overview import ColorStatus, Status, earliest_retire, status
+from .fleet import DrainView, EnvRow, FleetStatus, status_all
+from .overview import ColorStatus, Status, earliest_retire, status, window_dict
 from .pooler import UserlistLine, check_pooler, pooler_userlist, save_pooler_url
 from .signals import InstanceStatus, drain_report, enable_signals
 
@@ -35,7 +36,6 @@ __all__ = [
     "drain_report",
     "earliest_retire",
     "enable_signals",
-    "halt_of",
     "history",
     "init",
     "pooler_userlist",
@@ -44,4 +44,5 @@ __all__ = [
     "status",
     "status_all",
     "unlock",
+    "window_dict",
 ]

@@ -4,13 +4,13 @@ The rows come from the plain values alone (pointer, state, lock, halt record):
 one ``GetParametersByPath`` walk on SSM (SecureStrings left out, nothing
 decrypted), one query on SQLite, whatever the number of envs. No database is
 asked: the phase, the drain and the legacy clients are what the last run
-recorded. An env is *unhealthy* when it is halted, its last run failed, or its
-drain timed out (or is blocked); the command line then exits 5.
+recorded. An env is *unhealthy* when it is halted, its last run failed (or runs
+failed in a row), or its drain timed out (or is blocked); the command line then
+exits 5. An env with a rotation window shows when it next opens.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,42 +18,19 @@ from typing import Any
 
 from ..actor import Actor
 from ..drain import Evidence
-from ..errors import CredflipError
+from ..errors import CredflipError, UsageError
+from ..halt import Halt, in_a_row, read_halt
 from ..layout import DEFAULT_PREFIX, Color, Layout, validate_prefix
 from ..legacy import LegacyLog, LegacyReport
 from ..lock import LockInfo
 from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Phase, Rotation, State
 from ..stores.base import Store
+from ..windows import parse_windows
 from .admin import describe_time
-from .overview import drained_color, earliest_retire
+from .overview import drained_color, earliest_retire, window_dict
 
-__all__ = ["DrainView", "EnvRow", "FleetStatus", "Halt", "halt_of", "status_all"]
-
-
-@dataclass(frozen=True)
-class Halt:
-    """The env is halted after repeated failed rotations (``/db/{env}/halted``)."""
-
-    since: float
-    reason: str
-    failures: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"since": self.since, "reason": self.reason, "failures": self.failures}
-
-
-def halt_of(values: dict[str, str], layout: Layout) -> Halt | None:
-    """The env's halt record among *values* (a listing of the store), if it has one; a
-    damaged one still halts."""
-    text = values.get(layout.halted)
-    if text is None:
-        return None
-    try:
-        data = json.loads(text)
-        return Halt(float(data["since"]), str(data.get("reason") or ""), int(data["failures"]))
-    except (ValueError, KeyError, TypeError):
-        return Halt(0.0, "damaged halt record", 0)
+__all__ = ["DrainView", "EnvRow", "FleetStatus", "status_all"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +74,19 @@ class EnvRow:
     active_user: str | None = None
     rotation: Rotation | None = None
     last: HistoryEntry | None = None
-    #: When the next scheduled rotation may start (``min_interval`` after the last).
+    #: When the next scheduled rotation may start (``min_interval`` after the last, and
+    #: inside the env's rotation window when it has one).
     next_due: float | None = None
     drain: DrainView | None = None
     lock: LockInfo | None = None
     #: The lock's holder is certainly gone (its expiry passed, or its process here died).
     lock_stale: bool = False
     halt: Halt | None = None
+    #: Failed rotate runs in a row, counted while halting is on (:mod:`credflip.halt`).
+    failures: int = 0
+    #: The window of the env's rotator (``/db/{env}/rotation-window``), as
+    #: :func:`~credflip.commands.window_dict` shows it: ``{"spec", "open", "next_opening"}``.
+    window: dict[str, Any] | None = None
     #: Why the env is unhealthy, one phrase each (empty: healthy).
     problems: tuple[str, ...] = ()
 
@@ -137,6 +120,8 @@ class EnvRow:
                 "stale": self.lock_stale,
             },
             "halted": self.halt.to_dict() if self.halt else None,
+            "failures": self.failures,
+            "window": self.window,
         }
 
 
@@ -233,10 +218,11 @@ def env_row(
     """One env's row from *values* (a listing that holds its plain parameters)."""
     lock_text = values.get(layout.lock)
     lock = None if lock_text is None else LockInfo.from_json(lock_text)
-    halt = halt_of(values, layout)
-    base = EnvRow(
-        layout.env, "", lock=lock, lock_stale=bool(lock and lock.is_stale_here()), halt=halt
-    )
+    halt = read_halt(values, layout)
+    spec = values.get(layout.window)
+    window = None if spec is None else window_dict(spec, now)
+    stale = bool(lock and lock.is_stale_here())
+    base = EnvRow(layout.env, "", lock=lock, lock_stale=stale, halt=halt, window=window)
     halted = (_halted_problem(halt, layout.env),) if halt else ()
     text = values.get(layout.state)
     if text is None:
@@ -254,9 +240,10 @@ def env_row(
         active_user=state.users.get(active),
         rotation=rot,
         last=state.last,
-        next_due=None if halt else _next_due(state, min_interval),
+        next_due=None if halt else _in_window(_next_due(state, min_interval), spec, now),
         drain=_drain(rot, state, active, now),
-        problems=(*halted, *_rotation_problems(rot)),
+        failures=state.failures,
+        problems=(*halted, *_rotation_problems(rot)) or _failing(state.failures),
     )
 
 
@@ -287,6 +274,12 @@ def _rotation_problems(rot: Rotation | None) -> tuple[str, ...]:
     return (f"last run failed (resumes in {rot.phase.value}): {rot.error}",)
 
 
+def _failing(failures: int) -> tuple[str, ...]:
+    """A count of failed runs that recorded no error in a rotation (one that failed before
+    it began one) is a problem of its own."""
+    return (f"failing: {in_a_row(failures)}",) if failures else ()
+
+
 def _next_due(state: State, min_interval: float | None) -> float | None:
     """When the schedule starts the next rotation: *min_interval* after the last one
     finished (now when there is none); None under way or without *min_interval*."""
@@ -294,6 +287,18 @@ def _next_due(state: State, min_interval: float | None) -> float | None:
         return None
     last = state.last
     return state.managed_since if last is None else last.finished_at + min_interval
+
+
+def _in_window(due: float | None, spec: str | None, now: float) -> float | None:
+    """*due*, or when the env's window next opens after it (and after *now*); a window
+    this credflip does not read moves nothing."""
+    if due is None or spec is None:
+        return due
+    try:
+        windows = parse_windows(spec)
+    except UsageError:
+        return due
+    return windows.next_opening(max(due, now))
 
 
 def _drain(rot: Rotation | None, state: State, active: Color, now: float) -> DrainView | None:

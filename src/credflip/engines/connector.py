@@ -17,7 +17,8 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
 from ..errors import ConnectFailed, DatabaseUnavailable, EngineError, UsageError, is_read_only
-from ..urls import DbUrl, scrub
+from ..urls import DbUrl
+from .redact import Redactor
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ def connect_error(
 
 
 @dataclass
-class Connector(abc.ABC):
+class Connector(Redactor, abc.ABC):
     """Connections through an admin URL, and logins with any other URL."""
 
     admin_url: DbUrl
@@ -221,26 +222,6 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
         """Whether driver error *exc* means the connection (not the statement) failed."""
-
-    # -- secrets -----------------------------------------------------------
-
-    def remember_secret(self, secret: str) -> None:
-        """Note a secret so that driver messages can be scrubbed of it."""
-        self._secrets.append(secret)
-
-    def _diag(self, exc: BaseException) -> str:
-        """The first line of a driver error, scrubbed of every known secret."""
-        text = self._message(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return scrub(first, self._known_secrets())
-
-    def _known_secrets(self) -> list[str]:
-        return [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-
-    @staticmethod
-    @abc.abstractmethod
-    def _message(exc: BaseException) -> str:
-        """The human part of a driver error."""
 
 
 def _read_only(

@@ -17,6 +17,7 @@ from ..backoff import Backoff
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
 from ..errors import CredflipError, DatabaseUnavailable
+from ..halt import counting_failures
 from ..instances import Fleet
 from ..layout import Color, Layout
 from ..lock import FencedStore, hold_lock
@@ -34,6 +35,7 @@ from .options import RotateOptions
 from .params import read_pointer
 from .proxy import counters_required, proxy_name, settle_proxy
 from .runner import RetryPolicy, run_phases
+from .schedule import check_start, require_window
 
 __all__ = ["preflight", "rotate"]
 
@@ -52,16 +54,19 @@ def rotate(
     """Rotate the inactive user's password and move clients to it.
 
     Resumes an unfinished rotation from its recorded phase. Raises
-    :class:`~credflip.errors.LockHeld` when another rotation runs and
-    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain
-    (the rotation stays resumable). With ``options.deadline`` the call may
-    return early with ``finished=False``; call again to continue.
-    *lock_expires_at* (wall clock) tells other processes when the lock may
-    be considered stale if this one dies without releasing it (Lambda).
-    *actor* is who runs it, for the history (default: this process as a program).
+    :class:`~credflip.errors.LockHeld` when another rotation runs,
+    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain (the rotation
+    stays resumable), :class:`~credflip.errors.Halted` on a halted env and
+    :class:`~credflip.errors.OutsideWindow` when no rotation is under way and ``options.window``
+    is closed (nothing changed). A run that ends in another error counts towards halting the env
+    (:mod:`credflip.halt`). With ``options.deadline`` the call may return early with
+    ``finished=False``; call again to continue. *lock_expires_at* (wall clock) tells other
+    processes when the lock may be considered stale if this one dies without releasing it
+    (Lambda). *actor* is who runs it, for the history (default: this process as a program).
     """
     options = options or RotateOptions()
-    load_state(store, layout)  # a clear error before taking the lock
+    # Clear errors before taking the lock: not managed, halted, outside the window.
+    check_start(store, layout, options)
     by = actor if actor is not None else run_by(store, "program")
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
@@ -70,14 +75,23 @@ def rotate(
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
 
+    def warn(message: str) -> None:
+        emit(on_event, Notice(message, "warning"))
+
     try:
-        with hold_lock(
-            store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
-        ) as mine:
-            fenced = FencedStore(store, layout, mine)
+        with (
+            hold_lock(
+                store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
+            ) as mine,
+            counting_failures(
+                FencedStore(store, layout, mine), layout, options.halt_after, warn
+            ) as tally,
+        ):
+            fenced = tally.store
             policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
             with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
                 ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases, by)
+                tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
                 try:
                     journal = Journal(fenced, layout, ctx.state, by)
                     return run_phases(ctx, journal, resumed=resumed, policy=policy)
@@ -109,6 +123,9 @@ def _begin(
 
     def attempt() -> tuple[Context, bool]:
         state = load_state(store, layout)
+        # A rotation finished by another run since the check before the lock: a new one
+        # starts only inside the window.
+        require_window(layout, state, options.window)
         recorded[:] = [state.current is not None]
         require_engine(state, eng.name, layout)
         leases.settle(eng)
