@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 from ..engines.base import SessionGroup, Sessions
 from .evidence import UNCOUNTED, Evidence, digest
@@ -34,6 +35,15 @@ class Sample:
     waiting: bool = False
     #: Past the timeout, this sample ends the run.
     blocked: bool = False
+
+
+class Kept(NamedTuple):
+    """What :meth:`Baseline.kept` keeps for the evidence (:class:`Evidence`'s fields)."""
+
+    counters: dict[str, str]
+    started: dict[str, float]
+    activity: dict[str, float]
+    pooled: dict[str, str]
 
 
 class Baseline:
@@ -74,11 +84,12 @@ class Baseline:
         #: The counters each instance showed in this run: one that goes is no quiet.
         self._names: dict[str, set[str]] = {}
         #: Behind a pooler (RDS Proxy): which idle sessions ran anything.
-        self._pool = ProxiedSessions(evidence.activity if evidence else {}) if proxied else None
+        pool = evidence or Evidence()
+        self._pool = ProxiedSessions(pool.activity, pool.pooled) if proxied else None
 
-    def kept(self) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
+    def kept(self) -> Kept:
         """Each instance's digest of all its counters, its start time and (behind a pooler)
-        its sessions' latest state change, for the evidence."""
+        its sessions' latest state change and digest, for the evidence."""
         counters = _digests(self._counters, self._uncounted)
         # An instance not compared again in this run (unreachable, replaying) keeps
         # its earlier digest; one the fleet no longer has is forgotten.
@@ -86,8 +97,13 @@ class Baseline:
             counters.setdefault(where, value)
         if self._fleet is not None:
             counters = {k: v for k, v in counters.items() if k in self._fleet}
-        activity = {} if self._pool is None else self._pool.kept()
-        return counters, _only(self._restarts.started, counters), _only(activity, counters)
+        activity, pooled = ({}, {}) if self._pool is None else self._pool.kept()
+        return Kept(
+            counters,
+            _only(self._restarts.started, counters),
+            _only(activity, counters),
+            _only(pooled, counters),
+        )
 
     def compare(self, now: float, readings: Sequence[Reading], needed: float) -> Sample:
         """What one sample shows, instance by instance."""
@@ -260,7 +276,10 @@ def _digests(counters: dict[tuple[str, str], str], uncounted: set[str]) -> dict[
     return out
 
 
-def _only(values: dict[str, float], keys: dict[str, str]) -> dict[str, float]:
+V = TypeVar("V")
+
+
+def _only(values: dict[str, V], keys: dict[str, str]) -> dict[str, V]:
     return {k: v for k, v in values.items() if k in keys}
 
 

@@ -88,10 +88,10 @@ class SessionGroup:
     #: Seconds every session of the group has been idle (no statement running);
     #: None when one of them is active or the server does not say.
     idle_for: float | None = None
-    #: When a session of the group last began or ended a statement (or logged in), on the
-    #: server's clock (PostgreSQL ``state_change``): it moves whenever one of them runs
-    #: anything. None when the server does not say.
-    last_change: float | None = None
+    #: Each session's backend pid and when it last began or ended a statement (or logged
+    #: in), on the server's clock (PostgreSQL ``state_change``): it moves whenever the
+    #: session runs anything. Empty when the server does not say.
+    changes: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

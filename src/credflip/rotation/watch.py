@@ -125,6 +125,11 @@ def _done(ctx: Context, status: DrainStatus, readings: list[Reading], old: str) 
         check_unwatched(ctx, old)
         save_state(ctx.store, ctx.layout, ctx.state)
         terminate(ctx, readings, user=old)
+        # Behind RDS Proxy the sessions it ended did not close unseen: the retire's last
+        # look finds none, as the evidence now says.
+        kept = Evidence.from_dict(ctx.rot.evidence)
+        kept.pooled = {}
+        ctx.rot.evidence = kept.to_dict()
 
 
 def last_look(ctx: Context) -> None:

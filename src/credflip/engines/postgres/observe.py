@@ -41,9 +41,9 @@ class PgObserver(PgAdminRights):
                     database=str(d),
                     started=None if t is None else float(t),
                     idle_for=None if idle is None else float(idle),
-                    last_change=None if changed is None else float(changed),
+                    changes=tuple(zip(map(int, pids), map(float, changed), strict=True)),
                 )
-                for c, a, n, d, t, idle, changed in rows
+                for c, a, n, d, t, idle, pids, changed in rows
             )
         )
 
