@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from apps import App, make_app, make_my_app, serial
 from clusters import Cluster, Mariadb
-from helpers import login_error, wait_until
+from helpers import login_error, stored_url, wait_until
 from proxies import REGION, Aws, behind_proxy, command_in, make_aws
 from servers import PrivateMariadb
 
@@ -25,9 +25,18 @@ from credflip import commands
 from credflip.drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from credflip.drain.policy import LEGACY_WINDOWS
 from credflip.engines import SessionGroup, Sessions, engine_for
-from credflip.errors import ConfigurationError, DrainTimeout
+from credflip.errors import ConfigurationError, DrainTimeout, RotationError
 from credflip.layout import Color, Layout
-from credflip.rotation import DrainProgress, Event, PhaseStarted, RotateOptions, rotate
+from credflip.rotation import (
+    DrainProgress,
+    Event,
+    Notice,
+    PhaseStarted,
+    RotateOptions,
+    read_pointer,
+    rollback,
+    rotate,
+)
 from credflip.state import Phase
 
 
@@ -250,6 +259,59 @@ def test_a_pooled_session_used_then_closed_between_two_runs_restarts_the_window(
         )
         assert seen[0].quiet == 0.0 and seen[-1].quiet < 4.0  # the window starts over
     pool[-1].close()
+
+
+def test_after_a_rollback_the_proxys_idle_pool_of_the_rolled_back_color_is_drained(
+    app: App, aws: Aws, layout: Layout
+) -> None:
+    """The proxy keeps green's pooled connections after its clients went back to blue: idle,
+    they are no use (the predrain watches them, then ends them); a busy one refuses."""
+    store = aws.store()
+    behind_proxy(aws, store, layout, app)
+    fast = RotateOptions(client_ttl=0.2, quiet=0.4)
+    assert rotate(store, layout, admin_url=app.admin_url, options=fast).finished
+    pool = app.connect(stored_url(store, layout, Color.GREEN))  # the proxy's, as green
+    pool.execute("SELECT 1")
+    assert rollback(store, layout, admin_url=app.admin_url).flipped
+    # Running a statement, it is use: refused before anything changes.
+    cancelled: list[BaseException] = []
+
+    def sleep() -> None:
+        try:
+            pool.execute("SELECT pg_sleep(60)")
+        except psycopg.errors.QueryCanceled as exc:
+            cancelled.append(exc)
+
+    busy = threading.Thread(target=sleep, daemon=True)
+    busy.start()
+    with app.su() as su:
+        wait_until(
+            lambda: (
+                su.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE usename = %s AND state = 'active'",
+                    [app.green],
+                ).fetchall()
+                != []
+            ),
+            "green's pooled session running its statement",
+        )
+    with pytest.raises(RotationError, match=f"the inactive user {app.green!r} .green. still has"):
+        rotate(store, layout, admin_url=app.admin_url, options=fast)
+    pool.cancel()
+    busy.join(10)
+    assert len(cancelled) == 1
+    pool.execute("SELECT 1")
+    # Idle: predrained like an old user, then ended with the predrain.
+    events: list[Event] = []
+    result = rotate(store, layout, admin_url=app.admin_url, options=fast, on_event=events.append)
+    assert result.finished and result.terminated == 1
+    assert any(
+        isinstance(e, Notice) and e.message.startswith("the last rotation was rolled back")
+        for e in events
+    )
+    with pytest.raises(psycopg.OperationalError):
+        pool.execute("SELECT 1")
+    assert read_pointer(store, layout) is Color.GREEN
 
 
 def test_behind_the_proxy_a_missing_statement_counter_refuses_even_with_sessions_only(

@@ -115,6 +115,10 @@ class Sessions:
         """The number of open sessions."""
         return sum(g.count for g in self.groups)
 
+    def busy(self) -> Sessions:
+        """These sessions but the groups all idle (a pooler's pool, behind RDS Proxy)."""
+        return Sessions(tuple(g for g in self.groups if g.idle_for is None))
+
     def describe(self, limit: int = 3) -> str:
         """``2 from 10.0.0.5 (api), 1 from local (psql)`` — for messages."""
         parts = [f"{g.count} from {g.client} ({g.application or '-'})" for g in self.groups]

@@ -166,14 +166,16 @@ def preflight(
         before_switch(fleet, current, options, notice)
         return
     # Open sessions refuse at once; after a rollback, prepare then also drains the
-    # rolled-back color (counters, quiet window) before it changes its password.
+    # rolled-back color (counters, quiet window) before it changes its password. Behind
+    # RDS Proxy idle ones are the proxy's pool, as in the drain: only a busy one refuses.
     target = state.users[pointer.other]
     for inst, found in fleet.sessions(target):
         if isinstance(found, CredflipError):
             raise messages.inactive_unobservable(target, inst, found)
-        if found.count:
+        using = found.busy() if pooled else found
+        if using.count:
             raise messages.inactive_in_use(
-                target, pointer.other, pointer, inst.address, found.count, found.describe()
+                target, pointer.other, pointer, inst.address, using.count, using.describe()
             )
     # After the checks above: an instance that cannot be reached is named there first.
     before_switch(fleet, current, options, notice)

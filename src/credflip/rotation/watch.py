@@ -27,7 +27,7 @@ import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from ..drain.evidence import UNCOUNTED
-from ..engines.base import Sessions, Step
+from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -232,8 +232,7 @@ def _busy(reading: Reading) -> Reading:
     """*reading* without its idle sessions."""
     if reading.sessions is None:
         return reading
-    groups = tuple(g for g in reading.sessions.groups if g.idle_for is None)
-    return dataclasses.replace(reading, sessions=Sessions(groups))
+    return dataclasses.replace(reading, sessions=reading.sessions.busy())
 
 
 def announce(ctx: Context, user: str) -> None:
