@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,14 +15,18 @@ import psycopg
 import pytest
 from apps import App, make_app
 from clusters import Cluster
+from faults import Frozen
 from helpers import dump
 from poolers import PrivatePgbouncer, client
 
+from credflip import commands
+from credflip.aws_lambda import _bounded_engine
 from credflip.engines import PooledBackend
-from credflip.errors import UsageError
+from credflip.errors import DatabaseUnavailable, UsageError
 from credflip.layout import Color, Layout
 from credflip.poolers import parse_pooler_url
 from credflip.poolers.view import parse_time, user_view
+from credflip.rotation import env_fleet, env_pooler
 from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -376,3 +381,46 @@ def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
     assert f"ended the 1 server connection(s) {pooler} kept of {pg_app.user!r}" in done.err
     assert not pg_app.user_exists(pg_app.user)
     assert pgbouncer.servers_of(pg_app.user) == []
+
+
+def test_a_frozen_console_fails_within_the_db_timeout_or_the_lambdas_bound(
+    pg_app: App,
+    pgbouncer: PrivatePgbouncer,
+    sqlite_store: SqliteStore,
+    layout: Layout,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PgBouncer stopped (SIGSTOP) answers nothing and closes nothing: its console waits
+    as the engines do, CREDFLIP_DB_TIMEOUT or the Lambda's bound, not 10 s + 30 s."""
+    commands.init(
+        sqlite_store,
+        layout,
+        admin_url=pg_app.admin_url,
+        writer_url=pooled(pgbouncer, pg_app),
+        pooler_url=pgbouncer.console_url(),
+    )
+    stored = sqlite_store.get(layout.pooler_url)
+    monkeypatch.setenv("CREDFLIP_DB_TIMEOUT", "2s")
+    by_env = env_pooler(layout, stored)
+    # The Lambda bounds its engine to a third of its margin, and the fleet's console with it.
+    bounded = _bounded_engine(pg_app.admin_url, margin=3.0)
+    monkeypatch.delenv("CREDFLIP_DB_TIMEOUT")
+    fleet = env_fleet(sqlite_store, layout, load_state(sqlite_store, layout), bounded)
+    by_lambda = fleet.pooler
+    assert by_env is not None and by_lambda is not None
+    assert (by_env.console.connect_timeout, by_env.console.statement_timeout) == (2.0, 2.0)
+    assert (by_lambda.console.connect_timeout, by_lambda.console.statement_timeout) == (1.0, 1.0)
+    for pooler in (by_env, by_lambda):
+        pooler.view(pg_app.user)  # connected: the next call waits for an answer
+    assert pgbouncer.process is not None
+    with Frozen(pgbouncer.process.pid):
+        for pooler, bound in ((by_env, 2.0), (by_lambda, 1.0)):
+            for step in ("an answer", "a connect"):  # the second call connects anew
+                started = time.monotonic()
+                with pytest.raises(DatabaseUnavailable) as caught:
+                    pooler.view(pg_app.user)
+                took = time.monotonic() - started
+                # libpq's connect_timeout is whole seconds, 2 at least.
+                assert took < max(bound, 2.0) + 4.0, f"{step}: {took:.1f}s ({caught.value})"
+    fleet.close()
+    bounded.close()
