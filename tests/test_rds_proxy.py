@@ -175,6 +175,38 @@ def test_verify_really_logs_in_through_the_proxy(app: App, aws: Aws, layout: Lay
     )
 
 
+def test_a_secret_deleted_and_created_again_is_not_taken_for_the_one_the_proxy_lists(
+    app: App, aws: Aws, layout: Layout
+) -> None:
+    """The proxy's Auth list names the secret by its full ARN; one created again under the
+    same name has another ARN (a new random suffix), which the proxy cannot read."""
+    store = aws.store()
+    name = behind_proxy(aws, store, layout, app)
+    old_arn = aws.described(layout, Color.BLUE)["ARN"]
+    aws.secretsmanager.delete_secret(
+        SecretId=layout.proxy_secret(Color.BLUE), ForceDeleteWithoutRecovery=True
+    )
+    with pytest.raises(ConfigurationError, match=" is gone: delete "):
+        rotate(store, layout, admin_url=app.admin_url, options=FAST)
+    store.delete(layout.rds_proxy)  # as the message says, then rotate --rds-proxy again
+    again = RotateOptions(
+        client_ttl=0.2, quiet=0.4, rds_proxy=name, rds_proxy_endpoint=f"localhost:{app.url.port}"
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        rotate(store, layout, admin_url=app.admin_url, options=again)
+    new_arn = aws.described(layout, Color.BLUE)["ARN"]
+    assert new_arn != old_arn and old_arn in [a["SecretArn"] for a in aws.auth(name)]
+    assert str(caught.value).startswith(
+        f"RDS Proxy {name} cannot log in as {app.user!r} (blue): its Auth list lacks "
+        f"secret(s) credflip/db/{layout.env}/blue; register them"
+    )
+    # The command lists the new secret instead of the deleted one, and keeps the rest.
+    auth = aws.register(name, command_in(str(caught.value)))
+    listed = [a["SecretArn"] for a in auth]
+    assert new_arn in listed and old_arn not in listed and len(listed) == 3
+    assert rotate(store, layout, admin_url=app.admin_url, options=again).finished
+
+
 def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(
     app: App, aws: Aws, layout: Layout, cli: Any
 ) -> None:
@@ -312,5 +344,9 @@ def test_the_setting_and_the_auth_list_by_name() -> None:
         ProxySetting.from_json('{"name": "x"}', where="/db/e/rds-proxy")
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:credflip/db/prod/blue-AbC123"
     info = ProxyInfo("p", REGION, "POSTGRESQL", "p.x", auth=({"SecretArn": arn[:-7]},))
-    assert info.has_secret(arn)
+    assert info.has_secret(arn)  # the partial ARN names whichever secret has the name
     assert not info.has_secret(arn.replace("blue", "green"))
+    # The full ARN of a secret deleted since, created again under the same name: not it.
+    stale = ProxyInfo("p", REGION, "POSTGRESQL", "p.x", auth=({"SecretArn": arn},))
+    assert stale.has_secret(arn)
+    assert not stale.has_secret(arn[:-6] + "XyZ789")
