@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from credflip.rotation import (
     read_pointer,
     rotate,
 )
-from credflip.state import Phase
+from credflip.state import Phase, load_state
 from credflip.stores.ssm import SsmStore
 
 
@@ -68,8 +69,14 @@ def test_init_stops_with_the_command_that_registers_both_secrets_then_goes_behin
     first = cli(*args)
     assert first.code == 1, first.text
     assert first.err.startswith(f"credflip: error: RDS Proxy {name} cannot log in as ")
-    assert first.err.count("\n") == 1
-    assert first.err.rstrip().endswith("its secrets were written; nothing else was changed")
+    # The command on a line of its own, to be pasted.
+    message, command = first.err.splitlines()
+    assert message.endswith(
+        "register them with the command on the next line (it keeps the proxy's other "
+        "secrets), then run this command again; its secrets were written; nothing else was "
+        "changed"
+    )
+    assert command.startswith(f"aws rds modify-db-proxy --region {REGION} --db-proxy-name {name}")
     # Nothing else changed: no parameter, no green user.
     assert env_params(store, layout) == []
     assert not app.user_exists(app.green)
@@ -207,6 +214,58 @@ def test_a_secret_deleted_and_created_again_is_not_taken_for_the_one_the_proxy_l
     assert rotate(store, layout, admin_url=app.admin_url, options=again).finished
 
 
+def test_a_secret_scheduled_for_deletion_refuses_with_the_command_that_restores_it(
+    app: App, aws: Aws, layout: Layout, cli: Any
+) -> None:
+    """Secrets Manager keeps a deleted secret for its recovery window: RDS Proxy cannot
+    read it, and PutSecretValue refuses it. Refused before anything changes."""
+    store = aws.store()
+    name = behind_proxy(aws, store, layout, app)
+    secret = layout.proxy_secret(Color.GREEN)
+    aws.secretsmanager.delete_secret(SecretId=secret, RecoveryWindowInDays=7)
+    assert aws.described(layout, Color.GREEN)["DeletedDate"]
+    before = env_params(store, layout)
+    args = ["rotate", "--env", layout.env, "--store", store.url, "--admin-url",
+            app.admin_url.secret, "--yes", "--client-ttl", "200ms", "--quiet", "400ms"]  # fmt: skip
+    # Behind the proxy; and put behind it again (its setting deleted): before any write.
+    attach = [*args, "--rds-proxy", name, "--rds-proxy-endpoint", f"localhost:{app.url.port}"]
+    blue = aws.described(layout, Color.BLUE)["VersionIdsToStages"]
+    setting = store.get(layout.rds_proxy) or ""
+    commands: list[str] = []
+    for run in (args, attach):
+        if run is attach:
+            store.delete(layout.rds_proxy)
+        refused = cli(*run)
+        assert refused.code == 1, refused.text
+        message, command = refused.err.splitlines()
+        assert message.startswith(
+            f"credflip: error: secret {secret} is scheduled for deletion (DeletedDate "
+        )
+        assert message.endswith(
+            "RDS Proxy cannot log in with it and it takes no new value; restore it with the "
+            "command on the next line, then run this command again; nothing was changed"
+        )
+        commands.append(command)
+        assert load_state(store, layout).current is None
+        assert aws.described(layout, Color.BLUE)["VersionIdsToStages"] == blue
+    assert (
+        commands
+        == [f"aws secretsmanager restore-secret --region {REGION} --secret-id {secret}"] * 2
+    )
+    store.put(layout.rds_proxy, setting, secure=False)
+    assert env_params(store, layout) == before
+    # Run as printed, then again.
+    options = dict(zip(*[iter(shlex.split(commands[0])[3:])] * 2, strict=True))
+    assert options["--region"] == REGION
+    aws.secretsmanager.restore_secret(SecretId=options["--secret-id"])
+    done = cli(*args)
+    assert done.code == 0, done.text
+    assert (
+        aws.secret(layout, Color.GREEN)["password"]
+        == stored_url(store, layout, Color.GREEN).password
+    )
+
+
 def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(
     app: App, aws: Aws, layout: Layout, cli: Any
 ) -> None:
@@ -222,7 +281,8 @@ def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(
         f"credflip: error: RDS Proxy {name} cannot log in as {app.green!r} (green): its Auth "
         f"list lacks secret(s) credflip/db/{layout.env}/green; register them"
     )
-    assert refused.err.count("\n") == 1 and refused.err.rstrip().endswith("nothing was changed")
+    message, command = refused.err.splitlines()
+    assert message.endswith("nothing was changed") and command == command_in(refused.err)
     assert env_params(store, layout) == before
     auth = aws.register(name, command_in(refused.err))
     assert [a.get("Description") for a in auth] == [
@@ -255,7 +315,9 @@ def test_a_managed_env_goes_behind_a_proxy_from_the_lambda_event(
     before = env_params(store, layout)
     with pytest.raises(ConfigurationError) as caught:
         handler(event, LambdaContext(60))
-    assert str(caught.value).endswith("its secrets were written; nothing was changed")
+    assert (
+        str(caught.value).splitlines()[0].endswith("its secrets were written; nothing was changed")
+    )
     assert env_params(store, layout) == before
     aws.register(name, command_in(str(caught.value)))
     summary = handler(event, LambdaContext(60))

@@ -59,7 +59,7 @@ def settle_proxy(ctx: Context, pointer: Color, *, revoked: bool) -> bool:
         endpoint=ctx.options.rds_proxy_endpoint,
         urls=_logins(ctx, pointer),
         direct=ctx.fleet.primary.admin_url,
-        done=f"its secrets were written; {done}",
+        done=done,
     )
     return True
 
