@@ -9,14 +9,14 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import pytest
 from apps import App, make_app
 from clusters import Cluster
 from faults import Frozen
-from helpers import dump
+from helpers import dump, login_error
 from poolers import PrivatePgbouncer, client
 
 from credflip import commands
@@ -26,7 +26,16 @@ from credflip.errors import DatabaseUnavailable, UsageError
 from credflip.layout import Color, Layout
 from credflip.poolers import parse_pooler_url
 from credflip.poolers.view import parse_time, user_view
-from credflip.rotation import env_fleet, env_pooler
+from credflip.rotation import (
+    DrainProgress,
+    Event,
+    Notice,
+    PhaseStarted,
+    RotateOptions,
+    env_fleet,
+    env_pooler,
+    rotate,
+)
 from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -140,6 +149,28 @@ def pgbouncer(cluster: Cluster, pg_app: App) -> Iterator[PrivatePgbouncer]:
 
 def pooled(pgb: PrivatePgbouncer, app: App, password: str | None = None) -> DbUrl:
     return pgb.url(app.user, password or app.password, app.database)
+
+
+class Registered(NamedTuple):
+    """An env whose URL goes through PgBouncer, registered as its pooler."""
+
+    app: App
+    pgb: PrivatePgbouncer
+    store: SqliteStore
+    layout: Layout
+    url: DbUrl
+
+
+@pytest.fixture
+def registered(
+    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout
+) -> Registered:
+    url = pooled(pgbouncer, pg_app)
+    console = pgbouncer.console_url()
+    commands.init(
+        sqlite_store, layout, admin_url=pg_app.admin_url, writer_url=url, pooler_url=console
+    )
+    return Registered(pg_app, pgbouncer, sqlite_store, layout, url)
 
 
 def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
@@ -349,6 +380,13 @@ def test_the_server_leaves_out_a_poolers_connection_only_by_pid_and_port(
             assert eng.sessions(pg_app.user, pooled=[other]).count == 1
         assert eng.terminate(pg_app.user, only=[]) == 0
         assert eng.terminate(pg_app.user, only=[other]) == 0
+        # One that serves a client (in its transaction) is not ended.
+        with client(pooled(pgbouncer, pg_app)) as busy:
+            busy.autocommit = False
+            busy.execute("SELECT 1")
+            assert [int(s["remote_pid"]) for s in pgbouncer.servers_of(pg_app.user)] == [pid]
+            assert eng.terminate(pg_app.user, only=[mine]) == 0
+            busy.rollback()
         assert eng.terminate(pg_app.user, only=[mine]) == 1
         assert eng.sessions(pg_app.user).count == 0
 
@@ -384,21 +422,11 @@ def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
 
 
 def test_a_frozen_console_fails_within_the_db_timeout_or_the_lambdas_bound(
-    pg_app: App,
-    pgbouncer: PrivatePgbouncer,
-    sqlite_store: SqliteStore,
-    layout: Layout,
-    monkeypatch: pytest.MonkeyPatch,
+    registered: Registered, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PgBouncer stopped (SIGSTOP) answers nothing and closes nothing: its console waits
     as the engines do, CREDFLIP_DB_TIMEOUT or the Lambda's bound, not 10 s + 30 s."""
-    commands.init(
-        sqlite_store,
-        layout,
-        admin_url=pg_app.admin_url,
-        writer_url=pooled(pgbouncer, pg_app),
-        pooler_url=pgbouncer.console_url(),
-    )
+    pg_app, pgbouncer, sqlite_store, layout, _url = registered
     stored = sqlite_store.get(layout.pooler_url)
     monkeypatch.setenv("CREDFLIP_DB_TIMEOUT", "2s")
     by_env = env_pooler(layout, stored)
@@ -424,3 +452,48 @@ def test_a_frozen_console_fails_within_the_db_timeout_or_the_lambdas_bound(
                 assert took < max(bound, 2.0) + 4.0, f"{step}: {took:.1f}s ({caught.value})"
     fleet.close()
     bounded.close()
+
+
+def test_a_client_that_logs_in_between_the_last_look_and_the_lock_is_not_cut_off(
+    registered: Registered, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retire looks at PgBouncer's clients again once the old user is locked: one there
+    came after the last look, in a transaction on a server connection of the old user. Its
+    transaction goes on, the old user keeps its login, and the rotation drains again."""
+    from credflip.rotation.phases import retire
+
+    pg_app, pgbouncer, sqlite_store, layout, url = registered
+    real = retire.last_look
+    late: list[psycopg.Connection[Any]] = []
+
+    def last_look_then_a_client(ctx: Any) -> None:
+        real(ctx)
+        if not late:  # logs in to PgBouncer right before the lock, opens a transaction
+            conn = client(url)
+            conn.autocommit = False
+            conn.execute("SELECT 1")
+            late.append(conn)
+
+    monkeypatch.setattr(retire, "last_look", last_look_then_a_client)
+    events: list[Event] = []
+
+    def note(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, DrainProgress) and late and not late[0].closed:
+            # Back in the drain: the late client's transaction goes on, then it leaves.
+            late[0].execute("SELECT 2")
+            late[0].commit()
+            late[0].close()
+
+    options = RotateOptions(client_ttl=0.0, quiet=1.0, drain_timeout=60.0)
+    admin = pg_app.admin_url
+    result = rotate(sqlite_store, layout, admin_url=admin, options=options, on_event=note)
+    assert result.finished
+    assert late and late[0].closed
+    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
+    assert [w.split(": one last reading")[0] for w in warnings] == [f"not retiring {pg_app.user!r}"]
+    assert f"1 client(s) on pgbouncer {pgbouncer.host}:{pgbouncer.port} (" in warnings[0]
+    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
+    assert phases[-5:] == [Phase.DRAIN, Phase.RETIRE, Phase.DRAIN, Phase.RETIRE, Phase.DONE]
+    assert pgbouncer.servers_of(pg_app.user) == []
+    assert "no such user" in login_error(url)  # locked in the end: PgBouncer lacks it
