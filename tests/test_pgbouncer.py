@@ -16,7 +16,7 @@ import pytest
 from apps import App, make_app
 from clusters import Cluster
 from faults import Frozen
-from helpers import dump, login_error
+from helpers import connects, dump, login_error
 from poolers import PrivatePgbouncer, client
 
 from credflip import commands
@@ -476,20 +476,23 @@ def test_a_client_that_logs_in_between_the_last_look_and_the_lock_is_not_cut_off
 
     monkeypatch.setattr(retire, "last_look", last_look_then_a_client)
     events: list[Event] = []
+    logins: list[bool] = []
 
     def note(event: Event) -> None:
         events.append(event)
         if isinstance(event, DrainProgress) and late and not late[0].closed:
-            # Back in the drain: the late client's transaction goes on, then it leaves.
+            # Back in the drain: the late client's transaction goes on, then it leaves; the
+            # old user logs in again meanwhile.
             late[0].execute("SELECT 2")
             late[0].commit()
             late[0].close()
+            logins.append(connects(url))
 
     options = RotateOptions(client_ttl=0.0, quiet=1.0, drain_timeout=60.0)
     admin = pg_app.admin_url
     result = rotate(sqlite_store, layout, admin_url=admin, options=options, on_event=note)
     assert result.finished
-    assert late and late[0].closed
+    assert late and late[0].closed and logins == [True]
     warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
     assert [w.split(": one last reading")[0] for w in warnings] == [f"not retiring {pg_app.user!r}"]
     assert f"1 client(s) on pgbouncer {pgbouncer.host}:{pgbouncer.port} (" in warnings[0]
