@@ -62,7 +62,8 @@ $$
 
 
 def pgbouncer_binary() -> str:
-    """The ``pgbouncer`` program (Debian installs it in /usr/sbin)."""
+    """The ``pgbouncer`` program: on PATH, else in /usr/sbin (where Debian installs it, off
+    a non-root PATH) or /usr/bin, as ``tools/system-deps`` finds it."""
     found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
     assert found, "pgbouncer is not installed: run tools/system-deps test as root"
     return found

@@ -8,6 +8,7 @@ say 127.0.0.1): moto's proxy endpoint accepts no connection.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
@@ -26,6 +27,7 @@ from credflip.poolers.rds_proxy.registration import ProxyInfo
 from credflip.poolers.rds_proxy.setting import ProxySetting, is_proxy_host
 from credflip.rotation import (
     Event,
+    Notice,
     PhaseStarted,
     RotateOptions,
     plan_rotation,
@@ -264,6 +266,36 @@ def test_a_secret_scheduled_for_deletion_refuses_with_the_command_that_restores_
         aws.secret(layout, Color.GREEN)["password"]
         == stored_url(store, layout, Color.GREEN).password
     )
+
+
+def test_rds_proxy_endpoint_moves_where_the_envs_proxy_is_reached(
+    app: App, aws: Aws, layout: Layout
+) -> None:
+    """Given for the env's own proxy, --rds-proxy-endpoint is used and recorded, not ignored."""
+    store = aws.store()
+    name = behind_proxy(aws, store, layout, app)
+    closed, where = free_port(), f"localhost:{app.url.port}"
+    moved = RotateOptions(
+        client_ttl=0.2,
+        quiet=0.4,
+        reconnect_timeout=0.5,
+        rds_proxy=name,
+        rds_proxy_endpoint=f"LOCALHOST:{closed}",
+    )
+    events: list[Event] = []
+    with pytest.raises(CredflipError) as caught:
+        rotate(store, layout, admin_url=app.admin_url, options=moved, on_event=events.append)
+    assert f"localhost:{closed}" in str(caught.value)  # verify went through it
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert f"RDS Proxy {name} is reached at localhost:{closed} (was {where})" in notes
+
+    def recorded() -> str:
+        return ProxySetting.from_json(store.get(layout.rds_proxy) or "", where="test").endpoint
+
+    assert recorded() == f"localhost:{closed}"
+    back = dataclasses.replace(moved, rds_proxy_endpoint=where)
+    assert rotate(store, layout, admin_url=app.admin_url, options=back).finished
+    assert recorded() == where
 
 
 def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(

@@ -238,7 +238,7 @@ def _start_or_resume(ctx: Context) -> bool:
         ctx.notice(messages.sessions_only_revoked(ctx.layout.env))
     pooled = proxy_name(ctx)
     preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked, pooled=pooled)
-    attached = settle_proxy(ctx, pointer, revoked=revoked)
+    settled = settle_proxy(ctx, pointer, revoked=revoked)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(ctx, pointer)
@@ -256,8 +256,8 @@ def _start_or_resume(ctx: Context) -> bool:
             if recorded is not None and recorded > given:
                 ctx.notice(messages.using_recorded(name, recorded, given))
             setattr(current, name, max(recorded or 0.0, given))
-    if attached and ctx.rds_proxy is not None:
+    if settled is not None and ctx.rds_proxy is not None:
         ctx.store.put(ctx.layout.rds_proxy, ctx.rds_proxy.setting.to_json(), secure=False)
-        ctx.notice(f"env {ctx.layout.env} is now behind RDS Proxy {ctx.rds_proxy.name}")
+        ctx.notice(settled)
     save_state(ctx.store, ctx.layout, state)
     return resumed

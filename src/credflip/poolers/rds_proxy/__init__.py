@@ -34,7 +34,7 @@ from .setting import (
     PROXY_PORTS,
     ProxySetting,
     endpoint_text,
-    parse_endpoint,
+    given_endpoint,
     read_setting,
     validate_name,
 )
@@ -75,6 +75,11 @@ class RdsProxy:
 
     def __repr__(self) -> str:
         return f"<RdsProxy {self.setting.name} at {self.setting.endpoint}>"
+
+    def moved_to(self, endpoint: str) -> RdsProxy:
+        """This proxy reached at *endpoint* (``host:port``, given by the operator)."""
+        setting = dataclasses.replace(self.setting, endpoint=endpoint, given=True)
+        return RdsProxy(setting, self.layout, kms_key=self.secrets.kms_key, rds=self._rds)
 
     @property
     def name(self) -> str:
@@ -212,7 +217,7 @@ def attach(
             f"{engine}: name the proxy in front of this database; nothing was changed"
         )
     if endpoint is not None:
-        where = endpoint_text(*parse_endpoint(endpoint, PROXY_PORTS.get(engine, 5432)))
+        where = given_endpoint(endpoint, engine)
     else:
         where = endpoint_text(info.endpoint, PROXY_PORTS.get(engine, 5432))
     setting = ProxySetting(name, region, where, given=endpoint is not None)
