@@ -286,6 +286,11 @@ class PrivatePgbouncer:
 # -- clients through PgBouncer ---------------------------------------------------
 
 
+def pooled(pgb: PrivatePgbouncer, app: Any, password: str | None = None) -> DbUrl:
+    """*app*'s URL (or with *password*) through *pgb*."""
+    return pgb.url(app.user, password or app.password, app.database)
+
+
 def client(url: DbUrl | str) -> psycopg.Connection[Any]:
     """A client connection as an application opens one through PgBouncer: never
     prepared (transaction pooling hands each transaction another server connection)."""

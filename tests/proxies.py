@@ -104,6 +104,14 @@ class Aws:
         return dict(self.secretsmanager.describe_secret(SecretId=layout.proxy_secret(color)))
 
 
+def env_params(store: SsmStore, layout: Layout) -> list[tuple[str, str]]:
+    """The env's parameters (moto's server holds every test's)."""
+    pages = store.client.get_paginator("get_parameters_by_path").paginate(
+        Path=layout.base, Recursive=True, WithDecryption=True
+    )
+    return sorted((p["Name"], p["Value"]) for page in pages for p in page["Parameters"])
+
+
 def make_aws(endpoint: str) -> Aws:
     """Clients on moto, a VPC with two subnets and a KMS key."""
 

@@ -7,35 +7,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import psycopg
 import pytest
 from apps import App, make_app
 from clusters import Cluster
-from faults import Frozen
-from helpers import connects, dump, login_error
-from poolers import PrivatePgbouncer, client
+from helpers import dump
+from poolers import PrivatePgbouncer, client, pooled
 
-from credflip import commands
-from credflip.aws_lambda import _bounded_engine
 from credflip.engines import PooledBackend
-from credflip.errors import DatabaseUnavailable, UsageError
+from credflip.errors import UsageError
 from credflip.layout import Color, Layout
 from credflip.poolers import parse_pooler_url
 from credflip.poolers.view import parse_time, user_view
-from credflip.rotation import (
-    DrainProgress,
-    Event,
-    Notice,
-    PhaseStarted,
-    RotateOptions,
-    env_fleet,
-    env_pooler,
-    rotate,
-)
 from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -135,46 +120,8 @@ def test_pooler_url_defaults() -> None:
 # -- a real PgBouncer -----------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_app(cluster: Cluster) -> App:
-    return make_app(cluster)
-
-
-@pytest.fixture
-def pgbouncer(cluster: Cluster, pg_app: App) -> Iterator[PrivatePgbouncer]:
-    with PrivatePgbouncer(cluster, "transaction") as pgb:
-        pgb.serve(pg_app.database)
-        yield pgb
-
-
-def pooled(pgb: PrivatePgbouncer, app: App, password: str | None = None) -> DbUrl:
-    return pgb.url(app.user, password or app.password, app.database)
-
-
-class Registered(NamedTuple):
-    """An env whose URL goes through PgBouncer, registered as its pooler."""
-
-    app: App
-    pgb: PrivatePgbouncer
-    store: SqliteStore
-    layout: Layout
-    url: DbUrl
-
-
-@pytest.fixture
-def registered(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout
-) -> Registered:
-    url = pooled(pgbouncer, pg_app)
-    console = pgbouncer.console_url()
-    commands.init(
-        sqlite_store, layout, admin_url=pg_app.admin_url, writer_url=url, pooler_url=console
-    )
-    return Registered(pg_app, pgbouncer, sqlite_store, layout, url)
-
-
 def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
-    pg_app: App,
+    app: App,
     pgbouncer: PrivatePgbouncer,
     sqlite_store: SqliteStore,
     layout: Layout,
@@ -183,8 +130,8 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 ) -> None:
     console = pgbouncer.console_url()
     monkeypatch.setenv("CREDFLIP_POOLER_URL", console.secret)
-    monkeypatch.setenv("CREDFLIP_ADMIN_URL", pg_app.admin_url.secret)
-    monkeypatch.setenv("CREDFLIP_WRITER_URL", pooled(pgbouncer, pg_app).secret)
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    monkeypatch.setenv("CREDFLIP_WRITER_URL", pooled(pgbouncer, app).secret)
     result = cli("init", "--env", layout.env, "--store", sqlite_store.url)
     assert result.code == 0, result.err
     assert not result.argv_warnings
@@ -204,10 +151,10 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
     assert status.code == 0, status.err
     found = json.loads(status.out)["drain"]["instances"]
     assert [(i["address"], i["role"]) for i in found] == [
-        (f"{pg_app.admin_url.host}:{pg_app.admin_url.port}", "primary"),
+        (f"{app.admin_url.host}:{app.admin_url.port}", "primary"),
         (address, "pooler"),
     ]
-    for secret in (pgbouncer.stats_password, pg_app.password, pg_app.cluster.admin_password):
+    for secret in (pgbouncer.stats_password, app.password, app.cluster.admin_password):
         assert secret not in result.text + status.text
 
     def blue_sessions() -> list[tuple[str, int]]:
@@ -218,11 +165,11 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 
     # A client connected to PgBouncer is a session there; the server connection PgBouncer
     # opened for it (idle between transactions) is not one on the server.
-    with client(pooled(pgbouncer, pg_app)) as conn:
+    with client(pooled(pgbouncer, app)) as conn:
         conn.execute("SELECT 1")
-        assert len(pgbouncer.servers_of(pg_app.user)) == 1
+        assert len(pgbouncer.servers_of(app.user)) == 1
         assert blue_sessions() == [("primary", 0), ("pooler", 1)]
-    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept by PgBouncer
+    assert len(pgbouncer.servers_of(app.user)) == 1  # kept by PgBouncer
     assert blue_sessions() == [("primary", 0), ("pooler", 0)]
     # Without the admin URL status names what the URLs name: PgBouncer.
     monkeypatch.delenv("CREDFLIP_ADMIN_URL")
@@ -232,40 +179,38 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 
 
 def test_init_refuses_a_console_that_does_not_let_it_in_and_changes_nothing(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
     wrong = pgbouncer.console_url().with_credentials("cft_pgb_stats", "not-the-password")
-    through = pgbouncer.url(pg_app.user, pg_app.password, pg_app.database)
+    through = pgbouncer.url(app.user, app.password, app.database)
     cases = [
         (wrong.secret, "refused user 'cft_pgb_stats'"),
-        (pg_app.admin_url.secret.replace("postgresql:", "pgbouncer:"), "console database"),
+        (app.admin_url.secret.replace("postgresql:", "pgbouncer:"), "console database"),
         (DbUrl("pgbouncer", "127.0.0.1", "x", "y", 1, "pgbouncer").secret, "cannot connect"),
     ]
     before = dump(sqlite_store)
     for pooler, message in cases:
         result = cli(
             "init", "--env", layout.env, "--store", sqlite_store.url,
-            "--admin-url", pg_app.admin_url.secret, "--writer-url", through.secret,
+            "--admin-url", app.admin_url.secret, "--writer-url", through.secret,
             "--pooler", pooler,
         )  # fmt: skip
         assert result.code != 0
         assert result.err.count("\n") == 1 and result.err.startswith("credflip: error: ")
         assert message in result.err, result.err
-        assert "not-the-password" not in result.err and pg_app.password not in result.err
+        assert "not-the-password" not in result.err and app.password not in result.err
     assert dump(sqlite_store) == before
-    with pg_app.su() as conn:
-        assert not conn.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", [pg_app.green]
-        ).fetchall()
+    with app.su() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [app.green]).fetchall()
 
 
 def test_an_admin_url_through_pgbouncer_is_refused(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
-    admin = pgbouncer.url(pg_app.admin_url.user, pg_app.admin_url.password, pg_app.database)
+    admin = pgbouncer.url(app.admin_url.user, app.admin_url.password, app.database)
     result = cli(
         "init", "--env", layout.env, "--store", sqlite_store.url, "--admin-url", admin.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
+        "--writer-url", pooled(pgbouncer, app).secret,
         "--pooler", pgbouncer.console_url().secret,
     )  # fmt: skip
     assert result.code == 2
@@ -333,7 +278,7 @@ def test_auth_file_mode_verify_stops_until_pgbouncer_knows_the_new_color(
 
 
 def test_pooler_userlist_before_and_after_rotations(
-    pg_app: App,
+    app: App,
     pgbouncer: PrivatePgbouncer,
     sqlite_store: SqliteStore,
     layout: Layout,
@@ -341,8 +286,8 @@ def test_pooler_userlist_before_and_after_rotations(
 ) -> None:
     common = ["--env", layout.env, "--store", sqlite_store.url]
     init = cli(
-        "init", *common, "--admin-url", pg_app.admin_url.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
+        "init", *common, "--admin-url", app.admin_url.secret,
+        "--writer-url", pooled(pgbouncer, app).secret,
     )  # fmt: skip
     assert init.code == 0, init.err
     missing = cli("pooler-userlist", *common)
@@ -350,153 +295,13 @@ def test_pooler_userlist_before_and_after_rotations(
     saved = cli("save-pooler-url", *common, "--pooler", pgbouncer.console_url().secret)
     assert saved.code == 0, saved.err
     assert "PgBouncer 1." in saved.out and pgbouncer.stats_password not in saved.text
-    rotate = ["rotate", *common, "--admin-url", pg_app.admin_url.secret, "--client-ttl", "0s"]
+    rotate = ["rotate", *common, "--admin-url", app.admin_url.secret, "--client-ttl", "0s"]
     rotate += ["--quiet", "1s", "--yes"]
     for _ in range(2):
         assert cli(*rotate).code == 0
     lines = cli("pooler-userlist", *common).out.splitlines()
     # Both colors' secrets are the server's own, the active color first.
     assert lines == [
-        f'"{pg_app.user}" "{authid(pg_app, pg_app.user)}"',
-        f'"{pg_app.green}" "{authid(pg_app, pg_app.green)}"',
+        f'"{app.user}" "{authid(app, app.user)}"',
+        f'"{app.green}" "{authid(app, app.green)}"',
     ]
-
-
-def test_the_server_leaves_out_a_poolers_connection_only_by_pid_and_port(
-    pg_app: App, pgbouncer: PrivatePgbouncer
-) -> None:
-    from credflip.engines import engine_for
-
-    with client(pooled(pgbouncer, pg_app)) as conn:
-        conn.execute("SELECT 1")
-    [server] = pgbouncer.servers_of(pg_app.user)
-    pid, port = int(server["remote_pid"]), int(server["local_port"])
-    mine = PooledBackend(pid, port)
-    with engine_for(pg_app.admin_url) as eng:
-        assert eng.sessions(pg_app.user).count == 1
-        assert eng.sessions(pg_app.user, pooled=[mine]).count == 0
-        # Another port (a NAT between them) or another pid: not PgBouncer's.
-        for other in (PooledBackend(pid, port + 1), PooledBackend(pid + 1, port)):
-            assert eng.sessions(pg_app.user, pooled=[other]).count == 1
-        assert eng.terminate(pg_app.user, only=[]) == 0
-        assert eng.terminate(pg_app.user, only=[other]) == 0
-        # One that serves a client (in its transaction) is not ended.
-        with client(pooled(pgbouncer, pg_app)) as busy:
-            busy.autocommit = False
-            busy.execute("SELECT 1")
-            assert [int(s["remote_pid"]) for s in pgbouncer.servers_of(pg_app.user)] == [pid]
-            assert eng.terminate(pg_app.user, only=[mine]) == 0
-            busy.rollback()
-        assert eng.terminate(pg_app.user, only=[mine]) == 1
-        assert eng.sessions(pg_app.user).count == 0
-
-
-def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
-) -> None:
-    common = ["--env", layout.env, "--store", sqlite_store.url]
-    assert cli(
-        "init", *common, "--admin-url", pg_app.admin_url.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
-        "--pooler", pgbouncer.console_url().secret, "--group-role", pg_app.group,
-    ).code == 0  # fmt: skip
-    with client(pooled(pgbouncer, pg_app)) as conn:
-        conn.execute("SELECT 1")
-    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept after its client left
-    rotate = ["rotate", *common, "--admin-url", pg_app.admin_url.secret, "--client-ttl", "0s"]
-    plan = cli(*rotate, "--retire", "drop", "--dry-run")
-    assert plan.code == 0, plan.err
-    pooler = f"pgbouncer {pgbouncer.host}:{pgbouncer.port}"
-    assert f"writer URL directly on {pg_app.admin_url.host}:{pg_app.admin_url.port}" in plan.out
-    assert f"writer URL through {pooler}" in plan.out
-    assert (
-        "5. retire (drop): one last reading of every instance, as the drain reads them (any "
-        f"use there: back to the drain), then lock {pg_app.user!r} and end the server "
-        f"connections {pooler}" in plan.out
-    )
-    done = cli(*rotate, "--retire", "drop", "--quiet", "1s", "--yes")
-    assert done.code == 0, done.err
-    assert f"ended the 1 server connection(s) {pooler} kept of {pg_app.user!r}" in done.err
-    assert not pg_app.user_exists(pg_app.user)
-    assert pgbouncer.servers_of(pg_app.user) == []
-
-
-def test_a_frozen_console_fails_within_the_db_timeout_or_the_lambdas_bound(
-    registered: Registered, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """PgBouncer stopped (SIGSTOP) answers nothing and closes nothing: its console waits
-    as the engines do, CREDFLIP_DB_TIMEOUT or the Lambda's bound, not 10 s + 30 s."""
-    pg_app, pgbouncer, sqlite_store, layout, _url = registered
-    stored = sqlite_store.get(layout.pooler_url)
-    monkeypatch.setenv("CREDFLIP_DB_TIMEOUT", "2s")
-    by_env = env_pooler(layout, stored)
-    # The Lambda bounds its engine to a third of its margin, and the fleet's console with it.
-    bounded = _bounded_engine(pg_app.admin_url, margin=3.0)
-    monkeypatch.delenv("CREDFLIP_DB_TIMEOUT")
-    fleet = env_fleet(sqlite_store, layout, load_state(sqlite_store, layout), bounded)
-    by_lambda = fleet.pooler
-    assert by_env is not None and by_lambda is not None
-    assert (by_env.console.connect_timeout, by_env.console.statement_timeout) == (2.0, 2.0)
-    assert (by_lambda.console.connect_timeout, by_lambda.console.statement_timeout) == (1.0, 1.0)
-    for pooler in (by_env, by_lambda):
-        pooler.view(pg_app.user)  # connected: the next call waits for an answer
-    assert pgbouncer.process is not None
-    with Frozen(pgbouncer.process.pid):
-        for pooler, bound in ((by_env, 2.0), (by_lambda, 1.0)):
-            for step in ("an answer", "a connect"):  # the second call connects anew
-                started = time.monotonic()
-                with pytest.raises(DatabaseUnavailable) as caught:
-                    pooler.view(pg_app.user)
-                took = time.monotonic() - started
-                # libpq's connect_timeout is whole seconds, 2 at least.
-                assert took < max(bound, 2.0) + 4.0, f"{step}: {took:.1f}s ({caught.value})"
-    fleet.close()
-    bounded.close()
-
-
-def test_a_client_that_logs_in_between_the_last_look_and_the_lock_is_not_cut_off(
-    registered: Registered, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The retire looks at PgBouncer's clients again once the old user is locked: one there
-    came after the last look, in a transaction on a server connection of the old user. Its
-    transaction goes on, the old user keeps its login, and the rotation drains again."""
-    from credflip.rotation.phases import retire
-
-    pg_app, pgbouncer, sqlite_store, layout, url = registered
-    real = retire.last_look
-    late: list[psycopg.Connection[Any]] = []
-
-    def last_look_then_a_client(ctx: Any) -> None:
-        real(ctx)
-        if not late:  # logs in to PgBouncer right before the lock, opens a transaction
-            conn = client(url)
-            conn.autocommit = False
-            conn.execute("SELECT 1")
-            late.append(conn)
-
-    monkeypatch.setattr(retire, "last_look", last_look_then_a_client)
-    events: list[Event] = []
-    logins: list[bool] = []
-
-    def note(event: Event) -> None:
-        events.append(event)
-        if isinstance(event, DrainProgress) and late and not late[0].closed:
-            # Back in the drain: the late client's transaction goes on, then it leaves; the
-            # old user logs in again meanwhile.
-            late[0].execute("SELECT 2")
-            late[0].commit()
-            late[0].close()
-            logins.append(connects(url))
-
-    options = RotateOptions(client_ttl=0.0, quiet=1.0, drain_timeout=60.0)
-    admin = pg_app.admin_url
-    result = rotate(sqlite_store, layout, admin_url=admin, options=options, on_event=note)
-    assert result.finished
-    assert late and late[0].closed and logins == [True]
-    warnings = [e.message for e in events if isinstance(e, Notice) and e.level == "warning"]
-    assert [w.split(": one last reading")[0] for w in warnings] == [f"not retiring {pg_app.user!r}"]
-    assert f"1 client(s) on pgbouncer {pgbouncer.host}:{pgbouncer.port} (" in warnings[0]
-    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
-    assert phases[-5:] == [Phase.DRAIN, Phase.RETIRE, Phase.DRAIN, Phase.RETIRE, Phase.DONE]
-    assert pgbouncer.servers_of(pg_app.user) == []
-    assert "no such user" in login_error(url)  # locked in the end: PgBouncer lacks it

@@ -18,7 +18,7 @@ import pytest
 from apps import App, make_app, make_my_app, serial
 from clusters import Cluster, Mariadb
 from helpers import login_error, stored_url, wait_until
-from proxies import REGION, Aws, behind_proxy, command_in, make_aws
+from proxies import Aws, behind_proxy, command_in
 from servers import PrivateMariadb
 
 from credflip import commands
@@ -38,15 +38,6 @@ from credflip.rotation import (
     rotate,
 )
 from credflip.state import Phase
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    return make_aws(moto_endpoint)
-
 
 # -- the tracker, on a fake clock -------------------------------------------------
 
