@@ -20,6 +20,8 @@ import pytest
 import shared_servers
 from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
 from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id, start_cluster
+from poolers import PrivatePgbouncer
+from proxies import REGION, Aws, make_aws
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip import commands
@@ -130,6 +132,23 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """moto's RDS, Secrets Manager and KMS (:mod:`proxies`), where boto3 clients go."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    return make_aws(moto_endpoint)
+
+
+@pytest.fixture
+def pgbouncer(cluster: Cluster, app: App) -> Iterator[PrivatePgbouncer]:
+    """A private PgBouncer in transaction pooling in front of *app*'s database."""
+    with PrivatePgbouncer(cluster, "transaction") as pgb:
+        pgb.serve(app.database)
+        yield pgb
 
 
 @pytest.fixture(params=["sqlite", "ssm"])

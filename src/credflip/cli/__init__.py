@@ -1,6 +1,7 @@
 """The ``credflip`` command line: the only package that prints.
 
-Errors are one line on stderr, ``credflip: error: ...``, with exit codes
+Errors are one line on stderr, ``credflip: error: ...`` (and the command that
+fixes it on a line of its own, when there is one to paste), with exit codes
 0 ok (also ``rotate`` outside its window: nothing to do), 1 failed, 2 usage,
 3 lock held, 4 drain timed out, 6 the env is halted (``credflip unhalt``). ``--debug`` adds the
 traceback. No password is printed unless ``resolve --show-secrets`` asks.

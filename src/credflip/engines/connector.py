@@ -25,7 +25,15 @@ T = TypeVar("T")
 #: Numbers for admin connections, as observations name the one that read them.
 CONNECTIONS = itertools.count(1)
 
-__all__ = ["CONNECTIONS", "DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
+__all__ = [
+    "CONNECTIONS",
+    "DB_TIMEOUT_ENV",
+    "Connector",
+    "Refusal",
+    "connect_error",
+    "default_connect_timeout",
+    "default_statement_timeout",
+]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one
@@ -45,11 +53,13 @@ def _timeout(default: float) -> float:
     return value
 
 
-def _connect_timeout() -> float:
+def default_connect_timeout() -> float:
+    """Seconds a connect may take: ``CREDFLIP_DB_TIMEOUT``, else 10."""
     return _timeout(10.0)
 
 
-def _statement_timeout() -> float:
+def default_statement_timeout() -> float:
+    """Seconds one statement's answer may take: ``CREDFLIP_DB_TIMEOUT``, else 30."""
     return _timeout(30.0)
 
 
@@ -90,11 +100,11 @@ class Connector(Redactor, abc.ABC):
 
     admin_url: DbUrl
     #: Seconds to wait for a connection; then :class:`DatabaseUnavailable`.
-    connect_timeout: float = field(default_factory=_connect_timeout)
+    connect_timeout: float = field(default_factory=default_connect_timeout)
     #: Seconds to wait for one statement's answer, enforced by the client: a
     #: frozen server (``SIGSTOP``, a dead host behind a live load balancer)
     #: neither answers nor closes the socket, and TCP keepalives do not notice.
-    statement_timeout: float = field(default_factory=_statement_timeout)
+    statement_timeout: float = field(default_factory=default_statement_timeout)
     _secrets: list[str] = field(default_factory=list, repr=False)
     _conn: Any = field(default=None, repr=False)
     #: Values that hold for as long as one admin connection does (see :meth:`per_connection`).

@@ -188,14 +188,16 @@ def preflight(
         before_switch(fleet, current, options, notice)
         return
     # Open sessions refuse at once; after a rollback, prepare then also drains the
-    # rolled-back color (counters, quiet window) before it changes its password.
+    # rolled-back color (counters, quiet window) before it changes its password. Behind
+    # RDS Proxy idle ones are the proxy's pool, as in the drain: only a busy one refuses.
     target = state.users[pointer.other]
     for inst, found in fleet.sessions(target):
         if isinstance(found, CredflipError):
             raise messages.inactive_unobservable(target, inst, found)
-        if found.count:
+        using = found.busy() if pooled else found
+        if using.count:
             raise messages.inactive_in_use(
-                target, pointer.other, pointer, inst.address, found.count, found.describe()
+                target, pointer.other, pointer, inst.address, using.count, using.describe()
             )
     # After the checks above: an instance that cannot be reached is named there first.
     before_switch(fleet, current, options, notice)
@@ -259,7 +261,7 @@ def _start_or_resume(ctx: Context) -> bool:
         ctx.notice(messages.sessions_only_revoked(ctx.layout.env))
     pooled = proxy_name(ctx)
     preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked, pooled=pooled)
-    attached = settle_proxy(ctx, pointer, revoked=revoked)
+    settled = settle_proxy(ctx, pointer, revoked=revoked)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(ctx, pointer)
@@ -277,8 +279,8 @@ def _start_or_resume(ctx: Context) -> bool:
             if recorded is not None and recorded > given:
                 ctx.notice(messages.using_recorded(name, recorded, given))
             setattr(current, name, max(recorded or 0.0, given))
-    if attached and ctx.rds_proxy is not None:
+    if settled is not None and ctx.rds_proxy is not None:
         ctx.store.put(ctx.layout.rds_proxy, ctx.rds_proxy.setting.to_json(), secure=False)
-        ctx.notice(f"env {ctx.layout.env} is now behind RDS Proxy {ctx.rds_proxy.name}")
+        ctx.notice(settled)
     save_state(ctx.store, ctx.layout, state)
     return resumed
