@@ -40,14 +40,14 @@ class LoopWatchingResolver(Resolver):
         super().__init__(**kwargs)
         self.on_loop = 0
 
-    def _read(self, env: str) -> Endpoints:
+    def _read(self, env: str, *, max_age: float) -> tuple[Endpoints, float]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             pass  # a worker thread, the watcher, or before the loop started
         else:
             self.on_loop += 1
-        return super()._read(env)
+        return super()._read(env, max_age=max_age)
 
 
 class AsyncApp:
