@@ -66,7 +66,7 @@ class TimedLegacy(Legacy):
 
 
 class Timeline:
-    """When each rotation switched and finished draining (monotonic), and the quiet
+    """When each rotation switched and last finished draining (monotonic), and the quiet
     window its drain needed at the end."""
 
     def __init__(self) -> None:
@@ -82,6 +82,10 @@ class Timeline:
             if event.phase.value == "switch":
                 self.switched.append(time.monotonic())
             elif event.phase.value == "drain":
+                # A retire that finds the old user in use after its lock goes back to the
+                # drain (safe): the rotation's drain ends when its last one does.
+                if len(self.drained) == len(self.switched):
+                    del self.drained[-1], self.needed[-1]
                 self.drained.append(time.monotonic())
                 self.needed.append(self._needed)
 
