@@ -3,9 +3,11 @@
 Each test breaks something in the middle of a rotation: the writer restarts,
 the database freezes (SIGSTOP), the store refuses a write, the rotator is
 killed at a random moment. An independent checker thread verifies the whole
-time that the color the pointer names has URLs that connect (a refused login
-is a violation; a server that is away is the fault itself), and Lambda-like
-and pooled clients run alongside: none of their logins may be refused.
+time that the color the pointer names has URLs that connect, and Lambda-like
+and pooled clients run alongside. A refused login is always a failure; a login
+that cannot reach the server is tolerated only on the server a test took down,
+while it was down (:class:`~faults.Outages`): the store faults and the kills
+tolerate none.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +28,16 @@ import pytest
 from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
 from clusters import Cluster, Mariadb, start_cluster
-from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
+from faults import (
+    Clients,
+    Frozen,
+    Invariant,
+    Outages,
+    kill_after,
+    nothing_to_roll_back,
+    postmaster_pid,
+    wait_for,
+)
 from helpers import assert_pointer_connects, connects, login_error, stored_url
 from servers import PrivateMariadb
 from test_store_ssm import _Raw
@@ -121,6 +131,11 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
     notices: list[str] = []
     samples = 0
     restarts: list[threading.Thread] = []
+    outages = Outages()
+
+    def back_up() -> None:
+        server.resume()
+        outages.end(app.url.port)
 
     def on_event(event: Event) -> None:
         nonlocal samples
@@ -134,11 +149,15 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
             else isinstance(event, PhaseStarted) and event.phase is phase
         )
         if hit and not restarts:
+            outages.begin(app.url.port)
             server.halt()
-            restarts.append(threading.Timer(1.0, server.resume))
+            restarts.append(threading.Timer(1.0, back_up))
             restarts[0].start()
 
-    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+    with (
+        Invariant(store, layout, outages) as invariant,
+        Clients(store, layout, outages=outages) as clients,
+    ):
         clients.serve_more()
         result = rotate(
             store,
@@ -188,7 +207,10 @@ def test_a_frozen_database_makes_rotate_give_up_within_its_timeouts(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("credflip: error: "), proc.stderr
     assert "timeout" in last or "timed out" in last or "did not answer" in last, last
-    assert elapsed < 15, f"took {elapsed:.1f}s"
+    # The promise: it gives up within its timeouts (3 s, and 2 s per statement); the
+    # bound is generous for a busy machine and still half the default 60-s
+    # --reconnect-timeout it would wait without honouring the option.
+    assert elapsed < 30, f"took {elapsed:.1f}s"
     assert load_state(store, layout).current is None  # nothing changed
     assert read_lock(store, layout) is None
     result = rotate(
@@ -209,7 +231,13 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
     frozen = Frozen(server.pid())
     errors: list[str] = []
     samples = 0
-    thaw = threading.Timer(4.0, frozen.thaw)
+    outages = Outages()
+
+    def back_up() -> None:
+        frozen.thaw()
+        outages.end(app.url.port)
+
+    thaw = threading.Timer(4.0, back_up)
 
     def on_event(event: Event) -> None:
         nonlocal samples
@@ -217,12 +245,15 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
             samples += 1
             errors.extend(r.error for r in event.readings if r.error)
             if samples == 2:
+                outages.begin(app.url.port)
                 frozen.freeze()
                 thaw.start()
 
-    started = time.monotonic()
     try:
-        with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+        with (
+            Invariant(store, layout, outages) as invariant,
+            Clients(store, layout, outages=outages) as clients,
+        ):
             clients.serve_more()
             result = rotate(
                 store,
@@ -234,12 +265,11 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
             clients.serve_more(what="clients serving after the thaw")
     finally:
         thaw.cancel()
-        frozen.thaw()
+        back_up()
     assert result.finished
     clients.assert_fine()
     assert errors, "no sample saw the frozen server"
     assert any("did not answer" in e or "timed out" in e for e in errors), errors[:3]
-    assert time.monotonic() - started < 50  # the drain timeout is 60 s
     invariant.assert_held()
     assert app.locked_marker in login_error(app.url)
 
@@ -292,6 +322,8 @@ def test_the_lambda_handler_stops_before_its_deadline_on_a_frozen_database(
         thread.join(budget + 10)
         elapsed = time.monotonic() - started
     assert not thread.is_alive()
+    # The promise itself: the handler answers before its invocation ends (it aims at
+    # the margin, 6 s, before that: the slack for a busy machine).
     assert elapsed < budget, f"the handler ran {elapsed:.1f}s of a {budget:g}s invocation"
     assert isinstance(outcome[0], dict) and outcome[0]["status"] == "paused", outcome
     assert outcome[0]["stopped_in"] == "drain"
@@ -347,7 +379,7 @@ def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
     app = pg_server.new_app()
     store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
     layout = initialised(app, store, f"ssm-faults-{app.user}")
-    options = RotateOptions(client_ttl=0.1, quiet=0.1)
+    options = RotateOptions(client_ttl=TTL, quiet=0.1, drain_timeout=30)
     counter = WriteFaults(store)
     rotate(store, layout, admin_url=app.admin_url, options=options)
     writes, kinds = counter.writes, counter.kinds
@@ -461,27 +493,12 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
 # -- SIGKILL at random moments ---------------------------------------------------
 
 
-def kill_after(args: list[str], delay: float, env: dict[str, str]) -> int | None:
-    """Start ``credflip ARGS`` and SIGKILL it after *delay* seconds; its exit code if it
-    finished first."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "credflip", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        return proc.wait(delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        return None
-
-
 def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Path) -> None:
     """``rotate`` and ``rollback`` killed again and again, at moments spread over a whole
     run (one random moment in each slice, so every phase is hit), with the same env:
-    the invariant holds after every kill and the next run completes."""
+    the invariant holds after every kill, with no failed login at all; a run that
+    finishes before its kill exits 0 (a rollback with nothing to roll back: 1, and only
+    then); and the next run completes."""
     seed = int(os.environ.get("CREDFLIP_FAULT_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     app = pg_server.new_app()
@@ -490,19 +507,29 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
     env = {**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret}
     base = ["--env", layout.env, "--store", store.url]
     rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms", "--quiet", "500ms"]
-    started = time.monotonic()
-    assert kill_after(rotate_args, 60, env) == 0
-    span = time.monotonic() - started
+    first = kill_after(rotate_args, 60, env, anchor="[")
+    assert first.code == 0, first.err[-600:]
+    # A rotate is killed at a random moment of its rotation (from its first phase
+    # line on; starting the interpreter is no part of it), a rollback of its whole run.
+    span = {"rotate": first.ran - first.anchored, "rollback": first.ran}
     kills = int(os.environ.get("CREDFLIP_FAULT_KILLS", "10"))
-    seen: set[str] = set()
+    seen: set[Phase] = set()
     with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
         for n in range(kills):
+            refused = nothing_to_roll_back(load_state(store, layout))
             args = ["rollback", *base, "--yes"] if n % 3 == 2 else rotate_args
-            delay = span * (n + rng.random()) / kills
-            code = kill_after(args, delay, env)
+            delay = span[args[0]] * (n + rng.random()) / kills
+            code, err, _, _ = kill_after(
+                args, delay, env, anchor="[" if args[0] == "rotate" else None
+            )
             state = load_state(store, layout)
-            seen.add(state.current.phase.value if state.current else "idle")
-            assert code in (None, 0, 1), (seed, n, args[0], code)
+            if state.current is not None:
+                seen.add(state.current.phase)
+            if args[0] == "rollback" and refused:
+                assert code in (None, 1), (seed, n, code, err[-600:])
+                assert code is None or "nothing to roll back" in err, (seed, n, err[-600:])
+            else:
+                assert code in (None, 0), (seed, n, args[0], code, err[-600:])
             assert_pointer_connects(store, layout)
             lock = read_lock(store, layout)
             assert lock is None or lock.is_stale_here(), (seed, n)
@@ -517,7 +544,8 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
         assert last.returncode == 0, (seed, last.stderr[-600:])
     invariant.assert_held()
     clients.assert_fine()
-    assert len(seen) >= 2, (seed, seen)  # kills landed before the switch and after it
+    # Kills landed inside a rotation both before the switch and after it.
+    assert {p.switched for p in seen} == {False, True}, (seed, seen)
     assert load_state(store, layout).current is None
     color = assert_pointer_connects(store, layout)
     assert app.locked_marker in login_error(stored_url(store, layout, color.other))
