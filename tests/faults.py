@@ -16,10 +16,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +29,7 @@ from credflip.errors import is_auth_failure
 from credflip.layout import Layout
 from credflip.resolver import Endpoints, Resolver
 from credflip.retry import call_with_refresh
-from credflip.state import State
+from credflip.state import State, read_lock
 from credflip.stores import open_store
 from credflip.stores.base import Store
 from credflip.urls import DbUrl
@@ -253,49 +254,51 @@ class Ended(NamedTuple):
 
     code: int | None  #: its exit code, None when it was killed
     err: str  #: its stderr
-    anchored: float  #: seconds from its start to its first line starting with the anchor
+    begun: float  #: seconds from its start until *begun* held
     ran: float  #: seconds from its start to its end
 
 
 def kill_after(
-    args: list[str], delay: float, env: dict[str, str], *, anchor: str | None = None
+    args: list[str],
+    delay: float,
+    env: dict[str, str],
+    *,
+    begun: Callable[[int], bool] | None = None,
 ) -> Ended:
-    """Run ``credflip ARGS`` and SIGKILL it *delay* seconds after it started, or after it
-    printed a line starting with *anchor* (``[``: a rotation's first phase began)."""
-    started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "credflip", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lines: list[str] = []
-    anchored = threading.Event()
-    at = [0.0]
+    """Run ``credflip ARGS`` and SIGKILL it *delay* seconds after it started, or after
+    ``begun(pid)`` first held (e.g. :func:`holds_lock`: starting the interpreter, seconds
+    on a busy machine, is no part of what a test means to interrupt)."""
+    with tempfile.TemporaryFile("w+") as err:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "credflip", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        while begun is not None and proc.poll() is None and not begun(proc.pid):
+            assert time.monotonic() - started < 120, f"{args[0]} did not begin within 120 s"
+            time.sleep(0.02)
+        began = time.monotonic() - started
+        try:
+            code: int | None = proc.wait(delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            code = None
+        ran = time.monotonic() - started
+        err.seek(0)
+        return Ended(code, err.read(), began, ran)
 
-    def read() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if anchor is not None and line.startswith(anchor) and not anchored.is_set():
-                at[0] = time.monotonic() - started
-                anchored.set()
-        anchored.set()  # it ended without one
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    if anchor is not None:
-        assert anchored.wait(120), f"no line starting with {anchor!r} within 120 s"
-    try:
-        code: int | None = proc.wait(delay)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        code = None
-    ran = time.monotonic() - started
-    reader.join(10)
-    return Ended(code, "".join(lines), at[0], ran)
+def holds_lock(store: Store, layout: Layout) -> Callable[[int], bool]:
+    """Whether the process *pid* holds the env's lock: a rotate or rollback has begun."""
+
+    def held(pid: int) -> bool:
+        lock = read_lock(store, layout)
+        return lock is not None and lock.pid == pid
+
+    return held
 
 
 def nothing_to_roll_back(state: State) -> bool:

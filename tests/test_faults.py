@@ -33,6 +33,7 @@ from faults import (
     Frozen,
     Invariant,
     Outages,
+    holds_lock,
     kill_after,
     nothing_to_roll_back,
     postmaster_pid,
@@ -495,7 +496,8 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
 
 def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Path) -> None:
     """``rotate`` and ``rollback`` killed again and again, at moments spread over a whole
-    run (one random moment in each slice, so every phase is hit), with the same env:
+    rotation from when it holds the lock (one random moment in each slice, so every
+    phase is hit), with the same env:
     the invariant holds after every kill, with no failed login at all; a run that
     finishes before its kill exits 0 (a rollback with nothing to roll back: 1, and only
     then); and the next run completes."""
@@ -507,21 +509,18 @@ def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Pa
     env = {**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret}
     base = ["--env", layout.env, "--store", store.url]
     rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms", "--quiet", "500ms"]
-    first = kill_after(rotate_args, 60, env, anchor="[")
+    begun = holds_lock(store, layout)
+    first = kill_after(rotate_args, 60, env, begun=begun)
     assert first.code == 0, first.err[-600:]
-    # A rotate is killed at a random moment of its rotation (from its first phase
-    # line on; starting the interpreter is no part of it), a rollback of its whole run.
-    span = {"rotate": first.ran - first.anchored, "rollback": first.ran}
+    span = first.ran - first.begun  # from taking the lock to the end
     kills = int(os.environ.get("CREDFLIP_FAULT_KILLS", "10"))
     seen: set[Phase] = set()
     with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
         for n in range(kills):
             refused = nothing_to_roll_back(load_state(store, layout))
             args = ["rollback", *base, "--yes"] if n % 3 == 2 else rotate_args
-            delay = span[args[0]] * (n + rng.random()) / kills
-            code, err, _, _ = kill_after(
-                args, delay, env, anchor="[" if args[0] == "rotate" else None
-            )
+            delay = span * (n + rng.random()) / kills
+            code, err, _, _ = kill_after(args, delay, env, begun=begun)
             state = load_state(store, layout)
             if state.current is not None:
                 seen.add(state.current.phase)
