@@ -4,7 +4,8 @@
 
 - ``credflip-layer.zip``: credflip's client side under ``python/`` for a Lambda
   layer (the resolver, the stores, nothing that needs a database driver,
-  ``click`` or ``rich``; boto3 comes from the Lambda runtime).
+  ``click`` or ``rich``; with the AWS Parameters and Secrets Lambda Extension it
+  needs no boto3, else boto3 comes from the Lambda runtime).
 - ``credflip-rotator.zip``: the rotation handler (``credflip.aws_lambda.handler``)
   with psycopg (binary wheel) and PyMySQL for Lambda's Linux and Python 3.12,
   at the versions pinned in ``deploy/rotator-requirements.txt``.
@@ -37,6 +38,7 @@ EPOCH = (1980, 1, 1, 0, 0, 0)
 #: The client side: what an application's Lambda needs to follow the pointer.
 LAYER_MODULES = (
     "__init__.py",
+    "aws_clients.py",
     "errors.py",
     "layout.py",
     "urls.py",
@@ -48,6 +50,7 @@ LAYER_MODULES = (
     "stores/base.py",
     "stores/sqlite.py",
     "stores/ssm.py",
+    "stores/ssm_extension.py",
     "stores/ssm_keys.py",
 )
 #: Left out of the rotator: the command line, the demo and the client integrations

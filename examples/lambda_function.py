@@ -1,15 +1,18 @@
 """An AWS Lambda handler that follows credflip rotations without a redeploy.
 
-* Resolve at import: the cold start pays the one store read (one SSM
-  ``GetParameters`` call for the pointer and both colors' URLs).
-* Resolve again in every invocation: a cache hit (about a microsecond) that
-  picks up a new color once the TTL (``CREDFLIP_TTL``, default 60 s) expires.
+* Resolve in every invocation: the first one (the cold start) reads the
+  store, the next ones are cache hits (about a microsecond) that pick up a new
+  color once the TTL (``CREDFLIP_TTL``, default 60 s) expires. Not at import:
+  with the AWS Parameters and Secrets Lambda Extension the first read needs no
+  boto3, but the extension does not answer during the init phase, where
+  import-time code runs (credflip would read through boto3 then).
 * Keep one connection per execution environment and reconnect when the color
   changed, so the old user's sessions end and the rotation's drain finishes.
 * ``call_with_refresh`` retries once with a forced re-read when the database
   rejects the credentials (SQLSTATE 28P01, MySQL 1045).
 
-Environment: ``DB_ENV`` (e.g. ``prod``), ``CREDFLIP_STORE`` (``ssm://`` on AWS).
+Environment: ``DB_ENV`` (e.g. ``prod``), ``CREDFLIP_STORE`` (``ssm://`` on AWS),
+and with the extension ``SSM_PARAMETER_STORE_TTL=0`` (see the README, "In a Lambda").
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import psycopg
 import credflip
 
 ENV = os.environ.get("DB_ENV", "prod")
-credflip.resolve(ENV)  # cold start: warm the cache
 
 _conn: psycopg.Connection[Any] | None = None
 _color: credflip.Color | None = None

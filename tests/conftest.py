@@ -20,8 +20,11 @@ import pytest
 import shared_servers
 from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
 from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id, start_cluster
+from poolers import PrivatePgbouncer
+from proxies import REGION, Aws, make_aws
 from servers import MY_ADMIN, PrivateMariadb
 
+from credflip import commands
 from credflip.cli import main
 from credflip.layout import Layout
 from credflip.stores.base import Store
@@ -131,6 +134,23 @@ def moto_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """moto's RDS, Secrets Manager and KMS (:mod:`proxies`), where boto3 clients go."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    return make_aws(moto_endpoint)
+
+
+@pytest.fixture
+def pgbouncer(cluster: Cluster, app: App) -> Iterator[PrivatePgbouncer]:
+    """A private PgBouncer in transaction pooling in front of *app*'s database."""
+    with PrivatePgbouncer(cluster, "transaction") as pgb:
+        pgb.serve(app.database)
+        yield pgb
+
+
 @pytest.fixture(params=["sqlite", "ssm"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Every store-using test runs on the local SQLite store and on SSM (moto)."""
@@ -148,6 +168,21 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     """The local SQLite store alone, for tests that need no second store."""
     store = SqliteStore(tmp_path / "params.db")
     yield store
+    store.close()
+
+
+@pytest.fixture
+def lambda_event(
+    app: App, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    """*app*'s env initialised on moto's SSM, set up as the rotation Lambda finds it; the
+    event that rotates it, with short waits."""
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    # The admin URL comes from the environment (or the store), never the event.
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    monkeypatch.setenv("CREDFLIP_STORE", store.url)
+    yield {"env": layout.env, "client_ttl": "200ms", "quiet": "200ms", "margin": "500ms"}
     store.close()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from credflip.engines import engine_class
@@ -20,21 +21,32 @@ from credflip.stores import open_store
 from credflip.urls import DbUrl
 
 
-def die_after_statements(admin_url: DbUrl, count: int, started: list[bool]) -> None:
-    """Once prepare started, exit right after its *count*-th statement ran."""
+def after_each_statement(admin_url: DbUrl, callback: Callable[[], None]) -> None:
+    """Call *callback* in this process right after each statement of a plan ran (the one
+    place engines run planned SQL). The statements that set a connection's timeouts
+    change nothing: left out."""
     cls: Any = engine_class(admin_url.scheme)
     run = cls._execute
-    done: list[object] = []
 
     def execute(self: Any, step: Any, *args: Any) -> None:
         run(self, step, *args)
-        # The statements that set a connection's timeouts change nothing: not counted.
-        if started and step.sql not in {limit.sql for limit in self._limit_steps()}:
-            done.append(step)
+        if step.sql not in [limit.sql for limit in self._limit_steps()]:
+            callback()
+
+    cls._execute = execute
+
+
+def die_after_statements(admin_url: DbUrl, count: int, started: list[bool]) -> None:
+    """Once prepare started, exit right after its *count*-th statement ran."""
+    done: list[object] = []
+
+    def counted() -> None:
+        if started:
+            done.append(True)
             if len(done) == count:
                 os._exit(70)
 
-    cls._execute = execute
+    after_each_statement(admin_url, counted)
 
 
 def main() -> None:

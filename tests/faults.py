@@ -40,6 +40,11 @@ def reopen(store: Store) -> Store:
     return open_store(store.url)
 
 
+#: How long a checker's or client's login may take: generous, as a busy machine can
+#: hold a connection (fork, SCRAM) for seconds; a frozen server is waited out as long.
+LOGIN_TIMEOUT = 10
+
+
 class Outages:
     """When a test says a server is down: its port, from before the fault until the server
     answers again. The only failed logins a checker tolerates are ones tried on that
@@ -85,7 +90,7 @@ def _port(url: str) -> int | None:
 
 def _login(url: str) -> None:
     parsed = DbUrl.parse(url)
-    conn = engine_class(parsed.scheme).client_connect(parsed, timeout=2)
+    conn = engine_class(parsed.scheme).client_connect(parsed, timeout=LOGIN_TIMEOUT)
     try:
         conn.cursor().execute("SELECT 1")
     finally:

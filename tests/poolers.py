@@ -62,7 +62,8 @@ $$
 
 
 def pgbouncer_binary() -> str:
-    """The ``pgbouncer`` program (Debian installs it in /usr/sbin)."""
+    """The ``pgbouncer`` program: on PATH, else in /usr/sbin (where Debian installs it, off
+    a non-root PATH) or /usr/bin, as ``tools/system-deps`` finds it."""
     found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/bin")
     assert found, "pgbouncer is not installed: run tools/system-deps test as root"
     return found
@@ -283,6 +284,11 @@ class PrivatePgbouncer:
 
 
 # -- clients through PgBouncer ---------------------------------------------------
+
+
+def pooled(pgb: PrivatePgbouncer, app: Any, password: str | None = None) -> DbUrl:
+    """*app*'s URL (or with *password*) through *pgb*."""
+    return pgb.url(app.user, password or app.password, app.database)
 
 
 def client(url: DbUrl | str) -> psycopg.Connection[Any]:

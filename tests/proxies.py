@@ -25,8 +25,8 @@ from credflip.layout import Color, Layout
 from credflip.stores.ssm import SsmStore
 
 REGION = "us-east-1"
-#: The command in credflip's refusal, up to where the message goes on.
-COMMAND = re.compile(r"(aws rds modify-db-proxy .*?) ; then ")
+#: The command in credflip's refusal: a line of its own.
+COMMAND = re.compile(r"^(aws rds modify-db-proxy .*)$", re.MULTILINE)
 
 
 @dataclass

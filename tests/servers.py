@@ -157,6 +157,12 @@ class PrivateMariadb:
         self.sql("START SLAVE")
         self.catch_up(primary)
 
+    def lag(self, seconds: int) -> None:
+        """As a replica, apply each event *seconds* after the primary wrote it (MASTER_DELAY)."""
+        self.sql("STOP SLAVE")
+        self.sql("CHANGE MASTER TO MASTER_DELAY = %s", args=(seconds,))
+        self.sql("START SLAVE")
+
     def catch_up(self, primary: PrivateMariadb, timeout: float = 30) -> None:
         """Wait until this replica applied everything *primary* has written so far."""
         position = primary.sql("SELECT @@gtid_binlog_pos")[0][0]

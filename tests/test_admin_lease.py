@@ -270,17 +270,40 @@ def test_a_plan_records_its_lease_before_its_first_step_and_clears_it_after_its_
     assert book.events == []  # nothing lent, nothing written
 
 
-@pytest.mark.parametrize("fails", ["REASSIGN OWNED BY a TO b", "REVOKE a FROM CURRENT_USER"])
-def test_a_plan_that_fails_or_cannot_take_back_keeps_its_lease(fails: str) -> None:
-    eng = Scripted(Clock(), {fails: 99}, budget=1)
+def test_a_plan_refused_midway_still_takes_back_and_clears_its_lease() -> None:
+    eng = Scripted(Clock(), {"REASSIGN OWNED BY a TO b": 99}, budget=1)
     eng.leases = book = Book(eng)
-    if fails.startswith("REVOKE"):
-        eng.execute(lending_plan())  # a cleanup step's failure is not the plan's
-    else:
-        with pytest.raises(LockTimeout):
+    with pytest.raises(LockTimeout):
+        eng.execute(lending_plan())
+    assert [e[0] for e in book.events] == ["record", "clear"]
+    assert eng.ran[-2:] == [
+        "REVOKE a FROM CURRENT_USER",
+        "REVOKE SET OPTION FOR b FROM CURRENT_USER",
+    ]
+
+
+class Interrupted(Scripted):
+    """Stopped in the middle of a statement (Ctrl-C): no later step runs."""
+
+    def _execute(self, step: Step, watch: Any) -> None:
+        if step.sql.as_string(None).startswith("REASSIGN"):
+            raise KeyboardInterrupt
+        super()._execute(step, watch)
+
+
+@pytest.mark.parametrize("fails", ["REVOKE a FROM CURRENT_USER", "interrupted"])
+def test_a_plan_that_cannot_take_back_or_is_stopped_keeps_its_lease(fails: str) -> None:
+    if fails == "interrupted":
+        eng: Scripted = Interrupted(Clock(), {}, budget=1)
+        eng.leases = book = Book(eng)
+        with pytest.raises(KeyboardInterrupt):
             eng.execute(lending_plan())
+    else:
+        eng = Scripted(Clock(), {fails: 99}, budget=1)
+        eng.leases = book = Book(eng)
+        eng.execute(lending_plan())  # a cleanup step's failure is not the plan's
+        assert eng.ran[-1] == "REVOKE SET OPTION FOR b FROM CURRENT_USER"  # cleanup still ran
     assert [e[0] for e in book.events] == ["record"]
-    assert eng.ran[-1] == "REVOKE SET OPTION FOR b FROM CURRENT_USER"  # cleanup still ran
 
 
 def test_the_keeper_merges_what_is_outstanding_and_removes_the_lease_when_nothing_is(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from apps import App, make_app
 from clusters import Cluster
-from helpers import dump, login_error
+from helpers import LambdaContext, dump, emitted, login_error
 
 from credflip import commands
 from credflip.aws_lambda import handler
@@ -19,16 +17,6 @@ from credflip.errors import ConfigurationError, CredflipError, UsageError
 from credflip.layout import Layout
 from credflip.state import LockInfo, load_state, read_lock
 from credflip.stores.ssm import SsmStore
-
-
-class LambdaContext:
-    """Just what the handler reads of AWS's context object: the time left."""
-
-    def __init__(self, seconds: float) -> None:
-        self.until = time.monotonic() + seconds
-
-    def get_remaining_time_in_millis(self) -> int:
-        return int((self.until - time.monotonic()) * 1000)
 
 
 def into_the_drain(event: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
@@ -44,16 +32,8 @@ def into_the_drain(event: dict[str, Any], seconds: float) -> list[dict[str, Any]
 
 
 @pytest.fixture
-def env(
-    app: App, moto_endpoint: str, layout: Layout, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, Any]]:
-    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
-    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
-    # The admin URL comes from the environment (or the store), never the event.
-    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
-    monkeypatch.setenv("CREDFLIP_STORE", store.url)
-    yield {"env": layout.env, "client_ttl": "200ms", "quiet": "200ms", "margin": "500ms"}
-    store.close()
+def env(lambda_event: dict[str, Any]) -> dict[str, Any]:
+    return lambda_event
 
 
 def test_stops_mid_drain_and_resumes(
@@ -259,12 +239,6 @@ def test_a_login_between_two_invocations_past_the_timeout_raises_the_alarm(
             break
     assert statuses[-1] == "done" and "drain_timeout" not in statuses, statuses
     assert app.locked_marker in login_error(app.url)
-
-
-def emitted(text: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The embedded-metric-format records and the phase lines printed on stdout."""
-    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    return [r for r in records if "_aws" in r], [r for r in records if "_aws" not in r]
 
 
 def test_metrics_and_phase_lines(

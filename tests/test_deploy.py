@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import secrets
 import zipfile
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 import boto3
 import yaml
 
+from credflip.aws_lambda import _halt_after, _window
 from credflip.stores import open_store
 from credflip.stores.ssm import SsmStore
+from credflip.windows import Windows
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "template.yaml"
 
@@ -65,6 +68,8 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         # moto cannot evaluate Fn::If to AWS::NoValue in a list: take the other branch.
         "AuroraDiscovery": "true",
         "RdsProxyName": "app-proxy",
+        "Window": "Mon-Fri 09:00-16:00 Asia/Seoul, Sat 22:00-02:00 Europe/Berlin",
+        "HaltAfter": "2",
     }
     cfn.create_stack(
         StackName=stack_name,
@@ -138,6 +143,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     assert outputs["RdsProxySecretNames"] == f"credflip/db/{env}/blue credflip/db/{env}/green"
+    check_status_policy(iam, outputs["StatusPolicyArn"], env)
 
     groups = client("logs", moto_endpoint).describe_log_groups(
         logGroupNamePrefix=f"/aws/lambda/credflip-rotator-{env}"
@@ -146,6 +152,22 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
 
     topics = client("sns", moto_endpoint).list_topics()["Topics"]
     assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
+
+
+def check_status_policy(iam: Any, arn: str, env: str) -> None:
+    """On-call's read-only policy: list the prefix (status --all), read the env (history)."""
+    policy = iam.get_policy(PolicyArn=arn)["Policy"]
+    assert policy["PolicyName"] == f"credflip-status-{env}"
+    version = iam.get_policy_version(PolicyArn=policy["Arn"], VersionId=policy["DefaultVersionId"])[
+        "PolicyVersion"
+    ]
+    status = {s["Sid"]: s for s in _as_dict(version["Document"])["Statement"]}
+    listing = status["CredflipListThePrefix"]
+    assert listing["Action"] == "ssm:GetParametersByPath"
+    assert [r.rsplit(":", 1)[1] for r in listing["Resource"]] == ["parameter/db", "parameter/db/*"]
+    assert status["CredflipReadTheEnv"]["Action"] == "ssm:GetParameters"
+    assert status["CredflipReadTheEnv"]["Resource"].endswith(f":parameter/db/{env}/*")
+    assert len(status) == 2  # no write, no KMS
 
 
 def _as_dict(document: Any) -> dict[str, Any]:
@@ -178,8 +200,39 @@ def test_the_template_declares_what_moto_cannot_deploy() -> None:
     assert metrics == [
         ("AWS/Lambda", "Errors"),
         ("credflip", "DrainTimeouts"),
+        ("credflip", "Halts"),
         ("credflip", "RotationsFailed"),
     ]
     assert all(
         a["Threshold"] == 1 and a["TreatMissingData"] == "notBreaching" for a in alarms.values()
     )
+
+
+class _SubLoader(yaml.SafeLoader):
+    """Reads ``!Sub`` as its text, the other short tags as None."""
+
+
+_SubLoader.add_multi_constructor(
+    "!", lambda loader, suffix, node: loader.construct_scalar(node) if suffix == "Sub" else None
+)
+
+
+def schedule_event(**parameters: str) -> dict[str, Any]:
+    """The event the schedule sends, with the template's defaults and *parameters*."""
+    template = yaml.load(TEMPLATE.read_text(), Loader=_SubLoader)  # noqa: S506
+    values = {k: str(p.get("Default", "")) for k, p in template["Parameters"].items()}
+    values.update(Env="prod", **parameters)
+    for name, value in parameters.items():
+        pattern = template["Parameters"][name].get("AllowedPattern")
+        assert pattern is None or re.fullmatch(pattern, value), (name, value)
+    text = template["Resources"]["RotationSchedule"]["Properties"]["Target"]["Input"]
+    return dict(json.loads(re.sub(r"\$\{(\w+)\}", lambda m: values[m[1]], text)))
+
+
+def test_the_schedule_sends_the_window_and_halt_after_as_the_handler_reads_them() -> None:
+    blank = schedule_event()
+    assert blank["window"] == "" and blank["halt_after"] == 3
+    assert _window(blank) == Windows() and _halt_after(blank) == 3
+    spec = "Mon-Fri 09:00-16:00 Asia/Seoul, Sat 22:00-02:00 Europe/Berlin"
+    event = schedule_event(Window=spec, HaltAfter="0")
+    assert str(_window(event)) == spec and _halt_after(event) == 0

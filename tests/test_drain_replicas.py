@@ -3,7 +3,6 @@ MariaDB replica, each with sessions the primary cannot see."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -16,27 +15,26 @@ import pytest
 from apps import App, make_app, make_my_app
 from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
 from faults import Invariant, Outages
-from helpers import assert_pointer_connects, command, connects, login_error, stored_url
+from helpers import command, connects, login_error, on
+from lagging import (
+    adopt_reading_on,
+    assert_resumes_verify_with_the_same_password,
+    rotate_while_reading,
+)
 from servers import PrivateMariadb
 
 from credflip import commands
-from credflip.demo import Traffic
 from credflip.demo.cluster import EmbeddedPostgres
 from credflip.errors import DrainTimeout, RotationError
-from credflip.layout import Color, Layout
-from credflip.resolver import Resolver
+from credflip.layout import Layout
 from credflip.rotation import DrainProgress, Event, Notice, PhaseStarted, RotateOptions, rotate
-from credflip.state import Phase, load_state
+from credflip.state import Phase
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
 #: The primary streams to two standbys here and each test names one: the other
 #: is accepted unwatched (tests/test_unwatched_replicas.py is about that).
 OTHER = ("127.0.0.1",)
-
-
-def on(url: DbUrl, port: int) -> DbUrl:
-    return dataclasses.replace(url, port=port)
 
 
 @pytest.fixture
@@ -94,13 +92,7 @@ def adopted(cl: Cluster, standby: EmbeddedPostgres, store: SqliteStore, layout: 
     """A new app on *cl*, adopted with its reader URL on *standby* (once that replayed it)."""
     app = make_app(cl)
     replayed(cl, standby)
-    commands.init(
-        store,
-        layout,
-        admin_url=app.admin_url,
-        writer_url=app.url,
-        reader_url=on(app.url, standby.port),
-    )
+    adopt_reading_on(app, store, layout, standby.port)
     return app
 
 
@@ -170,43 +162,20 @@ def test_a_lagging_standby_is_waited_for_and_readers_never_fail(
 ) -> None:
     layout = Layout("lagging")
     app = adopted(pg_pair[0], delayed, store, layout)
-    resolver = Resolver(store=store, prefix=layout.prefix, ttl=0.3)
-
-    def read(_worker: int) -> str:
-        endpoints = resolver.resolve(layout.env)
-        app.execute(endpoints.reader_url, "SELECT count(*) FROM orders")
-        return endpoints.color.value
-
-    traffic = Traffic(read, workers=3, pause=0.01)
-    notes: list[str] = []
-    pending: list[str] = []
-
-    def record(event: Event) -> None:
-        if isinstance(event, Notice):
-            notes.append(event.message)
-        if isinstance(event, DrainProgress):
-            pending.extend(r.instance for r in event.readings if r.pending)
-
-    traffic.start()
-    try:
-        for _ in range(2):
-            result = rotate(
-                store,
-                layout,
-                admin_url=app.admin_url,
-                options=RotateOptions(client_ttl=0.3, quiet=0.3, unwatched_ok=OTHER),
-                on_event=record,
-            )
-            assert result.finished
-            # Verify waited for the standby to replay the new password (2 s late).
-            assert result.timings["verify"] >= 1.5
-    finally:
-        traffic.stop()
+    options = RotateOptions(client_ttl=0.3, quiet=0.3, unwatched_ok=OTHER)
+    results, events, traffic = rotate_while_reading(app, store, layout, options, times=2)
+    for result in results:
+        assert result.finished
+        # Verify waited for the standby to replay the new password (2 s late).
+        assert result.timings["verify"] >= 1.5
     assert traffic.failed == 0, dict(traffic.errors)
     assert set(traffic.by_color) == {"blue", "green"}
-    assert any("waiting for standby" in n for n in notes)
+    assert any("waiting for standby" in e.message for e in events if isinstance(e, Notice))
     # The drain did not trust the standby's counters before it replayed the
     # change that makes the old user's logins count as its own.
+    pending = [
+        r.instance for e in events if isinstance(e, DrainProgress) for r in e.readings if r.pending
+    ]
     assert f"127.0.0.1:{delayed.port}" in pending
 
 
@@ -224,20 +193,8 @@ def test_verify_timing_out_on_a_lagging_standby_resumes_with_the_same_password(
                 client_ttl=0.2, quiet=0.2, replica_lag_timeout=0.3, unwatched_ok=OTHER
             ),
         )
-    state = load_state(store, layout)
-    assert state.current is not None and state.current.phase is Phase.VERIFY
-    password = stored_url(store, layout, Color.GREEN).password
-    assert assert_pointer_connects(store, layout) is Color.BLUE
-    result = rotate(
-        store,
-        layout,
-        admin_url=app.admin_url,
-        options=RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER),
-    )
-    assert result.finished and result.resumed
-    # No new password was set on resume: the one already replicating was kept.
-    assert stored_url(store, layout, Color.GREEN).password == password
-    assert assert_pointer_connects(store, layout) is Color.GREEN
+    options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
+    assert_resumes_verify_with_the_same_password(app, store, layout, options)
 
 
 def test_the_deadline_stops_verify_waiting_for_a_standby_resumably(
@@ -278,15 +235,8 @@ def test_the_deadline_stops_verify_waiting_for_a_standby_resumably(
     # generous for a busy machine and still tells the two apart.
     assert 2.5 < elapsed < 12, elapsed
     assert any("stopping in verify to respect the deadline" in n for n in notes), notes
-    state = load_state(store, layout)
-    assert state.current is not None and state.current.phase is Phase.VERIFY
-    password = stored_url(store, layout, Color.GREEN).password
-    assert assert_pointer_connects(store, layout) is Color.BLUE
     options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
-    result = rotate(store, layout, admin_url=app.admin_url, options=options)
-    assert result.finished and result.resumed
-    assert stored_url(store, layout, Color.GREEN).password == password
-    assert assert_pointer_connects(store, layout) is Color.GREEN
+    assert_resumes_verify_with_the_same_password(app, store, layout, options)
 
 
 def test_a_stopped_standby_makes_the_drain_refuse_to_retire(

@@ -87,7 +87,7 @@ class FakeFleet:
     def signals(self) -> list[Any]:
         return []
 
-    def counter_gaps(self, user: str, group: str | None) -> list[str]:
+    def counter_gaps(self, user: str, group: str | None, *, statements: bool = False) -> list[str]:
         return []
 
 

@@ -1,12 +1,12 @@
 """Faults inside phases, on real servers, with the invariant checked all along.
 
 Each test breaks something in the middle of a rotation: the writer restarts,
-the database freezes (SIGSTOP), the store refuses a write, the rotator is
-killed at a random moment. An independent checker thread verifies the whole
-time that the color the pointer names has URLs that connect, and Lambda-like
-and pooled clients run alongside. A refused login is always a failure; a login
-that cannot reach the server is tolerated only on the server a test took down,
-while it was down (:class:`~faults.Outages`): the store faults and the kills
+the database freezes (SIGSTOP), the store refuses a write (the rotator killed
+at random moments: tests/test_kill_matrix.py). An independent checker thread
+verifies the whole time that the color the pointer names has URLs that connect,
+and Lambda-like and pooled clients run alongside. A refused login is always a
+failure; a login that cannot reach the server is tolerated only on the server a
+test took down, while it was down (:class:`~faults.Outages`): the store faults
 tolerate none.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -28,18 +27,8 @@ import pytest
 from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
 from clusters import Cluster, Mariadb, start_cluster
-from faults import (
-    Clients,
-    Frozen,
-    Invariant,
-    Outages,
-    holds_lock,
-    kill_after,
-    nothing_to_roll_back,
-    postmaster_pid,
-    wait_for,
-)
-from helpers import assert_pointer_connects, connects, login_error, stored_url
+from faults import Clients, Frozen, Invariant, Outages, postmaster_pid, wait_for
+from helpers import assert_pointer_connects, connects, login_error
 from servers import PrivateMariadb
 from test_store_ssm import _Raw
 
@@ -489,65 +478,6 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
         store, layout, admin_url=app.admin_url, options=RotateOptions(client_ttl=TTL, quiet=TTL)
     )
     assert result.finished
-
-
-# -- SIGKILL at random moments ---------------------------------------------------
-
-
-def test_sigkill_at_random_moments_inside_phases(pg_server: Server, tmp_path: Path) -> None:
-    """``rotate`` and ``rollback`` killed again and again, at moments spread over a whole
-    rotation from when it holds the lock (one random moment in each slice, so every
-    phase is hit), with the same env:
-    the invariant holds after every kill, with no failed login at all; a run that
-    finishes before its kill exits 0 (a rollback with nothing to roll back: 1, and only
-    then); and the next run completes."""
-    seed = int(os.environ.get("CREDFLIP_FAULT_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    app = pg_server.new_app()
-    store = SqliteStore(tmp_path / "params.db")
-    layout = initialised(app, store, "killed")
-    env = {**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret}
-    base = ["--env", layout.env, "--store", store.url]
-    rotate_args = ["rotate", *base, "--yes", "--client-ttl", "500ms", "--quiet", "500ms"]
-    begun = holds_lock(store, layout)
-    first = kill_after(rotate_args, 60, env, begun=begun)
-    assert first.code == 0, first.err[-600:]
-    span = first.ran - first.begun  # from taking the lock to the end
-    kills = int(os.environ.get("CREDFLIP_FAULT_KILLS", "10"))
-    seen: set[Phase] = set()
-    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
-        for n in range(kills):
-            refused = nothing_to_roll_back(load_state(store, layout))
-            args = ["rollback", *base, "--yes"] if n % 3 == 2 else rotate_args
-            delay = span * (n + rng.random()) / kills
-            code, err, _, _ = kill_after(args, delay, env, begun=begun)
-            state = load_state(store, layout)
-            if state.current is not None:
-                seen.add(state.current.phase)
-            if args[0] == "rollback" and refused:
-                assert code in (None, 1), (seed, n, code, err[-600:])
-                assert code is None or "nothing to roll back" in err, (seed, n, err[-600:])
-            else:
-                assert code in (None, 0), (seed, n, args[0], code, err[-600:])
-            assert_pointer_connects(store, layout)
-            lock = read_lock(store, layout)
-            assert lock is None or lock.is_stale_here(), (seed, n)
-        last = subprocess.run(
-            [sys.executable, "-m", "credflip", *rotate_args, "--drain-timeout", "20s"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert last.returncode == 0, (seed, last.stderr[-600:])
-    invariant.assert_held()
-    clients.assert_fine()
-    # Kills landed inside a rotation both before the switch and after it.
-    assert {p.switched for p in seen} == {False, True}, (seed, seen)
-    assert load_state(store, layout).current is None
-    color = assert_pointer_connects(store, layout)
-    assert app.locked_marker in login_error(stored_url(store, layout, color.other))
 
 
 def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from credflip.actor import Actor
 from credflip.drain import Evidence, Reading
 from credflip.engines import SessionGroup, Sessions
 from credflip.engines.postgres.query_text import safe_text
@@ -261,6 +262,11 @@ def test_counted_once_whatever_the_order(samples: list[list[int]]) -> None:
     assert len(log.clients) == min(KEEP, len(seen))
 
 
+#: Who ran a rotation, as long as a user@host and an ARN can be.
+PERSON = Actor("person", "u" * 200, "arn:aws:sts::123456789012:assumed-role/" + "r" * 200)
+SCHEDULE = Actor("schedule", None, "arn:aws:sts::123456789012:assumed-role/" + "s" * 200)
+
+
 def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> None:
     instances = [
         f"app-prod-reader-{i:02d}.c0abcdefghij.eu-west-1.rds.amazonaws.com:5432" for i in range(16)
@@ -306,9 +312,11 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
             sampled_at=T0 + 2,
         ).to_dict(),
         legacy=log.to_list(),
+        by=PERSON,
     )
+    when = (T0, T0 + 1, {"drain": 1.0})
     history = [
-        HistoryEntry(f"h{i}", "done", Color.GREEN, Color.BLUE, T0, T0 + 1, {"drain": 1.0})
+        HistoryEntry(f"h{i}", "done", Color.GREEN, Color.BLUE, *when, by=PERSON, done_by=SCHEDULE)
         for i in range(20)
     ]
     state = State(
@@ -318,17 +326,23 @@ def test_the_state_stays_under_4_kb_with_16_instances_of_legacy_clients() -> Non
         current=rotation,
         history=history,
         instances=instances,
+        failures=2,
     )
     text = state.to_json()
     assert len(text.encode()) <= MAX_VALUE_BYTES
-    kept = State.from_json(text, where="test").current
-    assert kept is not None
+    back_state = State.from_json(text, where="test")
+    kept = back_state.current
+    assert kept is not None and back_state.failures == 2
     back = LegacyLog.from_list(kept.legacy)
     assert back.count == log.count  # the count survives whatever was dropped
     # The most recent client is still named, with its statements.
     (last,) = back.clients
     assert last.instance == instances[-1][:59] + "…" and last.statements
     assert state.history == history  # the state itself is left as it was
+    # Who ran them went first, before any legacy client.
+    newest = State.from_json(text, where="test").history[-1]
+    assert newest.id == "h19" and newest.by is None and newest.done_by is None
+    assert kept.by is None
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,6 @@ taken over while it runs stops (exit 3) before its next write to the store.
 from __future__ import annotations
 
 import multiprocessing
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,15 @@ from typing import Any
 import pytest
 from conftest import App
 from faults import wait_for
-from helpers import assert_pointer_connects, connects, dump, login_error, stored_url
+from helpers import (
+    assert_pointer_connects,
+    connects,
+    draining,
+    dump,
+    login_error,
+    rotate_process,
+    stored_url,
+)
 
 from credflip import commands
 from credflip.errors import LockHeld, LockLost
@@ -196,21 +201,9 @@ def test_the_cli_exits_3_when_its_lock_is_taken_over_in_the_drain(app: App, tmp_
     store = SqliteStore(tmp_path / "params.db")
     layout = Layout("fenced-cli")
     commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
-    args = ["rotate", "--env", layout.env, "--store", store.url, "--yes"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "credflip", *args, "--client-ttl", "3s", "--quiet", "200ms"],
-        env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = rotate_process(app, store, layout, "--client-ttl", "3s", "--quiet", "200ms")
     try:
-
-        def draining() -> bool:
-            current = load_state(store, layout).current
-            return current is not None and current.phase is Phase.DRAIN
-
-        wait_for(draining, timeout=30, what="the drain")
+        wait_for(lambda: draining(store, layout), timeout=30, what="the drain")
         take_over(store, layout)
         _out, err = proc.communicate(timeout=60)
     finally:

@@ -23,7 +23,7 @@ from credflip.engines.locks import (
 )
 from credflip.engines.mysql import locks as my_locks
 from credflip.engines.postgres import PostgresEngine
-from credflip.errors import LockTimeout, UsageError
+from credflip.errors import DeadlineReached, LockTimeout, UsageError
 from credflip.rotation import RotateOptions
 from credflip.urls import DbUrl
 
@@ -109,6 +109,9 @@ def test_mysql_settings_are_whole_seconds_and_mariadb_bounds_the_statement() -> 
     assert str(mariadb.params[2]) == "29" and "max_statement_time" in mariadb.sql
     (mysql,) = my_locks.limit_steps(2.5, 27.0, mariadb=False)
     assert mysql.params == (3, 3) and "max_statement_time" not in mysql.sql
+    # Which the operator is told, unless the value is whole seconds.
+    assert my_locks.whole_seconds(1.0) is None and my_locks.whole_seconds(30) is None
+    assert "--lock-timeout 2.5s waits up to 3s there" in str(my_locks.whole_seconds(2.5))
 
 
 def test_a_step_that_timed_out_is_retried_after_growing_pauses() -> None:
@@ -146,14 +149,23 @@ def test_past_the_budget_the_plan_stops_naming_the_holder() -> None:
     assert eng.ran[-1] == "REVOKE a FROM CURRENT_USER"
 
 
-def test_a_lambda_deadline_ends_the_retries() -> None:
+def test_a_lambda_deadline_ends_the_retries_as_a_resumable_stop() -> None:
+    """The deadline, not the budget, ended the retries: DeadlineReached (the runner stops
+    resumably), not LockTimeout (a failure); the holder named, the cleanup run."""
     clock = Clock()
     eng = Scripted(clock, {"GRANT a TO b": 99}, budget=60)
     eng.lock_wait = LockWait(
         timeout=1.0, budget=60, deadline=clock.now + 2.5, clock=clock, sleep=clock.sleep
     )
-    with pytest.raises(LockTimeout, match="2 tries"):
-        eng.execute([Step(sql.SQL("GRANT a TO b"))])
+    plan = [Step(sql.SQL("GRANT a TO b")), Step(sql.SQL("REVOKE c FROM d"), cleanup=True)]
+    with pytest.raises(DeadlineReached) as info:
+        eng.execute(plan)
+    assert not isinstance(info.value, LockTimeout)
+    line = str(info.value)
+    assert line.startswith("stopped at the deadline after 3.0s (2 tries) on a statement")
+    assert "pid 4242 of user 'app'" in line and "changed nothing more" in line
+    assert eng.ran == ["SET lock_timeout = '1000ms'", "SET statement_timeout = '29000ms'",
+                       "REVOKE c FROM d"]  # fmt: skip
     assert clock.now <= 100.0 + 2.5 + 1.0
 
 

@@ -117,6 +117,29 @@ def test_rights_that_differ_are_granted_then_revoked_one_by_one(
     use_definer_objects(app, fresh(store, layout).writer_url, "blue")
 
 
+def test_a_column_right_outlives_revoking_its_tables_right(
+    mariadb: Mariadb, tmp_path: Path, cli: Any
+) -> None:
+    """A table-level REVOKE takes the table's column rights with it: prepare gives blue
+    the column right green has after revoking the table right green lacks."""
+    app = definer_app(mariadb)
+    db, store, layout = app.database, SqliteStore(tmp_path / "params.db"), Layout("columns")
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    rotate(store, layout, admin_url=app.admin_url, options=opts())  # green is active
+    mariadb.sql(
+        f"GRANT SELECT (color) ON `{db}`.audit TO '{app.green}'@'%'",
+        f"GRANT SELECT ON `{db}`.audit TO '{app.user}'@'%'",
+    )
+    planned = prepare_sql(cli(*command("rotate", app, store, layout, "--dry-run")).out)
+    assert rotate(store, layout, admin_url=app.admin_url, options=opts()).finished
+    assert app.rights(app.user) == app.rights(app.green)
+    use_definer_objects(app, fresh(store, layout).writer_url, "blue")
+    assert [s for s in planned if s.startswith(("GRANT", "REVOKE"))] == [
+        f"REVOKE SELECT ON `{db}`.`audit` FROM '{app.user}'@'%'",
+        f"GRANT SELECT (`color`) ON `{db}`.`audit` TO '{app.user}'@'%'",
+    ]
+
+
 @pytest.mark.parametrize("boundary", [1, 2, 3, 4])
 def test_definer_objects_work_for_the_active_color_when_prepare_dies_after_a_statement(
     mariadb: Mariadb, tmp_path: Path, cli: Any, boundary: int

@@ -141,7 +141,7 @@ def test_save_admin_url_checks_it_first_then_everything_finds_it(
 
 def test_read_only_commands_create_no_store(tmp_path: Path, cli: Any) -> None:
     missing = tmp_path / "typo" / "x.db"
-    for args in (["status"], ["resolve"], ["history"], ["unlock", "--force"],
+    for args in (["status"], ["resolve"], ["history"], ["unlock", "--force"], ["unhalt"],
                  ["rotate", "--admin-url", "postgresql://a@127.0.0.1:1/x", "--yes"]):  # fmt: skip
         result = cli(*args, "--env", "e", "--store", f"sqlite:///{missing}")
         assert result.code == 1, (args, result.err)

@@ -2,22 +2,26 @@
 
 Each zip is unpacked into a clean directory and run by ``python3.12 -S -E``
 (no site-packages, no environment paths) with only that directory and, as
-Lambda's runtime does, boto3 on ``sys.path``.
+Lambda's runtime does, boto3 on ``sys.path``; the layer also without boto3,
+through the AWS Parameters and Secrets Lambda Extension's stand-in.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from apps import engine_app
-from helpers import assert_pointer_connects, login_error
+from apps import engine_app, serial
+from extension_standin import ExtensionStandIn
+from helpers import assert_pointer_connects, login_error, seed
 
 from credflip import commands
 from credflip.layout import Color, Layout
@@ -96,7 +100,8 @@ def test_a_second_build_is_byte_for_byte_the_same(dist: Path, tmp_path: Path) ->
 def test_the_layer_holds_the_client_side_only(dist: Path) -> None:
     names = zipfile.ZipFile(dist / "credflip-layer.zip").namelist()
     assert all(n.startswith("python/credflip/") for n in names), names
-    assert "python/credflip/resolver.py" in names and "python/credflip/stores/ssm.py" in names
+    for needed in ("resolver.py", "stores/ssm.py", "stores/ssm_extension.py", "aws_clients.py"):
+        assert f"python/credflip/{needed}" in names, needed
     for left_out in ("cli/", "rotation/", "engines/", "demo", "sqlalchemy.py"):
         assert not any(left_out in n for n in names), left_out
 
@@ -111,6 +116,23 @@ def test_the_rotator_holds_the_handler_and_its_drivers_not_the_client_integratio
     assert any(n.startswith("pymysql/") for n in names)
     for left_out in ("cli/", "demo/", "django/", "sqlalchemy.py", "psycopg.py", "__main__.py"):
         assert not any(n.startswith("credflip/" + left_out) for n in names), left_out
+
+
+def test_the_rotator_brings_its_own_time_zones(dist: Path, runtime: Path, tmp_path: Path) -> None:
+    """Rotation windows name IANA zones: the rotator finds them in its own tzdata even
+    where the system has no zone database (zoneinfo's search path emptied here)."""
+    code = unpack(dist / "credflip-rotator.zip", tmp_path / "rotator")
+    script = (
+        "import json, zoneinfo\n"
+        "zoneinfo.reset_tzpath(to=[])\n"
+        "from credflip.windows import parse_windows\n"
+        "office = parse_windows('Mon-Fri 09:00-16:00 Asia/Seoul')\n"
+        "print(json.dumps([str(office), office.describe(1773014400.0)]))\n"
+    )
+    assert run312([code, runtime], script, {}) == [
+        "Mon-Fri 09:00-16:00 Asia/Seoul",
+        "Mon 2026-03-09 09:00 KST",
+    ]
 
 
 def test_the_layer_resolves_from_ssm_on_python_312(
@@ -133,6 +155,95 @@ print(json.dumps({{"color": str(e.color), "writer": e.writer_url,
 """
     out = run312([layer / "python", runtime], code, aws_env())
     assert out == {"color": "green", "writer": url, "loaded": [], "python": [3, 12]}
+
+
+#: A function's code on the layer: each line in is an invocation (``refresh`` forces a
+#: re-read), each line out what it resolved and which AWS SDK modules are loaded.
+FUNCTION = """
+import importlib.util, json, sys
+import credflip
+print(json.dumps({"boto3": importlib.util.find_spec("boto3") is not None}), flush=True)
+for line in sys.stdin:
+    e = (credflip.refresh if line.strip() == "refresh" else credflip.resolve)(ENV)
+    sdk = sorted(m for m in ("boto3", "botocore") if m in sys.modules)
+    print(json.dumps({"color": e.color.value, "writer": e.writer_url, "sdk": sdk}), flush=True)
+"""
+
+
+class Function312:
+    """A Lambda-shaped process on Python 3.12 with *paths* only, invoked line by line."""
+
+    def __init__(self, paths: list[Path], env: dict[str, str], function_env: str) -> None:
+        script = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}\nENV = {function_env!r}"
+        self.proc = subprocess.Popen(
+            [python312(), "-S", "-E", "-c", script + FUNCTION],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **env},
+        )
+        self.started = self.read()
+
+    def read(self) -> Any:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            self.proc.kill()
+            raise AssertionError(f"the function said nothing: {self.proc.communicate()[1][-3000:]}")
+        return json.loads(line)
+
+    def invoke(self, what: str = "resolve") -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def test_the_layer_follows_flips_through_the_extension_without_boto3_on_python_312(
+    dist: Path, tmp_path: Path, moto_endpoint: str
+) -> None:
+    """The layer alone (no boto3 to be found), in a Lambda with the extension (its cache
+    off, as recommended): a flip reaches it within the TTL, a refresh at once."""
+    store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    layout = seed(store, f"ext-layer{serial()}")
+    layer = unpack(dist / "credflip-layer.zip", tmp_path / "opt")
+    ttl = 2.0
+    with ExtensionStandIn(moto_endpoint, ttl=0) as ext:
+        env = {
+            **aws_env(),
+            **ext.environ(),
+            "AWS_LAMBDA_FUNCTION_NAME": "orders",
+            "CREDFLIP_STORE": f"ssm://us-east-1?endpoint_url={moto_endpoint}",
+            "CREDFLIP_TTL": f"{ttl:g}",
+        }
+        function = Function312([layer / "python"], env, layout.env)
+        try:
+            assert function.started == {"boto3": False}
+            first = function.invoke()
+            assert first["color"] == "blue" and "@writer.db/app" in first["writer"]
+            store.put(layout.pointer, "green")
+            flipped = time.monotonic()
+            # Its cache (filled before the flip) expires within 1.1 TTL: an invocation
+            # that starts later sees green, however long the invocations take.
+            while True:
+                started = time.monotonic()
+                seen = function.invoke()
+                if seen["color"] != "blue":
+                    break
+                assert started - flipped < ttl * 1.1, "still blue past the TTL"
+            assert seen["color"] == "green" and ext.requests >= 6
+            store.put(layout.pointer, "blue")
+            assert function.invoke("refresh")["color"] == "blue"
+            assert seen["sdk"] == function.invoke()["sdk"] == []
+        finally:
+            function.close()
 
 
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,7 +14,7 @@ import pytest
 from apps import App, make_app
 from clusters import Cluster
 from helpers import dump
-from poolers import PrivatePgbouncer, client
+from poolers import PrivatePgbouncer, client, pooled
 
 from credflip.engines import PooledBackend
 from credflip.errors import UsageError
@@ -121,24 +120,8 @@ def test_pooler_url_defaults() -> None:
 # -- a real PgBouncer -----------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_app(cluster: Cluster) -> App:
-    return make_app(cluster)
-
-
-@pytest.fixture
-def pgbouncer(cluster: Cluster, pg_app: App) -> Iterator[PrivatePgbouncer]:
-    with PrivatePgbouncer(cluster, "transaction") as pgb:
-        pgb.serve(pg_app.database)
-        yield pgb
-
-
-def pooled(pgb: PrivatePgbouncer, app: App, password: str | None = None) -> DbUrl:
-    return pgb.url(app.user, password or app.password, app.database)
-
-
 def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
-    pg_app: App,
+    app: App,
     pgbouncer: PrivatePgbouncer,
     sqlite_store: SqliteStore,
     layout: Layout,
@@ -147,8 +130,8 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 ) -> None:
     console = pgbouncer.console_url()
     monkeypatch.setenv("CREDFLIP_POOLER_URL", console.secret)
-    monkeypatch.setenv("CREDFLIP_ADMIN_URL", pg_app.admin_url.secret)
-    monkeypatch.setenv("CREDFLIP_WRITER_URL", pooled(pgbouncer, pg_app).secret)
+    monkeypatch.setenv("CREDFLIP_ADMIN_URL", app.admin_url.secret)
+    monkeypatch.setenv("CREDFLIP_WRITER_URL", pooled(pgbouncer, app).secret)
     result = cli("init", "--env", layout.env, "--store", sqlite_store.url)
     assert result.code == 0, result.err
     assert not result.argv_warnings
@@ -168,10 +151,10 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
     assert status.code == 0, status.err
     found = json.loads(status.out)["drain"]["instances"]
     assert [(i["address"], i["role"]) for i in found] == [
-        (f"{pg_app.admin_url.host}:{pg_app.admin_url.port}", "primary"),
+        (f"{app.admin_url.host}:{app.admin_url.port}", "primary"),
         (address, "pooler"),
     ]
-    for secret in (pgbouncer.stats_password, pg_app.password, pg_app.cluster.admin_password):
+    for secret in (pgbouncer.stats_password, app.password, app.cluster.admin_password):
         assert secret not in result.text + status.text
 
     def blue_sessions() -> list[tuple[str, int]]:
@@ -182,11 +165,11 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 
     # A client connected to PgBouncer is a session there; the server connection PgBouncer
     # opened for it (idle between transactions) is not one on the server.
-    with client(pooled(pgbouncer, pg_app)) as conn:
+    with client(pooled(pgbouncer, app)) as conn:
         conn.execute("SELECT 1")
-        assert len(pgbouncer.servers_of(pg_app.user)) == 1
+        assert len(pgbouncer.servers_of(app.user)) == 1
         assert blue_sessions() == [("primary", 0), ("pooler", 1)]
-    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept by PgBouncer
+    assert len(pgbouncer.servers_of(app.user)) == 1  # kept by PgBouncer
     assert blue_sessions() == [("primary", 0), ("pooler", 0)]
     # Without the admin URL status names what the URLs name: PgBouncer.
     monkeypatch.delenv("CREDFLIP_ADMIN_URL")
@@ -196,40 +179,38 @@ def test_init_registers_pgbouncer_with_its_secret_off_the_command_line(
 
 
 def test_init_refuses_a_console_that_does_not_let_it_in_and_changes_nothing(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
     wrong = pgbouncer.console_url().with_credentials("cft_pgb_stats", "not-the-password")
-    through = pgbouncer.url(pg_app.user, pg_app.password, pg_app.database)
+    through = pgbouncer.url(app.user, app.password, app.database)
     cases = [
         (wrong.secret, "refused user 'cft_pgb_stats'"),
-        (pg_app.admin_url.secret.replace("postgresql:", "pgbouncer:"), "console database"),
+        (app.admin_url.secret.replace("postgresql:", "pgbouncer:"), "console database"),
         (DbUrl("pgbouncer", "127.0.0.1", "x", "y", 1, "pgbouncer").secret, "cannot connect"),
     ]
     before = dump(sqlite_store)
     for pooler, message in cases:
         result = cli(
             "init", "--env", layout.env, "--store", sqlite_store.url,
-            "--admin-url", pg_app.admin_url.secret, "--writer-url", through.secret,
+            "--admin-url", app.admin_url.secret, "--writer-url", through.secret,
             "--pooler", pooler,
         )  # fmt: skip
         assert result.code != 0
         assert result.err.count("\n") == 1 and result.err.startswith("credflip: error: ")
         assert message in result.err, result.err
-        assert "not-the-password" not in result.err and pg_app.password not in result.err
+        assert "not-the-password" not in result.err and app.password not in result.err
     assert dump(sqlite_store) == before
-    with pg_app.su() as conn:
-        assert not conn.execute(
-            "SELECT 1 FROM pg_roles WHERE rolname = %s", [pg_app.green]
-        ).fetchall()
+    with app.su() as conn:
+        assert not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [app.green]).fetchall()
 
 
 def test_an_admin_url_through_pgbouncer_is_refused(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
-    admin = pgbouncer.url(pg_app.admin_url.user, pg_app.admin_url.password, pg_app.database)
+    admin = pgbouncer.url(app.admin_url.user, app.admin_url.password, app.database)
     result = cli(
         "init", "--env", layout.env, "--store", sqlite_store.url, "--admin-url", admin.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
+        "--writer-url", pooled(pgbouncer, app).secret,
         "--pooler", pgbouncer.console_url().secret,
     )  # fmt: skip
     assert result.code == 2
@@ -297,7 +278,7 @@ def test_auth_file_mode_verify_stops_until_pgbouncer_knows_the_new_color(
 
 
 def test_pooler_userlist_before_and_after_rotations(
-    pg_app: App,
+    app: App,
     pgbouncer: PrivatePgbouncer,
     sqlite_store: SqliteStore,
     layout: Layout,
@@ -305,8 +286,8 @@ def test_pooler_userlist_before_and_after_rotations(
 ) -> None:
     common = ["--env", layout.env, "--store", sqlite_store.url]
     init = cli(
-        "init", *common, "--admin-url", pg_app.admin_url.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
+        "init", *common, "--admin-url", app.admin_url.secret,
+        "--writer-url", pooled(pgbouncer, app).secret,
     )  # fmt: skip
     assert init.code == 0, init.err
     missing = cli("pooler-userlist", *common)
@@ -314,65 +295,13 @@ def test_pooler_userlist_before_and_after_rotations(
     saved = cli("save-pooler-url", *common, "--pooler", pgbouncer.console_url().secret)
     assert saved.code == 0, saved.err
     assert "PgBouncer 1." in saved.out and pgbouncer.stats_password not in saved.text
-    rotate = ["rotate", *common, "--admin-url", pg_app.admin_url.secret, "--client-ttl", "0s"]
+    rotate = ["rotate", *common, "--admin-url", app.admin_url.secret, "--client-ttl", "0s"]
     rotate += ["--quiet", "1s", "--yes"]
     for _ in range(2):
         assert cli(*rotate).code == 0
     lines = cli("pooler-userlist", *common).out.splitlines()
     # Both colors' secrets are the server's own, the active color first.
     assert lines == [
-        f'"{pg_app.user}" "{authid(pg_app, pg_app.user)}"',
-        f'"{pg_app.green}" "{authid(pg_app, pg_app.green)}"',
+        f'"{app.user}" "{authid(app, app.user)}"',
+        f'"{app.green}" "{authid(app, app.green)}"',
     ]
-
-
-def test_the_server_leaves_out_a_poolers_connection_only_by_pid_and_port(
-    pg_app: App, pgbouncer: PrivatePgbouncer
-) -> None:
-    from credflip.engines import engine_for
-
-    with client(pooled(pgbouncer, pg_app)) as conn:
-        conn.execute("SELECT 1")
-    [server] = pgbouncer.servers_of(pg_app.user)
-    pid, port = int(server["remote_pid"]), int(server["local_port"])
-    mine = PooledBackend(pid, port)
-    with engine_for(pg_app.admin_url) as eng:
-        assert eng.sessions(pg_app.user).count == 1
-        assert eng.sessions(pg_app.user, pooled=[mine]).count == 0
-        # Another port (a NAT between them) or another pid: not PgBouncer's.
-        for other in (PooledBackend(pid, port + 1), PooledBackend(pid + 1, port)):
-            assert eng.sessions(pg_app.user, pooled=[other]).count == 1
-        assert eng.terminate(pg_app.user, only=[]) == 0
-        assert eng.terminate(pg_app.user, only=[other]) == 0
-        assert eng.terminate(pg_app.user, only=[mine]) == 1
-        assert eng.sessions(pg_app.user).count == 0
-
-
-def test_retire_drop_behind_pgbouncer_ends_its_connections_first(
-    pg_app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
-) -> None:
-    common = ["--env", layout.env, "--store", sqlite_store.url]
-    assert cli(
-        "init", *common, "--admin-url", pg_app.admin_url.secret,
-        "--writer-url", pooled(pgbouncer, pg_app).secret,
-        "--pooler", pgbouncer.console_url().secret, "--group-role", pg_app.group,
-    ).code == 0  # fmt: skip
-    with client(pooled(pgbouncer, pg_app)) as conn:
-        conn.execute("SELECT 1")
-    assert len(pgbouncer.servers_of(pg_app.user)) == 1  # kept after its client left
-    rotate = ["rotate", *common, "--admin-url", pg_app.admin_url.secret, "--client-ttl", "0s"]
-    plan = cli(*rotate, "--retire", "drop", "--dry-run")
-    assert plan.code == 0, plan.err
-    pooler = f"pgbouncer {pgbouncer.host}:{pgbouncer.port}"
-    assert f"writer URL directly on {pg_app.admin_url.host}:{pg_app.admin_url.port}" in plan.out
-    assert f"writer URL through {pooler}" in plan.out
-    assert (
-        "5. retire (drop): one last reading of every instance, as the drain reads them (any "
-        f"use there: back to the drain), then lock {pg_app.user!r} and end the server "
-        f"connections {pooler}" in plan.out
-    )
-    done = cli(*rotate, "--retire", "drop", "--quiet", "1s", "--yes")
-    assert done.code == 0, done.err
-    assert f"ended the 1 server connection(s) {pooler} kept of {pg_app.user!r}" in done.err
-    assert not pg_app.user_exists(pg_app.user)
-    assert pgbouncer.servers_of(pg_app.user) == []

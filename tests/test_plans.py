@@ -53,6 +53,32 @@ def test_grants_are_diffed_and_quoted() -> None:
         pg.grant_sql(select._replace(privilege="DROP TABLE x; --"), "r", revoke=False)
 
 
+def test_column_grants_a_table_revoke_takes_are_given_again_in_its_transaction() -> None:
+    """REVOKE SELECT ON t takes SELECT (c) ON t too: the column grant wanted, whether held
+    already or not, follows the revoke in the same statement string (one transaction)."""
+    table = Grant("TABLE", "public", "t", "", "", "SELECT", False)
+    column = Grant("COLUMN", "public", "t", "", "id", "SELECT", True)
+    other = Grant("COLUMN", "public", "t", "", "note", "UPDATE", False)
+    steps = pg.sync_grants([column, other], [table], "blue", revoke_extra=True, database="")
+    assert text(steps) == [
+        'GRANT UPDATE ("note") ON TABLE "public"."t" TO "blue"',
+        'REVOKE SELECT ON TABLE "public"."t" FROM "blue"; '
+        'GRANT SELECT ("id") ON TABLE "public"."t" TO "blue" WITH GRANT OPTION',
+    ]
+    assert "to take back SELECT on table public.t and WITH GRANT OPTION" in steps[1].hint
+    held = pg.sync_grants([column], [table, column], "blue", revoke_extra=True, database="")
+    assert text(held) == text(steps)[1:]
+    # Only the grant option of the table's right: the column's is given again too.
+    option = pg.sync_grants(
+        [table, column], [table._replace(grantable=True), column], "g", revoke_extra=False,
+        database="",
+    )  # fmt: skip
+    assert text(option) == [
+        'REVOKE GRANT OPTION FOR SELECT ON TABLE "public"."t" FROM "g"; '
+        'GRANT SELECT ("id") ON TABLE "public"."t" TO "g" WITH GRANT OPTION'
+    ]
+
+
 def test_settings_keep_lists_as_lists() -> None:
     want = {("", "search_path"): 'billing, "$user", public', ("shop", "work_mem"): "8MB"}
     have = {("", "statement_timeout"): "7s"}
@@ -172,6 +198,21 @@ def test_mysql_rights_change_by_difference_granting_before_revoking() -> None:
     assert rights.plan_sync(source, source, "app_green", "%", mariadb=True) == ([], [])
     # What an account holds beyond another's, for the refusal to drop it.
     assert target.beyond(source) == ["PROCESS ON *.*", "DROP ON shop.*", "role old"]
+
+
+def test_mysql_column_privileges_a_table_revoke_takes_are_granted_after_it() -> None:
+    t, u = ("TABLE", "shop", "t"), ("TABLE", "shop", "u")
+    source = rights.Rights(
+        frozenset({_p(*t, "SELECT", "c"), _p(*t, "UPDATE", "c"), _p(*u, "SELECT")})
+    )
+    target = rights.Rights(frozenset({_p(*t, "SELECT"), _p(*t, "UPDATE", "c"), _p(*u, "INSERT")}))
+    grants, revokes = rights.plan_sync(source, target, "g", "%", mariadb=True)
+    assert _sql(grants) == ["GRANT SELECT ON `shop`.`u` TO 'g'@'%'"]
+    assert _sql(revokes) == [
+        "REVOKE SELECT ON `shop`.`t` FROM 'g'@'%'",
+        "GRANT SELECT (`c`) ON `shop`.`t` TO 'g'@'%'",  # UPDATE (c) stayed
+        "REVOKE INSERT ON `shop`.`u` FROM 'g'@'%'",
+    ]
 
 
 def test_mysql_options_roles_and_proxies_lost_or_narrowed() -> None:

@@ -8,23 +8,24 @@ say 127.0.0.1): moto's proxy endpoint accepts no connection.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
 import pytest
 from apps import App, serial
-from helpers import stored_url
-from proxies import REGION, Aws, behind_proxy, command_in, make_aws
+from helpers import env_params, stored_url
+from proxies import REGION, Aws, behind_proxy, command_in
 
 from credflip import commands
 from credflip.demo.binaries import free_port
 from credflip.errors import ConfigurationError, CredflipError, UsageError
 from credflip.layout import Color, Layout
-from credflip.poolers.rds_proxy.registration import ProxyInfo
-from credflip.poolers.rds_proxy.setting import ProxySetting, is_proxy_host
+from credflip.poolers.rds_proxy.setting import ProxySetting
 from credflip.rotation import (
     Event,
+    Notice,
     PhaseStarted,
     RotateOptions,
     plan_rotation,
@@ -32,24 +33,6 @@ from credflip.rotation import (
     rotate,
 )
 from credflip.state import Phase
-from credflip.stores.ssm import SsmStore
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    return make_aws(moto_endpoint)
-
-
-def env_params(store: SsmStore, layout: Layout) -> list[tuple[str, str]]:
-    """The env's parameters (moto's server holds every test's)."""
-    pages = store.client.get_paginator("get_parameters_by_path").paginate(
-        Path=layout.base, Recursive=True, WithDecryption=True
-    )
-    return sorted((p["Name"], p["Value"]) for page in pages for p in page["Parameters"])
-
 
 FAST = RotateOptions(client_ttl=0.2, quiet=0.4)
 
@@ -68,8 +51,14 @@ def test_init_stops_with_the_command_that_registers_both_secrets_then_goes_behin
     first = cli(*args)
     assert first.code == 1, first.text
     assert first.err.startswith(f"credflip: error: RDS Proxy {name} cannot log in as ")
-    assert first.err.count("\n") == 1
-    assert first.err.rstrip().endswith("its secrets were written; nothing else was changed")
+    # The command on a line of its own, to be pasted.
+    message, command = first.err.splitlines()
+    assert message.endswith(
+        "register them with the command on the next line (it keeps the proxy's other "
+        "secrets), then run this command again; its secrets were written; nothing else was "
+        "changed"
+    )
+    assert command.startswith(f"aws rds modify-db-proxy --region {REGION} --db-proxy-name {name}")
     # Nothing else changed: no parameter, no green user.
     assert env_params(store, layout) == []
     assert not app.user_exists(app.green)
@@ -175,35 +164,34 @@ def test_verify_really_logs_in_through_the_proxy(app: App, aws: Aws, layout: Lay
     )
 
 
-def test_a_rotation_refuses_with_the_command_while_a_secret_is_off_the_proxy(
-    app: App, aws: Aws, layout: Layout, cli: Any
+def test_rds_proxy_endpoint_moves_where_the_envs_proxy_is_reached(
+    app: App, aws: Aws, layout: Layout
 ) -> None:
+    """Given for the env's own proxy, --rds-proxy-endpoint is used and recorded, not ignored."""
     store = aws.store()
     name = behind_proxy(aws, store, layout, app)
-    aws.unregister(name, aws.described(layout, Color.GREEN)["ARN"])
-    before = env_params(store, layout)
-    args = ["rotate", "--env", layout.env, "--store", store.url, "--admin-url",
-            app.admin_url.secret, "--yes", "--client-ttl", "200ms", "--quiet", "400ms"]  # fmt: skip
-    refused = cli(*args)
-    assert refused.code == 1, refused.text
-    assert refused.err.startswith(
-        f"credflip: error: RDS Proxy {name} cannot log in as {app.green!r} (green): its Auth "
-        f"list lacks secret(s) credflip/db/{layout.env}/green; register them"
+    closed, where = free_port(), f"localhost:{app.url.port}"
+    moved = RotateOptions(
+        client_ttl=0.2,
+        quiet=0.4,
+        reconnect_timeout=0.5,
+        rds_proxy=name,
+        rds_proxy_endpoint=f"LOCALHOST:{closed}",
     )
-    assert refused.err.count("\n") == 1 and refused.err.rstrip().endswith("nothing was changed")
-    assert env_params(store, layout) == before
-    auth = aws.register(name, command_in(refused.err))
-    assert [a.get("Description") for a in auth] == [
-        "reporting",
-        f"credflip blue user of env {layout.env}",
-        f"credflip green user of env {layout.env}",
-    ]
-    done = cli(*args)
-    assert done.code == 0, done.text
-    assert read_pointer(store, layout) is Color.GREEN
-    shown = cli("status", "--env", layout.env, "--store", store.url)
-    assert f"behind RDS Proxy {name} at localhost:{app.url.port}: it logs in with " in shown.out
-    assert app.password not in refused.text + done.text
+    events: list[Event] = []
+    with pytest.raises(CredflipError) as caught:
+        rotate(store, layout, admin_url=app.admin_url, options=moved, on_event=events.append)
+    assert f"localhost:{closed}" in str(caught.value)  # verify went through it
+    notes = [e.message for e in events if isinstance(e, Notice)]
+    assert f"RDS Proxy {name} is reached at localhost:{closed} (was {where})" in notes
+
+    def recorded() -> str:
+        return ProxySetting.from_json(store.get(layout.rds_proxy) or "", where="test").endpoint
+
+    assert recorded() == f"localhost:{closed}"
+    back = dataclasses.replace(moved, rds_proxy_endpoint=where)
+    assert rotate(store, layout, admin_url=app.admin_url, options=back).finished
+    assert recorded() == where
 
 
 def test_a_managed_env_goes_behind_a_proxy_from_the_lambda_event(
@@ -223,7 +211,9 @@ def test_a_managed_env_goes_behind_a_proxy_from_the_lambda_event(
     before = env_params(store, layout)
     with pytest.raises(ConfigurationError) as caught:
         handler(event, LambdaContext(60))
-    assert str(caught.value).endswith("its secrets were written; nothing was changed")
+    assert (
+        str(caught.value).splitlines()[0].endswith("its secrets were written; nothing was changed")
+    )
     assert env_params(store, layout) == before
     aws.register(name, command_in(str(caught.value)))
     summary = handler(event, LambdaContext(60))
@@ -297,20 +287,3 @@ def test_a_proxy_for_another_engine_or_none_at_all_is_refused_before_anything(
         aws.described(layout, Color.BLUE)
     with pytest.raises(UsageError, match="--rds-proxy-endpoint goes with --rds-proxy"):
         RotateOptions(rds_proxy_endpoint="localhost:5432")
-
-
-def test_the_setting_and_the_auth_list_by_name() -> None:
-    setting = ProxySetting(
-        "app-proxy", REGION, "app-proxy.proxy-c9abc.us-east-1.rds.amazonaws.com:5432"
-    )
-    assert ProxySetting.from_json(setting.to_json(), where="x") == setting
-    assert setting.is_endpoint("APP-PROXY.proxy-c9abc.us-east-1.rds.amazonaws.com")
-    assert setting.is_endpoint("reader.endpoint.proxy-c9abc.us-east-1.rds.amazonaws.com")
-    assert not setting.is_endpoint("app.cluster-c9abc.us-east-1.rds.amazonaws.com")
-    assert not is_proxy_host("db.internal")
-    with pytest.raises(ConfigurationError, match="not a valid RDS Proxy setting"):
-        ProxySetting.from_json('{"name": "x"}', where="/db/e/rds-proxy")
-    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:credflip/db/prod/blue-AbC123"
-    info = ProxyInfo("p", REGION, "POSTGRESQL", "p.x", auth=({"SecretArn": arn[:-7]},))
-    assert info.has_secret(arn)
-    assert not info.has_secret(arn.replace("blue", "green"))

@@ -17,36 +17,43 @@ import psycopg
 import pytest
 from apps import App, make_app, make_my_app, serial
 from clusters import Cluster, Mariadb
-from helpers import login_error, wait_until
-from proxies import REGION, Aws, behind_proxy, command_in, make_aws
+from helpers import login_error, stored_url, wait_until
+from proxies import Aws, behind_proxy, command_in
 from servers import PrivateMariadb
 
 from credflip import commands
-from credflip.drain import DrainPolicy, DrainTracker, Evidence, Reading, Verdict
+from credflip.drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from credflip.drain.policy import LEGACY_WINDOWS
 from credflip.engines import SessionGroup, Sessions, engine_for
-from credflip.errors import ConfigurationError, DrainTimeout
+from credflip.errors import ConfigurationError, DrainTimeout, RotationError
 from credflip.layout import Color, Layout
-from credflip.rotation import RotateOptions, rotate
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_RDS", moto_endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    return make_aws(moto_endpoint)
-
+from credflip.rotation import (
+    DrainProgress,
+    Event,
+    Notice,
+    PhaseStarted,
+    RotateOptions,
+    read_pointer,
+    rollback,
+    rotate,
+)
+from credflip.state import Phase
 
 # -- the tracker, on a fake clock -------------------------------------------------
 
 
-def pooled(t: float, last_change: float, *, busy: bool = False) -> Reading:
-    """Two pooled sessions of the old user at *t*, the last state change at *last_change*."""
+def pooled(t: float, last_change: float, *, busy: bool = False, pids: int = 2) -> Reading:
+    """Pooled sessions of the old user at *t* (backends 100, 101...; at most *pids* of
+    them): the last one's latest state change at *last_change*, the others' long before."""
+    changes = ((100 + n, -10.0 - n) for n in range(pids - 1))
     group = SessionGroup(
-        "10.0.9.7", "", 2, idle_for=None if busy else t - last_change, last_change=last_change
+        "10.0.9.7",
+        "",
+        pids,
+        idle_for=None if busy else t - last_change,
+        changes=(*changes, (200, last_change)) if pids else (),
     )
-    return Reading("db-1:5432", Sessions((group,)), {"statements": 7})
+    return Reading("db-1:5432", Sessions((group,) if pids else ()), {"statements": 7})
 
 
 def test_behind_a_pooler_idle_sessions_are_held_and_a_statement_on_one_is_use() -> None:
@@ -86,6 +93,46 @@ def test_behind_a_pooler_idle_sessions_are_held_and_a_statement_on_one_is_use() 
     assert reasons == ("a session on db-1:5432 ran a statement since the last run",)
 
 
+def test_behind_a_pooler_a_session_that_closed_is_no_quiet_but_churn_lets_the_drain_finish() -> (
+    None
+):
+    """A closed session's last state change is gone with it: it may have run a statement
+    first. Between two samples the window starts over (unknown); between two runs the kept
+    window does not carry over. The pool only shrinks, so the drain still finishes."""
+    policy = DrainPolicy(client_ttl=1.0, quiet=3.0)
+    trk = DrainTracker(policy, switched_at=0.0, timeout_at=5.0, proxied=True)
+    t, status = 0.0, None
+    # The proxy closes one of five idle sessions every 2 s (at 2, 4, 6, 8 s), past the timeout.
+    while t < 60:
+        status = trk.observe(t, [pooled(t, -5.0, pids=5 - min(int(t // 2), 4))])
+        if status.verdict is Verdict.DONE:
+            break
+        assert status.verdict is not Verdict.TIMEOUT  # a closed session is no use
+        if t in (2.0, 4.0, 6.0, 8.0):
+            assert status.reasons == (
+                "1 session(s) of the old user on db-1:5432 closed since the last sample: what "
+                "they ran before cannot be told",
+            )
+            assert status.quiet == 0.0
+        t = round(t + 0.5, 3)
+    assert status is not None and status.verdict is Verdict.DONE
+    assert t == 8.0 + 0.5 + 3.0  # a window after the last one closed
+    kept = Evidence.from_dict(trk.evidence("app_blue").to_dict())
+    assert set(kept.pooled) == {"db-1:5432"}
+
+    def next_run(pids: int) -> list[Verdict]:
+        """A run from t=30 on that sees *pids* sessions: its verdicts until DONE."""
+        again = DrainTracker(policy, switched_at=0.0, timeout_at=5.0, evidence=kept, proxied=True)
+        times = (30.0, 33.0, 36.0)
+        verdicts = [again.observe(t, [pooled(t, -5.0, pids=pids)]).verdict for t in times]
+        return verdicts[: verdicts.index(Verdict.DONE) + 1]
+
+    # The session the last sample saw, unchanged: the window the last run began carries over.
+    assert next_run(1) == [Verdict.DONE]
+    # Gone since: the window starts over in this run, at its next sample.
+    assert next_run(0) == [Verdict.IN_USE, Verdict.QUIET, Verdict.DONE]
+
+
 # -- PostgreSQL -------------------------------------------------------------------
 
 
@@ -108,11 +155,15 @@ def test_an_idle_session_left_open_holds_the_drain_until_the_env_goes_behind_the
         rotate(store, layout, admin_url=app.admin_url, options=behind)
     aws.register(name, command_in(str(caught.value)))
     started = time.monotonic()
-    result = rotate(store, layout, admin_url=app.admin_url, options=behind)
+    events: list[Event] = []
+    result = rotate(store, layout, admin_url=app.admin_url, options=behind, on_event=events.append)
     assert result.finished and result.resumed
     # The drain ends the idle session rather than wait for it: its window is 0.4 s, the
     # bound generous for a busy machine, the default drain timeout far beyond it.
     assert time.monotonic() - started < 10
+    # The sessions the drain ended are no use at the retire's last look.
+    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
+    assert phases == [Phase.DRAIN, Phase.RETIRE, Phase.DONE]
     # The proxy's idle session was ended with the drain, and blue is locked.
     assert result.terminated == 1
     with pytest.raises(psycopg.OperationalError):
@@ -156,6 +207,104 @@ def test_a_client_reusing_a_pooled_session_holds_the_drain_until_it_stops(
     assert result.finished
     assert finished >= used[-1] + quiet
     assert result.terminated == 1  # once idle for the window, with the drain
+
+
+@pytest.mark.parametrize("between", ["nothing", "statements on a pooled session it closed"])
+def test_a_pooled_session_used_then_closed_between_two_runs_restarts_the_window(
+    app: App, aws: Aws, layout: Layout, between: str
+) -> None:
+    """The proxy's sessions opened before the watch run as the group role: nothing counts
+    their statements for blue. One that ran statements between two runs and then closed
+    took its state change with it: the window the first run began must not carry over."""
+    store = aws.store()
+    behind_proxy(aws, store, layout, app)
+    pool = [app.connect(app.url) for _ in range(2)]
+    for conn in pool:
+        assert conn.execute("SELECT current_user").fetchone() == (app.group,)
+    # Paused in the drain at its deadline, the quiet window running (60 s are needed).
+    first = rotate(
+        store,
+        layout,
+        admin_url=app.admin_url,
+        options=RotateOptions(client_ttl=0.2, quiet=60.0, deadline=time.monotonic() + 15.0),
+    )
+    assert not first.finished and first.stopped_in is Phase.DRAIN, first
+    if between != "nothing":
+        for _ in range(3):
+            pool[0].execute("SELECT count(*) FROM orders")
+        pool[0].close()
+    seen: list[DrainStatus] = []
+
+    def note(event: Event) -> None:
+        if isinstance(event, DrainProgress):
+            seen.append(event.status)
+
+    options = RotateOptions(client_ttl=0.2, quiet=60.0, deadline=time.monotonic() + 3.0)
+    second = rotate(store, layout, admin_url=app.admin_url, options=options, on_event=note)
+    assert not second.finished and second.stopped_in is Phase.DRAIN
+    if between == "nothing":
+        assert seen[0].reasons == () and seen[0].quiet > 0.0  # carried over
+    else:
+        # The statements counted for the group role, but the closed session is no quiet.
+        assert seen[0].reasons == (
+            f"some sessions of the old user on 127.0.0.1:{app.url.port} closed since the "
+            f"last run: what they ran before cannot be told",
+        )
+        assert seen[0].quiet == 0.0 and seen[-1].quiet < 4.0  # the window starts over
+    pool[-1].close()
+
+
+def test_after_a_rollback_the_proxys_idle_pool_of_the_rolled_back_color_is_drained(
+    app: App, aws: Aws, layout: Layout
+) -> None:
+    """The proxy keeps green's pooled connections after its clients went back to blue: idle,
+    they are no use (the predrain watches them, then ends them); a busy one refuses."""
+    store = aws.store()
+    behind_proxy(aws, store, layout, app)
+    fast = RotateOptions(client_ttl=0.2, quiet=0.4)
+    assert rotate(store, layout, admin_url=app.admin_url, options=fast).finished
+    pool = app.connect(stored_url(store, layout, Color.GREEN))  # the proxy's, as green
+    pool.execute("SELECT 1")
+    assert rollback(store, layout, admin_url=app.admin_url).flipped
+    # Running a statement, it is use: refused before anything changes.
+    cancelled: list[BaseException] = []
+
+    def sleep() -> None:
+        try:
+            pool.execute("SELECT pg_sleep(60)")
+        except psycopg.errors.QueryCanceled as exc:
+            cancelled.append(exc)
+
+    busy = threading.Thread(target=sleep, daemon=True)
+    busy.start()
+    with app.su() as su:
+        wait_until(
+            lambda: (
+                su.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE usename = %s AND state = 'active'",
+                    [app.green],
+                ).fetchall()
+                != []
+            ),
+            "green's pooled session running its statement",
+        )
+    with pytest.raises(RotationError, match=f"the inactive user {app.green!r} .green. still has"):
+        rotate(store, layout, admin_url=app.admin_url, options=fast)
+    pool.cancel()
+    busy.join(10)
+    assert len(cancelled) == 1
+    pool.execute("SELECT 1")
+    # Idle: predrained like an old user, then ended with the predrain.
+    events: list[Event] = []
+    result = rotate(store, layout, admin_url=app.admin_url, options=fast, on_event=events.append)
+    assert result.finished and result.terminated == 1
+    assert any(
+        isinstance(e, Notice) and e.message.startswith("the last rotation was rolled back")
+        for e in events
+    )
+    with pytest.raises(psycopg.OperationalError):
+        pool.execute("SELECT 1")
+    assert read_pointer(store, layout) is Color.GREEN
 
 
 def test_behind_the_proxy_a_missing_statement_counter_refuses_even_with_sessions_only(

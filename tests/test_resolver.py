@@ -11,13 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import SECRET, Clock, seed
 
 from credflip import Endpoints, Resolver
 from credflip.errors import NotInitialized, StoreError
 from credflip.layout import Color, Layout
 from credflip.stores.sqlite import SqliteStore
-
-SECRET = "pw-not-to-be-logged"
 
 
 class CountingStore(SqliteStore):
@@ -36,27 +35,6 @@ class CountingStore(SqliteStore):
         if self.fail:
             raise StoreError("store unavailable (test)")
         return super()._get_many(names)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def seed(store: SqliteStore, env: str = "prod", color: Color = Color.BLUE) -> Layout:
-    layout = Layout(env)
-    for c in Color:
-        for role in ("writer", "reader"):
-            store.put(
-                layout.url(c, role),
-                f"postgresql://app_{c}:{SECRET}@{role}.db/app",  # type: ignore[arg-type]
-                secure=True,
-            )
-    store.put(layout.pointer, color.value)
-    return layout
 
 
 @pytest.fixture

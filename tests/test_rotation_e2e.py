@@ -17,7 +17,14 @@ import psycopg
 import pymysql
 import pytest
 from apps import App, MyApp
-from helpers import assert_pointer_connects, connects, fresh, login_error, stored_url
+from helpers import (
+    assert_pointer_connects,
+    connects,
+    fresh,
+    login_error,
+    rotate_process,
+    stored_url,
+)
 
 from credflip import commands
 from credflip.demo import Traffic, resolve_and_insert
@@ -228,27 +235,7 @@ def test_rollback_after_a_finished_rotation(app: AnyApp, store: Store, layout: L
 
 def test_two_rotations_at_once(app: AnyApp, store: Store, layout: Layout, cli: Any) -> None:
     initialise(app, store, layout)
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "credflip",
-            "rotate",
-            "--env",
-            layout.env,
-            "--store",
-            store.url,
-            "--client-ttl",
-            "1500ms",
-            "--quiet",
-            "1500ms",
-            "--yes",
-        ],
-        env={**os.environ, "CREDFLIP_ADMIN_URL": app.admin_url.secret},
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    first = rotate_process(app, store, layout, "--client-ttl", "1500ms", "--quiet", "1500ms")
     try:
         assert first.stderr is not None
         for line in first.stderr:  # wait until the first one is draining

@@ -10,6 +10,7 @@ import pytest
 from apps import App
 from helpers import (
     assert_pointer_connects,
+    command,
     fresh,
     login_error,
     privileges,
@@ -236,3 +237,33 @@ def test_three_rotations_under_traffic_then_rollback(
             (app.group, False, True, False),
             (app.group, True, False, False),
         ]
+
+
+def test_a_column_right_outlives_revoking_its_tables_right(
+    app: App, sqlite_store: SqliteStore, layout: Layout, cli: Any
+) -> None:
+    """A table-level REVOKE takes the table's column rights with it: prepare gives those
+    again in the same transaction, and the colors' rights match column by column."""
+    store = sqlite_store
+    initialise(app, store, layout)
+    assert rotate(store, layout, admin_url=app.admin_url, options=opts()).finished  # green
+    with app.su() as conn:  # a table the admin may pass on, owned by someone else
+        conn.execute("CREATE TABLE ledger (id int, note text)")
+        conn.execute("GRANT SELECT ON ledger TO credflip_admin WITH GRANT OPTION")
+    app.execute(
+        app.admin_url,
+        f"GRANT SELECT (id) ON ledger TO {app.green}",
+        f"GRANT SELECT ON ledger TO {app.user}",  # blue's, which green lacks
+    )
+    planned = cli(*command("rotate", app, store, layout, "--dry-run"))
+    assert planned.code == 0, planned.err
+    assert rotate(store, layout, admin_url=app.admin_url, options=opts()).finished
+    with app.su() as conn:
+        blue, green = privileges(conn, app.user), privileges(conn, app.green)
+    assert blue == green
+    assert ("public.ledger", "id", "SELECT", False) in blue["column grants"]
+    # One statement string, so one transaction: no moment without the column right.
+    assert (
+        f'REVOKE SELECT ON TABLE "public"."ledger" FROM "{app.user}"; '
+        f'GRANT SELECT ("id") ON TABLE "public"."ledger" TO "{app.user}"'
+    ) in planned.out

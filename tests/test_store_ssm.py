@@ -17,7 +17,7 @@ import boto3
 import pytest
 from apps import App
 from botocore.awsrequest import AWSResponse
-from helpers import connects
+from helpers import connects, count_calls
 
 from credflip import commands
 from credflip.demo.binaries import free_port
@@ -44,16 +44,6 @@ def ssm(moto_endpoint: str) -> Iterator[SsmStore]:
     store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
     yield store
     store.close()
-
-
-def count_calls(store: SsmStore) -> list[str]:
-    """Record every API call the store's client sends (including retries)."""
-    calls: list[str] = []
-    store.client.meta.events.register(
-        "before-send.ssm.*",
-        lambda request, **_: calls.append(request.headers["X-Amz-Target"].decode().split(".")[-1]),
-    )
-    return calls
 
 
 class _Raw(io.BytesIO):
@@ -354,6 +344,15 @@ def test_iam_policies_from_the_docs(app: App, moto_with_iam: str) -> None:
             options=RotateOptions(client_ttl=0.1, quiet=0.1),
         )
     assert Resolver(store=reader, ttl=0).resolve(env).color is Color.GREEN
+    # On-call's read-only policy: every env under the prefix, the history; no write.
+    watcher = store_as(
+        moto_with_iam, iam_user(moto_with_iam, f"ops{app.user}", "status-policy.json")
+    )
+    rows = {r.env: r for r in commands.status_all(watcher).envs}  # this module's envs
+    assert (rows[env].phase, rows[env].healthy) == ("idle", True)
+    assert [h.result for h in commands.history(watcher, layout)] == ["done"]
+    with pytest.raises(StoreAccessDenied, match="allow ssm:PutParameter"):
+        watcher.put(layout.pointer, "blue")
 
 
 def test_throttling_during_a_rotation(app: App, ssm: SsmStore, layout: Layout) -> None:

@@ -9,7 +9,6 @@ tests are about: short client TTL and quiet window.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import psycopg
 import pytest
 from apps import App, MyApp, make_app, make_my_app
 from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
-from helpers import command, connects, dump, login_error
+from helpers import command, connects, dump, login_error, on
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip import commands
@@ -93,10 +92,6 @@ def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
         while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (lsn,)).fetchone()[0]:  # type: ignore[index]
             assert time.monotonic() < deadline, "the standby did not catch up in 30s"
             time.sleep(0.05)
-
-
-def on(url: DbUrl, port: int) -> DbUrl:
-    return dataclasses.replace(url, port=port)
 
 
 def managed(app: App | MyApp, store: SqliteStore, layout: Layout) -> None:

@@ -107,12 +107,16 @@ def test_verify_retries_a_refusing_replica_within_the_wait() -> None:
 def test_verify_fails_at_the_lag_timeout_and_stops_resumably_at_the_deadline() -> None:
     clock, notes = Clock(), []
     timeout = Wait(1.0, clock=clock, sleep=clock.sleep)
-    with pytest.raises(RotationError, match="verify failed for the green reader URL"):
+    with pytest.raises(RotationError, match="verify failed for the green reader URL") as caught:
         verify._login(context(Refusing(times=100), notes), LOGIN, wait=timeout)
+    assert "still refused after --replica-lag-timeout 1s (a replica that has not" in str(
+        caught.value
+    )
+    assert "the same password is verified" in str(caught.value)
     assert clock.now == pytest.approx(101.0)
     deadline = Wait(30.0, deadline=clock.now + 1.0, clock=clock, sleep=clock.sleep)
     assert not verify._login(context(Refusing(times=100), notes), LOGIN, wait=deadline)
     assert clock.now == pytest.approx(102.0)
-    # The writer (no wait) is never retried.
-    with pytest.raises(RotationError):
+    # The writer (no wait) is never retried, nor said to lag.
+    with pytest.raises(RotationError, match="fix the cause"):
         verify._login(context(Refusing(times=1), notes), LOGIN, wait=None)

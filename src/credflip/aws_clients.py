@@ -33,8 +33,16 @@ THROTTLING = frozenset(
 _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers")
 
 
-def make_client(service: str, region: str | None, endpoint_url: str | None = None) -> Any:
-    """A boto3 client of *service*: a session of its own, bounded retries and timeouts.
+def make_client(
+    service: str,
+    region: str | None,
+    endpoint_url: str | None = None,
+    *,
+    attempts: int | None = None,
+    connect_timeout: float = 5,
+) -> Any:
+    """A boto3 client of *service*: a session of its own, bounded retries and timeouts
+    (*attempts*: that many in all, whatever the environment says).
 
     botocore's errors (``NoRegionError``...) propagate for the caller to word.
     """
@@ -44,11 +52,13 @@ def make_client(service: str, region: str | None, endpoint_url: str | None = Non
     # botocore's "standard" mode retries throttling with backoff; respect an
     # operator's explicit choice through the usual environment variables.
     retries: dict[str, Any] = {"mode": os.environ.get("AWS_RETRY_MODE", "standard")}
-    if os.environ.get("AWS_MAX_ATTEMPTS"):
+    if attempts is not None:
+        retries["total_max_attempts"] = attempts
+    elif os.environ.get("AWS_MAX_ATTEMPTS"):
         retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
     # AWS answers in milliseconds; botocore's 60 s defaults would let one silent
     # endpoint hold a rotation (or a Lambda) for minutes per attempt.
-    config = Config(retries=retries, connect_timeout=5, read_timeout=10)  # type: ignore[arg-type]
+    config = Config(retries=retries, connect_timeout=connect_timeout, read_timeout=10)  # type: ignore[arg-type]
     # A session of its own: boto3's default session caches credentials and
     # region for the whole process, which would outlive a changed environment.
     session = boto3.session.Session(region_name=region)

@@ -16,7 +16,8 @@ Event (all but ``env`` optional)::
      "sessions_only": false, "require_counters": false,
      "reconnect_timeout": "60s", "lock_timeout": "1s", "unwatched_ok": [],
      "rds_proxy": null, "rds_proxy_endpoint": null,
-     "mode": "rotate", "min_interval": "30d"}
+     "mode": "rotate", "min_interval": "30d",
+     "window": "Mon-Fri 09:00-16:00 Asia/Seoul", "halt_after": 3}
 
 ``lock_timeout`` bounds how long one statement waits for a lock an application
 session holds (requests queue behind it meanwhile); it is retried within
@@ -46,29 +47,50 @@ state) plus, on Aurora, every cluster member.
 A replica they stream to that none of them is blocks the retire
 (``drain_timeout``) unless ``unwatched_ok`` lists its host (every invocation:
 it is not stored).
+``window`` (:mod:`credflip.windows`; several separated by ``,``): a new rotation
+starts only inside it; one under way continues outside it. Outside, the
+invocation answers ``idle`` with the reason and ``next_window`` (UTC), like
+``min_interval``. The window is recorded in ``/db/{env}/rotation-window`` for
+``status``; an empty one (a template parameter left blank) deletes that.
+
+After ``halt_after`` invocations in a row that failed (raised; a drain timeout
+is none), the env is halted (:mod:`credflip.halt`): that invocation emits
+``Halts`` = 1 (the alarm, once) and every later one answers ``halted``,
+reading only the store, until ``credflip unhalt``.
+
 The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
 ``/db/{env}/admin-db-url``, never from the event; so does the env's PgBouncer
 console, from ``/db/{env}/pooler-url`` (``init --pooler``, ``save-pooler-url``):
 the function must reach it as it reaches the database.
+
+The history says a ``schedule`` started (or finished) the rotation, as the
+function's role (``sts:GetCallerIdentity``; the function's own ARN when STS
+does not answer).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from typing import Any
 
+from .actor import run_by
 from .commands import admin_url_for
 from .durations import parse_duration
 from .engines import Engine, engine_for
-from .errors import CredflipError, DrainTimeout, LockHeld, UsageError
+from .errors import CredflipError, DrainTimeout, Halted, LockHeld, OutsideWindow, UsageError
+from .halt import DEFAULT_HALT_AFTER, Halt, halted_error, read_halt, validate_halt_after
 from .layout import Layout
 from .metrics import RotationReport, emit_metrics
 from .rotation import Event, Notice, PhaseFinished, RotateOptions, RotationResult, rotate
-from .state import State, load_state
+from .rotation.schedule import read_gate, record_window, require_window
+from .state import State
 from .stores import open_store
+from .stores.base import Store
 from .urls import DbUrl
+from .windows import Windows, parse_windows
 
 __all__ = ["handler"]
 
@@ -154,9 +176,62 @@ def _idle_reason(state: State, mode: str, event: dict[str, Any]) -> str | None:
     return None
 
 
+def _window(event: dict[str, Any]) -> Windows | None:
+    """The event's ``window``: None when absent, no window when empty."""
+    value = event.get("window")
+    return None if value is None else parse_windows(value)
+
+
+def _halt_after(event: dict[str, Any]) -> int:
+    """The event's ``halt_after``: a number, or its digits (a template parameter)."""
+    value = event.get("halt_after", DEFAULT_HALT_AFTER)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    return validate_halt_after(value, what="halt_after")
+
+
+def _closed(layout: Layout, state: State, windows: Windows | None) -> dict[str, Any] | None:
+    """The idle answer's fields when the window is closed and no rotation is under way."""
+    now = time.time()
+    try:
+        require_window(layout, state, windows, now)
+    except OutsideWindow as exc:
+        assert windows is not None  # noqa: S101 - only a window is ever closed
+        return {"reason": str(exc), "next_window": _iso(windows.next_opening(now))}
+    return None
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _halted(layout: Layout, halt: Halt) -> dict[str, Any]:
+    """The answer of an invocation on a halted env (it read the store, nothing else)."""
+    reason = str(halted_error(layout, halt))
+    log.warning("credflip: %s", reason)
+    return {"status": "halted", **halt.to_dict(), "reason": reason}
+
+
+def _gate(
+    store: Store, layout: Layout, mode: str, event: dict[str, Any], windows: Windows | None
+) -> dict[str, Any] | None:
+    """The answer of an invocation with nothing to do (halted, idle), or None to rotate."""
+    gate = read_gate(store, layout)
+    record_window(store, layout, windows, gate.window)
+    if gate.halt is not None:
+        return _halted(layout, gate.halt)
+    idle = _idle_reason(gate.state, mode, event)
+    if idle is not None:
+        return {"status": "idle", "reason": idle}
+    closed = _closed(layout, gate.state, windows)
+    return None if closed is None else {"status": "idle", **closed}
+
+
 def _options(event: dict[str, Any], *, deadline: float) -> RotateOptions:
     """The rotation's options from the event's keys."""
     return RotateOptions(
+        window=_window(event),
+        halt_after=_halt_after(event),
         client_ttl=_seconds(event, "client_ttl", "60s"),
         drain_timeout=_maybe_seconds(event, "drain_timeout"),
         quiet=_maybe_seconds(event, "quiet"),
@@ -203,13 +278,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         raise UsageError(f"invalid mode {mode!r}: use rotate or resume")
     margin = _seconds(event, "margin", f"{DEFAULT_MARGIN:g}s")
     remaining = context.get_remaining_time_in_millis() / 1000.0
+    # Every key is checked before the store is read: a bad one changes nothing.
+    options = _options(event, deadline=0.0)
     summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
     with open_store(spec) as store:
-        state = load_state(store, layout)
-        idle = _idle_reason(state, mode, event)
-        if idle is not None:
-            return {**summary, "status": "idle", "reason": idle}
-        options = _options(event, deadline=time.monotonic() + remaining - margin)
+        answer = _gate(store, layout, mode, event, options.window)
+        if answer is not None:
+            return {**summary, **answer}
+        options = dataclasses.replace(options, deadline=time.monotonic() + remaining - margin)
         admin_url = admin_url_for(store, layout)
         engine = _bounded_engine(admin_url, margin)
         report = RotationReport(layout.env)
@@ -227,19 +303,38 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 engine=engine,
                 on_event=on_event,
                 lock_expires_at=time.time() + remaining,
+                actor=run_by(
+                    store, "schedule", fallback_arn=getattr(context, "invoked_function_arn", None)
+                ),
             )
+        except (Halted, OutsideWindow) as exc:
+            # Halted or a rotation finished since the check above: nothing to do.
+            status = "halted" if isinstance(exc, Halted) else "idle"
+            return {**summary, "status": status, "reason": str(exc)}
         except LockHeld as exc:
             # Also a lock taken over while this invocation ran (LockLost).
             return {**summary, "status": "locked", "reason": str(exc)}
         except DrainTimeout as exc:
             return _drain_timeout(summary, layout.env, report, exc)
         except CredflipError as exc:
-            report.line({"event": "failed", "error": str(exc)})
-            _report(layout.env, report, failed=True)
+            _failed(store, layout, report, exc)
             raise
         finally:
             engine.close()
     return _finished(summary, layout.env, report, result)
+
+
+def _failed(store: Store, layout: Layout, report: RotationReport, exc: CredflipError) -> None:
+    """After a failed run: its line, whether it halted the env (then a line and ``Halts``
+    = 1: this is the one invocation that does), and the metrics."""
+    report.line({"event": "failed", "error": str(exc)})
+    try:
+        halt = read_halt(store.get_many([layout.halted]), layout)
+    except CredflipError:
+        halt = None
+    if halt is not None:
+        report.line({"event": "halted", **halt.to_dict()})
+    _report(layout.env, report, failed=True, halted=halt is not None)
 
 
 def _drain_timeout(

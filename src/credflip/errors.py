@@ -20,16 +20,19 @@ __all__ = [
     "DrainBlocked",
     "DrainTimeout",
     "EngineError",
+    "Halted",
     "InsufficientPrivilege",
     "LockHeld",
     "LockLost",
     "LockTimeout",
     "NotInitialized",
+    "OutsideWindow",
     "ParameterExists",
     "RotationError",
     "StoreAccessDenied",
     "StoreError",
     "StoreThrottled",
+    "Unhealthy",
     "UsageError",
     "UsedAtRetire",
     "is_auth_failure",
@@ -107,6 +110,16 @@ class InsufficientPrivilege(EngineError):
     """The admin user lacks a right that the operation needs."""
 
 
+class Unhealthy(CredflipError):
+    """``status --all`` ran and found an env halted, failing, or past its drain timeout.
+
+    Exit 5, apart from 1 (the command itself failed), for a cron job or a monitoring
+    check: what is wrong is in the rows printed before.
+    """
+
+    exit_code = 5
+
+
 class RotationError(CredflipError):
     """A rotation, rollback or init could not proceed."""
 
@@ -123,6 +136,23 @@ class LockLost(LockHeld):
     Exit 3 like :class:`LockHeld`: the run stopped before its next write to the
     store, leaving what it had recorded for the new holder to resume.
     """
+
+
+class Halted(RotationError):
+    """The env is halted after repeated failed rotations: nothing rotates it until
+    ``credflip unhalt``. The scheduled rotator answers ``halted``; the CLI exits 6."""
+
+    exit_code = 6
+
+
+class OutsideWindow(RotationError):
+    """No rotation is under way and the rotation window is closed: nothing to do now.
+
+    Not a failure: the CLI says so in one line and exits 0, the scheduled rotator
+    answers ``idle``. A rotation under way continues outside its window.
+    """
+
+    exit_code = 0
 
 
 class DeadlineReached(RotationError):

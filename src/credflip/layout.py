@@ -13,6 +13,8 @@ With prefix ``/db`` and env ``prod`` the parameters are::
     /db/prod/{color}/scram-verifier    SecureString, behind PgBouncer: the SCRAM secret
                                        credflip gave that color (for an auth_file)
     /db/prod/rds-proxy                 optional: the env's RDS Proxy (JSON)
+    /db/prod/halted                    present only while the env is halted (JSON)
+    /db/prod/rotation-window           optional: the window new rotations start in
 
 and, for an env behind RDS Proxy, one Secrets Manager secret per color in the
 proxy's format: ``credflip/db/prod/blue`` and ``credflip/db/prod/green``.
@@ -159,6 +161,18 @@ class Layout:
         """The optional parameter naming the env's RDS Proxy (``init --rds-proxy``)."""
         return f"{self.base}/rds-proxy"
 
+    @property
+    def halted(self) -> str:
+        """The parameter that exists only while the env is halted after repeated failed
+        rotations (``credflip unhalt`` deletes it)."""
+        return f"{self.base}/halted"
+
+    @property
+    def window(self) -> str:
+        """The parameter naming the rotation window of the env's rotator (``rotate --window``),
+        for ``status``."""
+        return f"{self.base}/rotation-window"
+
     def proxy_secret(self, color: Color) -> str:
         """The Secrets Manager secret through which the env's RDS Proxy logs in as *color*:
         ``credflip/db/prod/blue`` (the prefix and env as in the parameters' names)."""
@@ -168,6 +182,11 @@ class Layout:
     def resolver_names(self) -> tuple[str, ...]:
         """The five names a client reads in one call: pointer, then URLs."""
         return (self.pointer, *(self.url(c, r) for c in Color for r in ROLES))
+
+    @functools.cached_property
+    def resolver_targets(self) -> dict[str, tuple[str, ...]]:
+        """What a client reads after the pointer: each color's value to its URLs."""
+        return {c.value: tuple(self.url(c, r) for r in ROLES) for c in Color}
 
     @property
     def all_names(self) -> tuple[str, ...]:

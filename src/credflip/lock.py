@@ -14,7 +14,6 @@ its own, so a run whose lock was taken over stops before its next write.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import os
 import secrets
@@ -24,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .actor import login_name
 from .errors import CredflipError, LockHeld, LockLost, ParameterExists, StoreError
 from .layout import Layout
 from .stores.base import Store
@@ -51,12 +51,8 @@ class LockInfo:
     @classmethod
     def mine(cls, purpose: str, expires_at: float | None = None) -> LockInfo:
         """A lock record for this process."""
-        try:
-            owner = getpass.getuser()
-        except (KeyError, OSError):
-            owner = str(os.getuid())
         return cls(
-            owner=owner,
+            owner=login_name(),
             host=socket.gethostname(),
             pid=os.getpid(),
             started_at=time.time(),
@@ -278,6 +274,9 @@ class FencedStore(Store):
 
     def _get_many(self, names: list[str]) -> dict[str, str]:
         return self.inner.get_many(names)
+
+    def _get_path(self, folder: str, *, secure: bool) -> dict[str, str]:
+        return self.inner.get_path(folder, secure=secure)
 
     def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None:
         self.check(name)

@@ -6,8 +6,10 @@ lines that CloudWatch Logs turns into metrics, no API call and no extra
 permission. Namespace ``credflip`` (or ``$CREDFLIP_METRICS_NAMESPACE``),
 dimensions ``env`` and ``service``:
 
-- ``RotationsDone``, ``RotationsFailed``, ``DrainTimeouts``: one per
-  invocation, 0 or 1, so that alarms always have data;
+- ``RotationsDone``, ``RotationsFailed``, ``DrainTimeouts``, ``Halts``: one per
+  invocation that ran a rotation, 0 or 1, so that alarms always have data;
+  ``Halts`` is 1 on the invocation whose failure halted the env (once: later
+  invocations answer ``halted`` and emit nothing, as an idle one);
 - ``DrainSeconds``: switch to retire, when a rotation finished;
 - ``SessionsLeft``: the old user's sessions when the drain timed out;
 - ``LegacyClients``: the clients the rotation's drain saw using the old user
@@ -85,6 +87,7 @@ def emit_metrics(
     done: bool = False,
     failed: bool = False,
     drain_timeout: bool = False,
+    halted: bool = False,
     drain_seconds: float | None = None,
     sessions_left: int | None = None,
     legacy_clients: int | None = None,
@@ -98,6 +101,7 @@ def emit_metrics(
     metrics.add_metric(name="RotationsDone", unit=MetricUnit.Count, value=int(done))
     metrics.add_metric(name="RotationsFailed", unit=MetricUnit.Count, value=int(failed))
     metrics.add_metric(name="DrainTimeouts", unit=MetricUnit.Count, value=int(drain_timeout))
+    metrics.add_metric(name="Halts", unit=MetricUnit.Count, value=int(halted))
     if drain_seconds is not None:
         metrics.add_metric(name="DrainSeconds", unit=MetricUnit.Seconds, value=drain_seconds)
     if sessions_left is not None:

@@ -10,6 +10,11 @@ only a resolver that never read anything raises.
 
 Call :func:`refresh` when the database rejects the credentials (PostgreSQL
 SQLSTATE 28P01, MySQL error 1045): the pointer has probably moved.
+
+A store may answer from a cache of its own (the AWS Parameters and Secrets
+Lambda Extension): it says how old its values may be, and that age counts
+against the TTL, so a flip still arrives within it; a refresh asks for values
+no cache answered.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 from .errors import CredflipError, NotInitialized, UsageError
 from .layout import DEFAULT_PREFIX, ROLES, TTL_JITTER, Color, Layout, Role
-from .stores import store_spec
+from .stores import open_reader, store_spec
 from .stores.base import Store
 from .urls import DbUrl, mask_url
 
@@ -139,9 +144,7 @@ class Resolver:
         if self._store is None:
             with self._lock:
                 if self._store is None:
-                    from .stores import open_store
-
-                    self._store = open_store(self._spec)
+                    self._store = open_reader(self._spec)
         return self._store
 
     def _entry(self, env: str) -> _Entry:
@@ -156,7 +159,7 @@ class Resolver:
         value = self.cached(env, ttl=ttl)
         if value is not None:
             return value
-        return self._update(env, self._entry(env), force=False)
+        return self._update(env, self._entry(env), force=False, ttl=ttl)
 
     def cached(self, env: str, *, ttl: float | None = None) -> Endpoints | None:
         """The cached value of *env* while it is fresh, else None; never reads the store.
@@ -165,7 +168,7 @@ class Resolver:
         """
         entry = self._entry(env)
         value = entry.value
-        limit = (self.ttl if ttl is None else ttl) * entry.factor
+        limit = self._ttl(ttl) * entry.factor
         if value is not None and self._clock() - entry.fetched_at < limit:
             return value
         return None
@@ -182,7 +185,9 @@ class Resolver:
             else:
                 self._entries.pop(env, None)
 
-    def _update(self, env: str, entry: _Entry, *, force: bool) -> Endpoints:
+    def _update(
+        self, env: str, entry: _Entry, *, force: bool, ttl: float | None = None
+    ) -> Endpoints:
         seen = entry.generation
         if not force and entry.value is not None and self._clock() < entry.retry_at:
             return entry.value  # backing off after a failure: serve the last good value
@@ -194,12 +199,12 @@ class Resolver:
                 assert entry.error is not None  # noqa: S101
                 raise entry.error
             try:
-                value = self._read(env)
+                value, age = self._read(env, max_age=0.0 if force else self._ttl(ttl))
             except CredflipError as exc:
                 return self._failed(env, entry, exc)
             now = self._clock()
             entry.value = value
-            entry.fetched_at = now
+            entry.fetched_at = now - age  # a cache in front of the store: its age counts
             entry.factor = random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
             entry.failures = 0
             entry.retry_at = 0.0
@@ -231,13 +236,18 @@ class Resolver:
         )
         return entry.value
 
-    def _read(self, env: str) -> Endpoints:
+    def _ttl(self, ttl: float | None) -> float:
+        return self.ttl if ttl is None else ttl
+
+    def _read(self, env: str, *, max_age: float) -> tuple[Endpoints, float]:
         layout = self._layouts.get(env)
         if layout is None:
             layout = self._layouts[env] = Layout(env, self.prefix)
         self.reads += 1
-        values = self.store.get_many(layout.resolver_names)
-        return _endpoints(env, layout, values, self._spec)
+        values, age = self.store.get_pointed(
+            layout.pointer, layout.resolver_targets, max_age=max_age
+        )
+        return _endpoints(env, layout, values, self._spec), age
 
 
 def _endpoints(env: str, layout: Layout, values: Mapping[str, str], spec: str) -> Endpoints:

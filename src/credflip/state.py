@@ -14,18 +14,20 @@ also importable from here.
 
 from __future__ import annotations
 
-import enum
 import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .actor import Actor
 from .errors import ConfigurationError, NotInitialized
 from .layout import Color, Layout
 from .legacy import shrink
 from .lock import LockInfo, hold_lock, pid_space, read_lock
+from .phase import Phase
+from .predrain import predrain_due
 from .stores.base import MAX_VALUE_BYTES, Store
 
 __all__ = [
@@ -45,28 +47,6 @@ __all__ = [
 
 STATE_VERSION = 1
 _MAX_HISTORY = 20
-
-
-class Phase(enum.StrEnum):
-    """The phases of a rotation, in order."""
-
-    PREPARE = "prepare"
-    VERIFY = "verify"
-    SWITCH = "switch"
-    DRAIN = "drain"
-    RETIRE = "retire"
-    DONE = "done"
-
-    @property
-    def next(self) -> Phase:
-        """The phase after this one (DONE is last)."""
-        order = list(Phase)
-        return order[min(order.index(self) + 1, len(order) - 1)]
-
-    @property
-    def switched(self) -> bool:
-        """True for phases that start after the pointer was written."""
-        return self in {Phase.DRAIN, Phase.RETIRE, Phase.DONE}
 
 
 def _maybe_float(data: dict[str, Any], key: str) -> float | None:
@@ -114,6 +94,11 @@ class Rotation:
     #: The clients seen using the old user after the cache wait, most recent
     #: last (:class:`credflip.legacy.LegacyClient` as dicts).
     legacy: list[dict[str, Any]] = field(default_factory=list)
+    #: What :attr:`error` was: ``drain_timeout`` (the drain timed out or is blocked, the
+    #: rotation keeps the old user and resumes) or ``failed`` (anything else).
+    error_kind: str | None = None
+    #: Who started the rotation.
+    by: Actor | None = None
 
     @property
     def predraining(self) -> bool:
@@ -121,13 +106,14 @@ class Rotation:
         due = self.predrain_since is not None and not self.predrained
         return due and self.phase is Phase.PREPARE
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+    def to_dict(self, *, who: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict (without who started it: *who* false)."""
         data = asdict(self)
         data["drain_gap"] = round(self.drain_gap, 3)
         data["from_color"] = self.from_color.value
         data["to_color"] = self.to_color.value
         data["phase"] = self.phase.value
+        data["by"] = self.by.to_dict() if self.by and who else None
         return data
 
     @classmethod
@@ -154,6 +140,8 @@ class Rotation:
             prepared=bool(data.get("prepared")),
             evidence=dict(data.get("evidence") or {}),
             legacy=[dict(x) for x in data.get("legacy") or []],
+            error_kind=None if data.get("error_kind") is None else str(data["error_kind"]),
+            by=Actor.from_dict(data.get("by")),
         )
 
 
@@ -175,10 +163,17 @@ class HistoryEntry:
     #: A rollback: from when (the primary's clock) the color it left, *from_color*, is
     #: drained before its password changes again; None when it need not be.
     predrain_since: float | None = None
+    #: Who started it, and who finished it when another run did (None: unknown).
+    by: Actor | None = None
+    done_by: Actor | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict with times rounded to what is worth keeping."""
+    def to_dict(self, *, who: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict with times rounded to what is worth keeping (without who ran
+        it: *who* false)."""
         extra: dict[str, Any] = {} if self.switched else {"switched": False}
+        for key, actor in (("by", self.by), ("done_by", self.done_by)):
+            if actor is not None and who:
+                extra[key] = actor.to_dict()
         if self.result == "rolled_back":
             # Written even when None: an entry without it predates it (see _history).
             since = self.predrain_since
@@ -211,6 +206,8 @@ class HistoryEntry:
             terminated=int(data.get("terminated") or 0),
             switched=bool(data.get("switched", True)),
             predrain_since=_maybe_float(data, "predrain_since"),
+            by=Actor.from_dict(data.get("by")),
+            done_by=Actor.from_dict(data.get("done_by")),
         )
 
 
@@ -229,29 +226,35 @@ class State:
     #: The operator accepted draining on open sessions alone where an
     #: instance has no cumulative counter (``init --sessions-only``).
     sessions_only: bool = False
+    #: Rotate runs in a row that ended in an error (:mod:`credflip.halt`); any other run
+    #: that takes the lock resets it.
+    failures: int = 0
 
     def to_json(self) -> str:
         """Serialise so that it fits a standard parameter, dropping in this order: the
         oldest history down to the newest entry (never dropped: it says whether the
         inactive color must be drained before its password changes, see
         :func:`predrain_due`), the recorded error's detail (the legacy clients it names
-        are kept apart), the legacy clients seen longest ago (still counted), and last
-        the drain's evidence (a later run then starts its quiet window over: slower,
-        never less safe)."""
+        are kept apart), who ran the rotations, the legacy clients seen longest ago
+        (still counted), and last the drain's evidence (a later run then starts its
+        quiet window over: slower, never less safe)."""
         history = self.history[-_MAX_HISTORY:]
         legacy = self.current.legacy if self.current else []
         error_chars: int | None = None
-        keep_evidence = True
+        keep_evidence = who = True
         while True:
-            current = self.current.to_dict() if self.current else None
+            current = self.current.to_dict(who=who) if self.current else None
             if current is not None:
                 current["legacy"] = legacy
                 if error_chars is not None and current.get("error"):
                     current["error"] = str(current["error"])[:error_chars]
                 if not keep_evidence:
                     current["evidence"] = {}
+            # Written only while some: most states never carry it.
+            failures = {"failures": self.failures} if self.failures else {}
             text = json.dumps(
                 {
+                    **failures,
                     "version": STATE_VERSION,
                     "engine": self.engine,
                     "users": {c.value: u for c, u in self.users.items()},
@@ -261,7 +264,7 @@ class State:
                     "managed_since": round(self.managed_since, 3),
                     "phase": self.current.phase.value if self.current else None,
                     "current": current,
-                    "history": [h.to_dict() for h in history],
+                    "history": _entries(history, who=who),
                 },
                 separators=(",", ":"),
             )
@@ -271,6 +274,8 @@ class State:
                 history = history[1:]
             elif error_chars is None and current is not None and current.get("error"):
                 error_chars = 80
+            elif who and ('"by":{' in text or '"done_by":{' in text):
+                who = False
             elif (smaller := shrink(legacy)) is not None:
                 legacy = smaller
             elif keep_evidence and current is not None and current.get("evidence"):
@@ -298,6 +303,7 @@ class State:
                 history=history,
                 instances=[str(i) for i in data.get("instances") or []],
                 sessions_only=bool(data.get("sessions_only")),
+                failures=int(data.get("failures") or 0),
             )
         except ConfigurationError:
             raise
@@ -313,26 +319,14 @@ class State:
         return self.history[-1] if self.history else None
 
 
-def predrain_due(
-    history: Sequence[HistoryEntry], color: Color, now: Callable[[], float]
-) -> float | None:
-    """From when *color*, inactive and about to be prepared, must be drained like an old
-    user before its password changes (the primary's clock); None when nothing can still
-    use it.
-
-    The newest entry tells, as each records what it left its colors in: a finished
-    rotation drained and retired the color it left (None); a rollback, when the color it
-    left stopped being active (None when its password changed after a drain: prepared
-    before a rollback that never switched). An entry that left *color* active, while
-    the pointer now names the other color, means the pointer moved without a record (a
-    rollback killed after moving it back): from *now()*.
-    """
-    if not history:
-        return None
-    last = history[-1]
-    if last.to_color is color:
-        return now()
-    return last.predrain_since
+def _entries(history: Sequence[HistoryEntry], *, who: bool) -> list[dict[str, Any]]:
+    """The history as stored: an entry started by whoever started the one before says
+    ``"by": "="`` (a schedule's entries all name the same role)."""
+    out = [h.to_dict(who=who) for h in history]
+    for data, before, entry in zip(out[1:], history, history[1:], strict=False):
+        if who and entry.by is not None and entry.by == before.by:
+            data["by"] = "="
+    return out
 
 
 def _history(items: Sequence[Any]) -> list[HistoryEntry]:
@@ -342,6 +336,8 @@ def _history(items: Sequence[Any]) -> list[HistoryEntry]:
     out: list[HistoryEntry] = []
     for data in items:
         entry = HistoryEntry.from_dict(data)
+        if data.get("by") == "=" and out:
+            entry.by = out[-1].by
         if entry.result == "rolled_back" and "predrain_since" not in data:
             if entry.switched or not out:
                 entry.predrain_since = entry.finished_at
@@ -364,9 +360,11 @@ def _current(data: dict[str, Any] | None, history: Sequence[HistoryEntry]) -> Ro
     return rot
 
 
-def load_state(store: Store, layout: Layout) -> State:
-    """Read the environment's state; raise :class:`NotInitialized` when there is none."""
-    text = store.get(layout.state)
+def load_state(store: Store, layout: Layout, values: Mapping[str, str] | None = None) -> State:
+    """Read the environment's state; raise :class:`NotInitialized` when there is none.
+
+    *values*: the state's parameter is among these, read with others in one call."""
+    text = store.get(layout.state) if values is None else values.get(layout.state)
     if text is None:
         raise NotInitialized(
             f"env {layout.env!r} is not managed by credflip in {store.url} (no {layout.state}): "

@@ -1,7 +1,9 @@
 """The ``credflip`` command line: the only package that prints.
 
-Errors are one line on stderr, ``credflip: error: ...``, with exit codes
-0 ok, 1 failed, 2 usage, 3 lock held, 4 drain timed out. ``--debug`` adds the
+Errors are one line on stderr, ``credflip: error: ...`` (and the command that
+fixes it on a line of its own, when there is one to paste), with exit codes
+0 ok (also ``rotate`` outside its window: nothing to do), 1 failed, 2 usage,
+3 lock held, 4 drain timed out, 6 the env is halted (``credflip unhalt``). ``--debug`` adds the
 traceback. No password is printed unless ``resolve --show-secrets`` asks.
 
 Importing this package registers every command on :data:`cli`:
@@ -18,7 +20,7 @@ import traceback
 import click
 
 from ..errors import CredflipError
-from . import admin_cmd, init_cmd, pooler_cmd, rotate_cmd, status_cmd
+from . import admin_cmd, init_cmd, pooler_cmd, rotate_cmd, schedule_cmd, status_cmd
 from .render import err
 
 __all__ = ["cli", "main"]
@@ -42,6 +44,7 @@ for _command in (
     status_cmd.history_cmd,
     rotate_cmd.rollback_cmd,
     admin_cmd.unlock_cmd,
+    schedule_cmd.unhalt_cmd,
     admin_cmd.save_admin_url_cmd,
     pooler_cmd.save_pooler_url_cmd,
     pooler_cmd.pooler_userlist_cmd,

@@ -30,14 +30,18 @@ def common(func: F) -> F: ...
 
 
 @overload
-def common(*, create: bool = False) -> Callable[[F], F]: ...
+def common(*, create: bool = False, any_env: bool = False) -> Callable[[F], F]: ...
 
 
-def common(func: F | None = None, *, create: bool = False) -> F | Callable[[F], F]:
+def common(
+    func: F | None = None, *, create: bool = False, any_env: bool = False
+) -> F | Callable[[F], F]:
     """Add ``--env``, ``--store`` and ``--prefix`` (with their env vars).
 
     Only a command made with ``create=True`` (``init``) may create a local
-    store file; the others report a missing one and create nothing.
+    store file; the others report a missing one and create nothing. A command
+    made with ``any_env=True`` (``status``, for ``--all``) may leave out
+    ``--env``: it gets ``layout=None`` and the ``prefix``.
     """
 
     def decorate(func: F) -> F:
@@ -45,7 +49,7 @@ def common(func: F | None = None, *, create: bool = False) -> F | Callable[[F], 
             "--env",
             "env",
             envvar="CREDFLIP_ENV",
-            required=True,
+            required=not any_env,
             help="Environment name, e.g. prod [$CREDFLIP_ENV].",
         )
         @click.option(
@@ -63,8 +67,12 @@ def common(func: F | None = None, *, create: bool = False) -> F | Callable[[F], 
             help="Parameter prefix [$CREDFLIP_PREFIX].",
         )
         @functools.wraps(func)
-        def wrapper(*args: Any, env: str, store: str | None, prefix: str, **kwargs: Any) -> Any:
-            layout = Layout(env, prefix)
+        def wrapper(
+            *args: Any, env: str | None, store: str | None, prefix: str, **kwargs: Any
+        ) -> Any:
+            layout = None if env is None else Layout(env, prefix)
+            if any_env:
+                kwargs["prefix"] = prefix
             with open_store(store, create=create) as opened:
                 return func(*args, layout=layout, store=opened, **kwargs)
 

@@ -219,9 +219,12 @@ def print_rollback(*, color: Color, user: str, flipped: bool) -> None:
 # -- status / resolve / history ------------------------------------------------
 
 
-def print_status(report: commands.Status, *, has_admin: bool) -> None:
-    """``status`` as text: colors, instances, the rotation, the lock, the last rotations."""
+def print_status(report: commands.Status, *, has_admin: bool, schedule: Sequence[str] = ()) -> None:
+    """``status`` as text: colors, instances, the rotation, the lock, the last rotations;
+    *schedule*'s lines (a halt, the window) right under the first."""
     out.print(f"env {report.env} ({report.engine}) in {report.store}: active {report.active}")
+    for line in schedule:
+        out.print(line)
     _print_colors(report)
     if not has_admin:
         out.print("(no admin URL: user state and sessions not shown)")
@@ -347,21 +350,27 @@ def print_env_history(entries: list[HistoryEntry], layout: Layout) -> None:
 
 
 def print_history(entries: list[HistoryEntry], *, title: str) -> None:
-    """Past rotations and rollbacks as a table."""
-    table = Table(title=title, title_justify="left", show_edge=False)
-    for col in ("id", "result", "from", "to", "finished", "drain", "total"):
-        table.add_column(col)
+    """Past rotations and rollbacks, one line each, with who ran them."""
+    out.print(f"{title}:")
+    rows = []
     for e in entries:
-        table.add_row(
-            e.id,
-            e.result,
-            e.from_color.value,
-            e.to_color.value,
-            commands.describe_time(e.finished_at),
-            format_duration(e.drain_seconds) if e.drain_seconds is not None else "-",
-            format_duration(e.finished_at - e.started_at),
-        )
-    out.print(table)
+        by = e.by.short() if e.by else "-"
+        if e.done_by is not None:
+            by += f", finished by {e.done_by.short()}"
+        drain = format_duration(e.drain_seconds) if e.drain_seconds is not None else "-"
+        when = commands.describe_time(e.finished_at)
+        total = format_duration(e.finished_at - e.started_at)
+        rows.append((e.id, e.result, e.from_color.value, e.to_color.value, when, drain, total, by))
+    header = ("ID", "RESULT", "FROM", "TO", "FINISHED", "DRAIN", "TOTAL", "BY")
+    print_columns(header, rows)
+
+
+def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Plain columns under *header*, one line per row, whatever the console's width (as
+    kubectl prints): nothing wraps, and a line greps."""
+    widths = [max(len(cells[i]) for cells in (header, *rows)) for i in range(len(header))]
+    for cells in (header, *rows):
+        out.print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
 
 
 # -- unlock / save-admin-url -----------------------------------------------------

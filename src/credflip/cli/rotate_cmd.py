@@ -5,9 +5,14 @@ from __future__ import annotations
 import click
 
 from .. import commands
+from ..actor import run_by
+from ..errors import OutsideWindow
 from ..layout import Layout
-from ..rotation import RotateOptions, plan_rotation, rollback, rotate
+from ..rotation import RotateOptions, RotationResult, plan_rotation, rollback, rotate
+from ..rotation.schedule import check_start
 from ..stores.base import Store
+from ..urls import DbUrl
+from ..windows import Windows
 from . import render
 from .options import (
     admin_option,
@@ -21,6 +26,7 @@ from .options import (
     yes_option,
 )
 from .progress import Progress
+from .schedule_cmd import dry_run_notes, window_options
 
 
 @click.command(name="rotate")
@@ -91,6 +97,7 @@ from .progress import Progress
 )
 @unwatched_ok_option
 @rds_proxy_options
+@window_options
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -119,12 +126,15 @@ def rotate_cmd(
     unwatched_ok: tuple[str, ...],
     rds_proxy: str | None,
     rds_proxy_endpoint: str | None,
+    window: Windows | None,
+    halt_after: int,
     dry_run: bool,
     yes: bool,
 ) -> None:
     """Give the inactive user a new password and move every client to it."""
-    admin = commands.admin_url_for(store, layout, admin_url)
     options = RotateOptions(
+        window=window,
+        halt_after=halt_after,
         client_ttl=client_ttl,
         drain_timeout=drain_timeout,
         quiet=quiet,
@@ -144,15 +154,40 @@ def rotate_cmd(
         rds_proxy_endpoint=rds_proxy_endpoint,
     )
     if dry_run:
+        admin = commands.admin_url_for(store, layout, admin_url)
+        dry_run_notes(store, layout, options)
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
         return
-    confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
+    _start(store, layout, admin_url, options, yes=yes)
+
+
+def _start(
+    store: Store, layout: Layout, admin_url: str | None, options: RotateOptions, *, yes: bool
+) -> None:
+    """Check, confirm and rotate; outside the window, say so and do nothing."""
+    try:
+        # Before asking anything: a halted env refuses, a closed window has nothing to do.
+        check_start(store, layout, options)
+        admin = commands.admin_url_for(store, layout, admin_url)
+        retire = options.retire
+        confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
+        result = _rotate(store, layout, admin, options)
+    except OutsideWindow as exc:
+        render.out.print(f"credflip: {exc}")
+        return
+    render.print_result(result)
+
+
+def _rotate(store: Store, layout: Layout, admin: DbUrl, options: RotateOptions) -> RotationResult:
+    """The rotation, its progress on stderr, run by the person at the command line."""
     progress = Progress()
     try:
-        result = rotate(store, layout, admin_url=admin, options=options, on_event=progress.handle)
+        person = run_by(store, "person")
+        return rotate(
+            store, layout, admin_url=admin, options=options, on_event=progress.handle, actor=person
+        )
     finally:
         progress.stop()
-    render.print_result(result)
 
 
 @click.command(name="rollback")
@@ -180,5 +215,6 @@ def rollback_cmd(
         probe=probe,
         on_event=Progress().handle,
         lock_timeout=lock_timeout,
+        actor=run_by(store, "person"),
     )
     render.print_rollback(color=result.color, user=result.user, flipped=result.flipped)

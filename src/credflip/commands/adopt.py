@@ -184,7 +184,7 @@ def _behind_proxy(
         endpoint=endpoint,
         urls=logins,
         direct=eng.admin_url,
-        done="its secrets were written; nothing else was changed",
+        done="nothing else was changed",
     )
 
 

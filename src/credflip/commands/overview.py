@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..drain import Evidence
 from ..engines import Engine, Sessions, UserState, engine_for
-from ..errors import CredflipError, NotInitialized
+from ..errors import CredflipError, NotInitialized, UsageError
+from ..halt import Halt, read_halt
 from ..instances import format_address, parse_address
 from ..layout import ROLES, Color, Layout
 from ..legacy import LegacyLog, LegacyReport
@@ -20,6 +22,7 @@ from ..rotation.watch import drain_policy
 from ..state import HistoryEntry, Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
+from ..windows import parse_windows
 from .signals import InstanceStatus, drain_report
 
 
@@ -79,6 +82,12 @@ class Status:
     #: The env's RDS Proxy (``init --rds-proxy``), and the secrets it logs in with.
     rds_proxy: ProxySetting | None = None
     proxy_secrets: list[str] = field(default_factory=list)
+    #: Why and since when the env is halted (None: it is not), and the failed
+    #: rotations in a row so far (:mod:`credflip.halt`).
+    halt: Halt | None = None
+    failures: int = 0
+    #: The window the env's rotator starts rotations in (``rotate --window``), if recorded.
+    window: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, passwords masked."""
@@ -108,6 +117,9 @@ class Status:
                 if (p := self.rds_proxy)
                 else None
             ),
+            "halted": self.halt.to_dict() if self.halt else None,
+            "failures": self.failures,
+            "window": None if self.window is None else window_dict(self.window, time.time()),
             "database_error": self.database_error,
             "drain": {
                 "signals": [
@@ -141,6 +153,17 @@ class Status:
             return None
         color = drained_color(rot, self.active)
         return next(c.user for c in self.colors if c.color is color)
+
+
+def window_dict(spec: str, now: float) -> dict[str, Any]:
+    """A recorded window for ``--json``: whether open at *now*, and when it next opens
+    (*now* while open; None when this credflip does not understand the spec)."""
+    try:
+        windows = parse_windows(spec)
+    except UsageError:
+        return {"spec": spec, "open": None, "next_opening": None}
+    opening = windows.next_opening(now)
+    return {"spec": spec, "open": opening == now, "next_opening": opening}
 
 
 def drained_color(rotation: Rotation | None, active: Color) -> Color:
@@ -178,32 +201,16 @@ def status(
     """Collect the env's state; with an admin URL also each instance's users, sessions, signals."""
     state = _load(store, layout)
     names = [*layout.resolver_names, layout.lease, layout.pooler_url, layout.rds_proxy]
-    values = store.get_many(names)
+    values = store.get_many([*names, layout.halted, layout.window])
     lease = values.pop(layout.lease, None)
     pooler = env_pooler(layout, values.pop(layout.pooler_url, None))
     proxy = read_setting(store, layout, values)
     active = read_pointer(store, layout)
     lock = read_lock(store, layout)
-    db: dict[Color, UserState] = {}
-    instances: list[InstanceStatus] = []
-    gaps: list[str] = []
-    blind: list[str] = []
-    error: str | None = None
     # The counter gaps that matter are those of the user being drained.
     watch = state.users[drained_color(state.current, active)]
-    if admin_url is not None or engine is not None:
-        own = engine is None
-        try:
-            eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
-            try:
-                for color, user in state.users.items():
-                    db[color] = eng.user_state(user)
-                instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
-            finally:
-                if own:
-                    eng.close()
-        except CredflipError as exc:
-            error = str(exc)
+    asked = _ask_database(store, layout, state, admin_url, engine, watch)
+    db, instances, gaps, blind, error = asked
     colors = _colors(layout, values, state, active, db, instances)
     if not instances:
         instances = _known_instances(colors, state, pooler)
@@ -225,7 +232,41 @@ def status(
         lease=None if lease is None else Lease.from_json(lease, where=layout.lease),
         rds_proxy=proxy,
         proxy_secrets=[layout.proxy_secret(c) for c in Color] if proxy else [],
+        halt=read_halt(values, layout),
+        failures=state.failures,
+        window=values.get(layout.window),
     )
+
+
+def _ask_database(
+    store: Store,
+    layout: Layout,
+    state: State,
+    admin_url: DbUrl | None,
+    engine: Engine | None,
+    watch: str,
+) -> tuple[dict[Color, UserState], list[InstanceStatus], list[str], list[str], str | None]:
+    """Each user's state and what the drain sees on each instance, when there is an admin
+    URL (or engine); the database's error, if it failed, in place of raising it."""
+    db: dict[Color, UserState] = {}
+    instances: list[InstanceStatus] = []
+    gaps: list[str] = []
+    blind: list[str] = []
+    if admin_url is None and engine is None:
+        return db, instances, gaps, blind, None
+    own = engine is None
+    try:
+        eng = engine if engine is not None else engine_for(admin_url)  # type: ignore[arg-type]
+        try:
+            for color, user in state.users.items():
+                db[color] = eng.user_state(user)
+            instances, gaps, blind = drain_report(store, layout, state, eng, watch=watch)
+        finally:
+            if own:
+                eng.close()
+    except CredflipError as exc:
+        return db, instances, gaps, blind, str(exc)
+    return db, instances, gaps, blind, None
 
 
 def _load(store: Store, layout: Layout) -> State:

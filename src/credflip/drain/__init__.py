@@ -17,8 +17,9 @@ use** on every instance for the *quiet window*, before it may be retired.
 Behind a pooler that keeps the old user's connections open after its clients
 left (RDS Proxy, *proxied*), an idle session is not use; a session that ran
 anything since the last sample is (:mod:`.proxied`), and so are the counters,
-which then must count statements. The idle ones are ended when the drain
-finishes, as ``terminate`` ends held sessions.
+which then must count statements; a session that closed meanwhile is unknown.
+The idle ones are ended when the drain finishes, as ``terminate`` ends held
+sessions.
 
 Some samples cannot be trusted either way (*unknown*): an instance that could
 not be reached, a counter seen for the first time (nothing to compare it

@@ -47,6 +47,9 @@ class Evidence:
     #: Behind a pooler (RDS Proxy): each instance's latest state change of an old user's
     #: session at the last sample (server clock, rounded up to the millisecond).
     activity: dict[str, float] = field(default_factory=dict)
+    #: Behind a pooler: the digest of each instance's sessions of the old user (pid and
+    #: latest state change) at the last sample; none for an instance that had none.
+    pooled: dict[str, str] = field(default_factory=dict)
     #: A use after the cache wait was seen: a client that does not follow the pointer.
     legacy: bool = False
 
@@ -90,10 +93,13 @@ class Evidence:
         return out
 
     def _instance(self, where: str, digest: str) -> list[Any]:
-        """``[digest, start time]``, and the pooled sessions' latest change when kept."""
+        """``[digest, start time]``, and the pooled sessions' latest change and digest
+        when kept."""
         out: list[Any] = [digest, round(self.started.get(where, 0.0))]
         if where in self.activity:
             out.append(math.ceil(self.activity[where] * 1000) / 1000)
+            if where in self.pooled:
+                out.append(self.pooled[where])
         return out
 
     @classmethod
@@ -106,6 +112,7 @@ class Evidence:
                 counters={str(k): str(v[0]) for k, v in items.items()},
                 started={str(k): float(v[1]) for k, v in items.items() if v[1]},
                 activity={str(k): float(v[2]) for k, v in items.items() if len(v) > 2},
+                pooled={str(k): str(v[3]) for k, v in items.items() if len(v) > 3},
                 quiet_since=None if data.get("q") is None else float(data["q"]),
                 last_use=None if data.get("u") is None else float(data["u"]),
                 longest_gap=float(data.get("gap") or 0.0),

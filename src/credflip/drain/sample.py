@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
 
 from ..engines.base import SessionGroup, Sessions
 from .evidence import UNCOUNTED, Evidence, digest
@@ -36,6 +37,15 @@ class Sample:
     blocked: bool = False
 
 
+class Kept(NamedTuple):
+    """What :meth:`Baseline.kept` keeps for the evidence (:class:`Evidence`'s fields)."""
+
+    counters: dict[str, str]
+    started: dict[str, float]
+    activity: dict[str, float]
+    pooled: dict[str, str]
+
+
 class Baseline:
     """Each instance's counters and start time at the last sample, to compare the next with.
 
@@ -58,36 +68,39 @@ class Baseline:
         self.terminate = terminate
         self.sessions_only = sessions_only
         kept = {} if evidence is None else evidence.counters
-        # From an earlier run: each instance's digest of all its counters.
-        self._restored = dict(kept)
+        self._restored = dict(kept)  # from an earlier run: each instance's digest
         #: Instances this drain has read (in this run, or the one that kept the evidence).
         self._watched = set(kept)
         #: Instances whose counters this drain has read: losing them is not quiet.
         self._counted = {k for k, v in kept.items() if v != UNCOUNTED}
         self._restarts = Restarts({} if evidence is None else dict(evidence.started))
-        #: Instances read without any counter in this run.
-        self._uncounted: set[str] = set()
-        #: The instances of the fleet, as the last sample read them.
-        self._fleet: set[str] | None = None
+        self._uncounted: set[str] = set()  # read without any counter in this run
+        self._fleet: set[str] | None = None  # the fleet's instances at the last sample
         self._pending_since: dict[str, float] = {}
         self._counters: dict[tuple[str, str], str] = {}
         #: The counters each instance showed in this run: one that goes is no quiet.
         self._names: dict[str, set[str]] = {}
         #: Behind a pooler (RDS Proxy): which idle sessions ran anything.
-        self._pool = ProxiedSessions(evidence.activity if evidence else {}) if proxied else None
+        pool = evidence or Evidence()
+        self._pool = ProxiedSessions(pool.activity, pool.pooled) if proxied else None
 
-    def kept(self) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
-        """Each instance's digest of all its counters, its start time and (behind a pooler)
-        its sessions' latest state change, for the evidence."""
+    def kept(self) -> Kept:
+        """For the evidence: each instance's counters digest, its start time and (behind a
+        pooler) its sessions' latest state change and digest. An instance not compared
+        again in this run (unreachable, replaying) keeps its earlier digest; one the
+        fleet no longer has is forgotten."""
         counters = _digests(self._counters, self._uncounted)
-        # An instance not compared again in this run (unreachable, replaying) keeps
-        # its earlier digest; one the fleet no longer has is forgotten.
         for where, value in self._restored.items():
             counters.setdefault(where, value)
         if self._fleet is not None:
             counters = {k: v for k, v in counters.items() if k in self._fleet}
-        activity = {} if self._pool is None else self._pool.kept()
-        return counters, _only(self._restarts.started, counters), _only(activity, counters)
+        activity, pooled = ({}, {}) if self._pool is None else self._pool.kept()
+        return Kept(
+            counters,
+            _only(self._restarts.started, counters),
+            _only(activity, counters),
+            _only(pooled, counters),
+        )
 
     def compare(self, now: float, readings: Sequence[Reading], needed: float) -> Sample:
         """What one sample shows, instance by instance."""
@@ -96,8 +109,7 @@ class Baseline:
         self._fleet = {r.instance for r in readings}
         for reading in readings:
             self._instance(now, reading, needed, out, seen)
-        # A counter that vanished (instance gone, signal lost) has no baseline
-        # when it comes back.
+        # A counter that vanished (instance gone, signal lost) has no baseline on its return.
         for key in set(self._counters) - seen:
             if not any(r.instance == key[0] and r.pending is not None for r in readings):
                 del self._counters[key]
@@ -132,12 +144,9 @@ class Baseline:
         self._counters_of(reading, out, seen, restarted=restarted)
 
     def _restarted(self, reading: Reading, out: Sample) -> bool:
-        """Whether the server may have restarted since the last sample (:class:`Restarts`).
-
-        Not a use: nothing says anyone logged in. But its counters started over
-        (or missed the logins during the restart), so they are compared from here
-        on, and the quiet window starts over: *unknown*.
-        """
+        """Whether the server may have restarted since the last sample (:class:`Restarts`):
+        no use, but its counters started over (or missed logins meanwhile), so they are
+        compared from here on and the quiet window starts over (*unknown*)."""
         why = self._restarts.why(reading)
         if why is None:
             return False
@@ -260,7 +269,10 @@ def _digests(counters: dict[tuple[str, str], str], uncounted: set[str]) -> dict[
     return out
 
 
-def _only(values: dict[str, float], keys: dict[str, str]) -> dict[str, float]:
+V = TypeVar("V")
+
+
+def _only(values: dict[str, V], keys: dict[str, str]) -> dict[str, V]:
     return {k: v for k, v in values.items() if k in keys}
 
 

@@ -70,12 +70,12 @@ class DrainTracker:
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
-        counters, started, activity = self._baseline.kept()
+        kept = self._baseline.kept()
         wall = functools.partial(_local, offset=-self.offset)
         return Evidence(
             user=user,
-            counters=counters,
-            started=started,
+            counters=kept.counters,
+            started=kept.started,
             quiet_since=wall(self._window.since),
             last_use=wall(self._last_use),
             longest_gap=self.longest_gap,
@@ -85,7 +85,8 @@ class DrainTracker:
             idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
-            activity=activity,
+            activity=kept.activity,
+            pooled=kept.pooled,
             legacy=self.legacy,
         )
 

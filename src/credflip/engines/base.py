@@ -16,7 +16,7 @@ An engine plays three roles, each its own interface: it connects
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .connector import DB_TIMEOUT_ENV, Connector
 from .lease import LeaseBook
@@ -64,3 +64,6 @@ class Engine(Connector, UserAdmin, UsageObserver):
     lock_wait: LockWait = field(default_factory=LockWait)
     #: Where the rights a plan lends the admin are recorded while a command runs.
     leases: LeaseBook | None = field(default=None, repr=False)
+
+    def _probe_limits(self) -> list[tuple[Any, Any]]:
+        return [(step.sql, step.params) for step in self._limit_steps()]

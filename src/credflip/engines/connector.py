@@ -17,14 +17,23 @@ from types import TracebackType
 from typing import Any, ClassVar, NamedTuple, Self, TypeVar
 
 from ..errors import ConnectFailed, DatabaseUnavailable, EngineError, UsageError, is_read_only
-from ..urls import DbUrl, scrub
+from ..urls import DbUrl
+from .redact import Redactor
 
 T = TypeVar("T")
 
 #: Numbers for admin connections, as observations name the one that read them.
 CONNECTIONS = itertools.count(1)
 
-__all__ = ["CONNECTIONS", "DB_TIMEOUT_ENV", "Connector", "Refusal", "connect_error"]
+__all__ = [
+    "CONNECTIONS",
+    "DB_TIMEOUT_ENV",
+    "Connector",
+    "Refusal",
+    "connect_error",
+    "default_connect_timeout",
+    "default_statement_timeout",
+]
 
 
 #: Seconds credflip's own database connections wait for a connect or for one
@@ -44,11 +53,13 @@ def _timeout(default: float) -> float:
     return value
 
 
-def _connect_timeout() -> float:
+def default_connect_timeout() -> float:
+    """Seconds a connect may take: ``CREDFLIP_DB_TIMEOUT``, else 10."""
     return _timeout(10.0)
 
 
-def _statement_timeout() -> float:
+def default_statement_timeout() -> float:
+    """Seconds one statement's answer may take: ``CREDFLIP_DB_TIMEOUT``, else 30."""
     return _timeout(30.0)
 
 
@@ -84,16 +95,16 @@ def connect_error(
 
 
 @dataclass
-class Connector(abc.ABC):
+class Connector(Redactor, abc.ABC):
     """Connections through an admin URL, and logins with any other URL."""
 
     admin_url: DbUrl
     #: Seconds to wait for a connection; then :class:`DatabaseUnavailable`.
-    connect_timeout: float = field(default_factory=_connect_timeout)
+    connect_timeout: float = field(default_factory=default_connect_timeout)
     #: Seconds to wait for one statement's answer, enforced by the client: a
     #: frozen server (``SIGSTOP``, a dead host behind a live load balancer)
     #: neither answers nor closes the socket, and TCP keepalives do not notice.
-    statement_timeout: float = field(default_factory=_statement_timeout)
+    statement_timeout: float = field(default_factory=default_statement_timeout)
     _secrets: list[str] = field(default_factory=list, repr=False)
     _conn: Any = field(default=None, repr=False)
     #: Values that hold for as long as one admin connection does (see :meth:`per_connection`).
@@ -155,7 +166,8 @@ class Connector(abc.ABC):
         """A DBAPI connection with *url*, as an application would open it."""
 
     def verify(self, url: DbUrl, *, probe: str | None = None) -> None:
-        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back)."""
+        """Log in with exactly *url*; run ``SELECT 1``, then *probe* (rolled back) with the
+        lock and statement timeouts of a plan (:meth:`_probe_limits`)."""
         if url.password:
             self.remember_secret(url.password)
         what = f"user {url.user!r}"
@@ -167,6 +179,8 @@ class Connector(abc.ABC):
                 if probe:
                     self._begin(conn)
                     try:
+                        for statement, params in self._probe_limits():
+                            cur.execute(statement, params)
                         cur.execute(probe)
                     finally:
                         conn.rollback()
@@ -177,6 +191,11 @@ class Connector(abc.ABC):
             raise EngineError(f"probe failed for {what}: {self._diag(exc)}") from exc
         finally:
             conn.close()
+
+    def _probe_limits(self) -> list[tuple[Any, Any]]:
+        """The statements (and their parameters) that bound how long the probe may wait for
+        a lock and run: the operator's SQL may wait behind the application's locks too."""
+        return []
 
     @abc.abstractmethod
     def _begin(self, conn: Any) -> None:
@@ -213,26 +232,6 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def _connection_lost(self, exc: BaseException, conn: Any) -> bool:
         """Whether driver error *exc* means the connection (not the statement) failed."""
-
-    # -- secrets -----------------------------------------------------------
-
-    def remember_secret(self, secret: str) -> None:
-        """Note a secret so that driver messages can be scrubbed of it."""
-        self._secrets.append(secret)
-
-    def _diag(self, exc: BaseException) -> str:
-        """The first line of a driver error, scrubbed of every known secret."""
-        text = self._message(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        return scrub(first, self._known_secrets())
-
-    def _known_secrets(self) -> list[str]:
-        return [*self._secrets, *([self.admin_url.password] if self.admin_url.password else [])]
-
-    @staticmethod
-    @abc.abstractmethod
-    def _message(exc: BaseException) -> str:
-        """The human part of a driver error."""
 
 
 def _read_only(

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..backoff import Backoff
 from ..durations import format_duration
-from ..errors import LockTimeout, UsageError
+from ..errors import DeadlineReached, LockTimeout, UsageError
 from .values import Step
 
 __all__ = [
@@ -105,7 +105,8 @@ def with_limits(
 def run_waiting(execute: Callable[[], None], step: Step, backoff: Backoff, wait: LockWait) -> None:
     """``execute()`` *step*; after a lock timeout (the server rolled the statement back)
     try again after *backoff*'s pause while its budget lasts, then raise the one line
-    that names the holder."""
+    that names the holder: :class:`~credflip.errors.LockTimeout`, or
+    :class:`~credflip.errors.DeadlineReached` when the caller's deadline came first."""
     tries, started = 0, wait.clock()
     while True:
         tries += 1
@@ -115,14 +116,16 @@ def run_waiting(execute: Callable[[], None], step: Step, backoff: Backoff, wait:
         except StatementWaited as exc:
             delay = backoff.next_delay(deadline=wait.deadline)
             if delay is None:
-                raise LockTimeout(
-                    gave_up(
-                        spent=wait.clock() - started,
-                        tries=tries,
-                        database=step.database,
-                        blockers=exc.blockers,
-                    )
-                ) from exc
+                # Budget left, so the deadline ended it: a resumable stop, not a failure.
+                deadline = backoff.left() > 0
+                line = gave_up(
+                    spent=wait.clock() - started,
+                    tries=tries,
+                    database=step.database,
+                    blockers=exc.blockers,
+                    deadline=deadline,
+                )
+                raise (DeadlineReached if deadline else LockTimeout)(line) from exc
             log.info(
                 "credflip: a statement waited for a lock%s; trying again in %.1fs",
                 f" held by {exc.blockers[0].describe()}" if exc.blockers else "",
@@ -181,8 +184,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())[:64]
 
 
-def gave_up(*, spent: float, tries: int, database: str, blockers: list[Blocker]) -> str:
-    """The one line a plan stops with when its lock budget ran out."""
+def gave_up(
+    *, spent: float, tries: int, database: str, blockers: list[Blocker], deadline: bool = False
+) -> str:
+    """The one line a plan stops with when its lock budget (or with *deadline*, the
+    caller's deadline) ran out."""
     where = f" in database {database}" if database else ""
     if blockers:
         first = blockers[0]
@@ -193,8 +199,9 @@ def gave_up(*, spent: float, tries: int, database: str, blockers: list[Blocker])
     else:
         held = "credflip could not see which session holds it"
         todo = "end the long transaction on that database or let it finish"
+    why = "stopped at the deadline" if deadline else "gave up"
     return (
-        f"gave up after {format_duration(spent)} ({tries} {'try' if tries == 1 else 'tries'}) "
+        f"{why} after {format_duration(spent)} ({tries} {'try' if tries == 1 else 'tries'}) "
         f"on a statement{where} that waits for a lock: {held}; {todo}, then run the command "
         f"again; credflip changed nothing more"
     )

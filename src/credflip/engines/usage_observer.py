@@ -28,8 +28,8 @@ class UsageObserver(abc.ABC):
 
     @abc.abstractmethod
     def terminate(self, user: str, *, only: Collection[PooledBackend] | None = None) -> int:
-        """End every session of *user* (or only those of *only*: a pooler's server
-        connections); return how many were ended."""
+        """End every session of *user* (or only those of *only*, a pooler's server
+        connections, that are idle: not serving a client); return how many were ended."""
 
     # -- the drain ---------------------------------------------------------
 

@@ -6,26 +6,22 @@ changes to it.
 rollback and ``unlock`` :meth:`UserAdmin.unlock_user`. Every change runs
 through :meth:`UserAdmin.execute`; ``--dry-run`` prints the same plans with
 :meth:`UserAdmin.render`, both as :meth:`UserAdmin.with_limits` puts them: each
-connection's lock and statement timeouts first (see :mod:`.locks`).
+connection's lock and statement timeouts first (see :mod:`.locks`). Those three
+are :class:`.plans.PlanRunner`'s.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
-import functools
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from ..errors import EngineError
-from .lease import LeaseBook, Lending
-from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
+from .plans import PlanRunner
 from .values import Lent, Step, UserState
 
 __all__ = ["UserAdmin"]
 
 
-class UserAdmin(abc.ABC):
+class UserAdmin(PlanRunner, abc.ABC):
     """Login users, their rights, and the one place their changes run."""
 
     # -- admin -----------------------------------------------------------
@@ -64,77 +60,7 @@ class UserAdmin(abc.ABC):
         *keep* is the active user, which must keep every right *user* had.
         """
 
-    # -- plans -----------------------------------------------------------
-
-    lock_wait: LockWait
-    #: Where the rights a plan lends the admin are recorded (None: nowhere).
-    leases: LeaseBook | None
-
-    def execute(self, steps: Sequence[Step]) -> None:
-        """Run *steps* in order: the one place an engine changes a database.
-
-        They run as :meth:`with_limits` puts them. A step that waited longer than
-        the lock timeout was rolled back by the server and is tried again
-        within the lock budget (steps already done stay done: each is safe to
-        repeat); past it the plan stops there, naming the lock's holder. At the
-        first refusal the remaining cleanup steps still run (their own failures
-        ignored), then the refusal is raised. What the steps lend the admin is
-        recorded in :attr:`leases` before the first one runs, and cleared once
-        all ran (see :mod:`.lease`).
-        """
-        failure: EngineError | None = None
-        backoff = self.lock_wait.backoff()
-        watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
-        lease = Lending(self.leases, steps)
-        with lease, self._plan_scope(), contextlib.closing(watch):
-            for step in self.with_limits(steps):
-                if failure is not None and not step.cleanup:
-                    continue
-                try:
-                    run = functools.partial(self._execute, step, watch)
-                    run_waiting(run, step, backoff, self.lock_wait)
-                except EngineError as exc:
-                    if step.cleanup:
-                        lease.failed(step)
-                        continue
-                    failure = exc
-            if failure is not None:
-                raise failure
-
-    def with_limits(self, steps: Sequence[Step]) -> list[Step]:
-        """*steps* as :meth:`execute` runs them: before the first step on each connection,
-        the statements that set its lock and statement timeouts. The dry run prints this."""
-        return with_limits(steps, self._connection_of, self._limit_steps)
-
-    def _connection_of(self, step: Step) -> str:
-        """Which of the admin's connections *step* runs on."""
-        return step.database
-
-    @abc.abstractmethod
-    def _limit_steps(self) -> list[Step]:
-        """The statements that set a connection's lock and statement timeouts."""
-
-    @contextlib.contextmanager
-    def _plan_scope(self) -> Iterator[None]:
-        """While a plan runs: keep the connections its steps use open between steps."""
-        yield
-
-    @abc.abstractmethod
-    def _execute(self, step: Step, watch: BlockerWatch) -> None:
-        """Run one step as the admin, *watch* naming who blocks it; translate driver errors
-        (naming ``step.hint``); a lock timeout raises :class:`~.locks.StatementWaited`."""
-
-    @abc.abstractmethod
-    def _watch_connection(self) -> Any:
-        """A second admin connection, to see who holds a lock a step waits for."""
-
-    @abc.abstractmethod
-    def _blockers(self, conn: Any, waiter: Any) -> list[Blocker]:
-        """The sessions that hold what session *waiter* waits for, asked on *conn*."""
-
-    @abc.abstractmethod
-    def render(self, step: Step) -> str:
-        """The step as the server would receive it, every known secret shown as ``***``."""
+    # -- plans (run by :class:`.plans.PlanRunner`) --------------------------
 
     @abc.abstractmethod
     def plan_prepare(self, user: str, password: str, *, like: str, group: str | None) -> list[Step]:

@@ -88,10 +88,10 @@ class SessionGroup:
     #: Seconds every session of the group has been idle (no statement running);
     #: None when one of them is active or the server does not say.
     idle_for: float | None = None
-    #: When a session of the group last began or ended a statement (or logged in), on the
-    #: server's clock (PostgreSQL ``state_change``): it moves whenever one of them runs
-    #: anything. None when the server does not say.
-    last_change: float | None = None
+    #: Each session's backend pid and when it last began or ended a statement (or logged
+    #: in), on the server's clock (PostgreSQL ``state_change``): it moves whenever the
+    #: session runs anything. Empty when the server does not say.
+    changes: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,10 @@ class Sessions:
     def count(self) -> int:
         """The number of open sessions."""
         return sum(g.count for g in self.groups)
+
+    def busy(self) -> Sessions:
+        """These sessions but the groups all idle (a pooler's pool, behind RDS Proxy)."""
+        return Sessions(tuple(g for g in self.groups if g.idle_for is None))
 
     def describe(self, limit: int = 3) -> str:
         """``2 from 10.0.0.5 (api), 1 from local (psql)`` — for messages."""

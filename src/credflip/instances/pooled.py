@@ -10,6 +10,7 @@ of one user alone (``KILL`` and ``RECONNECT`` take a database).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from ..drain import Reading
@@ -56,19 +57,21 @@ def pooler_sessions(
     return seen.backends, [(where, seen.clients)]
 
 
-def end_pooled(fleet: Connections, user: str, *, wait: Wait) -> tuple[int, int]:
-    """End the server connections the fleet's pooler keeps of *user* (on the servers: by
-    pid and port), then wait while PgBouncer still lists some.
+def end_pooled(
+    fleet: Connections, user: str, backends: Collection[PooledBackend], *, wait: Wait
+) -> tuple[int, int]:
+    """End *backends*, server connections the fleet's pooler keeps of *user* and no client
+    holds, on the servers (by pid and port, those idle there), then wait while PgBouncer
+    still lists some of them.
 
-    Returns how many sessions ended and how many connections PgBouncer still lists
+    Returns how many sessions ended and how many of *backends* PgBouncer still lists
     when *wait* is over (0 once it let go of all of them).
     """
     pooler = fleet.pooler
-    if pooler is None:
+    if pooler is None or not backends:
         return 0, 0
-    backends = pooler.backends(user)
     ended = 0
-    for inst in fleet.instances if backends else ():
+    for inst in fleet.instances:
         eng = fleet.engine(inst)
         try:
             ended += eng.terminate(user, only=backends)
@@ -78,6 +81,6 @@ def end_pooled(fleet: Connections, user: str, *, wait: Wait) -> tuple[int, int]:
                 f"cannot end the PgBouncer connections of {user!r} on {inst.address}: {exc}"
             ) from exc
     while True:
-        left = len(pooler.backends(user))
+        left = len(set(pooler.backends(user)) & set(backends))
         if not left or not wait.pause():
             return ended, left

@@ -9,13 +9,17 @@ column name, so that the columns later versions added change nothing.
 
 A console that stops answering (a frozen process, a cut network) must not
 hang a drain: a timer shuts the socket down after ``statement_timeout`` and the
-call fails as unreachable, as the engines' statement guard does.
+call fails as unreachable, as the engines' statement guard does. Its timeouts
+are the engines': ``CREDFLIP_DB_TIMEOUT`` (10 s to connect, 30 s per answer
+without it), or the admin engine's own, which the Lambda bounds by its margin
+(:func:`credflip.rotation.fleet.env_pooler`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..engines.connector import default_connect_timeout, default_statement_timeout
 from ..errors import AuthenticationFailed, ConfigurationError, DatabaseUnavailable, EngineError
 from ..silence import libpq_socket, silence_guard
 from ..urls import DbUrl, libpq_kwargs, scrub
@@ -32,11 +36,20 @@ class Console:
     """PgBouncer's admin console, reached with *url* (``pgbouncer://USER:PASS@HOST:PORT/pgbouncer``)."""
 
     def __init__(
-        self, url: DbUrl, *, connect_timeout: float = 10.0, statement_timeout: float = 30.0
+        self,
+        url: DbUrl,
+        *,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
     ) -> None:
         self.url = url
-        self.connect_timeout = connect_timeout
-        self.statement_timeout = statement_timeout
+        #: Seconds to connect and to wait for one answer (default: as the engines').
+        self.connect_timeout = (
+            default_connect_timeout() if connect_timeout is None else connect_timeout
+        )
+        self.statement_timeout = (
+            default_statement_timeout() if statement_timeout is None else statement_timeout
+        )
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     @property

@@ -64,6 +64,9 @@ class UserView:
     newest: dt.datetime | None
     #: The pooler's clock at this sample, to the second (None when unknown).
     now: dt.datetime | None
+    #: Those of :attr:`backends` linked to a client now (``SHOW SERVERS`` state
+    #: ``active``: a transaction, or a session in session pooling).
+    linked: tuple[PooledBackend, ...] = ()
 
 
 def user_view(
@@ -82,10 +85,15 @@ def user_view(
     )
     return UserView(
         clients=_groups(mine, now, wall_now),
-        backends=tuple(b for b in (_backend(r) for r in theirs) if b is not None),
+        backends=_backends(theirs),
         newest=newest,
         now=now,
+        linked=_backends(r for r in theirs if str(r.get("state") or "").startswith("active")),
     )
+
+
+def _backends(rows: Iterable[Row]) -> tuple[PooledBackend, ...]:
+    return tuple(b for b in (_backend(r) for r in rows) if b is not None)
 
 
 def _backend(row: Row) -> PooledBackend | None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..actor import Actor
 from ..engines import Connector, UsageObserver, UserAdmin
 from ..instances import Fleet
 from ..layout import Color, Layout, Role
@@ -60,6 +61,8 @@ class Context:
     #: The env's RDS Proxy (None: the env has none): prepare writes the new color's
     #: secret, verify logs in through it, the drain leaves its idle sessions be.
     rds_proxy: RdsProxy | None = None
+    #: Who runs this call (a new rotation records it as who started it).
+    actor: Actor | None = None
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
     #: The primary's clock minus this machine's, once measured.
     _skew: float | None = field(default=None, repr=False)

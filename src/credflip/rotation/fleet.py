@@ -9,6 +9,7 @@ from ..instances import Fleet
 from ..instances import normalize as instances_normalize
 from ..layout import ROLES, Color, Layout
 from ..poolers import PgBouncer, parse_pooler_url
+from ..poolers.console import Console
 from ..poolers.rds_proxy.setting import read_setting
 from ..state import State
 from ..stores.base import Store
@@ -35,7 +36,7 @@ def env_fleet(
     """
     names = [*(layout.url(c, r) for c in Color for r in ROLES), layout.pooler_url]
     values = store.get_many([*names, layout.rds_proxy])
-    pooler = env_pooler(layout, values.get(layout.pooler_url))
+    pooler = env_pooler(layout, values.get(layout.pooler_url), bound=engine)
     proxy = read_setting(store, layout, values)
     urls: list[tuple[str, DbUrl]] = []
     for color in Color:
@@ -51,11 +52,21 @@ def env_fleet(
     )
 
 
-def env_pooler(layout: Layout, stored: str | None) -> PgBouncer | None:
-    """The env's PgBouncer from its stored console URL (None when it has none)."""
+def env_pooler(
+    layout: Layout, stored: str | None, *, bound: Engine | None = None
+) -> PgBouncer | None:
+    """The env's PgBouncer from its stored console URL (None when it has none). Its
+    console waits for a connect or an answer as long as the engine *bound* does (the
+    Lambda bounds it by its margin), else as the engines do (``CREDFLIP_DB_TIMEOUT``)."""
     if not stored:
         return None
-    return PgBouncer(parse_pooler_url(stored, what=layout.pooler_url))
+    url = parse_pooler_url(stored, what=layout.pooler_url)
+    if bound is None:
+        return PgBouncer(url)
+    console = Console(
+        url, connect_timeout=bound.connect_timeout, statement_timeout=bound.statement_timeout
+    )
+    return PgBouncer(url, console=console)
 
 
 def instance_list(stored: list[str], options: RotateOptions) -> list[str]:

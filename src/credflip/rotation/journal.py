@@ -11,7 +11,8 @@ import contextlib
 import secrets
 import time
 
-from ..errors import CredflipError, DrainBlocked
+from ..actor import Actor
+from ..errors import CredflipError, DrainBlocked, DrainTimeout
 from ..layout import Color, Layout
 from ..state import HistoryEntry, Phase, Rotation, State, save_state
 from ..stores.base import Store
@@ -23,10 +24,14 @@ __all__ = ["Journal", "record_rollback"]
 class Journal:
     """Writes one env's rotation record at the moments that matter."""
 
-    def __init__(self, store: Store, layout: Layout, state: State) -> None:
+    def __init__(
+        self, store: Store, layout: Layout, state: State, actor: Actor | None = None
+    ) -> None:
         self.store = store
         self.layout = layout
         self.state = state
+        #: Who runs this call (recorded as who finished, when not who started).
+        self.actor = actor
 
     @property
     def rot(self) -> Rotation:
@@ -45,13 +50,13 @@ class Journal:
     def advance(self, phase: Phase) -> None:
         """*phase* is complete: record the next one as where to resume."""
         self.rot.phase = phase.next
-        self.rot.error = None
+        self.rot.error = self.rot.error_kind = None
         self.save()
 
     def back_to(self, phase: Phase) -> None:
         """Resume from the earlier *phase* (a retire that saw use goes back to the drain)."""
         self.rot.phase = phase
-        self.rot.error = None
+        self.rot.error = self.rot.error_kind = None
         self.save()
 
     def failed(
@@ -59,6 +64,7 @@ class Journal:
     ) -> None:
         """Record why *phase* failed, and where to resume."""
         self.rot.error = scrub(str(exc), hide)[:300]
+        self.rot.error_kind = "drain_timeout" if isinstance(exc, DrainTimeout) else "failed"
         if phase is Phase.VERIFY and redo_prepare:
             # The new password itself did not work: nothing was switched,
             # so prepare again on the next run. A replica that lags or is
@@ -90,6 +96,8 @@ class Journal:
                 timings=dict(rot.timings),
                 drain_seconds=rot.drain_seconds,
                 terminated=rot.terminated,
+                by=rot.by,
+                done_by=None if self.actor == rot.by else self.actor,
             )
         )
         self.state.current = None
@@ -114,10 +122,11 @@ def record_rollback(
     *,
     switched: bool = True,
     predrain_since: float | None = None,
+    by: Actor | None = None,
 ) -> None:
     """Close the rotation (if any) as rolled back to *back*; *predrain_since* is from when
     *away* must be drained before its password changes (the primary's clock), if it must
-    (:func:`~credflip.state.predrain_due`)."""
+    (:func:`~credflip.state.predrain_due`); *by* ran the rollback."""
     rid = state.current.id if state.current else "rollback-" + secrets.token_hex(2)
     state.history.append(
         HistoryEntry(
@@ -129,6 +138,7 @@ def record_rollback(
             finished_at=time.time(),
             switched=switched,
             predrain_since=predrain_since,
+            by=by,
         )
     )
     state.current = None

@@ -180,6 +180,27 @@ def verify_deadline_stop(label: str) -> str:
     )
 
 
+def verify_timed_out(
+    to_color: Color,
+    from_color: Color,
+    label: str,
+    url: DbUrl,
+    exc: CredflipError,
+    *,
+    timeout: float,
+    why: str,
+) -> RotationError:
+    """A replica (or RDS Proxy) still refused the new password at ``--replica-lag-timeout``."""
+    check = "" if why else "check its replication, or "
+    why = why or "a replica that has not replayed the new password yet?"
+    return RotationError(
+        f"verify failed for the {to_color} {label} ({url}): still refused after "
+        f"--replica-lag-timeout {timeout:g}s ({why}): {exc}; {check}allow more time with "
+        f"--replica-lag-timeout. The pointer still names {from_color}; run 'credflip rotate' "
+        f"again to resume (the same password is verified), or 'credflip rollback'"
+    )
+
+
 def verify_failed(
     to_color: Color, from_color: Color, label: str, url: DbUrl, exc: CredflipError
 ) -> RotationError:

@@ -8,8 +8,10 @@ from typing import Literal
 
 from ..engines.locks import DEFAULT_LOCK_TIMEOUT, LockWait
 from ..errors import UsageError
+from ..halt import validate_halt_after
 from ..instances import parse_address
 from ..poolers.rds_proxy.setting import validate_name
+from ..windows import Windows
 
 __all__ = ["RetireMode", "RotateOptions"]
 
@@ -69,6 +71,13 @@ class RotateOptions:
     rds_proxy: str | None = None
     #: Where clients reach that proxy (``HOST[:PORT]``; default: its endpoint).
     rds_proxy_endpoint: str | None = None
+    #: When a new rotation may start (:mod:`credflip.windows`); one under way continues
+    #: outside it. None: any time, and the env's recorded window is left as it is.
+    window: Windows | None = None
+    #: Halt the env after this many failed rotations in a row (:mod:`credflip.halt`).
+    #: 0: this run, should it fail, neither counts nor halts (a person at the command
+    #: line sees the error); the scheduled rotator uses ``DEFAULT_HALT_AFTER``.
+    halt_after: int = 0
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,6 +101,7 @@ class RotateOptions:
             if self.rds_proxy is None:
                 raise UsageError("--rds-proxy-endpoint goes with --rds-proxy NAME")
             parse_address(self.rds_proxy_endpoint, what="--rds-proxy-endpoint")
+        validate_halt_after(self.halt_after)
         if not self.lock_timeout > 0:
             raise UsageError("--lock-timeout must be positive, like 1s or 500ms")
         if self.retire not in ("lock", "drop"):

@@ -201,7 +201,8 @@ def _describe(ctx: Context, eng: Engine, plans: dict[Phase, PhasePlan]) -> Rotat
         plan.instances.append((pooler.address, pooler.name, [s.name for s in pooler.signals()]))
         plan.retire_notes.append(
             f"lock {ctx.old_user!r} and end the server connections {pooler.label} "
-            f"keeps of it (pg_terminate_backend of their backends)"
+            f"keeps of it (pg_terminate_backend of their backends, none serving a client; "
+            f"a client of it there after the lock: back to the drain)"
         )
     return plan
 

@@ -3,9 +3,10 @@
 The env's proxy is the one ``init --rds-proxy`` recorded, or the one
 ``rotate --rds-proxy`` (the Lambda's ``rds_proxy``) names for an env that has
 none yet: that run writes both colors' secrets and records the proxy once the
-proxy lists them. Before a rotation changes anything the proxy must list both
-secrets; a rotation resumed after its switch is not held up by that (the old
-user is only drained and retired).
+proxy lists them. ``--rds-proxy-endpoint`` with the env's proxy moves where it
+is reached (recorded with the state, said once). Before a rotation changes
+anything the proxy must list both secrets; a rotation resumed after its switch
+is not held up by that (the old user is only drained and retired).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 
 from ..errors import ConfigurationError
 from ..layout import Color
-from ..poolers.rds_proxy import attach, for_env, read_setting
+from ..poolers.rds_proxy import RdsProxy, attach, for_env, read_setting
+from ..poolers.rds_proxy.setting import given_endpoint
 from ..urls import DbUrl
 from .context import Context
 from .params import new_password
@@ -36,21 +38,22 @@ def proxy_name(ctx: Context) -> str | None:
     return stored.name if stored is not None else asked
 
 
-def settle_proxy(ctx: Context, pointer: Color, *, revoked: bool) -> bool:
+def settle_proxy(ctx: Context, pointer: Color, *, revoked: bool) -> str | None:
     """Set ``ctx.rds_proxy``, writing both secrets when this run puts the env behind the
-    proxy (True: the caller records it with the state); refuse while the proxy does not
-    list both secrets."""
+    proxy, or taking the ``--rds-proxy-endpoint`` given for the env's proxy; refuse while
+    the proxy does not list both secrets. Returns what to say once the caller recorded
+    the proxy's setting with the state (None: nothing to record)."""
     done = "nothing else was changed" if revoked else "nothing was changed"
-    proxy = for_env(ctx.store, ctx.layout)
+    proxy, moved = _env_proxy(ctx)
     if proxy is not None:
         ctx.rds_proxy = proxy
         current = ctx.state.current
         if current is None or not current.phase.switched:
             proxy.require_registered(ctx.state.users, done=done)
-        return False
+        return moved
     name = ctx.options.rds_proxy
     if name is None:
-        return False
+        return None
     ctx.rds_proxy = attach(
         ctx.store,
         ctx.layout,
@@ -59,9 +62,23 @@ def settle_proxy(ctx: Context, pointer: Color, *, revoked: bool) -> bool:
         endpoint=ctx.options.rds_proxy_endpoint,
         urls=_logins(ctx, pointer),
         direct=ctx.fleet.primary.admin_url,
-        done=f"its secrets were written; {done}",
+        done=done,
     )
-    return True
+    return f"env {ctx.layout.env} is now behind RDS Proxy {name}"
+
+
+def _env_proxy(ctx: Context) -> tuple[RdsProxy | None, str | None]:
+    """The env's recorded proxy (None: none), at the endpoint ``--rds-proxy-endpoint``
+    gives when it names another one; and then what to say once that is recorded."""
+    proxy = for_env(ctx.store, ctx.layout)
+    asked = ctx.options.rds_proxy_endpoint
+    if proxy is None or asked is None:
+        return proxy, None
+    endpoint = given_endpoint(asked, ctx.state.engine)
+    if endpoint == proxy.setting.endpoint:
+        return proxy, None
+    was = proxy.setting.endpoint
+    return proxy.moved_to(endpoint), f"RDS Proxy {proxy.name} is reached at {endpoint} (was {was})"
 
 
 def dry_run_proxy(ctx: Context) -> None:
@@ -70,7 +87,7 @@ def dry_run_proxy(ctx: Context) -> None:
     name = proxy_name(ctx)
     if name is None:
         return
-    proxy = for_env(ctx.store, ctx.layout)
+    proxy, _moved = _env_proxy(ctx)
     if proxy is None:
         raise ConfigurationError(
             f"env {ctx.layout.env!r} is not behind RDS Proxy {name} yet: run rotate "

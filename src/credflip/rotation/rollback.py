@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from ..actor import Actor, run_by
 from ..engines import Engine, engine_for
 from ..errors import CredflipError
 from ..layout import Color, Layout
@@ -32,6 +33,7 @@ def rollback(
     engine: Engine | None = None,
     on_event: OnEvent = None,
     lock_timeout: float | None = None,
+    actor: Actor | None = None,
 ) -> RollbackResult:
     """Restore the color that was active before the last (or current) rotation.
 
@@ -40,9 +42,11 @@ def rollback(
     and only then does the pointer move back. Refused when the old user was
     dropped or its URLs no longer connect. *lock_timeout*: how long one statement
     may wait for a lock (default: the engine's, 1 s). What a run that died lent the
-    admin is taken back first.
+    admin is taken back first. *actor* is who rolls back, for the history (default: this
+    process as a program).
     """
     load_state(store, layout)
+    by = actor if actor is not None else run_by(store, "program")
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     if lock_timeout is not None:
@@ -57,14 +61,19 @@ def rollback(
             fenced = FencedStore(store, layout, mine)
             with keeping_leases(eng, fenced, layout, by="rollback", notice=notice) as leases:
                 leases.settle(eng)
-                return _roll_back(fenced, layout, eng, probe, notice)
+                return _roll_back(fenced, layout, eng, probe, notice, by)
     finally:
         if own_engine:
             eng.close()
 
 
 def _roll_back(
-    store: Store, layout: Layout, eng: Engine, probe: str | None, notice: Callable[[str], None]
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    probe: str | None,
+    notice: Callable[[str], None],
+    by: Actor,
 ) -> RollbackResult:
     """The rollback, with the lock held."""
     state = load_state(store, layout)
@@ -72,7 +81,7 @@ def _roll_back(
     cur = state.current
     started_at = cur.started_at if cur else time.time()
     if cur is not None and not cur.phase.switched and pointer is cur.from_color:
-        return _abandon(store, layout, state, eng, cur)
+        return _abandon(store, layout, state, eng, cur, by)
     back, away = _colors(cur, state)
     if pointer is not away and pointer is not back:
         raise messages.rollback_pointer_moved(pointer, away)
@@ -87,12 +96,12 @@ def _roll_back(
     if flipped:
         store.put(layout.pointer, back.value, secure=False)
     since = time.time() + skew  # after the move: never before it
-    record_rollback(store, layout, state, back, away, started_at, predrain_since=since)
+    record_rollback(store, layout, state, back, away, started_at, predrain_since=since, by=by)
     return RollbackResult(back, state.users[back], flipped, unlocked)
 
 
 def _abandon(
-    store: Store, layout: Layout, state: State, eng: Engine, cur: Rotation
+    store: Store, layout: Layout, state: State, eng: Engine, cur: Rotation, by: Actor
 ) -> RollbackResult:
     """The pointer never moved: abandon *cur*, and put the half-prepared user back to the
     locked state an inactive color has.
@@ -113,6 +122,7 @@ def _abandon(
         cur.started_at,
         switched=False,
         predrain_since=since,
+        by=by,
     )
     return RollbackResult(cur.from_color, state.users[cur.from_color], False, False)
 

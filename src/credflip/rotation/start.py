@@ -12,10 +12,12 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ..actor import Actor, run_by
 from ..backoff import Backoff
 from ..drain import DrainPolicy
 from ..engines import Engine, engine_for
 from ..errors import CredflipError, DatabaseUnavailable
+from ..halt import counting_failures
 from ..instances import Fleet
 from ..layout import Color, Layout
 from ..lock import FencedStore, hold_lock
@@ -33,6 +35,7 @@ from .options import RotateOptions
 from .params import read_pointer
 from .proxy import counters_required, proxy_name, settle_proxy
 from .runner import RetryPolicy, run_phases
+from .schedule import check_start, require_window
 
 __all__ = ["preflight", "rotate"]
 
@@ -46,19 +49,25 @@ def rotate(
     engine: Engine | None = None,
     on_event: OnEvent = None,
     lock_expires_at: float | None = None,
+    actor: Actor | None = None,
 ) -> RotationResult:
     """Rotate the inactive user's password and move clients to it.
 
     Resumes an unfinished rotation from its recorded phase. Raises
-    :class:`~credflip.errors.LockHeld` when another rotation runs and
-    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain
-    (the rotation stays resumable). With ``options.deadline`` the call may
-    return early with ``finished=False``; call again to continue.
-    *lock_expires_at* (wall clock) tells other processes when the lock may
-    be considered stale if this one dies without releasing it (Lambda).
+    :class:`~credflip.errors.LockHeld` when another rotation runs,
+    :class:`~credflip.errors.DrainTimeout` when old sessions outlast the drain (the rotation
+    stays resumable), :class:`~credflip.errors.Halted` on a halted env and
+    :class:`~credflip.errors.OutsideWindow` when no rotation is under way and ``options.window``
+    is closed (nothing changed). A run that ends in another error counts towards halting the env
+    (:mod:`credflip.halt`). With ``options.deadline`` the call may return early with
+    ``finished=False``; call again to continue. *lock_expires_at* (wall clock) tells other
+    processes when the lock may be considered stale if this one dies without releasing it
+    (Lambda). *actor* is who runs it, for the history (default: this process as a program).
     """
     options = options or RotateOptions()
-    load_state(store, layout)  # a clear error before taking the lock
+    # Clear errors before taking the lock: not managed, halted, outside the window.
+    check_start(store, layout, options)
+    by = actor if actor is not None else run_by(store, "program")
     own_engine = engine is None
     eng = engine if engine is not None else engine_for(admin_url)
     eng.lock_wait = options.lock_wait(eng.lock_wait)
@@ -66,16 +75,25 @@ def rotate(
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
 
+    def warn(message: str) -> None:
+        emit(on_event, Notice(message, "warning"))
+
     try:
-        with hold_lock(
-            store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
-        ) as mine:
-            fenced = FencedStore(store, layout, mine)
+        with (
+            hold_lock(
+                store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
+            ) as mine,
+            counting_failures(
+                FencedStore(store, layout, mine), layout, options.halt_after, warn
+            ) as tally,
+        ):
+            fenced = tally.store
             policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
             with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
-                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases)
+                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases, by)
+                tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
                 try:
-                    journal = Journal(fenced, layout, ctx.state)
+                    journal = Journal(fenced, layout, ctx.state, by)
                     return run_phases(ctx, journal, resumed=resumed, policy=policy)
                 finally:
                     ctx.fleet.close()
@@ -92,6 +110,7 @@ def _begin(
     on_event: OnEvent,
     policy: RetryPolicy,
     leases: LeaseKeeper,
+    by: Actor,
 ) -> tuple[Context, bool]:
     """Take back what a run that died lent the admin, find the fleet, pass the checks and
     record the rotation; True when resumed.
@@ -104,13 +123,16 @@ def _begin(
 
     def attempt() -> tuple[Context, bool]:
         state = load_state(store, layout)
+        # A rotation finished by another run since the check before the lock: a new one
+        # starts only inside the window.
+        require_window(layout, state, options.window)
         recorded[:] = [state.current is not None]
         require_engine(state, eng.name, layout)
         leases.settle(eng)
         state.instances = instance_list(state.instances, options)
         fleet = env_fleet(store, layout, state, eng, notice=lambda m: emit(on_event, Notice(m)))
         try:
-            ctx = Context(store, layout, fleet, state, options, on_event, leases)
+            ctx = Context(store, layout, fleet, state, options, on_event, leases, actor=by)
             return ctx, _start_or_resume(ctx)
         except BaseException:
             fleet.close()
@@ -166,14 +188,16 @@ def preflight(
         before_switch(fleet, current, options, notice)
         return
     # Open sessions refuse at once; after a rollback, prepare then also drains the
-    # rolled-back color (counters, quiet window) before it changes its password.
+    # rolled-back color (counters, quiet window) before it changes its password. Behind
+    # RDS Proxy idle ones are the proxy's pool, as in the drain: only a busy one refuses.
     target = state.users[pointer.other]
     for inst, found in fleet.sessions(target):
         if isinstance(found, CredflipError):
             raise messages.inactive_unobservable(target, inst, found)
-        if found.count:
+        using = found.busy() if pooled else found
+        if using.count:
             raise messages.inactive_in_use(
-                target, pointer.other, pointer, inst.address, found.count, found.describe()
+                target, pointer.other, pointer, inst.address, using.count, using.describe()
             )
     # After the checks above: an instance that cannot be reached is named there first.
     before_switch(fleet, current, options, notice)
@@ -211,6 +235,7 @@ def new_rotation(ctx: Context, pointer: Color) -> Rotation:
         min_drain=options.min_drain,
         quiet=quiet_window(options),
         predrain_since=predrain_due(ctx.state.history, pointer.other, ctx.wall),
+        by=ctx.actor,
     )
 
 
@@ -236,7 +261,7 @@ def _start_or_resume(ctx: Context) -> bool:
         ctx.notice(messages.sessions_only_revoked(ctx.layout.env))
     pooled = proxy_name(ctx)
     preflight(ctx.fleet, state, pointer, options, ctx.notice, revoked=revoked, pooled=pooled)
-    attached = settle_proxy(ctx, pointer, revoked=revoked)
+    settled = settle_proxy(ctx, pointer, revoked=revoked)
     resumed = current is not None
     if current is None:
         state.current = new_rotation(ctx, pointer)
@@ -254,8 +279,8 @@ def _start_or_resume(ctx: Context) -> bool:
             if recorded is not None and recorded > given:
                 ctx.notice(messages.using_recorded(name, recorded, given))
             setattr(current, name, max(recorded or 0.0, given))
-    if attached and ctx.rds_proxy is not None:
+    if settled is not None and ctx.rds_proxy is not None:
         ctx.store.put(ctx.layout.rds_proxy, ctx.rds_proxy.setting.to_json(), secure=False)
-        ctx.notice(f"env {ctx.layout.env} is now behind RDS Proxy {ctx.rds_proxy.name}")
+        ctx.notice(settled)
     save_state(ctx.store, ctx.layout, state)
     return resumed

@@ -27,7 +27,7 @@ import time
 
 from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from ..drain.evidence import UNCOUNTED
-from ..engines.base import Sessions, Step
+from ..engines.base import Step
 from ..errors import CredflipError
 from ..legacy import LegacyLog
 from ..state import Rotation, save_state
@@ -125,6 +125,11 @@ def _done(ctx: Context, status: DrainStatus, readings: list[Reading], old: str) 
         check_unwatched(ctx, old)
         save_state(ctx.store, ctx.layout, ctx.state)
         terminate(ctx, readings, user=old)
+        # Behind RDS Proxy the sessions it ended did not close unseen: the retire's last
+        # look finds none, as the evidence now says.
+        kept = Evidence.from_dict(ctx.rot.evidence)
+        kept.pooled = {}
+        ctx.rot.evidence = kept.to_dict()
 
 
 def last_look(ctx: Context) -> None:
@@ -227,8 +232,7 @@ def _busy(reading: Reading) -> Reading:
     """*reading* without its idle sessions."""
     if reading.sessions is None:
         return reading
-    groups = tuple(g for g in reading.sessions.groups if g.idle_for is None)
-    return dataclasses.replace(reading, sessions=Sessions(groups))
+    return dataclasses.replace(reading, sessions=reading.sessions.busy())
 
 
 def announce(ctx: Context, user: str) -> None:

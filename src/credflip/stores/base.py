@@ -1,10 +1,11 @@
 """The interface every parameter store offers.
 
 A store holds small named string values. It can read many names in one call,
-write one (plain or secure, overwriting or create-only) and delete one. That is
-all a rotation and a resolver need; create-only writes are what the rotation
-lock is built on, and a conditional replace (built on them where the store has
-no conditional write) is how a stale lock is taken over.
+list the values under a folder (``status --all``), write one (plain or secure,
+overwriting or create-only) and delete one. That is all a rotation and a
+resolver need; create-only writes are what the rotation lock is built on, and
+a conditional replace (built on them where the store has no conditional
+write) is how a stale lock is taken over.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from ..errors import CredflipError, ParameterExists, UsageError
+from ..layout import validate_prefix
 
 __all__ = ["MAX_VALUE_BYTES", "Store", "claim_name"]
 
@@ -41,6 +43,31 @@ class Store(abc.ABC):
         if not unique:
             return {}
         return self._get_many(unique)
+
+    def get_path(self, path: str, *, secure: bool = False) -> dict[str, str]:
+        """Return every parameter under the folder *path*, at any depth, in as few round
+        trips as the store allows (``status --all``).
+
+        Secure values are left out unless *secure*: they are then read (decrypted on
+        SSM, which needs ``kms:Decrypt``) only by a caller that needs them.
+        """
+        folder = validate_prefix(path)
+        return self._get_path(folder, secure=secure)
+
+    def get_pointed(
+        self, pointer: str, targets: Mapping[str, Sequence[str]], *, max_age: float | None = None
+    ) -> tuple[dict[str, str], float]:
+        """The values of *pointer* and of the names *targets* lists under its value, and
+        how many seconds old they may be.
+
+        This is a resolver's read: *targets* maps each value the pointer may hold to
+        the names needed then (a color to its URLs). Stores that read many names in
+        one round trip read them all at once, from the store itself (age 0: this
+        default). A store with a cache in front returns values at most *max_age*
+        old (None: any age; 0: none from a cache).
+        """
+        names = [pointer, *(name for group in targets.values() for name in group)]
+        return self.get_many(names), 0.0
 
     def get(self, name: str) -> str | None:
         """Return the value of *name*, or None when it does not exist."""
@@ -79,22 +106,18 @@ class Store(abc.ABC):
 
     def replace_if(self, name: str, expected: str, value: str) -> bool:
         """Write *value* (a plain value) under *name* only while it holds *expected*;
-        True when written.
+        True when written. Of callers racing to replace one *expected*, at most one
+        ever succeeds; *expected* never comes back once replaced, and *value* is the
+        caller's own (a lock's values carry a random token).
 
-        Of callers that race to replace the same *expected*, at most one ever
-        succeeds; *expected* must never come back once replaced (a lock's value
-        carries a random token). Stores with a conditional write do it in one
-        step. The default builds on create-only writes (SSM has no conditional
-        overwrite): the one caller that creates the claim ``{name}-claim-{hash of
-        expected}`` may overwrite, once it read *expected* again. The claim
-        stays, so that a caller that read *expected* late (or from a replica of
-        the store that lags) still loses; :meth:`drop_claim` removes it when no
-        such caller can be left.
-
-        *value* must be the caller's own (a lock's carries a random token): a
-        claim that already holds it is this caller's, written by a create-only
-        write the store applied but whose reply was lost and which the client
-        then retried.
+        Stores with a conditional write do it in one step. The default builds on
+        create-only writes (SSM has no conditional overwrite): the one caller that
+        creates the claim ``{name}-claim-{hash of expected}`` may overwrite, once it
+        read *expected* again. The claim stays, so that a caller that read *expected*
+        late (or from a lagging replica of the store) still loses; :meth:`drop_claim`
+        removes it when no such caller can be left. A claim that already holds
+        *value* is this caller's: a create-only write the store applied but whose
+        reply was lost, which the client then retried.
         """
         claim = claim_name(name, expected)
         try:
@@ -143,6 +166,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _get_many(self, names: list[str]) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def _get_path(self, folder: str, *, secure: bool) -> dict[str, str]: ...
 
     @abc.abstractmethod
     def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None: ...

@@ -91,6 +91,19 @@ class SqliteStore(Store):
                 raise StoreError(f"cannot read the store {self.path}: {_reason(exc)}") from exc
         return {str(n): str(v) for n, v in rows}
 
+    def _get_path(self, folder: str, *, secure: bool) -> dict[str, str]:
+        # Every name that starts with "folder/": "0" is the character after "/".
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT name, value FROM params WHERE name > ? AND name < ? "
+                    "AND (secure = 0 OR ?) ORDER BY name",
+                    (folder + "/", folder + "0", int(secure)),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the store {self.path}: {_reason(exc)}") from exc
+        return {str(n): str(v) for n, v in rows}
+
     def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None:
         if overwrite:
             stmt = (

@@ -3,9 +3,11 @@
 URLs are written as SecureString (with ``kms_key_id`` when given), the pointer
 and credflip's state as String, all in the standard tier. A read of up to ten
 names is one ``GetParameters`` call; names SSM reports as invalid are simply
-missing. Create-only writes use ``Overwrite=False``. boto3 is imported only
-when this store is opened, so applications that use the SQLite store (or only
-import :mod:`credflip`) never load it.
+missing. A folder is listed with ``GetParametersByPath`` (ten values a page),
+its SecureStrings left out unless asked for. Create-only writes use
+``Overwrite=False``. boto3 is imported only when this store is opened, so
+applications that use the SQLite store (or only import :mod:`credflip`) never
+load it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from botocore.exceptions import ClientError
     from mypy_boto3_ssm import SSMClient
 
-__all__ = ["DEFAULT_KEY", "SsmStore"]
+__all__ = ["DEFAULT_KEY", "SsmStore", "ssm_url"]
 
 #: GetParameters accepts at most this many names per call.
 _BATCH = 10
@@ -80,9 +82,7 @@ class SsmStore(Store):
     @property
     def url(self) -> str:
         """``ssm://REGION`` plus the endpoint and the KMS key when set: opens this store again."""
-        options = {"endpoint_url": self._endpoint_url, "kms_key_id": self.kms_key_id}
-        query = urlencode({k: v for k, v in options.items() if v}, safe=":/")
-        return f"ssm://{self.region}" + (f"?{query}" if query else "")
+        return ssm_url(self.region, self._endpoint_url, self.kms_key_id)
 
     @property
     def write_key(self) -> str:
@@ -104,6 +104,21 @@ class SsmStore(Store):
                 raise self._translate(exc, "ssm:GetParameters", chunk[0]) from exc
             for param in reply.get("Parameters", []):
                 found[param["Name"]] = param["Value"]
+        return found
+
+    def _get_path(self, folder: str, *, secure: bool) -> dict[str, str]:
+        # Without *secure*, SSM leaves SecureStrings out itself: no ciphertext comes back,
+        # nothing is decrypted, and the pages hold only what is asked for.
+        kwargs: dict[str, Any] = {"Path": folder, "Recursive": True, "WithDecryption": secure}
+        if not secure:
+            kwargs["ParameterFilters"] = [{"Key": "Type", "Option": "Equals", "Values": ["String"]}]
+        found: dict[str, str] = {}
+        try:
+            for page in self._client.get_paginator("get_parameters_by_path").paginate(**kwargs):
+                for param in page.get("Parameters", []):
+                    found[param["Name"]] = param["Value"]
+        except Exception as exc:
+            raise self._translate(exc, "ssm:GetParametersByPath", folder) from exc
         return found
 
     def _put(self, name: str, value: str, *, secure: bool, overwrite: bool) -> None:
@@ -158,43 +173,50 @@ class SsmStore(Store):
             if isinstance(exc, BotoCoreError):
                 return StoreError(f"SSM call {action} on {name} failed: {exc}")
             return exc
-        return self._client_error(exc, action, name)
+        return _client_error(exc, action, name, region=self.region, key=self.write_key)
 
-    def _client_error(self, exc: ClientError, action: str, name: str) -> Exception:
-        """An error SSM answered with (its code) as credflip's own, naming what to do."""
-        code = error_code(exc)
-        arn = f"arn:aws:ssm:{self.region or '*'}:*:parameter{name}"
-        if code in THROTTLING:
-            return StoreThrottled(
-                f"SSM throttled {action} on {name} (rate exceeded): retry later, raise the "
-                f"client TTL, or enable higher throughput for Parameter Store"
-            )
-        if code == "ParameterAlreadyExists":
-            return ParameterExists(f"parameter {name} already exists")
-        if code == "ParameterNotFound":
-            return StoreError(f"parameter {name} not found: run 'credflip init' for this env")
-        if code in _KMS_ERRORS or "KMS" in code:
-            key = self.kms_key_id or DEFAULT_KEY
+
+def _client_error(exc: ClientError, action: str, name: str, *, region: str, key: str) -> Exception:
+    """An error SSM answered with (its code) as credflip's own, naming what to do (*key*:
+    the KMS key the store writes with)."""
+    code = error_code(exc)
+    arn = f"arn:aws:ssm:{region or '*'}:*:parameter{name}"
+    if code in THROTTLING:
+        return StoreThrottled(
+            f"SSM throttled {action} on {name} (rate exceeded): retry later, raise the "
+            f"client TTL, or enable higher throughput for Parameter Store"
+        )
+    if code == "ParameterAlreadyExists":
+        return ParameterExists(f"parameter {name} already exists")
+    if code == "ParameterNotFound":
+        return StoreError(f"parameter {name} not found: run 'credflip init' for this env")
+    if code in _KMS_ERRORS or "KMS" in code:
+        return StoreAccessDenied(
+            f"KMS refused {action} on {name} ({code}): check that key {key} exists, is "
+            f"enabled and allows kms:Encrypt/kms:Decrypt for this role"
+        )
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"} or (
+        status == 403 and code not in _KMS_ERRORS
+    ):
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if "kms" in message.lower():
             return StoreAccessDenied(
-                f"KMS refused {action} on {name} ({code}): check that key {key} exists, is "
-                f"enabled and allows kms:Encrypt/kms:Decrypt for this role"
+                f"KMS denied {action} on {name}: allow kms:Decrypt/kms:Encrypt on key {key}"
             )
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in {"AccessDeniedException", "AccessDenied", "UnauthorizedOperation"} or (
-            status == 403 and code not in _KMS_ERRORS
-        ):
-            message = str(exc.response.get("Error", {}).get("Message", ""))
-            if "kms" in message.lower():
-                key = self.kms_key_id or DEFAULT_KEY
-                return StoreAccessDenied(
-                    f"KMS denied {action} on {name}: allow kms:Decrypt/kms:Encrypt on key {key}"
-                )
-            return StoreAccessDenied(
-                f"access denied: allow {action} on {arn} for this role (see docs/iam/)"
-            )
-        if code == "ValidationException":
-            return StoreError(f"SSM rejected {action} on {name}: {_error_message(exc)}")
-        return StoreError(f"SSM call {action} on {name} failed with {code}: {_error_message(exc)}")
+        return StoreAccessDenied(
+            f"access denied: allow {action} on {arn} for this role (see docs/iam/)"
+        )
+    if code == "ValidationException":
+        return StoreError(f"SSM rejected {action} on {name}: {_error_message(exc)}")
+    return StoreError(f"SSM call {action} on {name} failed with {code}: {_error_message(exc)}")
+
+
+def ssm_url(region: str, endpoint_url: str | None, kms_key_id: str | None) -> str:
+    """``ssm://REGION`` plus the endpoint and the KMS key when set."""
+    options = {"endpoint_url": endpoint_url, "kms_key_id": kms_key_id}
+    query = urlencode({k: v for k, v in options.items() if v}, safe=":/")
+    return f"ssm://{region}" + (f"?{query}" if query else "")
 
 
 def _make_client(region: str | None, endpoint_url: str | None, service: str = "ssm") -> Any:

@@ -24,7 +24,7 @@ from ...errors import (
 from ...urls import DbUrl, pymysql_kwargs, scrub
 from ..base import Engine, Step
 from ..connector import Refusal, connect_error
-from ..locks import Blocker, BlockerWatch, StatementWaited, server_timeout
+from ..locks import Blocker, BlockerWatch, StatementWaited, log, server_timeout
 from . import locks as my_locks
 
 __all__ = ["MysqlConnection"]
@@ -44,6 +44,8 @@ class MysqlConnection(Engine):
     """The admin's connection to MySQL or MariaDB, and statements run on it."""
 
     driver_error = pymysql.err.MySQLError
+    #: Whether the operator was told that the lock timeout is waited in whole seconds.
+    _noted_whole_seconds: bool = False
 
     # -- connections -----------------------------------------------------
 
@@ -101,9 +103,11 @@ class MysqlConnection(Engine):
             raise EngineError(f"MySQL refused a statement: {self._diag(exc)}") from exc
 
     def _execute(self, step: Step, watch: BlockerWatch) -> None:
-        with watch.during(self.conn.thread_id()) as seen:
+        conn = self.conn
+        self._settle(step, conn, lambda s: self._run(s.sql, s.params, conn=conn))
+        with watch.during(conn.thread_id()) as seen:
             try:
-                self._run(step.sql, step.params, hint=step.hint)
+                self._run(step.sql, step.params, hint=step.hint, conn=conn)
             except LockTimeout as exc:
                 raise StatementWaited(str(exc), list(seen)) from exc
             except EngineError as exc:
@@ -114,6 +118,10 @@ class MysqlConnection(Engine):
                 raise
 
     def _limit_steps(self) -> list[Step]:
+        note = my_locks.whole_seconds(self.lock_wait.timeout)
+        if note is not None and not self._noted_whole_seconds:
+            self._noted_whole_seconds = True
+            log.warning("credflip: warning: %s", note)
         return my_locks.limit_steps(
             self.lock_wait.timeout, server_timeout(self.statement_timeout), mariadb=self.is_mariadb
         )

@@ -77,7 +77,9 @@ class MysqlGrants(MysqlCatalog):
         Every grant (of every account) runs before any revoke, and accounts
         *source* no longer has are dropped last: at each statement boundary
         the target holds every right it held before or every right *source*
-        holds, so what runs with its rights (its DEFINER objects) keeps them.
+        holds, so what runs with its rights (its DEFINER objects) keeps them
+        (but for column privileges a table-level revoke takes with it, given
+        again by the next statement: see :mod:`.rights`).
         """
         source_hosts, target_hosts = self._hosts(source), self._hosts(target)
         mariadb = self.is_mariadb

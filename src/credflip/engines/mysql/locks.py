@@ -24,12 +24,24 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from ...durations import format_duration
 from ..base import Step
 from ..locks import Blocker
 
-__all__ = ["blockers", "kill_later", "limit_steps"]
+__all__ = ["blockers", "kill_later", "limit_steps", "whole_seconds"]
 
 Run = Callable[..., Sequence[Sequence[Any]]]
+
+
+def whole_seconds(lock_timeout: float) -> str | None:
+    """What to tell the operator when ``--lock-timeout`` is not whole seconds (the server
+    cannot wait for a lock any shorter time than a second, nor a fraction more)."""
+    if lock_timeout == math.ceil(lock_timeout):
+        return None
+    return (
+        f"MySQL and MariaDB wait for locks in whole seconds: --lock-timeout "
+        f"{format_duration(lock_timeout)} waits up to {math.ceil(lock_timeout)}s there"
+    )
 
 
 def limit_steps(lock_timeout: float, statement_timeout: float, *, mariadb: bool) -> list[Step]:

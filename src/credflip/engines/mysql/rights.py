@@ -9,7 +9,10 @@ target's atoms with a source's and plans the difference only, in two lists:
 what the target lacks (granted first) and what it has extra (revoked after
 every grant). Equal rights plan nothing. So whatever runs with the target's
 rights (the views, routines, triggers and events it is the DEFINER of) never
-loses a right the source also has, at any statement boundary.
+loses a right the source also has, at any statement boundary, but one: a
+table-level ``REVOKE`` takes the same privilege on the table's columns too, so
+the column privileges the target keeps there are granted right after it (until
+then, only those columns' privileges are missing).
 
 Every identifier is backtick-quoted here (doubling backticks); accounts are
 ``%s@%s`` parameters, quoted by the driver when the step runs.
@@ -150,11 +153,34 @@ def plan_sync(
             revokes.append(_proxy_step("REVOKE", proxied, user, host))
             if proxied in source.proxies:
                 revokes.append(_proxy_step("GRANT", proxied, user, host, grant_option=False))
-    grants += privilege_steps("GRANT", source.privileges - target.privileges, user, host)
+    extra = target.privileges - source.privileges
+    wiped = _wiped(extra, source.privileges)
+    grants += privilege_steps("GRANT", source.privileges - target.privileges - wiped, user, host)
     if source.default_roles != target.default_roles:
         grants.append(_default_roles(source.default_roles, user, host, mariadb=mariadb))
-    revokes = privilege_steps("REVOKE", target.privileges - source.privileges, user, host) + revokes
-    return grants, revokes
+    return grants, _revokes(extra, wiped, user, host) + revokes
+
+
+def _wiped(revoked: Iterable[Privilege], kept: Iterable[Privilege]) -> set[Privilege]:
+    """The column privileges of *kept* that revoking *revoked* takes away too: a table-level
+    ``REVOKE SELECT ON t`` revokes ``SELECT (c) ON t`` as well."""
+    on_tables = {(p.on, p.privilege) for p in revoked if p.kind == "TABLE" and not p.column}
+    return {p for p in kept if p.column and (p.on, p.privilege) in on_tables}
+
+
+def _revokes(extra: Iterable[Privilege], wiped: set[Privilege], user: str, host: str) -> list[Step]:
+    """``REVOKE`` *extra*, object by object, each followed by the ``GRANT`` of the column
+    privileges it took away that the account keeps (*wiped*).
+
+    The server has no statement that swaps a table privilege for column privileges, and
+    its account statements are not transactional: between the two, the account lacks
+    those columns' privileges (and nothing else the source has).
+    """
+    steps: list[Step] = []
+    for on, group in groupby(sorted(extra), key=lambda p: p.on):
+        steps += privilege_steps("REVOKE", group, user, host)
+        steps += privilege_steps("GRANT", [p for p in wiped if p.on == on], user, host)
+    return steps
 
 
 def privilege_steps(verb: str, privileges: Iterable[Privilege], user: str, host: str) -> list[Step]:

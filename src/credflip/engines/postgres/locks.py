@@ -61,17 +61,17 @@ def blockers(run: Callable[..., Sequence[Sequence[Any]]], pid: int) -> list[Bloc
 
 class PgPlanRunner(PgConnection):
     """Where a plan's steps run: each database's connection kept for the whole plan (its
-    session settings hold for every step), and who blocks a step named while it waits."""
+    session settings hold for every step, and are set again on a connection that replaced
+    a broken one), and who blocks a step named while it waits."""
 
     def _execute(self, step: Step, watch: BlockerWatch) -> None:
-        with (
-            self._database(self._connection_of(step)) as conn,
-            watch.during(conn.info.backend_pid) as seen,
-        ):
-            try:
-                self._run(step.sql, step.params, conn=conn, hint=step.hint)
-            except LockTimeout as exc:
-                raise StatementWaited(str(exc), list(seen)) from exc
+        with self._database(self._connection_of(step)) as conn:
+            self._settle(step, conn, lambda s: self._run(s.sql, s.params, conn=conn))
+            with watch.during(conn.info.backend_pid) as seen:
+                try:
+                    self._run(step.sql, step.params, conn=conn, hint=step.hint)
+                except LockTimeout as exc:
+                    raise StatementWaited(str(exc), list(seen)) from exc
 
     def _connection_of(self, step: Step) -> str:
         return step.database or self._main

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
 
+from psycopg import sql
+
 from ...errors import EngineError
 from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal, Step
 from ..connector import CONNECTIONS
@@ -41,15 +43,16 @@ class PgObserver(PgAdminRights):
                     database=str(d),
                     started=None if t is None else float(t),
                     idle_for=None if idle is None else float(idle),
-                    last_change=None if changed is None else float(changed),
+                    changes=tuple(zip(map(int, pids), map(float, changed), strict=True)),
                 )
-                for c, a, n, d, t, idle, changed in rows
+                for c, a, n, d, t, idle, pids, changed in rows
             )
         )
 
     def terminate(self, user: str, *, only: Collection[PooledBackend] | None = None) -> int:
-        """``pg_terminate_backend`` every session of *user* (or of those in *only*),
-        waiting until each has exited.
+        """``pg_terminate_backend`` every session of *user* (or of those in *only* that
+        are idle, in no statement or transaction: a pooler's connection that is not
+        serving a client), waiting until each has exited.
 
         The signal alone returns before the backend is gone; from 14 on the
         function waits (up to 5 s each) so the count is of sessions that ended.
@@ -57,7 +60,7 @@ class PgObserver(PgAdminRights):
         if only is not None and not only:
             return 0
         wait = ", 5000" if int(self.conn.info.server_version) >= 140000 else ""
-        which = "" if only is None else f"AND {pg_signals.POOLED}"
+        which = "" if only is None else f"AND state = 'idle' AND {pg_signals.POOLED}"
         rows = self._run(
             f"SELECT count(*) FILTER (WHERE pg_terminate_backend(pid{wait})) "
             f"FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() {which}",
@@ -120,12 +123,13 @@ class PgObserver(PgAdminRights):
         return float(self._run("SELECT extract(epoch FROM clock_timestamp())::float8")[0][0])
 
     def enable_signals(self) -> list[str]:
-        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may."""
+        """``CREATE EXTENSION pg_stat_statements`` when it is preloaded and the admin may (a
+        plan of its own: with the lock and statement timeouts of every plan)."""
         loaded, schema = pg_signals.extension_state(self._run)
         if not loaded or schema is not None:
             return []
         try:
-            self._run("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            self.execute([Step(sql.SQL("CREATE EXTENSION IF NOT EXISTS pg_stat_statements"))])
         except EngineError:
             return []  # signals() says who must run it
         self._memo.pop("statements", None)

@@ -251,40 +251,57 @@ def sync_settings(
 def sync_grants(
     want: Iterable[Grant], have: Iterable[Grant], target: str, *, revoke_extra: bool, database: str
 ) -> list[Step]:
-    """GRANT (and with *revoke_extra* REVOKE) so that *target* holds exactly *want*."""
+    """GRANT (and with *revoke_extra* REVOKE) so that *target* holds exactly *want*: every
+    grant first, then every revoke.
+
+    A table-level REVOKE takes the same privilege on the table's columns too: the
+    column grants *target* keeps there are given again in the same statement string,
+    which the server runs as one transaction, so that no moment lacks them.
+    """
 
     def key(g: Grant) -> Grant:
         return g._replace(grantable=False)
 
-    held_set = set(have)
+    wanted, held_set = sorted(set(want)), set(have)
     have_by_key = {key(g): g for g in held_set}
-    want_keys = {key(g) for g in want}
-    steps: list[Step] = []
-    for grant in sorted(want):
+    want_keys = {key(g) for g in wanted}
+    grants: list[Grant] = []
+    revokes: list[tuple[Grant, bool]] = []  # and whether of the grant option only
+    for grant in wanted:
         held = have_by_key.get(key(grant))
         if held is None or (grant.grantable and not held.grantable):
-            steps.append(
-                Step(
-                    grant_sql(grant, target, revoke=False),
-                    database=database,
-                    hint=_GRANT_HINT + f"WITH GRANT OPTION to give {grant.describe()}",
-                )
-            )
+            grants.append(grant)
         elif held.grantable and not grant.grantable:
-            steps.append(
-                Step(grant_sql(grant, target, revoke=True, option_only=True), database=database)
-            )
+            revokes.append((grant, True))
     if revoke_extra:
-        for grant in sorted(held_set):
-            if key(grant) not in want_keys:
-                steps.append(
-                    Step(
-                        grant_sql(grant, target, revoke=True),
-                        database=database,
-                        hint=_GRANT_HINT + f"to take back {grant.describe()}",
-                    )
-                )
+        revokes += [(g, False) for g in sorted(held_set) if key(g) not in want_keys]
+    wiped = {g: _wiped_by(g, wanted) for g, _option in revokes}
+    given_again = {g for again in wiped.values() for g in again}
+    steps = [_grant_step(g, target, database) for g in grants if g not in given_again]
+    for grant, option_only in revokes:
+        revoke = grant_sql(grant, target, revoke=True, option_only=option_only)
+        again = [grant_sql(g, target, revoke=False) for g in wiped[grant]]
+        needs = [] if option_only else [f"to take back {grant.describe()}"]
+        needs += [f"WITH GRANT OPTION to give {g.describe()}" for g in wiped[grant]]
+        hint = _GRANT_HINT + " and ".join(needs) if needs else ""
+        steps.append(Step(sql.SQL("; ").join([revoke, *again]), database=database, hint=hint))
     return steps
+
+
+def _wiped_by(revoked: Grant, wanted: Iterable[Grant]) -> list[Grant]:
+    """The column grants of *wanted* that a REVOKE of *revoked* takes away too."""
+    if revoked.kind != "TABLE":
+        return []
+    on = (revoked.schema, revoked.name, revoked.privilege)
+    return [g for g in wanted if g.kind == "COLUMN" and (g.schema, g.name, g.privilege) == on]
+
+
+def _grant_step(grant: Grant, target: str, database: str) -> Step:
+    return Step(
+        grant_sql(grant, target, revoke=False),
+        database=database,
+        hint=_GRANT_HINT + f"WITH GRANT OPTION to give {grant.describe()}",
+    )
 
 
 def check_privilege(privilege: str) -> None:

@@ -45,14 +45,15 @@ Run = Callable[..., list[tuple[Any, ...]]]
 
 # By client address, application and database: how many, since when (the
 # oldest), for how long all of them have been idle (NULL while one is not), and
-# when one of them last changed state (began or ended a statement, logged in).
+# each one's pid and when it last changed state (began or ended a statement, logged in).
 SESSIONS_SQL = (
     "SELECT coalesce(host(client_addr), CASE WHEN client_port = -1 THEN 'local' "
     "ELSE 'hidden' END), coalesce(application_name, ''), count(*), coalesce(datname, ''), "
     "extract(epoch FROM min(backend_start))::float8, "
     "CASE WHEN bool_and(state IS NOT DISTINCT FROM 'idle') THEN "
     "greatest(0, extract(epoch FROM clock_timestamp() - max(state_change)))::float8 END, "
-    "extract(epoch FROM max(greatest(state_change, backend_start)))::float8 "
+    "array_agg(pid ORDER BY pid), array_agg(coalesce(extract(epoch FROM "
+    "greatest(state_change, backend_start))::float8, 0) ORDER BY pid) "
     "FROM pg_stat_activity WHERE usename = %s AND pid <> pg_backend_pid() {pooled}"
     "GROUP BY 1, 2, 4 ORDER BY 3 DESC, 1, 2, 4"
 )

@@ -34,7 +34,7 @@ from .setting import (
     PROXY_PORTS,
     ProxySetting,
     endpoint_text,
-    parse_endpoint,
+    given_endpoint,
     read_setting,
     validate_name,
 )
@@ -70,10 +70,16 @@ class RdsProxy:
             secretsmanager if secretsmanager is not None else _Lazy("secretsmanager", setting),
             layout,
             kms_key=kms_key,
+            region=setting.region,
         )
 
     def __repr__(self) -> str:
         return f"<RdsProxy {self.setting.name} at {self.setting.endpoint}>"
+
+    def moved_to(self, endpoint: str) -> RdsProxy:
+        """This proxy reached at *endpoint* (``host:port``, given by the operator)."""
+        setting = dataclasses.replace(self.setting, endpoint=endpoint, given=True)
+        return RdsProxy(setting, self.layout, kms_key=self.secrets.kms_key, rds=self._rds)
 
     @property
     def name(self) -> str:
@@ -93,39 +99,44 @@ class RdsProxy:
         host, port = self.setting.address
         return dataclasses.replace(url, host=host, port=port)
 
-    def write_secret(self, color: Color, url: DbUrl, *, engine: str, direct: DbUrl) -> str:
+    def write_secret(
+        self, color: Color, url: DbUrl, *, engine: str, direct: DbUrl, done: str
+    ) -> str:
         """Write *color*'s secret: *url*'s login on the database server (*url*'s host, or
-        *direct*'s when *url* goes through the proxy); return the secret's ARN."""
+        *direct*'s when *url* goes through the proxy); return the secret's ARN. *done*
+        says what the caller changed, should the secret be scheduled for deletion."""
         target = direct if self.setting.is_endpoint(url.host) else url
         port = target.port or PROXY_PORTS.get(engine, 5432)
         value = secret_value(url, engine=engine, host=target.host, port=port)
-        return self.secrets.write(color, value)
+        return self.secrets.write(color, value, done=done)
 
     def require_registered(self, users: Mapping[Color, str], *, done: str) -> None:
         """Raise (naming the command that fixes it) unless the proxy lists both colors'
-        secrets; *done* says what the caller has changed so far."""
+        secrets, neither scheduled for deletion; *done* says what the caller has changed
+        so far."""
         arns: dict[Color, str] = {}
         for color in Color:
-            arn = self.secrets.arn(color)
-            if arn is None:
+            found = self.secrets.live(color, done)
+            if found is None:
                 raise ConfigurationError(
                     f"secret {self.secrets.name(color)} of RDS Proxy {self.name} is gone: "
                     f"delete {self.layout.rds_proxy} and run 'credflip rotate --env "
                     f"{self.layout.env} --rds-proxy {self.name}' to write both secrets again "
                     f"(then register them as it says); {done}"
                 )
-            arns[color] = arn
+            arns[color] = str(found["ARN"])
         info = self.info()
         missing = unregistered(info, arns)
         if not missing:
             return
         names = ", ".join(self.secrets.name(c) for c in missing)
         who = " and ".join(f"{users[c]!r} ({c.value})" for c in missing)
+        # The command on a line of its own, to be pasted.
         raise ConfigurationError(
             f"RDS Proxy {self.name} cannot log in as {who}: its Auth list lacks secret(s) "
-            f"{names}; register them (the command keeps the proxy's other secrets): "
-            f"{modify_command(info, arns, missing, self.layout.env)} ; then run this command "
-            f"again; {done}"
+            f"{names}; register them with the command on the next line (it keeps the "
+            f"proxy's other secrets), then run this command again; {done}\n"
+            f"{modify_command(info, arns, missing, self.layout.env)}"
         )
 
 
@@ -186,12 +197,14 @@ def attach(
     direct: DbUrl,
     done: str,
 ) -> RdsProxy:
-    """Put an env behind RDS Proxy *name*: check the proxy, write both colors' secrets
-    (*urls*: each color's login), and check that the proxy lists them.
+    """Put an env behind RDS Proxy *name*: check the proxy and that neither secret is
+    scheduled for deletion, write both colors' secrets (*urls*: each color's login), and
+    check that the proxy lists them.
 
     Raises before anything else changed (the secrets aside: they must exist before
-    the proxy can list them), with the command that registers them. The caller
-    records :attr:`RdsProxy.setting` once its own changes are done.
+    the proxy can list them), with the command that registers them; *done* says what
+    the caller changed before. The caller records :attr:`RdsProxy.setting` once its
+    own changes are done.
     """
     validate_name(name)
     region = store_region(store)
@@ -204,13 +217,15 @@ def attach(
             f"{engine}: name the proxy in front of this database; nothing was changed"
         )
     if endpoint is not None:
-        where = endpoint_text(*parse_endpoint(endpoint, PROXY_PORTS.get(engine, 5432)))
+        where = given_endpoint(endpoint, engine)
     else:
         where = endpoint_text(info.endpoint, PROXY_PORTS.get(engine, 5432))
     setting = ProxySetting(name, region, where, given=endpoint is not None)
     proxy = RdsProxy(setting, layout, kms_key=kms_key_of(store), rds=rds, info=info)
+    for color in urls:
+        proxy.secrets.live(color, done)
     for color, url in urls.items():
-        proxy.write_secret(color, url, engine=engine, direct=direct)
+        proxy.write_secret(color, url, engine=engine, direct=direct, done=done)
     users = {color: url.user for color, url in urls.items()}
-    proxy.require_registered(users, done=done)
+    proxy.require_registered(users, done=f"its secrets were written; {done}")
     return proxy

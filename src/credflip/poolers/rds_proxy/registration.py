@@ -42,14 +42,12 @@ class ProxyInfo:
     status: str = ""
 
     def has_secret(self, arn: str) -> bool:
-        """Whether *arn* (a full secret ARN) is in the ``Auth`` list (by ARN, or an entry
-        that names the secret without its random suffix)."""
+        """Whether the secret *arn* (its full ARN, as ``DescribeSecret`` gives it now) is in
+        the ``Auth`` list: by that ARN, or by its partial ARN (without the random suffix),
+        which names whichever secret has the name. A full ARN with another suffix is a
+        secret deleted since and created again under the same name: not this one."""
         bare = _SUFFIX.sub("", arn)
-        for entry in self.auth:
-            listed = str(entry.get("SecretArn") or "")
-            if listed and (listed == arn or bare in (listed, _SUFFIX.sub("", listed))):
-                return True
-        return False
+        return any(str(entry.get("SecretArn") or "") in (arn, bare) for entry in self.auth)
 
 
 def describe_proxy(client: Any, name: str, region: str) -> ProxyInfo:
@@ -80,9 +78,13 @@ def unregistered(info: ProxyInfo, arns: Mapping[Color, str]) -> list[Color]:
 def modify_command(
     info: ProxyInfo, arns: Mapping[Color, str], missing: Sequence[Color], env: str
 ) -> str:
-    """The ``aws rds modify-db-proxy`` that adds *missing* colors' secrets and keeps the rest."""
+    """The ``aws rds modify-db-proxy`` that adds *missing* colors' secrets and keeps the rest,
+    but for entries of a secret of the same name deleted since (another random suffix)."""
+    replaced = {_SUFFIX.sub("", arns[color]) for color in missing}
     entries: list[dict[str, Any]] = []
     for entry in info.auth:
+        if _SUFFIX.sub("", str(entry.get("SecretArn") or "")) in replaced:
+            continue
         kept = {k: entry[k] for k in (*_AUTH_KEYS, _CLIENT_AUTH) if entry.get(k)}
         entries.append(kept)
     # New entries authenticate clients the way the proxy's other secrets do.

@@ -12,8 +12,10 @@ never reads a secret's value back: only ``DescribeSecret``.
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
+from ...errors import ConfigurationError
 from ...layout import Color, Layout
 from ...urls import DbUrl
 from .aws import error_code, translate
@@ -42,9 +44,10 @@ def secret_value(url: DbUrl, *, engine: str, host: str, port: int) -> str:
 class ProxySecrets:
     """The env's two secrets, through one Secrets Manager client."""
 
-    def __init__(self, client: Any, layout: Layout, *, kms_key: str | None) -> None:
+    def __init__(self, client: Any, layout: Layout, *, kms_key: str | None, region: str) -> None:
         self.client = client
         self.layout = layout
+        self.region = region
         #: The store's KMS key: the secrets are encrypted under it (None: the account's
         #: ``aws/secretsmanager`` key).
         self.kms_key = kms_key
@@ -66,11 +69,23 @@ class ProxySecrets:
         self._arns[color] = str(found["ARN"])
         return found
 
-    def arn(self, color: Color) -> str | None:
-        """The ARN of *color*'s secret, None when it does not exist."""
-        if color not in self._arns:
-            self.describe(color)
-        return self._arns.get(color)
+    def live(self, color: Color, done: str) -> dict[str, Any] | None:
+        """``DescribeSecret`` of *color*'s secret (None when it does not exist); raise
+        while it is scheduled for deletion (RDS Proxy cannot read it, and it takes no new
+        value), with the command that restores it. *done* says what the caller changed."""
+        found = self.describe(color)
+        deleted = None if found is None else found.get("DeletedDate")
+        if not deleted:
+            return found
+        when = deleted.isoformat(" ", "seconds") if hasattr(deleted, "isoformat") else deleted
+        name = self.name(color)
+        where = f"--region {shlex.quote(self.region)} --secret-id {shlex.quote(name)}"
+        restore = f"aws secretsmanager restore-secret {where}"
+        raise ConfigurationError(
+            f"secret {name} is scheduled for deletion (DeletedDate {when}): RDS Proxy cannot log "
+            f"in with it and it takes no new value; restore it with the command on the next "
+            f"line, then run this command again; {done}\n{restore}"
+        )
 
     def tags(self, color: Color) -> list[dict[str, str]]:
         """What the secrets are tagged with: who manages them, and for which env and color."""
@@ -81,10 +96,11 @@ class ProxySecrets:
             {"Key": "credflip:color", "Value": color.value},
         ]
 
-    def write(self, color: Color, value: str) -> str:
+    def write(self, color: Color, value: str, *, done: str) -> str:
         """Make *value* the current version of *color*'s secret, creating it when missing
-        (and tagging it when a tag is missing); return its ARN."""
-        found = self.describe(color)
+        (and tagging it when a tag is missing); return its ARN. Refused while the secret
+        is scheduled for deletion (:meth:`live`; *done* says what the caller changed)."""
+        found = self.live(color, done)
         name = self.name(color)
         if found is None:
             return self._create(color, value)

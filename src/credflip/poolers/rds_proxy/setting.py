@@ -20,6 +20,7 @@ __all__ = [
     "PROXY_PORTS",
     "ProxySetting",
     "endpoint_text",
+    "given_endpoint",
     "is_proxy_host",
     "parse_endpoint",
     "read_setting",
@@ -116,6 +117,11 @@ def parse_endpoint(text: str, default_port: int) -> tuple[str, int]:
 def endpoint_text(host: str, port: int) -> str:
     """``host:port`` as kept in the setting."""
     return format_address(host.lower().rstrip("."), port)
+
+
+def given_endpoint(text: str, engine: str) -> str:
+    """``--rds-proxy-endpoint`` *text* as kept in the setting of an env of *engine*."""
+    return endpoint_text(*parse_endpoint(text, PROXY_PORTS.get(engine, 5432)))
 
 
 def read_setting(

@@ -26,6 +26,9 @@ from . import PhaseHandler
 
 __all__ = ["HANDLER"]
 
+#: What a refused secret write leaves: the pointer unmoved, prepare to run again.
+_UNMOVED = "the pointer was not moved; prepare runs again"
+
 
 def plan(ctx: Context) -> PhasePlan:
     """The predrain (when one is due), the statements that prepare the new user, and its
@@ -123,7 +126,9 @@ def run(ctx: Context) -> bool:
     for secret in planned.secrets:
         assert ctx.rds_proxy is not None  # noqa: S101 - planned only with a proxy
         engine, direct = ctx.state.engine, ctx.fleet.primary.admin_url
-        ctx.rds_proxy.write_secret(secret.color, secret.url, engine=engine, direct=direct)
+        ctx.rds_proxy.write_secret(
+            secret.color, secret.url, engine=engine, direct=direct, done=_UNMOVED
+        )
     return True
 
 

@@ -9,6 +9,8 @@ rotation back to the drain; the plan is still the statements the retire runs.
 
 from __future__ import annotations
 
+from ...engines import Sessions
+from ...errors import UsedAtRetire
 from ...instances import pooled
 from ...state import Phase
 from ...waiting import Wait
@@ -47,35 +49,60 @@ def plan(ctx: Context) -> PhasePlan:
 def run(ctx: Context) -> bool:
     """Retire the old user, only while the pointer names the new one and one last look
     at every instance, after the checks and right before the first lock, shows no use
-    (else the rotation goes back to the drain: :func:`~credflip.rotation.watch.last_look`).
+    (else the rotation goes back to the drain: :func:`~credflip.rotation.watch.last_look`,
+    and the old user keeps its login, unlocked again if the drain or this phase had
+    locked it already).
 
     Behind PgBouncer the old user is locked first, then the server connections
-    PgBouncer still keeps of it are ended (its clients left: the drain saw to
-    that), so that it is gone from PgBouncer too and the next rotation's drain
-    starts clean; then the plan runs (a dropped role's sessions could no longer
-    be found by its name).
+    PgBouncer still keeps of it are ended (:func:`end_pooler_connections`), so that it
+    is gone from PgBouncer too and the next rotation's drain starts clean; then the
+    plan runs (a dropped role's sessions could no longer be found by its name).
     """
     ctx.require_switched()
     check_unwatched(ctx)
-    if ctx.fleet.pooler is None:
-        steps = plan(ctx).steps
-        last_look(ctx)
-    else:
-        last_look(ctx)
-        end_pooler_connections(ctx, ctx.old_user)
-        steps = plan(ctx).steps
+    try:
+        if ctx.fleet.pooler is None:
+            steps = plan(ctx).steps
+            last_look(ctx)
+        else:
+            last_look(ctx)
+            end_pooler_connections(ctx, ctx.old_user)
+            steps = plan(ctx).steps
+    except UsedAtRetire:
+        ctx.admin.unlock_user(ctx.old_user)
+        raise
     ctx.admin.execute(steps)
     return True
 
 
 def end_pooler_connections(ctx: Context, user: str) -> None:
-    """Lock *user* and end the server connections PgBouncer keeps of it."""
+    """Lock *user* and end the server connections PgBouncer keeps of it, none that serves
+    a client.
+
+    A client of *user* connected to PgBouncer after the lock came after the last look
+    (use it could not see): its transaction must not be cut, so nothing is ended and
+    :class:`~credflip.errors.UsedAtRetire` sends the rotation back to the drain. Else
+    the server ends those connections that are idle (a busy one serves a client that
+    came meanwhile: PgBouncer refuses a locked user's new clients with ``auth_query``,
+    not with an ``auth_file``), and PgBouncer is asked once more.
+    """
     pooler = ctx.fleet.pooler
     assert pooler is not None  # noqa: S101 - only called behind a pooler
     ctx.admin.lock_user(user)
+    seen = pooler.view(user)
+    _no_clients(user, pooler.label, seen.clients)
+    idle = tuple(b for b in seen.backends if b not in seen.linked)
     wait = Wait(POOLER_LETS_GO, deadline=ctx.options.deadline, interval=0.1)
-    ended, left = pooled.end_pooled(ctx.fleet, user, wait=wait)
+    ended, left = pooled.end_pooled(ctx.fleet, user, idle, wait=wait)
+    _no_clients(user, pooler.label, pooler.view(user).clients)
     ctx.notice(messages.pooled_ended(user, pooler.label, ended, left))
+
+
+def _no_clients(user: str, label: str, clients: Sessions) -> None:
+    """Raise :class:`~credflip.errors.UsedAtRetire` when *clients* of *user* are there."""
+    if clients.count:
+        why = f"{clients.count} client(s) on {label} ({clients.describe()}) after the lock"
+        raise messages.used_at_retire(user, [why])
 
 
 HANDLER = PhaseHandler(plan, run)

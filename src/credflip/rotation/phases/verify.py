@@ -143,7 +143,7 @@ def _login(ctx: Context, login: Login, *, wait: Wait | None) -> bool:
             if wait is None or not wait.left():
                 if wait is not None and wait.by_deadline:
                     return False
-                raise _failed(ctx, login, exc) from exc
+                raise _failed(ctx, login, exc, waited=wait) from exc
             if wait.note_due():
                 ctx.notice(_waiting(login, wait.left()))
             wait.pause()
@@ -163,11 +163,24 @@ def _waiting(login: Login, left: float) -> str:
     )
 
 
-def _failed(ctx: Context, login: Login, exc: CredflipError) -> RotationError:
+def _failed(
+    ctx: Context, login: Login, exc: CredflipError, *, waited: Wait | None = None
+) -> RotationError:
+    """Why verify stops at *login*; *waited*: the wait for a replica that ran out."""
     rot = ctx.rot
     if login.pooler and isinstance(exc, AuthenticationFailed):
         return messages.pooler_refused(
             rot.to_color, rot.from_color, login.label, login.url, exc, ctx.layout.env
+        )
+    if waited is not None:
+        return messages.verify_timed_out(
+            rot.to_color,
+            rot.from_color,
+            login.label,
+            login.url,
+            exc,
+            timeout=waited.timeout,
+            why=login.why,
         )
     return messages.verify_failed(rot.to_color, rot.from_color, login.label, login.url, exc)
 
