@@ -47,7 +47,8 @@ class App:
     database: str
 
     engine = "postgresql"
-    locked_marker = "not permitted to log in"
+    #: PostgreSQL's refusal of a NOLOGIN role (a wrong password says something else).
+    locked_marker = "is not permitted to log in"
     wrong_password_marker = "password authentication failed"
 
     @property
@@ -167,7 +168,8 @@ class MyApp:
     database: str
 
     engine = "mysql"
-    locked_marker = "account is locked"
+    #: MariaDB's error 4151 (ER_ACCOUNT_HAS_BEEN_LOCKED), as PyMySQL shows it.
+    locked_marker = "(4151, 'Access denied, this account is locked')"
     wrong_password_marker = "Access denied for user"
 
     @property

@@ -25,6 +25,19 @@ from credflip.stores.sqlite import SqliteStore
 #: Slack after one TTL within which no session of the old color may remain.
 SLACK = 2.0
 
+#: A drain that no client holds lasts the cache wait (1.1 TTL) and one quiet window:
+#: the product's promise, which ``bench/rotation_under_load.py`` prints (how long the
+#: old password stays valid after each switch). The tests bound it generously, for a
+#: busy 2-core machine: a client that kept the old color would hold the drain to its
+#: timeout (20-30 s here) instead.
+DRAIN_SLACK = 5.0
+
+
+def assert_drain_unheld(result: RotationResult, ttl: float) -> None:
+    """*result* finished, its drain held by no client (see :data:`DRAIN_SLACK`)."""
+    assert result.finished and result.drain_seconds is not None, result
+    assert result.drain_seconds < ttl * 1.1 + ttl + DRAIN_SLACK, result.drain_seconds
+
 
 def initialised(app: App | MyApp, tmp_path: Path, env: str) -> tuple[SqliteStore, Layout]:
     """A SQLite store in *tmp_path* where *env* is initialised on *app*."""
@@ -135,10 +148,7 @@ class Rotations:
                 f"{old} still had sessions {quiet_from - switched:.1f}s after the switch"
             )
         for result in self.results:
-            assert result.finished
-            # Caches expire (1.1 TTL), then one quiet TTL: no waiting on clients.
-            assert result.drain_seconds is not None
-            assert result.drain_seconds < self.ttl * 1.1 + self.ttl + 1.5, result.drain_seconds
+            assert_drain_unheld(result, self.ttl)
 
     def wait_past_last_switch(self, monitor: SessionMonitor) -> None:
         """Keep the clients going until the monitor has sampled past the last window."""

@@ -128,7 +128,8 @@ def test_definer_view_survives_lock_and_blocks_drop(
     assert state.current is not None and state.current.phase.value == "retire"
     assert app.user_exists(app.user) and connects(fresh(my_store, layout).writer_url)
     # Resumed with the default retire: blue is locked, not dropped.
-    assert rotate(my_store, layout, admin_url=app.admin_url, options=opts()).resumed
+    resumed = rotate(my_store, layout, admin_url=app.admin_url, options=opts())
+    assert resumed.finished and resumed.resumed
     assert app.locked_marker in login_error(app.url)
     green = fresh(my_store, layout)
     # The view and procedure run with their definer's rights: the lock does not break them.

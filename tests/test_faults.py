@@ -3,9 +3,11 @@
 Each test breaks something in the middle of a rotation: the writer restarts,
 the database freezes (SIGSTOP), the store refuses a write (the rotator killed
 at random moments: tests/test_kill_matrix.py). An independent checker thread
-verifies the whole time that the color the pointer names has URLs that connect
-(a refused login is a violation; a server that is away is the fault itself), and
-Lambda-like and pooled clients run alongside: none of their logins may be refused.
+verifies the whole time that the color the pointer names has URLs that connect,
+and Lambda-like and pooled clients run alongside. A refused login is always a
+failure; a login that cannot reach the server is tolerated only on the server a
+test took down, while it was down (:class:`~faults.Outages`): the store faults
+tolerate none.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 from apps import App, MyApp, make_app, make_my_app
 from botocore.awsrequest import AWSResponse
 from clusters import Cluster, Mariadb, start_cluster
-from faults import Clients, Frozen, Invariant, postmaster_pid, wait_for
+from faults import Clients, Frozen, Invariant, Outages, postmaster_pid, wait_for
 from helpers import assert_pointer_connects, connects, login_error
 from servers import PrivateMariadb
 from test_store_ssm import _Raw
@@ -119,6 +121,11 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
     notices: list[str] = []
     samples = 0
     restarts: list[threading.Thread] = []
+    outages = Outages()
+
+    def back_up() -> None:
+        server.resume()
+        outages.end(app.url.port)
 
     def on_event(event: Event) -> None:
         nonlocal samples
@@ -132,11 +139,15 @@ def test_a_writer_restart_inside_a_phase_is_ridden_out(
             else isinstance(event, PhaseStarted) and event.phase is phase
         )
         if hit and not restarts:
+            outages.begin(app.url.port)
             server.halt()
-            restarts.append(threading.Timer(1.0, server.resume))
+            restarts.append(threading.Timer(1.0, back_up))
             restarts[0].start()
 
-    with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+    with (
+        Invariant(store, layout, outages) as invariant,
+        Clients(store, layout, outages=outages) as clients,
+    ):
         clients.serve_more()
         result = rotate(
             store,
@@ -186,7 +197,10 @@ def test_a_frozen_database_makes_rotate_give_up_within_its_timeouts(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("credflip: error: "), proc.stderr
     assert "timeout" in last or "timed out" in last or "did not answer" in last, last
-    assert elapsed < 15, f"took {elapsed:.1f}s"
+    # The promise: it gives up within its timeouts (3 s, and 2 s per statement); the
+    # bound is generous for a busy machine and still half the default 60-s
+    # --reconnect-timeout it would wait without honouring the option.
+    assert elapsed < 30, f"took {elapsed:.1f}s"
     assert load_state(store, layout).current is None  # nothing changed
     assert read_lock(store, layout) is None
     result = rotate(
@@ -207,7 +221,13 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
     frozen = Frozen(server.pid())
     errors: list[str] = []
     samples = 0
-    thaw = threading.Timer(4.0, frozen.thaw)
+    outages = Outages()
+
+    def back_up() -> None:
+        frozen.thaw()
+        outages.end(app.url.port)
+
+    thaw = threading.Timer(4.0, back_up)
 
     def on_event(event: Event) -> None:
         nonlocal samples
@@ -215,12 +235,15 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
             samples += 1
             errors.extend(r.error for r in event.readings if r.error)
             if samples == 2:
+                outages.begin(app.url.port)
                 frozen.freeze()
                 thaw.start()
 
-    started = time.monotonic()
     try:
-        with Invariant(store, layout) as invariant, Clients(store, layout) as clients:
+        with (
+            Invariant(store, layout, outages) as invariant,
+            Clients(store, layout, outages=outages) as clients,
+        ):
             clients.serve_more()
             result = rotate(
                 store,
@@ -232,12 +255,11 @@ def test_a_database_frozen_during_the_drain_is_waited_out(
             clients.serve_more(what="clients serving after the thaw")
     finally:
         thaw.cancel()
-        frozen.thaw()
+        back_up()
     assert result.finished
     clients.assert_fine()
     assert errors, "no sample saw the frozen server"
     assert any("did not answer" in e or "timed out" in e for e in errors), errors[:3]
-    assert time.monotonic() - started < 50  # the drain timeout is 60 s
     invariant.assert_held()
     assert app.locked_marker in login_error(app.url)
 
@@ -290,6 +312,8 @@ def test_the_lambda_handler_stops_before_its_deadline_on_a_frozen_database(
         thread.join(budget + 10)
         elapsed = time.monotonic() - started
     assert not thread.is_alive()
+    # The promise itself: the handler answers before its invocation ends (it aims at
+    # the margin, 6 s, before that: the slack for a busy machine).
     assert elapsed < budget, f"the handler ran {elapsed:.1f}s of a {budget:g}s invocation"
     assert isinstance(outcome[0], dict) and outcome[0]["status"] == "paused", outcome
     assert outcome[0]["stopped_in"] == "drain"
@@ -345,7 +369,7 @@ def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
     app = pg_server.new_app()
     store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
     layout = initialised(app, store, f"ssm-faults-{app.user}")
-    options = RotateOptions(client_ttl=0.1, quiet=0.1)
+    options = RotateOptions(client_ttl=TTL, quiet=0.1, drain_timeout=30)
     counter = WriteFaults(store)
     rotate(store, layout, admin_url=app.admin_url, options=options)
     writes, kinds = counter.writes, counter.kinds

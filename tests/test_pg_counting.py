@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from apps import App, make_app
 from clusters import Cluster
-from helpers import FAST, connects, dump, rotate_args, wait_until
+from helpers import FAST, dump, login_error, rotate_args, wait_until
 from psycopg import sql
 
 from credflip import commands
@@ -162,7 +162,7 @@ def test_rotate_refuses_a_counter_that_cannot_see_the_old_user_and_names_the_fix
             reloaded(own_cluster, app, "auto")
         done = cli(*rotate_args(app, store, layout, *FAST))
         assert done.code == 0, done.err
-        assert not connects(app.url)
+        assert app.locked_marker in login_error(app.url)  # blue retired
     finally:
         undo = sql.SQL(CASES[case][1]).format(**names)
         superuser(own_cluster, undo, reload)

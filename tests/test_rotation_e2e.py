@@ -211,9 +211,11 @@ def test_rollback_refused_after_drop(plain_app: AnyApp, store: Store, layout: La
     assert assert_pointer_connects(store, layout) is Color.GREEN
     # The interrupted rotation is finished first; the next one recreates the
     # dropped user with a fresh password.
-    assert rotate(store, layout, admin_url=app.admin_url, options=opts()).resumed
+    resumed = rotate(store, layout, admin_url=app.admin_url, options=opts())
+    assert resumed.finished and resumed.resumed
     assert assert_pointer_connects(store, layout) is Color.GREEN
-    assert not rotate(store, layout, admin_url=app.admin_url, options=opts()).resumed
+    new = rotate(store, layout, admin_url=app.admin_url, options=opts())
+    assert new.finished and not new.resumed
     assert assert_pointer_connects(store, layout) is Color.BLUE
     assert fresh(store, layout).user == app.user
 

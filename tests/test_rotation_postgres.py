@@ -162,7 +162,8 @@ def test_rights_match_table_by_table_right_after_prepare(
             "GRANT SELECT, UPDATE (public_note) ON audit TO credflip_admin WITH GRANT OPTION"
         )
     seen.clear()
-    assert rotate(store, layout, admin_url=app.admin_url, options=opts(), on_event=capture).resumed
+    resumed = rotate(store, layout, admin_url=app.admin_url, options=opts(), on_event=capture)
+    assert resumed.finished and resumed.resumed
     assert seen and seen[0]["blue"] == seen[0]["green"]
     assert seen[0]["green"]["rel public.audit"][0] is True  # SELECT came along
 

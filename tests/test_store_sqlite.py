@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import stat
 import subprocess
 import sys
@@ -124,7 +123,9 @@ def test_open_store_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ]:
         with pytest.raises(UsageError, match=message):
             open_store(bad)
-    assert os.environ["CREDFLIP_STORE"].startswith("sqlite:///")
+    # A store given explicitly wins over the variable.
+    with open_store(f"sqlite:///{tmp_path}/given.db", create=True) as store:
+        assert isinstance(store, SqliteStore) and store.path == tmp_path / "given.db"
 
 
 def test_a_second_store_on_the_same_file_does_not_blind_the_first(tmp_path: Path) -> None:

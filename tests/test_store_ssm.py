@@ -32,7 +32,7 @@ from credflip.errors import (
 from credflip.layout import Color, Layout
 from credflip.resolver import Resolver
 from credflip.rotation import Event, PhaseFinished, PhaseStarted, RotateOptions, rotate
-from credflip.state import hold_lock, load_state
+from credflip.state import Phase, hold_lock, load_state
 from credflip.stores import open_store
 from credflip.stores.ssm import SsmStore
 
@@ -239,17 +239,20 @@ def test_existing_three_call_readers_work_after_every_phase(
     color, writer, reader = three_call_reader(endpoint, layout.env)
     assert color == "blue" and connects(writer) and connects(reader)
     for _ in range(2):
-        rotate(
+        result = rotate(
             ssm,
             layout,
             admin_url=app.admin_url,
             options=RotateOptions(client_ttl=0.1, quiet=0.1),
             on_event=check,
         )
-    colors = [c for _, c in seen]
-    assert colors[0] == "green" or colors[0] == "blue"
-    assert colors[-1] == "blue" and "green" in colors
-    assert len(seen) == 2 * 12  # start and end of six phases, twice
+        assert result.finished
+    # Start and end of six phases, twice: the readers see the old color until the
+    # switch has finished, the new one from then on.
+    phases = [f"{kind}:{phase}" for phase in Phase for kind in ("PhaseStarted", "PhaseFinished")]
+    flips = [(5, "blue", "green"), (5, "green", "blue")]
+    expected = [(e, old if i < at else new) for at, old, new in flips for i, e in enumerate(phases)]
+    assert seen == expected
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ def test_a_worker_that_crashes_before_any_request_succeeds_fails_start_at_once()
     began = time.monotonic()
     with pytest.raises(CredflipError, match=r"worker \d crashed: TypeError: broken request code"):
         traffic.start()
-    assert time.monotonic() - began < 5  # not the 30 s allowed for a first success
+    # At once: generous for a busy machine, and not the 30 s allowed for a first success.
+    assert time.monotonic() - began < 15
     traffic.stop()  # the crash was reported once: stopping is quiet
 
 
