@@ -111,6 +111,21 @@ def test_a_use_after_the_cache_wait_lengthens_the_window_until_two_pauses_are_kn
     assert first(steady, Verdict.DONE) == pytest.approx(2.8 + 2 * 0.6)
 
 
+def test_settled_once_the_sample_before_was_past_the_cache_wait() -> None:
+    """What a sample saw is a legacy client's (named, and two windows) only when the
+    sample before it was already past the cache wait: a follower's last request just
+    before the caches expired (1.1 s) is seen one sample later."""
+    trk = tracker()
+    settled = []
+    for t in (0.0, 1.0, 1.2, 1.4):
+        trk.observe(t, [reading()])
+        settled.append(trk.settled)
+    assert settled == [False, False, False, True]
+    resumed = tracker()  # a later run's first sample, long after the switch
+    resumed.observe(30.0, [reading()])
+    assert resumed.settled
+
+
 @pytest.mark.parametrize("change", ["down", "reset", "gone"])
 def test_a_counter_that_drops_or_resets_is_use_never_quiet(change: str) -> None:
     trk = tracker()

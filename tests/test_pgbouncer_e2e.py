@@ -73,11 +73,15 @@ class Timeline:
         self.switched: list[float] = []
         self.drained: list[float] = []
         self.needed: list[float] = []
+        #: The legacy clients each drain named.
+        self.legacy: list[int] = []
         self._needed = 0.0
+        self._legacy = 0
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, DrainProgress):
             self._needed = event.status.needed_quiet
+            self._legacy = event.legacy.count
         elif isinstance(event, PhaseFinished):
             if event.phase.value == "switch":
                 self.switched.append(time.monotonic())
@@ -85,9 +89,10 @@ class Timeline:
                 # A retire that finds the old user in use after its lock goes back to the
                 # drain (safe): the rotation's drain ends when its last one does.
                 if len(self.drained) == len(self.switched):
-                    del self.drained[-1], self.needed[-1]
+                    del self.drained[-1], self.needed[-1], self.legacy[-1]
                 self.drained.append(time.monotonic())
                 self.needed.append(self._needed)
+                self.legacy.append(self._legacy)
 
 
 @pytest.fixture(params=["transaction", "session"])
@@ -151,6 +156,9 @@ def test_three_rotations_under_load_through_pgbouncer(
     # after the cache wait its policy may ask for more (drain/policy.py), and that is
     # the window the first drain is held to.
     assert timeline.needed[1:] == [QUIET, QUIET]
+    # The followers' last requests as the old user, just before their caches expired,
+    # name no legacy client; the one legacy client is named in the first drain.
+    assert timeline.legacy[1:] == [0, 0] and timeline.legacy[0] >= 1, timeline.legacy
     assert timeline.needed[0] >= QUIET
     for n, (switched, drained) in enumerate(zip(timeline.switched, timeline.drained, strict=True)):
         free = max(switched + CACHE_WAIT, gone if n == 0 else 0.0)

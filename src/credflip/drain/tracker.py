@@ -23,8 +23,8 @@ class DrainTracker:
     for none): the evidence carries the window on into the next run. A use
     since the last run, past the timeout, lets the run go on (it may finish),
     but a run that ends unfinished reports it (:attr:`DrainStatus.used_late`).
-    *evidence* is what an earlier run of the same drain learned (wall-clock);
-    *offset* is ``time.time() - time.monotonic()`` to translate it.
+    *evidence* is what an earlier run learned (wall-clock), *offset* is
+    ``time.time() - time.monotonic()``.
     """
 
     def __init__(
@@ -49,6 +49,8 @@ class DrainTracker:
         self._baseline = Baseline(policy, evidence=evidence, **rules)
         self._last_use: float | None = None
         self._last_sample: float | None = None
+        #: The sample before the last one was past the cache wait: uses seen are legacy.
+        self.settled = False
         self._used_before = False
         self._used_late: tuple[str, ...] = ()
         kept = Evidence() if evidence is None else evidence
@@ -96,7 +98,9 @@ class DrainTracker:
         previous, self._last_sample = self._last_sample, now
         sample = self._baseline.compare(now, readings, self.needed())
         caches_expired = now - self.switched_at >= policy.cache_wait
-        self._learn(now, sample, previous)
+        since = now if previous is None else previous  # a resumed run's first: this one
+        self.settled = since - self.switched_at >= policy.cache_wait
+        self._learn(now, sample)
         self._window.update(now, sample, caches_expired)
         past = now >= self.timeout_at
         if past and (sample.used or sample.earlier):
@@ -124,12 +128,11 @@ class DrainTracker:
             stuck=self._window.stuck(now, needed) if past and verdict is not Verdict.DONE else (),
         )
 
-    def _learn(self, now: float, sample: Sample, previous: float | None) -> None:
+    def _learn(self, now: float, sample: Sample) -> None:
         """The pauses between two uses, which lengthen the window; whether a use came
-        after the cache wait (*previous*: the sample before, already past it)."""
+        after the cache wait (:attr:`settled`)."""
         if sample.used:
-            cache_wait = self.policy.cache_wait
-            self.legacy |= previous is not None and previous - self.switched_at >= cache_wait
+            self.legacy |= self.settled
             last = self._last_use
             if last is not None:
                 pause = now - last

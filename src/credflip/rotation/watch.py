@@ -216,7 +216,7 @@ def _observe(
     status = tracker.observe(now, readings)
     rot.drain_gap = tracker.longest_gap
     rot.evidence = tracker.evidence(old, position).to_dict()
-    legacy.update(now + tracker.offset, _clients(ctx, readings), record=status.caches_in == 0)
+    legacy.update(now + tracker.offset, _clients(ctx, readings), record=tracker.settled)
     rot.legacy = legacy.to_list()
     ctx.emit(DrainProgress(old, status, tuple(readings), legacy.report()))
     return status
