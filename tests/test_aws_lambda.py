@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from apps import App, make_app
 from clusters import Cluster
-from helpers import LambdaContext, dump, emitted, login_error
+from helpers import LambdaContext, dump, emitted, login_error, wait_until
 
 from credflip import commands
 from credflip.aws_lambda import handler
@@ -221,13 +221,19 @@ def test_a_sessions_only_drain_longer_than_one_invocation_finishes(
 
 
 def test_a_login_between_two_invocations_past_the_timeout_raises_the_alarm(
-    app: App, env: dict[str, Any]
+    app: App, env: dict[str, Any], layout: Layout, moto_endpoint: str
 ) -> None:
     """A client whose logins fall between invocations: the invocation after one, past the
     timeout and unable to finish its window within its own time, answers drain_timeout
     (not paused); once the client is gone, the drain finishes."""
     event = {**env, "quiet": "3s", "drain_timeout": "1s"}
     into_the_drain(event, 2.0)
+    # On a busy machine the drain may begin late in an invocation's time: the next one
+    # is past the timeout only once a second has gone since the switch.
+    rotation = load_state(SsmStore(region="us-east-1", endpoint_url=moto_endpoint), layout).current
+    assert rotation is not None and rotation.switched_at is not None
+    switched = rotation.switched_at
+    wait_until(lambda: time.time() > switched + 1.0, "second since the switch")
     app.execute(app.url, "SELECT 1")  # blue, between two invocations
     alarm = handler(event, LambdaContext(2.0))
     assert alarm["status"] == "drain_timeout", alarm
