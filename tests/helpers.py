@@ -56,16 +56,15 @@ def seed(store: Store, env: str = "prod", color: Color = Color.BLUE) -> Layout:
 
 
 def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    """Poll *check* until it holds; fail with "no *what* within N s" after *within* seconds.
+    """Poll *check* until it holds, for at most *within* seconds (:func:`faults.wait_for`).
 
     For effects a server makes visible asynchronously (a reload, a statistic
     written after the reply went out), never as a stand-in for synchronisation
     the test could have.
     """
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"no {what} within {within:g}s"
-        time.sleep(0.05)
+    from faults import wait_for
+
+    wait_for(check, timeout=within, what=what)
 
 
 def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:
