@@ -126,11 +126,14 @@ class FailureTally:
         layout: Layout,
         halt_after: int,
         notice: Callable[[str], None],
+        halted: Callable[[Halt], None] = lambda _halt: None,
     ) -> None:
         self.store = store
         self.layout = layout
         self.halt_after = halt_after
         self.notice = notice
+        #: Told of the halt this run wrote, once it is written.
+        self.halted = halted
         #: Secrets of the run, scrubbed from the recorded reason (filled as the run goes).
         self.secrets: Sequence[str] = ()
         #: The count as the run read it under the lock (None: not read yet).
@@ -166,6 +169,7 @@ class FailureTally:
         reason = " ".join(scrub(str(exc), list(self.secrets)).split())[:_REASON_CHARS]
         halt = Halt(time.time(), reason or type(exc).__name__, count)
         self.store.put(self.layout.halted, halt.to_json(), secure=False)
+        self.halted(halt)
         self.notice(
             f"env {env} is now halted after {in_a_row(count)}: no run "
             f"rotates it (the scheduled rotator answers 'halted') until 'credflip unhalt "
@@ -175,11 +179,17 @@ class FailureTally:
 
 @contextlib.contextmanager
 def counting_failures(
-    store: FencedStore, layout: Layout, halt_after: int, notice: Callable[[str], None]
+    store: FencedStore,
+    layout: Layout,
+    halt_after: int,
+    notice: Callable[[str], None],
+    *,
+    halted: Callable[[Halt], None] = lambda _halt: None,
 ) -> Iterator[FailureTally]:
     """Around one rotate run, inside the env's lock: count the run's error and halt the env
-    at *halt_after*, or start the count over when the run ends otherwise."""
-    tally = FailureTally(store, layout, halt_after, notice)
+    at *halt_after* (telling *halted*), or start the count over when the run ends
+    otherwise."""
+    tally = FailureTally(store, layout, halt_after, notice, halted)
     try:
         yield tally
     except BaseException as exc:

@@ -14,12 +14,13 @@ The package, by job:
 - :mod:`.watch` and :mod:`.terminate` — the drain's sampling loop and ``--terminate``;
 - :mod:`.proxy` — behind RDS Proxy: which proxy, and its checks before any change;
 - :mod:`.journal` — the rotation record: boundaries, failures, history;
+- :mod:`.milestones` — the moments others may subscribe to, told where they happen;
 - :mod:`.context`, :mod:`.options`, :mod:`.events`, :mod:`.params`, :mod:`.plan`;
 - :mod:`.messages` — every operator message;
 - :mod:`.preview` — ``--dry-run``, walking the phases' plans;
 - :mod:`.rollback`.
 
-Nothing here prints: progress goes to an ``on_event`` callback.
+Nothing here prints: progress and milestones go to an ``on_event`` callback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 from .events import (
     DrainProgress,
     Event,
+    Milestone,
     Notice,
     PhaseFinished,
     PhaseStarted,
@@ -43,6 +45,7 @@ from .start import preflight, rotate
 __all__ = [
     "DrainProgress",
     "Event",
+    "Milestone",
     "Notice",
     "PhaseFinished",
     "PhaseStarted",

@@ -17,7 +17,7 @@ from ..actor import Actor
 from ..engines import Connector, UsageObserver, UserAdmin
 from ..instances import Fleet
 from ..layout import Color, Layout, Role
-from ..state import Rotation, State
+from ..state import Phase, Rotation, State
 from ..stores.base import Store
 from ..urls import DbUrl, scrub
 from . import messages
@@ -63,6 +63,8 @@ class Context:
     rds_proxy: RdsProxy | None = None
     #: Who runs this call (a new rotation records it as who started it).
     actor: Actor | None = None
+    #: The phase this run is in (None before the first).
+    running: Phase | None = None
     _staged: dict[str, str] = field(default_factory=dict, repr=False)
     #: The primary's clock minus this machine's, once measured.
     _skew: float | None = field(default=None, repr=False)

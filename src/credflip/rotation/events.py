@@ -1,14 +1,17 @@
 """What a rotation tells its caller while it runs, and what a call returns.
 
 The rotation prints nothing: the CLI renders these events, the Lambda logs
-them, tests collect them.
+them, tests collect them. A :class:`Milestone` is a moment others may subscribe
+to (:mod:`credflip.events` sends them to EventBridge); the rest is progress.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from ..actor import Actor
 from ..drain import DrainStatus, Reading
 from ..layout import Color
 from ..legacy import LegacyReport
@@ -17,6 +20,8 @@ from ..state import Phase
 __all__ = [
     "DrainProgress",
     "Event",
+    "Milestone",
+    "MilestoneKind",
     "Notice",
     "OnEvent",
     "PhaseFinished",
@@ -65,7 +70,51 @@ class Notice:
     level: str = "note"
 
 
-Event = PhaseStarted | PhaseFinished | DrainProgress | Notice
+MilestoneKind = Literal[
+    "started",
+    "switched",
+    "legacy_clients",
+    "drain_timeout",
+    "done",
+    "failed",
+    "halted",
+    "rolled_back",
+]
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """One moment of an env's rotation others may want to know of: a new rotation
+    started, the pointer switched, the drain first named legacy clients, the drain timed
+    out (once per rotation), the rotation finished, a run failed, the env halted, a
+    rollback. Never a secret: *reason* is scrubbed of the run's passwords."""
+
+    kind: MilestoneKind
+    env: str
+    prefix: str
+    #: The rotation's id (None: a run refused before it recorded one).
+    rotation_id: str | None = None
+    from_color: Color | None = None
+    to_color: Color | None = None
+    from_user: str | None = None
+    to_user: str | None = None
+    #: Where the rotation is (or was, when it failed or was rolled back).
+    phase: Phase | None = None
+    #: Wall clock: when the rotation started.
+    started_at: float | None = None
+    #: Seconds spent in each phase so far (across runs).
+    timings: Mapping[str, float] = field(default_factory=dict)
+    #: Why (a failure, a timeout, a halt), one line.
+    reason: str | None = None
+    #: Who runs this call.
+    actor: Actor | None = None
+    #: The clients seen using the old user after the cache wait, so far.
+    legacy: LegacyReport = field(default_factory=LegacyReport)
+    #: What a kind adds (``drain_seconds``, ``failures``, ``flipped``...), JSON-ready.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+Event = PhaseStarted | PhaseFinished | DrainProgress | Notice | Milestone
 OnEvent = Callable[[Event], None] | None
 
 

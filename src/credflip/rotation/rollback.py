@@ -14,7 +14,7 @@ from ..lock import FencedStore, hold_lock
 from ..state import Rotation, State, load_state
 from ..stores.base import Store
 from ..urls import DbUrl
-from . import messages
+from . import messages, milestones
 from .context import clock_skew
 from .events import Notice, OnEvent, RollbackResult, emit
 from .journal import record_rollback
@@ -61,7 +61,7 @@ def rollback(
             fenced = FencedStore(store, layout, mine)
             with keeping_leases(eng, fenced, layout, by="rollback", notice=notice) as leases:
                 leases.settle(eng)
-                return _roll_back(fenced, layout, eng, probe, notice, by)
+                return _roll_back(fenced, layout, eng, probe, notice, by, on_event)
     finally:
         if own_engine:
             eng.close()
@@ -74,6 +74,7 @@ def _roll_back(
     probe: str | None,
     notice: Callable[[str], None],
     by: Actor,
+    on_event: OnEvent,
 ) -> RollbackResult:
     """The rollback, with the lock held."""
     state = load_state(store, layout)
@@ -81,8 +82,21 @@ def _roll_back(
     cur = state.current
     started_at = cur.started_at if cur else time.time()
     if cur is not None and not cur.phase.switched and pointer is cur.from_color:
-        return _abandon(store, layout, state, eng, cur, by)
+        done = _abandon(store, layout, state, eng, cur, by)
+        milestones.rolled_back(
+            layout,
+            state,
+            on_event,
+            by,
+            rotation=cur,
+            back=done.color,
+            away=cur.to_color,
+            flipped=False,
+            unlocked=False,
+        )
+        return done
     back, away = _colors(cur, state)
+    finished = state.last.id if cur is None and state.last is not None else None
     if pointer is not away and pointer is not back:
         raise messages.rollback_pointer_moved(pointer, away)
     # The primary's clock, read before anything changes: the next rotation
@@ -97,6 +111,18 @@ def _roll_back(
         store.put(layout.pointer, back.value, secure=False)
     since = time.time() + skew  # after the move: never before it
     record_rollback(store, layout, state, back, away, started_at, predrain_since=since, by=by)
+    milestones.rolled_back(
+        layout,
+        state,
+        on_event,
+        by,
+        rotation=cur,
+        back=back,
+        away=away,
+        flipped=flipped,
+        unlocked=unlocked,
+        finished=finished,
+    )
     return RollbackResult(back, state.users[back], flipped, unlocked)
 
 

@@ -21,7 +21,7 @@ from typing import NoReturn, TypeVar
 from ..backoff import Backoff
 from ..errors import CredflipError, DatabaseUnavailable, DeadlineReached, UsedAtRetire
 from ..state import Phase
-from . import messages
+from . import messages, milestones
 from .context import Context
 from .events import PhaseFinished, PhaseStarted, RotationResult
 from .journal import Journal
@@ -115,6 +115,7 @@ def run_phases(
             PhaseStarted(phase, rot.id, rot.from_color, rot.to_color, resumed=resumed and first)
         )
         first = False
+        ctx.running = phase
         started = time.monotonic()
         try:
             ctx.settle_leases()
@@ -141,12 +142,19 @@ def run_phases(
         journal.spent(phase, elapsed)
         if phase is Phase.DONE:
             ctx.emit(PhaseFinished(phase, elapsed))
+            milestones.done(ctx)
             return result(ctx, finished=True, resumed=resumed)
         if not finished:
             journal.save()
             return result(ctx, finished=False, resumed=resumed, stopped_in=phase)
         journal.advance(phase)
         ctx.emit(PhaseFinished(phase, elapsed))
+        if phase is Phase.SWITCH:
+            milestones.tell(ctx, "switched", phase=phase, switched_at=_iso(ctx.rot.switched_at))
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else milestones.iso(ts)
 
 
 def _stop(ctx: Context, journal: Journal, phase: Phase, exc: CredflipError) -> NoReturn:

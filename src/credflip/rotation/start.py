@@ -24,13 +24,14 @@ from ..lock import FencedStore, hold_lock
 from ..state import Phase, Rotation, State, load_state, predrain_due, require_engine, save_state
 from ..stores.base import Store
 from ..urls import DbUrl
-from . import messages
+from . import messages, milestones
 from .blind import before_switch
 from .context import Context
 from .events import Notice, OnEvent, RotationResult, emit
 from .fleet import env_fleet, instance_list
 from .journal import Journal
 from .lease import LeaseKeeper, keeping_leases
+from .milestones import RunReport, reporting
 from .options import RotateOptions
 from .params import read_pointer
 from .proxy import counters_required, proxy_name, settle_proxy
@@ -72,34 +73,51 @@ def rotate(
     eng = engine if engine is not None else engine_for(admin_url)
     eng.lock_wait = options.lock_wait(eng.lock_wait)
 
+    try:
+        return _run(store, layout, eng, options, RunReport(layout, on_event, by), lock_expires_at)
+    finally:
+        if own_engine:
+            eng.close()
+
+
+def _run(
+    store: Store,
+    layout: Layout,
+    eng: Engine,
+    options: RotateOptions,
+    report: RunReport,
+    lock_expires_at: float | None,
+) -> RotationResult:
+    """The run, holding the env's lock: its failure counted, its milestones told."""
+    on_event = report.on_event
+
     def notice(message: str) -> None:
         emit(on_event, Notice(message))
 
     def warn(message: str) -> None:
         emit(on_event, Notice(message, "warning"))
 
-    try:
+    with (
+        hold_lock(
+            store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
+        ) as mine,
+        counting_failures(
+            FencedStore(store, layout, mine), layout, options.halt_after, warn, halted=report.halted
+        ) as tally,
+    ):
+        fenced = tally.store
+        policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
         with (
-            hold_lock(
-                store, layout, purpose="rotate", notice=notice, expires_at=lock_expires_at
-            ) as mine,
-            counting_failures(
-                FencedStore(store, layout, mine), layout, options.halt_after, warn
-            ) as tally,
+            keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases,
+            reporting(report),
         ):
-            fenced = tally.store
-            policy = RetryPolicy(Backoff(options.reconnect_timeout), deadline=options.deadline)
-            with keeping_leases(eng, fenced, layout, by="rotate", notice=notice) as leases:
-                ctx, resumed = _begin(fenced, layout, eng, options, on_event, policy, leases, by)
-                tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
-                try:
-                    journal = Journal(fenced, layout, ctx.state, by)
-                    return run_phases(ctx, journal, resumed=resumed, policy=policy)
-                finally:
-                    ctx.fleet.close()
-    finally:
-        if own_engine:
-            eng.close()
+            ctx, resumed = _begin(fenced, layout, eng, options, policy, leases, report)
+            tally.secrets, tally.failures = ctx.secrets, ctx.state.failures
+            try:
+                journal = Journal(fenced, layout, ctx.state, report.actor)
+                return run_phases(ctx, journal, resumed=resumed, policy=policy)
+            finally:
+                ctx.fleet.close()
 
 
 def _begin(
@@ -107,10 +125,9 @@ def _begin(
     layout: Layout,
     eng: Engine,
     options: RotateOptions,
-    on_event: OnEvent,
     policy: RetryPolicy,
     leases: LeaseKeeper,
-    by: Actor,
+    report: RunReport,
 ) -> tuple[Context, bool]:
     """Take back what a run that died lent the admin, find the fleet, pass the checks and
     record the rotation; True when resumed.
@@ -120,6 +137,7 @@ def _begin(
     the caller's deadline).
     """
     recorded: list[bool] = []
+    on_event, by = report.on_event, report.actor
 
     def attempt() -> tuple[Context, bool]:
         state = load_state(store, layout)
@@ -133,6 +151,7 @@ def _begin(
         fleet = env_fleet(store, layout, state, eng, notice=lambda m: emit(on_event, Notice(m)))
         try:
             ctx = Context(store, layout, fleet, state, options, on_event, leases, actor=by)
+            report.begun(ctx)
             return ctx, _start_or_resume(ctx)
         except BaseException:
             fleet.close()
@@ -283,4 +302,6 @@ def _start_or_resume(ctx: Context) -> bool:
         ctx.store.put(ctx.layout.rds_proxy, ctx.rds_proxy.setting.to_json(), secure=False)
         ctx.notice(settled)
     save_state(ctx.store, ctx.layout, state)
+    if not resumed:
+        milestones.tell(ctx, "started")
     return resumed

@@ -29,9 +29,9 @@ from ..drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, V
 from ..drain.evidence import UNCOUNTED
 from ..engines.base import Step
 from ..errors import CredflipError
-from ..legacy import LegacyLog
+from ..legacy import LegacyLog, LegacyReport
 from ..state import Rotation, save_state
-from . import messages
+from . import messages, milestones
 from .blind import check_unwatched
 from .context import Context
 from .events import DrainProgress
@@ -84,12 +84,14 @@ def watch(
     timed_out: DrainStatus | None = None
     # Who uses the old user after the cache wait, continued from earlier runs.
     legacy = LegacyLog.from_list(rot.legacy)
+    named = bool(legacy.report())
     while True:
         # A sample's instant is when its read began: the instances are read one after
         # another, and the quiet it shows is known only up to the first of them.
         now = time.monotonic()
         readings = ctx.fleet.read(old, counting=counting, position=position)
         status = _observe(ctx, tracker, legacy, now, readings, old, position)
+        named = named or _first_named(ctx, legacy.report(), old, status)
         after = time.monotonic()
         if after - saved >= SAVE_EVERY:
             save_state(ctx.store, ctx.layout, ctx.state)
@@ -161,9 +163,20 @@ def last_look(ctx: Context) -> None:
         return
     rot.evidence = tracker.evidence(old, position).to_dict()
     legacy = LegacyLog.from_list(rot.legacy)
+    named = bool(legacy.report())
     legacy.update(now + tracker.offset, _clients(ctx, readings))
     rot.legacy = legacy.to_list()
+    if not named:
+        _first_named(ctx, legacy.report(), old, status)
     raise messages.used_at_retire(old, status.reasons)
+
+
+def _first_named(ctx: Context, report: LegacyReport, user: str, status: DrainStatus) -> bool:
+    """Tell (once per drain: the caller asks until this is True) that the drain now names
+    legacy clients, if it does."""
+    if report:
+        milestones.tell(ctx, "legacy_clients", legacy=report, user=user, waited=status.waited)
+    return bool(report)
 
 
 def _stored(rot: Rotation, user: str) -> Evidence:
