@@ -40,9 +40,11 @@ def make_client(
     *,
     attempts: int | None = None,
     connect_timeout: float = 5,
+    read_timeout: float = 10,
 ) -> Any:
     """A boto3 client of *service*: a session of its own, bounded retries and timeouts
-    (*attempts*: that many in all, whatever the environment says).
+    (*attempts*: that many in all, whatever the environment says; *connect_timeout* and
+    *read_timeout* in seconds, per attempt).
 
     botocore's errors (``NoRegionError``...) propagate for the caller to word.
     """
@@ -58,7 +60,7 @@ def make_client(
         retries["total_max_attempts"] = int(os.environ["AWS_MAX_ATTEMPTS"])
     # AWS answers in milliseconds; botocore's 60 s defaults would let one silent
     # endpoint hold a rotation (or a Lambda) for minutes per attempt.
-    config = Config(retries=retries, connect_timeout=connect_timeout, read_timeout=10)  # type: ignore[arg-type]
+    config = Config(retries=retries, connect_timeout=connect_timeout, read_timeout=read_timeout)  # type: ignore[arg-type]
     # A session of its own: boto3's default session caches credentials and
     # region for the whole process, which would outlive a changed environment.
     session = boto3.session.Session(region_name=region)

@@ -17,7 +17,7 @@ Event (all but ``env`` optional)::
      "reconnect_timeout": "60s", "lock_timeout": "1s", "unwatched_ok": [],
      "rds_proxy": null, "rds_proxy_endpoint": null,
      "mode": "rotate", "min_interval": "30d",
-     "window": "Mon-Fri 09:00-16:00 Asia/Seoul", "halt_after": 3}
+     "window": "Mon-Fri 09:00-16:00 Asia/Seoul", "halt_after": 3, "events": "default"}
 
 ``lock_timeout`` bounds how long one statement waits for a lock an application
 session holds (requests queue behind it meanwhile); it is retried within
@@ -58,6 +58,9 @@ is none), the env is halted (:mod:`credflip.halt`): that invocation emits
 ``Halts`` = 1 (the alarm, once) and every later one answers ``halted``,
 reading only the store, until ``credflip unhalt``.
 
+``events`` (else ``$CREDFLIP_EVENTS``: the template's ``EventBusName``; empty: none) is
+the EventBridge bus of the rotation's milestones (:mod:`credflip.events`).
+
 The admin URL comes from ``CREDFLIP_ADMIN_URL`` or the SecureString parameter
 ``/db/{env}/admin-db-url``, never from the event; so does the env's PgBouncer
 console, from ``/db/{env}/pooler-url`` (``init --pooler``, ``save-pooler-url``):
@@ -74,6 +77,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .actor import run_by
@@ -81,6 +85,7 @@ from .commands import admin_url_for
 from .durations import parse_duration
 from .engines import Engine, engine_for
 from .errors import CredflipError, DrainTimeout, Halted, LockHeld, OutsideWindow, UsageError
+from .events import ENV_VAR, parse_bus, sender_for
 from .halt import DEFAULT_HALT_AFTER, Halt, halted_error, read_halt, validate_halt_after
 from .layout import Layout
 from .metrics import RotationReport, emit_metrics
@@ -148,6 +153,17 @@ def _log_event(event: Event) -> None:
         log.info("credflip: %s done in %.1fs", event.phase, event.seconds)
 
 
+def _sinks(*sinks: Callable[[Event], None] | None) -> Callable[[Event], None]:
+    """One callback that hands each event to every sink given."""
+    given = [sink for sink in sinks if sink is not None]
+
+    def on_event(event: Event) -> None:
+        for sink in given:
+            sink(event)
+
+    return on_event
+
+
 def _report(env: str, report: RotationReport, **metrics: Any) -> None:
     """At the end of an invocation: name the clients that still used the old user
     after the cache wait, if any, and emit the metrics with their count."""
@@ -180,6 +196,16 @@ def _window(event: dict[str, Any]) -> Windows | None:
     """The event's ``window``: None when absent, no window when empty."""
     value = event.get("window")
     return None if value is None else parse_windows(value)
+
+
+def _events(event: dict[str, Any]) -> str | None:
+    """The bus of the milestones: the event's ``events``, else the function's environment."""
+    spec = event["events"] if "events" in event else os.environ.get(ENV_VAR)
+    if spec in (None, ""):
+        return None
+    if not isinstance(spec, str):
+        raise UsageError(f'invalid events {spec!r}: use a bus name or ARN, e.g. "default"')
+    return parse_bus(spec, what="events").name
 
 
 def _halt_after(event: dict[str, Any]) -> int:
@@ -280,6 +306,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     remaining = context.get_remaining_time_in_millis() / 1000.0
     # Every key is checked before the store is read: a bad one changes nothing.
     options = _options(event, deadline=0.0)
+    bus = _events(event)
     summary: dict[str, Any] = {"env": layout.env, "store": spec.split("?", 1)[0]}
     with open_store(spec) as store:
         answer = _gate(store, layout, mode, event, options.window)
@@ -289,11 +316,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         admin_url = admin_url_for(store, layout)
         engine = _bounded_engine(admin_url, margin)
         report = RotationReport(layout.env)
-
-        def on_event(event: Event) -> None:
-            _log_event(event)
-            report(event)
-
+        # Sends end halfway through the margin: the rest records the state, frees the lock.
+        end = time.monotonic() + remaining - margin / 2
+        sender = sender_for(bus, store=store, deadline=end, what="events")
         try:
             result = rotate(
                 store,
@@ -301,7 +326,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 admin_url=admin_url,
                 options=options,
                 engine=engine,
-                on_event=on_event,
+                on_event=_sinks(_log_event, report, sender),
                 lock_expires_at=time.time() + remaining,
                 actor=run_by(
                     store, "schedule", fallback_arn=getattr(context, "invoked_function_arn", None)

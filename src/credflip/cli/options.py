@@ -266,6 +266,31 @@ def rds_proxy_options(func: F) -> F:
     )(func)
 
 
+def _events_bus(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
+    from ..events import parse_bus
+
+    parse_bus(value)  # a bad name is refused before anything runs
+    return value
+
+
+def events_option(func: F) -> F:
+    """Add ``--events BUS`` (the EventBridge bus of the run's milestones; None: no events)."""
+    return click.option(
+        "--events",
+        "events_bus",
+        envvar="CREDFLIP_EVENTS",
+        default=None,
+        metavar="BUS",
+        callback=_events_bus,
+        help="Send each milestone (started, switched, legacy clients, drain timeout, done, "
+        "failed, halted, rolled back) as an EventBridge event (source credflip) to this bus, "
+        "by name (in the store's or AWS's region) or ARN; a failed send is one warning, never "
+        "a failed run [$CREDFLIP_EVENTS].",
+    )(func)
+
+
 def json_option(func: F) -> F:
     """Add ``--json`` (as ``as_json``)."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)

@@ -7,8 +7,18 @@ import click
 from .. import commands
 from ..actor import run_by
 from ..errors import OutsideWindow
+from ..events import sender_for
 from ..layout import Layout
-from ..rotation import RotateOptions, RotationResult, plan_rotation, rollback, rotate
+from ..rotation import (
+    Event,
+    Notice,
+    RotateOptions,
+    RotationResult,
+    plan_rotation,
+    rollback,
+    rotate,
+)
+from ..rotation.events import OnEvent
 from ..rotation.schedule import check_start
 from ..stores.base import Store
 from ..urls import DbUrl
@@ -19,6 +29,7 @@ from .options import (
     common,
     confirm,
     duration_option,
+    events_option,
     instance_option,
     lock_timeout_option,
     rds_proxy_options,
@@ -98,6 +109,7 @@ from .schedule_cmd import dry_run_notes, window_options
 @unwatched_ok_option
 @rds_proxy_options
 @window_options
+@events_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -128,6 +140,7 @@ def rotate_cmd(
     rds_proxy_endpoint: str | None,
     window: Windows | None,
     halt_after: int,
+    events_bus: str | None,
     dry_run: bool,
     yes: bool,
 ) -> None:
@@ -158,33 +171,63 @@ def rotate_cmd(
         dry_run_notes(store, layout, options)
         render.print_plan(plan_rotation(store, layout, admin_url=admin, options=options))
         return
-    _start(store, layout, admin_url, options, yes=yes)
+    _start(store, layout, admin_url, options, events_bus, yes=yes)
 
 
 def _start(
-    store: Store, layout: Layout, admin_url: str | None, options: RotateOptions, *, yes: bool
+    store: Store,
+    layout: Layout,
+    admin_url: str | None,
+    options: RotateOptions,
+    events_bus: str | None,
+    *,
+    yes: bool,
 ) -> None:
     """Check, confirm and rotate; outside the window, say so and do nothing."""
     try:
         # Before asking anything: a halted env refuses, a closed window has nothing to do.
         check_start(store, layout, options)
         admin = commands.admin_url_for(store, layout, admin_url)
+        progress = Progress()
+        on_event = _with_events(progress, store, events_bus)
         retire = options.retire
         confirm(f"rotate env {layout.env} ({store.url}); retire the old user by {retire}?", yes=yes)
-        result = _rotate(store, layout, admin, options)
+        result = _rotate(store, layout, admin, options, progress, on_event)
     except OutsideWindow as exc:
         render.out.print(f"credflip: {exc}")
         return
     render.print_result(result)
 
 
-def _rotate(store: Store, layout: Layout, admin: DbUrl, options: RotateOptions) -> RotationResult:
+def _with_events(progress: Progress, store: Store, events_bus: str | None) -> OnEvent:
+    """The progress on stderr, and with ``--events`` each milestone sent to the bus (a
+    failed send is one warning among the progress)."""
+    sender = sender_for(
+        events_bus, store=store, warn=lambda m: progress.handle(Notice(m, "warning"))
+    )
+    if sender is None:
+        return progress.handle
+
+    def both(event: Event) -> None:
+        progress.handle(event)
+        sender(event)
+
+    return both
+
+
+def _rotate(
+    store: Store,
+    layout: Layout,
+    admin: DbUrl,
+    options: RotateOptions,
+    progress: Progress,
+    on_event: OnEvent,
+) -> RotationResult:
     """The rotation, its progress on stderr, run by the person at the command line."""
-    progress = Progress()
     try:
         person = run_by(store, "person")
         return rotate(
-            store, layout, admin_url=admin, options=options, on_event=progress.handle, actor=person
+            store, layout, admin_url=admin, options=options, on_event=on_event, actor=person
         )
     finally:
         progress.stop()
@@ -195,6 +238,7 @@ def _rotate(store: Store, layout: Layout, admin: DbUrl, options: RotateOptions) 
 @admin_option
 @click.option("--probe", default=None, help="Extra SQL that must succeed with the old URLs.")
 @lock_timeout_option
+@events_option
 @yes_option
 def rollback_cmd(
     *,
@@ -203,17 +247,19 @@ def rollback_cmd(
     admin_url: str | None,
     probe: str | None,
     lock_timeout: float,
+    events_bus: str | None,
     yes: bool,
 ) -> None:
     """Point clients back at the color that was active before the last rotation."""
     admin = commands.admin_url_for(store, layout, admin_url)
+    on_event = _with_events(Progress(), store, events_bus)
     confirm(f"roll back env {layout.env} ({store.url})?", yes=yes)
     result = rollback(
         store,
         layout,
         admin_url=admin,
         probe=probe,
-        on_event=Progress().handle,
+        on_event=on_event,
         lock_timeout=lock_timeout,
         actor=run_by(store, "person"),
     )
