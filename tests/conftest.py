@@ -20,6 +20,7 @@ import pytest
 import shared_servers
 from apps import ENGINES, App, MyApp, engine_app, make_app, make_my_app, serial
 from clusters import MY_HOST, PG_VERSIONS, Cluster, Clusters, Mariadb, pg_id, start_cluster
+from moto_iam import moto_with_iam_server
 from poolers import PrivatePgbouncer
 from proxies import REGION, Aws, make_aws
 from servers import MY_ADMIN, PrivateMariadb
@@ -132,6 +133,13 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_with_iam() -> Iterator[str]:
+    """A moto server of the module's own that enforces IAM policies (:mod:`moto_iam`)."""
+    with moto_with_iam_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

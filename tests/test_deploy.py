@@ -1,9 +1,10 @@
 """deploy/template.yaml: deployed on moto's CloudFormation, every resource checked.
 
 moto's CloudFormation does not implement AWS::CloudWatch::Alarm,
-AWS::Scheduler::Schedule or AWS::SNS::Subscription (it skips them); cfn-lint
-checks those in ``make lint``, and the test asserts that the template declares
-them with the settings the README promises.
+AWS::Scheduler::Schedule, AWS::SNS::Subscription or AWS::SNS::TopicPolicy (it skips
+them); cfn-lint checks those in ``make lint``, and the test asserts that the template
+declares them with the settings the README promises. The events rule is deployed: events
+credflip builds are put on its bus and only the alarming ones of its env get through.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import boto3
 import yaml
 
 from credflip.aws_lambda import _halt_after, _window
+from credflip.events import ALARMING, DETAIL_TYPES
+from credflip.events import entry as event_entry
+from credflip.rotation import Milestone
+from credflip.rotation.events import MilestoneKind
 from credflip.stores import open_store
 from credflip.stores.ssm import SsmStore
 from credflip.windows import Windows
@@ -54,6 +59,8 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         z.writestr("credflip/__init__.py", "")
     s3.put_object(Bucket=bucket, Key="credflip-rotator.zip", Body=code.read_bytes())
     key = client("kms", moto_endpoint).create_key()["KeyMetadata"]["Arn"]
+    bus = f"ops-{secrets.token_hex(3)}"
+    client("events", moto_endpoint).create_event_bus(Name=bus)
 
     cfn = client("cloudformation", moto_endpoint)
     env = f"prod{secrets.token_hex(3)}"  # one stack per run: moto's server lives on
@@ -70,6 +77,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
         "RdsProxyName": "app-proxy",
         "Window": "Mon-Fri 09:00-16:00 Asia/Seoul, Sat 22:00-02:00 Europe/Berlin",
         "HaltAfter": "2",
+        "EventBusName": bus,
     }
     cfn.create_stack(
         StackName=stack_name,
@@ -95,6 +103,7 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     assert config["Environment"]["Variables"] == {
         "CREDFLIP_STORE": f"ssm://us-east-1?kms_key_id={key}",
         "CREDFLIP_PREFIX": "/db",
+        "CREDFLIP_EVENTS": bus,
     }
     # The rotator's store writes every URL under the stack's key, and names it again.
     spec = config["Environment"]["Variables"]["CREDFLIP_STORE"]
@@ -141,6 +150,9 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     assert proxy_key["Condition"] == {
         "StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}
     }
+    events = statements["CredflipEventsOnOneBus"]
+    assert events["Action"] == "events:PutEvents"
+    assert events["Resource"].endswith(f":event-bus/{bus}"), events["Resource"]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     assert outputs["RdsProxySecretNames"] == f"credflip/db/{env}/blue credflip/db/{env}/green"
     check_status_policy(iam, outputs["StatusPolicyArn"], env)
@@ -150,8 +162,51 @@ def test_the_template_deploys_on_moto_with_the_promised_properties(
     )["logGroups"]
     assert [g["retentionInDays"] for g in groups] == [30]
 
-    topics = client("sns", moto_endpoint).list_topics()["Topics"]
-    assert any(t["TopicArn"].endswith(f":credflip-alarms-{env}") for t in topics)
+    sns = client("sns", moto_endpoint)
+    (topic,) = [
+        t["TopicArn"]
+        for t in sns.list_topics()["Topics"]
+        if t["TopicArn"].endswith(f":credflip-alarms-{env}")
+    ]
+    # The topic's own key (not alias/aws/sns, whose policy lets neither alarms nor events in).
+    topic_key = resources["AlarmTopicKey"]["PhysicalResourceId"]
+    attributes = sns.get_topic_attributes(TopicArn=topic)["Attributes"]
+    assert attributes["KmsMasterKeyId"].endswith(topic_key), attributes
+    check_alarm_events_rule(moto_endpoint, bus, env, topic, outputs["AlarmEventsRuleArn"])
+
+
+def check_alarm_events_rule(endpoint: str, bus: str, env: str, topic: str, arn: str) -> None:
+    """The rule sends the env's Rotation Failed, Env Halted and Drain Timeout to the topic;
+    checked with events credflip builds, delivered to a queue in the topic's place (moto
+    delivers to no SNS topic)."""
+    events = client("events", endpoint)
+    name = f"credflip-{env}-alarm-events"
+    rule = events.describe_rule(Name=name, EventBusName=bus)
+    assert rule["Arn"] == arn and rule["State"] == "ENABLED"
+    assert json.loads(rule["EventPattern"]) == {
+        "source": ["credflip"],
+        "detail-type": ["Rotation Failed", "Env Halted", "Drain Timeout"],
+        "detail": {"env": [env], "prefix": ["/db"]},
+    }
+    (target,) = events.list_targets_by_rule(Rule=name, EventBusName=bus)["Targets"]
+    assert target["Arn"] == topic
+    sqs = client("sqs", endpoint)
+    queue = sqs.create_queue(QueueName=f"instead-{env}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])
+    events.remove_targets(Rule=name, EventBusName=bus, Ids=[target["Id"]])
+    events.put_targets(
+        Rule=name,
+        EventBusName=bus,
+        Targets=[{"Id": "queue", "Arn": queue_arn["Attributes"]["QueueArn"]}],
+    )
+    kinds: list[MilestoneKind] = list(DETAIL_TYPES)
+    sent = [(kind, e) for kind in kinds for e in (env, "other")]
+    for kind, of_env in sent:
+        entry = event_entry(Milestone(kind, of_env, "/db", reason="x"), bus)
+        assert events.put_events(Entries=[entry])["FailedEntryCount"] == 0
+    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+    received = sorted(json.loads(m["Body"])["detail-type"] for m in got)
+    assert received == sorted(ALARMING), received
 
 
 def check_status_policy(iam: Any, arn: str, env: str) -> None:
@@ -206,6 +261,52 @@ def test_the_template_declares_what_moto_cannot_deploy() -> None:
     assert all(
         a["Threshold"] == 1 and a["TreatMissingData"] == "notBreaching" for a in alarms.values()
     )
+    assert resources["AlarmEventsRule"]["Condition"] == "HasEventBus"
+    assert resources["RotatorEventsPolicy"]["Condition"] == "HasEventBus"
+    assert template["Parameters"]["EventBusName"]["Default"] == "default"
+
+
+class _TagLoader(yaml.SafeLoader):
+    """Reads a short tag as ``{"Fn::Tag": value}`` (``!Ref`` as ``{"Ref": value}``)."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    key = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        return {key: loader.construct_scalar(node)}
+    if isinstance(node, yaml.SequenceNode):
+        return {key: loader.construct_sequence(node, deep=True)}
+    return {key: loader.construct_mapping(node, deep=True)}
+
+
+_TagLoader.add_multi_constructor("!", _tagged)
+
+
+def test_only_the_envs_alarms_and_its_events_rule_may_publish_to_the_topic() -> None:
+    template = yaml.load(TEMPLATE.read_text(), Loader=_TagLoader)  # noqa: S506
+    resources = template["Resources"]
+    policy = resources["AlarmTopicPolicy"]["Properties"]
+    assert policy["Topics"] == [{"Ref": "AlarmTopic"}]
+    alarms, conditional = policy["PolicyDocument"]["Statement"]
+    assert alarms["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+    assert alarms["Action"] == "sns:Publish" and alarms["Resource"] == {"Ref": "AlarmTopic"}
+    source = alarms["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":alarm:credflip-${Env}-*")
+    condition, events, absent = conditional["Fn::If"]
+    assert condition == "HasEventBus" and absent == {"Ref": "AWS::NoValue"}
+    assert events["Principal"] == {"Service": "events.amazonaws.com"}
+    assert events["Action"] == "sns:Publish" and events["Resource"] == {"Ref": "AlarmTopic"}
+    assert events["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": "AlarmEventsRule.Arn"}}
+    }
+    # The topic's key lets both services in (alias/aws/sns cannot).
+    topic = resources["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Fn::GetAtt": "AlarmTopicKey.Arn"}
+    key = resources["AlarmTopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    services = key["KeyPolicy"]["Statement"][1]
+    assert services["Principal"]["Service"] == ["cloudwatch.amazonaws.com", "events.amazonaws.com"]
+    assert services["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
 
 
 class _SubLoader(yaml.SafeLoader):

@@ -5,10 +5,6 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +14,9 @@ import pytest
 from apps import App
 from botocore.awsrequest import AWSResponse
 from helpers import connects, count_calls
+from moto_iam import iam_user
 
 from credflip import commands
-from credflip.demo.binaries import free_port
 from credflip.errors import (
     ConfigurationError,
     LockHeld,
@@ -35,8 +31,6 @@ from credflip.rotation import Event, PhaseFinished, PhaseStarted, RotateOptions,
 from credflip.state import Phase, hold_lock, load_state
 from credflip.stores import open_store
 from credflip.stores.ssm import SsmStore
-
-DOCS = Path(__file__).parent.parent / "docs" / "iam"
 
 
 @pytest.fixture
@@ -253,58 +247,6 @@ def test_existing_three_call_readers_work_after_every_phase(
     flips = [(5, "blue", "green"), (5, "green", "blue")]
     expected = [(e, old if i < at else new) for at, old, new in flips for i, e in enumerate(phases)]
     assert seen == expected
-
-
-@pytest.fixture(scope="module")
-def moto_with_iam() -> Iterator[str]:
-    """A separate moto server (own process) that enforces IAM policies."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # poll until the server answers (a condition, not a guess)
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.05)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def iam_user(endpoint: str, name: str, policy_file: str) -> dict[str, str]:
-    policy = json.loads((DOCS / policy_file).read_text())
-    # moto evaluates the actions of a policy but matches every non-S3 request
-    # against resource "*": the ARNs' scoping cannot be checked here, the
-    # action lists can.
-    for statement in policy["Statement"]:
-        statement["Resource"] = "*"
-    text = json.dumps(policy)
-    # The admin calls below are unauthenticated: allow exactly three of them.
-    urllib.request.urlopen(
-        urllib.request.Request(
-            endpoint + "/moto-api/reset-auth",
-            data=b"3",
-            method="POST",
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    ).close()
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="credflip", PolicyDocument=text)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return {
-        "aws_access_key_id": key["AccessKeyId"],
-        "aws_secret_access_key": key["SecretAccessKey"],
-    }
 
 
 def store_as(endpoint: str, creds: dict[str, str]) -> SsmStore:
