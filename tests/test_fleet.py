@@ -73,7 +73,7 @@ def rotate_cli(cli: Any, app: App, store: Store, layout: Layout, *extra: str) ->
 @contextlib.contextmanager
 def rotating(app: App, store: Store, layout: Layout) -> Iterator[subprocess.Popen[str]]:
     """``credflip rotate`` in a process of its own, held in its drain by a long quiet
-    window; interrupted (Ctrl-C: it says "aborted") at the end, which releases its lock."""
+    window; interrupted (Ctrl-C) at the end, which releases its lock."""
     proc = rotate_process(app, store, layout, "--client-ttl", "200ms", "--quiet", "1h")
     try:
         live = lambda: draining(store, layout) and proc.poll() is None  # noqa: E731
@@ -82,7 +82,8 @@ def rotating(app: App, store: Store, layout: Layout) -> Iterator[subprocess.Pope
     finally:
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 1 and err.endswith("credflip: aborted\n"), err
+        resume = "credflip: interrupted; run the same command again to resume\n"
+        assert proc.returncode == 130 and err.endswith(resume), err
 
 
 def run(cli: Any, store: Store, prefix: str, *extra: str) -> Any:

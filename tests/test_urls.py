@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from credflip.errors import UsageError
 from credflip.rotation import new_password
-from credflip.urls import DbUrl, mask_url, mysqlclient_kwargs, scrub
+from credflip.urls import DbUrl, mask_url, mysqlclient_kwargs, scrub, scrubbed_line
 
 
 def test_parse_full_url() -> None:
@@ -69,6 +69,24 @@ def test_mask_and_scrub() -> None:
     assert mask_url("mysql://a:b@h/d") == "mysql://a:***@h/d"
     assert mask_url("garbage with secret") == "***"
     assert scrub("x pass%2Fword y pass/word", ["pass/word"]) == "x *** y ***"
+
+
+def test_a_kept_reason_is_masked_then_cut_at_a_word_and_marked() -> None:
+    secret = "s3cr3t-" + "x" * 30
+    # The secret straddles the limit: masked first, it cannot survive in part.
+    text = "drain timed out after 15m:\n " + "word " * 10 + secret + " tail"
+    kept = scrubbed_line(text, [secret], 60)
+    assert len(kept) <= 60 and kept.endswith(" …"), kept
+    assert "\n" not in kept and "s3cr3t" not in kept
+    assert kept.split()[-2] == "word", kept  # a whole word before the mark
+    assert scrubbed_line("short reason", [secret], 60) == "short reason"
+
+
+@given(st.text(min_size=1, max_size=400), st.integers(min_value=10, max_value=300))
+def test_a_kept_reason_never_holds_part_of_a_long_secret(text: str, limit: int) -> None:
+    secret = "Zq" + "9" * 20
+    kept = scrubbed_line(text[: len(text) // 2] + secret + text[len(text) // 2 :], [secret], limit)
+    assert len(kept) <= limit and secret[:8] not in kept
 
 
 def test_with_credentials_and_same_server() -> None:

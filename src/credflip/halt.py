@@ -27,7 +27,7 @@ from .layout import Layout
 from .lock import FencedStore, hold_lock
 from .state import load_state, save_state
 from .stores.base import Store
-from .urls import scrub
+from .urls import scrubbed_line
 
 __all__ = [
     "DEFAULT_HALT_AFTER",
@@ -166,7 +166,7 @@ class FailureTally:
         env, count = self.layout.env, state.failures
         if count < self.halt_after:
             return  # the run's error is its one line; status shows the count
-        reason = " ".join(scrub(str(exc), list(self.secrets)).split())[:_REASON_CHARS]
+        reason = scrubbed_line(str(exc), list(self.secrets), _REASON_CHARS)
         halt = Halt(time.time(), reason or type(exc).__name__, count)
         self.store.put(self.layout.halted, halt.to_json(), secure=False)
         self.halted(halt)

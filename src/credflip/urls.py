@@ -10,6 +10,7 @@ the URL to an application calls that.
 from __future__ import annotations
 
 import re
+import textwrap
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -24,6 +25,7 @@ __all__ = [
     "mysqlclient_kwargs",
     "pymysql_kwargs",
     "scrub",
+    "scrubbed_line",
 ]
 
 MASK = "***"
@@ -153,6 +155,12 @@ def scrub(text: str, secrets: list[str] | tuple[str, ...] | set[str]) -> str:
         for form in {secret, quote(secret, safe="")}:
             text = text.replace(form, MASK)
     return text
+
+
+def scrubbed_line(text: str, secrets: list[str] | tuple[str, ...] | set[str], limit: int) -> str:
+    """*text* with every secret masked, on one line, cut at a word (marked ``…``)
+    when longer than *limit*: what a record keeps of an error."""
+    return textwrap.shorten(scrub(text, secrets), limit, placeholder=" …")
 
 
 # -- driver connect arguments: the engines and the client integrations use them --

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="credflip", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # click turns Ctrl-C into its own Abort (the interrupt is its context);
+        # a prompt answered "no" or closed stdin is an Abort of its own.
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            return _interrupted()
         err.print("credflip: aborted")
         return 1
     except click.exceptions.ClickException as exc:
@@ -74,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"credflip: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("credflip: interrupted; run the same command again to resume")
-        return 130
+        return _interrupted()
     return 0
+
+
+def _interrupted() -> int:
+    err.print("credflip: interrupted; run the same command again to resume")
+    return 130

@@ -107,9 +107,8 @@ class DrainTracker:
             self._used_late = tuple(sample.used + sample.earlier)
         quiet, needed = self._window.quiet(now), self.needed()
         # The quiet window started, or starts at the next clean sample.
-        window_from = self._window.since
-        if window_from is None:
-            window_from = max(now, self.switched_at + policy.cache_wait)
+        start = self._window.since
+        window_from = max(now, self.switched_at + policy.cache_wait) if start is None else start
         earliest = max(self.switched_at + policy.min_drain, window_from + needed)
         verdict = self._verdict(now, sample, earliest, caches_expired)
         return DrainStatus(
@@ -129,8 +128,7 @@ class DrainTracker:
         )
 
     def _learn(self, now: float, sample: Sample) -> None:
-        """The pauses between two uses, which lengthen the window; whether a use came
-        after the cache wait (:attr:`settled`)."""
+        """The pauses between two uses (they lengthen the window); legacy use."""
         if sample.used:
             self.legacy |= self.settled
             last = self._last_use

@@ -16,9 +16,12 @@ from ..errors import CredflipError, DrainBlocked, DrainTimeout
 from ..layout import Color, Layout
 from ..state import HistoryEntry, Phase, Rotation, State, save_state
 from ..stores.base import Store
-from ..urls import scrub
+from ..urls import scrubbed_line
 
 __all__ = ["Journal", "record_rollback"]
+
+#: The longest failure reason kept in the rotation record.
+ERROR_CHARS = 300
 
 
 class Journal:
@@ -63,7 +66,8 @@ class Journal:
         self, phase: Phase, exc: CredflipError, *, hide: list[str], redo_prepare: bool
     ) -> None:
         """Record why *phase* failed, and where to resume."""
-        self.rot.error = scrub(str(exc), hide)[:300]
+        # The state stays under SSM's 4 KB.
+        self.rot.error = scrubbed_line(str(exc), hide, ERROR_CHARS)
         self.rot.error_kind = "drain_timeout" if isinstance(exc, DrainTimeout) else "failed"
         if phase is Phase.VERIFY and redo_prepare:
             # The new password itself did not work: nothing was switched,
