@@ -27,7 +27,7 @@ from ..halt import NOT_FAILURES, Halt
 from ..layout import Color, Layout
 from ..legacy import LegacyLog, LegacyReport
 from ..state import Phase, Rotation, State
-from ..urls import scrub
+from ..urls import scrubbed_line
 from .context import Context
 from .events import Milestone, MilestoneKind, OnEvent, emit
 
@@ -43,8 +43,8 @@ def iso(ts: float) -> str:
 
 
 def one_line(text: str, secrets: list[str]) -> str:
-    """*text* scrubbed of *secrets*, on one line, cut to :data:`REASON_CHARS`."""
-    return " ".join(scrub(text, secrets).split())[:REASON_CHARS]
+    """*text* scrubbed of *secrets*, on one line, cut at a word past :data:`REASON_CHARS`."""
+    return scrubbed_line(text, secrets, REASON_CHARS)
 
 
 def of_rotation(
