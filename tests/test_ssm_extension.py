@@ -6,15 +6,16 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apps import serial
 from extension_standin import TOKEN, ExtensionStandIn
-from helpers import SECRET, Clock, seed
+from helpers import SECRET, Clock, seed, waiting_on_the_read
 
 from credflip import Resolver
 from credflip.errors import NotInitialized, UsageError
@@ -184,6 +185,61 @@ def test_after_a_refused_login_the_old_password_never_comes_back(
         values, age = store.get_pointed(layout.pointer, layout.resolver_targets, max_age=60)
         assert values[layout.url(Color.GREEN, "writer")] == new and age == 20
         assert ext.requests == requests + 3
+
+
+def test_a_refresh_never_shares_a_read_the_extension_answered_from_its_cache(
+    moto_endpoint: str, ssm: SsmStore, layout: Layout
+) -> None:
+    """A resolve's read through the extension is in flight (the extension served it the
+    pointer it cached before a flip) when a refused login calls refresh(): the refresh
+    waits for that read, then reads SSM itself instead of returning what it got."""
+    clock = Clock()
+    held, go = threading.Event(), threading.Event()
+    go.set()
+
+    class Held(SsmExtensionStore):
+        def get_pointed(
+            self,
+            pointer: str,
+            targets: Mapping[str, Sequence[str]],
+            *,
+            max_age: float | None = None,
+        ) -> tuple[dict[str, str], float]:
+            got = super().get_pointed(pointer, targets, max_age=max_age)
+            if max_age != 0:
+                held.set()
+                assert go.wait(30)
+            return got
+
+    with ExtensionStandIn(moto_endpoint, ttl=20, clock=clock) as ext:
+        store = Held(
+            region="us-east-1", endpoint_url=moto_endpoint, port=ext.port, cache_ttl=20, clock=clock
+        )
+        resolver = Resolver(store=store, ttl=60, clock=clock)
+        assert resolver.resolve(layout.env).color is Color.BLUE
+        clock.now += 47  # past credflip's TTL (at most 66 s, less the extension's 20 s)
+        get(ext.port, f"{extension.PATH}?name={layout.pointer}&withDecryption=true")
+        ssm.put(layout.pointer, "green")  # the extension still holds blue
+        go.clear()
+        held.clear()
+        seen: dict[str, Color] = {}
+        resolving = threading.Thread(
+            target=lambda: seen.update(resolve=resolver.resolve(layout.env).color)
+        )
+        resolving.start()
+        assert held.wait(30)
+        refreshing = threading.Thread(
+            target=lambda: seen.update(refresh=resolver.refresh(layout.env).color)
+        )
+        refreshing.start()
+        deadline = time.monotonic() + 30
+        while not waiting_on_the_read([refreshing]):  # a condition, polled
+            assert time.monotonic() < deadline, "the refresh never reached the resolver"
+            time.sleep(0.001)
+        go.set()
+        resolving.join(30)
+        refreshing.join(30)
+    assert seen == {"resolve": Color.BLUE, "refresh": Color.GREEN}
 
 
 def test_a_cache_ttl_not_below_the_client_ttl_refuses_the_extension_with_one_warning(
