@@ -375,6 +375,12 @@ def test_the_extension_is_tried_in_a_lambda_or_when_asked(
         ({"SSM_PARAMETER_STORE_TTL": "45"}, 45),
         ({"SSM_PARAMETER_STORE_TTL": "900"}, 300),
         ({"SSM_PARAMETER_STORE_TTL": "soon"}, 300),
+        # Outside the documented whole seconds: the extension may take its default.
+        ({"SSM_PARAMETER_STORE_TTL": "-1"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": "5.5"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": "nan"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": " 0"}, 300),
+        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0.0"}, 300),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE"}, 0),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0"}, 0),
     ],
