@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,7 +19,7 @@ from extension_standin import TOKEN, ExtensionStandIn
 from helpers import SECRET, Clock, seed, waiting_on_the_read
 
 from credflip import Resolver
-from credflip.errors import NotInitialized, UsageError
+from credflip.errors import NotInitialized, StoreError, UsageError
 from credflip.layout import Color, Layout
 from credflip.stores import open_reader, open_store
 from credflip.stores import ssm_extension as extension
@@ -289,6 +290,29 @@ def test_an_extension_that_never_answers_costs_one_short_timeout(
         took = time.monotonic() - began
     assert store._direct is not None
     assert took < extension.READ_TIMEOUT + 4, took  # not botocore's or the OS's minutes
+
+
+def test_without_boto3_a_silent_extension_is_a_store_error_and_the_last_value_is_served(
+    moto_endpoint: str,
+    layout: Layout,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The layer has no boto3: when the extension stops answering, a warm function keeps
+    its last value (stale-if-error) and a cold one gets credflip's error, not an ImportError."""
+    clock = Clock()
+    with ExtensionStandIn(moto_endpoint, ttl=0) as ext:
+        port = ext.port
+        resolver = Resolver(store=through(ext, moto_endpoint, clock=clock), ttl=60, clock=clock)
+        assert resolver.resolve(layout.env).color is Color.BLUE
+    for sdk in ("boto3", "botocore", "botocore.exceptions"):
+        monkeypatch.setitem(sys.modules, sdk, None)  # importing them raises ImportError
+    clock.now += 67  # past the longest jittered TTL
+    with caplog.at_level(logging.WARNING, logger="credflip"):
+        assert resolver.resolve(layout.env).color is Color.BLUE
+    assert "StoreError: cannot create an SSM client: import of boto3" in caplog.text
+    with pytest.raises(StoreError, match="cannot create an SSM client: import of boto3"):
+        Resolver(store=through(port, moto_endpoint), ttl=60).resolve(layout.env)
 
 
 @pytest.mark.parametrize("token", [None, "not-this-function"])
