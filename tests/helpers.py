@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,22 @@ def wait_until(check: Callable[[], bool], what: str, within: float = 10.0) -> No
     from faults import wait_for
 
     wait_for(check, timeout=within, what=what)
+
+
+def waiting_on_the_read(threads: list[threading.Thread]) -> bool:
+    """True when every thread is inside Resolver._update, past noting the generation."""
+    import inspect
+
+    lines, start = inspect.getsourcelines(Resolver._update)
+    lock_line = start + next(i for i, text in enumerate(lines) if "with entry.lock" in text)
+    frames = sys._current_frames()
+    for thread in threads:
+        frame = frames.get(thread.ident or -1)
+        while frame is not None and frame.f_code.co_name != "_update":
+            frame = frame.f_back
+        if frame is None or frame.f_lineno < lock_line:
+            return False
+    return True
 
 
 def leaks(secrets: Iterable[str], texts: Iterable[str]) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import SECRET, Clock, seed
+from helpers import SECRET, Clock, seed, waiting_on_the_read
 
 from credflip import Endpoints, Resolver
 from credflip.errors import NotInitialized, StoreError
@@ -60,22 +60,6 @@ def test_one_read_per_cold_resolve_and_cache_hits(cstore: CountingStore) -> None
     assert cstore.reads == 2
 
 
-def _waiting_on_the_read(threads: list[threading.Thread]) -> bool:
-    """True when every thread is inside Resolver._update, past noting the generation."""
-    import inspect
-
-    lines, start = inspect.getsourcelines(Resolver._update)
-    lock_line = start + next(i for i, text in enumerate(lines) if "with entry.lock" in text)
-    frames = sys._current_frames()
-    for thread in threads:
-        frame = frames.get(thread.ident or -1)
-        while frame is not None and frame.f_code.co_name != "_update":
-            frame = frame.f_back
-        if frame is None or frame.f_lineno < lock_line:
-            return False
-    return True
-
-
 def all_at_once(
     store: CountingStore, threads: int, call: Callable[[], Endpoints]
 ) -> list[Endpoints]:
@@ -86,7 +70,7 @@ def all_at_once(
     for t in pool:
         t.start()
     deadline = time.monotonic() + 30
-    while not _waiting_on_the_read(pool):  # a condition, polled; not a timed guess
+    while not waiting_on_the_read(pool):  # a condition, polled; not a timed guess
         assert time.monotonic() < deadline, "threads never reached the resolver"
         time.sleep(0.001)
     store.gate.set()

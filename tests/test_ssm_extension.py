@@ -6,18 +6,20 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apps import serial
 from extension_standin import TOKEN, ExtensionStandIn
-from helpers import SECRET, Clock, seed
+from helpers import SECRET, Clock, seed, waiting_on_the_read
 
 from credflip import Resolver
-from credflip.errors import NotInitialized, UsageError
+from credflip.errors import NotInitialized, StoreError, UsageError
 from credflip.layout import Color, Layout
 from credflip.stores import open_reader, open_store
 from credflip.stores import ssm_extension as extension
@@ -186,6 +188,61 @@ def test_after_a_refused_login_the_old_password_never_comes_back(
         assert ext.requests == requests + 3
 
 
+def test_a_refresh_never_shares_a_read_the_extension_answered_from_its_cache(
+    moto_endpoint: str, ssm: SsmStore, layout: Layout
+) -> None:
+    """A resolve's read through the extension is in flight (the extension served it the
+    pointer it cached before a flip) when a refused login calls refresh(): the refresh
+    waits for that read, then reads SSM itself instead of returning what it got."""
+    clock = Clock()
+    held, go = threading.Event(), threading.Event()
+    go.set()
+
+    class Held(SsmExtensionStore):
+        def get_pointed(
+            self,
+            pointer: str,
+            targets: Mapping[str, Sequence[str]],
+            *,
+            max_age: float | None = None,
+        ) -> tuple[dict[str, str], float]:
+            got = super().get_pointed(pointer, targets, max_age=max_age)
+            if max_age != 0:
+                held.set()
+                assert go.wait(30)
+            return got
+
+    with ExtensionStandIn(moto_endpoint, ttl=20, clock=clock) as ext:
+        store = Held(
+            region="us-east-1", endpoint_url=moto_endpoint, port=ext.port, cache_ttl=20, clock=clock
+        )
+        resolver = Resolver(store=store, ttl=60, clock=clock)
+        assert resolver.resolve(layout.env).color is Color.BLUE
+        clock.now += 47  # past credflip's TTL (at most 66 s, less the extension's 20 s)
+        get(ext.port, f"{extension.PATH}?name={layout.pointer}&withDecryption=true")
+        ssm.put(layout.pointer, "green")  # the extension still holds blue
+        go.clear()
+        held.clear()
+        seen: dict[str, Color] = {}
+        resolving = threading.Thread(
+            target=lambda: seen.update(resolve=resolver.resolve(layout.env).color)
+        )
+        resolving.start()
+        assert held.wait(30)
+        refreshing = threading.Thread(
+            target=lambda: seen.update(refresh=resolver.refresh(layout.env).color)
+        )
+        refreshing.start()
+        deadline = time.monotonic() + 30
+        while not waiting_on_the_read([refreshing]):  # a condition, polled
+            assert time.monotonic() < deadline, "the refresh never reached the resolver"
+            time.sleep(0.001)
+        go.set()
+        resolving.join(30)
+        refreshing.join(30)
+    assert seen == {"resolve": Color.BLUE, "refresh": Color.GREEN}
+
+
 def test_a_cache_ttl_not_below_the_client_ttl_refuses_the_extension_with_one_warning(
     moto_endpoint: str, layout: Layout, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -233,6 +290,29 @@ def test_an_extension_that_never_answers_costs_one_short_timeout(
         took = time.monotonic() - began
     assert store._direct is not None
     assert took < extension.READ_TIMEOUT + 4, took  # not botocore's or the OS's minutes
+
+
+def test_without_boto3_a_silent_extension_is_a_store_error_and_the_last_value_is_served(
+    moto_endpoint: str,
+    layout: Layout,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The layer has no boto3: when the extension stops answering, a warm function keeps
+    its last value (stale-if-error) and a cold one gets credflip's error, not an ImportError."""
+    clock = Clock()
+    with ExtensionStandIn(moto_endpoint, ttl=0) as ext:
+        port = ext.port
+        resolver = Resolver(store=through(ext, moto_endpoint, clock=clock), ttl=60, clock=clock)
+        assert resolver.resolve(layout.env).color is Color.BLUE
+    for sdk in ("boto3", "botocore", "botocore.exceptions"):
+        monkeypatch.setitem(sys.modules, sdk, None)  # importing them raises ImportError
+    clock.now += 67  # past the longest jittered TTL
+    with caplog.at_level(logging.WARNING, logger="credflip"):
+        assert resolver.resolve(layout.env).color is Color.BLUE
+    assert "StoreError: cannot create an SSM client: import of boto3" in caplog.text
+    with pytest.raises(StoreError, match="cannot create an SSM client: import of boto3"):
+        Resolver(store=through(port, moto_endpoint), ttl=60).resolve(layout.env)
 
 
 @pytest.mark.parametrize("token", [None, "not-this-function"])
@@ -319,6 +399,12 @@ def test_the_extension_is_tried_in_a_lambda_or_when_asked(
         ({"SSM_PARAMETER_STORE_TTL": "45"}, 45),
         ({"SSM_PARAMETER_STORE_TTL": "900"}, 300),
         ({"SSM_PARAMETER_STORE_TTL": "soon"}, 300),
+        # Outside the documented whole seconds: the extension may take its default.
+        ({"SSM_PARAMETER_STORE_TTL": "-1"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": "5.5"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": "nan"}, 300),
+        ({"SSM_PARAMETER_STORE_TTL": " 0"}, 300),
+        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0.0"}, 300),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE"}, 0),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0"}, 0),
     ],

@@ -100,6 +100,8 @@ class _Entry:
     failures: int = 0
     retry_at: float = 0.0
     error: CredflipError | None = None
+    #: The value came from a cache in front of the store (age > 0): no refresh shares it.
+    aged: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -192,8 +194,9 @@ class Resolver:
         if not force and entry.value is not None and self._clock() < entry.retry_at:
             return entry.value  # backing off after a failure: serve the last good value
         with entry.lock:
-            if entry.generation != seen:
-                # Another thread read the store while we waited: share its result.
+            if entry.generation != seen and not (force and entry.aged):
+                # Another thread read the store while we waited: share its result, unless
+                # a cache answered it and this is a refresh (which must see the store now).
                 if entry.value is not None:
                     return entry.value
                 assert entry.error is not None  # noqa: S101
@@ -205,6 +208,7 @@ class Resolver:
             now = self._clock()
             entry.value = value
             entry.fetched_at = now - age  # a cache in front of the store: its age counts
+            entry.aged = age > 0
             entry.factor = random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
             entry.failures = 0
             entry.retry_at = 0.0

@@ -223,12 +223,13 @@ def _make_client(region: str | None, endpoint_url: str | None, service: str = "s
     try:
         return make_client(service, region, endpoint_url)
     except Exception as exc:
-        from botocore.exceptions import NoRegionError
+        if not isinstance(exc, ImportError):  # no boto3: no botocore to look in either
+            from botocore.exceptions import NoRegionError
 
-        if isinstance(exc, NoRegionError):
-            raise ConfigurationError(
-                "no AWS region set: use --store ssm://REGION or set AWS_REGION"
-            ) from exc
+            if isinstance(exc, NoRegionError):
+                raise ConfigurationError(
+                    "no AWS region set: use --store ssm://REGION or set AWS_REGION"
+                ) from exc
         raise StoreError(f"cannot create an {service.upper()} client: {exc}") from exc
 
 

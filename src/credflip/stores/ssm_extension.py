@@ -91,20 +91,19 @@ def extension_port(environ: Mapping[str, str] = os.environ) -> int:
 
 def extension_cache_ttl(environ: Mapping[str, str] = os.environ) -> float:
     """How many seconds the extension may serve a parameter from its cache, from the
-    variables it reads (a value it cannot read counts as its default)."""
+    variables it reads. Only their documented forms count (whole seconds from 0, a
+    whole number of entries, ``false``): what the extension may not read as credflip
+    would (``-1``, ``5.5``, ``nan``, a space before ``0``) may leave it at its default, so it counts
+    as that default (300 s, the longest it caches)."""
     if environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "").strip().lower() == "false":
         return 0.0
-    if _number(environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"), 1000) == 0:
+    if _whole(environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"), 1000) == 0:
         return 0.0
-    ttl = _number(environ.get("SSM_PARAMETER_STORE_TTL"), MAX_CACHE_TTL)
-    return min(max(ttl, 0.0), MAX_CACHE_TTL)
+    return min(_whole(environ.get("SSM_PARAMETER_STORE_TTL"), MAX_CACHE_TTL), MAX_CACHE_TTL)
 
 
-def _number(raw: str | None, default: float) -> float:
-    try:
-        return float(raw) if raw and raw.strip() else default
-    except ValueError:
-        return default
+def _whole(raw: str | None, default: float) -> float:
+    return float(raw) if raw and raw.isascii() and raw.isdigit() else default
 
 
 def _once(key: str, level: int, message: str, *args: object) -> None:
