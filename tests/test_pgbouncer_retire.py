@@ -1,7 +1,8 @@
 """Retiring behind PgBouncer: the server ends PgBouncer's connections of the old user (none
 that serves a client), a client that came after the last look sends the rotation back
 to the drain, and PgBouncer's console waits no longer than the engines. Draining: a
-server connection PgBouncer closed between two samples is no quiet."""
+server connection PgBouncer closed between two samples is no quiet; a locked color's
+refusal by PgBouncer is an authentication failure."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from credflip import commands
 from credflip.aws_lambda import _bounded_engine
 from credflip.drain import DrainPolicy, DrainTracker, Verdict
 from credflip.engines import PooledBackend, engine_for
-from credflip.errors import DatabaseUnavailable
+from credflip.errors import DatabaseUnavailable, is_auth_failure
 from credflip.layout import Layout
 from credflip.rotation import (
     DrainProgress,
@@ -241,3 +242,18 @@ def test_a_server_connection_pgbouncer_closed_between_two_samples_is_no_quiet(
         )
         assert sample(1.5).verdict is Verdict.QUIET  # once
         fleet.close()
+
+
+def test_pgbouncer_refusing_a_locked_color_is_an_authentication_failure(
+    registered: Registered,
+) -> None:
+    """With auth_query PgBouncer refuses a user that may not log in with "no such user"
+    (the lookup finds no row in pg_shadow): credflip's clients must take it for a refused
+    login and re-resolve, as they do the server's own refusal."""
+    app, _pgbouncer, _store, _layout, url = registered
+    with engine_for(app.admin_url) as eng:
+        eng.lock_user(app.user)
+    with pytest.raises(psycopg.OperationalError) as caught:
+        client(url).close()
+    assert "no such user" in str(caught.value)
+    assert is_auth_failure(caught.value)
