@@ -218,6 +218,26 @@ def test_an_admin_url_through_pgbouncer_is_refused(
     assert dump(sqlite_store) == []
 
 
+def test_save_pooler_url_refuses_pgbouncer_when_the_stored_admin_url_goes_through_it(
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, cli: Any
+) -> None:
+    """An env whose stored admin URL names PgBouncer's address: registering PgBouncer later
+    is refused as init refuses it, before anything is stored (every rotate would refuse)."""
+    common = ["--env", layout.env, "--store", sqlite_store.url]
+    through = pooled(pgbouncer, app)
+    init = cli("init", *common, "--admin-url", app.admin_url.secret, "--writer-url", through.secret)
+    assert init.code == 0, init.err
+    admin = pgbouncer.url(app.admin_url.user, app.admin_url.password, app.database)
+    sqlite_store.put(layout.admin_url, admin.secret, secure=True)
+    before = dump(sqlite_store)
+    result = cli("save-pooler-url", *common, "--pooler", pgbouncer.console_url().secret)
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1 and result.err.startswith("credflip: error: ")
+    assert "the admin URL goes through PgBouncer" in result.err
+    assert app.admin_url.password not in result.text
+    assert dump(sqlite_store) == before
+
+
 def authid(app: App, user: str) -> str:
     with app.su() as conn:
         found = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [user])

@@ -1,6 +1,8 @@
 """Retiring behind PgBouncer: the server ends PgBouncer's connections of the old user (none
 that serves a client), a client that came after the last look sends the rotation back
-to the drain, and PgBouncer's console waits no longer than the engines."""
+to the drain, and PgBouncer's console waits no longer than the engines. Draining: a
+server connection PgBouncer closed between two samples is no quiet; a locked color's
+refusal by PgBouncer is an authentication failure."""
 
 from __future__ import annotations
 
@@ -11,13 +13,14 @@ import psycopg
 import pytest
 from apps import App
 from faults import Frozen
-from helpers import connects, login_error
+from helpers import connects, login_error, wait_until
 from poolers import PrivatePgbouncer, client, pooled
 
 from credflip import commands
 from credflip.aws_lambda import _bounded_engine
-from credflip.engines import PooledBackend
-from credflip.errors import DatabaseUnavailable
+from credflip.drain import DrainPolicy, DrainTracker, Verdict
+from credflip.engines import PooledBackend, engine_for
+from credflip.errors import DatabaseUnavailable, is_auth_failure
 from credflip.layout import Layout
 from credflip.rotation import (
     DrainProgress,
@@ -192,3 +195,65 @@ def test_a_client_that_logs_in_between_the_last_look_and_the_lock_is_not_cut_off
     assert phases[-5:] == [Phase.DRAIN, Phase.RETIRE, Phase.DRAIN, Phase.RETIRE, Phase.DONE]
     assert pgbouncer.servers_of(app.user) == []
     assert "no such user" in login_error(url)  # locked in the end: PgBouncer lacks it
+
+
+def test_a_server_connection_pgbouncer_closed_between_two_samples_is_no_quiet(
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """A client of the old user connects, runs a statement on PgBouncer's idle server
+    connection and leaves, and PgBouncer closes that connection (it enforces
+    server_lifetime when it takes one back), all between two samples: neither the client
+    nor the connection nor its state_change is left to see. That sample is no quiet (the
+    window starts over), as behind RDS Proxy; the next one is. With a group role its
+    sessions run as the group from login, so pg_stat_statements counts none of its
+    statements for the user (a connection opened before the drain's watch)."""
+    url, console = pooled(pgbouncer, app), pgbouncer.console_url()
+    commands.init(
+        sqlite_store, layout, admin_url=app.admin_url, writer_url=url, pooler_url=console,
+        group_role=app.group,
+    )  # fmt: skip
+    with engine_for(app.admin_url) as eng:  # init's own logins came before the setting
+        eng.terminate(app.user)
+    wait_until(lambda: pgbouncer.servers_of(app.user) == [], "PgBouncer lets them go")
+    with client(url) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (app.group,)
+        conn.execute("SELECT 1")
+    with engine_for(app.admin_url) as eng:
+        fleet = env_fleet(sqlite_store, layout, load_state(sqlite_store, layout), eng)
+        policy = DrainPolicy(client_ttl=1.0, quiet=10.0)
+        trk = DrainTracker(policy, switched_at=-100.0, timeout_at=1e3)
+
+        def sample(now: float) -> Any:
+            return trk.observe(now, fleet.read(app.user, counting=True, position=None))
+
+        sample(0.0)
+        assert sample(0.5).verdict is Verdict.QUIET  # PgBouncer's idle connection: no use
+        with client(url) as conn:
+            conn.execute("SELECT 2")
+        [server] = pgbouncer.servers_of(app.user)
+        kept = PooledBackend(int(server["remote_pid"]), int(server["local_port"]))
+        assert eng.terminate(app.user, only=[kept]) == 1
+        wait_until(lambda: pgbouncer.servers_of(app.user) == [], "PgBouncer lets it go")
+        closed = sample(1.0)
+        assert closed.verdict is Verdict.IN_USE, closed.reasons
+        assert closed.reasons == (
+            f"1 server connection(s) of {app.user!r} on pgbouncer {pgbouncer.host}:"
+            f"{pgbouncer.port} closed since the last sample: what they ran before cannot be told",
+        )
+        assert sample(1.5).verdict is Verdict.QUIET  # once
+        fleet.close()
+
+
+def test_pgbouncer_refusing_a_locked_color_is_an_authentication_failure(
+    registered: Registered,
+) -> None:
+    """With auth_query PgBouncer refuses a user that may not log in with "no such user"
+    (the lookup finds no row in pg_shadow): credflip's clients must take it for a refused
+    login and re-resolve, as they do the server's own refusal."""
+    app, _pgbouncer, _store, _layout, url = registered
+    with engine_for(app.admin_url) as eng:
+        eng.lock_user(app.user)
+    with pytest.raises(psycopg.OperationalError) as caught:
+        client(url).close()
+    assert "no such user" in str(caught.value)
+    assert is_auth_failure(caught.value)

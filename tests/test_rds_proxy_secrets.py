@@ -160,3 +160,24 @@ def test_the_setting_and_the_auth_list_by_name() -> None:
     stale = ProxyInfo("p", REGION, "POSTGRESQL", "p.x", auth=({"SecretArn": arn},))
     assert stale.has_secret(arn)
     assert not stale.has_secret(arn[:-6] + "XyZ789")
+
+
+def test_a_kms_refusal_names_the_key_rights_secrets_manager_needs() -> None:
+    """Writing a secret under a customer key takes kms:GenerateDataKey and kms:Decrypt on it
+    (what deploy/template.yaml grants the rotator, through Secrets Manager), not
+    kms:Encrypt: the refusal says what to allow. (The error as Secrets Manager returns it;
+    moto does not check key policies.)"""
+    from botocore.exceptions import ClientError
+
+    from credflip.errors import StoreAccessDenied
+    from credflip.poolers.rds_proxy.aws import translate
+
+    key = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    denied = ClientError(
+        {"Error": {"Code": "AccessDeniedException", "Message": "Access to KMS is not allowed"}},
+        "PutSecretValue",
+    )
+    error = translate(denied, "secretsmanager:PutSecretValue", "credflip/db/prod/green", key=key)
+    assert isinstance(error, StoreAccessDenied)
+    assert f"allow kms:GenerateDataKey and kms:Decrypt on key {key}" in str(error)
+    assert "kms:Encrypt" not in str(error)

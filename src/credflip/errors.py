@@ -188,13 +188,14 @@ class UsedAtRetire(DrainBlocked):
 # How drivers say "these credentials are refused"; no driver is imported here,
 # errors are recognised by their attributes. PostgreSQL: SQLSTATE 28P01/28000
 # (psycopg reports connection failures in the message only); PgBouncer says "SASL
-# authentication failed" when a SCRAM login fails there. MySQL: 1045 access
-# denied; 3118 (MySQL) and 4151 (MariaDB) account is locked.
+# authentication failed" when a SCRAM login fails there, and "no such user" when its
+# auth_query finds no login user of that name (a locked color).
+# MySQL: 1045 access denied; 3118 (MySQL) and 4151 (MariaDB) account is locked.
 _PG_SQLSTATES = frozenset({"28P01", "28000"})
 _MYSQL_ERRNOS = frozenset({1045, 3118, 4151})
 _PG_MESSAGES = re.compile(
     r"password authentication failed|SASL authentication failed|is not permitted to log in"
-    r"|role \".*\" does not exist"
+    r"|role \".*\" does not exist|FATAL:  no such user"
 )
 
 

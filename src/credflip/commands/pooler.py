@@ -34,9 +34,12 @@ def check_pooler(pooler_url: DbUrl, *, engine: str, admin_url: DbUrl | None = No
 
 def save_pooler_url(store: Store, layout: Layout, *, pooler_url: DbUrl) -> str:
     """Register *pooler_url* as the env's PgBouncer (SecureString ``pooler-url``), once its
-    console answers; return PgBouncer's version."""
+    console answers and unless the stored admin URL goes through it; return PgBouncer's
+    version."""
     state = load_state(store, layout)
-    version = check_pooler(pooler_url, engine=state.engine)
+    stored = store.get(layout.admin_url)
+    admin = DbUrl.parse(stored, what=layout.admin_url) if stored else None
+    version = check_pooler(pooler_url, engine=state.engine, admin_url=admin)
     store.put(layout.pooler_url, pooler_url.secret, secure=True)
     return version
 

@@ -108,6 +108,7 @@ class Baseline:
         seen: set[tuple[str, str]] = set()
         self._fleet = {r.instance for r in readings}
         for reading in readings:
+            out.unknown += reading.unknown
             self._instance(now, reading, needed, out, seen)
         # A counter that vanished (instance gone, signal lost) has no baseline on its return.
         for key in set(self._counters) - seen:

@@ -52,6 +52,9 @@ class Reading:
     #: Which admin connection read it (numbered as they are opened; None: unknown):
     #: a new one may have reached a server that restarted since the last sample.
     connection: int | None = None
+    #: What it shows that is no quiet without being use (a pooler's connection of the
+    #: user that closed since the last sample: what it ran before cannot be told).
+    unknown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

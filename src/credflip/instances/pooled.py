@@ -36,10 +36,13 @@ def pooler_reading(
     if pooler is None:
         return None, []
     try:
-        obs, backends = pooler.observe(user)
+        obs, backends, unknown = pooler.observe(user)
     except CredflipError as exc:
         return None, [Reading(pooler.label, error=str(exc))]
-    return backends, [Reading(pooler.label, obs.sessions, obs.counters, started=obs.started)]
+    reading = Reading(
+        pooler.label, obs.sessions, obs.counters, started=obs.started, unknown=unknown
+    )
+    return backends, [reading]
 
 
 def pooler_sessions(

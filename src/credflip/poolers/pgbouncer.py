@@ -58,6 +58,8 @@ class PgBouncer:
         #: The newest request seen on each user's server connections in this run: a
         #: connection PgBouncer closes (idle timeout) takes no use back.
         self._newest: dict[str, str] = {}
+        #: Each user's server connections at the last sample.
+        self._servers: dict[str, frozenset[PooledBackend]] = {}
 
     @property
     def host(self) -> str:
@@ -130,18 +132,29 @@ class PgBouncer:
             ),
         ]
 
-    def observe(self, user: str) -> tuple[Observation, tuple[PooledBackend, ...]]:
+    def observe(self, user: str) -> tuple[Observation, tuple[PooledBackend, ...], tuple[str, ...]]:
         """*user*'s clients (its sessions here) and the newest request PgBouncer stamped on
-        its server connections (to the second; the newest seen in this run); and those
+        its server connections (to the second; the newest seen in this run); those
         connections, for the server to leave out of its sessions and to time their
-        requests to the microsecond (:mod:`credflip.engines.postgres.pooled`)."""
+        requests to the microsecond (:mod:`credflip.engines.postgres.pooled`); and why
+        this sample is no quiet: a connection of the last sample that PgBouncer closed
+        since (``server_lifetime`` is enforced as a client lets go of one) took its last
+        request with it, which may have been a client's that came and went meanwhile."""
         seen = self.view(user)
         newest = self._newest.get(user, "")
         if seen.newest is not None:
             newest = max(newest, seen.newest.isoformat())
         self._newest[user] = newest
         counters: dict[str, Hashable] = {SIGNAL: newest}
-        return Observation(seen.clients, counters), seen.backends
+        before, now = self._servers.get(user, frozenset()), frozenset(seen.backends)
+        self._servers[user] = now
+        unknown: tuple[str, ...] = ()
+        if closed := len(before - now):
+            unknown = (
+                f"{closed} server connection(s) of {user!r} on {self.label} closed since the "
+                f"last sample: what they ran before cannot be told",
+            )
+        return Observation(seen.clients, counters), seen.backends, unknown
 
     def close(self) -> None:
         self.console.close()

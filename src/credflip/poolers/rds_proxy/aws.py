@@ -69,7 +69,8 @@ def translate(exc: Exception, action: str, what: str, *, key: str | None = None)
     if "KMS" in code or (code in _DENIED and "kms" in message.lower()):
         return StoreAccessDenied(
             f"KMS refused {action} on {what} ({code}): allow kms:GenerateDataKey and "
-            f"kms:Encrypt on key {key or 'aws/secretsmanager'} for this role"
+            f"kms:Decrypt on key {key or 'aws/secretsmanager'} for this role (through "
+            f"Secrets Manager, as deploy/template.yaml does)"
         )
     if code in _DENIED:
         return StoreAccessDenied(
