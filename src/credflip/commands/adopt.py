@@ -204,8 +204,15 @@ def _noticer(on_event: Callable[[Event], None] | None) -> Callable[[str], None]:
 
 
 def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], None]) -> None:
-    """One warning when the env's secure values are under another key than the store's."""
-    names = [layout.url(c, r) for c in Color for r in ROLES] + [layout.admin_url]
+    """One warning when the env's secure values (every SecureString credflip writes: the
+    colors' URLs, the admin's and the pooler's URLs, the SCRAM verifiers) are under another
+    key than the store's."""
+    names = [
+        *(layout.url(c, r) for c in Color for r in ROLES),
+        layout.admin_url,
+        layout.pooler_url,
+        *(layout.verifier(c) for c in Color),
+    ]
     other = store.other_keys(names)
     if not other:
         return
@@ -214,7 +221,7 @@ def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], N
     on_event(
         Notice(
             f"{what} encrypted with key {', '.join(sorted(set(other.values())))}, but this "
-            f"store writes with {store.write_key}: every URL credflip writes moves to "
+            f"store writes with {store.write_key}: every secure value credflip writes moves to "
             f"{store.write_key}; to keep the key, name it in --store (kms_key_id=KEY)",
             level="warning",
         )
