@@ -88,18 +88,19 @@ def init(
         hand_made = _hand_made(layout, existing)
         proxy = _behind_proxy(store, layout, eng, existing, hand_made, writer_url, green_user,
                               (rds_proxy, rds_proxy_endpoint))  # fmt: skip
-        with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as leases:
-            leases.settle(eng)  # what an init that died lent the admin
-            result = (
-                _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
-                if hand_made
-                else _adopt_single_user(
-                    store, layout, eng, existing, writer_url, reader_url, green_user,
-                    group_role, stored,
-                )
-            )  # fmt: skip
-        result = _record_proxy(store, layout, proxy, result)
-        return _survey(store, layout, eng, result, sessions_only, pooler_url)
+        with eng.lock_phase():  # one phase: its plans share one lock budget
+            with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as lent:
+                lent.settle(eng)  # what an init that died lent the admin
+                result = (
+                    _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+                    if hand_made
+                    else _adopt_single_user(
+                        store, layout, eng, existing, writer_url, reader_url, green_user,
+                        group_role, stored,
+                    )
+                )  # fmt: skip
+            result = _record_proxy(store, layout, proxy, result)
+            return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
