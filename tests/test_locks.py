@@ -16,6 +16,7 @@ from credflip.engines.base import Step
 from credflip.engines.locks import (
     Blocker,
     BlockerWatch,
+    LockBudget,
     LockWait,
     StatementWaited,
     gave_up,
@@ -169,6 +170,44 @@ def test_a_lambda_deadline_ends_the_retries_as_a_resumable_stop() -> None:
     assert clock.now <= 100.0 + 2.5 + 1.0
 
 
+def test_the_plans_of_a_phase_share_one_lock_budget() -> None:
+    """Within a phase (init, or one try of a rotation's phase), the retries of all its
+    plans draw on one budget, counted from the phase's first lock timeout: a later plan
+    gets what is left. Breaks when each plan starts a budget of its own."""
+    clock = Clock()
+    waits = {"REASSIGN OWNED BY b TO a": 2, "DROP OWNED BY b": 99}
+    eng = Scripted(clock, waits, budget=5)
+    with eng.lock_phase() as budget:
+        eng.execute([Step(sql.SQL("REASSIGN OWNED BY b TO a"))])  # 2 waits, 3 s of pauses
+        assert (budget.timeouts, budget.spent(), budget.left()) == (2, 4.0, 1.0)
+        with pytest.raises(LockTimeout) as info:
+            eng.execute([Step(sql.SQL("DROP OWNED BY b"))])
+    assert clock.slept == [1.0, 2.0]  # no pause for the second plan: the budget was spent
+    assert str(info.value).startswith(
+        "gave up after 1.0s (1 try; the phase's lock budget started 4.0s before, at an "
+        "earlier statement's lock timeout) on a statement that waits for a lock: pid 4242"
+    )
+    # Outside a phase each plan has a budget of its own (a command of one plan).
+    other = Clock()
+    alone = Scripted(other, {"REASSIGN OWNED BY b TO a": 2, "DROP OWNED BY b": 2}, budget=5)
+    alone.execute([Step(sql.SQL("REASSIGN OWNED BY b TO a"))])
+    alone.execute([Step(sql.SQL("DROP OWNED BY b"))])
+    assert other.slept == [1.0, 2.0, 1.0, 2.0] and alone.ran[-1] == "DROP OWNED BY b"
+
+
+def test_the_lock_budget_pauses_grow_and_stop_at_the_deadline() -> None:
+    clock = Clock()
+    wait = LockWait(timeout=1.0, budget=60, deadline=clock.now + 6, clock=clock, sleep=clock.sleep)
+    budget = LockBudget(wait)
+    assert (budget.spent(), budget.left(), budget.timeouts) == (0.0, 60, 0)
+    pauses = []
+    while (delay := budget.timed_out()) is not None:
+        pauses.append(delay)
+        clock.sleep(delay)
+    assert pauses == [1.0, 2.0, 3.0]  # 4 s would run past the deadline: cut to it
+    assert budget.timeouts == 4 and budget.spent() == 6.0 and budget.left() == 54.0
+
+
 def test_no_holder_seen_still_says_what_to_do() -> None:
     line = gave_up(spent=3, tries=2, database="", blockers=[])
     assert "could not see which session holds it" in line and "changed nothing more" in line
@@ -201,3 +240,29 @@ def test_the_lambda_event_names_the_lock_timeout() -> None:
     assert _options({"env": "prod"}, deadline=1.0).lock_timeout == 1.0
     with pytest.raises(UsageError, match="--lock-timeout must be positive"):
         _options({"env": "prod", "lock_timeout": "0s"}, deadline=1.0)
+
+
+def test_a_mysql_blocker_names_its_program_or_says_it_is_unknown() -> None:
+    """As PostgreSQL's line: the program (MySQL's program_name), its address, its state;
+    'application unknown' where the server would not say (performance_schema off)."""
+    named = Blocker("thread 17", "app", "report-job", "idle in transaction", 3.0, "KILL 17",
+                    client="10.0.0.5:51234")  # fmt: skip
+    assert named.describe() == (
+        "thread 17 of user 'app' (application 'report-job', from 10.0.0.5:51234, "
+        "idle in transaction, transaction open for 3.0s)"
+    )
+    unknown = Blocker("thread 17", "root", None, "idle", None, "KILL 17", client="localhost")
+    described = "thread 17 of user 'root' (application unknown, from localhost, idle)"
+    assert unknown.describe() == described
+    unnamed = Blocker("pid 4", "app", "", "idle in transaction", None, "SELECT 1")
+    assert unnamed.describe() == "pid 4 of user 'app' (application '-', idle in transaction)"
+
+
+def test_the_row_lock_source_follows_the_server() -> None:
+    """MySQL 8 dropped information_schema.INNODB_LOCK_WAITS (performance_schema's
+    data_lock_waits replaced it); MariaDB and MySQL 5.7 have it. Breaks when MySQL 8 is
+    asked for the view it does not have."""
+    assert "performance_schema.data_lock_waits" in my_locks.row_lock_source("8.0.36")
+    assert "performance_schema.data_lock_waits" in my_locks.row_lock_source("9.1.0-commercial")
+    for older in ("10.11.6-MariaDB-0+deb12u1", "11.4.2-MariaDB", "5.7.44-log"):
+        assert "information_schema.INNODB_LOCK_WAITS" in my_locks.row_lock_source(older)

@@ -18,6 +18,7 @@ from helpers import assert_pointer_connects, command, fresh, stored_url
 from test_dry_run import printed_sql
 
 from credflip import commands
+from credflip.errors import RotationError
 from credflip.layout import Color, Layout
 from credflip.rotation import RotateOptions, rotate
 from credflip.state import load_state
@@ -163,3 +164,44 @@ def test_definer_objects_work_for_the_active_color_when_prepare_dies_after_a_sta
     assert assert_pointer_connects(store, layout) is Color.BLUE
     use_definer_objects(app, fresh(store, layout).writer_url, "blue")
     assert app.rights(app.user) == app.rights(app.green)
+
+
+def test_prepare_keeps_an_account_the_active_user_lost_while_it_is_a_definer(
+    mariadb: Mariadb, tmp_path: Path, cli: Any
+) -> None:
+    """The operator removed the active user's account at one host; the inactive user's
+    account there is the DEFINER of a view the application reads, and no other account
+    of that user matches its host (no '%'). Prepare refuses, as --retire drop does,
+    before any statement (the dry run says so too): dropping the account would break
+    the view for the active color. Breaks when prepare drops it (the view then fails:
+    MariaDB refuses the application's query)."""
+    app = make_my_app(mariadb, rich=False, hosts=("127.0.0.1", "10.9.%"))
+    db, store, layout = app.database, SqliteStore(tmp_path / "params.db"), Layout("lost-host")
+    commands.init(store, layout, admin_url=app.admin_url, writer_url=app.url)
+    mariadb.sql(
+        f"CREATE DEFINER = '{app.green}'@'10.9.%' SQL SECURITY DEFINER VIEW `{db}`.recent "
+        f"AS SELECT id FROM `{db}`.orders",
+        f"DROP USER '{app.user}'@'10.9.%'",
+    )
+    refusal = (
+        f"refusing to drop account '{app.green}'@'10.9.%' ({app.user!r} has no account at "
+        f"that host any more): it is the DEFINER of view {db}.recent, which would fail "
+        f"without it (no other account of {app.green!r} matches that host); change their "
+        f"DEFINER (or create '{app.user}'@'10.9.%' again), then run the command again"
+    )
+    dry = cli(*command("rotate", app, store, layout, "--dry-run"))
+    assert (dry.code, dry.err) == (1, f"credflip: error: {refusal}\n")
+    with pytest.raises(RotationError) as info:
+        rotate(store, layout, admin_url=app.admin_url, options=opts())
+    assert str(info.value) == refusal
+    green_at = "SELECT 1 FROM mysql.user WHERE User = %s AND Host = '10.9.%%'"
+    assert mariadb.sql(green_at, args=(app.green,))  # kept, and the view still works
+    assert app.execute(app.url, "SELECT COUNT(*) FROM recent") == [(0,)]
+    assert assert_pointer_connects(store, layout) is Color.BLUE
+    # The operator gives blue that host again: the same rotation goes on and finishes.
+    mariadb.sql(
+        f"CREATE USER '{app.user}'@'10.9.%' ACCOUNT LOCK",
+        f"GRANT ALL PRIVILEGES ON `{db}`.* TO '{app.user}'@'10.9.%'",
+    )
+    assert rotate(store, layout, admin_url=app.admin_url, options=opts()).finished
+    assert app.execute(fresh(store, layout).writer_url, "SELECT COUNT(*) FROM recent") == [(0,)]

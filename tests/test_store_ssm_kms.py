@@ -117,3 +117,26 @@ def test_init_warns_once_when_the_envs_urls_are_under_another_key(
         f"credflip: warning: {layout.url(Color.BLUE, 'writer')} is encrypted with key "
         f"alias/aws/ssm, but this store writes with {kms_key['Arn']}"
     )
+
+
+def test_init_warns_when_the_pooler_url_is_under_another_key(
+    mariadb: Mariadb, moto_endpoint: str, kms_key: dict[str, str], cli: Any
+) -> None:
+    """The pooler's console URL is a SecureString credflip writes too (``init --pooler-url``,
+    ``pooler-url``): one left under another key is named like the colors' URLs. Breaks
+    when init looks at the colors' and the admin's URLs only."""
+    app = make_my_app(mariadb, rich=False)
+    layout = Layout(f"kmspool{app.user}")
+    before = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
+    before.put(layout.pooler_url, "pgbouncer://pgbouncer:pw@127.0.0.1:1/pgbouncer",
+               secure=True)  # fmt: skip
+    store_url = spec(moto_endpoint, kms_key["Arn"])
+    init = cli("init", "--env", layout.env, "--store", store_url, "--admin-url",
+               app.admin_url.secret, "--writer-url", app.url.secret)  # fmt: skip
+    assert init.code == 0, init.err
+    warnings = [line for line in init.err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"credflip: warning: {layout.pooler_url} is encrypted with key alias/aws/ssm, but "
+        f"this store writes with {kms_key['Arn']}: every secure value credflip writes moves "
+        f"to {kms_key['Arn']}; to keep the key, name it in --store (kms_key_id=KEY)"
+    ], init.err

@@ -88,18 +88,19 @@ def init(
         hand_made = _hand_made(layout, existing)
         proxy = _behind_proxy(store, layout, eng, existing, hand_made, writer_url, green_user,
                               (rds_proxy, rds_proxy_endpoint))  # fmt: skip
-        with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as leases:
-            leases.settle(eng)  # what an init that died lent the admin
-            result = (
-                _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
-                if hand_made
-                else _adopt_single_user(
-                    store, layout, eng, existing, writer_url, reader_url, green_user,
-                    group_role, stored,
-                )
-            )  # fmt: skip
-        result = _record_proxy(store, layout, proxy, result)
-        return _survey(store, layout, eng, result, sessions_only, pooler_url)
+        with eng.lock_phase():  # one phase: its plans share one lock budget
+            with keeping_leases(eng, store, layout, by="init", notice=_noticer(on_event)) as lent:
+                lent.settle(eng)  # what an init that died lent the admin
+                result = (
+                    _adopt_hand_made(store, layout, eng, existing, group_role, stored, on_event)
+                    if hand_made
+                    else _adopt_single_user(
+                        store, layout, eng, existing, writer_url, reader_url, green_user,
+                        group_role, stored,
+                    )
+                )  # fmt: skip
+            result = _record_proxy(store, layout, proxy, result)
+            return _survey(store, layout, eng, result, sessions_only, pooler_url)
     finally:
         if own_engine:
             eng.close()
@@ -204,8 +205,15 @@ def _noticer(on_event: Callable[[Event], None] | None) -> Callable[[str], None]:
 
 
 def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], None]) -> None:
-    """One warning when the env's secure values are under another key than the store's."""
-    names = [layout.url(c, r) for c in Color for r in ROLES] + [layout.admin_url]
+    """One warning when the env's secure values (every SecureString credflip writes: the
+    colors' URLs, the admin's and the pooler's URLs, the SCRAM verifiers) are under another
+    key than the store's."""
+    names = [
+        *(layout.url(c, r) for c in Color for r in ROLES),
+        layout.admin_url,
+        layout.pooler_url,
+        *(layout.verifier(c) for c in Color),
+    ]
     other = store.other_keys(names)
     if not other:
         return
@@ -214,7 +222,7 @@ def _warn_other_keys(store: Store, layout: Layout, on_event: Callable[[Event], N
     on_event(
         Notice(
             f"{what} encrypted with key {', '.join(sorted(set(other.values())))}, but this "
-            f"store writes with {store.write_key}: every URL credflip writes moves to "
+            f"store writes with {store.write_key}: every secure value credflip writes moves to "
             f"{store.write_key}; to keep the key, name it in --store (kms_key_id=KEY)",
             level="warning",
         )

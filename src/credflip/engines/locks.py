@@ -7,10 +7,11 @@ application up for as long as credflip waits. So every statement of a plan runs
 with a server-side lock timeout (``--lock-timeout``, default 1 s) and a
 server-side statement timeout just under the client's guard. A statement that
 hits the lock timeout was cancelled, and so rolled back, by the server; the
-plan tries it again after a pause (:class:`~credflip.backoff.Backoff`) until its
-budget runs out, then stops with one line naming the session that holds the
-lock, as a second admin connection saw it while the statement waited
-(:class:`BlockerWatch`).
+plan tries it again after a pause until the budget runs out, then stops with
+one line naming the session that holds the lock, as a second admin connection
+saw it while the statement waited (:class:`BlockerWatch`). The budget is a
+phase's (:class:`LockBudget`): every plan a phase runs (prepare's predrain and
+its own; init's several) draws on the same one.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "Blocker",
     "BlockerWatch",
+    "LockBudget",
     "LockWait",
     "StatementWaited",
     "gave_up",
@@ -47,16 +49,16 @@ log = logging.getLogger("credflip.engines")
 
 #: Seconds one statement may wait for one lock (``--lock-timeout``).
 DEFAULT_LOCK_TIMEOUT = 1.0
-#: Seconds a plan keeps retrying a statement that timed out (``--reconnect-timeout``).
+#: Seconds a phase keeps retrying statements that timed out (``--reconnect-timeout``).
 DEFAULT_LOCK_BUDGET = 60.0
 
 
 @dataclass(frozen=True)
 class LockWait:
-    """How the statements of a plan wait for locks that other sessions hold.
+    """How the statements of a phase wait for locks that other sessions hold.
 
-    The budget counts from a plan's first lock timeout; a delay never runs
-    past *deadline* (a ``time.monotonic()`` instant: a Lambda's end).
+    The budget counts from the phase's first lock timeout (see :class:`LockBudget`);
+    a delay never runs past *deadline* (a ``time.monotonic()`` instant: a Lambda's end).
     """
 
     timeout: float = DEFAULT_LOCK_TIMEOUT
@@ -102,28 +104,64 @@ def with_limits(
     return out
 
 
-def run_waiting(execute: Callable[[], None], step: Step, backoff: Backoff, wait: LockWait) -> None:
+class LockBudget:
+    """What one phase may still spend retrying statements that hit the lock timeout.
+
+    One budget (``wait.budget``) counted from the phase's first lock timeout and
+    shared by every statement of every plan the phase runs, with pauses that grow
+    from one lock timeout to the next whichever statement hit it; never a pause
+    past ``wait.deadline``. The clock is ``wait.clock``: tested without sleeping.
+    """
+
+    def __init__(self, wait: LockWait) -> None:
+        self.wait = wait
+        self._backoff = wait.backoff()
+        #: Lock timeouts in this phase so far, and when the first one came.
+        self.timeouts = 0
+        self._first: float | None = None
+
+    def timed_out(self) -> float | None:
+        """A statement hit the lock timeout: seconds to pause before it is tried again,
+        or None when the budget (or the deadline) leaves no time for another try."""
+        self.timeouts += 1
+        if self._first is None:
+            self._first = self.wait.clock()
+        return self._backoff.next_delay(deadline=self.wait.deadline)
+
+    def left(self) -> float:
+        """Seconds of the budget not yet spent."""
+        return self._backoff.left()
+
+    def spent(self) -> float:
+        """Seconds since the phase's first lock timeout (0 before it)."""
+        return 0.0 if self._first is None else self.wait.clock() - self._first
+
+
+def run_waiting(execute: Callable[[], None], step: Step, budget: LockBudget) -> None:
     """``execute()`` *step*; after a lock timeout (the server rolled the statement back)
-    try again after *backoff*'s pause while its budget lasts, then raise the one line
-    that names the holder: :class:`~credflip.errors.LockTimeout`, or
+    try again after *budget*'s pause while it lasts, then raise the one line that names
+    the holder: :class:`~credflip.errors.LockTimeout`, or
     :class:`~credflip.errors.DeadlineReached` when the caller's deadline came first."""
+    wait = budget.wait
     tries, started = 0, wait.clock()
+    before, spent_before = budget.timeouts, budget.spent()
     while True:
         tries += 1
         try:
             execute()
             return
         except StatementWaited as exc:
-            delay = backoff.next_delay(deadline=wait.deadline)
+            delay = budget.timed_out()
             if delay is None:
                 # Budget left, so the deadline ended it: a resumable stop, not a failure.
-                deadline = backoff.left() > 0
+                deadline = budget.left() > 0
                 line = gave_up(
                     spent=wait.clock() - started,
                     tries=tries,
                     database=step.database,
                     blockers=exc.blockers,
                     deadline=deadline,
+                    earlier=spent_before if before else None,
                 )
                 raise (DeadlineReached if deadline else LockTimeout)(line) from exc
             log.info(
@@ -147,23 +185,26 @@ class Blocker:
     #: ``pid 4242`` (PostgreSQL), ``thread 17`` (MySQL).
     session: str
     user: str
-    #: The client's program (``application_name``); '' when unknown.
-    application: str
-    #: ``idle in transaction``, ``Sleep``... ('' when the server does not say).
+    #: The client's program (``application_name``, MySQL's ``program_name``): '' when
+    #: the client named none, None when the server would not say.
+    application: str | None
+    #: ``idle in transaction``, ``Query: Waiting for table metadata lock``... ('' when
+    #: the server does not say).
     state: str
     #: Seconds its transaction has been open (None: none, or not shown to the admin).
     open_for: float | None
     #: What ends it, e.g. ``SELECT pg_terminate_backend(4242)``.
     end: str
-    #: The client's address, where the server names no program ('' when not shown).
+    #: The client's address (MySQL's ``HOST:PORT``; '' when not shown).
     client: str = ""
 
     def describe(self) -> str:
         """``pid 4242 of user 'app' (application 'report-job', idle in transaction,
-        transaction open for 12.3s)``, on one line."""
-        parts = []
-        if self.application or not self.client:
-            parts.append(f"application {_one_line(self.application) or '-'!r}")
+        transaction open for 12.3s)``, on one line (MySQL's with ``from HOST:PORT``)."""
+        if self.application is None:
+            parts = ["application unknown"]
+        else:
+            parts = [f"application {_one_line(self.application) or '-'!r}"]
         if self.client:
             parts.append(f"from {_one_line(self.client)}")
         parts.append(_one_line(self.state) or "state -")
@@ -185,10 +226,17 @@ def _one_line(text: str) -> str:
 
 
 def gave_up(
-    *, spent: float, tries: int, database: str, blockers: list[Blocker], deadline: bool = False
+    *,
+    spent: float,
+    tries: int,
+    database: str,
+    blockers: list[Blocker],
+    deadline: bool = False,
+    earlier: float | None = None,
 ) -> str:
-    """The one line a plan stops with when its lock budget (or with *deadline*, the
-    caller's deadline) ran out."""
+    """The one line a plan stops with when its phase's lock budget (or with *deadline*,
+    the caller's deadline) ran out; *earlier*: seconds of the budget that earlier
+    statements of the phase had already run off it (None: none had waited)."""
     where = f" in database {database}" if database else ""
     if blockers:
         first = blockers[0]
@@ -200,8 +248,14 @@ def gave_up(
         held = "credflip could not see which session holds it"
         todo = "end the long transaction on that database or let it finish"
     why = "stopped at the deadline" if deadline else "gave up"
+    counted = f"{tries} {'try' if tries == 1 else 'tries'}"
+    if earlier is not None:
+        counted += (
+            f"; the phase's lock budget started {format_duration(earlier)} before, "
+            f"at an earlier statement's lock timeout"
+        )
     return (
-        f"{why} after {format_duration(spent)} ({tries} {'try' if tries == 1 else 'tries'}) "
+        f"{why} after {format_duration(spent)} ({counted}) "
         f"on a statement{where} that waits for a lock: {held}; {todo}, then run the command "
         f"again; credflip changed nothing more"
     )

@@ -1,6 +1,7 @@
 """The one place an engine's changes run: a plan of steps, each connection's lock and
 statement timeouts first (see :mod:`.locks`), what the steps lend the admin recorded in a
-lease (see :mod:`.lease`), and who blocks a step named."""
+lease (see :mod:`.lease`), and who blocks a step named. The plans of one phase
+(:meth:`PlanRunner.lock_phase`) share its lock budget."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..errors import DeadlineReached, EngineError
 from .lease import LeaseBook, Lending
-from .locks import Blocker, BlockerWatch, LockWait, run_waiting, with_limits
+from .locks import Blocker, BlockerWatch, LockBudget, LockWait, run_waiting, with_limits
 from .values import Step
 
 __all__ = ["PlanRunner"]
@@ -26,14 +27,30 @@ class PlanRunner(abc.ABC):
     leases: LeaseBook | None
     #: While a plan runs: the connection each of its sessions got its timeouts on.
     _sessions: dict[str, Any] | None = None
+    #: While a phase runs (:meth:`lock_phase`): the lock budget its plans share.
+    _lock_budget: LockBudget | None = None
+
+    @contextlib.contextmanager
+    def lock_phase(self) -> Iterator[LockBudget]:
+        """While the block runs, every plan :meth:`execute` runs draws on one lock budget
+        (:class:`~.locks.LockBudget`): a phase's. Inside another phase, that one's."""
+        if self._lock_budget is not None:
+            yield self._lock_budget
+            return
+        self._lock_budget = budget = LockBudget(self.lock_wait)
+        try:
+            yield budget
+        finally:
+            self._lock_budget = None
 
     def execute(self, steps: Sequence[Step]) -> None:
         """Run *steps* in order: the one place an engine changes a database.
 
         They run as :meth:`with_limits` puts them. A step that waited longer than
         the lock timeout was rolled back by the server and is tried again
-        within the lock budget (steps already done stay done: each is safe to
-        repeat); past it, or at the caller's deadline, the plan stops there,
+        within the lock budget, the phase's (:meth:`lock_phase`) or else the
+        plan's own (steps already done stay done: each is safe to repeat);
+        past it, or at the caller's deadline, the plan stops there,
         naming the lock's holder. At the
         first refusal the remaining cleanup steps still run (their own failures
         ignored), then the refusal is raised. What the steps lend the admin is
@@ -42,7 +59,7 @@ class PlanRunner(abc.ABC):
         :mod:`.lease`).
         """
         failure: EngineError | DeadlineReached | None = None
-        backoff = self.lock_wait.backoff()
+        budget = self._lock_budget or LockBudget(self.lock_wait)
         watch = BlockerWatch(self._watch_connection, self._blockers, self.lock_wait.watch_every)
         lease = Lending(self.leases, steps)
         self._sessions = {}
@@ -52,7 +69,7 @@ class PlanRunner(abc.ABC):
                     continue
                 try:
                     run = functools.partial(self._execute, step, watch)
-                    run_waiting(run, step, backoff, self.lock_wait)
+                    run_waiting(run, step, budget)
                 except (EngineError, DeadlineReached) as exc:
                     if step.cleanup:
                         lease.failed(step)

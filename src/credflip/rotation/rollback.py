@@ -59,7 +59,10 @@ def rollback(
         with hold_lock(store, layout, purpose="rollback", notice=notice) as mine:
             # Every write first checks that the lock is still ours.
             fenced = FencedStore(store, layout, mine)
-            with keeping_leases(eng, fenced, layout, by="rollback", notice=notice) as leases:
+            with (
+                keeping_leases(eng, fenced, layout, by="rollback", notice=notice) as leases,
+                eng.lock_phase(),  # one phase: its plans share one lock budget
+            ):
                 leases.settle(eng)
                 return _roll_back(fenced, layout, eng, probe, notice, by, on_event)
     finally:

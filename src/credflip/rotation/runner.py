@@ -3,11 +3,13 @@
 Phases run in the order of :data:`HANDLERS` from the one recorded in the
 state. A phase that fails with an error the :class:`RetryPolicy` retries
 (the database went away: a restart, a failover) runs again after a pause;
-any other error is recorded and raised. A phase that returns False stops the
-run resumably (a Lambda's deadline), and so does a wait inside a phase that
-the deadline cuts short (:class:`~credflip.errors.DeadlineReached`). A retire
-whose last look saw the old user in use (:class:`~credflip.errors.UsedAtRetire`)
-sends the rotation back to the drain, in the same run.
+any other error is recorded and raised. The plans one try of a phase runs
+share one lock budget (:meth:`~credflip.engines.plans.PlanRunner.lock_phase`).
+A phase that returns False stops the run resumably (a Lambda's deadline), and
+so does a wait inside a phase that the deadline cuts short
+(:class:`~credflip.errors.DeadlineReached`). A retire whose last look saw the
+old user in use (:class:`~credflip.errors.UsedAtRetire`) sends the rotation
+back to the drain, in the same run.
 """
 
 from __future__ import annotations
@@ -118,8 +120,10 @@ def run_phases(
         ctx.running = phase
         started = time.monotonic()
         try:
-            ctx.settle_leases()
-            finished = journal.finish() if phase is Phase.DONE else HANDLERS[phase].run(ctx)
+            # The plans of one try of a phase share its lock budget.
+            with ctx.admin.lock_phase():
+                ctx.settle_leases()
+                finished = journal.finish() if phase is Phase.DONE else HANDLERS[phase].run(ctx)
         except DeadlineReached as exc:
             ctx.notice(messages.deadline_in(phase, exc))
             finished = False

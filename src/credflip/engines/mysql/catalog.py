@@ -150,17 +150,23 @@ class MysqlCatalog(MysqlConnection):
             out[host] = sorted(g.replace(quoted, "<grantee>") for g in self._grants(user, host))
         return out
 
-    def definer_objects(self, user: str) -> list[str]:
-        """Views, routines, triggers and events whose DEFINER is *user*."""
+    def definer_objects(self, user: str, host: str | None = None) -> list[str]:
+        """Views, routines, triggers and events whose DEFINER is *user* (at any host, or
+        the account *user@host* alone)."""
+        # DEFINER reads user@host, unquoted.
+        if host is None:
+            match, args = "SUBSTRING_INDEX(DEFINER, '@', 1) = %s", user
+        else:
+            match, args = "DEFINER = %s", f"{user}@{host}"
         rows = self._run(
             "SELECT CONCAT('view ', TABLE_SCHEMA, '.', TABLE_NAME) FROM information_schema.VIEWS "
-            "WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            f"WHERE {match} "
             "UNION ALL SELECT CONCAT(LOWER(ROUTINE_TYPE), ' ', ROUTINE_SCHEMA, '.', ROUTINE_NAME) "
-            "FROM information_schema.ROUTINES WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            f"FROM information_schema.ROUTINES WHERE {match} "
             "UNION ALL SELECT CONCAT('trigger ', TRIGGER_SCHEMA, '.', TRIGGER_NAME) "
-            "FROM information_schema.TRIGGERS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s "
+            f"FROM information_schema.TRIGGERS WHERE {match} "
             "UNION ALL SELECT CONCAT('event ', EVENT_SCHEMA, '.', EVENT_NAME) "
-            "FROM information_schema.EVENTS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) = %s",
-            [user, user, user, user],
+            f"FROM information_schema.EVENTS WHERE {match}",
+            [args] * 4,
         )
         return sorted(str(r[0]) for r in rows)

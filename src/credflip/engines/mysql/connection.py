@@ -130,8 +130,7 @@ class MysqlConnection(Engine):
         def run(query: str, args: Sequence[Any]) -> list[Any]:
             return self._run(query, args, conn=conn)
 
-        mariadb = "mariadb" in str(conn.get_server_info()).lower()
-        return my_locks.blockers(run, int(waiter), mariadb=mariadb)
+        return my_locks.blockers(run, int(waiter), server=str(conn.get_server_info()))
 
     def _watch_connection(self) -> Any:
         return self._connect(self.admin_url, what="another admin connection")

@@ -80,6 +80,12 @@ class MysqlGrants(MysqlCatalog):
         holds, so what runs with its rights (its DEFINER objects) keeps them
         (but for column privileges a table-level revoke takes with it, given
         again by the next statement: see :mod:`.rights`).
+
+        An account to drop that is the DEFINER of views, routines, triggers or
+        events is refused, as ``--retire drop`` refuses (nothing is planned),
+        unless another account of the target matches its host (the server then
+        runs them as that one, which has the source's rights): without one,
+        those objects would fail for the application from that statement on.
         """
         source_hosts, target_hosts = self._hosts(source), self._hosts(target)
         mariadb = self.is_mariadb
@@ -99,8 +105,12 @@ class MysqlGrants(MysqlCatalog):
             wanted = plan.tls_and_limits(self._create_user_text(source, host), source, target, host)
             if plan.tls_and_limits(options, target, target, host) != wanted:
                 grants.append(wanted)
-        dropped = [plan.drop_user(target, h) for h in sorted(set(target_hosts) - set(source_hosts))]
-        return grants + revokes + dropped
+        extra = sorted(set(target_hosts) - set(source_hosts))
+        for host in extra:
+            definers = self.definer_objects(target, host)
+            if definers and not any(plan.host_matches(kept, host) for kept in source_hosts):
+                raise _definer_kept(source, target, host, definers)
+        return grants + revokes + [plan.drop_user(target, h) for h in extra]
 
     def lock_user(self, user: str) -> None:
         """``ACCOUNT LOCK`` every account of *user*; open sessions stay."""
@@ -132,10 +142,7 @@ class MysqlGrants(MysqlCatalog):
         problems = []
         definers = self.definer_objects(user)
         if definers:
-            shown = ", ".join(definers[:5]) + (
-                f" and {len(definers) - 5} more" if len(definers) > 5 else ""
-            )
-            problems.append(f"it is the DEFINER of {shown}")
+            problems.append(f"it is the DEFINER of {_shown(definers)}")
         kept = set(self._hosts(keep))
         lost = sorted(
             {
@@ -154,3 +161,19 @@ class MysqlGrants(MysqlCatalog):
                 f"--retire lock instead, or change those DEFINERs first"
             )
         return [plan.drop_user(user, host) for host in hosts]
+
+
+def _shown(objects: list[str]) -> str:
+    """The first five of *objects*, and how many more."""
+    more = f" and {len(objects) - 5} more" if len(objects) > 5 else ""
+    return ", ".join(objects[:5]) + more
+
+
+def _definer_kept(source: str, target: str, host: str, definers: list[str]) -> RotationError:
+    """Why *target@host*, which *source* no longer has, is not dropped."""
+    return RotationError(
+        f"refusing to drop account '{target}'@'{host}' ({source!r} has no account at that "
+        f"host any more): it is the DEFINER of {_shown(definers)}, which would fail without "
+        f"it (no other account of {target!r} matches that host); change their DEFINER (or "
+        f"create '{source}'@'{host}' again), then run the command again"
+    )

@@ -16,6 +16,7 @@ from ..base import Step
 
 __all__ = [
     "IDENTIFIED",
+    "host_matches",
     "native_password_hash",
     "quoted_account",
     "set_password",
@@ -39,6 +40,17 @@ def native_password_hash(password: str) -> str:
     """``mysql_native_password``'s stored form: ``*`` + upper-hex SHA1(SHA1(password))."""
     inner = hashlib.sha1(password.encode()).digest()  # noqa: S324 - the plugin's own format
     return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """Whether an account at host *pattern* (``%``, ``10.0.%``) is the one the server runs
+    a DEFINER at *host* as, once the account at *host* itself is gone: *host* is matched
+    as a name, with LIKE's wildcards, case-insensitively. An IP/netmask pattern is taken
+    to match nothing (so that nothing is dropped on a guess)."""
+    if "/" in pattern:
+        return False
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, host, re.IGNORECASE | re.DOTALL) is not None
 
 
 def quoted_account(user: str, host: str) -> str:

@@ -9,10 +9,12 @@ target's atoms with a source's and plans the difference only, in two lists:
 what the target lacks (granted first) and what it has extra (revoked after
 every grant). Equal rights plan nothing. So whatever runs with the target's
 rights (the views, routines, triggers and events it is the DEFINER of) never
-loses a right the source also has, at any statement boundary, but one: a
-table-level ``REVOKE`` takes the same privilege on the table's columns too, so
+loses a right the source also has, at any statement boundary, but in two cases:
+a table-level ``REVOKE`` takes the same privilege on the table's columns too, so
 the column privileges the target keeps there are granted right after it (until
-then, only those columns' privileges are missing).
+then, only those columns' privileges are missing); and an option the server
+cannot take alone (a role's ADMIN OPTION on MySQL, a proxy's GRANT OPTION) goes
+with its role or proxy, granted again by the next statement (see :func:`plan_sync`).
 
 Every identifier is backtick-quoted here (doubling backticks); accounts are
 ``%s@%s`` parameters, quoted by the driver when the step runs.
@@ -130,35 +132,50 @@ class Rights:
 def plan_sync(
     source: Rights, target: Rights, user: str, host: str, *, mariadb: bool
 ) -> tuple[list[Step], list[Step]]:
-    """The steps that make user@host's rights (*target*) equal *source*: grants, revokes.
+    """The steps that make user@host's rights (*target*) equal *source*: the grants, and
+    what runs after every grant (of every account): the revokes, then the default roles.
 
-    Run every grant (of every account) before any revoke.
+    A right the target keeps is never revoked to be granted again, but for the
+    column privileges a table-level revoke takes (:func:`_revokes`) and where the
+    server has no statement that narrows a grant: a role's ADMIN OPTION on MySQL
+    (no ``REVOKE ADMIN OPTION FOR``) and a proxy grant's GRANT OPTION (both
+    servers). There the role or proxy is revoked and granted again at once,
+    after every other revoke: between the two statements the account lacks that
+    role (or proxy). The default roles are set last, and set again after such a
+    revoke of a default role on MySQL: whether or not MySQL forgets a revoked role
+    as a default role, it is one again.
     """
     grants: list[Step] = []
     revokes: list[Step] = []
+    narrowed: list[Step] = []  # revoked and granted again, last
     for role, admin in sorted(source.roles.items()):
         if role not in target.roles or (admin and not target.roles[role]):
             grants.append(_role_step("GRANT", role, user, host, admin=admin))
+    regranted: set[Role] = set()
     for role, admin in sorted(target.roles.items()):
         if role not in source.roles:
             revokes.append(_role_step("REVOKE", role, user, host))
         elif admin and not source.roles[role]:
-            revokes += _drop_admin_option(role, user, host, mariadb=mariadb)
+            narrowed += _drop_admin_option(role, user, host, mariadb=mariadb)
+            if not mariadb:
+                regranted.add(role)
     for proxied, grant in sorted(source.proxies.items()):
         if proxied not in target.proxies or (grant and not target.proxies[proxied]):
             grants.append(_proxy_step("GRANT", proxied, user, host, grant_option=grant))
     for proxied, grant in sorted(target.proxies.items()):
-        if proxied not in source.proxies or (grant and not source.proxies[proxied]):
-            # A proxy grant loses its GRANT OPTION only with the grant itself.
+        if proxied not in source.proxies:
             revokes.append(_proxy_step("REVOKE", proxied, user, host))
-            if proxied in source.proxies:
-                revokes.append(_proxy_step("GRANT", proxied, user, host, grant_option=False))
+        elif grant and not source.proxies[proxied]:
+            # A proxy grant loses its GRANT OPTION only with the grant itself.
+            narrowed.append(_proxy_step("REVOKE", proxied, user, host))
+            narrowed.append(_proxy_step("GRANT", proxied, user, host, grant_option=False))
     extra = target.privileges - source.privileges
     wiped = _wiped(extra, source.privileges)
     grants += privilege_steps("GRANT", source.privileges - target.privileges - wiped, user, host)
-    if source.default_roles != target.default_roles:
-        grants.append(_default_roles(source.default_roles, user, host, mariadb=mariadb))
-    return grants, _revokes(extra, wiped, user, host) + revokes
+    after = _revokes(extra, wiped, user, host) + revokes + narrowed
+    if source.default_roles != target.default_roles or regranted & set(source.default_roles):
+        after.append(_default_roles(source.default_roles, user, host, mariadb=mariadb))
+    return grants, after
 
 
 def _wiped(revoked: Iterable[Privilege], kept: Iterable[Privilege]) -> set[Privilege]:
