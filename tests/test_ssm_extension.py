@@ -405,7 +405,9 @@ def test_the_extension_is_tried_in_a_lambda_or_when_asked(
         ({"SSM_PARAMETER_STORE_TTL": "nan"}, 300),
         ({"SSM_PARAMETER_STORE_TTL": " 0"}, 300),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0.0"}, 300),
-        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE"}, 0),
+        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "false"}, 0),
+        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": "FALSE"}, 300),
+        ({"PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED": " false"}, 300),
         ({"PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE": "0"}, 0),
     ],
 )

@@ -107,9 +107,8 @@ def run_phases(
     policy = policy or RetryPolicy(Backoff(opts.reconnect_timeout), deadline=opts.deadline)
     first = True
     while True:
-        rot = ctx.rot
+        rot, deadline = ctx.rot, opts.deadline
         phase = rot.phase
-        deadline = opts.deadline
         if deadline is not None and phase is not Phase.DONE and time.monotonic() >= deadline:
             ctx.notice(messages.deadline_stop(phase))
             return result(ctx, finished=False, resumed=resumed, stopped_in=phase)

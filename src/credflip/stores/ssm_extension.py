@@ -95,7 +95,9 @@ def extension_cache_ttl(environ: Mapping[str, str] = os.environ) -> float:
     whole number of entries, ``false``): what the extension may not read as credflip
     would (``-1``, ``5.5``, ``nan``, a space before ``0``) may leave it at its default, so it counts
     as that default (300 s, the longest it caches)."""
-    if environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED", "").strip().lower() == "false":
+    # Only the documented spelling: were another one ignored by the extension, its
+    # cache would run while credflip counted none.
+    if environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_ENABLED") == "false":
         return 0.0
     if _whole(environ.get("PARAMETERS_SECRETS_EXTENSION_CACHE_SIZE"), 1000) == 0:
         return 0.0
