@@ -235,8 +235,14 @@ def test_a_login_between_two_invocations_past_the_timeout_raises_the_alarm(
     switched = rotation.switched_at
     wait_until(lambda: time.time() > switched + 1.0, "second since the switch")
     app.execute(app.url, "SELECT 1")  # blue, between two invocations
-    alarm = handler(event, LambdaContext(2.0))
-    assert alarm["status"] == "drain_timeout", alarm
+    # An invocation that a busy machine kept from its first sample pauses and has seen
+    # nothing; the first one that samples must raise the alarm, not finish.
+    answers = [handler(event, LambdaContext(2.0))]
+    while answers[-1]["status"] == "paused":
+        assert len(answers) < 8, answers
+        answers.append(handler(event, LambdaContext(2.0)))
+    alarm = answers[-1]
+    assert alarm["status"] == "drain_timeout", answers
     assert "changed since the last run" in alarm["reason"] and "still in use" in alarm["reason"]
     statuses = []
     for _ in range(8):

@@ -74,3 +74,20 @@ def test_retries_end_with_the_budget_or_the_deadline_whichever_is_first() -> Non
         with pytest.raises(DatabaseUnavailable):
             policy.call(failing(99, exc)[1], lambda *_a: None, clock.sleep)
         assert clock.now == ends
+
+
+def test_only_the_deadline_ending_a_wait_for_the_database_is_a_resumable_stop() -> None:
+    """A Lambda whose deadline comes while the database is away pauses (no failure, no
+    step towards a halt); a spent --reconnect-timeout or another error is a failure."""
+    away = DatabaseUnavailable("away")
+    clock = Clock()
+    policy = RetryPolicy(Backoff(60, clock=clock), deadline=104.0)
+    with pytest.raises(DatabaseUnavailable):
+        policy.call(failing(99, away)[1], lambda *_a: None, clock.sleep)
+    assert policy.deadline_stops(away) and not policy.deadline_stops(ConfigurationError("no"))
+    clock = Clock()
+    spent = RetryPolicy(Backoff(3, clock=clock), deadline=110.0)
+    with pytest.raises(DatabaseUnavailable):
+        spent.call(failing(99, away)[1], lambda *_a: None, clock.sleep)
+    assert not spent.deadline_stops(away)
+    assert not RetryPolicy(Backoff(60, clock=Clock())).deadline_stops(away)

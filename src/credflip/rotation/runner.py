@@ -68,6 +68,11 @@ class RetryPolicy:
         """Seconds of the retry budget not yet spent."""
         return self.backoff.left()
 
+    def deadline_stops(self, exc: CredflipError) -> bool:
+        """*exc* would be tried again but for the deadline: a resumable stop, no failure
+        (a Lambda that meets a frozen database pauses; it is not a failed rotation)."""
+        return isinstance(exc, self.retryable) and self.deadline is not None and self.left() > 0
+
     def call(
         self,
         func: Callable[[], T],
@@ -134,12 +139,9 @@ def run_phases(
             journal.back_to(Phase.DRAIN)
             continue
         except CredflipError as exc:
-            delay = policy.delay(exc)
-            if delay is not None:
-                ctx.notice(messages.retrying(phase, exc, delay, policy.left()), level="warning")
-                sleep(delay)
+            if _waited_to_retry(ctx, journal, policy, phase, exc, sleep):
                 continue
-            _stop(ctx, journal, phase, exc)
+            finished = False  # the deadline stopped it: resumable
         policy.succeeded()
         elapsed = time.monotonic() - started
         journal.spent(phase, elapsed)
@@ -158,6 +160,28 @@ def run_phases(
 
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else milestones.iso(ts)
+
+
+def _waited_to_retry(
+    ctx: Context,
+    journal: Journal,
+    policy: RetryPolicy,
+    phase: Phase,
+    exc: CredflipError,
+    sleep: Callable[[float], None],
+) -> bool:
+    """True once it waited to try *phase* again after *exc*; False when only the
+    deadline keeps it from that (a resumable stop); otherwise records the failure and
+    raises."""
+    delay = policy.delay(exc)
+    if delay is not None:
+        ctx.notice(messages.retrying(phase, exc, delay, policy.left()), level="warning")
+        sleep(delay)
+        return True
+    if not policy.deadline_stops(exc):
+        _stop(ctx, journal, phase, exc)
+    ctx.notice(messages.deadline_in(phase, exc))
+    return False
 
 
 def _stop(ctx: Context, journal: Journal, phase: Phase, exc: CredflipError) -> NoReturn:
