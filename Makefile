@@ -46,10 +46,14 @@ demo: $(STAMP)
 # The tests run in a new random order each time (pytest-randomly): no test may
 # depend on another having run first. The seed is printed; SEED=N repeats an order.
 SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+# The Django tests on the newest Django run alongside (their output follows the suite's).
 test: $(DEV) $(NEWEST_STAMP)
 	@echo "make: tests in random order, seed $(SEED) (make test SEED=$(SEED) repeats it)"
-	$(BIN)/pytest -q -n 4 --dist worksteal -p randomly --randomly-seed=$(SEED)
-	$(MAKE) --no-print-directory test-newest
+	@$(MAKE) --no-print-directory test-newest > $(NEWEST)/test.log 2>&1 & newest=$$!; \
+	$(BIN)/pytest -q -n 4 --dist worksteal -p randomly --randomly-seed=$(SEED); suite=$$?; \
+	wait $$newest; django=$$?; cat $(NEWEST)/test.log; \
+	[ $$django -eq 0 ] || echo "make: the Django tests on the newest Django failed" >&2; \
+	exit $$(( suite || django ))
 
 # Debian packages the tests need (mysqlclient's build dependencies, server
 # binaries for the private servers): installed with apt-get when make runs as
