@@ -1,7 +1,7 @@
 """Who holds the lock a MariaDB/MySQL statement of credflip waits for, named as PostgreSQL's
 line names it (issue 19 point 1): thread, user, program (performance_schema's
 ``program_name``, else 'application unknown'), address, state, how long its transaction is
-open. On real MariaDB servers: the machine's (performance_schema off) and a private one
+open. On real private MariaDB servers: the workers' own (performance_schema off) and one
 with it on. MySQL 8's row-lock view (performance_schema.data_lock_waits) is asked for on a
 MariaDB, which lacks it, to show that a source the server does not have names nobody and
 fails nothing."""
