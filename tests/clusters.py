@@ -14,6 +14,7 @@ admin; :func:`mariadb_pair` a primary and its replica.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,40 @@ class Clusters:
     def stop(self) -> None:
         for cl in self.started.values():
             cl.pg.stop()
+
+
+def streaming(cl: Cluster, count: int) -> None:
+    """Wait (bounded) until *cl*'s primary streams to exactly *count* standbys.
+
+    A stopped standby's WAL sender ends a moment after it: a test that stops one
+    on a primary other tests share waits for this before they see the primary.
+    """
+    deadline = time.monotonic() + 30
+    with cl.su() as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' "
+                "AND application_name <> 'pg_basebackup'"
+            ).fetchone()
+            if row is not None and row[0] == count:
+                return
+            assert time.monotonic() < deadline, f"not {count} standby(s) streaming after 30s"
+            time.sleep(0.05)
+
+
+def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
+    """Wait (bounded) until *standby* replayed everything *cl* wrote so far."""
+    with cl.su() as conn:
+        # The insert position: with synchronous_commit off the write position
+        # can still be behind the last commits (CREATE EXTENSION was replayed
+        # late once, and the standby reported pg_stat_statements missing).
+        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]  # type: ignore[index]
+    url = standby.url("postgres", standby.superuser_password)
+    with psycopg.connect(**connect_kwargs(url), autocommit=True) as conn:
+        deadline = time.monotonic() + 30
+        while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (lsn,)).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline, "the standby did not catch up in 30s"
+            time.sleep(0.05)
 
 
 # -- MariaDB ------------------------------------------------------------------

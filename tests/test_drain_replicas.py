@@ -13,7 +13,16 @@ import psycopg
 import pymysql
 import pytest
 from apps import App, make_app, make_my_app
-from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
+from clusters import (
+    PG_VERSIONS,
+    Cluster,
+    Mariadb,
+    mariadb_pair,
+    pg_id,
+    replayed,
+    start_cluster,
+    streaming,
+)
 from faults import Invariant, Outages
 from helpers import command, connects, login_error, on
 from lagging import (
@@ -32,8 +41,9 @@ from credflip.state import Phase
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
 
-#: The primary streams to two standbys here and each test names one: the other
-#: is accepted unwatched (tests/test_unwatched_replicas.py is about that).
+#: With :func:`delayed` the primary streams to two standbys and the test names
+#: one: the other is accepted unwatched (tests/test_unwatched_replicas.py is
+#: about that). Without it the primary streams to its one standby alone.
 OTHER = ("127.0.0.1",)
 
 
@@ -51,6 +61,7 @@ def pg_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, EmbeddedP
     try:
         standby = cl.pg.standby()
         try:
+            streaming(cl, 1)
             yield cl, standby
         finally:
             standby.stop()
@@ -58,34 +69,22 @@ def pg_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, EmbeddedP
         cl.pg.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def delayed(pg_pair: tuple[Cluster, EmbeddedPostgres]) -> Iterator[EmbeddedPostgres]:
-    """A second standby that applies every commit two seconds late."""
-    standby = pg_pair[0].pg.standby(settings={"recovery_min_apply_delay": "2s"})
-    yield standby
-    standby.stop()
+    """A second standby that applies every commit two seconds late, for one test.
 
-
-def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
-    """Wait until *standby* replayed everything the primary wrote so far (bounded)."""
-    with cl.su() as conn:
-        # The insert position: with synchronous_commit off the write position
-        # can still be behind the last commits (CREATE EXTENSION was replayed
-        # late once, and the standby reported pg_stat_statements missing).
-        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]  # type: ignore[index]
-    url = standby.url("postgres", standby.superuser_password)
-    with psycopg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.user,
-        password=url.password,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
-        deadline = time.monotonic() + 30
-        while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (lsn,)).fetchone()[0]:  # type: ignore[index]
-            assert time.monotonic() < deadline, "the standby did not catch up in 30s"
-            time.sleep(0.05)
+    The primary is the module's: the standby is gone from it (its WAL sender too)
+    before the next test, which may watch the first standby alone and must then
+    find no other (in random order a module-wide one refused those tests' rotation).
+    """
+    cl = pg_pair[0]
+    standby = cl.pg.standby(settings={"recovery_min_apply_delay": "2s"})
+    try:
+        streaming(cl, 2)
+        yield standby
+    finally:
+        standby.stop()
+        streaming(cl, 1)
 
 
 def adopted(cl: Cluster, standby: EmbeddedPostgres, store: SqliteStore, layout: Layout) -> App:
@@ -222,7 +221,6 @@ def test_the_deadline_stops_verify_waiting_for_a_standby_resumably(
                     client_ttl=0.2,
                     quiet=0.2,
                     replica_lag_timeout=20,
-                    unwatched_ok=OTHER,
                     deadline=started + 3,
                 ),
                 on_event=lambda e: notes.append(e.message) if isinstance(e, Notice) else None,
@@ -235,7 +233,7 @@ def test_the_deadline_stops_verify_waiting_for_a_standby_resumably(
     # generous for a busy machine and still tells the two apart.
     assert 2.5 < elapsed < 12, elapsed
     assert any("stopping in verify to respect the deadline" in n for n in notes), notes
-    options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
+    options = RotateOptions(client_ttl=0.2, quiet=0.2)
     assert_resumes_verify_with_the_same_password(app, store, layout, options)
 
 
@@ -262,9 +260,7 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
                     store,
                     layout,
                     admin_url=app.admin_url,
-                    options=RotateOptions(
-                        client_ttl=0.2, quiet=0.2, drain_timeout=1.5, unwatched_ok=OTHER
-                    ),
+                    options=RotateOptions(client_ttl=0.2, quiet=0.2, drain_timeout=1.5),
                     on_event=stop_standby,
                 )
             message = str(caught.value)
@@ -276,7 +272,7 @@ def test_a_stopped_standby_makes_the_drain_refuse_to_retire(
         finally:
             standby.resume()
             outages.end(standby.port)
-        options = RotateOptions(client_ttl=0.2, quiet=0.2, unwatched_ok=OTHER)
+        options = RotateOptions(client_ttl=0.2, quiet=0.2)
         result = rotate(store, layout, admin_url=app.admin_url, options=options)
     assert result.finished and result.resumed
     assert app.locked_marker in login_error(app.url)

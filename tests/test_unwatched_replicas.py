@@ -15,10 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from apps import App, MyApp, make_app, make_my_app
-from clusters import PG_VERSIONS, Cluster, Mariadb, mariadb_pair, pg_id, start_cluster
+from clusters import (
+    PG_VERSIONS,
+    Cluster,
+    Mariadb,
+    mariadb_pair,
+    pg_id,
+    replayed,
+    start_cluster,
+    streaming,
+)
 from helpers import command, connects, dump, login_error, on
 from servers import MY_ADMIN, PrivateMariadb
 
@@ -63,35 +71,6 @@ def pg_pair(request: pytest.FixtureRequest) -> Iterator[tuple[Cluster, EmbeddedP
             standby.stop()
     finally:
         cl.pg.stop()
-
-
-def streaming(cl: Cluster, count: int) -> None:
-    """Wait (bounded) until the primary streams to exactly *count* standbys."""
-    deadline = time.monotonic() + 30
-    with cl.su() as conn:
-        while True:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' "
-                "AND application_name <> 'pg_basebackup'"
-            ).fetchone()
-            if row is not None and row[0] == count:
-                return
-            assert time.monotonic() < deadline, f"not {count} standby(s) streaming after 30s"
-            time.sleep(0.05)
-
-
-def replayed(cl: Cluster, standby: EmbeddedPostgres) -> None:
-    """Wait (bounded) until *standby* replayed what the primary wrote so far."""
-    with cl.su() as conn:
-        lsn = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()[0]  # type: ignore[index]
-    url = standby.url("postgres", standby.superuser_password)
-    with psycopg.connect(
-        host=url.host, port=url.port, user=url.user, password=url.password, autocommit=True
-    ) as conn:
-        deadline = time.monotonic() + 30
-        while conn.execute("SELECT pg_last_wal_replay_lsn() < %s::pg_lsn", (lsn,)).fetchone()[0]:  # type: ignore[index]
-            assert time.monotonic() < deadline, "the standby did not catch up in 30s"
-            time.sleep(0.05)
 
 
 def managed(app: App | MyApp, store: SqliteStore, layout: Layout) -> None:
