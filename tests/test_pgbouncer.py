@@ -16,11 +16,12 @@ from clusters import Cluster
 from helpers import dump
 from poolers import PrivatePgbouncer, client, pooled
 
+from credflip.drain import DrainPolicy, DrainStatus, DrainTracker, Evidence, Reading, Verdict
 from credflip.engines import PooledBackend
 from credflip.errors import UsageError
 from credflip.layout import Color, Layout
 from credflip.poolers import parse_pooler_url
-from credflip.poolers.view import parse_time, user_view
+from credflip.poolers.view import SIGNAL, parse_time, user_view
 from credflip.state import Phase, load_state
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import DbUrl
@@ -114,6 +115,104 @@ def test_pooler_url_defaults() -> None:
         6432,
         "pgbouncer",
         "stats",
+    )
+
+
+# -- the drain across runs, on a fake clock ---------------------------------------------
+
+POOLER = "pgbouncer 10.0.0.5:6432"
+
+
+def server(pid: int, request: str, database: str = "shop") -> dict[str, Any]:
+    """One of app_blue's server connections as SHOW SERVERS lists it (opened at 09:00)."""
+    return row(
+        "app_blue", request, database=database, addr="10.0.0.2", port=5432,
+        local_port=40000 + pid, remote_pid=pid, connect_time="2026-11-30 09:00:00 UTC",
+        state="idle",
+    )  # fmt: skip
+
+
+def bouncer(*servers: dict[str, Any]) -> list[Reading]:
+    """The drain's reading of PgBouncer with *servers* (what instances/pooled.py makes of
+    its observation): no clients, the newest request as its counter."""
+    view = user_view("app_blue", [row("stats", "10:30:00")], servers, wall_now=0.0)
+    newest = "" if view.newest is None else view.newest.isoformat()
+    return [Reading(POOLER, view.clients, {SIGNAL: newest}, servers=view.servers)]
+
+
+def after_a_run(*servers: dict[str, Any]) -> Evidence:
+    """The evidence a run kept that saw *servers* from t=2 to t=4 (a 3 s window needed:
+    it paused before the end), stored and read back as in the state."""
+    trk = DrainTracker(POLICY, switched_at=0.0, timeout_at=5.0)
+    statuses = [trk.observe(t, bouncer(*servers)) for t in (2.0, 3.0, 4.0)]
+    assert statuses[-1].verdict is Verdict.QUIET and statuses[-1].quiet == 1.0
+    return Evidence.from_dict(trk.evidence("app_blue").to_dict())
+
+
+def next_run(kept: Evidence, *servers: dict[str, Any]) -> list[DrainStatus]:
+    """A run from t=30 on (past the timeout) that sees *servers*: its samples until DONE."""
+    trk = DrainTracker(POLICY, switched_at=0.0, timeout_at=5.0, evidence=kept)
+    out = []
+    for t in (30.0, 31.0, 34.0):
+        out.append(trk.observe(t, bouncer(*servers)))
+        if out[-1].verdict is Verdict.DONE:
+            break
+    return out
+
+
+POLICY = DrainPolicy(client_ttl=1.0, quiet=3.0)
+#: A used long ago, B last (the newest request, in another database).
+A, B = server(7, "09:59:00"), server(8, "10:00:05", "reports")
+
+
+def test_a_server_connection_closed_or_used_between_two_runs_is_no_quiet() -> None:
+    """Between two runs the counters compare only the newest request: A serving one and
+    closing, while B (newer) stays open, leaves them as they were. The marks the evidence
+    keeps of each connection tell: the window the last run began does not carry over
+    (unknown, not use: past the timeout the run goes on and reports no use)."""
+    kept = after_a_run(A, B)
+    assert len(kept.servers[POOLER]) == 16  # two marks of 8 characters
+    # Unchanged: the window the last run began carries over, DONE at once.
+    assert [s.verdict for s in next_run(kept, A, B)] == [Verdict.DONE]
+    assert [s.verdict for s in next_run(kept, B, A)] == [Verdict.DONE]  # in any order
+    for servers in ([B], [server(7, "10:00:05"), B]):  # A closed; A served a request
+        first, *rest = next_run(kept, *servers)
+        assert first.reasons == (
+            f"1 server connection(s) of the old user on {POOLER} closed or served a request "
+            f"since the last run: what they ran cannot be told",
+        )
+        assert first.verdict is Verdict.IN_USE and first.quiet == 0.0
+        assert first.used_late == ()  # no use
+        assert [s.verdict for s in rest] == [Verdict.QUIET, Verdict.DONE]
+    # Both gone (PgBouncer restarted, or closed them all): the same, counted.
+    assert next_run(kept)[0].reasons[-1].startswith("2 server connection(s) of the old user")
+    # One opened since is a login: its request is newer than any, which the counter sees
+    # (use); it takes none of the kept ones away.
+    first = next_run(kept, A, B, server(9, "10:20:00"))[0]
+    assert first.reasons == (f"the counters on {POOLER} changed since the last run",)
+    # A run that did not read PgBouncer keeps the earlier run's marks for the next one.
+    trk = DrainTracker(POLICY, switched_at=0.0, timeout_at=5.0, evidence=kept)
+    trk.observe(30.0, [Reading(POOLER, error="connection refused")])
+    assert trk.evidence("app_blue").servers == kept.servers
+    # An evidence without marks (kept before them, or the drain ended the connections
+    # itself): nothing to compare.
+    kept.servers = {}
+    assert [s.verdict for s in next_run(kept, B)] == [Verdict.DONE]
+
+
+def test_many_server_connections_are_kept_as_one_digest() -> None:
+    """The state holds 4 KB: 32 connections are 32 marks (256 characters), more one
+    digest of all of them, which any change makes unknown."""
+    many = [server(100 + n, "09:30:00") for n in range(33)]
+    assert len(after_a_run(*many[:32]).servers[POOLER]) == 32 * 8
+    kept = after_a_run(*many)
+    assert kept.servers[POOLER].startswith("*") and len(kept.servers[POOLER]) == 9
+    assert len(json.dumps(kept.to_dict())) < 200
+    assert [s.verdict for s in next_run(kept, *reversed(many))] == [Verdict.DONE]
+    first = next_run(kept, *many[1:])[0]
+    assert first.reasons == (
+        f"some server connections of the old user on {POOLER} closed or served a request "
+        f"since the last run: what they ran cannot be told",
     )
 
 

@@ -1,8 +1,9 @@
 """Retiring behind PgBouncer: the server ends PgBouncer's connections of the old user (none
 that serves a client), a client that came after the last look sends the rotation back
 to the drain, and PgBouncer's console waits no longer than the engines. Draining: a
-server connection PgBouncer closed between two samples is no quiet; a locked color's
-refusal by PgBouncer is an authentication failure."""
+server connection PgBouncer closed between two samples is no quiet, nor one that served a
+request and closed between two runs, but not one the drain ended itself; a locked
+color's refusal by PgBouncer is an authentication failure."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from apps import App
 from faults import Frozen
 from helpers import connects, login_error, wait_until
 from poolers import PrivatePgbouncer, client, pooled
+from psycopg import sql
 
 from credflip import commands
 from credflip.aws_lambda import _bounded_engine
-from credflip.drain import DrainPolicy, DrainTracker, Verdict
+from credflip.drain import DrainPolicy, DrainStatus, DrainTracker, Verdict
 from credflip.engines import PooledBackend, engine_for
 from credflip.errors import DatabaseUnavailable, is_auth_failure
 from credflip.layout import Layout
@@ -257,3 +259,102 @@ def test_pgbouncer_refusing_a_locked_color_is_an_authentication_failure(
         client(url).close()
     assert "no such user" in str(caught.value)
     assert is_auth_failure(caught.value)
+
+
+def grouped_behind_pgbouncer(
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """An env behind PgBouncer whose colors run as the group role, and no server
+    connection of the old user yet (init's logins came before the setting)."""
+    url, console = pooled(pgbouncer, app), pgbouncer.console_url()
+    commands.init(
+        sqlite_store, layout, admin_url=app.admin_url, writer_url=url, pooler_url=console,
+        group_role=app.group,
+    )  # fmt: skip
+    with engine_for(app.admin_url) as eng:
+        eng.terminate(app.user)
+    wait_until(lambda: pgbouncer.servers_of(app.user) == [], "PgBouncer lets them go")
+
+
+def request(pgbouncer: PrivatePgbouncer, app: App, database: str) -> int:
+    """A client of the old user through PgBouncer: one statement on *database*, as the
+    group role (nothing counts it for the user); the pid of the backend that ran it."""
+    with client(pgbouncer.url(app.user, app.password, database)) as conn:
+        row = conn.execute("SELECT current_user, pg_backend_pid()").fetchone()
+    assert row is not None and row[0] == app.group
+    return int(row[1])
+
+
+@pytest.mark.parametrize("between", ["nothing", "a request on a connection then closed"])
+def test_a_server_connection_that_served_a_request_and_closed_between_two_runs_is_no_quiet(
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout, between: str
+) -> None:
+    """PgBouncer keeps two server connections of the old user, in two databases: A used
+    first, B last (the newest request). Between two runs of the drain a client runs a
+    statement on A, and A closes (the server ended it; PgBouncer's server_lifetime would).
+    B's request is still the newest, nothing counted the statement for the old user: the
+    counters are as the first run left them. The marks the first run kept of A and B
+    tell: the window it began must not carry over."""
+    grouped_behind_pgbouncer(app, pgbouncer, sqlite_store, layout)
+    reports = f"{app.database}_reports"
+    with app.su() as conn:
+        create = sql.SQL("CREATE DATABASE {} OWNER {}")
+        conn.execute(create.format(sql.Identifier(reports), sql.Identifier(app.user)))
+    pgbouncer.serve(reports)
+    a = request(pgbouncer, app, app.database)
+    b = request(pgbouncer, app, reports)
+    assert sorted(int(s["remote_pid"]) for s in pgbouncer.servers_of(app.user)) == sorted([a, b])
+    # Paused in the drain at its deadline, the quiet window running (60 s are needed).
+    options = RotateOptions(client_ttl=0.2, quiet=60.0, deadline=time.monotonic() + 8.0)
+    first = rotate(sqlite_store, layout, admin_url=app.admin_url, options=options)
+    assert not first.finished and first.stopped_in is Phase.DRAIN, first
+    if between != "nothing":
+        assert request(pgbouncer, app, app.database) == a  # the only one there
+        [kept] = [s for s in pgbouncer.servers_of(app.user) if int(s["remote_pid"]) == a]
+        with engine_for(app.admin_url) as eng:
+            assert eng.terminate(app.user, only=[PooledBackend(a, int(kept["local_port"]))]) == 1
+        wait_until(
+            lambda: [int(s["remote_pid"]) for s in pgbouncer.servers_of(app.user)] == [b],
+            "PgBouncer lets A go",
+        )
+    seen: list[DrainStatus] = []
+
+    def note(event: Event) -> None:
+        if isinstance(event, DrainProgress):
+            seen.append(event.status)
+
+    options = RotateOptions(client_ttl=0.2, quiet=60.0, deadline=time.monotonic() + 3.0)
+    second = rotate(sqlite_store, layout, admin_url=app.admin_url, options=options, on_event=note)
+    assert not second.finished and second.stopped_in is Phase.DRAIN
+    if between == "nothing":
+        assert seen[0].reasons == () and seen[0].quiet > 0.0  # carried over
+    else:
+        assert seen[0].reasons == (
+            f"1 server connection(s) of the old user on pgbouncer {pgbouncer.host}:"
+            f"{pgbouncer.port} closed or served a request since the last run: what they ran "
+            f"cannot be told",
+        )
+        assert seen[0].verdict is Verdict.IN_USE and seen[0].quiet == 0.0
+        assert seen[-1].quiet < 4.0  # the window started over in this run
+
+
+def test_the_server_connections_the_drain_ends_are_no_unknown_at_the_retires_last_look(
+    app: App, pgbouncer: PrivatePgbouncer, sqlite_store: SqliteStore, layout: Layout
+) -> None:
+    """With --terminate the drain ends the old user's sessions idle for the whole window,
+    PgBouncer's server connections with them: the retire's last look does not take them
+    for connections that closed unseen (which would send the rotation back to the
+    drain), neither by the evidence nor by PgBouncer's comparison with the last sample."""
+    grouped_behind_pgbouncer(app, pgbouncer, sqlite_store, layout)
+    request(pgbouncer, app, app.database)
+    holder = app.connect(app.url)  # straight to the server, idle: held, then ended
+    events: list[Event] = []
+    options = RotateOptions(client_ttl=0.2, quiet=1.0, terminate=True)
+    result = rotate(
+        sqlite_store, layout, admin_url=app.admin_url, options=options, on_event=events.append
+    )
+    assert result.finished and result.terminated == 2  # the held session, PgBouncer's
+    phases = [e.phase for e in events if isinstance(e, PhaseStarted)]
+    assert phases.count(Phase.DRAIN) == 1 and phases[-2:] == [Phase.RETIRE, Phase.DONE]
+    assert pgbouncer.servers_of(app.user) == []
+    holder.close()

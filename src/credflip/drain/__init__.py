@@ -17,7 +17,8 @@ use** on every instance for the *quiet window*, before it may be retired.
 Behind a pooler that keeps the old user's connections open after its clients
 left (RDS Proxy, *proxied*), an idle session is not use; a session that ran
 anything since the last sample is (:mod:`.proxied`), and so are the counters,
-which then must count statements; a session that closed meanwhile is unknown.
+which then must count statements; a session that closed meanwhile is unknown
+(behind PgBouncer too, between two samples and between two runs: :mod:`.servers`).
 The idle ones are ended when the drain finishes, as ``terminate`` ends held
 sessions.
 
@@ -59,7 +60,8 @@ unit tests feed it a fake clock.
 The package: :mod:`.policy` (how long to wait), :mod:`.values` (readings in,
 verdicts out), :mod:`.evidence` (what carries over between runs),
 :mod:`.sample` (one sample against the last), :mod:`.proxied` (behind RDS Proxy),
-:mod:`.window` (the quiet window across runs) and :mod:`.tracker`.
+:mod:`.servers` (PgBouncer's server connections across runs), :mod:`.window` (the
+quiet window across runs) and :mod:`.tracker`.
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ class Evidence:
     #: Behind a pooler: the digest of each instance's sessions of the old user (pid and
     #: latest state change) at the last sample; none for an instance that had none.
     pooled: dict[str, str] = field(default_factory=dict)
+    #: Behind PgBouncer: the marks of its server connections of the old user at the last
+    #: sample, by the pooler's reading (:mod:`.servers`); none for one that had none.
+    servers: dict[str, str] = field(default_factory=dict)
     #: A use after the cache wait was seen: a client that does not follow the pointer.
     legacy: bool = False
 
@@ -88,6 +91,8 @@ class Evidence:
                 out[key] = round(value, 2)
         if self.position is not None:
             out["p"] = self.position
+        if self.servers:
+            out["b"] = dict(self.servers)
         if self.legacy:
             out["l"] = 1
         return out
@@ -113,6 +118,7 @@ class Evidence:
                 started={str(k): float(v[1]) for k, v in items.items() if v[1]},
                 activity={str(k): float(v[2]) for k, v in items.items() if len(v) > 2},
                 pooled={str(k): str(v[3]) for k, v in items.items() if len(v) > 3},
+                servers={str(k): str(v) for k, v in dict(data.get("b") or {}).items()},
                 quiet_since=None if data.get("q") is None else float(data["q"]),
                 last_use=None if data.get("u") is None else float(data["u"]),
                 longest_gap=float(data.get("gap") or 0.0),

@@ -11,6 +11,7 @@ from ..engines.base import SessionGroup, Sessions
 from .evidence import UNCOUNTED, Evidence, digest
 from .policy import RESTART_TOLERANCE, DrainPolicy
 from .proxied import ProxiedSessions
+from .servers import ServerConnections
 from .values import Reading
 
 
@@ -44,6 +45,25 @@ class Kept(NamedTuple):
     started: dict[str, float]
     activity: dict[str, float]
     pooled: dict[str, str]
+    servers: dict[str, str]
+
+    @classmethod
+    def of(
+        cls,
+        counters: dict[str, str],
+        started: dict[str, float],
+        activity: dict[str, float],
+        pooled: dict[str, str],
+        servers: dict[str, str],
+    ) -> Kept:
+        """*counters*, and the others for its instances only."""
+        return cls(
+            counters,
+            _only(started, counters),
+            _only(activity, counters),
+            _only(pooled, counters),
+            _only(servers, counters),
+        )
 
 
 class Baseline:
@@ -83,6 +103,8 @@ class Baseline:
         #: Behind a pooler (RDS Proxy): which idle sessions ran anything.
         pool = evidence or Evidence()
         self._pool = ProxiedSessions(pool.activity, pool.pooled) if proxied else None
+        #: Behind PgBouncer: its server connections, against an earlier run's.
+        self._servers = ServerConnections(pool.servers)
 
     def kept(self) -> Kept:
         """For the evidence: each instance's counters digest, its start time and (behind a
@@ -95,12 +117,7 @@ class Baseline:
         if self._fleet is not None:
             counters = {k: v for k, v in counters.items() if k in self._fleet}
         activity, pooled = ({}, {}) if self._pool is None else self._pool.kept()
-        return Kept(
-            counters,
-            _only(self._restarts.started, counters),
-            _only(activity, counters),
-            _only(pooled, counters),
-        )
+        return Kept.of(counters, self._restarts.started, activity, pooled, self._servers.kept())
 
     def compare(self, now: float, readings: Sequence[Reading], needed: float) -> Sample:
         """What one sample shows, instance by instance."""
@@ -108,7 +125,7 @@ class Baseline:
         seen: set[tuple[str, str]] = set()
         self._fleet = {r.instance for r in readings}
         for reading in readings:
-            out.unknown += reading.unknown
+            self._servers.compare(reading, out)
             self._instance(now, reading, needed, out, seen)
         # A counter that vanished (instance gone, signal lost) has no baseline on its return.
         for key in set(self._counters) - seen:

@@ -72,12 +72,9 @@ class DrainTracker:
 
     def evidence(self, user: str, position: str | None = None) -> Evidence:
         """What this drain knows now, in wall-clock time, for the state."""
-        kept = self._baseline.kept()
         wall = functools.partial(_local, offset=-self.offset)
         return Evidence(
             user=user,
-            counters=kept.counters,
-            started=kept.started,
             quiet_since=wall(self._window.since),
             last_use=wall(self._last_use),
             longest_gap=self.longest_gap,
@@ -87,9 +84,8 @@ class DrainTracker:
             idle_since=wall(self._window.idle_since),
             sampled_at=wall(self._last_sample),
             position=position,
-            activity=kept.activity,
-            pooled=kept.pooled,
             legacy=self.legacy,
+            **self._baseline.kept()._asdict(),
         )
 
     def observe(self, now: float, readings: Sequence[Reading]) -> DrainStatus:

@@ -55,6 +55,10 @@ class Reading:
     #: What it shows that is no quiet without being use (a pooler's connection of the
     #: user that closed since the last sample: what it ran before cannot be told).
     unknown: tuple[str, ...] = ()
+    #: Behind PgBouncer (its reading): each of the user's server connections there, as
+    #: what identifies it and when it last served a request; None elsewhere. The drain
+    #: keeps a digest of each for its next run (:mod:`.servers`).
+    servers: tuple[Hashable, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,19 @@ def pooler_reading(
     if pooler is None:
         return None, []
     try:
-        obs, backends, unknown = pooler.observe(user)
+        seen = pooler.observe(user)
     except CredflipError as exc:
         return None, [Reading(pooler.label, error=str(exc))]
+    obs = seen.observation
     reading = Reading(
-        pooler.label, obs.sessions, obs.counters, started=obs.started, unknown=unknown
+        pooler.label,
+        obs.sessions,
+        obs.counters,
+        started=obs.started,
+        unknown=seen.unknown,
+        servers=seen.servers,
     )
-    return backends, [reading]
+    return seen.backends, [reading]
 
 
 def pooler_sessions(

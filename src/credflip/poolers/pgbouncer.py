@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Hashable
+from typing import NamedTuple
 
 from ..engines.values import Observation, PooledBackend, Signal
 from ..errors import ConfigurationError, UsageError
@@ -45,6 +46,18 @@ def parse_pooler_url(text: str, *, what: str = "--pooler") -> DbUrl:
     if not url.user:
         raise UsageError(f"{what} has no user: name one of PgBouncer's stats_users")
     return dataclasses.replace(url, port=url.port or DEFAULT_PORT, database="pgbouncer")
+
+
+class Observed(NamedTuple):
+    """What :meth:`PgBouncer.observe` read of one user."""
+
+    observation: Observation
+    #: Its server connections, as the server sees them.
+    backends: tuple[PooledBackend, ...]
+    #: Why this sample is no quiet (connections closed since the last one).
+    unknown: tuple[str, ...]
+    #: Each server connection as :data:`~.view.SERVER_FIELDS`, for the drain's next run.
+    servers: tuple[tuple[str, ...], ...]
 
 
 class PgBouncer:
@@ -132,14 +145,15 @@ class PgBouncer:
             ),
         ]
 
-    def observe(self, user: str) -> tuple[Observation, tuple[PooledBackend, ...], tuple[str, ...]]:
+    def observe(self, user: str) -> Observed:
         """*user*'s clients (its sessions here) and the newest request PgBouncer stamped on
         its server connections (to the second; the newest seen in this run); those
         connections, for the server to leave out of its sessions and to time their
-        requests to the microsecond (:mod:`credflip.engines.postgres.pooled`); and why
+        requests to the microsecond (:mod:`credflip.engines.postgres.pooled`); why
         this sample is no quiet: a connection of the last sample that PgBouncer closed
         since (``server_lifetime`` is enforced as a client lets go of one) took its last
-        request with it, which may have been a client's that came and went meanwhile."""
+        request with it, which may have been a client's that came and went meanwhile;
+        and what the drain keeps of each connection for its next run."""
         seen = self.view(user)
         newest = self._newest.get(user, "")
         if seen.newest is not None:
@@ -154,7 +168,12 @@ class PgBouncer:
                 f"{closed} server connection(s) of {user!r} on {self.label} closed since the "
                 f"last sample: what they ran before cannot be told",
             )
-        return Observation(seen.clients, counters), seen.backends, unknown
+        return Observed(Observation(seen.clients, counters), seen.backends, unknown, seen.servers)
+
+    def forget(self, user: str) -> None:
+        """Forget *user*'s server connections seen so far: the drain ended them itself
+        (``terminate``), so that their closing is no unknown at the next sample."""
+        self._servers.pop(user, None)
 
     def close(self) -> None:
         self.console.close()

@@ -16,6 +16,10 @@
 
 PgBouncer's clock is read off the same ``SHOW CLIENTS``: the console's own
 request is the latest one PgBouncer stamped (it dates the clients).
+
+Each server connection is also told by what identifies it and when it last served
+a request (:data:`SERVER_FIELDS`): the drain keeps a digest of each between two
+runs (:mod:`credflip.drain.servers`).
 """
 
 from __future__ import annotations
@@ -28,10 +32,18 @@ from typing import Any
 
 from ..engines.values import PooledBackend, SessionGroup, Sessions
 
-__all__ = ["SIGNAL", "UserView", "parse_time", "user_view"]
+__all__ = ["SERVER_FIELDS", "SIGNAL", "UserView", "parse_time", "user_view"]
 
 #: The name of the pooler's cumulative signal, as the drain reports it.
 SIGNAL = "pgbouncer server requests"
+#: What ``SHOW SERVERS`` says of a server connection that tells it from any other
+#: (its database, the server's address and port, the port it comes from, the
+#: backend's pid, when it was opened) and that changes when it serves a request
+#: (``request_time``, to the second); not its ``state``, which PgBouncer changes
+#: by itself (an idle one becomes ``used`` after ``server_check_delay``).
+SERVER_FIELDS = (
+    "database", "addr", "port", "local_port", "remote_pid", "connect_time", "request_time"
+)  # fmt: skip
 
 _TIME = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d+)?")
 
@@ -67,6 +79,8 @@ class UserView:
     #: Those of :attr:`backends` linked to a client now (``SHOW SERVERS`` state
     #: ``active``: a transaction, or a session in session pooling).
     linked: tuple[PooledBackend, ...] = ()
+    #: Each of its server connections as :data:`SERVER_FIELDS` (text), without a pid too.
+    servers: tuple[tuple[str, ...], ...] = ()
 
 
 def user_view(
@@ -89,6 +103,7 @@ def user_view(
         newest=newest,
         now=now,
         linked=_backends(r for r in theirs if str(r.get("state") or "").startswith("active")),
+        servers=tuple(tuple(str(r.get(k) or "") for k in SERVER_FIELDS) for r in theirs),
     )
 
 

@@ -127,11 +127,14 @@ def _done(ctx: Context, status: DrainStatus, readings: list[Reading], old: str) 
         check_unwatched(ctx, old)
         save_state(ctx.store, ctx.layout, ctx.state)
         terminate(ctx, readings, user=old)
-        # Behind RDS Proxy the sessions it ended did not close unseen: the retire's last
-        # look finds none, as the evidence now says.
+        # Behind RDS Proxy or PgBouncer the sessions it ended (PgBouncer's server
+        # connections too) did not close unseen: the retire's last look finds none,
+        # as the evidence and the pooler now say.
         kept = Evidence.from_dict(ctx.rot.evidence)
-        kept.pooled = {}
+        kept.pooled, kept.servers = {}, {}
         ctx.rot.evidence = kept.to_dict()
+        if ctx.fleet.pooler is not None:
+            ctx.fleet.pooler.forget(old)
 
 
 def last_look(ctx: Context) -> None:
