@@ -388,3 +388,24 @@ def draining(store: Store, layout: Layout) -> bool:
     """Whether the env's rotation is in its drain."""
     current = load_state(store, layout).current
     return current is not None and current.phase is Phase.DRAIN
+
+
+def observe_with(eng: Any, user: str, before: int, act: Callable[[], None]) -> tuple[Any, int]:
+    """*eng*'s observation of *user* with *act* run right before the *before*-th
+    statement it sends (0: before the first; none if it sends fewer), and how many it sent:
+    what a client does while a drain sample reads (the engine's own statements, watched)."""
+    run = eng._run
+    sent = 0
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sent
+        if sent == before:
+            act()
+        sent += 1
+        return run(*args, **kwargs)
+
+    eng._run = watched
+    try:
+        return eng.observe(user), sent
+    finally:
+        del eng._run

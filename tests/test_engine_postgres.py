@@ -8,7 +8,8 @@ import psycopg
 import pytest
 from apps import App, make_app
 from clusters import PG_VERSIONS, Cluster, start_cluster
-from helpers import connects, fresh, login_error
+from faults import wait_for
+from helpers import connects, fresh, login_error, observe_with
 from psycopg import sql
 
 from credflip import commands
@@ -134,6 +135,33 @@ def test_observe_names_the_statements_that_grew_and_the_server_start(
         calls = [c for _, c in after.statements]
         assert calls == sorted(calls, reverse=True)
         assert eng.observe(app.user).statements == ()  # nothing since
+
+
+def test_a_count_never_runs_ahead_of_the_sessions(app: App) -> None:
+    """A session that starts while an observation reads, wherever it starts among the
+    observation's statements: when the counters count its statement, the sessions list
+    it (read in the other order, the legacy log takes its count for another client)."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def login() -> None:
+        conn = app.connect(app.url)
+        conn.execute("SELECT 1")
+        opened.append(conn)
+
+    with engine(app) as eng:
+        eng.observe(app.user)  # what it finds once per connection
+        _, reads = observe_with(eng, app.user, -1, login)  # what it sends each time
+        counted = []
+        for before in range(reads):
+            baseline = eng.observe(app.user)
+            assert baseline.sessions.count == 0
+            seen, _ = observe_with(eng, app.user, before, login)
+            if seen.counters != baseline.counters:
+                counted.append(before)
+                assert seen.sessions.count == 1, f"counted before read {before}, not listed"
+            opened.pop().close()
+            wait_for(lambda: eng.sessions(app.user).count == 0, timeout=10, what="session gone")
+        assert counted and counted[0] == 0  # a statement before any read is counted
 
 
 def test_other_users_churning_the_statements_is_no_use_of_a_user() -> None:

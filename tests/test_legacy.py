@@ -144,6 +144,56 @@ def test_a_counter_change_is_explained_by_a_client_that_was_there() -> None:
     assert [c.anonymous for c in log.clients] == [False, True]
 
 
+def test_a_count_that_trails_a_session_gone_is_that_client() -> None:
+    # Seen on MariaDB: the counters are read before the processlist, so a job's
+    # quit (performance_schema counts it as a statement) between the two reads
+    # shows in the counters of the sample after the one whose list saw it go.
+    log = LegacyLog()
+    log.update(T0, [reading(cron(idle_for=0.0), counter=(5, 31))])
+    log.update(T0 + STEP, [reading(counter=(6, 33))])  # left, having run two
+    log.update(T0 + 2 * STEP, [reading(counter=(6, 34))])  # its quit
+    (client,) = log.clients
+    assert client.client == "10.0.0.5" and client.last_seen == T0 + 2 * STEP
+    assert log.count == 1
+    # Only one sample late: a count with no session around it is another client.
+    log.update(T0 + 3 * STEP, [reading(counter=(6, 34))])
+    log.update(T0 + 4 * STEP, [reading(counter=(7, 36))])
+    assert [c.anonymous for c in log.clients] == [False, True]
+    # And only when nothing of this sample explains it: then the new client ran it.
+    log.update(T0 + 5 * STEP, [reading(cron(idle_for=0.0), counter=(8, 38))])
+    log.update(T0 + 6 * STEP, [reading(counter=(8, 40))])
+    mine = (("SELECT 1", 1),)
+    other = SessionGroup("10.0.0.6", "report", 1, database="db1", idle_for=0.0)
+    log.update(T0 + 7 * STEP, [reading(other, counter=(9, 41), statements=mine)])
+    cron_client = next(c for c in log.clients if c.client == "10.0.0.5")
+    assert cron_client.last_seen == T0 + 6 * STEP and cron_client.statements == ()
+    assert log.count == 3
+
+
+def test_a_resumed_drain_knows_who_was_there_at_the_last_sample() -> None:
+    # The next run's first sample has no previous one: the job's quit between its two
+    # reads shows in the second sample, and the job was what the last run saw last.
+    log = LegacyLog()
+    log.update(T0, [reading(cron(idle_for=0.0), counter=(5, 31))])
+    log.update(T0 + STEP, [reading(cron(idle_for=0.0), counter=(6, 33))])
+    resumed = LegacyLog.from_list(json.loads(json.dumps(log.to_list())))
+    resumed.update(T0 + 9, [reading(counter=(6, 35))])  # gone; nothing to compare with
+    resumed.update(T0 + 9 + STEP, [reading(counter=(6, 36))])  # its quit
+    (client,) = resumed.clients
+    assert client.client == "10.0.0.5" and client.last_seen == T0 + 9 + STEP
+    # Only the clients of that instance seen at its last sample; never an anonymous one.
+    other = LegacyLog()
+    other.update(T0, [reading(counter=1)])
+    other.update(T0 + STEP, [reading(counter=2)])  # between two samples
+    other.update(T0 + 2 * STEP, [reading(cron(), counter=2, instance=DB2)])
+    resumed = LegacyLog.from_list(json.loads(json.dumps(other.to_list())))
+    resumed.update(T0 + 9, [reading(counter=2), reading(counter=2, instance=DB2)])
+    resumed.update(T0 + 9 + STEP, [reading(counter=3), reading(counter=2, instance=DB2)])
+    anonymous, _ = sorted(resumed.clients, key=lambda c: c.client)
+    assert anonymous.anonymous and anonymous.last_seen == T0 + 9 + STEP
+    assert resumed.count == 2
+
+
 def test_texts_equal_once_shortened_are_one_statement() -> None:
     log = LegacyLog()
     log.update(T0, [reading(counter=1)])

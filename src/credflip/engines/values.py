@@ -161,6 +161,14 @@ class Observation:
     ``counters`` maps each available cumulative signal to a fingerprint of the
     user's count: any change between two samples (up, down, or a reset)
     means someone used the user in between.
+
+    The counters are read before the sessions, so that a count never runs ahead
+    of the session list: a session that a count includes is in the list, or left
+    before it was read. What a session does between the two reads (its last
+    statement, MySQL's count of its quit) shows in the next observation's
+    counters, after the list saw it go: the legacy log allows for that one sample.
+    Read the other way round, a new session's first statement could be counted
+    before the list shows the session, and the log would take it for another client.
     """
 
     sessions: Sessions

@@ -11,13 +11,19 @@ once, a Lambda that read it at cold start, a hand-made connection string.
   the most sessions it held at once and when the oldest of them started;
 - a use seen only as a change of a cumulative counter (a client that
   connected and left between two samples) is one *anonymous* client per
-  instance;
+  instance; but not in the sample right after a group left, when nothing
+  else explains it: the counters are read before the sessions, so what that
+  group did between the two reads (its last statement, MySQL's count of its
+  quit) shows one sample late, and it is that group's (at a resumed drain's
+  first sample, the clients its last sample listed count as the groups of
+  the sample before);
 - on PostgreSQL, the statements whose ``pg_stat_statements`` calls grew
   between two samples are credited to the clients that could have run them
-  (the groups that were busy, new, or left in between; else the anonymous
-  client), so each client carries its top statements by calls since it was
-  first seen: the query text finds the code. When several could have, each
-  is credited: the attribution narrows the search, it does not prove.
+  (the groups that were busy, new, or left in between; else those that left
+  in the interval before; else the anonymous client), so each client carries
+  its top statements by calls since it was first seen: the query text finds
+  the code. When several could have, each is credited: the attribution
+  narrows the search, it does not prove.
 
 The log is pure: readings and a wall-clock time in, a list out. What the
 rotation's state keeps of it is compact (:meth:`LegacyLog.to_list`): the

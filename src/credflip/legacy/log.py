@@ -18,6 +18,8 @@ class _Instance:
     counters: Mapping[str, object]
     groups: dict[Key, int]
     started: float | None
+    #: The groups that left or shrank since the sample before it.
+    left: frozenset[Key] = frozenset()
 
 
 class LegacyLog(ClientRegister):
@@ -51,18 +53,30 @@ class LegacyLog(ClientRegister):
                 groups[key] = groups.get(key, 0) + g.count
             if before is not None and _restarted(before.started, reading.started):
                 before = None  # counters and statements started over
+            left = _left(before, groups) if before is not None else self._gone(where, groups)
             if record:
-                self._record(now_wall, reading, groups, before)
+                self._record(now_wall, reading, groups, before, left)
             self._previous[where] = _Instance(
                 at=now_wall,
                 counters=dict(reading.counters),
                 groups=groups,
                 started=reading.started,
+                left=left,
             )
         for gone in set(self._previous) - seen:
             del self._previous[gone]
         while len(self._clients) > KEEP:
             self._drop_stalest()
+
+    def _gone(self, where: str, groups: Mapping[Key, int]) -> frozenset[Key]:
+        """Without a previous sample of *where* (a resumed drain's first, or the first
+        after a gap): the clients it listed there at its latest sample that are not
+        there now, as if they had just left."""
+        here = [c for c in self._clients.values() if c.instance == shorten(where)]
+        latest = max((c.last_seen for c in here), default=None)
+        return frozenset(
+            c.key for c in here if c.last_seen == latest and not c.anonymous and c.key not in groups
+        )
 
     def _record(
         self,
@@ -70,6 +84,7 @@ class LegacyLog(ClientRegister):
         reading: Reading,
         groups: Mapping[Key, int],
         before: _Instance | None,
+        left: frozenset[Key],
     ) -> None:
         where = reading.instance
         grown = _statements(reading.statements)
@@ -84,7 +99,11 @@ class LegacyLog(ClientRegister):
         # Who could have caused what the counters and statements show since the
         # previous sample: a group that is new or grew (a login), one that ran a
         # statement (not idle all along: a client that reconnects looks like
-        # that too), and one that was there before and left or shrank.
+        # that too), and one that was there before and left or shrank. Failing
+        # those, one that left in the interval before: an observation reads the
+        # counters before the sessions, so what a session did between the two
+        # reads (its last statement, MySQL's count of its quit) shows in the
+        # counters only in the next sample, after the session list saw it go.
         interval = now - before.at if before is not None else 0.0
         causes: set[Key] = set()
         for g in reading.sessions.groups if reading.sessions is not None else ():
@@ -94,13 +113,10 @@ class LegacyLog(ClientRegister):
             self._touch(key, now, sessions=groups[key], started=g.started)
             if new or busy:
                 causes.add(key)
-        left = (
-            set()
-            if before is None
-            else {k for k, n in before.groups.items() if groups.get(k, 0) < n}
-        )
         if before is None or not (changed or grown):
             return
+        if not causes and not left:
+            left = before.left
         for key in left - causes:
             self._touch(key, now, sessions=0, started=None)  # its last use was in between
         causes |= left
@@ -109,6 +125,11 @@ class LegacyLog(ClientRegister):
             self._touch(next(iter(causes)), now, sessions=0, started=None)
         for key in causes:
             self._credit(key, grown)
+
+
+def _left(before: _Instance, groups: Mapping[Key, int]) -> frozenset[Key]:
+    """The groups of the previous sample that left or shrank since."""
+    return frozenset(k for k, n in before.groups.items() if groups.get(k, 0) < n)
 
 
 def _key(instance: str, client: str, application: str, database: str) -> Key:

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Collection
 
 from ...errors import ConfigurationError, EngineError
-from ..base import Observation, PooledBackend, SessionGroup, Sessions, Signal
+from ..base import Observation, PooledBackend, Sessions, Signal
 from ..connector import CONNECTIONS
 from . import replication
 from . import signals as my_signals
@@ -33,19 +33,11 @@ class MysqlObserver(MysqlCatalog):
             hint=f"it needs PROCESS to see other users' sessions: GRANT PROCESS ON *.* TO "
             f"{self.admin_url.user}",
         )
-        return Sessions(
-            tuple(
-                SessionGroup(
-                    str(host or "local"),
-                    str(program or ""),
-                    int(n),
-                    database=str(db or ""),
-                    started=None if started is None else float(started),
-                    idle_for=None if idle is None else float(idle),
-                )
-                for host, program, db, n, started, idle in rows
-            )
-        )
+        # By user, the program of each thread listed with one; thread ids start over
+        # with the server, so only while this connection lives.
+        programs: dict[str, dict[int, str]] = self.per_connection("programs", dict)
+        groups, programs[user] = my_signals.group_threads(rows, programs.get(user, {}))
+        return Sessions(tuple(groups))
 
     def _has_connect_attrs(self) -> bool:
         """Whether the admin reads the clients' program names (performance_schema)."""
@@ -92,14 +84,17 @@ class MysqlObserver(MysqlCatalog):
         return [my_signals.USERSTAT_ENABLED]
 
     def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
-        """Threads of *user*, and its login counts where the server keeps them."""
+        """Threads of *user*, and its login counts where the server keeps them (read
+        before the threads: :class:`~credflip.engines.Observation`)."""
         _no_pooler(pooled or ())
+        self._has_connect_attrs()  # found once, not between the counters and the threads
         cumulative = [s for s in self.signals() if s.cumulative]
         available = {s.name for s in cumulative if s.available}
         statements = {s.name for s in cumulative if s.available and s.statements}
         counters, silent = my_signals.counters(self._run, user, available, statements)
+        sessions = self.sessions(user)
         return Observation(
-            self.sessions(user),
+            sessions,
             counters,
             started=self.per_connection("started", lambda: my_signals.server_started(self._run)),
             silent={**{s.name: s.detail for s in cumulative if not s.available}, **silent},

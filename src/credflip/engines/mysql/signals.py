@@ -13,17 +13,18 @@ silently sees only its own rows in both the processlist and USER_STATISTICS.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ...errors import EngineError
-from ..base import Signal
+from ..base import SessionGroup, Signal
 
 __all__ = [
     "PS",
     "US",
     "counters",
     "find_signals",
+    "group_threads",
     "has_connect_attrs",
     "server_started",
     "sessions_sql",
@@ -182,15 +183,13 @@ def counters(
 
 
 def sessions_sql(*, program: bool) -> str:
-    """The processlist of one user (``%s``) by client host, program and database.
-
-    Per group: how many threads, when the oldest started (wall clock, to the
-    second), and how long every thread has slept (NULL while one is busy, or
-    sleeps inside an open InnoDB transaction: ending it would lose its work;
-    InnoDB refreshes ``INNODB_TRX`` only after 0.1 s without a read of it, so
-    the drain's 200 ms samples see a transaction at most one sample late).
-    *program* reads ``program_name`` from performance_schema's connection
-    attributes (what the client says it is); without it the program is ''.
+    """The processlist of one user (``%s``), a row per thread: its id, client host,
+    program and database, and how long it has slept (NULL while busy, or asleep
+    inside an open InnoDB transaction: ending it would lose its work; InnoDB
+    refreshes ``INNODB_TRX`` only after 0.1 s without a read of it, so the drain's
+    200 ms samples see a transaction at most one sample late). *program* reads
+    ``program_name`` from performance_schema's connection attributes (what the
+    client says it is); without it the program is ''. :func:`group_threads` groups them.
     """
     attrs = (
         "LEFT JOIN performance_schema.session_connect_attrs a "
@@ -201,18 +200,48 @@ def sessions_sql(*, program: bool) -> str:
     name = "COALESCE(a.ATTR_VALUE, '')" if program else "''"
     return (
         # HOST is addr:port, IPv6 without brackets: cut at the last colon only.
-        "SELECT IF(LOCATE(':', p.HOST) = 0, p.HOST, "
-        "LEFT(p.HOST, LENGTH(p.HOST) - LOCATE(':', REVERSE(p.HOST)))) AS h, "
-        f"{name} AS prog, "
+        "SELECT p.ID, IF(LOCATE(':', p.HOST) = 0, p.HOST, "
+        "LEFT(p.HOST, LENGTH(p.HOST) - LOCATE(':', REVERSE(p.HOST)))), "
+        f"{name}, COALESCE(p.DB, ''), "
         # TIME is the time in the thread's current state, not since it connected.
-        "COALESCE(p.DB, '') AS db, COUNT(*), NULL, "
-        "CASE WHEN SUM(p.COMMAND <> 'Sleep' OR t.trx_id IS NOT NULL) = 0 THEN MIN(p.TIME) END "
+        "IF(p.COMMAND <> 'Sleep' OR t.trx_id IS NOT NULL, NULL, p.TIME) "
         "FROM information_schema.PROCESSLIST p "
         "LEFT JOIN information_schema.INNODB_TRX t ON t.trx_mysql_thread_id = p.ID "
         f"{attrs}"
-        "WHERE p.USER = %s AND p.ID <> CONNECTION_ID() "
-        "GROUP BY h, prog, db ORDER BY 4 DESC, h, prog, db"
+        "WHERE p.USER = %s AND p.ID <> CONNECTION_ID()"
     )
+
+
+def group_threads(
+    rows: Iterable[Sequence[Any]], named: Mapping[int, str]
+) -> tuple[list[SessionGroup], dict[int, str]]:
+    """The threads of :func:`sessions_sql` by client host, program and database, most
+    first; and the program of each thread that has one, for the next call (*named*).
+
+    MariaDB drops a closing thread's connection attributes a moment before the
+    processlist lets it go: a thread listed without a program keeps the one it was
+    listed with before, or it would look like another client.
+    """
+    idle: dict[tuple[str, str, str], list[float | None]] = {}
+    names: dict[int, str] = {}
+    for thread, host, program, db, slept in rows:
+        name = str(program or "") or named.get(int(thread), "")
+        if name:
+            names[int(thread)] = name
+        key = (str(host or "local"), name, str(db or ""))
+        idle.setdefault(key, []).append(None if slept is None else float(slept))
+    groups = [
+        SessionGroup(host, name, len(times), database=db, idle_for=_all_idle(times))
+        for (host, name, db), times in idle.items()
+    ]
+    groups.sort(key=lambda g: (-g.count, g.client, g.application, g.database))
+    return groups, names
+
+
+def _all_idle(times: Sequence[float | None]) -> float | None:
+    """How long every thread has slept; None while one is busy."""
+    slept = [t for t in times if t is not None]
+    return min(slept) if len(slept) == len(times) else None
 
 
 def has_connect_attrs(run: Run) -> bool:

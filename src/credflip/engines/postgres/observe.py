@@ -88,8 +88,9 @@ class PgObserver(PgAdminRights):
     def observe(self, user: str, *, pooled: Collection[PooledBackend] | None = None) -> Observation:
         """Open sessions of *user* (but *pooled*) and, where available, its
         pg_stat_statements entries; behind a pooler (*pooled* not None) the newest
-        request on its connections of *user* too (:mod:`.pooled`)."""
-        sessions = self.sessions(user, pooled=pooled or ())
+        request on its connections of *user* too (:mod:`.pooled`).
+
+        The counters are read before the sessions (:class:`~credflip.engines.Observation`)."""
         started = float(
             self.per_connection("started", lambda: self._run(pg_signals.STARTED_SQL)[0][0])
         )
@@ -107,13 +108,18 @@ class PgObserver(PgAdminRights):
         if source is None or gap is not None:
             silent = {pg_signals.SIGNAL: gap or ""}
             return Observation(
-                sessions, counters, started=started, silent=silent, connection=number
+                self.sessions(user, pooled=pooled or ()),
+                counters,
+                started=started,
+                silent=silent,
+                connection=number,
             )
         counters.update(source.fingerprint(self._run, user))
+        grown = self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL])
         return Observation(
-            sessions,
+            self.sessions(user, pooled=pooled or ()),
             counters,
-            statements=self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL]),
+            statements=grown,
             started=started,
             connection=number,
         )
