@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg import sql
 
@@ -105,24 +106,15 @@ class PgObserver(PgAdminRights):
             if source is None
             else counting.server_gap(self._run, admin=self.admin_url.user, database=self._main)
         )
+        extra: dict[str, Any]
         if source is None or gap is not None:
-            silent = {pg_signals.SIGNAL: gap or ""}
-            return Observation(
-                self.sessions(user, pooled=pooled or ()),
-                counters,
-                started=started,
-                silent=silent,
-                connection=number,
-            )
-        counters.update(source.fingerprint(self._run, user))
-        grown = self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL])
-        return Observation(
-            self.sessions(user, pooled=pooled or ()),
-            counters,
-            statements=grown,
-            started=started,
-            connection=number,
-        )
+            extra = {"silent": {pg_signals.SIGNAL: gap or ""}}
+        else:
+            counters.update(source.fingerprint(self._run, user))
+            grown = self._growth.grown(source, self._run, user, counters[pg_signals.SIGNAL])
+            extra = {"statements": grown}
+        sessions = self.sessions(user, pooled=pooled or ())
+        return Observation(sessions, counters, started=started, connection=number, **extra)
 
     def server_time(self) -> float:
         """``clock_timestamp()``: now on the server's clock."""
