@@ -84,9 +84,13 @@ def test_the_schedule_reports_a_timeout_until_the_legacy_client_leaves_then_fini
     client = threading.Thread(target=legacy, daemon=True)
     client.start()
     try:
-        statuses = [handler(event, LambdaContext(3.0))["status"] for _ in range(3)]
-        # The first invocation may end before the timeout (paused); after it, the alarm.
-        assert statuses[0] in ("paused", "drain_timeout") and statuses[1:] == ["drain_timeout"] * 2
+        # An invocation may end before the timeout, or a busy machine may keep it from its
+        # samples (paused); none may finish, and the alarm comes on each that samples.
+        statuses: list[str] = []
+        while statuses.count("drain_timeout") < 2:
+            assert len(statuses) < 8, statuses
+            statuses.append(handler(event, LambdaContext(3.0))["status"])
+        assert set(statuses) <= {"paused", "drain_timeout"}, statuses
         assert load_state(store, layout).current is not None
         with app.connect(app.url) as conn:  # blue still logs in
             conn.execute("SELECT 1")
