@@ -429,3 +429,21 @@ def test_a_client_that_cannot_be_made_is_one_clear_line(
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     with pytest.raises(UsageError, match=r"--events default: .*no-such-profile"):
         sender_for("default")
+
+
+def test_a_bus_by_name_is_in_aws_region_as_the_error_and_readme_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """botocore reads AWS_DEFAULT_REGION and the profile's region, not AWS_REGION; the
+    error for no region and the README tell to set AWS_REGION (what Lambda sets too)."""
+    config = tmp_path / "config"
+    config.write_text("[default]\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    with pytest.raises(UsageError, match="set AWS_REGION"):
+        sender_for("default")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    sender = sender_for("default")
+    assert sender is not None and sender.client.meta.region_name == "eu-west-1"

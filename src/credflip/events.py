@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -251,8 +252,9 @@ def sender_for(
     what: str = "--events",
 ) -> EventSender | None:
     """A sender to the bus *spec* names (None or empty: no events), in the ARN's region,
-    else the SSM *store*'s, else the AWS configuration's; :class:`UsageError` for a bad
-    name, no region or an AWS configuration botocore refuses (nothing was sent)."""
+    else the SSM *store*'s, else ``$AWS_REGION``, else the AWS configuration's;
+    :class:`UsageError` for a bad name, no region or an AWS configuration botocore
+    refuses (nothing was sent)."""
     if not spec:
         return None
     bus = parse_bus(spec, what=what)
@@ -261,7 +263,8 @@ def sender_for(
     try:
         client = make_client(
             "events",
-            bus.region or store_region(store),
+            # botocore alone reads AWS_DEFAULT_REGION and the profile's, not AWS_REGION.
+            bus.region or store_region(store) or os.environ.get("AWS_REGION") or None,
             attempts=ATTEMPTS,
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
