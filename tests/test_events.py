@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -379,3 +380,70 @@ def test_bad_bus_names_are_refused_before_anything_runs(
         handler({"env": env.env, "events": "arn:aws:sqs:us-east-1:1:q"}, LambdaContext(30))
     assert parse_bus("arn:aws:events:eu-west-1:123456789012:event-bus/ops").region == "eu-west-1"
     assert set(DETAIL_TYPES.values()) >= {"Drain Waiting On Legacy Clients", "Env Halted"}
+
+
+def test_the_rotators_deadlines_count_from_when_it_read_the_time_left(
+    lambda_event: dict[str, Any], bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's first answers (halt, window, admin URL) take time the invocation no
+    longer has: the rotation's deadline and the sends' end are counted from the moment
+    the time left was read, not from after those answers (a slow store there would push
+    both past the margin kept to record the state and free the lock)."""
+    from credflip import aws_lambda
+    from credflip.errors import LockHeld
+
+    real_gate, real_sender_for = aws_lambda._gate, aws_lambda.sender_for
+    seen: dict[str, float] = {}
+
+    def slow_gate(*args: Any, **kwargs: Any) -> Any:
+        answer = real_gate(*args, **kwargs)
+        time.sleep(0.5)  # a store slow to answer (no synchronisation: only time passing)
+        return answer
+
+    def sender_for(*args: Any, **kwargs: Any) -> Any:
+        seen["sends_end"] = kwargs["deadline"]
+        return real_sender_for(*args, **kwargs)
+
+    def rotate(*_args: Any, options: Any, **_kwargs: Any) -> Any:
+        seen["deadline"] = options.deadline
+        raise LockHeld("held by the test")
+
+    monkeypatch.setattr(aws_lambda, "_gate", slow_gate)
+    monkeypatch.setattr(aws_lambda, "sender_for", sender_for)
+    monkeypatch.setattr(aws_lambda, "rotate", rotate)
+    context = LambdaContext(60)
+    answer = handler({**lambda_event, "events": bus.name, "margin": "10s"}, context)
+    assert answer["status"] == "locked", answer
+    assert seen["deadline"] <= context.until - 10, (seen, context.until)
+    assert seen["sends_end"] <= context.until - 5, (seen, context.until)
+
+
+def test_a_client_that_cannot_be_made_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A profile that does not exist (botocore's ProfileNotFound when the client is made):
+    credflip's error naming the bus and the cause, before anything runs, not a traceback."""
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(UsageError, match=r"--events default: .*no-such-profile"):
+        sender_for("default")
+
+
+def test_a_bus_by_name_is_in_aws_region_as_the_error_and_readme_say(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """botocore reads AWS_DEFAULT_REGION and the profile's region, not AWS_REGION; the
+    error for no region and the README tell to set AWS_REGION (what Lambda sets too)."""
+    config = tmp_path / "config"
+    config.write_text("[default]\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    with pytest.raises(UsageError, match="set AWS_REGION"):
+        sender_for("default")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    sender = sender_for("default")
+    assert sender is not None and sender.client.meta.region_name == "eu-west-1"

@@ -303,7 +303,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if mode not in ("rotate", "resume"):
         raise UsageError(f"invalid mode {mode!r}: use rotate or resume")
     margin = _seconds(event, "margin", f"{DEFAULT_MARGIN:g}s")
+    # The invocation's end on the monotonic clock, from when the time left was read: the
+    # store's first answers below take time it no longer has.
+    started = time.monotonic()
     remaining = context.get_remaining_time_in_millis() / 1000.0
+    end = started + remaining
     # Every key is checked before the store is read: a bad one changes nothing.
     options = _options(event, deadline=0.0)
     bus = _events(event)
@@ -312,13 +316,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         answer = _gate(store, layout, mode, event, options.window)
         if answer is not None:
             return {**summary, **answer}
-        options = dataclasses.replace(options, deadline=time.monotonic() + remaining - margin)
+        options = dataclasses.replace(options, deadline=end - margin)
         admin_url = admin_url_for(store, layout)
         engine = _bounded_engine(admin_url, margin)
         report = RotationReport(layout.env)
         # Sends end halfway through the margin: the rest records the state, frees the lock.
-        end = time.monotonic() + remaining - margin / 2
-        sender = sender_for(bus, store=store, deadline=end, what="events")
+        sender = sender_for(bus, store=store, deadline=end - margin / 2, what="events")
         try:
             result = rotate(
                 store,

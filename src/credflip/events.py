@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -251,17 +252,19 @@ def sender_for(
     what: str = "--events",
 ) -> EventSender | None:
     """A sender to the bus *spec* names (None or empty: no events), in the ARN's region,
-    else the SSM *store*'s, else the AWS configuration's; :class:`UsageError` for a bad
-    name or no region (nothing was sent)."""
+    else the SSM *store*'s, else ``$AWS_REGION``, else the AWS configuration's;
+    :class:`UsageError` for a bad name, no region or an AWS configuration botocore
+    refuses (nothing was sent)."""
     if not spec:
         return None
     bus = parse_bus(spec, what=what)
-    from botocore.exceptions import NoRegionError
+    from botocore.exceptions import BotoCoreError, NoRegionError
 
     try:
         client = make_client(
             "events",
-            bus.region or store_region(store),
+            # botocore alone reads AWS_DEFAULT_REGION and the profile's, not AWS_REGION.
+            bus.region or store_region(store) or os.environ.get("AWS_REGION") or None,
             attempts=ATTEMPTS,
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
@@ -269,6 +272,11 @@ def sender_for(
     except NoRegionError:
         raise UsageError(
             f"{what} {spec}: no AWS region is set: give the bus's ARN or set AWS_REGION"
+        ) from None
+    except BotoCoreError as exc:  # the AWS configuration itself (a profile it lacks...)
+        raise UsageError(
+            f"{what} {spec}: cannot make an EventBridge client: {_describe(exc)}; fix the AWS "
+            f"configuration (AWS_PROFILE, AWS_CONFIG_FILE) or run without {what}"
         ) from None
     if warn is None:
         return EventSender(bus, client, deadline=deadline)
