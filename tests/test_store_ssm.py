@@ -177,6 +177,10 @@ def test_no_credentials_and_no_region(
     monkeypatch.delenv("AWS_REGION", raising=False)
     with pytest.raises(ConfigurationError, match="no AWS region set"):
         open_store("ssm://")
+    # As the error says: AWS_REGION is enough (botocore alone would not read it).
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    store = open_store("ssm://")
+    assert isinstance(store, SsmStore) and store.client.meta.region_name == "eu-west-1"
 
 
 def _take_lock(endpoint: str, env: str, start: Any, results: Any) -> None:

@@ -63,7 +63,9 @@ def make_client(
     config = Config(retries=retries, connect_timeout=connect_timeout, read_timeout=read_timeout)  # type: ignore[arg-type]
     # A session of its own: boto3's default session caches credentials and
     # region for the whole process, which would outlive a changed environment.
-    session = boto3.session.Session(region_name=region)
+    # AWS_REGION first, as the AWS CLI v2 and the Lambda runtime have it (botocore
+    # alone reads only AWS_DEFAULT_REGION and the profile's region).
+    session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
     return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -263,8 +262,7 @@ def sender_for(
     try:
         client = make_client(
             "events",
-            # botocore alone reads AWS_DEFAULT_REGION and the profile's, not AWS_REGION.
-            bus.region or store_region(store) or os.environ.get("AWS_REGION") or None,
+            bus.region or store_region(store),  # else $AWS_REGION (make_client)
             attempts=ATTEMPTS,
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
