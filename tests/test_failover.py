@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from apps import App, MyApp, make_app, make_my_app
+from apps import App, MyApp, make_app, make_my_app, serial
 from clusters import Cluster, Mariadb, start_cluster
 from faults import Clients, Invariant, wait_for
 from helpers import assert_pointer_connects, login_error
@@ -380,13 +380,14 @@ def test_a_read_only_admin_connection_is_reopened(pg_server: Server) -> None:
     eng = engine_for(app.admin_url)
     try:
         first = eng.conn
+        create = f"CREATE ROLE credflip_ro_probe{serial()}"  # a new one each run (--count)
         pg_server.read_only(True)
         with pytest.raises(DatabaseUnavailable, match="read-only"):
-            eng._run("CREATE ROLE credflip_ro_probe")
+            eng._run(create)
         pg_server.read_only(False)
         assert eng.conn is not first
-        eng._run("CREATE ROLE credflip_ro_probe")
-        with pytest.raises(EngineError):
-            eng._run("CREATE ROLE credflip_ro_probe")  # exists: an error of its own
+        eng._run(create)
+        with pytest.raises(EngineError, match="already exists"):
+            eng._run(create)  # exists: an error of its own
     finally:
         eng.close()
