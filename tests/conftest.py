@@ -245,3 +245,15 @@ def run_cli_process(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def mariadb_ps() -> Iterator[Mariadb]:
+    """A private MariaDB with performance_schema on (the workers' own have it off),
+    for the tests that read it (program names, statement counts)."""
+    server = PrivateMariadb("--performance-schema=ON").start()
+    try:
+        password = server.add_admin(performance_schema=True)
+        yield Mariadb(password, Path("/nonexistent/general.log"), port=server.port)
+    finally:
+        server.stop()

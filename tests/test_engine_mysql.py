@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from apps import MyApp, make_my_app
 from clusters import Mariadb
 from faults import wait_for
 from helpers import connects, fresh, login_error, observe_with, stored_url
-from servers import MY_ADMIN, PrivateMariadb
+from servers import MY_ADMIN
 
 from credflip import commands
 from credflip.drain import Verdict
@@ -217,17 +216,6 @@ def test_sessions_by_client_and_kill(mariadb: Mariadb) -> None:
     finally:
         for conn in conns:
             conn.close()
-
-
-@pytest.fixture(scope="module")
-def mariadb_ps() -> Iterator[Mariadb]:
-    """A private MariaDB with performance_schema on (the machine's has it off)."""
-    server = PrivateMariadb("--performance-schema=ON").start()
-    try:
-        password = server.add_admin(performance_schema=True)
-        yield Mariadb(password, Path("/nonexistent/general.log"), port=server.port)
-    finally:
-        server.stop()
 
 
 def test_sessions_name_the_program_with_performance_schema(mariadb_ps: Mariadb) -> None:

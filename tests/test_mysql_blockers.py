@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import pytest
 from apps import make_my_app
 from clusters import MY_HOST, Mariadb
 from faults import wait_for
-from servers import PrivateMariadb
 from test_lock_queue import holding
 
 from credflip import commands
@@ -30,17 +29,6 @@ from credflip.errors import LockTimeout
 from credflip.layout import Layout
 from credflip.stores.sqlite import SqliteStore
 from credflip.urls import pymysql_kwargs as my_connect_kwargs
-
-
-@pytest.fixture(scope="module")
-def mariadb_ps() -> Iterator[Mariadb]:
-    """A private MariaDB with performance_schema on (the machine's has it off)."""
-    server = PrivateMariadb("--performance-schema=ON").start()
-    try:
-        password = server.add_admin(performance_schema=True)
-        yield Mariadb(password, Path("/nonexistent/general.log"), port=server.port)
-    finally:
-        server.stop()
 
 
 def test_init_behind_a_backup_names_its_program(mariadb_ps: Mariadb, tmp_path: Path) -> None:
