@@ -45,7 +45,10 @@ demo: $(STAMP)
 # pile up on one worker at the end. Measured: -n 2 937 s, -n 4 508 s.
 # The tests run in a new random order each time (pytest-randomly): no test may
 # depend on another having run first. The seed is printed; SEED=N repeats an order.
-SEED ?= $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+# (`:=`, once: a recursive `?=` would run the shell again at each use.)
+ifndef SEED
+SEED := $(shell od -An -N2 -tu2 /dev/urandom | tr -d ' ')
+endif
 # The Django tests on the newest Django run alongside (their output follows the suite's).
 test: $(DEV) $(NEWEST_STAMP)
 	@echo "make: tests in random order, seed $(SEED) (make test SEED=$(SEED) repeats it)"
