@@ -82,7 +82,7 @@ from typing import Any
 
 from .actor import run_by
 from .commands import admin_url_for
-from .durations import parse_duration
+from .durations import iso_utc, parse_duration
 from .engines import Engine, engine_for
 from .errors import CredflipError, DrainTimeout, Halted, LockHeld, OutsideWindow, UsageError
 from .events import ENV_VAR, parse_bus, sender_for
@@ -223,12 +223,8 @@ def _closed(layout: Layout, state: State, windows: Windows | None) -> dict[str, 
         require_window(layout, state, windows, now)
     except OutsideWindow as exc:
         assert windows is not None  # noqa: S101 - only a window is ever closed
-        return {"reason": str(exc), "next_window": _iso(windows.next_opening(now))}
+        return {"reason": str(exc), "next_window": iso_utc(windows.next_opening(now))}
     return None
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _halted(layout: Layout, halt: Halt) -> dict[str, Any]:

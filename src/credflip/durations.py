@@ -1,12 +1,14 @@
-"""Durations as operators write them: ``500ms``, ``90s``, ``15m``, ``1h``, ``1h30m``, ``30d``."""
+"""Durations as operators write them: ``500ms``, ``90s``, ``15m``, ``1h``, ``1h30m``, ``30d``;
+instants as machines read them (:func:`iso_utc`)."""
 
 from __future__ import annotations
 
 import re
+import time
 
 from .errors import UsageError
 
-__all__ = ["format_duration", "parse_duration"]
+__all__ = ["format_duration", "iso_utc", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -37,3 +39,8 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def iso_utc(ts: float | None) -> str | None:
+    """A Unix time as ISO 8601 in UTC, ``2026-03-09T01:10:00Z`` (None stays None)."""
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .aws_clients import error_code, make_client
+from .durations import iso_utc
 from .errors import UsageError
 from .rotation.events import Event, Milestone, MilestoneKind
 from .stores.base import Store
@@ -109,10 +110,6 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 def detail(milestone: Milestone) -> dict[str, Any]:
     """The event's ``detail``: the same fields for every milestone (None where unknown),
     then what the milestone adds."""
@@ -128,7 +125,7 @@ def detail(milestone: Milestone) -> dict[str, Any]:
         "from_user": m.from_user,
         "to_user": m.to_user,
         "phase": None if m.phase is None else m.phase.value,
-        "started_at": _iso(m.started_at),
+        "started_at": iso_utc(m.started_at),
         "timings": dict(m.timings),
         "reason": m.reason,
         "actor": None if m.actor is None else m.actor.to_dict(),

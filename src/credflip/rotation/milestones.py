@@ -17,11 +17,11 @@ knows nothing of where they go (:mod:`credflip.events` sends them to EventBridge
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from ..actor import Actor
+from ..durations import iso_utc
 from ..errors import DrainTimeout
 from ..halt import NOT_FAILURES, Halt
 from ..layout import Color, Layout
@@ -35,11 +35,6 @@ __all__ = ["RunReport", "done", "reporting", "rolled_back", "tell"]
 
 #: Characters kept of a reason (a failure's message names what to do; it stays whole).
 REASON_CHARS = 1000
-
-
-def iso(ts: float) -> str:
-    """``2026-03-09T01:10:00Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def one_line(text: str, secrets: list[str]) -> str:
@@ -151,7 +146,7 @@ class RunReport:
             phase=self.ctx.running if self.ctx is not None else None,
             reason=halt.reason,
             failures=halt.failures,
-            since=iso(halt.since),
+            since=iso_utc(halt.since),
         )
         emit(self.on_event, milestone)
 

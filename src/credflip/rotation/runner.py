@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import NoReturn, TypeVar
 
 from ..backoff import Backoff
+from ..durations import iso_utc
 from ..errors import CredflipError, DatabaseUnavailable, DeadlineReached, UsedAtRetire
 from ..state import Phase
 from . import messages, milestones
@@ -155,11 +156,7 @@ def run_phases(
         journal.advance(phase)
         ctx.emit(PhaseFinished(phase, elapsed))
         if phase is Phase.SWITCH:
-            milestones.tell(ctx, "switched", phase=phase, switched_at=_iso(ctx.rot.switched_at))
-
-
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else milestones.iso(ts)
+            milestones.tell(ctx, "switched", phase=phase, switched_at=iso_utc(ctx.rot.switched_at))
 
 
 def _waited_to_retry(
