@@ -310,8 +310,8 @@ def test_without_boto3_a_silent_extension_is_a_store_error_and_the_last_value_is
     clock.now += 67  # past the longest jittered TTL
     with caplog.at_level(logging.WARNING, logger="credflip"):
         assert resolver.resolve(layout.env).color is Color.BLUE
-    assert "StoreError: cannot create an SSM client: import of boto3" in caplog.text
-    with pytest.raises(StoreError, match="cannot create an SSM client: import of boto3"):
+    assert "StoreError: cannot create an SSM client: import of botocore" in caplog.text
+    with pytest.raises(StoreError, match="cannot create an SSM client: import of botocore"):
         Resolver(store=through(port, moto_endpoint), ttl=60).resolve(layout.env)
 
 

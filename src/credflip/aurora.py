@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .aws_clients import make_client
 from .errors import ConfigurationError
 from .replicas import KnownReplica
 
@@ -74,10 +75,9 @@ def describe_cluster(cluster_id: str, region: str, *, client: Any = None) -> lis
     boto3 is imported only here; *client* lets tests and callers inject one
     (the endpoint can also be set with ``AWS_ENDPOINT_URL_RDS``).
     """
-    import boto3
     import botocore.exceptions
 
-    rds = client if client is not None else boto3.session.Session().client("rds", region)
+    rds = client if client is not None else make_client("rds", region)
     try:
         clusters = rds.describe_db_clusters(DBClusterIdentifier=cluster_id)["DBClusters"]
         members: Sequence[dict[str, Any]] = (
@@ -108,16 +108,9 @@ def describe_instances(
     Raises :class:`ConfigurationError` saying briefly why the API did not
     answer at all; the calls are bounded (5 s to connect, 10 s to read, 2 attempts).
     """
-    import boto3
-    import botocore.config
     import botocore.exceptions
 
-    rds = client
-    if rds is None:
-        config = botocore.config.Config(
-            connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}
-        )
-        rds = boto3.session.Session().client("rds", region, config=config)
+    rds = client if client is not None else make_client("rds", region, attempts=2)
     out: dict[str, tuple[str, int] | str] = {}
     for instance_id in instance_ids:
         try:

@@ -10,6 +10,7 @@ translates the errors in its own words. boto3 is imported only inside
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -42,13 +43,13 @@ def make_client(
     connect_timeout: float = 5,
     read_timeout: float = 10,
 ) -> Any:
-    """A boto3 client of *service*: a session of its own, bounded retries and timeouts
+    """A boto3 (botocore) client of *service*: a session of its own, bounded retries and timeouts
     (*attempts*: that many in all, whatever the environment says; *connect_timeout* and
     *read_timeout* in seconds, per attempt).
 
     botocore's errors (``NoRegionError``...) propagate for the caller to word.
     """
-    import boto3
+    import botocore.session
     from botocore.config import Config
 
     # botocore's "standard" mode retries throttling with backoff; respect an
@@ -61,12 +62,32 @@ def make_client(
     # AWS answers in milliseconds; botocore's 60 s defaults would let one silent
     # endpoint hold a rotation (or a Lambda) for minutes per attempt.
     config = Config(retries=retries, connect_timeout=connect_timeout, read_timeout=read_timeout)  # type: ignore[arg-type]
-    # A session of its own: boto3's default session caches credentials and
-    # region for the whole process, which would outlive a changed environment.
+    # A session of its own: a process-wide session caches credentials and region
+    # for the whole process, which would outlive a changed environment. Only the
+    # service models it reads from disk are shared (:func:`_shared_loader`).
     # AWS_REGION first, as the AWS CLI v2 and the Lambda runtime have it (botocore
     # alone reads only AWS_DEFAULT_REGION and the profile's region).
-    session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION") or None)
-    return session.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
+    session = botocore.session.Session()
+    session.register_component("data_loader", _shared_loader())
+    return session.create_client(
+        service,
+        region_name=region or os.environ.get("AWS_REGION") or None,
+        endpoint_url=endpoint_url,
+        config=config,
+    )
+
+
+@functools.cache
+def _shared_loader() -> Any:
+    """botocore's reader of its JSON data (service models, endpoints), one per process.
+
+    A new session would parse them again: about 150 ms of CPU per client, most of a
+    CLI command's or a Lambda invocation's own work. The loader holds only that data
+    (no credentials, no configuration), and caches what it read.
+    """
+    from botocore.loaders import create_loader
+
+    return create_loader()
 
 
 def error_code(exc: BaseException) -> str:
