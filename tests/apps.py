@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import pymysql
 import pytest
 from clusters import ADMIN, MY_HOST, PG_VERSIONS, Cluster, Mariadb
 from helpers import privileges
@@ -20,6 +19,7 @@ from psycopg import sql
 from servers import MY_ADMIN
 
 from credflip.engines.mysql import MysqlEngine, native_password_hash
+from credflip.engines.mysql.driver import connect as my_connect
 from credflip.rotation import new_password
 from credflip.urls import DbUrl
 from credflip.urls import libpq_kwargs as connect_kwargs
@@ -186,7 +186,7 @@ class MyApp:
 
     def open(self, url: DbUrl | str) -> Any:
         parsed = DbUrl.parse(url) if isinstance(url, str) else url
-        return pymysql.connect(**my_connect_kwargs(parsed), autocommit=True, connect_timeout=5)
+        return my_connect(**my_connect_kwargs(parsed), autocommit=True, connect_timeout=5)
 
     def execute(self, url: DbUrl | str, *statements: str) -> list[Any]:
         with self.open(url) as conn, conn.cursor() as cur:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import pymysql
 import pytest
 from psycopg import sql
 from servers import MY_ADMIN, PrivateMariadb
 
 from credflip.demo.binaries import find_bindir
 from credflip.demo.cluster import EmbeddedPostgres
+from credflip.engines.mysql.driver import connect as my_connect
 from credflip.errors import ConfigurationError
 from credflip.rotation import new_password
 from credflip.urls import DbUrl
@@ -165,7 +165,7 @@ MY_HOST = "127.0.0.1"
 
 
 def my_root(port: int) -> Any:
-    return pymysql.connect(host=MY_HOST, port=port, user="root", autocommit=True)
+    return my_connect(host=MY_HOST, port=port, user="root", autocommit=True)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import pymysql
 
 from credflip.demo.binaries import free_port
 from credflip.engines.mysql import native_password_hash
+from credflip.engines.mysql.driver import connect as my_connect
 from credflip.rotation import new_password
 
 MY_ADMIN = "cft_admin"
@@ -116,7 +117,7 @@ class PrivateMariadb:
             self.root_dir = None
 
     def root(self) -> Any:
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root", autocommit=True)
+        return my_connect(host="127.0.0.1", port=self.port, user="root", autocommit=True)
 
     def sql(self, *statements: str, args: Any = None) -> list[Any]:
         with self.root() as conn, conn.cursor() as cur:

@@ -86,10 +86,11 @@ class MysqlTarget(Target):
     def _root(self) -> Any:
         import pymysql
 
+        from ..engines.mysql.driver import connect as my_connect
         from ..urls import pymysql_kwargs as my_kwargs
 
         try:
-            return pymysql.connect(**my_kwargs(self.root), autocommit=True, connect_timeout=5)
+            return my_connect(**my_kwargs(self.root), autocommit=True, connect_timeout=5)
         except pymysql.err.MySQLError as exc:
             raise ConfigurationError(
                 f"the MySQL demo needs a server it may administer at {self.root} ({exc}); set "

@@ -26,6 +26,7 @@ from ..base import Engine, Step
 from ..connector import Refusal, connect_error
 from ..locks import Blocker, BlockerWatch, StatementWaited, log, server_timeout
 from . import locks as my_locks
+from .driver import connect
 
 __all__ = ["MysqlConnection"]
 
@@ -56,7 +57,7 @@ class MysqlConnection(Engine):
         kwargs.setdefault("read_timeout", max(1, round(self.statement_timeout)))
         kwargs.setdefault("write_timeout", max(1, round(self.statement_timeout)))
         try:
-            return pymysql.connect(**kwargs, autocommit=True, program_name="credflip")
+            return connect(**kwargs, autocommit=True, program_name="credflip")
         except pymysql.err.MySQLError as exc:
             raise self._connect_error(exc, url, what) from exc
 
@@ -157,7 +158,7 @@ class MysqlConnection(Engine):
         """A PyMySQL connection as an application would open it."""
         kwargs = pymysql_kwargs(url)
         kwargs.setdefault("connect_timeout", max(1, int(timeout)))
-        return pymysql.connect(**kwargs)
+        return connect(**kwargs)
 
     def _begin(self, conn: Any) -> None:
         conn.begin()
