@@ -15,8 +15,9 @@ import json
 import logging
 import secrets
 import time
+import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -56,17 +57,25 @@ class Bus:
     name: str
     queue: str
     sqs: Any
+    #: The milestone ids received so far.
+    seen: set[str] = field(default_factory=set)
 
-    def received(self) -> list[dict[str, Any]]:
-        """The events delivered since the last call, in order."""
+    def received(self, *, copies: bool = False) -> list[dict[str, Any]]:
+        """The events delivered since the last call, in order; without *copies*, a second
+        event of a milestone already received (a send tried again when its first reply
+        was lost on a busy machine: EventBridge delivers both) is left out."""
         out: list[dict[str, Any]] = []
         while True:
             got = self.sqs.receive_message(QueueUrl=self.queue, MaxNumberOfMessages=10)
             if not got.get("Messages"):
                 return out
             for message in got["Messages"]:
-                out.append(json.loads(message["Body"]))
+                event = json.loads(message["Body"])
                 self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+                milestone = event["detail"]["milestone_id"]
+                if copies or milestone not in self.seen:
+                    out.append(event)
+                self.seen.add(milestone)
 
 
 def types(events: list[dict[str, Any]]) -> list[str]:
@@ -354,6 +363,40 @@ def test_an_entry_eventbridge_refuses_is_a_failed_send(bus: Bus) -> None:
     assert not sender.send(Milestone("done", "prod", "/db"))
     assert sender.failed == 1 and len(warned) == 1 and "MalformedDetail" in warned[0]
     assert bus.received() == []
+
+
+def test_a_send_whose_reply_was_lost_delivers_a_copy_with_the_same_milestone_id(
+    bus: Bus,
+) -> None:
+    """botocore tries ``PutEvents`` again when its reply is lost (a read timeout): the
+    first attempt was applied, so the bus gets the event twice, and the copy is told
+    apart by its ``milestone_id``. The fault is real HTTP: a ``before-send`` handler sends
+    the signed request to moto itself, then raises the read timeout."""
+    from botocore.exceptions import ReadTimeoutError
+
+    sender = sender_for(bus.name)
+    assert sender is not None
+    lost: list[str] = []
+
+    def lose_first_reply(request: Any, **_kwargs: Any) -> None:
+        if lost:
+            return
+        applied = urllib.request.Request(
+            request.url, data=request.body, headers=dict(request.headers), method=request.method
+        )
+        with urllib.request.urlopen(applied, timeout=10) as reply:
+            lost.append(reply.read().decode())
+        raise ReadTimeoutError(endpoint_url=request.url)
+
+    sender.client.meta.events.register_first("before-send.events.PutEvents", lose_first_reply)
+    first, second = Milestone("done", "prod", "/db"), Milestone("done", "prod", "/db")
+    assert first.id != second.id and first == second  # an id of its own, not compared
+    assert sender.send(first) and sender.failed == 0 and len(lost) == 1
+    events = bus.received(copies=True)
+    assert [e["detail"]["milestone_id"] for e in events] == [first.id, first.id]
+    assert bus.received() == []  # both were taken off the queue
+    assert sender.send(second)
+    assert [e["detail"]["milestone_id"] for e in bus.received()] == [second.id]
 
 
 def test_a_send_that_could_not_end_before_the_deadline_is_not_tried(

@@ -117,6 +117,7 @@ def detail(milestone: Milestone) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "version": DETAIL_VERSION,
         "milestone": m.kind,
+        "milestone_id": m.id,
         "env": m.env,
         "prefix": m.prefix,
         "rotation_id": m.rotation_id,

@@ -7,6 +7,7 @@ to (:mod:`credflip.events` sends them to EventBridge); the rest is progress.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -112,6 +113,9 @@ class Milestone:
     legacy: LegacyReport = field(default_factory=LegacyReport)
     #: What a kind adds (``drain_seconds``, ``failures``, ``flipped``...), JSON-ready.
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: This milestone's own id: a send tried twice (its first reply lost) may deliver
+    #: two events, and a consumer tells the copy by it.
+    id: str = field(default_factory=lambda: secrets.token_hex(8), compare=False)
 
 
 Event = PhaseStarted | PhaseFinished | DrainProgress | Notice | Milestone
