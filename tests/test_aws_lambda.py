@@ -67,7 +67,8 @@ def test_the_schedule_reports_a_timeout_until_the_legacy_client_leaves_then_fini
     """Invoked as the schedule would: a client that never follows the pointer opens a
     short connection to blue every 300 ms for longer than the drain timeout. Every
     invocation past the timeout answers drain_timeout and keeps blue; once the client
-    is gone, the next invocation finishes from the evidence the earlier ones kept."""
+    is gone, invocations pause without an alarm until one finishes from the evidence the
+    earlier ones kept."""
     store = SsmStore(region="us-east-1", endpoint_url=moto_endpoint)
     event = {**env, "drain_timeout": "1s"}
     stop = threading.Event()
@@ -98,8 +99,20 @@ def test_the_schedule_reports_a_timeout_until_the_legacy_client_leaves_then_fini
         stop.set()
         client.join(timeout=10)
     assert used > 10 and not client.is_alive()
-    done = handler(event, LambdaContext(30.0))
-    assert done["status"] == "done" and done["resumed"], done
+    # The first invocation after the client left may still see its last uses (made after
+    # the previous invocation's last sample): it alarms once more. How long the window
+    # then lasts depends on how many of the client's pauses the drain saw (a client seen
+    # a few times may arrive at random: many mean pauses): later invocations see no use,
+    # so they pause, without an alarm, until one finishes.
+    after: list[str] = []
+    while True:
+        answer = handler(event, LambdaContext(30.0))
+        if answer["status"] == "done":
+            break
+        after.append(answer["status"])
+        assert after[1:].count("drain_timeout") == 0 and len(after) < 5, (after, answer)
+    assert set(after) <= {"drain_timeout", "paused"}, after
+    assert answer["resumed"], answer
     assert app.locked_marker in login_error(app.url)
 
 
