@@ -6,10 +6,13 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import pymysql
+from benches import run_bench
 from clusters import MY_HOST, Mariadb
 from servers import MY_ADMIN
+from shared_servers import guarded_env
 
 from credflip.engines.mysql.driver import connect
 
@@ -80,3 +83,15 @@ def test_a_connect_costs_a_fraction_of_pymysqls_cpu(mariadb: Mariadb) -> None:
 
     connect(**_admin(mariadb)).close()  # the one context, made outside the measure
     assert cpu(connect) * 3 < cpu(pymysql.connect)
+
+
+def test_the_client_cost_bench_prints_both_clients_before_and_now(tmp_path: Path) -> None:
+    """bench/client_cost.py runs (briefly) and prints its table: each client cheaper now."""
+    proc, _seconds = run_bench(
+        "client_cost.py", "--rounds", "3", "--per-round", "5", env=guarded_env(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {line[:20].strip(): line.split() for line in proc.stdout.splitlines()[2:]}
+    assert set(rows) == {"AWS client (ssm)", "MySQL login"}, proc.stdout
+    for name, cells in rows.items():
+        assert float(cells[-1].rstrip("x")) > 1, (name, proc.stdout)
