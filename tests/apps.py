@@ -8,7 +8,7 @@ test is parametrised with (:data:`ENGINES`).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -43,7 +43,7 @@ class App:
 
     cluster: Cluster
     user: str
-    password: str
+    password: str = field(repr=False)  # failure output shows reprs
     database: str
 
     engine = "postgresql"
@@ -164,7 +164,7 @@ class MyApp:
 
     mariadb: Mariadb
     user: str
-    password: str
+    password: str = field(repr=False)  # failure output shows reprs
     database: str
 
     engine = "mysql"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ class Cluster:
     """A private cluster and its admin."""
 
     pg: EmbeddedPostgres
-    admin_password: str
+    admin_password: str = field(repr=False)  # failure output shows reprs
     version: int = 15
 
     def su(self, database: str = "postgres") -> psycopg.Connection[Any]:
@@ -172,7 +172,7 @@ def my_root(port: int) -> Any:
 class Mariadb:
     """A MariaDB server with the tests' non-root admin (and maybe a general log)."""
 
-    admin_password: str
+    admin_password: str = field(repr=False)  # failure output shows reprs
     general_log: Path
     port: int
 

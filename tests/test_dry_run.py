@@ -12,7 +12,7 @@ from helpers import command, dump, stored_url
 from credflip import commands
 from credflip.layout import Color, Layout
 from credflip.rotation import RotateOptions, rotate
-from credflip.state import read_lock
+from credflip.state import load_state, read_lock
 from credflip.stores.base import Store
 
 # SET: each plan's connection gets its lock and statement timeouts first.
@@ -97,14 +97,12 @@ def test_dry_run_refuses_what_the_real_run_would(
     assert mid.code == 1 and mid.err.count("\n") == 1
     assert "is under way (phase drain)" in mid.err and "--dry-run plans a new rotation" in mid.err
     assert dump(store) == before
-    assert (
-        cli(
-            *command(
-                "rotate", app, store, layout, "--yes", "--client-ttl", "200ms", "--quiet", "200ms"
-            )
-        ).code
-        == 0
-    )
+    resumed = cli(*command("rotate", app, store, layout, "--yes", "--client-ttl", "200ms",
+                           "--quiet", "200ms"))  # fmt: skip
+    # Exit 0 is also a paused run: the resumed rotation must have finished.
+    assert resumed.code == 0, resumed.err
+    state = load_state(store, layout)
+    assert state.current is None and [h.result for h in state.history] == ["done"], state
     # After a rollback green is inactive but may still have clients: a client on it
     # stops both runs alike, before anything changes.
     assert cli(*command("rollback", app, store, layout, "--yes")).code == 0
