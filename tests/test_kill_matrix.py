@@ -128,7 +128,9 @@ class Rotator:
 
 #: How a rotation right after a rollback refuses while the clients following the pointer
 #: still hold the rolled-back color (nothing changed; they leave within a client TTL).
-STILL_IN_USE = re.compile(r"^credflip: error: the inactive user .* clients still use it; ")
+STILL_IN_USE = re.compile(
+    r"^credflip: error: the inactive user .* clients still use it; ", re.MULTILINE
+)
 
 
 def next_rotate(cli: Any, rotate: list[str], *, after: str, within: float = 30.0) -> Any:
@@ -137,7 +139,7 @@ def next_rotate(cli: Any, rotate: list[str], *, after: str, within: float = 30.0
     deadline = time.monotonic() + within
     while True:
         result = cli(*rotate)
-        if result.code == 0 or after != "rollback" or not STILL_IN_USE.match(result.err):
+        if result.code == 0 or after != "rollback" or not STILL_IN_USE.search(result.err):
             return result
         assert time.monotonic() < deadline, result.err[-1500:]
 
