@@ -35,14 +35,6 @@ from credflip.urls import DbUrl
 from credflip.urls import pymysql_kwargs as my_connect_kwargs
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked ``heavy`` first, in the random order they have among themselves
-    (pytest-randomly shuffles before this hook): with xdist's ``load`` scheduling, which
-    deals the first tests out one by one, each worker starts with some of them, and none
-    is left to run alone at the end of the suite."""
-    items.sort(key=lambda item: item.get_closest_marker("heavy") is None)
-
-
 @pytest.fixture(scope="session")
 def clusters() -> Iterator[Clusters]:
     registry = Clusters()

@@ -49,7 +49,6 @@ LEGACY_PERIODS = [
 ]
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("period", LEGACY_PERIODS)
 def test_by_default_a_periodic_legacy_client_is_never_retired_under(
     any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout, cli: Any, period: float
@@ -71,7 +70,6 @@ def test_by_default_a_periodic_legacy_client_is_never_retired_under(
     assert load_state(sqlite_store, layout).current is not None
 
 
-@pytest.mark.heavy
 def test_a_later_run_continues_the_drain_from_the_kept_evidence(
     any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout, cli: Any
 ) -> None:
@@ -244,7 +242,6 @@ def test_min_drain_is_a_floor_and_status_shows_the_earliest_retire(
     assert load_state(sqlite_store, layout).current.min_drain == 1800.0  # type: ignore[union-attr]
 
 
-@pytest.mark.heavy
 def test_after_a_rollback_the_rolled_back_color_is_drained_before_its_password_changes(
     any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout
 ) -> None:
@@ -303,7 +300,6 @@ def paused_in_the_predrain(app: AnyApp, store: SqliteStore, layout: Layout) -> R
     return result
 
 
-@pytest.mark.heavy
 def test_a_rollback_of_a_rotation_paused_in_the_predrain_keeps_the_predrain_due(
     any_app: AnyApp, sqlite_store: SqliteStore, layout: Layout
 ) -> None:

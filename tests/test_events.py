@@ -216,7 +216,6 @@ def test_a_failing_rotation_sends_failed_then_halted_and_a_resumed_one_no_second
     assert not found, found
 
 
-@pytest.mark.heavy
 def test_a_drain_timeout_names_the_legacy_client_once_per_rotation(
     app: App, sqlite_store: SqliteStore, env: Layout, cli: Any, bus: Bus
 ) -> None:

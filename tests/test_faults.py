@@ -364,7 +364,6 @@ class WriteFaults:
 WRITE_PARTS = 3
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("part", range(WRITE_PARTS))
 def test_each_store_write_of_a_rotation_failing_leaves_it_safe_and_resumable(
     pg_server: Server, moto_endpoint: str, part: int
@@ -487,7 +486,6 @@ def test_a_sqlite_store_locked_by_another_process_stops_the_rotation_safely(
     assert result.finished
 
 
-@pytest.mark.heavy
 def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(
     server: Server, tmp_path: Path
 ) -> None:
@@ -524,7 +522,6 @@ def test_a_restart_between_two_runs_of_a_drain_starts_its_quiet_window_over(
     assert app.locked_marker in login_error(app.url)
 
 
-@pytest.mark.heavy
 def test_a_window_that_starts_over_at_every_run_raises_drain_timeout(
     pg_server: Server, tmp_path: Path
 ) -> None:

@@ -153,7 +153,6 @@ def naming(where: Callable[[], str]) -> Iterator[None]:
         raise AssertionError(f"{where()}: {exc}") from exc
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("engine", ["postgresql15", "mysql"])
 def test_sigkill_at_an_announced_boundary_then_rotate_finishes(
     request: pytest.FixtureRequest,

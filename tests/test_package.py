@@ -89,7 +89,6 @@ def aws_env() -> dict[str, str]:
     }
 
 
-@pytest.mark.heavy
 def test_a_second_build_is_byte_for_byte_the_same(dist: Path, tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "package.py"), "--out", str(tmp_path)], check=True

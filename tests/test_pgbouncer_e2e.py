@@ -116,7 +116,6 @@ def old_user_left(app: App, pgb: PrivatePgbouncer, user: str) -> tuple[list[obje
     return [(s["remote_pid"], s["state"]) for s in pgb.servers_of(user)], list(rows)
 
 
-@pytest.mark.heavy
 def test_three_rotations_under_load_through_pgbouncer(
     behind: tuple[App, PrivatePgbouncer], sqlite_store: SqliteStore, layout: Layout
 ) -> None:

@@ -209,7 +209,6 @@ def test_a_client_reusing_a_pooled_session_holds_the_drain_until_it_stops(
     assert result.terminated == 1  # once idle for the window, with the drain
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("between", ["nothing", "statements on a pooled session it closed"])
 def test_a_pooled_session_used_then_closed_between_two_runs_restarts_the_window(
     app: App, aws: Aws, layout: Layout, between: str

@@ -18,7 +18,6 @@ LAST = re.compile(
 )
 
 
-@pytest.mark.heavy
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 def test_ten_rotations_under_load_fail_and_lose_nothing(engine: str, tmp_path: Path) -> None:
     plot = tmp_path / "soak.png"

@@ -156,7 +156,6 @@ class Rotations(RuleBasedStateMachine):
             assert pointer is state.current.from_color
 
 
-@pytest.mark.heavy
 def test_any_sequence_of_operations_keeps_the_invariant() -> None:
     cluster = start_cluster(15)
     try:
