@@ -39,10 +39,11 @@ demo: $(STAMP)
 	@tools/system-deps demo
 	$(BIN)/credflip demo
 
-# Four workers on two cores: most tests wait on servers and drains, not on the
-# CPU (a whole run uses under one core on average). Worksteal lets an idle
-# worker take queued tests from a busy one, so the long drain tests do not
-# pile up on one worker at the end. Measured: -n 2 937 s, -n 4 508 s.
+# Four workers on two cores: many tests wait on servers and drains, and with
+# four the two cores are about 80 % busy (2026-11-30, 1096 tests: -n 4 832 s,
+# -n 5 799 s). Worksteal lets an idle worker take queued tests from a busy one,
+# so the long drain tests do not pile up on one worker at the end (heavy tests
+# first with load scheduling set up more module fixtures than it saved).
 # The tests run in a new random order each time (pytest-randomly): no test may
 # depend on another having run first. The seed is printed; SEED=N repeats an order.
 # (`:=`, once: a recursive `?=` would run the shell again at each use.)
