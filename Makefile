@@ -53,6 +53,7 @@ endif
 # The Django tests on the newest Django run alongside, their virtualenv built there
 # too (their output follows the suite's).
 test: $(DEV)
+	@test -n "$(PY_NEWEST)" || { echo "make: the newest Django needs Python >= 3.12: set PY_NEWEST=/path/to/python3.12" >&2; exit 1; }
 	@echo "make: tests in random order, seed $(SEED) (make test SEED=$(SEED) repeats it)"
 	@mkdir -p $(NEWEST); $(MAKE) --no-print-directory test-newest > $(NEWEST)/test.log 2>&1 & newest=$$!; \
 	$(BIN)/pytest -q -n 4 --dist worksteal -p randomly --randomly-seed=$(SEED); suite=$$?; \

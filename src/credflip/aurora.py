@@ -72,13 +72,13 @@ def parse_host(host: str) -> AuroraHost | None:
 def describe_cluster(cluster_id: str, region: str, *, client: Any = None) -> list[tuple[str, int]]:
     """``(address, port)`` of every instance of cluster *cluster_id*, from the RDS API.
 
-    boto3 is imported only here; *client* lets tests and callers inject one
+    botocore is imported only here; *client* lets tests and callers inject one
     (the endpoint can also be set with ``AWS_ENDPOINT_URL_RDS``).
     """
     import botocore.exceptions
 
-    rds = client if client is not None else make_client("rds", region)
     try:
+        rds = client if client is not None else make_client("rds", region)
         clusters = rds.describe_db_clusters(DBClusterIdentifier=cluster_id)["DBClusters"]
         members: Sequence[dict[str, Any]] = (
             clusters[0].get("DBClusterMembers", []) if clusters else []
@@ -110,7 +110,10 @@ def describe_instances(
     """
     import botocore.exceptions
 
-    rds = client if client is not None else make_client("rds", region, attempts=2)
+    try:
+        rds = client if client is not None else make_client("rds", region, attempts=2)
+    except botocore.exceptions.BotoCoreError as exc:
+        raise ConfigurationError(f"cannot make an RDS client ({type(exc).__name__})") from exc
     out: dict[str, tuple[str, int] | str] = {}
     for instance_id in instance_ids:
         try:

@@ -1,10 +1,10 @@
-"""boto3 clients as credflip makes them, and what botocore may log of them.
+"""AWS (botocore) clients as credflip makes them, and what botocore may log of them.
 
 One place for what every AWS call of credflip shares: botocore's ``standard``
 retries (or the operator's ``AWS_RETRY_MODE``/``AWS_MAX_ATTEMPTS``), short
 timeouts, a session of its own, the codes AWS throttles with, and a log filter
 that masks secret fields. The SSM store and RDS Proxy support use it; each
-translates the errors in its own words. boto3 is imported only inside
+translates the errors in its own words. botocore is imported only inside
 :func:`make_client`, so importing this module loads no SDK.
 """
 
@@ -68,7 +68,8 @@ def make_client(
     # AWS_REGION first, as the AWS CLI v2 and the Lambda runtime have it (botocore
     # alone reads only AWS_DEFAULT_REGION and the profile's region).
     session = botocore.session.Session()
-    session.register_component("data_loader", _shared_loader())
+    loader = _shared_loader(session.get_config_variable("data_path"))
+    session.register_component("data_loader", loader)
     return session.create_client(
         service,
         region_name=region or os.environ.get("AWS_REGION") or None,
@@ -78,16 +79,17 @@ def make_client(
 
 
 @functools.cache
-def _shared_loader() -> Any:
-    """botocore's reader of its JSON data (service models, endpoints), one per process.
+def _shared_loader(data_path: str | None) -> Any:
+    """botocore's reader of its JSON data (service models, endpoints), one per process
+    and extra model path (``AWS_DATA_PATH``, read by each session as botocore does).
 
     A new session would parse them again: about 150 ms of CPU per client, most of a
     CLI command's or a Lambda invocation's own work. The loader holds only that data
-    (no credentials, no configuration), and caches what it read.
+    (no credentials), and caches what it read.
     """
     from botocore.loaders import create_loader
 
-    return create_loader()
+    return create_loader(data_path)
 
 
 def error_code(exc: BaseException) -> str:

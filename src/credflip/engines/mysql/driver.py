@@ -2,12 +2,13 @@
 
 Without TLS options PyMySQL (1.2+) offers TLS when the server does ("preferred")
 and builds a fresh default context for every connection: it parses the system's
-CA bundle each time, about 20 ms of CPU per connection, most of a client's own
-work for a connect-per-request client (a Lambda, :meth:`client_connect`, verify's
-logins). That context is the same every time, and a context may be shared by
-connections in any thread; it is built once here, by PyMySQL itself. A connection
-with TLS options gets its own, as before. Should PyMySQL stop calling the method
-this overrides, connections simply build their own context again.
+CA bundle each time, about 40 ms of CPU per connection (bench/client_cost.py),
+most of a client's own work for a connect-per-request client (a Lambda,
+:meth:`client_connect`, verify's logins). That context is the same every time,
+and a context may be shared by connections in any thread: it is built once
+here, by PyMySQL itself. A connection with TLS options gets its own, as before.
+Should PyMySQL stop calling the method this overrides, connections simply build
+their own context again.
 """
 
 from __future__ import annotations
